@@ -1,0 +1,395 @@
+//! Configuration: built-in defaults < `ordinaut.toml` < environment, merged by figment.
+//!
+//! This module owns the names operators type (environment variables, file keys) and
+//! turns a bad value into a [`ConfigError`] naming the key; it never panics and never
+//! reaches the database.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::model::{validate_name, validate_schema};
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or a value has the wrong type.
+    #[error("{0}")]
+    Load(String),
+    /// A value parsed but is out of range or inconsistent.
+    #[error("invalid {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+/// Environment variables Ordinaut reads, with the config key each one sets.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database_url"),
+    ("ORDINAUT_SCHEMA", "schema"),
+    ("LOG_LEVEL", "log_level"),
+    ("LOG_FORMAT", "log_format"),
+    ("TZ", "tz"),
+    ("ORDINAUT_MAX_PAYLOAD_BYTES", "max_payload_bytes"),
+    ("WORKER_CONCURRENCY", "worker.concurrency"),
+    ("WORKER_QUEUES", "worker.queues"),
+    ("WORKER_LEASE_SECONDS", "worker.lease_seconds"),
+    ("WORKER_POLL_INTERVAL", "worker.poll_interval"),
+    ("WORKER_MAX_RETRIES", "worker.max_retries"),
+    ("WORKER_BACKOFF_BASE", "worker.backoff_base"),
+    ("WORKER_BACKOFF_MAX_DELAY", "worker.backoff_max_delay"),
+    ("WORKER_SHUTDOWN_GRACE", "worker.shutdown_grace"),
+    ("WORKER_OUTPUT_LIMIT_BYTES", "worker.output_limit_bytes"),
+    ("RESCUER_INTERVAL", "maintenance.rescue_interval"),
+];
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, colourless lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration shared by every subcommand.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Postgres connection string; `None` lets `ordinaut dev` start a local cluster.
+    pub database_url: Option<String>,
+    /// Schema holding Ordinaut's tables.
+    pub schema: String,
+    /// tracing EnvFilter directive (`info`, `ordinaut=debug`, ...).
+    pub log_level: String,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Default IANA timezone for schedules.
+    pub tz: String,
+    /// Largest accepted job payload, in bytes of JSON text.
+    pub max_payload_bytes: usize,
+    /// Worker settings.
+    pub worker: WorkerConfig,
+    /// Lease rescue and other maintenance.
+    pub maintenance: MaintenanceConfig,
+    /// Job kinds and how to run them.
+    pub kinds: BTreeMap<String, KindConfig>,
+}
+
+/// Settings of `ordinaut worker`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Jobs run at once by one worker process.
+    pub concurrency: usize,
+    /// Queues this worker claims from.
+    #[serde(deserialize_with = "string_or_list")]
+    pub queues: Vec<String>,
+    /// Lease length; a heartbeat extends it while the job runs.
+    pub lease_seconds: u64,
+    /// Fallback poll interval in seconds when no NOTIFY arrives.
+    pub poll_interval: f64,
+    /// Retries after the first attempt when a job sets no max_attempts.
+    pub max_retries: u32,
+    /// First retry delay in seconds; doubles per attempt.
+    pub backoff_base: f64,
+    /// Longest retry delay in seconds.
+    pub backoff_max_delay: f64,
+    /// Seconds running jobs get to finish after SIGTERM before they are handed back.
+    pub shutdown_grace: f64,
+    /// Bytes of handler output (response body, stdout+stderr) kept per attempt.
+    pub output_limit_bytes: usize,
+}
+
+/// Maintenance settings (rescuer).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// Seconds between rescue passes (dead workers, expired leases).
+    pub rescue_interval: f64,
+    /// Seconds after a Postgres restart during which workers get to re-take their
+    /// locks before their jobs are handed back.
+    pub restart_grace: f64,
+}
+
+/// How a job kind runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum KindConfig {
+    /// POST (or another method) the payload to a URL.
+    Http {
+        /// Target URL.
+        url: String,
+        /// HTTP method; POST by default.
+        #[serde(default = "default_method")]
+        method: String,
+        /// Request timeout, e.g. "30s".
+        #[serde(default, with = "opt_duration")]
+        timeout: Option<Duration>,
+        /// Extra request headers.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Treat a 4xx response as retryable instead of a permanent failure.
+        #[serde(default)]
+        retry_on_4xx: bool,
+    },
+    /// Run a program (no shell) with the payload on stdin.
+    Command {
+        /// Program, looked up on PATH.
+        program: String,
+        /// Arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Kill the process group after this long, e.g. "600s".
+        #[serde(default, with = "opt_duration")]
+        timeout: Option<Duration>,
+        /// Extra environment variables.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        /// Working directory.
+        #[serde(default)]
+        cwd: Option<PathBuf>,
+    },
+    /// Built in: does nothing (after `sleep_ms` from the payload, if given). For
+    /// benchmarks and smoke tests.
+    Noop {
+        /// Per-attempt timeout.
+        #[serde(default, with = "opt_duration")]
+        timeout: Option<Duration>,
+    },
+}
+
+fn default_method() -> String {
+    "POST".to_owned()
+}
+
+impl KindConfig {
+    /// The configured per-attempt timeout, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self {
+            KindConfig::Http { timeout, .. } | KindConfig::Command { timeout, .. } | KindConfig::Noop { timeout } => {
+                *timeout
+            }
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: None,
+            schema: "public".to_owned(),
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Pretty,
+            tz: "UTC".to_owned(),
+            max_payload_bytes: 1024 * 1024,
+            worker: WorkerConfig::default(),
+            maintenance: MaintenanceConfig::default(),
+            kinds: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 32,
+            queues: vec!["default".to_owned()],
+            lease_seconds: 60,
+            poll_interval: 0.5,
+            max_retries: 3,
+            backoff_base: 1.0,
+            backoff_max_delay: 60.0,
+            shutdown_grace: 30.0,
+            output_limit_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig { rescue_interval: 1.0, restart_grace: 10.0 }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the file (if any), then the environment, and validates.
+    ///
+    /// The file is `path` if given, else `$ORDINAUT_CONFIG`, else `./ordinaut.toml` when
+    /// it exists.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let explicit = path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("ORDINAUT_CONFIG").map(PathBuf::from));
+        let file = match explicit {
+            Some(p) if !p.exists() => {
+                return Err(ConfigError::Load(format!("config file {} does not exist", p.display())));
+            }
+            Some(p) => Some(p),
+            None => Some(PathBuf::from("ordinaut.toml")).filter(|p| p.exists()),
+        };
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = &file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(env_provider());
+        let config: Config = figment.extract().map_err(|e| ConfigError::Load(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and cross-field rules that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid { key: key.to_owned(), reason: reason.to_owned() };
+        validate_schema(&self.schema).map_err(|reason| invalid("ORDINAUT_SCHEMA", &reason))?;
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(invalid("LOG_LEVEL", "not a valid level or filter directive"));
+        }
+        if self.tz.parse::<chrono_tz::Tz>().is_err() {
+            return Err(invalid("TZ", &format!("unknown IANA timezone {:?}", self.tz)));
+        }
+        if self.max_payload_bytes == 0 {
+            return Err(invalid("ORDINAUT_MAX_PAYLOAD_BYTES", "must be positive"));
+        }
+        let w = &self.worker;
+        if w.concurrency == 0 || w.concurrency > 10_000 {
+            return Err(invalid("WORKER_CONCURRENCY", "must be between 1 and 10000"));
+        }
+        if w.queues.is_empty() {
+            return Err(invalid("WORKER_QUEUES", "must name at least one queue"));
+        }
+        for q in &w.queues {
+            validate_name(q).map_err(|reason| invalid("WORKER_QUEUES", &reason))?;
+        }
+        if w.lease_seconds < 2 {
+            return Err(invalid("WORKER_LEASE_SECONDS", "must be at least 2"));
+        }
+        for (key, value) in [
+            ("WORKER_POLL_INTERVAL", w.poll_interval),
+            ("WORKER_BACKOFF_BASE", w.backoff_base),
+            ("WORKER_BACKOFF_MAX_DELAY", w.backoff_max_delay),
+            ("RESCUER_INTERVAL", self.maintenance.rescue_interval),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value < 1e7) {
+                return Err(invalid(key, "must be a positive number of seconds"));
+            }
+        }
+        if !(w.shutdown_grace.is_finite() && w.shutdown_grace >= 0.0 && w.shutdown_grace < 1e7) {
+            return Err(invalid("WORKER_SHUTDOWN_GRACE", "must be zero or a positive number of seconds"));
+        }
+        if w.max_retries > 999 {
+            return Err(invalid("WORKER_MAX_RETRIES", "must be at most 999"));
+        }
+        for (name, kind) in &self.kinds {
+            let key = format!("kinds.{name}");
+            validate_name(name).map_err(|reason| invalid(&key, &reason))?;
+            match kind {
+                KindConfig::Http { url, method, .. } => {
+                    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(&format!("{key}.url"), &e.to_string()))?;
+                    if !matches!(parsed.scheme(), "http" | "https") {
+                        return Err(invalid(&format!("{key}.url"), "must be an http or https URL"));
+                    }
+                    if reqwest::Method::from_bytes(method.as_bytes()).is_err() {
+                        return Err(invalid(&format!("{key}.method"), "not an HTTP method"));
+                    }
+                }
+                KindConfig::Command { program, .. } => {
+                    if program.is_empty() {
+                        return Err(invalid(&format!("{key}.program"), "must not be empty"));
+                    }
+                }
+                KindConfig::Noop { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The lease length as a Duration.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.worker.lease_seconds)
+    }
+
+    /// max_attempts for jobs that name none: the first try plus the retries.
+    pub fn default_max_attempts(&self) -> i32 {
+        self.worker.max_retries as i32 + 1
+    }
+}
+
+/// Environment variables under their documented names, mapped onto config keys.
+fn env_provider() -> Env {
+    Env::raw()
+        .filter_map(|key| {
+            let upper = key.as_str().to_ascii_uppercase();
+            ENV_KEYS.iter().find(|(env, _)| *env == upper).map(|(_, path)| (*path).into())
+        })
+        .split(".")
+}
+
+/// One line naming the key, where it came from, and the problem.
+fn describe(error: figment::Error) -> String {
+    let mut out = Vec::new();
+    for e in error {
+        let key = e.path.join(".");
+        let env_name = ENV_KEYS.iter().find(|(_, path)| *path == key).map(|(env, _)| *env);
+        let source = match (&e.metadata, env_name) {
+            (Some(m), Some(env)) if m.name.contains("environment") => format!("environment variable {env}"),
+            (Some(m), _) => match &m.source {
+                Some(src) => format!("{key} in {src}"),
+                None => format!("{key} in {}", m.name),
+            },
+            (None, _) if key.is_empty() => "configuration".to_owned(),
+            (None, _) => key.clone(),
+        };
+        out.push(format!("invalid {source}: {}", e.kind));
+    }
+    out.join("; ")
+}
+
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        Either::Many(v) => v,
+    })
+}
+
+/// Durations written the way people write them: "30s", "5m", "1h 30m".
+pub mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as a humantime string.
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Accepts "30s"-style strings or a number of seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Seconds(f64),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Text(t)) => humantime::parse_duration(&t)
+                .map(Some)
+                .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}"))),
+            Some(Raw::Seconds(s)) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+            Some(Raw::Seconds(_)) => Err(serde::de::Error::custom("duration must be positive")),
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! `due_work`: the live jobs. Enqueue, claim, heartbeat, finish, rescue, cancel, retry.
+//!
+//! This is the hot path's SQL. Its write budget per batch of n jobs is one claim
+//! statement and one finish statement; nothing here writes once per job.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{Error, Result, map_constraint};
+use crate::model::{ClaimedJob, JobState};
+
+/// A job to insert. `id` is chosen by the caller (UUIDv7).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Job id.
+    pub id: Uuid,
+    /// Queue name (validated).
+    pub queue: String,
+    /// Kind name (validated).
+    pub kind: String,
+    /// JSON payload.
+    pub payload: serde_json::Value,
+    /// Lower runs first.
+    pub priority: i16,
+    /// Not before; None = now.
+    pub run_at: Option<DateTime<Utc>>,
+    /// None = queue default, else config default.
+    pub max_attempts: Option<i32>,
+    /// Idempotency key among live jobs.
+    pub unique_key: Option<String>,
+    /// Per-attempt timeout.
+    pub timeout: Option<Duration>,
+    /// Free-form metadata (request id, correlation).
+    pub metadata: serde_json::Value,
+    /// Schedule that fired it.
+    pub schedule_id: Option<Uuid>,
+    /// Intended fire time of that schedule.
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+impl NewJob {
+    /// A job with defaults for everything but queue, kind and payload.
+    pub fn new(queue: impl Into<String>, kind: impl Into<String>, payload: serde_json::Value) -> NewJob {
+        NewJob {
+            id: Uuid::now_v7(),
+            queue: queue.into(),
+            kind: kind.into(),
+            payload,
+            priority: 0,
+            run_at: None,
+            max_attempts: None,
+            unique_key: None,
+            timeout: None,
+            metadata: serde_json::Value::Object(Default::default()),
+            schedule_id: None,
+            scheduled_for: None,
+        }
+    }
+}
+
+/// What an enqueue did for one input job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job's id: the new one, or the existing live job's for a duplicate unique key.
+    pub id: Uuid,
+    /// True when an existing live job was returned instead of inserting.
+    pub duplicate: bool,
+}
+
+const ENQUEUE_MANY: &str = include_str!("sql/enqueue_many.sql");
+
+const FIND_BY_UNIQUE_KEYS: &str = "SELECT unique_key, id FROM due_work WHERE unique_key = ANY($1::text[])";
+
+/// Inserts `jobs` in one statement, all or nothing, and returns one result per input in
+/// input order.
+///
+/// Takes row locks on the inserted rows only; conflicts on `due_work_unique_key_idx` are
+/// resolved to the existing live job. Batches with unique keys run in a transaction so
+/// that the follow-up lookup and any re-insert stay all or nothing.
+#[tracing::instrument(skip_all, fields(jobs = jobs.len()))]
+pub async fn enqueue_many(pool: &PgPool, jobs: &[NewJob], default_max_attempts: i32) -> Result<Vec<Enqueued>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    if jobs.iter().all(|j| j.unique_key.is_none()) {
+        let mut conn = pool.acquire().await?;
+        insert_jobs(&mut conn, jobs, default_max_attempts).await?;
+        return Ok(jobs.iter().map(|j| Enqueued { id: j.id, duplicate: false }).collect());
+    }
+    let mut tx = pool.begin().await?;
+    let mut results: Vec<Option<Enqueued>> = vec![None; jobs.len()];
+    let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    // A conflicting live job can finish between the insert and the lookup; then its key
+    // is free again and the next round inserts ours. Bounded: each round either resolves
+    // a job or observes one finishing.
+    for _ in 0..16 {
+        let batch: Vec<NewJob> = pending.iter().map(|&i| jobs[i].clone()).collect();
+        let inserted = insert_jobs(&mut tx, &batch, default_max_attempts).await?;
+        let keys: Vec<String> = pending
+            .iter()
+            .filter(|&&i| !inserted.contains(&jobs[i].id))
+            .filter_map(|&i| jobs[i].unique_key.clone())
+            .collect();
+        let existing: Vec<(String, Uuid)> =
+            if keys.is_empty() { Vec::new() } else { sqlx::query_as(FIND_BY_UNIQUE_KEYS).bind(&keys).fetch_all(&mut *tx).await? };
+        let mut still = Vec::new();
+        for &i in &pending {
+            let job = &jobs[i];
+            if inserted.contains(&job.id) {
+                results[i] = Some(Enqueued { id: job.id, duplicate: false });
+            } else if let Some((_, id)) = existing.iter().find(|(k, _)| Some(k) == job.unique_key.as_ref()) {
+                results[i] = Some(Enqueued { id: *id, duplicate: true });
+            } else {
+                still.push(i);
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            tx.commit().await?;
+            return Ok(results.into_iter().map(|r| r.expect("every pending job was resolved")).collect());
+        }
+    }
+    Err(Error::Conflict("unique keys kept changing while enqueueing; try again".to_owned()))
+}
+
+async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], default_max_attempts: i32) -> Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    let payloads: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.payload).collect();
+    let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
+    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
+    let max_attempts: Vec<Option<i32>> = jobs.iter().map(|j| j.max_attempts).collect();
+    let unique_keys: Vec<Option<&str>> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
+    let timeouts: Vec<Option<i64>> = jobs.iter().map(|j| j.timeout.map(|t| t.as_millis().max(1) as i64)).collect();
+    let metadata: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.metadata).collect();
+    let schedule_ids: Vec<Option<Uuid>> = jobs.iter().map(|j| j.schedule_id).collect();
+    let scheduled_for: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.scheduled_for).collect();
+    sqlx::query_scalar(ENQUEUE_MANY)
+        .bind(&ids)
+        .bind(&queues)
+        .bind(&kinds)
+        .bind(&payloads)
+        .bind(&priorities)
+        .bind(&run_ats)
+        .bind(&max_attempts)
+        .bind(&unique_keys)
+        .bind(&timeouts)
+        .bind(&metadata)
+        .bind(&schedule_ids)
+        .bind(default_max_attempts)
+        .bind(&scheduled_for)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_constraint)
+}
+
+#[derive(FromRow)]
+struct ClaimRow {
+    id: Uuid,
+    queue: String,
+    kind: String,
+    payload: serde_json::Value,
+    attempt: i32,
+    max_attempts: i32,
+    timeout_ms: Option<i64>,
+    metadata: serde_json::Value,
+    schedule_id: Option<Uuid>,
+    run_at: DateTime<Utc>,
+    attempted_at: DateTime<Utc>,
+}
+
+const CLAIM_DUE: &str = include_str!("sql/claim_due.sql");
+
+/// Claims up to `limit` due jobs from `queues` for `worker`, leased for `lease`.
+///
+/// Row locks with FOR UPDATE SKIP LOCKED on `due_work_claim_idx`, held only for the
+/// statement; afterwards the lease (state = 'running', lease_owner) is the claim.
+#[tracing::instrument(skip_all, fields(limit, claimed = tracing::field::Empty))]
+pub async fn claim_due(
+    pool: &PgPool,
+    queues: &[String],
+    limit: usize,
+    worker: Uuid,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>> {
+    let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_DUE)
+        .bind(queues)
+        .bind(limit as i64)
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
+    tracing::Span::current().record("claimed", rows.len());
+    Ok(rows
+        .into_iter()
+        .map(|r| ClaimedJob {
+            id: r.id,
+            queue: r.queue,
+            kind: r.kind,
+            payload: r.payload,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            timeout: r.timeout_ms.map(|ms| Duration::from_millis(ms as u64)),
+            metadata: r.metadata,
+            schedule_id: r.schedule_id,
+            run_at: r.run_at,
+            attempted_at: r.attempted_at,
+        })
+        .collect())
+}
+
+/// How one attempt ended, as the finish statement stores it.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// Job id.
+    pub id: Uuid,
+    /// One of completed, failed, cancelled, retry, snoozed, interrupted.
+    pub outcome: FinishKind,
+    /// When to run again (retry, snoozed).
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// Error text (retry, failed, cancelled, snoozed reason).
+    pub error: Option<String>,
+    /// Output kept in history (completed).
+    pub output: Option<serde_json::Value>,
+    /// Captured log excerpt for the attempt record.
+    pub log: Option<String>,
+}
+
+/// The stored outcome names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishKind {
+    /// Succeeded: to history.
+    Completed,
+    /// Failed for good: to history.
+    Failed,
+    /// Cancelled by an operator: to history.
+    Cancelled,
+    /// Failed with attempts left: rescheduled.
+    Retry,
+    /// Asked to run later without spending an attempt.
+    Snoozed,
+    /// Handed back at shutdown without spending an attempt.
+    Interrupted,
+}
+
+impl FinishKind {
+    /// Name stored in job_attempts.outcome.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishKind::Completed => "completed",
+            FinishKind::Failed => "failed",
+            FinishKind::Cancelled => "cancelled",
+            FinishKind::Retry => "retry",
+            FinishKind::Snoozed => "snoozed",
+            FinishKind::Interrupted => "interrupted",
+        }
+    }
+}
+
+const FINISH_MANY: &str = include_str!("sql/finish_many.sql");
+
+/// Records a batch of outcomes for `worker` in one statement; returns the ids it
+/// applied to. Ids missing from the result had lost their lease (rescued or cancelled)
+/// and were left untouched.
+///
+/// Locks the rows it updates or deletes (by primary key); guarded by state = 'running'
+/// AND lease_owner = worker.
+#[tracing::instrument(skip_all, fields(jobs = batch.len()))]
+pub async fn finish_many(pool: &PgPool, worker: Uuid, batch: &[Finish]) -> Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = batch.iter().map(|f| f.id).collect();
+    let outcomes: Vec<&str> = batch.iter().map(|f| f.outcome.as_str()).collect();
+    let next: Vec<Option<DateTime<Utc>>> = batch.iter().map(|f| f.next_run_at).collect();
+    let errors: Vec<Option<&str>> = batch.iter().map(|f| f.error.as_deref()).collect();
+    let outputs: Vec<Option<&serde_json::Value>> = batch.iter().map(|f| f.output.as_ref()).collect();
+    let logs: Vec<Option<&str>> = batch.iter().map(|f| f.log.as_deref()).collect();
+    Ok(sqlx::query_scalar(FINISH_MANY)
+        .bind(worker)
+        .bind(&ids)
+        .bind(&outcomes)
+        .bind(&next)
+        .bind(&errors)
+        .bind(&outputs)
+        .bind(&logs)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// A lease the heartbeat extended, and whether its cancel was requested.
+#[derive(Debug, Clone, Copy, FromRow)]
+pub struct Extended {
+    /// Job id.
+    pub id: Uuid,
+    /// An operator asked to cancel it.
+    pub cancel_requested: bool,
+}
+
+const EXTEND_LEASES: &str = "\
+UPDATE due_work
+SET lease_expires_at = now() + make_interval(secs => $3)
+WHERE id = ANY($2::uuid[]) AND state = 'running' AND lease_owner = $1
+RETURNING id, cancel_requested";
+
+/// Extends all of `worker`'s leases among `ids` in one statement (primary-key lookups).
+/// Ids missing from the result are no longer this worker's.
+pub async fn extend_leases(conn: &mut PgConnection, worker: Uuid, ids: &[Uuid], lease: Duration) -> Result<Vec<Extended>> {
+    Ok(sqlx::query_as(EXTEND_LEASES).bind(worker).bind(ids).bind(lease.as_secs_f64()).fetch_all(conn).await?)
+}
+
+/// What one rescue pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromRow)]
+pub struct Rescued {
+    /// Rescheduled with backoff.
+    pub retried: i64,
+    /// Out of attempts: failed.
+    pub failed: i64,
+    /// Cancel had been requested: cancelled.
+    pub cancelled: i64,
+}
+
+impl Rescued {
+    /// Rows changed in all.
+    pub fn total(&self) -> i64 {
+        self.retried + self.failed + self.cancelled
+    }
+}
+
+const RESCUE_MANY: &str = include_str!("sql/rescue_many.sql");
+
+/// Hands back up to `limit` running jobs owned by `dead_workers` or with expired leases.
+/// Each counts as a failed attempt. Row locks FOR UPDATE SKIP LOCKED on
+/// `due_work_running_idx` rows.
+#[tracing::instrument(skip_all)]
+pub async fn rescue_many(pool: &PgPool, dead_workers: &[Uuid], backoff: crate::model::Backoff, limit: i64) -> Result<Rescued> {
+    Ok(sqlx::query_as(RESCUE_MANY)
+        .bind(dead_workers)
+        .bind(backoff.base.as_millis() as i64)
+        .bind(backoff.max.as_millis() as i64)
+        .bind(limit)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelResult {
+    /// The job was waiting and is now cancelled (in history).
+    Cancelled,
+    /// The job is running; its worker was told to stop it.
+    Requested,
+    /// The job had already finished in this state.
+    AlreadyFinished(JobState),
+}
+
+const CANCEL_WAITING: &str = "\
+WITH c AS (
+    DELETE FROM due_work WHERE id = $1 AND state <> 'running'
+    RETURNING id, queue, kind, payload, priority, attempt, max_attempts, unique_key, schedule_id,
+              scheduled_for, metadata, run_at, created_at, attempted_at
+)
+INSERT INTO job_history
+    (id, queue, kind, payload, priority, state, attempt, max_attempts, unique_key, schedule_id,
+     scheduled_for, metadata, output, last_error, run_at, created_at, attempted_at, finished_at)
+SELECT id, queue, kind, payload, priority, 'cancelled', attempt, max_attempts, unique_key, schedule_id,
+       scheduled_for, metadata, NULL, 'cancelled by operator', run_at, created_at, attempted_at, now()
+FROM c
+RETURNING id";
+
+const REQUEST_CANCEL: &str = "\
+UPDATE due_work SET cancel_requested = true
+WHERE id = $1 AND state = 'running'
+RETURNING pg_notify('ordinaut_cancel', id::text)::text";
+
+const HISTORY_STATE: &str = "SELECT state FROM job_history WHERE id = $1 LIMIT 1";
+
+/// Cancels a job: a waiting one at once (moved to history), a running one by flagging it
+/// and notifying `ordinaut_cancel` so its worker stops it within a second.
+#[tracing::instrument(skip(pool))]
+pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<CancelResult> {
+    let mut tx = pool.begin().await?;
+    if sqlx::query_scalar::<_, Uuid>(CANCEL_WAITING).bind(id).fetch_optional(&mut *tx).await?.is_some() {
+        tx.commit().await?;
+        return Ok(CancelResult::Cancelled);
+    }
+    if sqlx::query_scalar::<_, String>(REQUEST_CANCEL).bind(id).fetch_optional(&mut *tx).await?.is_some() {
+        tx.commit().await?;
+        return Ok(CancelResult::Requested);
+    }
+    let state: Option<String> = sqlx::query_scalar(HISTORY_STATE).bind(id).fetch_optional(&mut *tx).await?;
+    tx.commit().await?;
+    match state.and_then(|s| s.parse::<JobState>().ok()) {
+        Some(state) => Ok(CancelResult::AlreadyFinished(state)),
+        None => Err(Error::NotFound { what: "job", id: id.to_string() }),
+    }
+}
+
+const RETRY_FINISHED: &str = "\
+WITH h AS (
+    DELETE FROM job_history WHERE id = $1 AND state IN ('failed', 'cancelled')
+    RETURNING id, queue, kind, payload, priority, attempt, max_attempts, unique_key, schedule_id,
+              scheduled_for, metadata, last_error, created_at
+)
+INSERT INTO due_work
+    (id, queue, kind, payload, priority, run_at, state, attempt, max_attempts, unique_key,
+     schedule_id, scheduled_for, metadata, last_error, created_at)
+SELECT id, queue, kind, payload, priority, now(), 'available', attempt,
+       -- a fresh budget of attempts on top of those already spent
+       attempt + max_attempts, unique_key, schedule_id, scheduled_for, metadata, last_error, created_at
+FROM h
+RETURNING id";
+
+/// Re-enqueues a failed or cancelled job with a fresh budget of attempts. Its attempt
+/// records stay. Refused if another live job holds its unique key.
+#[tracing::instrument(skip(pool))]
+pub async fn retry(pool: &PgPool, id: Uuid) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let result = sqlx::query_scalar::<_, Uuid>(RETRY_FINISHED).bind(id).fetch_optional(&mut *tx).await;
+    match result {
+        Ok(Some(_)) => {
+            tx.commit().await?;
+            Ok(())
+        }
+        Ok(None) => {
+            let live: Option<String> =
+                sqlx::query_scalar("SELECT state FROM due_work WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+            let finished: Option<String> = sqlx::query_scalar(HISTORY_STATE).bind(id).fetch_optional(&mut *tx).await?;
+            match (live, finished) {
+                (Some(state), _) => Err(Error::Conflict(format!("job {id} is still live ({state}); only failed or cancelled jobs can be retried"))),
+                (None, Some(state)) => Err(Error::Conflict(format!("job {id} is {state}; only failed or cancelled jobs can be retried"))),
+                (None, None) => Err(Error::NotFound { what: "job", id: id.to_string() }),
+            }
+        }
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("due_work_unique_key_idx") => Err(Error::Conflict(
+            format!("job {id} cannot be retried: another live job holds its unique key"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,131 @@
+//! Reading jobs wherever they live: `due_work` (live) and `job_history` (terminal).
+//!
+//! Read-only; the writes that move rows into history live in due_work.rs, in the same
+//! statements as the transitions that cause them.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use super::Result;
+
+/// A job as operators and API callers see it.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct JobView {
+    /// Job id.
+    pub id: Uuid,
+    /// Queue.
+    pub queue: String,
+    /// Kind.
+    pub kind: String,
+    /// Effective state: a 'scheduled' row whose run_at has passed reads as 'available'.
+    pub state: String,
+    /// JSON payload.
+    pub payload: serde_json::Value,
+    /// Lower runs first.
+    pub priority: i16,
+    /// Attempts made (including a running one).
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Not before.
+    pub run_at: DateTime<Utc>,
+    /// Idempotency key.
+    pub unique_key: Option<String>,
+    /// Worker holding the lease (running jobs).
+    pub lease_owner: Option<Uuid>,
+    /// Schedule that created it.
+    pub schedule_id: Option<Uuid>,
+    /// Metadata.
+    pub metadata: serde_json::Value,
+    /// Output of a completed job.
+    pub output: Option<serde_json::Value>,
+    /// Last error message.
+    pub last_error: Option<String>,
+    /// Enqueue time.
+    pub created_at: DateTime<Utc>,
+    /// Start of the latest attempt.
+    pub attempted_at: Option<DateTime<Utc>>,
+    /// Terminal time.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const GET_JOB: &str = "\
+SELECT id, queue, kind,
+       CASE WHEN state = 'scheduled' AND run_at <= now() THEN 'available' ELSE state END AS state,
+       payload, priority, attempt, max_attempts, run_at, unique_key, lease_owner, schedule_id, metadata,
+       NULL::jsonb AS output, last_error, created_at, attempted_at, NULL::timestamptz AS finished_at
+FROM due_work WHERE id = $1
+UNION ALL
+SELECT id, queue, kind, state, payload, priority, attempt, max_attempts, run_at, unique_key,
+       NULL::uuid, schedule_id, metadata, output, last_error, created_at, attempted_at, finished_at
+FROM job_history WHERE id = $1
+LIMIT 1";
+
+/// One job by id, live or finished. Primary-key lookup on due_work, then the id index
+/// of each job_history partition.
+pub async fn get_job(pool: &PgPool, id: Uuid) -> Result<Option<JobView>> {
+    Ok(sqlx::query_as(GET_JOB).bind(id).fetch_optional(pool).await?)
+}
+
+/// Filters for [`list_jobs`]; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this effective state.
+    pub state: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Keyset cursor: only ids below this one (ids are time-ordered UUIDv7).
+    pub before_id: Option<Uuid>,
+    /// Page size.
+    pub limit: i64,
+}
+
+const LIST_JOBS: &str = "\
+SELECT * FROM (
+    SELECT id, queue, kind,
+           CASE WHEN state = 'scheduled' AND run_at <= now() THEN 'available' ELSE state END AS state,
+           payload, priority, attempt, max_attempts, run_at, unique_key, lease_owner, schedule_id, metadata,
+           NULL::jsonb AS output, last_error, created_at, attempted_at, NULL::timestamptz AS finished_at
+    FROM due_work
+    WHERE ($1::text IS NULL OR queue = $1)
+      AND ($2::text IS NULL OR kind = $2)
+      AND ($3::text IS NULL OR $3 IN ('scheduled', 'available', 'running'))
+      AND ($4::timestamptz IS NULL OR created_at >= $4)
+      AND ($5::timestamptz IS NULL OR created_at < $5)
+      AND ($6::uuid IS NULL OR id < $6)
+    UNION ALL
+    SELECT id, queue, kind, state, payload, priority, attempt, max_attempts, run_at, unique_key,
+           NULL::uuid, schedule_id, metadata, output, last_error, created_at, attempted_at, finished_at
+    FROM job_history
+    WHERE ($1::text IS NULL OR queue = $1)
+      AND ($2::text IS NULL OR kind = $2)
+      AND ($3::text IS NULL OR state = $3)
+      AND ($4::timestamptz IS NULL OR created_at >= $4)
+      AND ($5::timestamptz IS NULL OR created_at < $5)
+      AND ($6::uuid IS NULL OR id < $6)
+) AS jobs
+WHERE $3::text IS NULL OR jobs.state = $3
+ORDER BY id DESC
+LIMIT $7";
+
+/// Jobs matching `filter`, newest first, live and finished together.
+pub async fn list_jobs(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobView>> {
+    Ok(sqlx::query_as(LIST_JOBS)
+        .bind(&filter.queue)
+        .bind(&filter.kind)
+        .bind(&filter.state)
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(filter.before_id)
+        .bind(filter.limit)
+        .fetch_all(pool)
+        .await?)
+}

@@ -1,0 +1,38 @@
+-- Claims up to $2 due jobs from the queues in $1 (paused queues skipped) for worker $3,
+-- leasing them for $4 seconds. One statement: pick with FOR UPDATE SKIP LOCKED so
+-- concurrent claimers never wait on each other, then flip the picked rows to running.
+-- Per queue, an ordered scan of due_work_claim_idx (queue, priority, run_at, id); the
+-- LATERAL keeps each scan ordered even when a worker serves several queues, where a
+-- plain `queue = ANY(...)` would sort every waiting row of those queues.
+WITH wanted AS (
+    SELECT w.name
+    FROM unnest($1::text[]) AS w(name)
+    WHERE NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = w.name AND q.paused)
+),
+candidates AS (
+    SELECT c.id, c.priority, c.run_at
+    FROM wanted
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.priority, d.run_at
+        FROM due_work d
+        WHERE d.queue = wanted.name
+          AND d.state <> 'running'
+          AND d.run_at <= now()
+        ORDER BY d.priority, d.run_at, d.id
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+),
+picked AS (
+    SELECT id FROM candidates ORDER BY priority, run_at, id LIMIT $2
+)
+UPDATE due_work d
+SET state = 'running',
+    attempt = d.attempt + 1,
+    lease_owner = $3,
+    lease_expires_at = now() + make_interval(secs => $4),
+    attempted_at = now()
+FROM picked
+WHERE d.id = picked.id
+RETURNING d.id, d.queue, d.kind, d.payload, d.attempt, d.max_attempts, d.timeout_ms,
+          d.metadata, d.schedule_id, d.run_at, d.attempted_at

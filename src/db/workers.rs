@@ -1,0 +1,146 @@
+//! `workers`: one row per live worker process, and the session advisory lock each holds.
+//!
+//! A worker takes `pg_advisory_lock(WORKER_LOCK_CLASS, lock_key)` on a dedicated
+//! connection before inserting its row and holds it for its whole life. When the
+//! process dies Postgres drops the session and the lock; `find_dead` sees a row whose
+//! lock nobody holds.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::Result;
+
+/// First key of the two-key advisory lock form, "ORD1": keeps worker locks apart from
+/// the single-bigint locks applications and sqlx's migrator use.
+pub const WORKER_LOCK_CLASS: i32 = 0x4F52_4431;
+
+/// What a worker says about itself when it registers.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Worker id.
+    pub id: Uuid,
+    /// Host name.
+    pub hostname: String,
+    /// OS process id.
+    pub pid: i32,
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Slots.
+    pub concurrency: i32,
+    /// Ordinaut version.
+    pub version: String,
+}
+
+/// Takes a fresh advisory lock key on `conn` and (re)writes the worker's row. Must run
+/// on the connection that then stays open for the worker's life.
+pub async fn register(conn: &mut PgConnection, reg: &Registration) -> Result<i32> {
+    let lock_key = loop {
+        let key: i32 = sqlx::query_scalar("SELECT nextval('workers_lock_key_seq')::int4").fetch_one(&mut *conn).await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(WORKER_LOCK_CLASS)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        if locked {
+            break key;
+        }
+    };
+    sqlx::query(
+        "INSERT INTO workers (id, lock_key, hostname, pid, queues, concurrency, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET lock_key = EXCLUDED.lock_key, last_heartbeat_at = now()",
+    )
+    .bind(reg.id)
+    .bind(lock_key)
+    .bind(&reg.hostname)
+    .bind(reg.pid)
+    .bind(&reg.queues)
+    .bind(reg.concurrency)
+    .bind(&reg.version)
+    .execute(&mut *conn)
+    .await?;
+    Ok(lock_key)
+}
+
+/// Refreshes the worker's heartbeat; false if its row is gone (it was judged dead).
+pub async fn heartbeat(conn: &mut PgConnection, id: Uuid) -> Result<bool> {
+    let n = sqlx::query("UPDATE workers SET last_heartbeat_at = now() WHERE id = $1").bind(id).execute(conn).await?;
+    Ok(n.rows_affected() == 1)
+}
+
+/// Removes the worker's row (graceful exit).
+pub async fn deregister(conn: &mut PgConnection, id: Uuid) -> Result<()> {
+    sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(conn).await?;
+    Ok(())
+}
+
+const FIND_DEAD: &str = "\
+SELECT w.id
+FROM workers w
+WHERE NOT EXISTS (
+        SELECT 1 FROM pg_locks l
+        WHERE l.locktype = 'advisory'
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.classid = $1::int4::oid
+          AND l.objid = w.lock_key::oid
+          AND l.objsubid = 2
+          AND l.granted)
+  -- After a Postgres restart every lock is gone at once: give live workers time to
+  -- reconnect and take theirs again before judging them.
+  AND NOT (w.last_heartbeat_at < pg_postmaster_start_time()
+           AND now() < pg_postmaster_start_time() + make_interval(secs => $2))";
+
+/// Workers whose advisory lock nobody holds: their process or session is gone.
+pub async fn find_dead(pool: &PgPool, restart_grace: Duration) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(FIND_DEAD).bind(WORKER_LOCK_CLASS).bind(restart_grace.as_secs_f64()).fetch_all(pool).await?)
+}
+
+/// Deletes rows of dead workers that no longer own running jobs.
+pub async fn delete_dead(pool: &PgPool, dead: &[Uuid]) -> Result<u64> {
+    let n = sqlx::query(
+        "DELETE FROM workers w WHERE w.id = ANY($1::uuid[])
+         AND NOT EXISTS (SELECT 1 FROM due_work d WHERE d.state = 'running' AND d.lease_owner = w.id)",
+    )
+    .bind(dead)
+    .execute(pool)
+    .await?;
+    Ok(n.rows_affected())
+}
+
+/// A live worker as listed to operators.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct WorkerView {
+    /// Worker id.
+    pub id: Uuid,
+    /// Host name.
+    pub hostname: String,
+    /// OS pid.
+    pub pid: i32,
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Slots.
+    pub concurrency: i32,
+    /// Version.
+    pub version: String,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// Last heartbeat.
+    pub last_heartbeat_at: DateTime<Utc>,
+    /// Jobs it is running now.
+    pub running: i64,
+}
+
+/// Registered workers with their running job counts.
+pub async fn list_workers(pool: &PgPool) -> Result<Vec<WorkerView>> {
+    Ok(sqlx::query_as(
+        "SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.version, w.started_at, w.last_heartbeat_at,
+                (SELECT count(*) FROM due_work d WHERE d.state = 'running' AND d.lease_owner = w.id) AS running
+         FROM workers w ORDER BY w.started_at",
+    )
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,34 @@
+//! The `ordinaut` binary: parse the command line, load configuration, start logging,
+//! dispatch. The only place that turns errors into an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ordinaut::cli::{Cli, run};
+use ordinaut::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ordinaut: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    ordinaut::telemetry::init(&config.log_level, config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ordinaut: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ordinaut: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

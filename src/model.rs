@@ -1,0 +1,247 @@
+//! Domain vocabulary shared by every layer: job states, outcomes, names, backoff.
+//!
+//! Nothing here touches the database or the network.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Longest queue or kind name.
+pub const MAX_NAME_LEN: usize = 128;
+/// Lowest (first-served) priority value.
+pub const PRIORITY_MIN: i16 = -100;
+/// Highest (last-served) priority value.
+pub const PRIORITY_MAX: i16 = 100;
+
+/// Checks a queue or kind name: 1-128 characters of `A-Z a-z 0-9 _ . : -`, starting
+/// with a letter or digit.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    match chars.next() {
+        None => return Err("must not be empty".to_owned()),
+        Some(c) if !c.is_ascii_alphanumeric() => {
+            return Err(format!("{name:?} must start with a letter or digit"));
+        }
+        _ => {}
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("must be at most {MAX_NAME_LEN} characters"));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))) {
+        return Err(format!("{name:?} contains {bad:?}; allowed are letters, digits, '_', '.', ':' and '-'"));
+    }
+    Ok(())
+}
+
+/// Checks a schema name: a plain lowercase SQL identifier.
+pub fn validate_schema(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok { Ok(()) } else { Err(format!("{name:?} must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 63)")) }
+}
+
+/// Checks a priority value.
+pub fn validate_priority(p: i32) -> Result<i16, String> {
+    if (PRIORITY_MIN as i32..=PRIORITY_MAX as i32).contains(&p) {
+        Ok(p as i16)
+    } else {
+        Err(format!("{p} is out of range {PRIORITY_MIN}..={PRIORITY_MAX}"))
+    }
+}
+
+/// Where a job is in its life. `Scheduled`, `Available` and `Running` rows live in
+/// `due_work`; the rest in `job_history`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for its run_at.
+    Scheduled,
+    /// Due, waiting for a worker.
+    Available,
+    /// Leased by a worker.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Out of attempts, or failed permanently.
+    Failed,
+    /// Cancelled by an operator.
+    Cancelled,
+}
+
+impl JobState {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Available => "available",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// True for states kept in job_history.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "scheduled" => JobState::Scheduled,
+            "available" => JobState::Available,
+            "running" => JobState::Running,
+            "completed" => JobState::Completed,
+            "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
+            other => {
+                return Err(format!(
+                    "unknown state {other:?}; expected scheduled, available, running, completed, failed or cancelled"
+                ));
+            }
+        })
+    }
+}
+
+/// What one attempt of a job came to. Never a Rust `Err`: a failing job is a result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done; output kept in history.
+    Succeeded { output: Option<serde_json::Value>, log: Option<String> },
+    /// Failed; retried with backoff while attempts remain.
+    Retry { error: String, log: Option<String> },
+    /// Failed for good, whatever attempts remain.
+    Failed { error: String, log: Option<String> },
+    /// Not done yet; run again after `after` without spending an attempt.
+    Snoozed { after: Duration, reason: String, log: Option<String> },
+    /// Stopped by an operator's cancel.
+    Cancelled { log: Option<String> },
+    /// Stopped because the worker is shutting down; handed back without spending an attempt.
+    Interrupted,
+}
+
+/// A job as a worker receives it after a claim.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    /// Job id.
+    pub id: Uuid,
+    /// Queue name.
+    pub queue: String,
+    /// Kind name.
+    pub kind: String,
+    /// JSON payload.
+    pub payload: serde_json::Value,
+    /// Attempt number, starting at 1.
+    pub attempt: i32,
+    /// Attempts allowed in all.
+    pub max_attempts: i32,
+    /// Per-job timeout, if set at enqueue.
+    pub timeout: Option<Duration>,
+    /// Free-form metadata set at enqueue (request id, correlation).
+    pub metadata: serde_json::Value,
+    /// Schedule that created it.
+    pub schedule_id: Option<Uuid>,
+    /// When the job was first due.
+    pub run_at: DateTime<Utc>,
+    /// When this attempt started.
+    pub attempted_at: DateTime<Utc>,
+}
+
+/// Exponential backoff with jitter: `min(base * 2^(attempt-1), max)`, then scaled by a
+/// random factor in [0.75, 1.25] (never above `max`).
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// Delay after the first failed attempt.
+    pub base: Duration,
+    /// Upper bound.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The nominal delay after `attempt` (1-based), before jitter.
+    pub fn nominal(&self, attempt: i32) -> Duration {
+        let exp = attempt.saturating_sub(1).clamp(0, 30) as u32;
+        let raw = self.base.as_secs_f64() * f64::from(2u32.pow(exp));
+        Duration::from_secs_f64(raw.min(self.max.as_secs_f64()))
+    }
+
+    /// The delay after `attempt` with ±25% jitter, capped at `max`.
+    pub fn delay(&self, attempt: i32) -> Duration {
+        let nominal = self.nominal(attempt).as_secs_f64();
+        let factor: f64 = rand::rng().random_range(0.75..=1.25);
+        Duration::from_secs_f64((nominal * factor).min(self.max.as_secs_f64()))
+    }
+}
+
+/// Parses "30s", "5m", "1h" or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.parse::<f64>() {
+        if (0.0..1e10).contains(&secs) {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("invalid duration {text:?}: must be a non-negative number of seconds"));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// Cuts `text` to at most `limit` bytes on a char boundary, marking the cut.
+pub fn truncate_output(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_owned();
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n[... {} bytes truncated]", &text[..end], text.len() - end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_pattern() {
+        assert!(validate_name("emails").is_ok());
+        assert!(validate_name("scan.slither-v2:eu_1").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("-x").is_err());
+        assert!(validate_name("a b").is_err());
+        assert!(validate_name(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) };
+        assert_eq!(b.nominal(1), Duration::from_secs(1));
+        assert_eq!(b.nominal(3), Duration::from_secs(4));
+        assert_eq!(b.nominal(20), Duration::from_secs(60));
+        for attempt in 1..10 {
+            let d = b.delay(attempt).as_secs_f64();
+            let n = b.nominal(attempt).as_secs_f64();
+            assert!(d >= n * 0.75 - 1e-9 && d <= (n * 1.25).min(60.0) + 1e-9, "attempt {attempt}: {d} vs {n}");
+        }
+    }
+
+    #[test]
+    fn output_is_truncated_on_char_boundary() {
+        let t = truncate_output("héllo", 2);
+        assert!(t.starts_with('h'));
+        assert!(t.contains("truncated"));
+    }
+}

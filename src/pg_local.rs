@@ -1,0 +1,223 @@
+//! A throwaway PostgreSQL cluster run from the installed binaries (`initdb`, `pg_ctl`).
+//!
+//! Used by `ordinaut dev` (data under `./.ordinaut/`) and by the tests (one cluster per
+//! run under `target/`). It must never touch a cluster it did not create. Postgres
+//! refuses to run as root, so as root the cluster runs as the unprivileged `nobody`.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Why a local cluster could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum PgLocalError {
+    /// No PostgreSQL binaries were found.
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or under /usr/lib/postgresql/*/bin; \
+         install PostgreSQL (e.g. `apt-get install postgresql`) or set DATABASE_URL to an existing database"
+    )]
+    NotInstalled,
+    /// A command failed.
+    #[error("{step} failed: {detail}")]
+    Command { step: &'static str, detail: String },
+    /// Filesystem trouble.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// uid/gid of `nobody`, the user the cluster runs as when we are root.
+const NOBODY: u32 = 65534;
+
+/// Options for [`LocalPg::start`].
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Trade durability for speed (tests): fsync, synchronous_commit and
+    /// full_page_writes off.
+    pub unsafe_fast: bool,
+    /// Server max_connections.
+    pub max_connections: u32,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions { unsafe_fast: false, max_connections: 200 }
+    }
+}
+
+/// A running local cluster.
+#[derive(Debug, Clone)]
+pub struct LocalPg {
+    base: PathBuf,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl LocalPg {
+    /// Starts (initialising if needed) the cluster under `base` (`base/data`, log in
+    /// `base/postgres.log`), or reuses it if it already runs.
+    pub fn start(base: &Path, options: &StartOptions) -> Result<LocalPg, PgLocalError> {
+        let bin = find_bin_dir().ok_or(PgLocalError::NotInstalled)?;
+        fs::create_dir_all(base).map_err(|e| io(base, e))?;
+        let base = base.canonicalize().map_err(|e| io(base, e))?;
+        let data = base.join("data");
+        let as_root = is_root();
+        if as_root {
+            chown_tree(&base)?;
+        }
+        if !data.join("PG_VERSION").exists() {
+            fs::create_dir_all(&data).map_err(|e| io(&data, e))?;
+            fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).map_err(|e| io(&data, e))?;
+            if as_root {
+                chown_tree(&data)?;
+            }
+            run(
+                command(&bin, "initdb", as_root)
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-instructions"]),
+                "initdb",
+            )?;
+        }
+        let pg = LocalPg { base: base.clone(), bin, port: 0 };
+        if let Some(port) = pg.running_port() {
+            return Ok(LocalPg { port, ..pg });
+        }
+        let port = free_port().map_err(|e| io(&base, e))?;
+        let mut opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections={}",
+            data.display(),
+            options.max_connections
+        );
+        if options.unsafe_fast {
+            opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        run(
+            command(&pg.bin, "pg_ctl", as_root)
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(base.join("postgres.log"))
+                .args(["-o", &opts, "-w", "-t", "60", "start"]),
+            "pg_ctl start",
+        )?;
+        Ok(LocalPg { port, ..pg })
+    }
+
+    /// Port of a cluster already running from this data directory.
+    fn running_port(&self) -> Option<u16> {
+        let status = command(&self.bin, "pg_ctl", is_root())
+            .arg("-D")
+            .arg(self.base.join("data"))
+            .arg("status")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        if !status.success() {
+            return None;
+        }
+        // postmaster.pid: line 4 is the port.
+        let pid_file = fs::read_to_string(self.base.join("data/postmaster.pid")).ok()?;
+        pid_file.lines().nth(3)?.trim().parse().ok()
+    }
+
+    /// TCP port the cluster listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// URL of `database` as the superuser `postgres`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Stops the cluster (fast shutdown: active sessions are disconnected).
+    pub fn stop(&self) -> Result<(), PgLocalError> {
+        run(self.pg_ctl().args(["-m", "fast", "-w", "stop"]), "pg_ctl stop")
+    }
+
+    /// Restarts the cluster on the same port (fast mode), as an operator or a failover would.
+    pub fn restart(&self) -> Result<(), PgLocalError> {
+        run(self.pg_ctl().args(["-m", "fast", "-w", "-t", "60", "restart"]), "pg_ctl restart")
+    }
+
+    fn pg_ctl(&self) -> Command {
+        let mut cmd = command(&self.bin, "pg_ctl", is_root());
+        cmd.arg("-D").arg(self.base.join("data")).arg("-l").arg(self.base.join("postgres.log"));
+        cmd
+    }
+}
+
+/// Directory holding `initdb` and `pg_ctl`: PATH first, then the newest
+/// `/usr/lib/postgresql/<version>/bin`.
+pub fn find_bin_dir() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+    });
+    if on_path.is_some() {
+        return on_path;
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn command(bin: &Path, name: &str, as_root: bool) -> Command {
+    let mut cmd = Command::new(bin.join(name));
+    if as_root {
+        cmd.uid(NOBODY).gid(NOBODY);
+        // HOME of root is not readable by nobody; tools only need a directory.
+        cmd.env("HOME", "/tmp");
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+fn run(cmd: &mut Command, step: &'static str) -> Result<(), PgLocalError> {
+    let output = cmd.output().map_err(|e| PgLocalError::Command { step, detail: e.to_string() })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut detail = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    if detail.is_empty() {
+        detail = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    }
+    Err(PgLocalError::Command { step, detail: detail.lines().last().unwrap_or("no output").to_owned() })
+}
+
+fn chown_tree(path: &Path) -> Result<(), PgLocalError> {
+    chown(path, Some(NOBODY), Some(NOBODY)).map_err(|e| io(path, e))?;
+    if path.is_dir() {
+        for entry in fs::read_dir(path).map_err(|e| io(path, e))? {
+            let entry = entry.map_err(|e| io(path, e))?;
+            if !entry.file_type().map_err(|e| io(path, e))?.is_symlink() {
+                chown_tree(&entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn io(path: &Path, source: std::io::Error) -> PgLocalError {
+    PgLocalError::Io { path: path.display().to_string(), source }
+}

@@ -1,0 +1,428 @@
+//! The worker: claims due jobs in batches, runs them, records outcomes in batches.
+//!
+//! Hot path only. One claimer loop per process fetches up to its free slots in one
+//! statement; executors run the handlers; the completer writes outcomes in batches; a
+//! heartbeat task holds the worker's advisory lock and extends all leases in one
+//! statement; a listener task turns NOTIFY into wake-ups and cancels.
+
+mod completer;
+mod executor;
+pub mod handlers;
+mod heartbeat;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::db::{self, DbConfig, due_work, queues::QueueDefaults};
+use crate::model::{Backoff, ClaimedJob};
+pub use handlers::{Handler, Handlers, JobContext};
+
+/// NOTIFY channel carrying the queue name of freshly enqueued runnable jobs.
+pub const CHANNEL_ENQUEUED: &str = "ordinaut_enqueued";
+/// NOTIFY channel carrying the id of a job whose cancel was requested.
+pub const CHANNEL_CANCEL: &str = "ordinaut_cancel";
+
+/// How often queue defaults (timeouts, backoff) are re-read.
+const QUEUE_DEFAULTS_TTL: Duration = Duration::from_secs(10);
+/// How long unwritten outcomes are retried after shutdown before giving up.
+const COMPLETER_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Worker runtime options (from [`Config`], overridable per process).
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// This process's worker id.
+    pub id: Uuid,
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Lease length.
+    pub lease: Duration,
+    /// Fallback poll interval.
+    pub poll_interval: Duration,
+    /// Time running jobs get after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Default backoff (queues may override).
+    pub backoff: Backoff,
+    /// Bytes of output kept per attempt.
+    pub output_limit: usize,
+}
+
+impl WorkerOptions {
+    /// Options from the configuration with a fresh worker id.
+    pub fn from_config(config: &Config) -> WorkerOptions {
+        let w = &config.worker;
+        WorkerOptions {
+            id: Uuid::now_v7(),
+            queues: w.queues.clone(),
+            concurrency: w.concurrency,
+            lease: config.lease(),
+            poll_interval: Duration::from_secs_f64(w.poll_interval),
+            shutdown_grace: Duration::from_secs_f64(w.shutdown_grace),
+            backoff: Backoff {
+                base: Duration::from_secs_f64(w.backoff_base),
+                max: Duration::from_secs_f64(w.backoff_max_delay),
+            },
+            output_limit: w.output_limit_bytes,
+        }
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        (self.lease / 3).min(Duration::from_secs(5))
+    }
+}
+
+/// Errors that stop a worker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Registering with the database failed.
+    #[error("cannot register worker: {0}")]
+    Register(#[from] db::Error),
+}
+
+/// State shared between the claimer, executors, completer and heartbeat.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// Jobs this worker holds a lease on (running or awaiting their outcome write),
+    /// with the token that cancels their execution.
+    owned: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// Handlers running now.
+    executing: AtomicUsize,
+    /// Signalled when an executor finishes.
+    slot_freed: Notify,
+}
+
+impl Shared {
+    fn owned(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, CancellationToken>> {
+        // A poisoned lock only means another task panicked mid-insert; the map is
+        // still a valid map.
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn forget(&self, ids: &[Uuid]) {
+        let mut owned = self.owned();
+        for id in ids {
+            owned.remove(id);
+        }
+    }
+
+    pub(crate) fn owned_ids(&self) -> Vec<Uuid> {
+        self.owned().keys().copied().collect()
+    }
+
+    pub(crate) fn cancel(&self, id: &Uuid) -> bool {
+        match self.owned().get(id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A worker process's engine. Build with [`Worker::new`], then [`Worker::run`].
+pub struct Worker {
+    options: WorkerOptions,
+    db: DbConfig,
+    pool: PgPool,
+    handlers: Arc<Handlers>,
+}
+
+impl Worker {
+    /// A worker over `pool` (connections from `db` for its lock and LISTEN sessions).
+    pub fn new(options: WorkerOptions, db: DbConfig, pool: PgPool, handlers: Handlers) -> Worker {
+        Worker { options, db, pool, handlers: Arc::new(handlers) }
+    }
+
+    /// Runs until `shutdown` fires, then stops claiming, lets running jobs finish
+    /// within the grace period, hands the rest back, and deregisters.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let o = &self.options;
+        let registration = db::workers::Registration {
+            id: o.id,
+            hostname: hostname(),
+            pid: std::process::id() as i32,
+            queues: o.queues.clone(),
+            concurrency: o.concurrency as i32,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let mut lock_conn = self.db.connect_one().await?;
+        db::workers::register(&mut lock_conn, &registration).await?;
+        tracing::info!(worker_id = %o.id, queues = ?o.queues, concurrency = o.concurrency, "worker started");
+
+        let shared = Arc::new(Shared::default());
+        let wake = Arc::new(Notify::new());
+        let stop_background = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
+        let abandon = CancellationToken::new();
+
+        let mut background = JoinSet::new();
+        background.spawn(listen(self.pool.clone(), o.queues.clone(), shared.clone(), wake.clone(), stop_background.clone()));
+        let heartbeat = tokio::spawn(
+            heartbeat::Heartbeat {
+                db: self.db.clone(),
+                registration,
+                shared: shared.clone(),
+                lease: o.lease,
+                interval: o.heartbeat_interval(),
+            }
+            .run(lock_conn, stop_background.clone()),
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        let completer = tokio::spawn(
+            completer::Completer { pool: self.pool.clone(), worker_id: o.id, shared: shared.clone(), abandon: abandon.clone() }
+                .run(rx),
+        );
+
+        let mut executors = JoinSet::new();
+        self.claim_loop(&shutdown, &shared, &wake, &hard_stop, &tx, &mut executors).await;
+
+        let running = executors.len();
+        tracing::info!(running, grace_seconds = o.shutdown_grace.as_secs_f64(), "worker stopping; waiting for running jobs");
+        let grace = tokio::time::sleep(o.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                joined = executors.join_next() => if joined.is_none() { break },
+                _ = &mut grace => {
+                    tracing::info!(running = executors.len(), "grace period over; handing back unfinished jobs");
+                    hard_stop.cancel();
+                    break;
+                }
+            }
+        }
+        while executors.join_next().await.is_some() {}
+        drop(tx);
+        let mut completer = completer;
+        tokio::select! {
+            _ = &mut completer => {}
+            _ = tokio::time::sleep(COMPLETER_DRAIN_LIMIT) => {
+                abandon.cancel();
+                let _ = completer.await;
+            }
+        }
+        stop_background.cancel();
+        while background.join_next().await.is_some() {}
+        if let Ok(Some(mut conn)) = heartbeat.await {
+            if let Err(e) = db::workers::deregister(&mut conn, o.id).await {
+                tracing::warn!(error = %e, "could not remove worker row; the rescuer will");
+            }
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        tracing::info!(worker_id = %o.id, "worker stopped");
+        Ok(())
+    }
+
+    async fn claim_loop(
+        &self,
+        shutdown: &CancellationToken,
+        shared: &Arc<Shared>,
+        wake: &Notify,
+        hard_stop: &CancellationToken,
+        tx: &mpsc::UnboundedSender<due_work::Finish>,
+        executors: &mut JoinSet<()>,
+    ) {
+        let o = &self.options;
+        // Refill only once a quarter of the slots is free while there is a backlog, so a
+        // busy worker claims in batches instead of one job per finished job.
+        let refill_at = (o.concurrency / 4).max(1);
+        // Outcomes waiting for the completer beyond this stop further claims.
+        let max_owned = o.concurrency + completer::MAX_BATCH;
+        let mut backlog = true;
+        let mut want_claim = true;
+        let mut next_poll = Instant::now();
+        let mut error_delay = Duration::from_millis(100);
+        let mut defaults = QueueDefaultsCache::default();
+        loop {
+            while let Some(joined) = executors.try_join_next() {
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "job executor panicked");
+                }
+            }
+            let free = o.concurrency.saturating_sub(shared.executing.load(Ordering::Acquire));
+            if want_claim && free > 0 && shared.owned().len() < max_owned {
+                defaults.refresh(&self.pool, &o.queues).await;
+                match due_work::claim_due(&self.pool, &o.queues, free, o.id, o.lease).await {
+                    Ok(jobs) => {
+                        error_delay = Duration::from_millis(100);
+                        backlog = jobs.len() == free;
+                        next_poll = Instant::now() + jittered(o.poll_interval);
+                        for job in jobs {
+                            self.spawn_execution(job, shared, hard_stop, tx, executors, &defaults);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming jobs failed; backing off");
+                        tokio::select! {
+                            _ = tokio::time::sleep(error_delay) => {}
+                            _ = shutdown.cancelled() => return,
+                        }
+                        error_delay = (error_delay * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            want_claim = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => true,
+                _ = shared.slot_freed.notified() => {
+                    backlog && o.concurrency.saturating_sub(shared.executing.load(Ordering::Acquire)) >= refill_at
+                }
+                _ = tokio::time::sleep_until(next_poll.into()) => {
+                    next_poll = Instant::now() + jittered(o.poll_interval);
+                    true
+                }
+            };
+        }
+    }
+
+    fn spawn_execution(
+        &self,
+        job: ClaimedJob,
+        shared: &Arc<Shared>,
+        hard_stop: &CancellationToken,
+        tx: &mpsc::UnboundedSender<due_work::Finish>,
+        executors: &mut JoinSet<()>,
+        defaults: &QueueDefaultsCache,
+    ) {
+        let o = &self.options;
+        let handler = self.handlers.get(&job.kind).cloned();
+        let queue = defaults.get(&job.queue);
+        let timeout = job
+            .timeout
+            .or_else(|| queue.and_then(|q| q.timeout_ms).map(|ms| Duration::from_millis(ms as u64)))
+            .or_else(|| handler.as_ref().and_then(|h| h.timeout()));
+        let backoff = Backoff {
+            base: queue.and_then(|q| q.backoff_base_ms).map(|ms| Duration::from_millis(ms as u64)).unwrap_or(o.backoff.base),
+            max: queue.and_then(|q| q.backoff_max_ms).map(|ms| Duration::from_millis(ms as u64)).unwrap_or(o.backoff.max),
+        };
+        let cancel = CancellationToken::new();
+        shared.owned().insert(job.id, cancel.clone());
+        shared.executing.fetch_add(1, Ordering::AcqRel);
+        let exec = executor::Execution {
+            job,
+            handler,
+            worker_id: o.id,
+            timeout,
+            backoff,
+            output_limit: o.output_limit,
+            cancel,
+            hard_stop: hard_stop.clone(),
+        };
+        let tx = tx.clone();
+        let shared = shared.clone();
+        executors.spawn(async move {
+            let finish = executor::execute(exec).await;
+            // The completer only stops after every executor has been joined.
+            let _ = tx.send(finish);
+            shared.executing.fetch_sub(1, Ordering::AcqRel);
+            shared.slot_freed.notify_one();
+        });
+    }
+}
+
+/// Queue defaults, re-read every [`QUEUE_DEFAULTS_TTL`].
+#[derive(Default)]
+struct QueueDefaultsCache {
+    by_name: HashMap<String, QueueDefaults>,
+    fetched: Option<Instant>,
+}
+
+impl QueueDefaultsCache {
+    async fn refresh(&mut self, pool: &PgPool, queues: &[String]) {
+        if self.fetched.is_some_and(|t| t.elapsed() < QUEUE_DEFAULTS_TTL) {
+            return;
+        }
+        match db::queues::queue_defaults(pool, queues).await {
+            Ok(rows) => {
+                self.by_name = rows.into_iter().map(|q| (q.name.clone(), q)).collect();
+                self.fetched = Some(Instant::now());
+            }
+            Err(e) => tracing::warn!(error = %e, "reading queue settings failed; using the previous ones"),
+        }
+    }
+
+    fn get(&self, queue: &str) -> Option<&QueueDefaults> {
+        self.by_name.get(queue)
+    }
+}
+
+/// LISTEN for enqueues (wake the claimer) and cancels (stop the job). PgListener
+/// reconnects by itself; notifications missed meanwhile are covered by the poll.
+async fn listen(pool: PgPool, queues: Vec<String>, shared: Arc<Shared>, wake: Arc<Notify>, stop: CancellationToken) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; polling until it is back");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen_all([CHANNEL_ENQUEUED, CHANNEL_CANCEL]).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            continue;
+        }
+        delay = Duration::from_millis(200);
+        wake.notify_one();
+        loop {
+            let received = tokio::select! {
+                r = listener.recv() => r,
+                _ = stop.cancelled() => return,
+            };
+            match received {
+                Ok(n) if n.channel() == CHANNEL_ENQUEUED => {
+                    if queues.iter().any(|q| q == n.payload()) {
+                        wake.notify_one();
+                    }
+                }
+                Ok(n) => {
+                    if let Ok(id) = n.payload().parse::<Uuid>()
+                        && shared.cancel(&id)
+                    {
+                        tracing::info!(job_id = %id, "cancel requested; stopping job");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// `base` scaled by a random factor in [0.8, 1.2], so replicas do not poll in lockstep.
+pub(crate) fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}

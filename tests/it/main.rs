@@ -1,0 +1,6 @@
+//! Integration tests against real Postgres, one fresh database per test.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod db_jobs;
