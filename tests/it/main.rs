@@ -4,3 +4,4 @@
 mod common;
 
 mod db_jobs;
+mod worker;
