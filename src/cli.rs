@@ -110,7 +110,7 @@ pub struct EnqueueArgs {
     /// Job kind (as declared in ordinaut.toml).
     #[arg(long)]
     pub kind: String,
-    /// JSON payload.
+    /// JSON payload; `@path` reads it from a file, `-` from stdin.
     #[arg(long, default_value = "{}")]
     pub payload: String,
     /// Priority, -100..=100; lower runs first.
@@ -175,7 +175,9 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => {
             let db = db_config(&config)?;
-            db::migrate(&db).await.with_context(|| format!("while migrating {}", redact(&db.url)))?;
+            db::migrate(&db)
+                .await
+                .with_context(|| format!("while migrating {}", redact(&db.url)))?;
             tracing::info!(schema = %db.schema, version = db::latest_known_migration(), "database migrated");
             Ok(())
         }
@@ -191,19 +193,27 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             let pool = start(&db).await?;
             let shutdown = crate::shutdown::on_signal();
             tracing::info!("scheduler started");
-            Rescuer::new(pool, RescuerOptions::from_config(&config)).run(shutdown).await;
+            Rescuer::new(pool, RescuerOptions::from_config(&config))
+                .run(shutdown)
+                .await;
             tracing::info!("scheduler stopped");
             Ok(())
         }
         Command::Dev(args) => dev(apply_worker_args(config, &args)?).await,
         Command::Jobs(cmd) => jobs(cmd, &config).await,
-        Command::Queues { command } => queues_cmd(command.unwrap_or(QueuesCommand::List), &config).await,
+        Command::Queues { command } => {
+            queues_cmd(command.unwrap_or(QueuesCommand::List), &config).await
+        }
     }
 }
 
 fn apply_worker_args(mut config: Config, args: &WorkerArgs) -> anyhow::Result<Config> {
     if let Some(q) = &args.queues {
-        config.worker.queues = q.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        config.worker.queues = q
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
     }
     if let Some(c) = args.concurrency {
         config.worker.concurrency = c;
@@ -216,13 +226,21 @@ fn db_config(config: &Config) -> anyhow::Result<DbConfig> {
     let Some(url) = config.database_url.clone() else {
         bail!("DATABASE_URL is not set (or use `ordinaut dev`, which starts a local Postgres)");
     };
-    Ok(DbConfig { url, schema: config.schema.clone(), max_connections: 10 })
+    Ok(DbConfig {
+        url,
+        schema: config.schema.clone(),
+        max_connections: 10,
+    })
 }
 
 /// Connects, checks the schema version and migrates. The error names the target.
 async fn start(db: &DbConfig) -> anyhow::Result<db::Pool> {
-    db::migrate(db).await.with_context(|| format!("while connecting to and migrating {}", redact(&db.url)))?;
-    db.connect().await.with_context(|| format!("while connecting to {}", redact(&db.url)))
+    db::migrate(db)
+        .await
+        .with_context(|| format!("while connecting to and migrating {}", redact(&db.url)))?;
+    db.connect()
+        .await
+        .with_context(|| format!("while connecting to {}", redact(&db.url)))
 }
 
 async fn run_worker_and_rescuer(
@@ -233,7 +251,12 @@ async fn run_worker_and_rescuer(
     rescue: bool,
 ) -> anyhow::Result<()> {
     let handlers = Handlers::from_config(config);
-    let worker = Worker::new(WorkerOptions::from_config(config), db, pool.clone(), handlers);
+    let worker = Worker::new(
+        WorkerOptions::from_config(config),
+        db,
+        pool.clone(),
+        handlers,
+    );
     let rescuer = rescue.then(|| Rescuer::new(pool.clone(), RescuerOptions::from_config(config)));
     let rescuer_task = rescuer.map(|r| tokio::spawn(r.run(shutdown.clone())));
     let result = worker.run(shutdown.clone()).await;
@@ -251,10 +274,12 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         None => {
             let base = PathBuf::from(".ordinaut/pg");
             tracing::info!(path = %base.display(), "starting local PostgreSQL");
-            let pg = tokio::task::spawn_blocking(move || LocalPg::start(&base, &StartOptions::default()))
-                .await
-                .context("while starting local PostgreSQL")?
-                .context("while starting local PostgreSQL")?;
+            let pg = tokio::task::spawn_blocking(move || {
+                LocalPg::start(&base, &StartOptions::default())
+            })
+            .await
+            .context("while starting local PostgreSQL")?
+            .context("while starting local PostgreSQL")?;
             config.database_url = Some(pg.url("postgres"));
             Some(pg)
         }
@@ -279,10 +304,19 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
 
 async fn connect_only(config: &Config) -> anyhow::Result<db::Pool> {
     let db = db_config(config)?;
-    let pool = db.connect().await.with_context(|| format!("while connecting to {}", redact(&db.url)))?;
+    let pool = db
+        .connect()
+        .await
+        .with_context(|| format!("while connecting to {}", redact(&db.url)))?;
     let mut conn = pool.acquire().await.context("while checking the schema")?;
-    match db::applied_version(&mut conn).await.context("while checking the schema")? {
-        None => bail!("database schema {} is not migrated; run `ordinaut migrate`", db.schema),
+    match db::applied_version(&mut conn)
+        .await
+        .context("while checking the schema")?
+    {
+        None => bail!(
+            "database schema {} is not migrated; run `ordinaut migrate`",
+            db.schema
+        ),
         Some(v) if v > db::latest_known_migration() => bail!(
             "database schema is at migration {v}, newer than this ordinaut knows (up to {}); upgrade ordinaut",
             db::latest_known_migration()
@@ -295,20 +329,35 @@ async fn connect_only(config: &Config) -> anyhow::Result<db::Pool> {
 pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJob> {
     model::validate_name(&args.queue).map_err(|r| anyhow::anyhow!("invalid --queue: {r}"))?;
     model::validate_name(&args.kind).map_err(|r| anyhow::anyhow!("invalid --kind: {r}"))?;
-    if args.payload.len() > config.max_payload_bytes {
-        bail!("invalid --payload: {} bytes exceeds the limit of {} bytes", args.payload.len(), config.max_payload_bytes);
+    let text = match args.payload.as_str() {
+        "-" => std::io::read_to_string(std::io::stdin())
+            .map_err(|e| anyhow::anyhow!("invalid --payload: reading stdin: {e}"))?,
+        p if p.starts_with('@') => std::fs::read_to_string(&p[1..])
+            .map_err(|e| anyhow::anyhow!("invalid --payload: reading {}: {e}", &p[1..]))?,
+        p => p.to_owned(),
+    };
+    if text.len() > config.max_payload_bytes {
+        bail!(
+            "invalid --payload: {} bytes exceeds the limit of {} bytes",
+            text.len(),
+            config.max_payload_bytes
+        );
     }
-    let payload: serde_json::Value =
-        serde_json::from_str(&args.payload).map_err(|e| anyhow::anyhow!("invalid --payload: not valid JSON: {e}"))?;
-    let priority = model::validate_priority(args.priority).map_err(|r| anyhow::anyhow!("invalid --priority: {r}"))?;
+    let payload: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("invalid --payload: not valid JSON: {e}"))?;
+    let priority = model::validate_priority(args.priority)
+        .map_err(|r| anyhow::anyhow!("invalid --priority: {r}"))?;
     let run_at: Option<DateTime<Utc>> = match (&args.run_at, &args.delay) {
         (Some(t), _) => Some(
             DateTime::parse_from_rfc3339(t)
-                .map_err(|e| anyhow::anyhow!("invalid --run-at {t:?}: not an RFC 3339 timestamp ({e})"))?
+                .map_err(|e| {
+                    anyhow::anyhow!("invalid --run-at {t:?}: not an RFC 3339 timestamp ({e})")
+                })?
                 .with_timezone(&Utc),
         ),
         (None, Some(d)) => {
-            let d = model::parse_duration(d).map_err(|r| anyhow::anyhow!("invalid --delay: {r}"))?;
+            let d =
+                model::parse_duration(d).map_err(|r| anyhow::anyhow!("invalid --delay: {r}"))?;
             Some(Utc::now() + d)
         }
         (None, None) => None,
@@ -325,7 +374,8 @@ pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJ
     }
     let timeout = match &args.timeout {
         Some(t) => {
-            let d = model::parse_duration(t).map_err(|r| anyhow::anyhow!("invalid --timeout: {r}"))?;
+            let d =
+                model::parse_duration(t).map_err(|r| anyhow::anyhow!("invalid --timeout: {r}"))?;
             if d < Duration::from_millis(1) {
                 bail!("invalid --timeout: must be positive");
             }
@@ -357,7 +407,12 @@ async fn jobs(cmd: JobsCommand, config: &Config) -> anyhow::Result<()> {
                 .context("while enqueueing")?;
             println!("{}", result[0].id);
         }
-        JobsCommand::List { queue, kind, state, limit } => {
+        JobsCommand::List {
+            queue,
+            kind,
+            state,
+            limit,
+        } => {
             if !(1..=10_000).contains(&limit) {
                 bail!("invalid --limit: {limit} is out of range 1..=10000");
             }
@@ -368,8 +423,13 @@ async fn jobs(cmd: JobsCommand, config: &Config) -> anyhow::Result<()> {
                 limit,
                 ..Default::default()
             };
-            let rows = history::list_jobs(&pool, &filter).await.context("while listing jobs")?;
-            println!("{:<36}  {:<16}  {:<20}  {:<10}  {:>7}  CREATED", "ID", "QUEUE", "KIND", "STATE", "ATTEMPT");
+            let rows = history::list_jobs(&pool, &filter)
+                .await
+                .context("while listing jobs")?;
+            println!(
+                "{:<36}  {:<16}  {:<20}  {:<10}  {:>7}  CREATED",
+                "ID", "QUEUE", "KIND", "STATE", "ATTEMPT"
+            );
             for j in rows {
                 println!(
                     "{:<36}  {:<16}  {:<20}  {:<10}  {:>3}/{:<3}  {}",
@@ -384,18 +444,27 @@ async fn jobs(cmd: JobsCommand, config: &Config) -> anyhow::Result<()> {
             }
         }
         JobsCommand::Show { id } => {
-            let Some(job) = history::get_job(&pool, id).await.context("while reading the job")? else {
+            let Some(job) = history::get_job(&pool, id)
+                .await
+                .context("while reading the job")?
+            else {
                 bail!("job {id} not found");
             };
-            let attempts = db::attempts::list_attempts(&pool, id).await.context("while reading attempts")?;
+            let attempts = db::attempts::list_attempts(&pool, id)
+                .await
+                .context("while reading attempts")?;
             let mut value = serde_json::to_value(&job)?;
             value["attempts"] = serde_json::to_value(&attempts)?;
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
         JobsCommand::Cancel { id } => match due_work::cancel(&pool, id).await {
             Ok(due_work::CancelResult::Cancelled) => println!("cancelled {id}"),
-            Ok(due_work::CancelResult::Requested) => println!("cancel requested for running job {id}"),
-            Ok(due_work::CancelResult::AlreadyFinished(state)) => bail!("job {id} already finished ({state})"),
+            Ok(due_work::CancelResult::Requested) => {
+                println!("cancel requested for running job {id}")
+            }
+            Ok(due_work::CancelResult::AlreadyFinished(state)) => {
+                bail!("job {id} already finished ({state})")
+            }
             Err(db::Error::NotFound { .. }) => bail!("job {id} not found"),
             Err(e) => return Err(e).context("while cancelling"),
         },
@@ -412,13 +481,22 @@ async fn jobs(cmd: JobsCommand, config: &Config) -> anyhow::Result<()> {
 async fn queues_cmd(cmd: QueuesCommand, config: &Config) -> anyhow::Result<()> {
     let name = match &cmd {
         QueuesCommand::List => None,
-        QueuesCommand::Pause { name } | QueuesCommand::Resume { name } | QueuesCommand::Set { name, .. } => Some(name),
+        QueuesCommand::Pause { name }
+        | QueuesCommand::Resume { name }
+        | QueuesCommand::Set { name, .. } => Some(name),
     };
     if let Some(name) = name {
         model::validate_name(name).map_err(|r| anyhow::anyhow!("invalid queue name: {r}"))?;
     }
     let settings = match &cmd {
-        QueuesCommand::Set { max_attempts, timeout, backoff_base, backoff_max, keep_completed, .. } => {
+        QueuesCommand::Set {
+            max_attempts,
+            timeout,
+            backoff_base,
+            backoff_max,
+            keep_completed,
+            ..
+        } => {
             let dur = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<Duration>> {
                 v.as_deref()
                     .map(|t| match model::parse_duration(t) {
@@ -446,13 +524,18 @@ async fn queues_cmd(cmd: QueuesCommand, config: &Config) -> anyhow::Result<()> {
     let pool = connect_only(config).await?;
     match cmd {
         QueuesCommand::List => {
-            let rows = queues::queue_stats(&pool, None).await.context("while reading queues")?;
+            let rows = queues::queue_stats(&pool, None)
+                .await
+                .context("while reading queues")?;
             println!(
                 "{:<24}  {:>6}  {:>9}  {:>9}  {:>7}  {:>10}  {:>12}",
                 "QUEUE", "PAUSED", "AVAILABLE", "SCHEDULED", "RUNNING", "FAILED_24H", "OLDEST_WAIT"
             );
             for q in rows {
-                let oldest = q.oldest_wait_seconds.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".to_owned());
+                let oldest = q
+                    .oldest_wait_seconds
+                    .map(|s| format!("{s:.1}s"))
+                    .unwrap_or_else(|| "-".to_owned());
                 println!(
                     "{:<24}  {:>6}  {:>9}  {:>9}  {:>7}  {:>10}  {:>12}",
                     q.name,
@@ -466,16 +549,22 @@ async fn queues_cmd(cmd: QueuesCommand, config: &Config) -> anyhow::Result<()> {
             }
         }
         QueuesCommand::Pause { name } => {
-            queues::set_paused(&pool, &name, true).await.context("while pausing")?;
+            queues::set_paused(&pool, &name, true)
+                .await
+                .context("while pausing")?;
             println!("paused {name}");
         }
         QueuesCommand::Resume { name } => {
-            queues::set_paused(&pool, &name, false).await.context("while resuming")?;
+            queues::set_paused(&pool, &name, false)
+                .await
+                .context("while resuming")?;
             println!("resumed {name}");
         }
         QueuesCommand::Set { name, .. } => {
             let settings = settings.expect("built above for Set");
-            queues::upsert_settings(&pool, &name, &settings).await.context("while updating the queue")?;
+            queues::upsert_settings(&pool, &name, &settings)
+                .await
+                .context("while updating the queue")?;
             println!("updated {name}");
         }
     }

@@ -170,9 +170,9 @@ impl KindConfig {
     /// The configured per-attempt timeout, if any.
     pub fn timeout(&self) -> Option<Duration> {
         match self {
-            KindConfig::Http { timeout, .. } | KindConfig::Command { timeout, .. } | KindConfig::Noop { timeout } => {
-                *timeout
-            }
+            KindConfig::Http { timeout, .. }
+            | KindConfig::Command { timeout, .. }
+            | KindConfig::Noop { timeout } => *timeout,
         }
     }
 }
@@ -211,7 +211,10 @@ impl Default for WorkerConfig {
 
 impl Default for MaintenanceConfig {
     fn default() -> Self {
-        MaintenanceConfig { rescue_interval: 1.0, restart_grace: 10.0 }
+        MaintenanceConfig {
+            rescue_interval: 1.0,
+            restart_grace: 10.0,
+        }
     }
 }
 
@@ -226,7 +229,10 @@ impl Config {
             .or_else(|| std::env::var_os("ORDINAUT_CONFIG").map(PathBuf::from));
         let file = match explicit {
             Some(p) if !p.exists() => {
-                return Err(ConfigError::Load(format!("config file {} does not exist", p.display())));
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    p.display()
+                )));
             }
             Some(p) => Some(p),
             None => Some(PathBuf::from("ordinaut.toml")).filter(|p| p.exists()),
@@ -236,20 +242,31 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment = figment.merge(env_provider());
-        let config: Config = figment.extract().map_err(|e| ConfigError::Load(describe(e)))?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(describe(e)))?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks ranges and cross-field rules that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: &str| ConfigError::Invalid { key: key.to_owned(), reason: reason.to_owned() };
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
         validate_schema(&self.schema).map_err(|reason| invalid("ORDINAUT_SCHEMA", &reason))?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            return Err(invalid("LOG_LEVEL", "not a valid level or filter directive"));
+            return Err(invalid(
+                "LOG_LEVEL",
+                "not a valid level or filter directive",
+            ));
         }
         if self.tz.parse::<chrono_tz::Tz>().is_err() {
-            return Err(invalid("TZ", &format!("unknown IANA timezone {:?}", self.tz)));
+            return Err(invalid(
+                "TZ",
+                &format!("unknown IANA timezone {:?}", self.tz),
+            ));
         }
         if self.max_payload_bytes == 0 {
             return Err(invalid("ORDINAUT_MAX_PAYLOAD_BYTES", "must be positive"));
@@ -278,7 +295,10 @@ impl Config {
             }
         }
         if !(w.shutdown_grace.is_finite() && w.shutdown_grace >= 0.0 && w.shutdown_grace < 1e7) {
-            return Err(invalid("WORKER_SHUTDOWN_GRACE", "must be zero or a positive number of seconds"));
+            return Err(invalid(
+                "WORKER_SHUTDOWN_GRACE",
+                "must be zero or a positive number of seconds",
+            ));
         }
         if w.max_retries > 999 {
             return Err(invalid("WORKER_MAX_RETRIES", "must be at most 999"));
@@ -288,9 +308,13 @@ impl Config {
             validate_name(name).map_err(|reason| invalid(&key, &reason))?;
             match kind {
                 KindConfig::Http { url, method, .. } => {
-                    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(&format!("{key}.url"), &e.to_string()))?;
+                    let parsed = reqwest::Url::parse(url)
+                        .map_err(|e| invalid(&format!("{key}.url"), &e.to_string()))?;
                     if !matches!(parsed.scheme(), "http" | "https") {
-                        return Err(invalid(&format!("{key}.url"), "must be an http or https URL"));
+                        return Err(invalid(
+                            &format!("{key}.url"),
+                            "must be an http or https URL",
+                        ));
                     }
                     if reqwest::Method::from_bytes(method.as_bytes()).is_err() {
                         return Err(invalid(&format!("{key}.method"), "not an HTTP method"));
@@ -323,7 +347,10 @@ fn env_provider() -> Env {
     Env::raw()
         .filter_map(|key| {
             let upper = key.as_str().to_ascii_uppercase();
-            ENV_KEYS.iter().find(|(env, _)| *env == upper).map(|(_, path)| (*path).into())
+            ENV_KEYS
+                .iter()
+                .find(|(env, _)| *env == upper)
+                .map(|(_, path)| (*path).into())
         })
         .split(".")
 }
@@ -333,9 +360,14 @@ fn describe(error: figment::Error) -> String {
     let mut out = Vec::new();
     for e in error {
         let key = e.path.join(".");
-        let env_name = ENV_KEYS.iter().find(|(_, path)| *path == key).map(|(env, _)| *env);
+        let env_name = ENV_KEYS
+            .iter()
+            .find(|(_, path)| *path == key)
+            .map(|(env, _)| *env);
         let source = match (&e.metadata, env_name) {
-            (Some(m), Some(env)) if m.name.contains("environment") => format!("environment variable {env}"),
+            (Some(m), Some(env)) if m.name.contains("environment") => {
+                format!("environment variable {env}")
+            }
             (Some(m), _) => match &m.source {
                 Some(src) => format!("{key} in {src}"),
                 None => format!("{key} in {}", m.name),
@@ -356,7 +388,12 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
         Many(Vec<String>),
     }
     Ok(match Either::deserialize(d)? {
-        Either::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        Either::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
         Either::Many(v) => v,
     })
 }
@@ -388,7 +425,9 @@ pub mod opt_duration {
             Some(Raw::Text(t)) => humantime::parse_duration(&t)
                 .map(Some)
                 .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}"))),
-            Some(Raw::Seconds(s)) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+            Some(Raw::Seconds(s)) if s.is_finite() && s > 0.0 => {
+                Ok(Some(Duration::from_secs_f64(s)))
+            }
             Some(Raw::Seconds(_)) => Err(serde::de::Error::custom("duration must be positive")),
         }
     }

@@ -31,8 +31,13 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_LEN {
         return Err(format!("must be at most {MAX_NAME_LEN} characters"));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))) {
-        return Err(format!("{name:?} contains {bad:?}; allowed are letters, digits, '_', '.', ':' and '-'"));
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+    {
+        return Err(format!(
+            "{name:?} contains {bad:?}; allowed are letters, digits, '_', '.', ':' and '-'"
+        ));
     }
     Ok(())
 }
@@ -42,8 +47,16 @@ pub fn validate_schema(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok { Ok(()) } else { Err(format!("{name:?} must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 63)")) }
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 63)"
+        ))
+    }
 }
 
 /// Checks a priority value.
@@ -51,7 +64,9 @@ pub fn validate_priority(p: i32) -> Result<i16, String> {
     if (PRIORITY_MIN as i32..=PRIORITY_MAX as i32).contains(&p) {
         Ok(p as i16)
     } else {
-        Err(format!("{p} is out of range {PRIORITY_MIN}..={PRIORITY_MAX}"))
+        Err(format!(
+            "{p} is out of range {PRIORITY_MIN}..={PRIORITY_MAX}"
+        ))
     }
 }
 
@@ -89,7 +104,10 @@ impl JobState {
 
     /// True for states kept in job_history.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Completed | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -122,13 +140,20 @@ impl std::str::FromStr for JobState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Done; output kept in history.
-    Succeeded { output: Option<serde_json::Value>, log: Option<String> },
+    Succeeded {
+        output: Option<serde_json::Value>,
+        log: Option<String>,
+    },
     /// Failed; retried with backoff while attempts remain.
     Retry { error: String, log: Option<String> },
     /// Failed for good, whatever attempts remain.
     Failed { error: String, log: Option<String> },
     /// Not done yet; run again after `after` without spending an attempt.
-    Snoozed { after: Duration, reason: String, log: Option<String> },
+    Snoozed {
+        after: Duration,
+        reason: String,
+        log: Option<String>,
+    },
     /// Stopped by an operator's cancel.
     Cancelled { log: Option<String> },
     /// Stopped because the worker is shutting down; handed back without spending an attempt.
@@ -194,7 +219,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         if (0.0..1e10).contains(&secs) {
             return Ok(Duration::from_secs_f64(secs));
         }
-        return Err(format!("invalid duration {text:?}: must be a non-negative number of seconds"));
+        return Err(format!(
+            "invalid duration {text:?}: must be a non-negative number of seconds"
+        ));
     }
     humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
@@ -208,7 +235,11 @@ pub fn truncate_output(text: &str, limit: usize) -> String {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}\n[... {} bytes truncated]", &text[..end], text.len() - end)
+    format!(
+        "{}\n[... {} bytes truncated]",
+        &text[..end],
+        text.len() - end
+    )
 }
 
 #[cfg(test)]
@@ -227,14 +258,20 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let b = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) };
+        let b = Backoff {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
         assert_eq!(b.nominal(1), Duration::from_secs(1));
         assert_eq!(b.nominal(3), Duration::from_secs(4));
         assert_eq!(b.nominal(20), Duration::from_secs(60));
         for attempt in 1..10 {
             let d = b.delay(attempt).as_secs_f64();
             let n = b.nominal(attempt).as_secs_f64();
-            assert!(d >= n * 0.75 - 1e-9 && d <= (n * 1.25).min(60.0) + 1e-9, "attempt {attempt}: {d} vs {n}");
+            assert!(
+                d >= n * 0.75 - 1e-9 && d <= (n * 1.25).min(60.0) + 1e-9,
+                "attempt {attempt}: {d} vs {n}"
+            );
         }
     }
 

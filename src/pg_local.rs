@@ -25,7 +25,10 @@ pub enum PgLocalError {
     Command { step: &'static str, detail: String },
     /// Filesystem trouble.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// uid/gid of `nobody`, the user the cluster runs as when we are root.
@@ -43,7 +46,10 @@ pub struct StartOptions {
 
 impl Default for StartOptions {
     fn default() -> Self {
-        StartOptions { unsafe_fast: false, max_connections: 200 }
+        StartOptions {
+            unsafe_fast: false,
+            max_connections: 200,
+        }
     }
 }
 
@@ -69,19 +75,27 @@ impl LocalPg {
         }
         if !data.join("PG_VERSION").exists() {
             fs::create_dir_all(&data).map_err(|e| io(&data, e))?;
-            fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).map_err(|e| io(&data, e))?;
+            fs::set_permissions(&data, fs::Permissions::from_mode(0o700))
+                .map_err(|e| io(&data, e))?;
             if as_root {
                 chown_tree(&data)?;
             }
             run(
-                command(&bin, "initdb", as_root)
-                    .arg("-D")
-                    .arg(&data)
-                    .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-instructions"]),
+                command(&bin, "initdb", as_root).arg("-D").arg(&data).args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ]),
                 "initdb",
             )?;
         }
-        let pg = LocalPg { base: base.clone(), bin, port: 0 };
+        let pg = LocalPg {
+            base: base.clone(),
+            bin,
+            port: 0,
+        };
         if let Some(port) = pg.running_port() {
             return Ok(LocalPg { port, ..pg });
         }
@@ -136,17 +150,27 @@ impl LocalPg {
 
     /// Stops the cluster (fast shutdown: active sessions are disconnected).
     pub fn stop(&self) -> Result<(), PgLocalError> {
-        run(self.pg_ctl().args(["-m", "fast", "-w", "stop"]), "pg_ctl stop")
+        run(
+            self.pg_ctl().args(["-m", "fast", "-w", "stop"]),
+            "pg_ctl stop",
+        )
     }
 
     /// Restarts the cluster on the same port (fast mode), as an operator or a failover would.
     pub fn restart(&self) -> Result<(), PgLocalError> {
-        run(self.pg_ctl().args(["-m", "fast", "-w", "-t", "60", "restart"]), "pg_ctl restart")
+        run(
+            self.pg_ctl()
+                .args(["-m", "fast", "-w", "-t", "60", "restart"]),
+            "pg_ctl restart",
+        )
     }
 
     fn pg_ctl(&self) -> Command {
         let mut cmd = command(&self.bin, "pg_ctl", is_root());
-        cmd.arg("-D").arg(self.base.join("data")).arg("-l").arg(self.base.join("postgres.log"));
+        cmd.arg("-D")
+            .arg(self.base.join("data"))
+            .arg("-l")
+            .arg(self.base.join("postgres.log"));
         cmd
     }
 }
@@ -155,7 +179,8 @@ impl LocalPg {
 /// `/usr/lib/postgresql/<version>/bin`.
 pub fn find_bin_dir() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+        std::env::split_paths(&path)
+            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
     });
     if on_path.is_some() {
         return on_path;
@@ -190,7 +215,10 @@ fn command(bin: &Path, name: &str, as_root: bool) -> Command {
 }
 
 fn run(cmd: &mut Command, step: &'static str) -> Result<(), PgLocalError> {
-    let output = cmd.output().map_err(|e| PgLocalError::Command { step, detail: e.to_string() })?;
+    let output = cmd.output().map_err(|e| PgLocalError::Command {
+        step,
+        detail: e.to_string(),
+    })?;
     if output.status.success() {
         return Ok(());
     }
@@ -198,7 +226,10 @@ fn run(cmd: &mut Command, step: &'static str) -> Result<(), PgLocalError> {
     if detail.is_empty() {
         detail = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     }
-    Err(PgLocalError::Command { step, detail: detail.lines().last().unwrap_or("no output").to_owned() })
+    Err(PgLocalError::Command {
+        step,
+        detail: detail.lines().last().unwrap_or("no output").to_owned(),
+    })
 }
 
 fn chown_tree(path: &Path) -> Result<(), PgLocalError> {
@@ -219,5 +250,8 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 fn io(path: &Path, source: std::io::Error) -> PgLocalError {
-    PgLocalError::Io { path: path.display().to_string(), source }
+    PgLocalError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }

@@ -10,9 +10,17 @@ use crate::config::LogFormat;
 /// Config). Returns false if a subscriber was already installed (tests, embedders).
 pub fn init(level: &str, format: LogFormat) -> bool {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init().is_ok(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+            .is_ok(),
         LogFormat::Pretty => builder.with_ansi(false).try_init().is_ok(),
     }
 }

@@ -34,5 +34,8 @@ ORDER BY finished_at, attempt";
 
 /// A job's attempts, oldest first (job_attempts_job_idx per partition).
 pub async fn list_attempts(pool: &PgPool, job_id: Uuid) -> Result<Vec<AttemptView>> {
-    Ok(sqlx::query_as(LIST_ATTEMPTS).bind(job_id).fetch_all(pool).await?)
+    Ok(sqlx::query_as(LIST_ATTEMPTS)
+        .bind(job_id)
+        .fetch_all(pool)
+        .await?)
 }

@@ -43,7 +43,11 @@ pub struct NewJob {
 
 impl NewJob {
     /// A job with defaults for everything but queue, kind and payload.
-    pub fn new(queue: impl Into<String>, kind: impl Into<String>, payload: serde_json::Value) -> NewJob {
+    pub fn new(
+        queue: impl Into<String>,
+        kind: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> NewJob {
         NewJob {
             id: Uuid::now_v7(),
             queue: queue.into(),
@@ -72,7 +76,8 @@ pub struct Enqueued {
 
 const ENQUEUE_MANY: &str = include_str!("sql/enqueue_many.sql");
 
-const FIND_BY_UNIQUE_KEYS: &str = "SELECT unique_key, id FROM due_work WHERE unique_key = ANY($1::text[])";
+const FIND_BY_UNIQUE_KEYS: &str =
+    "SELECT unique_key, id FROM due_work WHERE unique_key = ANY($1::text[])";
 
 /// Inserts `jobs` in one statement, all or nothing, and returns one result per input in
 /// input order.
@@ -81,14 +86,24 @@ const FIND_BY_UNIQUE_KEYS: &str = "SELECT unique_key, id FROM due_work WHERE uni
 /// resolved to the existing live job. Batches with unique keys run in a transaction so
 /// that the follow-up lookup and any re-insert stay all or nothing.
 #[tracing::instrument(skip_all, fields(jobs = jobs.len()))]
-pub async fn enqueue_many(pool: &PgPool, jobs: &[NewJob], default_max_attempts: i32) -> Result<Vec<Enqueued>> {
+pub async fn enqueue_many(
+    pool: &PgPool,
+    jobs: &[NewJob],
+    default_max_attempts: i32,
+) -> Result<Vec<Enqueued>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
     if jobs.iter().all(|j| j.unique_key.is_none()) {
         let mut conn = pool.acquire().await?;
         insert_jobs(&mut conn, jobs, default_max_attempts).await?;
-        return Ok(jobs.iter().map(|j| Enqueued { id: j.id, duplicate: false }).collect());
+        return Ok(jobs
+            .iter()
+            .map(|j| Enqueued {
+                id: j.id,
+                duplicate: false,
+            })
+            .collect());
     }
     let mut tx = pool.begin().await?;
     let mut results: Vec<Option<Enqueued>> = vec![None; jobs.len()];
@@ -104,15 +119,30 @@ pub async fn enqueue_many(pool: &PgPool, jobs: &[NewJob], default_max_attempts: 
             .filter(|&&i| !inserted.contains(&jobs[i].id))
             .filter_map(|&i| jobs[i].unique_key.clone())
             .collect();
-        let existing: Vec<(String, Uuid)> =
-            if keys.is_empty() { Vec::new() } else { sqlx::query_as(FIND_BY_UNIQUE_KEYS).bind(&keys).fetch_all(&mut *tx).await? };
+        let existing: Vec<(String, Uuid)> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(FIND_BY_UNIQUE_KEYS)
+                .bind(&keys)
+                .fetch_all(&mut *tx)
+                .await?
+        };
         let mut still = Vec::new();
         for &i in &pending {
             let job = &jobs[i];
             if inserted.contains(&job.id) {
-                results[i] = Some(Enqueued { id: job.id, duplicate: false });
-            } else if let Some((_, id)) = existing.iter().find(|(k, _)| Some(k) == job.unique_key.as_ref()) {
-                results[i] = Some(Enqueued { id: *id, duplicate: true });
+                results[i] = Some(Enqueued {
+                    id: job.id,
+                    duplicate: false,
+                });
+            } else if let Some((_, id)) = existing
+                .iter()
+                .find(|(k, _)| Some(k) == job.unique_key.as_ref())
+            {
+                results[i] = Some(Enqueued {
+                    id: *id,
+                    duplicate: true,
+                });
             } else {
                 still.push(i);
             }
@@ -120,13 +150,22 @@ pub async fn enqueue_many(pool: &PgPool, jobs: &[NewJob], default_max_attempts: 
         pending = still;
         if pending.is_empty() {
             tx.commit().await?;
-            return Ok(results.into_iter().map(|r| r.expect("every pending job was resolved")).collect());
+            return Ok(results
+                .into_iter()
+                .map(|r| r.expect("every pending job was resolved"))
+                .collect());
         }
     }
-    Err(Error::Conflict("unique keys kept changing while enqueueing; try again".to_owned()))
+    Err(Error::Conflict(
+        "unique keys kept changing while enqueueing; try again".to_owned(),
+    ))
 }
 
-async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], default_max_attempts: i32) -> Result<Vec<Uuid>> {
+async fn insert_jobs(
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+    default_max_attempts: i32,
+) -> Result<Vec<Uuid>> {
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
     let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
@@ -135,7 +174,10 @@ async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], default_max_attem
     let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
     let max_attempts: Vec<Option<i32>> = jobs.iter().map(|j| j.max_attempts).collect();
     let unique_keys: Vec<Option<&str>> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
-    let timeouts: Vec<Option<i64>> = jobs.iter().map(|j| j.timeout.map(|t| t.as_millis().max(1) as i64)).collect();
+    let timeouts: Vec<Option<i64>> = jobs
+        .iter()
+        .map(|j| j.timeout.map(|t| t.as_millis().max(1) as i64))
+        .collect();
     let metadata: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.metadata).collect();
     let schedule_ids: Vec<Option<Uuid>> = jobs.iter().map(|j| j.schedule_id).collect();
     let scheduled_for: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.scheduled_for).collect();
@@ -275,7 +317,8 @@ pub async fn finish_many(pool: &PgPool, worker: Uuid, batch: &[Finish]) -> Resul
     let outcomes: Vec<&str> = batch.iter().map(|f| f.outcome.as_str()).collect();
     let next: Vec<Option<DateTime<Utc>>> = batch.iter().map(|f| f.next_run_at).collect();
     let errors: Vec<Option<&str>> = batch.iter().map(|f| f.error.as_deref()).collect();
-    let outputs: Vec<Option<&serde_json::Value>> = batch.iter().map(|f| f.output.as_ref()).collect();
+    let outputs: Vec<Option<&serde_json::Value>> =
+        batch.iter().map(|f| f.output.as_ref()).collect();
     let logs: Vec<Option<&str>> = batch.iter().map(|f| f.log.as_deref()).collect();
     Ok(sqlx::query_scalar(FINISH_MANY)
         .bind(worker)
@@ -306,8 +349,18 @@ RETURNING id, cancel_requested";
 
 /// Extends all of `worker`'s leases among `ids` in one statement (primary-key lookups).
 /// Ids missing from the result are no longer this worker's.
-pub async fn extend_leases(conn: &mut PgConnection, worker: Uuid, ids: &[Uuid], lease: Duration) -> Result<Vec<Extended>> {
-    Ok(sqlx::query_as(EXTEND_LEASES).bind(worker).bind(ids).bind(lease.as_secs_f64()).fetch_all(conn).await?)
+pub async fn extend_leases(
+    conn: &mut PgConnection,
+    worker: Uuid,
+    ids: &[Uuid],
+    lease: Duration,
+) -> Result<Vec<Extended>> {
+    Ok(sqlx::query_as(EXTEND_LEASES)
+        .bind(worker)
+        .bind(ids)
+        .bind(lease.as_secs_f64())
+        .fetch_all(conn)
+        .await?)
 }
 
 /// What one rescue pass did.
@@ -334,7 +387,12 @@ const RESCUE_MANY: &str = include_str!("sql/rescue_many.sql");
 /// Each counts as a failed attempt. Row locks FOR UPDATE SKIP LOCKED on
 /// `due_work_running_idx` rows.
 #[tracing::instrument(skip_all)]
-pub async fn rescue_many(pool: &PgPool, dead_workers: &[Uuid], backoff: crate::model::Backoff, limit: i64) -> Result<Rescued> {
+pub async fn rescue_many(
+    pool: &PgPool,
+    dead_workers: &[Uuid],
+    backoff: crate::model::Backoff,
+    limit: i64,
+) -> Result<Rescued> {
     Ok(sqlx::query_as(RESCUE_MANY)
         .bind(dead_workers)
         .bind(backoff.base.as_millis() as i64)
@@ -381,19 +439,35 @@ const HISTORY_STATE: &str = "SELECT state FROM job_history WHERE id = $1 LIMIT 1
 #[tracing::instrument(skip(pool))]
 pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<CancelResult> {
     let mut tx = pool.begin().await?;
-    if sqlx::query_scalar::<_, Uuid>(CANCEL_WAITING).bind(id).fetch_optional(&mut *tx).await?.is_some() {
+    if sqlx::query_scalar::<_, Uuid>(CANCEL_WAITING)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some()
+    {
         tx.commit().await?;
         return Ok(CancelResult::Cancelled);
     }
-    if sqlx::query_scalar::<_, String>(REQUEST_CANCEL).bind(id).fetch_optional(&mut *tx).await?.is_some() {
+    if sqlx::query_scalar::<_, String>(REQUEST_CANCEL)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some()
+    {
         tx.commit().await?;
         return Ok(CancelResult::Requested);
     }
-    let state: Option<String> = sqlx::query_scalar(HISTORY_STATE).bind(id).fetch_optional(&mut *tx).await?;
+    let state: Option<String> = sqlx::query_scalar(HISTORY_STATE)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
     tx.commit().await?;
     match state.and_then(|s| s.parse::<JobState>().ok()) {
         Some(state) => Ok(CancelResult::AlreadyFinished(state)),
-        None => Err(Error::NotFound { what: "job", id: id.to_string() }),
+        None => Err(Error::NotFound {
+            what: "job",
+            id: id.to_string(),
+        }),
     }
 }
 
@@ -417,7 +491,10 @@ RETURNING id";
 #[tracing::instrument(skip(pool))]
 pub async fn retry(pool: &PgPool, id: Uuid) -> Result<()> {
     let mut tx = pool.begin().await?;
-    let result = sqlx::query_scalar::<_, Uuid>(RETRY_FINISHED).bind(id).fetch_optional(&mut *tx).await;
+    let result = sqlx::query_scalar::<_, Uuid>(RETRY_FINISHED)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await;
     match result {
         Ok(Some(_)) => {
             tx.commit().await?;
@@ -425,17 +502,32 @@ pub async fn retry(pool: &PgPool, id: Uuid) -> Result<()> {
         }
         Ok(None) => {
             let live: Option<String> =
-                sqlx::query_scalar("SELECT state FROM due_work WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
-            let finished: Option<String> = sqlx::query_scalar(HISTORY_STATE).bind(id).fetch_optional(&mut *tx).await?;
+                sqlx::query_scalar("SELECT state FROM due_work WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let finished: Option<String> = sqlx::query_scalar(HISTORY_STATE)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
             match (live, finished) {
-                (Some(state), _) => Err(Error::Conflict(format!("job {id} is still live ({state}); only failed or cancelled jobs can be retried"))),
-                (None, Some(state)) => Err(Error::Conflict(format!("job {id} is {state}; only failed or cancelled jobs can be retried"))),
-                (None, None) => Err(Error::NotFound { what: "job", id: id.to_string() }),
+                (Some(state), _) => Err(Error::Conflict(format!(
+                    "job {id} is still live ({state}); only failed or cancelled jobs can be retried"
+                ))),
+                (None, Some(state)) => Err(Error::Conflict(format!(
+                    "job {id} is {state}; only failed or cancelled jobs can be retried"
+                ))),
+                (None, None) => Err(Error::NotFound {
+                    what: "job",
+                    id: id.to_string(),
+                }),
             }
         }
-        Err(sqlx::Error::Database(db)) if db.constraint() == Some("due_work_unique_key_idx") => Err(Error::Conflict(
-            format!("job {id} cannot be retried: another live job holds its unique key"),
-        )),
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("due_work_unique_key_idx") => {
+            Err(Error::Conflict(format!(
+                "job {id} cannot be retried: another live job holds its unique key"
+            )))
+        }
         Err(e) => Err(e.into()),
     }
 }

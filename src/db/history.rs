@@ -66,7 +66,10 @@ LIMIT 1";
 /// One job by id, live or finished. Primary-key lookup on due_work, then the id index
 /// of each job_history partition.
 pub async fn get_job(pool: &PgPool, id: Uuid) -> Result<Option<JobView>> {
-    Ok(sqlx::query_as(GET_JOB).bind(id).fetch_optional(pool).await?)
+    Ok(sqlx::query_as(GET_JOB)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
 }
 
 /// Filters for [`list_jobs`]; all optional.

@@ -114,13 +114,16 @@ pub async fn migrate(config: &DbConfig) -> Result<()> {
 
 /// The highest applied migration version, or None before the first migration.
 pub async fn applied_version(conn: &mut PgConnection) -> Result<Option<i64>> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
     if !exists {
         return Ok(None);
     }
     let version: Option<i64> =
-        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(&mut *conn).await?;
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *conn)
+            .await?;
     Ok(version)
 }
 
@@ -145,12 +148,21 @@ pub(crate) fn map_constraint(error: sqlx::Error) -> Error {
     {
         let (field, reason) = match constraint {
             "due_work_priority_range" => ("priority", "out of range -100..=100"),
-            "due_work_max_attempts_range" | "queues_max_attempts_range" => ("max_attempts", "out of range 1..=1000"),
-            "due_work_timeout_positive" | "queues_timeout_positive" => ("timeout", "must be positive"),
-            "queues_backoff_base_positive" | "queues_backoff_max_positive" => ("backoff", "must be positive"),
+            "due_work_max_attempts_range" | "queues_max_attempts_range" => {
+                ("max_attempts", "out of range 1..=1000")
+            }
+            "due_work_timeout_positive" | "queues_timeout_positive" => {
+                ("timeout", "must be positive")
+            }
+            "queues_backoff_base_positive" | "queues_backoff_max_positive" => {
+                ("backoff", "must be positive")
+            }
             _ => return Error::Sqlx(error),
         };
-        return Error::Invalid { field: field.to_owned(), reason: reason.to_owned() };
+        return Error::Invalid {
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        };
     }
     Error::Sqlx(error)
 }

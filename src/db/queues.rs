@@ -74,7 +74,10 @@ ORDER BY n.name";
 /// Every known queue (or just `only`) with live counts. Scans due_work (live rows only)
 /// and the last day of job_history.
 pub async fn queue_stats(pool: &PgPool, only: Option<&str>) -> Result<Vec<QueueStats>> {
-    Ok(sqlx::query_as(QUEUE_STATS).bind(only).fetch_all(pool).await?)
+    Ok(sqlx::query_as(QUEUE_STATS)
+        .bind(only)
+        .fetch_all(pool)
+        .await?)
 }
 
 const SET_PAUSED: &str = "\
@@ -83,7 +86,11 @@ ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = now()";
 
 /// Pauses or resumes a queue. A paused queue keeps its jobs; workers skip it.
 pub async fn set_paused(pool: &PgPool, name: &str, paused: bool) -> Result<()> {
-    sqlx::query(SET_PAUSED).bind(name).bind(paused).execute(pool).await?;
+    sqlx::query(SET_PAUSED)
+        .bind(name)
+        .bind(paused)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

@@ -39,7 +39,9 @@ pub struct Registration {
 /// on the connection that then stays open for the worker's life.
 pub async fn register(conn: &mut PgConnection, reg: &Registration) -> Result<i32> {
     let lock_key = loop {
-        let key: i32 = sqlx::query_scalar("SELECT nextval('workers_lock_key_seq')::int4").fetch_one(&mut *conn).await?;
+        let key: i32 = sqlx::query_scalar("SELECT nextval('workers_lock_key_seq')::int4")
+            .fetch_one(&mut *conn)
+            .await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
             .bind(WORKER_LOCK_CLASS)
             .bind(key)
@@ -68,13 +70,19 @@ pub async fn register(conn: &mut PgConnection, reg: &Registration) -> Result<i32
 
 /// Refreshes the worker's heartbeat; false if its row is gone (it was judged dead).
 pub async fn heartbeat(conn: &mut PgConnection, id: Uuid) -> Result<bool> {
-    let n = sqlx::query("UPDATE workers SET last_heartbeat_at = now() WHERE id = $1").bind(id).execute(conn).await?;
+    let n = sqlx::query("UPDATE workers SET last_heartbeat_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(n.rows_affected() == 1)
 }
 
 /// Removes the worker's row (graceful exit).
 pub async fn deregister(conn: &mut PgConnection, id: Uuid) -> Result<()> {
-    sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(conn).await?;
+    sqlx::query("DELETE FROM workers WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -96,7 +104,11 @@ WHERE NOT EXISTS (
 
 /// Workers whose advisory lock nobody holds: their process or session is gone.
 pub async fn find_dead(pool: &PgPool, restart_grace: Duration) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(FIND_DEAD).bind(WORKER_LOCK_CLASS).bind(restart_grace.as_secs_f64()).fetch_all(pool).await?)
+    Ok(sqlx::query_scalar(FIND_DEAD)
+        .bind(WORKER_LOCK_CLASS)
+        .bind(restart_grace.as_secs_f64())
+        .fetch_all(pool)
+        .await?)
 }
 
 /// Deletes rows of dead workers that no longer own running jobs.

@@ -77,14 +77,16 @@ impl Rescuer {
                 _ = shutdown.cancelled() => return,
             }
             match self.run_once().await {
-                Ok(report) if report.jobs.total() > 0 || report.workers_removed > 0 => tracing::info!(
-                    dead_workers = report.dead_workers,
-                    retried = report.jobs.retried,
-                    failed = report.jobs.failed,
-                    cancelled = report.jobs.cancelled,
-                    workers_removed = report.workers_removed,
-                    "rescued jobs"
-                ),
+                Ok(report) if report.jobs.total() > 0 || report.workers_removed > 0 => {
+                    tracing::info!(
+                        dead_workers = report.dead_workers,
+                        retried = report.jobs.retried,
+                        failed = report.jobs.failed,
+                        cancelled = report.jobs.cancelled,
+                        workers_removed = report.workers_removed,
+                        "rescued jobs"
+                    )
+                }
                 Ok(_) => tracing::trace!("rescue pass found nothing"),
                 Err(e) => tracing::warn!(error = %e, "rescue pass failed; will retry"),
             }
@@ -95,9 +97,18 @@ impl Rescuer {
     /// batches, then drop the dead workers' rows.
     pub async fn run_once(&self) -> db::Result<RescueReport> {
         let dead = db::workers::find_dead(&self.pool, self.options.restart_grace).await?;
-        let mut report = RescueReport { dead_workers: dead.len(), ..Default::default() };
+        let mut report = RescueReport {
+            dead_workers: dead.len(),
+            ..Default::default()
+        };
         loop {
-            let r = db::due_work::rescue_many(&self.pool, &dead, self.options.backoff, self.options.batch).await?;
+            let r = db::due_work::rescue_many(
+                &self.pool,
+                &dead,
+                self.options.backoff,
+                self.options.batch,
+            )
+            .await?;
             report.jobs.retried += r.retried;
             report.jobs.failed += r.failed;
             report.jobs.cancelled += r.cancelled;

@@ -40,7 +40,10 @@ impl Completer {
                 }
             }
             if !self.write(&batch).await {
-                tracing::error!(jobs = batch.len(), "gave up recording job outcomes; their leases will expire and be rescued");
+                tracing::error!(
+                    jobs = batch.len(),
+                    "gave up recording job outcomes; their leases will expire and be rescued"
+                );
             }
             let ids: Vec<Uuid> = batch.drain(..).map(|f| f.id).collect();
             self.shared.forget(&ids);
@@ -55,7 +58,10 @@ impl Completer {
                 Ok(applied) => {
                     if applied.len() < batch.len() {
                         let lost = batch.len() - applied.len();
-                        tracing::warn!(lost, "outcomes not recorded: lease lost (job rescued or cancelled meanwhile)");
+                        tracing::warn!(
+                            lost,
+                            "outcomes not recorded: lease lost (job rescued or cancelled meanwhile)"
+                        );
                     }
                     return true;
                 }

@@ -57,10 +57,19 @@ pub(crate) async fn execute(exec: Execution) -> Finish {
     let _enter = span.enter();
     match finish.outcome {
         FinishKind::Completed => tracing::debug!("job completed"),
-        FinishKind::Retry => tracing::info!(error = finish.error.as_deref().unwrap_or(""), "job attempt failed; will retry"),
-        FinishKind::Failed => tracing::warn!(error = finish.error.as_deref().unwrap_or(""), "job failed permanently"),
+        FinishKind::Retry => tracing::info!(
+            error = finish.error.as_deref().unwrap_or(""),
+            "job attempt failed; will retry"
+        ),
+        FinishKind::Failed => tracing::warn!(
+            error = finish.error.as_deref().unwrap_or(""),
+            "job failed permanently"
+        ),
         FinishKind::Cancelled => tracing::info!("job cancelled"),
-        FinishKind::Snoozed => tracing::info!(reason = finish.error.as_deref().unwrap_or(""), "job snoozed"),
+        FinishKind::Snoozed => tracing::info!(
+            reason = finish.error.as_deref().unwrap_or(""),
+            "job snoozed"
+        ),
         FinishKind::Interrupted => tracing::info!("job interrupted by shutdown; handed back"),
     }
     finish
@@ -69,7 +78,10 @@ pub(crate) async fn execute(exec: Execution) -> Finish {
 async fn run_attempt(exec: &Execution) -> Outcome {
     let Some(handler) = exec.handler.clone() else {
         return Outcome::Failed {
-            error: format!("no handler configured for kind {:?} on this worker", exec.job.kind),
+            error: format!(
+                "no handler configured for kind {:?} on this worker",
+                exec.job.kind
+            ),
             log: None,
         };
     };
@@ -91,12 +103,19 @@ async fn run_attempt(exec: &Execution) -> Outcome {
     };
     stop.cancel();
     let log = match tokio::time::timeout(STOP_GRACE, fut).await {
-        Ok(Outcome::Succeeded { log, .. } | Outcome::Retry { log, .. } | Outcome::Failed { log, .. })
+        Ok(
+            Outcome::Succeeded { log, .. }
+            | Outcome::Retry { log, .. }
+            | Outcome::Failed { log, .. },
+        )
         | Ok(Outcome::Snoozed { log, .. } | Outcome::Cancelled { log }) => log,
         Ok(Outcome::Interrupted) | Err(_) => None,
     };
     match why {
-        Stop::Timeout(t) => Outcome::Retry { error: format!("timed out after {}", humantime::format_duration(t)), log },
+        Stop::Timeout(t) => Outcome::Retry {
+            error: format!("timed out after {}", humantime::format_duration(t)),
+            log,
+        },
         Stop::Cancelled => Outcome::Cancelled { log },
         Stop::Shutdown => Outcome::Interrupted,
     }
@@ -106,7 +125,14 @@ async fn run_attempt(exec: &Execution) -> Outcome {
 /// are spent, and get their backoff here.
 pub(crate) fn to_finish(job: &ClaimedJob, outcome: Outcome, backoff: Backoff) -> Finish {
     let now = Utc::now();
-    let mut finish = Finish { id: job.id, outcome: FinishKind::Completed, next_run_at: None, error: None, output: None, log: None };
+    let mut finish = Finish {
+        id: job.id,
+        outcome: FinishKind::Completed,
+        next_run_at: None,
+        error: None,
+        output: None,
+        log: None,
+    };
     match outcome {
         Outcome::Succeeded { output, log } => {
             finish.output = output;

@@ -30,7 +30,11 @@ impl Heartbeat {
     pub async fn run(self, conn: PgConnection, stop: CancellationToken) -> Option<PgConnection> {
         let mut conn = Some(conn);
         loop {
-            let wait = if conn.is_some() { jittered(self.interval) } else { RECONNECT_INTERVAL };
+            let wait = if conn.is_some() {
+                jittered(self.interval)
+            } else {
+                RECONNECT_INTERVAL
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => return conn,

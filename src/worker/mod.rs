@@ -143,7 +143,12 @@ pub struct Worker {
 impl Worker {
     /// A worker over `pool` (connections from `db` for its lock and LISTEN sessions).
     pub fn new(options: WorkerOptions, db: DbConfig, pool: PgPool, handlers: Handlers) -> Worker {
-        Worker { options, db, pool, handlers: Arc::new(handlers) }
+        Worker {
+            options,
+            db,
+            pool,
+            handlers: Arc::new(handlers),
+        }
     }
 
     /// Runs until `shutdown` fires, then stops claiming, lets running jobs finish
@@ -169,7 +174,13 @@ impl Worker {
         let abandon = CancellationToken::new();
 
         let mut background = JoinSet::new();
-        background.spawn(listen(self.pool.clone(), o.queues.clone(), shared.clone(), wake.clone(), stop_background.clone()));
+        background.spawn(listen(
+            self.pool.clone(),
+            o.queues.clone(),
+            shared.clone(),
+            wake.clone(),
+            stop_background.clone(),
+        ));
         let heartbeat = tokio::spawn(
             heartbeat::Heartbeat {
                 db: self.db.clone(),
@@ -182,15 +193,25 @@ impl Worker {
         );
         let (tx, rx) = mpsc::unbounded_channel();
         let completer = tokio::spawn(
-            completer::Completer { pool: self.pool.clone(), worker_id: o.id, shared: shared.clone(), abandon: abandon.clone() }
-                .run(rx),
+            completer::Completer {
+                pool: self.pool.clone(),
+                worker_id: o.id,
+                shared: shared.clone(),
+                abandon: abandon.clone(),
+            }
+            .run(rx),
         );
 
         let mut executors = JoinSet::new();
-        self.claim_loop(&shutdown, &shared, &wake, &hard_stop, &tx, &mut executors).await;
+        self.claim_loop(&shutdown, &shared, &wake, &hard_stop, &tx, &mut executors)
+            .await;
 
         let running = executors.len();
-        tracing::info!(running, grace_seconds = o.shutdown_grace.as_secs_f64(), "worker stopping; waiting for running jobs");
+        tracing::info!(
+            running,
+            grace_seconds = o.shutdown_grace.as_secs_f64(),
+            "worker stopping; waiting for running jobs"
+        );
         let grace = tokio::time::sleep(o.shutdown_grace);
         tokio::pin!(grace);
         loop {
@@ -251,7 +272,9 @@ impl Worker {
                     tracing::error!(error = %e, "job executor panicked");
                 }
             }
-            let free = o.concurrency.saturating_sub(shared.executing.load(Ordering::Acquire));
+            let free = o
+                .concurrency
+                .saturating_sub(shared.executing.load(Ordering::Acquire));
             if want_claim && free > 0 && shared.owned().len() < max_owned {
                 defaults.refresh(&self.pool, &o.queues).await;
                 match due_work::claim_due(&self.pool, &o.queues, free, o.id, o.lease).await {
@@ -302,11 +325,21 @@ impl Worker {
         let queue = defaults.get(&job.queue);
         let timeout = job
             .timeout
-            .or_else(|| queue.and_then(|q| q.timeout_ms).map(|ms| Duration::from_millis(ms as u64)))
+            .or_else(|| {
+                queue
+                    .and_then(|q| q.timeout_ms)
+                    .map(|ms| Duration::from_millis(ms as u64))
+            })
             .or_else(|| handler.as_ref().and_then(|h| h.timeout()));
         let backoff = Backoff {
-            base: queue.and_then(|q| q.backoff_base_ms).map(|ms| Duration::from_millis(ms as u64)).unwrap_or(o.backoff.base),
-            max: queue.and_then(|q| q.backoff_max_ms).map(|ms| Duration::from_millis(ms as u64)).unwrap_or(o.backoff.max),
+            base: queue
+                .and_then(|q| q.backoff_base_ms)
+                .map(|ms| Duration::from_millis(ms as u64))
+                .unwrap_or(o.backoff.base),
+            max: queue
+                .and_then(|q| q.backoff_max_ms)
+                .map(|ms| Duration::from_millis(ms as u64))
+                .unwrap_or(o.backoff.max),
         };
         let cancel = CancellationToken::new();
         shared.owned().insert(job.id, cancel.clone());
@@ -342,7 +375,10 @@ struct QueueDefaultsCache {
 
 impl QueueDefaultsCache {
     async fn refresh(&mut self, pool: &PgPool, queues: &[String]) {
-        if self.fetched.is_some_and(|t| t.elapsed() < QUEUE_DEFAULTS_TTL) {
+        if self
+            .fetched
+            .is_some_and(|t| t.elapsed() < QUEUE_DEFAULTS_TTL)
+        {
             return;
         }
         match db::queues::queue_defaults(pool, queues).await {
@@ -350,7 +386,9 @@ impl QueueDefaultsCache {
                 self.by_name = rows.into_iter().map(|q| (q.name.clone(), q)).collect();
                 self.fetched = Some(Instant::now());
             }
-            Err(e) => tracing::warn!(error = %e, "reading queue settings failed; using the previous ones"),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading queue settings failed; using the previous ones")
+            }
         }
     }
 
@@ -361,7 +399,13 @@ impl QueueDefaultsCache {
 
 /// LISTEN for enqueues (wake the claimer) and cancels (stop the job). PgListener
 /// reconnects by itself; notifications missed meanwhile are covered by the poll.
-async fn listen(pool: PgPool, queues: Vec<String>, shared: Arc<Shared>, wake: Arc<Notify>, stop: CancellationToken) {
+async fn listen(
+    pool: PgPool,
+    queues: Vec<String>,
+    shared: Arc<Shared>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
     let mut delay = Duration::from_millis(200);
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -376,7 +420,10 @@ async fn listen(pool: PgPool, queues: Vec<String>, shared: Arc<Shared>, wake: Ar
                 continue;
             }
         };
-        if let Err(e) = listener.listen_all([CHANNEL_ENQUEUED, CHANNEL_CANCEL]).await {
+        if let Err(e) = listener
+            .listen_all([CHANNEL_ENQUEUED, CHANNEL_CANCEL])
+            .await
+        {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             continue;
         }

@@ -26,10 +26,17 @@ fn cluster() -> &'static (String, Option<LocalPg>) {
         }
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ordinaut-test-pg");
         std::fs::create_dir_all(&base).expect("create test cluster dir under target/");
-        let lock = File::create(base.with_extension("lock")).expect("create test cluster lock file");
+        let lock =
+            File::create(base.with_extension("lock")).expect("create test cluster lock file");
         lock.lock().expect("lock test cluster lock file");
-        let pg = LocalPg::start(&base, &StartOptions { unsafe_fast: true, max_connections: 500 })
-            .unwrap_or_else(|e| panic!("cannot start the test cluster: {e}"));
+        let pg = LocalPg::start(
+            &base,
+            &StartOptions {
+                unsafe_fast: true,
+                max_connections: 500,
+            },
+        )
+        .unwrap_or_else(|e| panic!("cannot start the test cluster: {e}"));
         drop(lock);
         (pg.url("postgres"), Some(pg))
     })
@@ -57,25 +64,45 @@ fn template_name() -> String {
 async fn ensure_template(admin: &mut PgConnection) -> String {
     let name = template_name();
     // Serialise template creation across test processes.
-    sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut *admin).await.expect("lock template");
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut *admin)
+    sqlx::query("SELECT pg_advisory_lock(4242)")
+        .execute(&mut *admin)
         .await
-        .expect("check template");
+        .expect("lock template");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut *admin)
+            .await
+            .expect("check template");
     if !exists {
         let building = format!("{name}_building");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {building}"))).execute(&mut *admin).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {building}"
+        )))
+        .execute(&mut *admin)
+        .await;
         // Names are generated from a hex hash: safe to interpolate.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {building}"))).execute(&mut *admin).await.expect("create template");
-        let cfg = DbConfig { url: url_for(&building), schema: "public".into(), max_connections: 2 };
-        db::migrate(&cfg).await.expect("migrate template");
-        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {building} RENAME TO {name}")))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {building}")))
             .execute(&mut *admin)
             .await
-            .expect("rename template");
+            .expect("create template");
+        let cfg = DbConfig {
+            url: url_for(&building),
+            schema: "public".into(),
+            max_connections: 2,
+        };
+        db::migrate(&cfg).await.expect("migrate template");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {building} RENAME TO {name}"
+        )))
+        .execute(&mut *admin)
+        .await
+        .expect("rename template");
     }
-    sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut *admin).await.expect("unlock template");
+    sqlx::query("SELECT pg_advisory_unlock(4242)")
+        .execute(&mut *admin)
+        .await
+        .expect("unlock template");
     name
 }
 
@@ -92,14 +119,20 @@ pub struct TestDb {
 impl TestDb {
     /// Clones the migrated template into a new database.
     pub async fn new() -> TestDb {
-        let mut admin = PgConnection::connect(&url_for("postgres")).await.expect("connect to the test cluster");
+        let mut admin = PgConnection::connect(&url_for("postgres"))
+            .await
+            .expect("connect to the test cluster");
         let template = ensure_template(&mut admin).await;
         let name = format!("ordinaut_test_{}", uuid::Uuid::now_v7().simple());
         // CREATE DATABASE .. TEMPLATE fails while another session is connected to the
         // template; only the brief migration above ever is, so retry.
         let mut tries = 0;
         loop {
-            let r = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {template}"))).execute(&mut admin).await;
+            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE {name} TEMPLATE {template}"
+            )))
+            .execute(&mut admin)
+            .await;
             match r {
                 Ok(_) => break,
                 Err(e) if tries < 50 => {
@@ -112,7 +145,10 @@ impl TestDb {
         }
         let _ = admin.close().await;
         let url = url_for(&name);
-        let pool = db_config_for(&url).connect().await.expect("connect to test database");
+        let pool = db_config_for(&url)
+            .connect()
+            .await
+            .expect("connect to test database");
         TestDb { name, url, pool }
     }
 
@@ -123,28 +159,46 @@ impl TestDb {
 
     /// Runs a scalar query.
     pub async fn scalar_i64(&self, sql: &'static str) -> i64 {
-        sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool).await.expect(sql)
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect(sql)
     }
 }
 
 fn db_config_for(url: &str) -> DbConfig {
-    DbConfig { url: url.to_owned(), schema: "public".into(), max_connections: 10 }
+    DbConfig {
+        url: url.to_owned(),
+        schema: "public".into(),
+        max_connections: 10,
+    }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("test database kept for inspection: {} ({})", self.name, self.url);
+            eprintln!(
+                "test database kept for inspection: {} ({})",
+                self.name, self.url
+            );
             return;
         }
         let name = self.name.clone();
         let admin_url = url_for("postgres");
         // Drop in a thread with its own runtime: Drop cannot be async.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let mut admin = PgConnection::connect(&admin_url).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await.ok()
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await
+                .ok()
             })
         })
         .join();

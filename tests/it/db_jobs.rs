@@ -12,15 +12,30 @@ use crate::common::TestDb;
 const LEASE: Duration = Duration::from_secs(60);
 
 fn backoff() -> Backoff {
-    Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) }
+    Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+    }
 }
 
 async fn enqueue(db: &TestDb, jobs: Vec<NewJob>) -> Vec<Uuid> {
-    due_work::enqueue_many(&db.pool, &jobs, 4).await.expect("enqueue").into_iter().map(|e| e.id).collect()
+    due_work::enqueue_many(&db.pool, &jobs, 4)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
 }
 
 fn done(id: Uuid) -> Finish {
-    Finish { id, outcome: FinishKind::Completed, next_run_at: None, error: None, output: Some(json!({"ok": true})), log: None }
+    Finish {
+        id,
+        outcome: FinishKind::Completed,
+        next_run_at: None,
+        error: None,
+        output: Some(json!({"ok": true})),
+        log: None,
+    }
 }
 
 #[tokio::test]
@@ -28,20 +43,32 @@ async fn completed_job_moves_to_history_with_its_attempt() {
     let db = TestDb::new().await;
     let ids = enqueue(&db, vec![NewJob::new("q", "k", json!({"n": 1}))]).await;
     let worker = Uuid::now_v7();
-    let claimed = due_work::claim_due(&db.pool, &["q".into()], 10, worker, LEASE).await.unwrap();
+    let claimed = due_work::claim_due(&db.pool, &["q".into()], 10, worker, LEASE)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempt, 1);
-    let applied = due_work::finish_many(&db.pool, worker, &[done(ids[0])]).await.unwrap();
+    let applied = due_work::finish_many(&db.pool, worker, &[done(ids[0])])
+        .await
+        .unwrap();
     assert_eq!(applied, ids);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed' AND output = '{\"ok\": true}'").await, 1);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'completed' AND attempt = 1").await, 1);
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM job_attempts WHERE outcome = 'completed' AND attempt = 1"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn batch_enqueue_is_one_statement_and_all_or_nothing() {
     let db = TestDb::new().await;
-    let mut jobs: Vec<NewJob> = (0..5000).map(|i| NewJob::new("q", "k", json!({ "i": i }))).collect();
+    let mut jobs: Vec<NewJob> = (0..5000)
+        .map(|i| NewJob::new("q", "k", json!({ "i": i })))
+        .collect();
     enqueue(&db, jobs.clone()).await;
     assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 5000);
     // One bad row (priority outside the check constraint) refuses the whole batch.
@@ -49,7 +76,9 @@ async fn batch_enqueue_is_one_statement_and_all_or_nothing() {
         j.id = Uuid::now_v7();
     }
     jobs[4321].priority = 500;
-    let err = due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap_err();
+    let err = due_work::enqueue_many(&db.pool, &jobs, 4)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("priority"), "{err}");
     assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 5000);
 }
@@ -61,8 +90,12 @@ async fn duplicate_unique_key_returns_the_live_job() {
     a.unique_key = Some("scan:example.org".into());
     let mut b = NewJob::new("q", "k", json!({"other": true}));
     b.unique_key = Some("scan:example.org".into());
-    let first = due_work::enqueue_many(&db.pool, &[a.clone()], 4).await.unwrap();
-    let second = due_work::enqueue_many(&db.pool, &[b.clone()], 4).await.unwrap();
+    let first = due_work::enqueue_many(&db.pool, &[a.clone()], 4)
+        .await
+        .unwrap();
+    let second = due_work::enqueue_many(&db.pool, &[b.clone()], 4)
+        .await
+        .unwrap();
     assert!(!first[0].duplicate);
     assert!(second[0].duplicate);
     assert_eq!(second[0].id, first[0].id);
@@ -104,8 +137,12 @@ async fn unique_key_is_free_again_once_the_job_finished() {
     job.unique_key = Some("once".into());
     let first = enqueue(&db, vec![job.clone()]).await[0];
     let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE).await.unwrap();
-    due_work::finish_many(&db.pool, w, &[done(first)]).await.unwrap();
+    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
+        .await
+        .unwrap();
+    due_work::finish_many(&db.pool, w, &[done(first)])
+        .await
+        .unwrap();
     job.id = Uuid::now_v7();
     let second = due_work::enqueue_many(&db.pool, &[job], 4).await.unwrap();
     assert!(!second[0].duplicate);
@@ -118,11 +155,22 @@ async fn future_jobs_wait_for_run_at() {
     let mut later = NewJob::new("q", "k", json!({}));
     later.run_at = Some(chrono::Utc::now() + chrono::Duration::seconds(3600));
     enqueue(&db, vec![later]).await;
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'scheduled'").await, 1);
-    let claimed = due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE).await.unwrap();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'scheduled'")
+            .await,
+        1
+    );
+    let claimed = due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE)
+        .await
+        .unwrap();
     assert!(claimed.is_empty());
-    sqlx::query("UPDATE due_work SET run_at = now() - interval '1 second'").execute(&db.pool).await.unwrap();
-    let claimed = due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE).await.unwrap();
+    sqlx::query("UPDATE due_work SET run_at = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let claimed = due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
 }
 
@@ -131,15 +179,32 @@ async fn claims_follow_priority_then_run_at_across_queues() {
     let db = TestDb::new().await;
     let now = chrono::Utc::now();
     let mut jobs = Vec::new();
-    for (queue, priority, age) in [("a", 5, 10), ("b", 0, 1), ("a", 0, 5), ("b", 5, 20), ("c", -1, 0)] {
+    for (queue, priority, age) in [
+        ("a", 5, 10),
+        ("b", 0, 1),
+        ("a", 0, 5),
+        ("b", 5, 20),
+        ("c", -1, 0),
+    ] {
         let mut j = NewJob::new(queue, "k", json!({ "tag": format!("{queue}{priority}") }));
         j.priority = priority;
         j.run_at = Some(now - chrono::Duration::seconds(age));
         jobs.push(j);
     }
     enqueue(&db, jobs).await;
-    let claimed = due_work::claim_due(&db.pool, &["a".into(), "b".into()], 10, Uuid::now_v7(), LEASE).await.unwrap();
-    let tags: Vec<String> = claimed.iter().map(|j| j.payload["tag"].as_str().unwrap().to_owned()).collect();
+    let claimed = due_work::claim_due(
+        &db.pool,
+        &["a".into(), "b".into()],
+        10,
+        Uuid::now_v7(),
+        LEASE,
+    )
+    .await
+    .unwrap();
+    let tags: Vec<String> = claimed
+        .iter()
+        .map(|j| j.payload["tag"].as_str().unwrap().to_owned())
+        .collect();
     // Queue c is not served. RETURNING order is unspecified, so read back in claim order.
     let rows: Vec<(i64, String)> =
         sqlx::query_as("SELECT priority::int8, payload->>'tag' FROM due_work WHERE state = 'running' ORDER BY priority, run_at")
@@ -147,7 +212,10 @@ async fn claims_follow_priority_then_run_at_across_queues() {
             .await
             .unwrap();
     assert_eq!(tags.len(), 4);
-    assert_eq!(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), vec!["a0", "b0", "b5", "a5"]);
+    assert_eq!(
+        rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+        vec!["a0", "b0", "b5", "a5"]
+    );
     // With one slot, the best job across queues wins.
     let db2 = TestDb::new().await;
     let mut low = NewJob::new("a", "k", json!({"tag": "low"}));
@@ -156,7 +224,15 @@ async fn claims_follow_priority_then_run_at_across_queues() {
     let mut high = NewJob::new("b", "k", json!({"tag": "high"}));
     high.priority = -10;
     enqueue(&db2, vec![low, high]).await;
-    let one = due_work::claim_due(&db2.pool, &["a".into(), "b".into()], 1, Uuid::now_v7(), LEASE).await.unwrap();
+    let one = due_work::claim_due(
+        &db2.pool,
+        &["a".into(), "b".into()],
+        1,
+        Uuid::now_v7(),
+        LEASE,
+    )
+    .await
+    .unwrap();
     assert_eq!(one[0].payload["tag"], "high");
 }
 
@@ -164,16 +240,37 @@ async fn claims_follow_priority_then_run_at_across_queues() {
 async fn paused_queues_are_not_claimed_and_keep_their_jobs() {
     let db = TestDb::new().await;
     enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await;
-    ordinaut::db::queues::set_paused(&db.pool, "q", true).await.unwrap();
-    assert!(due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE).await.unwrap().is_empty());
-    ordinaut::db::queues::set_paused(&db.pool, "q", false).await.unwrap();
-    assert_eq!(due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE).await.unwrap().len(), 1);
+    ordinaut::db::queues::set_paused(&db.pool, "q", true)
+        .await
+        .unwrap();
+    assert!(
+        due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    ordinaut::db::queues::set_paused(&db.pool, "q", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
 async fn concurrent_claimers_never_share_a_job() {
     let db = TestDb::new().await;
-    enqueue(&db, (0..2000).map(|_| NewJob::new("q", "k", json!({}))).collect()).await;
+    enqueue(
+        &db,
+        (0..2000)
+            .map(|_| NewJob::new("q", "k", json!({})))
+            .collect(),
+    )
+    .await;
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let pool = db.pool.clone();
@@ -181,7 +278,9 @@ async fn concurrent_claimers_never_share_a_job() {
             let w = Uuid::now_v7();
             let mut mine = Vec::new();
             loop {
-                let got = due_work::claim_due(&pool, &["q".into()], 37, w, LEASE).await.unwrap();
+                let got = due_work::claim_due(&pool, &["q".into()], 37, w, LEASE)
+                    .await
+                    .unwrap();
                 if got.is_empty() {
                     return mine;
                 }
@@ -205,30 +304,85 @@ async fn retry_outcome_reschedules_and_spends_the_attempt() {
     let db = TestDb::new().await;
     let id = enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await[0];
     let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE).await.unwrap();
+    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
+        .await
+        .unwrap();
     let at = chrono::Utc::now() + chrono::Duration::seconds(30);
-    let f = Finish { id, outcome: FinishKind::Retry, next_run_at: Some(at), error: Some("boom".into()), output: None, log: Some("out".into()) };
-    assert_eq!(due_work::finish_many(&db.pool, w, &[f]).await.unwrap().len(), 1);
-    let (state, attempt, err, owner): (String, i32, Option<String>, Option<Uuid>) =
-        sqlx::query_as("SELECT state, attempt, last_error, lease_owner FROM due_work WHERE id = $1").bind(id).fetch_one(&db.pool).await.unwrap();
-    assert_eq!((state.as_str(), attempt, err.as_deref(), owner), ("scheduled", 1, Some("boom"), None));
+    let f = Finish {
+        id,
+        outcome: FinishKind::Retry,
+        next_run_at: Some(at),
+        error: Some("boom".into()),
+        output: None,
+        log: Some("out".into()),
+    };
+    assert_eq!(
+        due_work::finish_many(&db.pool, w, &[f])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let (state, attempt, err, owner): (String, i32, Option<String>, Option<Uuid>) = sqlx::query_as(
+        "SELECT state, attempt, last_error, lease_owner FROM due_work WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (state.as_str(), attempt, err.as_deref(), owner),
+        ("scheduled", 1, Some("boom"), None)
+    );
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'retry' AND error = 'boom' AND log = 'out'").await, 1);
 }
 
 #[tokio::test]
 async fn snoozed_and_interrupted_attempts_are_given_back() {
     let db = TestDb::new().await;
-    let ids = enqueue(&db, vec![NewJob::new("q", "k", json!({})), NewJob::new("q", "k", json!({}))]).await;
+    let ids = enqueue(
+        &db,
+        vec![
+            NewJob::new("q", "k", json!({})),
+            NewJob::new("q", "k", json!({})),
+        ],
+    )
+    .await;
     let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 2, w, LEASE).await.unwrap();
+    due_work::claim_due(&db.pool, &["q".into()], 2, w, LEASE)
+        .await
+        .unwrap();
     let later = chrono::Utc::now() + chrono::Duration::seconds(30);
     let batch = [
-        Finish { id: ids[0], outcome: FinishKind::Snoozed, next_run_at: Some(later), error: Some("429".into()), output: None, log: None },
-        Finish { id: ids[1], outcome: FinishKind::Interrupted, next_run_at: None, error: None, output: None, log: None },
+        Finish {
+            id: ids[0],
+            outcome: FinishKind::Snoozed,
+            next_run_at: Some(later),
+            error: Some("429".into()),
+            output: None,
+            log: None,
+        },
+        Finish {
+            id: ids[1],
+            outcome: FinishKind::Interrupted,
+            next_run_at: None,
+            error: None,
+            output: None,
+            log: None,
+        },
     ];
-    assert_eq!(due_work::finish_many(&db.pool, w, &batch).await.unwrap().len(), 2);
+    assert_eq!(
+        due_work::finish_many(&db.pool, w, &batch)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let rows: Vec<(Uuid, String, i32)> =
-        sqlx::query_as("SELECT id, state, attempt FROM due_work ORDER BY id").fetch_all(&db.pool).await.unwrap();
+        sqlx::query_as("SELECT id, state, attempt FROM due_work ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     assert!(rows.contains(&(ids[0], "scheduled".into(), 0)));
     assert!(rows.contains(&(ids[1], "available".into(), 0)));
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_attempts WHERE attempt = 1 AND outcome IN ('snoozed', 'interrupted')").await, 2);
@@ -239,28 +393,61 @@ async fn failed_job_goes_to_history_and_can_be_retried_by_hand() {
     let db = TestDb::new().await;
     let id = enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await[0];
     let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE).await.unwrap();
-    let f = Finish { id, outcome: FinishKind::Failed, next_run_at: None, error: Some("bad input".into()), output: None, log: None };
+    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
+        .await
+        .unwrap();
+    let f = Finish {
+        id,
+        outcome: FinishKind::Failed,
+        next_run_at: None,
+        error: Some("bad input".into()),
+        output: None,
+        log: None,
+    };
     due_work::finish_many(&db.pool, w, &[f]).await.unwrap();
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'failed' AND last_error = 'bad input'").await, 1);
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM job_history WHERE state = 'failed' AND last_error = 'bad input'"
+        )
+        .await,
+        1
+    );
     due_work::retry(&db.pool, id).await.unwrap();
     let (state, attempt, max): (String, i32, i32) =
-        sqlx::query_as("SELECT state, attempt, max_attempts FROM due_work WHERE id = $1").bind(id).fetch_one(&db.pool).await.unwrap();
+        sqlx::query_as("SELECT state, attempt, max_attempts FROM due_work WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!((state.as_str(), attempt, max), ("available", 1, 5));
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history").await, 0);
     // A live job cannot be retried; an unknown one is not found.
-    assert!(matches!(due_work::retry(&db.pool, id).await, Err(ordinaut::db::Error::Conflict(_))));
-    assert!(matches!(due_work::retry(&db.pool, Uuid::now_v7()).await, Err(ordinaut::db::Error::NotFound { .. })));
+    assert!(matches!(
+        due_work::retry(&db.pool, id).await,
+        Err(ordinaut::db::Error::Conflict(_))
+    ));
+    assert!(matches!(
+        due_work::retry(&db.pool, Uuid::now_v7()).await,
+        Err(ordinaut::db::Error::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
 async fn outcome_from_a_worker_that_lost_the_lease_is_ignored() {
     let db = TestDb::new().await;
     let id = enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await[0];
-    due_work::claim_due(&db.pool, &["q".into()], 1, Uuid::now_v7(), LEASE).await.unwrap();
-    let applied = due_work::finish_many(&db.pool, Uuid::now_v7(), &[done(id)]).await.unwrap();
+    due_work::claim_due(&db.pool, &["q".into()], 1, Uuid::now_v7(), LEASE)
+        .await
+        .unwrap();
+    let applied = due_work::finish_many(&db.pool, Uuid::now_v7(), &[done(id)])
+        .await
+        .unwrap();
     assert!(applied.is_empty());
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'").await, 1);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
+            .await,
+        1
+    );
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history").await, 0);
 }
 
@@ -270,16 +457,43 @@ async fn expired_lease_is_rescued_as_a_failed_attempt() {
     let mut one_try = NewJob::new("q", "k", json!({}));
     one_try.max_attempts = Some(1);
     let ids = enqueue(&db, vec![NewJob::new("q", "k", json!({})), one_try]).await;
-    due_work::claim_due(&db.pool, &["q".into()], 2, Uuid::now_v7(), Duration::from_secs(2)).await.unwrap();
-    let nothing = due_work::rescue_many(&db.pool, &[], backoff(), 100).await.unwrap();
+    due_work::claim_due(
+        &db.pool,
+        &["q".into()],
+        2,
+        Uuid::now_v7(),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let nothing = due_work::rescue_many(&db.pool, &[], backoff(), 100)
+        .await
+        .unwrap();
     assert_eq!(nothing.total(), 0, "live leases are left alone");
-    sqlx::query("UPDATE due_work SET lease_expires_at = now() - interval '1 second'").execute(&db.pool).await.unwrap();
-    let r = due_work::rescue_many(&db.pool, &[], backoff(), 100).await.unwrap();
+    sqlx::query("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let r = due_work::rescue_many(&db.pool, &[], backoff(), 100)
+        .await
+        .unwrap();
     assert_eq!((r.retried, r.failed), (1, 1));
-    let state: String = sqlx::query_scalar("SELECT state FROM due_work WHERE id = $1").bind(ids[0]).fetch_one(&db.pool).await.unwrap();
+    let state: String = sqlx::query_scalar("SELECT state FROM due_work WHERE id = $1")
+        .bind(ids[0])
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(state, "scheduled");
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'failed'").await, 1);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'lost'").await, 2);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'failed'")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'lost'")
+            .await,
+        2
+    );
 }
 
 #[tokio::test]
@@ -288,19 +502,40 @@ async fn retry_delay_follows_backoff_within_jitter() {
     let mut job = NewJob::new("q", "k", json!({}));
     job.max_attempts = Some(10);
     enqueue(&db, vec![job]).await;
-    let b = Backoff { base: Duration::from_secs(10), max: Duration::from_secs(1000) };
+    let b = Backoff {
+        base: Duration::from_secs(10),
+        max: Duration::from_secs(1000),
+    };
     for attempt in 1..=4 {
-        sqlx::query("UPDATE due_work SET run_at = now()").execute(&db.pool).await.unwrap();
-        let claimed = due_work::claim_due(&db.pool, &["q".into()], 1, Uuid::now_v7(), Duration::from_secs(60)).await.unwrap();
-        assert_eq!(claimed[0].attempt, attempt);
-        sqlx::query("UPDATE due_work SET lease_expires_at = now() - interval '1 second'").execute(&db.pool).await.unwrap();
-        due_work::rescue_many(&db.pool, &[], b, 100).await.unwrap();
-        let delay: f64 = sqlx::query_scalar("SELECT extract(epoch FROM run_at - now())::float8 FROM due_work")
-            .fetch_one(&db.pool)
+        sqlx::query("UPDATE due_work SET run_at = now()")
+            .execute(&db.pool)
             .await
             .unwrap();
+        let claimed = due_work::claim_due(
+            &db.pool,
+            &["q".into()],
+            1,
+            Uuid::now_v7(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert_eq!(claimed[0].attempt, attempt);
+        sqlx::query("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        due_work::rescue_many(&db.pool, &[], b, 100).await.unwrap();
+        let delay: f64 =
+            sqlx::query_scalar("SELECT extract(epoch FROM run_at - now())::float8 FROM due_work")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
         let nominal = b.nominal(attempt).as_secs_f64();
-        assert!(delay >= nominal * 0.75 - 1.0 && delay <= nominal * 1.25 + 0.1, "attempt {attempt}: {delay} vs {nominal}");
+        assert!(
+            delay >= nominal * 0.75 - 1.0 && delay <= nominal * 1.25 + 0.1,
+            "attempt {attempt}: {delay} vs {nominal}"
+        );
     }
 }
 
@@ -319,60 +554,127 @@ async fn dead_workers_jobs_are_handed_back_through_the_advisory_lock() {
     };
     let mut lock_conn = db.db_config().connect_one().await.unwrap();
     workers::register(&mut lock_conn, &reg).await.unwrap();
-    due_work::claim_due(&db.pool, &["q".into()], 1, reg.id, LEASE).await.unwrap();
-    assert!(workers::find_dead(&db.pool, Duration::from_secs(10)).await.unwrap().is_empty(), "a live worker holds its lock");
+    due_work::claim_due(&db.pool, &["q".into()], 1, reg.id, LEASE)
+        .await
+        .unwrap();
+    assert!(
+        workers::find_dead(&db.pool, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a live worker holds its lock"
+    );
     drop(lock_conn); // the session ends, as when the process is killed
-    let dead = crate::common::eventually(Duration::from_secs(10), "the lock to be released", || {
-        let pool = db.pool.clone();
-        async move { Some(workers::find_dead(&pool, Duration::from_secs(10)).await.unwrap()).filter(|d| !d.is_empty()) }
-    })
-    .await;
+    let dead =
+        crate::common::eventually(Duration::from_secs(10), "the lock to be released", || {
+            let pool = db.pool.clone();
+            async move {
+                Some(
+                    workers::find_dead(&pool, Duration::from_secs(10))
+                        .await
+                        .unwrap(),
+                )
+                .filter(|d| !d.is_empty())
+            }
+        })
+        .await;
     assert_eq!(dead, vec![reg.id]);
-    let r = due_work::rescue_many(&db.pool, &dead, backoff(), 100).await.unwrap();
+    let r = due_work::rescue_many(&db.pool, &dead, backoff(), 100)
+        .await
+        .unwrap();
     assert_eq!(r.retried, 1);
     assert_eq!(workers::delete_dead(&db.pool, &dead).await.unwrap(), 1);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'lost' AND error LIKE 'worker died%'").await, 1);
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM job_attempts WHERE outcome = 'lost' AND error LIKE 'worker died%'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn cancel_stops_waiting_jobs_at_once_and_flags_running_ones() {
     let db = TestDb::new().await;
-    let ids = enqueue(&db, vec![NewJob::new("q", "k", json!({})), NewJob::new("q", "k", json!({}))]).await;
+    let ids = enqueue(
+        &db,
+        vec![
+            NewJob::new("q", "k", json!({})),
+            NewJob::new("q", "k", json!({})),
+        ],
+    )
+    .await;
     let w = Uuid::now_v7();
-    let claimed = due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE).await.unwrap();
+    let claimed = due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
+        .await
+        .unwrap();
     let running = claimed[0].id;
     let waiting = if running == ids[0] { ids[1] } else { ids[0] };
     let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
     listener.listen("ordinaut_cancel").await.unwrap();
-    assert_eq!(due_work::cancel(&db.pool, waiting).await.unwrap(), due_work::CancelResult::Cancelled);
-    assert_eq!(due_work::cancel(&db.pool, running).await.unwrap(), due_work::CancelResult::Requested);
-    let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        due_work::cancel(&db.pool, waiting).await.unwrap(),
+        due_work::CancelResult::Cancelled
+    );
+    assert_eq!(
+        due_work::cancel(&db.pool, running).await.unwrap(),
+        due_work::CancelResult::Requested
+    );
+    let note = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(note.payload(), running.to_string());
     assert_eq!(
         due_work::cancel(&db.pool, waiting).await.unwrap(),
         due_work::CancelResult::AlreadyFinished(ordinaut::model::JobState::Cancelled)
     );
-    assert!(matches!(due_work::cancel(&db.pool, Uuid::now_v7()).await, Err(ordinaut::db::Error::NotFound { .. })));
+    assert!(matches!(
+        due_work::cancel(&db.pool, Uuid::now_v7()).await,
+        Err(ordinaut::db::Error::NotFound { .. })
+    ));
     // A cancel-requested job whose worker died is recorded as cancelled, not retried.
-    sqlx::query("UPDATE due_work SET lease_expires_at = now() - interval '1 second'").execute(&db.pool).await.unwrap();
-    let r = due_work::rescue_many(&db.pool, &[], backoff(), 100).await.unwrap();
+    sqlx::query("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let r = due_work::rescue_many(&db.pool, &[], backoff(), 100)
+        .await
+        .unwrap();
     assert_eq!(r.cancelled, 1);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'cancelled'").await, 2);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'cancelled'")
+            .await,
+        2
+    );
 }
 
 #[tokio::test]
 async fn sql_enqueue_function_follows_the_callers_transaction() {
     let db = TestDb::new().await;
     let mut tx = db.pool.begin().await.unwrap();
-    let _: Uuid = sqlx::query_scalar("SELECT ordinaut_enqueue('q', 'k', '{\"a\":1}')").fetch_one(&mut *tx).await.unwrap();
+    let _: Uuid = sqlx::query_scalar("SELECT ordinaut_enqueue('q', 'k', '{\"a\":1}')")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
     let mut tx = db.pool.begin().await.unwrap();
-    let id: Uuid = sqlx::query_scalar("SELECT ordinaut_enqueue('q', 'k', '{\"a\":1}', unique_key => 'u1')").fetch_one(&mut *tx).await.unwrap();
+    let id: Uuid =
+        sqlx::query_scalar("SELECT ordinaut_enqueue('q', 'k', '{\"a\":1}', unique_key => 'u1')")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
     tx.commit().await.unwrap();
-    let again: Uuid = sqlx::query_scalar("SELECT ordinaut_enqueue('q', 'k', unique_key => 'u1')").fetch_one(&db.pool).await.unwrap();
+    let again: Uuid = sqlx::query_scalar("SELECT ordinaut_enqueue('q', 'k', unique_key => 'u1')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(id, again);
-    let err = sqlx::query("SELECT ordinaut_enqueue('bad queue', 'k')").execute(&db.pool).await.unwrap_err();
+    let err = sqlx::query("SELECT ordinaut_enqueue('bad queue', 'k')")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("invalid queue name"), "{err}");
     assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 1);
     assert_eq!(id.get_version_num(), 7);
@@ -383,11 +685,21 @@ async fn one_notify_per_enqueue_statement() {
     let db = TestDb::new().await;
     let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
     listener.listen("ordinaut_enqueued").await.unwrap();
-    enqueue(&db, (0..500).map(|_| NewJob::new("q", "k", json!({}))).collect()).await;
-    let first = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+    enqueue(
+        &db,
+        (0..500).map(|_| NewJob::new("q", "k", json!({}))).collect(),
+    )
+    .await;
+    let first = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.payload(), "q");
     let more = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
-    assert!(more.is_err(), "a second notification arrived for one statement");
+    assert!(
+        more.is_err(),
+        "a second notification arrived for one statement"
+    );
 }
 
 #[tokio::test]
@@ -396,14 +708,21 @@ async fn queue_without_keep_completed_drops_finished_jobs() {
     ordinaut::db::queues::upsert_settings(
         &db.pool,
         "q",
-        &ordinaut::db::queues::QueueSettings { keep_completed: Some(false), ..Default::default() },
+        &ordinaut::db::queues::QueueSettings {
+            keep_completed: Some(false),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
     let id = enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await[0];
     let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE).await.unwrap();
-    due_work::finish_many(&db.pool, w, &[done(id)]).await.unwrap();
+    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
+        .await
+        .unwrap();
+    due_work::finish_many(&db.pool, w, &[done(id)])
+        .await
+        .unwrap();
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history").await, 0);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
 }
@@ -413,14 +732,33 @@ async fn queue_stats_count_live_work() {
     let db = TestDb::new().await;
     let mut later = NewJob::new("q", "k", json!({}));
     later.run_at = Some(chrono::Utc::now() + chrono::Duration::seconds(600));
-    enqueue(&db, vec![NewJob::new("q", "k", json!({})), NewJob::new("q", "k", json!({})), later]).await;
-    due_work::claim_due(&db.pool, &["q".into()], 1, Uuid::now_v7(), LEASE).await.unwrap();
-    let stats = ordinaut::db::queues::queue_stats(&db.pool, None).await.unwrap();
+    enqueue(
+        &db,
+        vec![
+            NewJob::new("q", "k", json!({})),
+            NewJob::new("q", "k", json!({})),
+            later,
+        ],
+    )
+    .await;
+    due_work::claim_due(&db.pool, &["q".into()], 1, Uuid::now_v7(), LEASE)
+        .await
+        .unwrap();
+    let stats = ordinaut::db::queues::queue_stats(&db.pool, None)
+        .await
+        .unwrap();
     assert_eq!(stats.len(), 1);
     let q = &stats[0];
-    assert_eq!((q.available, q.scheduled, q.running, q.paused), (1, 1, 1, false));
+    assert_eq!(
+        (q.available, q.scheduled, q.running, q.paused),
+        (1, 1, 1, false)
+    );
     assert!(q.oldest_wait_seconds.is_some());
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 3, "psql's backlog query");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM due_work").await,
+        3,
+        "psql's backlog query"
+    );
 }
 
 #[tokio::test]
@@ -431,7 +769,10 @@ async fn newer_schema_is_refused() {
         .await
         .unwrap();
     let err = ordinaut::db::migrate(&db.db_config()).await.unwrap_err();
-    assert!(err.to_string().contains("newer than this ordinaut"), "{err}");
+    assert!(
+        err.to_string().contains("newer than this ordinaut"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -441,11 +782,27 @@ async fn schema_is_configurable() {
     cfg.schema = "jobs_here".into();
     ordinaut::db::migrate(&cfg).await.unwrap();
     let pool = cfg.connect().await.unwrap();
-    due_work::enqueue_many(&pool, &[NewJob::new("q", "k", json!({}))], 4).await.unwrap();
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM jobs_here.due_work").await, 1);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM public.due_work").await, 0);
+    due_work::enqueue_many(&pool, &[NewJob::new("q", "k", json!({}))], 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM jobs_here.due_work")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM public.due_work").await,
+        0
+    );
     // The transactional function works for an application whose search_path lacks the schema.
-    let id: Uuid = sqlx::query_scalar("SELECT jobs_here.ordinaut_enqueue('q', 'k')").fetch_one(&db.pool).await.unwrap();
+    let id: Uuid = sqlx::query_scalar("SELECT jobs_here.ordinaut_enqueue('q', 'k')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(id.get_version_num(), 7);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM jobs_here.due_work").await, 2);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM jobs_here.due_work")
+            .await,
+        2
+    );
 }

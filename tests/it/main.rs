@@ -3,5 +3,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cli;
 mod db_jobs;
 mod worker;

@@ -33,7 +33,10 @@ fn options() -> WorkerOptions {
     o.queues = vec!["q".into()];
     o.concurrency = 4;
     o.poll_interval = Duration::from_millis(200);
-    o.backoff = Backoff { base: Duration::from_millis(100), max: Duration::from_millis(200) };
+    o.backoff = Backoff {
+        base: Duration::from_millis(100),
+        max: Duration::from_millis(200),
+    };
     o.shutdown_grace = Duration::from_secs(5);
     o
 }
@@ -43,7 +46,11 @@ fn start(db: &TestDb, handlers: Handlers, o: WorkerOptions) -> Running {
     let worker = Worker::new(o.clone(), db.db_config(), db.pool.clone(), handlers);
     let token = stop.clone();
     let task = tokio::spawn(async move { worker.run(token).await.expect("worker runs") });
-    Running { id: o.id, stop, task }
+    Running {
+        id: o.id,
+        stop,
+        task,
+    }
 }
 
 fn handlers_from(kinds: &[(&str, KindConfig)]) -> Handlers {
@@ -63,11 +70,13 @@ async fn wait_finished(db: &TestDb, id: Uuid) -> (String, Option<String>) {
     eventually(Duration::from_secs(20), "job to finish", || {
         let pool = db.pool.clone();
         async move {
-            sqlx::query_as::<_, (String, Option<String>)>("SELECT state, last_error FROM job_history WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&pool)
-                .await
-                .unwrap()
+            sqlx::query_as::<_, (String, Option<String>)>(
+                "SELECT state, last_error FROM job_history WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
         }
     })
     .await
@@ -93,37 +102,66 @@ async fn rust_handler_jobs_run_once_and_complete() {
         let counter = counter.clone();
         async move {
             counter.fetch_add(1, Ordering::SeqCst);
-            let sum = ctx.job.payload["a"].as_i64().unwrap_or(0) + ctx.job.payload["b"].as_i64().unwrap_or(0);
-            Outcome::Succeeded { output: Some(json!({ "sum": sum })), log: None }
+            let sum = ctx.job.payload["a"].as_i64().unwrap_or(0)
+                + ctx.job.payload["b"].as_i64().unwrap_or(0);
+            Outcome::Succeeded {
+                output: Some(json!({ "sum": sum })),
+                log: None,
+            }
         }
     });
-    let jobs: Vec<NewJob> = (0..200).map(|i| NewJob::new("q", "add", json!({"a": i, "b": 1}))).collect();
+    let jobs: Vec<NewJob> = (0..200)
+        .map(|i| NewJob::new("q", "add", json!({"a": i, "b": 1})))
+        .collect();
     due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
     let w = start(&db, handlers, options());
     eventually(Duration::from_secs(30), "all jobs completed", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'").await == 200).then_some(())
+        (db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
+            .await
+            == 200)
+            .then_some(())
     })
     .await;
     w.shutdown().await;
     assert_eq!(runs.load(Ordering::SeqCst), 200);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE (output->>'sum')::int = (payload->>'a')::int + 1").await, 200);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM workers").await, 0, "deregistered on shutdown");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM workers").await,
+        0,
+        "deregistered on shutdown"
+    );
 }
 
 #[tokio::test]
 async fn failing_job_is_retried_then_failed_with_its_last_error() {
     let db = TestDb::new().await;
     let mut handlers = Handlers::default();
-    handlers.register("flaky", |ctx| async move { Outcome::Retry { error: format!("attempt {} broke", ctx.job.attempt), log: None } });
+    handlers.register("flaky", |ctx| async move {
+        Outcome::Retry {
+            error: format!("attempt {} broke", ctx.job.attempt),
+            log: None,
+        }
+    });
     let mut job = NewJob::new("q", "flaky", json!({}));
     job.max_attempts = Some(3);
     let id = enqueue(&db, job).await;
     let w = start(&db, handlers, options());
     let (state, error) = wait_finished(&db, id).await;
     w.shutdown().await;
-    assert_eq!((state.as_str(), error.as_deref()), ("failed", Some("attempt 3 broke")));
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'retry'").await, 2);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'failed'").await, 1);
+    assert_eq!(
+        (state.as_str(), error.as_deref()),
+        ("failed", Some("attempt 3 broke"))
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'retry'")
+            .await,
+        2
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'failed'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -135,7 +173,11 @@ async fn unknown_kind_fails_at_once_naming_the_kind() {
     w.shutdown().await;
     assert_eq!(state, "failed");
     assert!(error.unwrap().contains("\"no_such_kind\""));
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_attempts").await, 1, "not retried");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_attempts").await,
+        1,
+        "not retried"
+    );
 }
 
 #[tokio::test]
@@ -143,12 +185,20 @@ async fn command_gets_payload_on_stdin_and_its_output_is_captured() {
     let db = TestDb::new().await;
     let script = "read -r line; echo \"got $line job=$ORDINAUT_JOB_ID attempt=$ORDINAUT_ATTEMPT\"; echo oops >&2";
     let handlers = handlers_from(&[("echo", command("sh", &["-c", script], None))]);
-    let id = enqueue(&db, NewJob::new("q", "echo", json!({"target": "example.org"}))).await;
+    let id = enqueue(
+        &db,
+        NewJob::new("q", "echo", json!({"target": "example.org"})),
+    )
+    .await;
     let w = start(&db, handlers, options());
     let (state, _) = wait_finished(&db, id).await;
     w.shutdown().await;
     assert_eq!(state, "completed");
-    let log: String = sqlx::query_scalar("SELECT log FROM job_attempts WHERE job_id = $1").bind(id).fetch_one(&db.pool).await.unwrap();
+    let log: String = sqlx::query_scalar("SELECT log FROM job_attempts WHERE job_id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert!(log.contains(r#"got {"target":"example.org"}"#), "{log}");
     assert!(log.contains(&format!("job={id} attempt=1")), "{log}");
     assert!(log.contains("--- stderr ---\noops"), "{log}");
@@ -157,14 +207,25 @@ async fn command_gets_payload_on_stdin_and_its_output_is_captured() {
 #[tokio::test]
 async fn command_output_is_bounded() {
     let db = TestDb::new().await;
-    let handlers = handlers_from(&[("loud", command("sh", &["-c", "head -c 1000000 /dev/zero | tr '\\0' x"], None))]);
+    let handlers = handlers_from(&[(
+        "loud",
+        command(
+            "sh",
+            &["-c", "head -c 1000000 /dev/zero | tr '\\0' x"],
+            None,
+        ),
+    )]);
     let id = enqueue(&db, NewJob::new("q", "loud", json!({}))).await;
     let mut o = options();
     o.output_limit = 1000;
     let w = start(&db, handlers, o);
     wait_finished(&db, id).await;
     w.shutdown().await;
-    let log: String = sqlx::query_scalar("SELECT log FROM job_attempts WHERE job_id = $1").bind(id).fetch_one(&db.pool).await.unwrap();
+    let log: String = sqlx::query_scalar("SELECT log FROM job_attempts WHERE job_id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert!(log.len() < 2000, "{} bytes kept", log.len());
     assert!(log.contains("999000 more bytes not kept"), "{log}");
 }
@@ -178,7 +239,10 @@ async fn exit_75_retries_later_without_spending_an_attempt() {
     let id = enqueue(&db, job).await;
     let w = start(&db, handlers, options());
     eventually(Duration::from_secs(20), "the job to be snoozed", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'snoozed'").await == 1).then_some(())
+        (db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'snoozed'")
+            .await
+            == 1)
+            .then_some(())
     })
     .await;
     w.shutdown().await;
@@ -200,7 +264,10 @@ async fn timeout_kills_the_whole_process_group() {
     let pidfile = dir.join("grandchild.pid");
     // The grandchild would outlive a kill of the direct child alone.
     let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
-    let handlers = handlers_from(&[("slow", command("sh", &["-c", &script], Some(Duration::from_millis(500))))]);
+    let handlers = handlers_from(&[(
+        "slow",
+        command("sh", &["-c", &script], Some(Duration::from_millis(500))),
+    )]);
     let mut job = NewJob::new("q", "slow", json!({}));
     job.max_attempts = Some(1);
     let id = enqueue(&db, job).await;
@@ -209,17 +276,27 @@ async fn timeout_kills_the_whole_process_group() {
     w.shutdown().await;
     assert_eq!(state, "failed");
     assert!(error.unwrap().contains("timed out after 500ms"));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    eventually(Duration::from_secs(5), "the grandchild to be gone", || async move {
-        // SAFETY: signal 0 only checks for existence.
-        let alive = unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid);
-        (!alive).then_some(())
-    })
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the grandchild to be gone",
+        || async move {
+            // SAFETY: signal 0 only checks for existence.
+            let alive = unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid);
+            (!alive).then_some(())
+        },
+    )
     .await;
 }
 
 fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true)
 }
 
 #[tokio::test]
@@ -244,11 +321,17 @@ async fn cancel_stops_a_running_command_within_a_second() {
     let id = enqueue(&db, NewJob::new("q", "long", json!({}))).await;
     let w = start(&db, handlers, options());
     eventually(Duration::from_secs(10), "the job to run", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'").await == 1).then_some(())
+        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
+            .await
+            == 1)
+            .then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(due_work::cancel(&db.pool, id).await.unwrap(), due_work::CancelResult::Requested);
+    assert_eq!(
+        due_work::cancel(&db.pool, id).await.unwrap(),
+        due_work::CancelResult::Requested
+    );
     let started = std::time::Instant::now();
     let (state, _) = wait_finished(&db, id).await;
     let took = started.elapsed();
@@ -256,7 +339,11 @@ async fn cancel_stops_a_running_command_within_a_second() {
     assert_eq!(state, "cancelled");
     // Functional bound, not a speed benchmark: the issue promises "within a second".
     assert!(took < Duration::from_secs(3), "took {took:?}");
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'cancelled'").await, 1);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'cancelled'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -269,7 +356,10 @@ async fn shutdown_lets_short_jobs_finish_and_hands_long_ones_back() {
     o.shutdown_grace = Duration::from_secs(2);
     let w = start(&db, handlers, o);
     eventually(Duration::from_secs(10), "both jobs to run", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'").await == 2).then_some(())
+        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
+            .await
+            == 2)
+            .then_some(())
     })
     .await;
     let worker_id = w.id;
@@ -277,9 +367,21 @@ async fn shutdown_lets_short_jobs_finish_and_hands_long_ones_back() {
     let (state, _) = wait_finished(&db, short).await;
     assert_eq!(state, "completed");
     let (state, attempt, owner): (String, i32, Option<Uuid>) =
-        sqlx::query_as("SELECT state, attempt, lease_owner FROM due_work WHERE id = $1").bind(long).fetch_one(&db.pool).await.unwrap();
-    assert_eq!((state.as_str(), attempt, owner), ("available", 0, None), "handed back at once, attempt not spent");
-    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM due_work WHERE lease_owner = $1").bind(worker_id).fetch_one(&db.pool).await.unwrap();
+        sqlx::query_as("SELECT state, attempt, lease_owner FROM due_work WHERE id = $1")
+            .bind(long)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (state.as_str(), attempt, owner),
+        ("available", 0, None),
+        "handed back at once, attempt not spent"
+    );
+    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM due_work WHERE lease_owner = $1")
+        .bind(worker_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(leased, 0);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM workers").await, 0);
 }
@@ -290,13 +392,34 @@ async fn http_kinds_map_status_codes_to_outcomes() {
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::post;
     let app = Router::new()
-        .route("/ok", post(|headers: HeaderMap, body: String| async move {
-            let job = headers.get("ordinaut-job-id").map(|v| v.to_str().unwrap_or("").to_owned()).unwrap_or_default();
-            (StatusCode::OK, format!("{{\"echo\":{body},\"job\":\"{job}\"}}"))
-        }))
+        .route(
+            "/ok",
+            post(|headers: HeaderMap, body: String| async move {
+                let job = headers
+                    .get("ordinaut-job-id")
+                    .map(|v| v.to_str().unwrap_or("").to_owned())
+                    .unwrap_or_default();
+                (
+                    StatusCode::OK,
+                    format!("{{\"echo\":{body},\"job\":\"{job}\"}}"),
+                )
+            }),
+        )
         .route("/bad", post(|| async { (StatusCode::BAD_REQUEST, "nope") }))
-        .route("/down", post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "down") }))
-        .route("/busy", post(|| async { (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "120")], "later") }));
+        .route(
+            "/down",
+            post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "down") }),
+        )
+        .route(
+            "/busy",
+            post(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "120")],
+                    "later",
+                )
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -307,7 +430,12 @@ async fn http_kinds_map_status_codes_to_outcomes() {
         headers: Default::default(),
         retry_on_4xx: false,
     };
-    let handlers = handlers_from(&[("ok", http("/ok")), ("bad", http("/bad")), ("down", http("/down")), ("busy", http("/busy"))]);
+    let handlers = handlers_from(&[
+        ("ok", http("/ok")),
+        ("bad", http("/bad")),
+        ("down", http("/down")),
+        ("busy", http("/busy")),
+    ]);
     let db = TestDb::new().await;
     let ok = enqueue(&db, NewJob::new("q", "ok", json!({"x": 1}))).await;
     let bad = enqueue(&db, NewJob::new("q", "bad", json!({}))).await;
@@ -322,20 +450,34 @@ async fn http_kinds_map_status_codes_to_outcomes() {
     assert!(error.unwrap().contains("400"));
     assert_eq!(wait_finished(&db, down).await.0, "failed");
     eventually(Duration::from_secs(10), "busy job snoozed", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'snoozed'").await == 1).then_some(())
+        (db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'snoozed'")
+            .await
+            == 1)
+            .then_some(())
     })
     .await;
     w.shutdown().await;
     server.abort();
-    let output: serde_json::Value = sqlx::query_scalar("SELECT output FROM job_history WHERE id = $1").bind(ok).fetch_one(&db.pool).await.unwrap();
+    let output: serde_json::Value =
+        sqlx::query_scalar("SELECT output FROM job_history WHERE id = $1")
+            .bind(ok)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(output, json!({"echo": {"x": 1}, "job": ok.to_string()}));
-    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM job_attempts WHERE job_id = $1").bind(down).fetch_one(&db.pool).await.unwrap();
-    assert_eq!(attempts, 2, "5xx is retried");
-    let (attempt, delay): (i32, f64) = sqlx::query_as("SELECT attempt, extract(epoch FROM run_at - now())::float8 FROM due_work WHERE id = $1")
-        .bind(busy)
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM job_attempts WHERE job_id = $1")
+        .bind(down)
         .fetch_one(&db.pool)
         .await
         .unwrap();
+    assert_eq!(attempts, 2, "5xx is retried");
+    let (attempt, delay): (i32, f64) = sqlx::query_as(
+        "SELECT attempt, extract(epoch FROM run_at - now())::float8 FROM due_work WHERE id = $1",
+    )
+    .bind(busy)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(attempt, 0);
     assert!(delay > 100.0, "Retry-After honoured ({delay}s)");
 }

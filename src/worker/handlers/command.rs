@@ -66,8 +66,18 @@ impl Drop for GroupGuard {
 }
 
 async fn run_command(config: KindConfig, ctx: JobContext) -> Outcome {
-    let KindConfig::Command { program, args, env, cwd, .. } = config else {
-        return Outcome::Failed { error: "internal: command handler given a non-command kind".to_owned(), log: None };
+    let KindConfig::Command {
+        program,
+        args,
+        env,
+        cwd,
+        ..
+    } = config
+    else {
+        return Outcome::Failed {
+            error: "internal: command handler given a non-command kind".to_owned(),
+            log: None,
+        };
     };
     let job = &ctx.job;
     let mut cmd = Command::new(&program);
@@ -93,7 +103,10 @@ async fn run_command(config: KindConfig, ctx: JobContext) -> Outcome {
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            return Outcome::Failed { error: format!("cannot start {program:?}: {e}"), log: None };
+            return Outcome::Failed {
+                error: format!("cannot start {program:?}: {e}"),
+                log: None,
+            };
         }
     };
     let mut guard = GroupGuard(child.id().map(|pid| pid as i32));
@@ -130,8 +143,14 @@ async fn run_command(config: KindConfig, ctx: JobContext) -> Outcome {
     let stderr = err.await.unwrap_or_default();
     let log = Some(format_log(&stdout, &stderr, limit));
     match status {
-        None => Outcome::Failed { error: "stopped".to_owned(), log },
-        Some(Err(e)) => Outcome::Retry { error: format!("waiting for {program:?} failed: {e}"), log },
+        None => Outcome::Failed {
+            error: "stopped".to_owned(),
+            log,
+        },
+        Some(Err(e)) => Outcome::Retry {
+            error: format!("waiting for {program:?} failed: {e}"),
+            log,
+        },
         Some(Ok(status)) => match status.code() {
             Some(0) => Outcome::Succeeded { output: None, log },
             Some(EXIT_RETRY_LATER) => Outcome::Snoozed {
@@ -139,14 +158,22 @@ async fn run_command(config: KindConfig, ctx: JobContext) -> Outcome {
                 reason: format!("{program} exited {EXIT_RETRY_LATER} (retry later)"),
                 log,
             },
-            Some(code) => Outcome::Retry { error: format!("{program} exited with status {code}"), log },
-            None => Outcome::Retry { error: format!("{program} was killed by a signal ({status})"), log },
+            Some(code) => Outcome::Retry {
+                error: format!("{program} exited with status {code}"),
+                log,
+            },
+            None => Outcome::Retry {
+                error: format!("{program} was killed by a signal ({status})"),
+                log,
+            },
         },
     }
 }
 
 async fn read_bounded<R: AsyncRead + Unpin>(reader: Option<R>, limit: usize) -> (Vec<u8>, usize) {
-    let Some(mut reader) = reader else { return (Vec::new(), 0) };
+    let Some(mut reader) = reader else {
+        return (Vec::new(), 0);
+    };
     let mut kept = Vec::new();
     let mut total = 0usize;
     let mut buf = [0u8; 8192];
@@ -173,7 +200,10 @@ fn format_log(stdout: &(Vec<u8>, usize), stderr: &(Vec<u8>, usize), limit: usize
         log.push_str(&format!("--- {name} ---\n"));
         log.push_str(&truncate_output(&text, limit));
         if *total > bytes.len() {
-            log.push_str(&format!("\n[... {} more bytes not kept]", total - bytes.len()));
+            log.push_str(&format!(
+                "\n[... {} more bytes not kept]",
+                total - bytes.len()
+            ));
         }
         if !log.ends_with('\n') {
             log.push('\n');

@@ -26,7 +26,10 @@ pub struct HttpHandler {
 impl HttpHandler {
     /// Handler for an `http` kind config.
     pub fn new(config: KindConfig) -> HttpHandler {
-        HttpHandler { config, client: OnceLock::new() }
+        HttpHandler {
+            config,
+            client: OnceLock::new(),
+        }
     }
 
     fn client(&self) -> &reqwest::Client {
@@ -52,14 +55,27 @@ impl Handler for HttpHandler {
 }
 
 async fn send(client: reqwest::Client, config: KindConfig, ctx: JobContext) -> Outcome {
-    let KindConfig::Http { url, method, headers, retry_on_4xx, .. } = config else {
-        return Outcome::Failed { error: "internal: http handler given a non-http kind".to_owned(), log: None };
+    let KindConfig::Http {
+        url,
+        method,
+        headers,
+        retry_on_4xx,
+        ..
+    } = config
+    else {
+        return Outcome::Failed {
+            error: "internal: http handler given a non-http kind".to_owned(),
+            log: None,
+        };
     };
     let job = &ctx.job;
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
     let mut header_map = HeaderMap::new();
     for (name, value) in &headers {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
             header_map.insert(n, v);
         }
     }
@@ -80,7 +96,12 @@ async fn send(client: reqwest::Client, config: KindConfig, ctx: JobContext) -> O
     };
     let response = match response {
         Ok(r) => r,
-        Err(e) => return Outcome::Retry { error: format!("request to {url} failed: {e}"), log: None },
+        Err(e) => {
+            return Outcome::Retry {
+                error: format!("request to {url} failed: {e}"),
+                log: None,
+            };
+        }
     };
     let status = response.status();
     let retry_after = response
@@ -95,11 +116,18 @@ async fn send(client: reqwest::Client, config: KindConfig, ctx: JobContext) -> O
     let log = Some(format!("HTTP {status}\n{body}"));
     if status.is_success() {
         let output = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-        return Outcome::Succeeded { output: Some(output), log };
+        return Outcome::Succeeded {
+            output: Some(output),
+            log,
+        };
     }
     let code = status.as_u16();
     if let (Some(after), 429 | 503) = (retry_after, code) {
-        return Outcome::Snoozed { after, reason: format!("HTTP {status} with Retry-After"), log };
+        return Outcome::Snoozed {
+            after,
+            reason: format!("HTTP {status} with Retry-After"),
+            log,
+        };
     }
     let error = format!("{url} answered HTTP {status}");
     if status.is_client_error() && !retry_on_4xx && code != 429 {
@@ -116,7 +144,12 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(86_400)))
+    Some(
+        delta
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(86_400)),
+    )
 }
 
 async fn read_body(mut response: reqwest::Response, limit: usize) -> String {
@@ -129,7 +162,10 @@ async fn read_body(mut response: reqwest::Response, limit: usize) -> String {
     }
     let mut text = truncate_output(&String::from_utf8_lossy(&kept), limit);
     if total > kept.len() {
-        text.push_str(&format!("\n[... {} more bytes not kept]", total - kept.len()));
+        text.push_str(&format!(
+            "\n[... {} more bytes not kept]",
+            total - kept.len()
+        ));
     }
     text
 }
@@ -141,7 +177,10 @@ mod tests {
     #[test]
     fn retry_after_accepts_seconds_and_dates() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

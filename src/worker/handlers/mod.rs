@@ -66,7 +66,12 @@ struct NoopHandler {
 
 impl Handler for NoopHandler {
     fn run(&self, ctx: JobContext) -> HandlerFuture {
-        let sleep_ms = ctx.job.payload.get("sleep_ms").and_then(|v| v.as_u64()).unwrap_or(0);
+        let sleep_ms = ctx
+            .job
+            .payload
+            .get("sleep_ms")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         Box::pin(async move {
             if sleep_ms > 0 {
                 tokio::select! {
@@ -74,7 +79,10 @@ impl Handler for NoopHandler {
                     _ = ctx.stop.cancelled() => return Outcome::Failed { error: "stopped".to_owned(), log: None },
                 }
             }
-            Outcome::Succeeded { output: None, log: None }
+            Outcome::Succeeded {
+                output: None,
+                log: None,
+            }
         })
     }
 
@@ -121,7 +129,11 @@ impl Handlers {
     }
 
     /// Registers a handler object for `kind`.
-    pub fn register_handler(&mut self, kind: impl Into<String>, handler: Arc<dyn Handler>) -> &mut Self {
+    pub fn register_handler(
+        &mut self,
+        kind: impl Into<String>,
+        handler: Arc<dyn Handler>,
+    ) -> &mut Self {
         self.map.insert(kind.into(), handler);
         self
     }

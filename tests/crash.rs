@@ -1,0 +1,379 @@
+//! Real processes: the built binary is spawned, killed with SIGKILL, stopped with
+//! SIGTERM, and Postgres itself is restarted underneath it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestDb, binary, eventually};
+use ordinaut::db::due_work::{self, NewJob};
+use ordinaut::pg_local::{LocalPg, StartOptions};
+use serde_json::json;
+use uuid::Uuid;
+
+const CONFIG: &str = r#"
+[kinds.nap]
+type = "noop"
+"#;
+
+/// A spawned `ordinaut` process, killed if the test fails before stopping it.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for exit; returns the status code.
+    fn wait(mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "process did not exit within {limit:?}; log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn workdir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("crash-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ordinaut.toml"), CONFIG).unwrap();
+    dir
+}
+
+fn spawn(dir: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let log = dir.join(format!("{}.log", Uuid::now_v7()));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url)
+        .env("WORKER_QUEUES", "q")
+        .env("WORKER_POLL_INTERVAL", "0.2")
+        .env("LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc {
+        child: cmd.spawn().expect("spawn ordinaut"),
+        log,
+    }
+}
+
+async fn enqueue_naps(db: &TestDb, n: usize, sleep_ms: u64) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
+        let jobs: Vec<NewJob> = chunk
+            .iter()
+            .map(|_| NewJob::new("q", "nap", json!({"sleep_ms": sleep_ms})))
+            .collect();
+        due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
+    }
+}
+
+async fn wait_drained(db: &TestDb, n: i64, limit: Duration) {
+    eventually(limit, "all jobs completed", || async {
+        (db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
+            .await
+            >= n)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn three_worker_processes_drain_10000_jobs_exactly_once() {
+    let db = TestDb::new().await;
+    let dir = workdir();
+    enqueue_naps(&db, 10_000, 0).await;
+    let workers: Vec<Proc> = (0..3)
+        .map(|_| spawn(&dir, &db.url, &["worker"], &[("WORKER_CONCURRENCY", "16")]))
+        .collect();
+    wait_drained(&db, 10_000, Duration::from_secs(120)).await;
+    for w in &workers {
+        w.signal(libc::SIGTERM);
+    }
+    for w in workers {
+        assert_eq!(w.wait(Duration::from_secs(30)), Some(0));
+    }
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(
+        db.scalar_i64("SELECT count(DISTINCT id) FROM job_history WHERE state = 'completed'")
+            .await,
+        10_000
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history").await,
+        10_000
+    );
+    // Exactly once: one attempt per job, all completed.
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_attempts").await,
+        10_000
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(DISTINCT worker_id) FROM job_attempts")
+            .await,
+        3,
+        "all three took part"
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM workers").await, 0);
+}
+
+#[tokio::test]
+async fn killed_worker_jobs_are_handed_back_within_seconds_and_complete_elsewhere() {
+    let db = TestDb::new().await;
+    let dir = workdir();
+    enqueue_naps(&db, 5, 3000).await;
+    let victim = spawn(&dir, &db.url, &["worker"], &[("WORKER_CONCURRENCY", "5")]);
+    eventually(Duration::from_secs(20), "five jobs running", || async {
+        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
+            .await
+            == 5)
+            .then_some(())
+    })
+    .await;
+    victim.signal(libc::SIGKILL);
+    victim.wait(Duration::from_secs(10));
+    let killed_at = Instant::now();
+    let _rescuer = spawn(&dir, &db.url, &["worker"], &[("WORKER_CONCURRENCY", "5")]);
+    // Leases are 60 s; the rescue must come from the advisory lock, not expiry.
+    eventually(Duration::from_secs(10), "jobs handed back", || async {
+        (db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'lost' AND error LIKE 'worker died%'").await == 5)
+            .then_some(())
+    })
+    .await;
+    assert!(killed_at.elapsed() < Duration::from_secs(10));
+    wait_drained(&db, 5, Duration::from_secs(30)).await;
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history WHERE attempt = 2")
+            .await,
+        5
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM workers").await,
+        1,
+        "the dead worker's row is gone"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_running_job_finish_within_the_grace_period() {
+    let db = TestDb::new().await;
+    let dir = workdir();
+    enqueue_naps(&db, 1, 1500).await;
+    let w = spawn(
+        &dir,
+        &db.url,
+        &["worker"],
+        &[("WORKER_SHUTDOWN_GRACE", "20")],
+    );
+    eventually(Duration::from_secs(20), "job running", || async {
+        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait(Duration::from_secs(20)), Some(0));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
+            .await,
+        1
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM workers").await, 0);
+}
+
+#[tokio::test]
+async fn sigterm_past_the_grace_hands_the_job_to_another_worker_at_once() {
+    let db = TestDb::new().await;
+    let dir = workdir();
+    enqueue_naps(&db, 1, 4000).await;
+    let first = spawn(
+        &dir,
+        &db.url,
+        &["worker"],
+        &[("WORKER_SHUTDOWN_GRACE", "0.5")],
+    );
+    eventually(Duration::from_secs(20), "job running", || async {
+        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let second = spawn(&dir, &db.url, &["worker"], &[]);
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait(Duration::from_secs(20)), Some(0));
+    wait_drained(&db, 1, Duration::from_secs(20)).await;
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("SELECT outcome FROM job_attempts ORDER BY finished_at")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcomes, vec!["interrupted", "completed"]);
+    assert_eq!(
+        db.scalar_i64("SELECT count(DISTINCT worker_id) FROM job_attempts")
+            .await,
+        2
+    );
+    drop(second);
+}
+
+#[tokio::test]
+async fn postgres_restart_while_draining_loses_and_repeats_nothing() {
+    let base =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("restart-pg-{}", Uuid::now_v7()));
+    let pg = tokio::task::spawn_blocking(move || {
+        LocalPg::start(
+            &base,
+            &StartOptions {
+                unsafe_fast: false,
+                max_connections: 100,
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .expect("private cluster");
+    let url = pg.url("postgres");
+    let db_cfg = ordinaut::db::DbConfig {
+        url: url.clone(),
+        schema: "public".into(),
+        max_connections: 4,
+    };
+    ordinaut::db::migrate(&db_cfg).await.unwrap();
+    let pool = db_cfg.connect().await.unwrap();
+    let jobs: Vec<NewJob> = (0..3000)
+        .map(|_| NewJob::new("q", "nap", json!({"sleep_ms": 20})))
+        .collect();
+    due_work::enqueue_many(&pool, &jobs, 4).await.unwrap();
+    pool.close().await;
+    let dir = workdir();
+    let workers: Vec<Proc> = (0..2)
+        .map(|_| spawn(&dir, &url, &["worker"], &[("WORKER_CONCURRENCY", "10")]))
+        .collect();
+    eventually(Duration::from_secs(30), "draining under way", || {
+        let url = url.clone();
+        async move {
+            let pool = ordinaut::db::DbConfig {
+                url,
+                schema: "public".into(),
+                max_connections: 1,
+            }
+            .connect()
+            .await
+            .ok()?;
+            let done: i64 = sqlx::query_scalar("SELECT count(*) FROM job_history")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+            pool.close().await;
+            (done > 0).then_some(())
+        }
+    })
+    .await;
+    let restarted = pg.clone();
+    tokio::task::spawn_blocking(move || restarted.restart())
+        .await
+        .unwrap()
+        .expect("pg_ctl restart");
+    let pool = db_cfg.connect().await.unwrap();
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM due_work")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(before > 0, "the restart happened mid-drain");
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let started = Instant::now();
+    loop {
+        if count("SELECT count(*) FROM job_history").await >= 3000 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not drained after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for w in &workers {
+        w.signal(libc::SIGTERM);
+    }
+    for w in workers {
+        assert_eq!(w.wait(Duration::from_secs(40)), Some(0));
+    }
+    assert_eq!(count("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(
+        count("SELECT count(DISTINCT id) FROM job_history WHERE state = 'completed'").await,
+        3000
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM job_history").await,
+        3000,
+        "no job finished twice"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM job_attempts WHERE outcome = 'completed'").await,
+        3000
+    );
+    pool.close().await;
+    let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+}
+
+#[tokio::test]
+async fn processes_starting_at_once_on_an_empty_database_all_migrate() {
+    let db = TestDb::new().await;
+    // An empty schema in the same database: nothing migrated yet.
+    let dir = workdir();
+    let procs: Vec<Proc> = (0..4)
+        .map(|_| spawn(&dir, &db.url, &["migrate"], &[("ORDINAUT_SCHEMA", "fresh")]))
+        .collect();
+    for p in procs {
+        assert_eq!(p.wait(Duration::from_secs(60)), Some(0));
+    }
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM fresh._sqlx_migrations WHERE success")
+            .await,
+        ordinaut::db::MIGRATOR.iter().count() as i64
+    );
+}

@@ -1,0 +1,219 @@
+//! The CLI as users run it: the built binary, its messages and exit codes.
+
+use std::process::{Command, Output};
+
+use crate::common::{TestDb, binary};
+
+fn run(db: Option<&TestDb>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = std::env::temp_dir();
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    if let Some(db) = db {
+        cmd.env("DATABASE_URL", &db.url);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run ordinaut")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn enqueue_list_show_cancel_and_retry() {
+    let db = TestDb::new().await;
+    let out = run(
+        Some(&db),
+        &[
+            "jobs",
+            "enqueue",
+            "--queue",
+            "scans",
+            "--kind",
+            "slither",
+            "--payload",
+            r#"{"repo":"x"}"#,
+            "--priority",
+            "-5",
+            "--delay",
+            "1h",
+            "--unique-key",
+            "repo-x",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    assert_eq!(id.len(), 36);
+    let again = run(
+        Some(&db),
+        &[
+            "jobs",
+            "enqueue",
+            "--queue",
+            "scans",
+            "--kind",
+            "slither",
+            "--unique-key",
+            "repo-x",
+        ],
+        &[],
+    );
+    assert_eq!(
+        stdout(&again).trim(),
+        id,
+        "duplicate unique key returns the live job"
+    );
+    let list = run(
+        Some(&db),
+        &["jobs", "list", "--queue", "scans", "--state", "scheduled"],
+        &[],
+    );
+    assert!(stdout(&list).contains(&id), "{}", stdout(&list));
+    let queues = run(Some(&db), &["queues"], &[]);
+    assert!(
+        stdout(&queues)
+            .lines()
+            .any(|l| l.starts_with("scans") && l.contains(" 1 ")),
+        "{}",
+        stdout(&queues)
+    );
+    let cancel = run(Some(&db), &["jobs", "cancel", &id], &[]);
+    assert!(cancel.status.success(), "{}", stderr(&cancel));
+    let show = run(Some(&db), &["jobs", "show", &id], &[]);
+    let job: serde_json::Value = serde_json::from_slice(&show.stdout).expect("show prints JSON");
+    assert_eq!(job["state"], "cancelled");
+    assert_eq!(job["priority"], -5);
+    assert!(job["attempts"].is_array());
+    let retry = run(Some(&db), &["jobs", "retry", &id], &[]);
+    assert!(retry.status.success(), "{}", stderr(&retry));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'available'")
+            .await,
+        1
+    );
+    let pause = run(Some(&db), &["queues", "pause", "scans"], &[]);
+    assert!(pause.status.success());
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM queues WHERE paused")
+            .await,
+        1
+    );
+    let set = run(
+        Some(&db),
+        &[
+            "queues",
+            "set",
+            "scans",
+            "--max-attempts",
+            "7",
+            "--timeout",
+            "10m",
+        ],
+        &[],
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM queues WHERE max_attempts = 7 AND timeout_ms = 600000")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn bad_enqueue_arguments_fail_clearly_and_change_nothing() {
+    let db = TestDb::new().await;
+    let big = format!("{{\"x\":\"{}\"}}", "a".repeat(2000));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--payload", "{not json"],
+            "invalid --payload: not valid JSON",
+        ),
+        (vec!["--payload", &big], "exceeds the limit"),
+        (vec!["--priority", "500"], "invalid --priority"),
+        (vec!["--run-at", "tomorrow"], "invalid --run-at"),
+        (vec!["--delay", "soon"], "invalid --delay"),
+        (vec!["--max-attempts", "0"], "invalid --max-attempts"),
+        (vec!["--timeout", "0s"], "invalid --timeout"),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["jobs", "enqueue", "--queue", "q", "--kind", "k"];
+        args.extend(extra);
+        let out = run(Some(&db), &args, &[("ORDINAUT_MAX_PAYLOAD_BYTES", "1000")]);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let bad_queue = run(
+        Some(&db),
+        &["jobs", "enqueue", "--queue", "bad queue", "--kind", "k"],
+        &[],
+    );
+    assert!(stderr(&bad_queue).contains("invalid --queue"));
+    let unknown = run(
+        Some(&db),
+        &["jobs", "show", "0195f3a0-0000-7000-8000-000000000000"],
+        &[],
+    );
+    assert!(stderr(&unknown).contains("not found"));
+    let not_uuid = run(Some(&db), &["jobs", "cancel", "nope"], &[]);
+    assert!(!not_uuid.status.success());
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+}
+
+#[tokio::test]
+async fn bad_configuration_stops_the_process_naming_the_key() {
+    let db = TestDb::new().await;
+    let lease = run(Some(&db), &["worker"], &[("WORKER_LEASE_SECONDS", "abc")]);
+    assert!(!lease.status.success());
+    assert!(
+        stderr(&lease).contains("WORKER_LEASE_SECONDS"),
+        "{}",
+        stderr(&lease)
+    );
+    assert_eq!(
+        stderr(&lease).trim().lines().count(),
+        1,
+        "{}",
+        stderr(&lease)
+    );
+
+    let tz = run(Some(&db), &["worker"], &[("TZ", "Mars/Olympus")]);
+    assert!(stderr(&tz).contains("TZ"), "{}", stderr(&tz));
+
+    let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ordinaut.toml");
+    std::fs::write(&file, "[kinds.x]\ntype = \"ftp\"\n").unwrap();
+    let kind = run(
+        Some(&db),
+        &["--config", file.to_str().unwrap(), "worker"],
+        &[],
+    );
+    assert!(!kind.status.success());
+    let err = stderr(&kind);
+    assert!(err.contains("kinds.x") && err.contains("ftp"), "{err}");
+
+    let unreachable = run(
+        None,
+        &["worker"],
+        &[("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
+    );
+    assert!(!unreachable.status.success());
+    let err = stderr(&unreachable);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let missing = run(None, &["worker"], &[]);
+    assert!(stderr(&missing).contains("DATABASE_URL is not set"));
+}
