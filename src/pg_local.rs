@@ -71,6 +71,7 @@ impl LocalPg {
         let data = base.join("data");
         let as_root = is_root();
         if as_root {
+            check_traversable(&base)?;
             chown_tree(&base)?;
         }
         if !data.join("PG_VERSION").exists() {
@@ -240,6 +241,24 @@ fn chown_tree(path: &Path) -> Result<(), PgLocalError> {
             if !entry.file_type().map_err(|e| io(path, e))?.is_symlink() {
                 chown_tree(&entry.path())?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// As root the cluster runs as `nobody`, which needs search permission on every parent.
+fn check_traversable(base: &Path) -> Result<(), PgLocalError> {
+    for dir in base.ancestors().skip(1) {
+        let mode = fs::metadata(dir).map_err(|e| io(dir, e))?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(PgLocalError::Command {
+                step: "local PostgreSQL setup",
+                detail: format!(
+                    "{} is not searchable by other users; as root the local cluster runs as `nobody`: \
+                     run from another directory, `chmod o+x` it, or set DATABASE_URL",
+                    dir.display()
+                ),
+            });
         }
     }
     Ok(())

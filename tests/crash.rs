@@ -358,6 +358,7 @@ async fn postgres_restart_while_draining_loses_and_repeats_nothing() {
     );
     pool.close().await;
     let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+    let _ = std::fs::remove_dir_all(common::cluster_dir(&base_name));
 }
 
 #[tokio::test]

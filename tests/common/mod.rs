@@ -17,6 +17,18 @@ use ordinaut::db::{self, DbConfig};
 use ordinaut::pg_local::{LocalPg, StartOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
+/// A directory for a throwaway cluster, unique to this checkout. Under the system temp
+/// directory rather than target/: as root the cluster runs as `nobody`, which must be
+/// able to traverse every parent directory, and a checkout may live under a private one.
+pub fn cluster_dir(name: &str) -> PathBuf {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in env!("CARGO_TARGET_TMPDIR").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    std::env::temp_dir().join(format!("{name}-{h:016x}"))
+}
+
 /// Base URL of the cluster (ending in a database name we replace).
 fn cluster() -> &'static (String, Option<LocalPg>) {
     static CLUSTER: OnceLock<(String, Option<LocalPg>)> = OnceLock::new();
@@ -24,7 +36,7 @@ fn cluster() -> &'static (String, Option<LocalPg>) {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             return (url, None);
         }
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ordinaut-test-pg");
+        let base = cluster_dir("ordinaut-test-pg");
         std::fs::create_dir_all(&base).expect("create test cluster dir under target/");
         let lock =
             File::create(base.with_extension("lock")).expect("create test cluster lock file");
