@@ -124,10 +124,16 @@ BEGIN
         WHILE d <= to_day LOOP
             part := parent || '_p' || to_char(d, 'YYYYMMDD');
             IF to_regclass(part) IS NULL THEN
-                -- format(%I) quotes the identifiers; only our own table names reach it.
-                EXECUTE format('CREATE TABLE IF NOT EXISTS %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
-                               part, parent, d::timestamptz, (d + 1)::timestamptz);
-                created := created + 1;
+                BEGIN
+                    -- format(%I) quotes the identifiers; only our own table names reach it.
+                    EXECUTE format('CREATE TABLE IF NOT EXISTS %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                                   part, parent, d::timestamptz, (d + 1)::timestamptz);
+                    created := created + 1;
+                EXCEPTION WHEN check_violation THEN
+                    -- Rows for that day already sit in the default partition: leave
+                    -- them there rather than fail; the day ages out as a whole later.
+                    NULL;
+                END;
             END IF;
             d := d + 1;
         END LOOP;

@@ -269,6 +269,21 @@ async fn run_worker_and_rescuer(
 }
 
 async fn dev(mut config: Config) -> anyhow::Result<()> {
+    if config.kinds.is_empty() {
+        // No ordinaut.toml: give the printed example something visible to run.
+        config.kinds.insert(
+            "echo".to_owned(),
+            crate::config::KindConfig::Command {
+                program: "cat".to_owned(),
+                args: Vec::new(),
+                timeout: Some(Duration::from_secs(60)),
+                env: Default::default(),
+                cwd: None,
+            },
+        );
+        config.kinds.insert("noop".to_owned(), crate::config::KindConfig::Noop { timeout: None });
+        tracing::info!("no kinds configured; using the example kinds `echo` (runs cat) and `noop`");
+    }
     let local = match &config.database_url {
         Some(_) => None,
         None => {
@@ -288,7 +303,13 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         let db = db_config(&config)?;
         let pool = start(&db).await?;
         eprintln!("ordinaut dev: database {}", redact(&db.url));
-        eprintln!("ordinaut dev: enqueue a job with\n  DATABASE_URL={} ordinaut jobs enqueue --queue default --kind echo --payload '{{\"hello\":\"world\"}}'", db.url);
+        eprintln!(
+            "ordinaut dev: in another terminal, enqueue a job and look at it:\n  \
+             export DATABASE_URL={}\n  \
+             cargo run --release -- jobs enqueue --queue default --kind echo --payload '{{\"hello\":\"world\"}}'\n  \
+             cargo run --release -- jobs show <printed id>",
+            db.url
+        );
         let shutdown = crate::shutdown::on_signal();
         run_worker_and_rescuer(&config, db, pool, shutdown, true).await
     }

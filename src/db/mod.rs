@@ -108,8 +108,17 @@ pub async fn migrate(config: &DbConfig) -> Result<()> {
     // The schema name was validated as a plain lowercase identifier in Config::validate.
     migrator.create_schema(config.schema.clone());
     migrator.run_direct(None, &mut conn, false).await?;
+    ensure_partitions(&mut conn).await?;
     let _ = conn.close().await;
     Ok(())
+}
+
+/// Creates the daily history/attempt partitions from yesterday to a week ahead (the
+/// default partition catches anything else). Idempotent.
+pub async fn ensure_partitions(conn: &mut PgConnection) -> Result<i32> {
+    Ok(sqlx::query_scalar("SELECT ordinaut_ensure_partitions(current_date - 1, current_date + 7)")
+        .fetch_one(&mut *conn)
+        .await?)
 }
 
 /// The highest applied migration version, or None before the first migration.
