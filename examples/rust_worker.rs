@@ -17,8 +17,15 @@ use ordinaut::worker::{Handlers, Worker, WorkerOptions};
 async fn main() -> anyhow::Result<()> {
     let config = Config::load(None).context("while loading configuration")?;
     ordinaut::telemetry::init(&config.log_level, config.log_format);
-    let url = config.database_url.clone().context("DATABASE_URL is not set")?;
-    let db = DbConfig { url, schema: config.schema.clone(), max_connections: 10 };
+    let url = config
+        .database_url
+        .clone()
+        .context("DATABASE_URL is not set")?;
+    let db = DbConfig {
+        url,
+        schema: config.schema.clone(),
+        max_connections: 10,
+    };
     db::migrate(&db).await.context("while migrating")?;
     let pool = db.connect().await.context("while connecting")?;
 
@@ -27,16 +34,29 @@ async fn main() -> anyhow::Result<()> {
     handlers.register("resize_image", |ctx| async move {
         let Some(width) = ctx.job.payload["width"].as_u64() else {
             // A bad payload will not get better with retries.
-            return Outcome::Failed { error: "payload.width must be a number".into(), log: None };
+            return Outcome::Failed {
+                error: "payload.width must be a number".into(),
+                log: None,
+            };
         };
         if width > 10_000 {
-            return Outcome::Snoozed { after: Duration::from_secs(60), reason: "too big for now".into(), log: None };
+            return Outcome::Snoozed {
+                after: Duration::from_secs(60),
+                reason: "too big for now".into(),
+                log: None,
+            };
         }
         tracing::info!(width, "resizing");
-        Outcome::Succeeded { output: Some(serde_json::json!({ "width": width })), log: None }
+        Outcome::Succeeded {
+            output: Some(serde_json::json!({ "width": width })),
+            log: None,
+        }
     });
 
     let worker = Worker::new(WorkerOptions::from_config(&config), db, pool, handlers);
-    worker.run(ordinaut::shutdown::on_signal()).await.context("while running the worker")?;
+    worker
+        .run(ordinaut::shutdown::on_signal())
+        .await
+        .context("while running the worker")?;
     Ok(())
 }

@@ -281,7 +281,10 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
                 cwd: None,
             },
         );
-        config.kinds.insert("noop".to_owned(), crate::config::KindConfig::Noop { timeout: None });
+        config.kinds.insert(
+            "noop".to_owned(),
+            crate::config::KindConfig::Noop { timeout: None },
+        );
         tracing::info!("no kinds configured; using the example kinds `echo` (runs cat) and `noop`");
     }
     let local = match &config.database_url {

@@ -249,7 +249,10 @@ fn chown_tree(path: &Path) -> Result<(), PgLocalError> {
 /// As root the cluster runs as `nobody`, which needs search permission on every parent.
 fn check_traversable(base: &Path) -> Result<(), PgLocalError> {
     for dir in base.ancestors().skip(1) {
-        let mode = fs::metadata(dir).map_err(|e| io(dir, e))?.permissions().mode();
+        let mode = fs::metadata(dir)
+            .map_err(|e| io(dir, e))?
+            .permissions()
+            .mode();
         if mode & 0o001 == 0 {
             return Err(PgLocalError::Command {
                 step: "local PostgreSQL setup",

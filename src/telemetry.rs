@@ -9,7 +9,13 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. `level` is an EnvFilter directive (validated by
 /// Config). Returns false if a subscriber was already installed (tests, embedders).
 pub fn init(level: &str, format: LogFormat) -> bool {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    if !level.contains("sqlx") {
+        // Postgres NOTICEs ("schema already exists, skipping") are not news.
+        if let Ok(directive) = "sqlx::postgres::notice=warn".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -116,9 +116,11 @@ pub async fn migrate(config: &DbConfig) -> Result<()> {
 /// Creates the daily history/attempt partitions from yesterday to a week ahead (the
 /// default partition catches anything else). Idempotent.
 pub async fn ensure_partitions(conn: &mut PgConnection) -> Result<i32> {
-    Ok(sqlx::query_scalar("SELECT ordinaut_ensure_partitions(current_date - 1, current_date + 7)")
-        .fetch_one(&mut *conn)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT ordinaut_ensure_partitions(current_date - 1, current_date + 7)")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
 }
 
 /// The highest applied migration version, or None before the first migration.

@@ -217,3 +217,61 @@ async fn bad_configuration_stops_the_process_naming_the_key() {
     let missing = run(None, &["worker"], &[]);
     assert!(stderr(&missing).contains("DATABASE_URL is not set"));
 }
+
+#[test]
+fn env_example_lists_every_variable_the_code_reads() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+    let listed: Vec<&str> = example
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split('=').next())
+        .collect();
+    let mut read: Vec<String> = ordinaut::config::ENV_KEYS
+        .iter()
+        .map(|(env, _)| env.to_string())
+        .collect();
+    read.push("ORDINAUT_CONFIG".into());
+    // Any direct env::var read in the source must be listed too.
+    for entry in walk(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))) {
+        let text = std::fs::read_to_string(&entry).unwrap();
+        for (i, _) in text.match_indices("env::var") {
+            let rest = &text[i..];
+            if let Some(start) = rest.find('"') {
+                let name: String = rest[start + 1..]
+                    .chars()
+                    .take_while(|c| *c != '"')
+                    .collect();
+                if name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+                    && !name.is_empty()
+                    && name != "PATH"
+                    && name != "HOSTNAME"
+                {
+                    read.push(name);
+                }
+            }
+        }
+    }
+    for name in read {
+        assert!(
+            listed.contains(&name.as_str()),
+            "{name} is read by the code but missing from .env.example"
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -812,9 +812,18 @@ async fn finished_jobs_land_in_the_daily_partition() {
     let db = TestDb::new().await;
     let id = enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await[0];
     let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE).await.unwrap();
-    due_work::finish_many(&db.pool, w, &[done(id)]).await.unwrap();
-    let part: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM job_history WHERE id = $1").bind(id).fetch_one(&db.pool).await.unwrap();
+    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
+        .await
+        .unwrap();
+    due_work::finish_many(&db.pool, w, &[done(id)])
+        .await
+        .unwrap();
+    let part: String =
+        sqlx::query_scalar("SELECT tableoid::regclass::text FROM job_history WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert!(part.starts_with("job_history_p"), "{part}");
     // Idempotent, and tolerant of rows already in the default partition.
     sqlx::query("INSERT INTO job_attempts (job_id, attempt, finished_at, outcome) VALUES ($1, 1, now() + interval '30 days', 'completed')")
@@ -822,6 +831,15 @@ async fn finished_jobs_land_in_the_daily_partition() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let created: i32 = sqlx::query_scalar("SELECT ordinaut_ensure_partitions(current_date - 1, current_date + 40)").fetch_one(&db.pool).await.unwrap();
-    assert_eq!(created, 2 * 33 - 1, "every new day but the one with a default-partition row");
+    let created: i32 = sqlx::query_scalar(
+        "SELECT ordinaut_ensure_partitions(current_date - 1, current_date + 40)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        created,
+        2 * 33 - 1,
+        "every new day but the one with a default-partition row"
+    );
 }
