@@ -119,6 +119,9 @@ DECLARE
     created integer := 0;
     part    text;
 BEGIN
+    -- Serialise concurrent callers (several processes starting at once): CREATE TABLE
+    -- IF NOT EXISTS is not safe against a concurrent create of the same name.
+    PERFORM pg_advisory_xact_lock(hashtext('ordinaut_ensure_partitions'));
     FOREACH parent IN ARRAY ARRAY['job_history', 'job_attempts'] LOOP
         d := from_day;
         WHILE d <= to_day LOOP
@@ -129,7 +132,7 @@ BEGIN
                     EXECUTE format('CREATE TABLE IF NOT EXISTS %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
                                    part, parent, d::timestamptz, (d + 1)::timestamptz);
                     created := created + 1;
-                EXCEPTION WHEN check_violation THEN
+                EXCEPTION WHEN check_violation OR duplicate_table THEN
                     -- Rows for that day already sit in the default partition: leave
                     -- them there rather than fail; the day ages out as a whole later.
                     NULL;

@@ -254,8 +254,8 @@ async fn sigterm_past_the_grace_hands_the_job_to_another_worker_at_once() {
 
 #[tokio::test]
 async fn postgres_restart_while_draining_loses_and_repeats_nothing() {
-    let base =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("restart-pg-{}", Uuid::now_v7()));
+    let base_name = format!("restart-pg-{}", Uuid::now_v7());
+    let base = common::cluster_dir(&base_name);
     let pg = tokio::task::spawn_blocking(move || {
         LocalPg::start(
             &base,
