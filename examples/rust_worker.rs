@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
         url,
         schema: config.schema.clone(),
         max_connections: 10,
+        synchronous_commit: true,
     };
     db::migrate(&db).await.context("while migrating")?;
     let pool = db.connect().await.context("while connecting")?;

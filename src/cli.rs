@@ -45,6 +45,8 @@ pub enum Command {
     /// Enqueue, inspect, cancel and retry jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Measure throughput and latency on a real Postgres (a local one if DATABASE_URL is unset).
+    Bench(crate::bench::BenchArgs),
     /// List queues with live counts, pause, resume, set defaults.
     Queues {
         /// What to do (default: list).
@@ -201,6 +203,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Dev(args) => dev(apply_worker_args(config, &args)?).await,
         Command::Jobs(cmd) => jobs(cmd, &config).await,
+        Command::Bench(args) => crate::bench::run(args, config.database_url.clone()).await,
         Command::Queues { command } => {
             queues_cmd(command.unwrap_or(QueuesCommand::List), &config).await
         }
@@ -230,6 +233,7 @@ fn db_config(config: &Config) -> anyhow::Result<DbConfig> {
         url,
         schema: config.schema.clone(),
         max_connections: 10,
+        synchronous_commit: true,
     })
 }
 
@@ -251,10 +255,20 @@ async fn run_worker_and_rescuer(
     rescue: bool,
 ) -> anyhow::Result<()> {
     let handlers = Handlers::from_config(config);
+    // The worker's claim/finish/lease writes commit asynchronously; see DbConfig.
+    let hot = DbConfig {
+        synchronous_commit: false,
+        max_connections: 4,
+        ..db.clone()
+    };
+    let hot_pool = hot
+        .connect()
+        .await
+        .with_context(|| format!("while connecting to {}", redact(&hot.url)))?;
     let worker = Worker::new(
         WorkerOptions::from_config(config),
-        db,
-        pool.clone(),
+        hot,
+        hot_pool.clone(),
         handlers,
     );
     let rescuer = rescue.then(|| Rescuer::new(pool.clone(), RescuerOptions::from_config(config)));
@@ -264,6 +278,7 @@ async fn run_worker_and_rescuer(
     if let Some(task) = rescuer_task {
         let _ = task.await;
     }
+    hot_pool.close().await;
     pool.close().await;
     result.context("while running the worker")
 }

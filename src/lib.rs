@@ -4,6 +4,7 @@
 //! [`cli`]. Rust programs can also embed a [`worker::Worker`] with their own
 //! [`worker::Handlers`] and enqueue through [`db::due_work::enqueue_many`].
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;

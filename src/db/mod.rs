@@ -58,13 +58,21 @@ pub struct DbConfig {
     pub schema: String,
     /// Pool size.
     pub max_connections: u32,
+    /// false: commits return before their WAL is flushed. Used for the worker's claim,
+    /// finish and lease writes only, where a write lost in a server crash makes a job
+    /// run once more (at-least-once holds); enqueues always commit synchronously.
+    pub synchronous_commit: bool,
 }
 
 impl DbConfig {
     /// Connect options with search_path and application_name set.
     pub fn connect_options(&self) -> Result<PgConnectOptions> {
+        let commit = if self.synchronous_commit { "on" } else { "off" };
         let options = PgConnectOptions::from_str(&self.url)?
-            .options([("search_path", self.schema.as_str())])
+            .options([
+                ("search_path", self.schema.as_str()),
+                ("synchronous_commit", commit),
+            ])
             .application_name("ordinaut")
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(1));

@@ -85,6 +85,10 @@ async fn run_attempt(exec: &Execution) -> Outcome {
             log: None,
         };
     };
+    if exec.cancel.is_cancelled() {
+        // Cancelled (or its lease lost) while waiting in the prefetch buffer.
+        return Outcome::Cancelled { log: None };
+    }
     tracing::debug!("job started");
     let stop = CancellationToken::new();
     let ctx = JobContext {

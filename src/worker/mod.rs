@@ -10,8 +10,8 @@ mod executor;
 pub mod handlers;
 mod heartbeat;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub const CHANNEL_CANCEL: &str = "ordinaut_cancel";
 
 /// How often queue defaults (timeouts, backoff) are re-read.
 const QUEUE_DEFAULTS_TTL: Duration = Duration::from_secs(10);
+/// Jobs faster than this on average are prefetched beyond the free slots.
+const FAST_JOB_MICROS: u64 = 5_000;
 /// How long unwritten outcomes are retried after shutdown before giving up.
 const COMPLETER_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
@@ -57,6 +59,8 @@ pub struct WorkerOptions {
     pub backoff: Backoff,
     /// Bytes of output kept per attempt.
     pub output_limit: usize,
+    /// Jobs claimed beyond the free slots while jobs are fast (under 5 ms on average).
+    pub prefetch: usize,
 }
 
 impl WorkerOptions {
@@ -75,6 +79,7 @@ impl WorkerOptions {
                 max: Duration::from_secs_f64(w.backoff_max_delay),
             },
             output_limit: w.output_limit_bytes,
+            prefetch: w.prefetch,
         }
     }
 
@@ -101,6 +106,8 @@ pub(crate) struct Shared {
     executing: AtomicUsize,
     /// Signalled when an executor finishes.
     slot_freed: Notify,
+    /// Moving average of recent execution times, in microseconds.
+    avg_exec_micros: AtomicU64,
 }
 
 impl Shared {
@@ -108,6 +115,25 @@ impl Shared {
         // A poisoned lock only means another task panicked mid-insert; the map is
         // still a valid map.
         self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record_duration(&self, took: Duration) {
+        // Racy read-modify-write is fine: it only steers how much to prefetch.
+        let sample = took.as_micros().min(u128::from(u32::MAX)) as u64;
+        let avg = self.avg_exec_micros.load(Ordering::Relaxed);
+        self.avg_exec_micros.store(
+            if avg == 0 {
+                sample
+            } else {
+                (avg * 15 + sample) / 16
+            },
+            Ordering::Relaxed,
+        );
+    }
+
+    fn jobs_are_fast(&self) -> bool {
+        let avg = self.avg_exec_micros.load(Ordering::Relaxed);
+        avg > 0 && avg < FAST_JOB_MICROS
     }
 
     pub(crate) fn forget(&self, ids: &[Uuid]) {
@@ -246,6 +272,7 @@ impl Worker {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn claim_loop(
         &self,
         shutdown: &CancellationToken,
@@ -256,14 +283,15 @@ impl Worker {
         executors: &mut JoinSet<()>,
     ) {
         let o = &self.options;
-        // Refill only once a quarter of the slots is free while there is a backlog, so a
-        // busy worker claims in batches instead of one job per finished job.
-        let refill_at = (o.concurrency / 4).max(1);
         // Outcomes waiting for the completer beyond this stop further claims.
-        let max_owned = o.concurrency + completer::MAX_BATCH;
+        let max_owned = o.concurrency + o.prefetch + completer::MAX_BATCH;
+        let mut buffer: VecDeque<ClaimedJob> = VecDeque::new();
+        let mut claiming: Option<(usize, tokio::task::JoinHandle<db::Result<Vec<ClaimedJob>>>)> =
+            None;
         let mut backlog = true;
         let mut want_claim = true;
         let mut next_poll = Instant::now();
+        let mut retry_at = Instant::now();
         let mut error_delay = Duration::from_millis(100);
         let mut defaults = QueueDefaultsCache::default();
         loop {
@@ -272,42 +300,89 @@ impl Worker {
                     tracing::error!(error = %e, "job executor panicked");
                 }
             }
-            let free = o
-                .concurrency
-                .saturating_sub(shared.executing.load(Ordering::Acquire));
-            if want_claim && free > 0 && shared.owned().len() < max_owned {
-                defaults.refresh(&self.pool, &o.queues).await;
-                match due_work::claim_due(&self.pool, &o.queues, free, o.id, o.lease).await {
-                    Ok(jobs) => {
-                        error_delay = Duration::from_millis(100);
-                        backlog = jobs.len() == free;
-                        next_poll = Instant::now() + jittered(o.poll_interval);
-                        for job in jobs {
-                            self.spawn_execution(job, shared, hard_stop, tx, executors, &defaults);
+            while shared.executing.load(Ordering::Acquire) < o.concurrency
+                && let Some(job) = buffer.pop_front()
+            {
+                self.spawn_execution(job, shared, hard_stop, tx, executors, &defaults);
+            }
+            if claiming.is_none() && want_claim && Instant::now() >= retry_at {
+                // Prefetch beyond the free slots only while jobs are fast: a buffered
+                // slow job would wait here while other workers sit idle.
+                let prefetch = if shared.jobs_are_fast() {
+                    o.prefetch
+                } else {
+                    0
+                };
+                let held = shared.executing.load(Ordering::Acquire) + buffer.len();
+                let capacity = o.concurrency + prefetch;
+                let room = capacity.saturating_sub(held);
+                // Refill once a quarter of the capacity is free while there is a backlog,
+                // so a busy worker claims in batches instead of one job per finished job.
+                let worth_it = room >= (capacity / 4).max(1) || (held == 0 && room > 0);
+                if worth_it && shared.owned().len() < max_owned {
+                    defaults.refresh(&self.pool, &o.queues).await;
+                    let (pool, queues, id, lease) =
+                        (self.pool.clone(), o.queues.clone(), o.id, o.lease);
+                    claiming = Some((
+                        room,
+                        tokio::spawn(async move {
+                            due_work::claim_due(&pool, &queues, room, id, lease).await
+                        }),
+                    ));
+                }
+                want_claim = false;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                joined = async { (&mut claiming.as_mut().expect("guarded by the if").1).await }, if claiming.is_some() => {
+                    let (asked, _) = claiming.take().expect("guarded by the if");
+                    match joined {
+                        Ok(Ok(jobs)) => {
+                            error_delay = Duration::from_millis(100);
+                            backlog = jobs.len() == asked;
+                            want_claim = backlog;
+                            next_poll = Instant::now() + jittered(o.poll_interval);
+                            for job in &jobs {
+                                shared.owned().insert(job.id, CancellationToken::new());
+                            }
+                            buffer.extend(jobs);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "claiming jobs failed; backing off");
+                            retry_at = Instant::now() + error_delay;
+                            error_delay = (error_delay * 2).min(Duration::from_secs(5));
+                            want_claim = true;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "claim task panicked");
+                            want_claim = true;
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming jobs failed; backing off");
-                        tokio::select! {
-                            _ = tokio::time::sleep(error_delay) => {}
-                            _ = shutdown.cancelled() => return,
-                        }
-                        error_delay = (error_delay * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
+                }
+                _ = wake.notified() => want_claim = true,
+                _ = shared.slot_freed.notified() => want_claim = want_claim || backlog,
+                _ = tokio::time::sleep_until(next_poll.max(retry_at).into()) => {
+                    next_poll = Instant::now() + jittered(o.poll_interval);
+                    want_claim = true;
                 }
             }
-            want_claim = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = wake.notified() => true,
-                _ = shared.slot_freed.notified() => {
-                    backlog && o.concurrency.saturating_sub(shared.executing.load(Ordering::Acquire)) >= refill_at
-                }
-                _ = tokio::time::sleep_until(next_poll.into()) => {
-                    next_poll = Instant::now() + jittered(o.poll_interval);
-                    true
-                }
-            };
+        }
+        // Jobs claimed but never started go back at once, their attempt given back.
+        if let Some((_, task)) = claiming
+            && let Ok(Ok(jobs)) = task.await
+        {
+            for job in &jobs {
+                shared.owned().insert(job.id, CancellationToken::new());
+            }
+            buffer.extend(jobs);
+        }
+        for job in buffer {
+            let backoff = o.backoff;
+            let _ = tx.send(executor::to_finish(
+                &job,
+                crate::model::Outcome::Interrupted,
+                backoff,
+            ));
         }
     }
 
@@ -341,8 +416,7 @@ impl Worker {
                 .map(|ms| Duration::from_millis(ms as u64))
                 .unwrap_or(o.backoff.max),
         };
-        let cancel = CancellationToken::new();
-        shared.owned().insert(job.id, cancel.clone());
+        let cancel = shared.owned().entry(job.id).or_default().clone();
         shared.executing.fetch_add(1, Ordering::AcqRel);
         let exec = executor::Execution {
             job,
@@ -357,7 +431,9 @@ impl Worker {
         let tx = tx.clone();
         let shared = shared.clone();
         executors.spawn(async move {
+            let started = Instant::now();
             let finish = executor::execute(exec).await;
+            shared.record_duration(started.elapsed());
             // The completer only stops after every executor has been joined.
             let _ = tx.send(finish);
             shared.executing.fetch_sub(1, Ordering::AcqRel);

@@ -831,15 +831,33 @@ async fn finished_jobs_land_in_the_daily_partition() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let created: i32 = sqlx::query_scalar(
-        "SELECT ordinaut_ensure_partitions(current_date - 1, current_date + 40)",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let days = |table: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let sql = "SELECT count(*) FROM generate_series(current_date - 1, current_date + 40, '1 day') AS d
+                       WHERE to_regclass($1 || '_p' || to_char(d, 'YYYYMMDD')) IS NOT NULL";
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(table)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let ensure = "SELECT ordinaut_ensure_partitions(current_date - 1, current_date + 40)";
+    let created: i32 = sqlx::query_scalar(ensure)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(created > 0);
+    assert_eq!(days("job_history").await, 42);
     assert_eq!(
-        created,
-        2 * 33 - 1,
-        "every new day but the one with a default-partition row"
+        days("job_attempts").await,
+        41,
+        "the day with a default-partition row is left alone"
     );
+    let again: i32 = sqlx::query_scalar(ensure)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
 }

@@ -4,8 +4,12 @@
 --   retry: back to 'scheduled' at next_run_at, the attempt spent;
 --   snoozed: back to 'scheduled' at next_run_at, the attempt given back;
 --   interrupted (shutdown): back to 'available' now, the attempt given back.
--- Every transition is guarded by state = 'running' AND lease_owner = $1: a job whose
--- lease was lost (rescued, cancelled) is not touched and is missing from the result.
+-- Every transition is guarded by lease_owner = $1 (due_work_lease_consistent makes a
+-- non-null lease_owner mean state = 'running'): a job whose lease was lost (rescued,
+-- cancelled) is not touched and is missing from the result.
+-- The guard deliberately does not repeat state = 'running': that predicate matches
+-- due_work_running_idx, and the planner then scanned every running row once per input
+-- row (1,000-job batch: 293 ms) instead of one primary-key lookup per input row (4 ms).
 -- One job_attempts row per attempt is written in the same statement.
 WITH input AS (
     SELECT *
@@ -23,7 +27,6 @@ requeued AS (
     FROM input i
     WHERE d.id = i.id
       AND i.outcome IN ('retry', 'snoozed', 'interrupted')
-      AND d.state = 'running'
       AND d.lease_owner = $1
     RETURNING d.id,
               CASE WHEN i.outcome IN ('snoozed', 'interrupted') THEN d.attempt + 1 ELSE d.attempt END AS ran_attempt,
@@ -34,7 +37,6 @@ finished AS (
     USING input i
     WHERE d.id = i.id
       AND i.outcome IN ('completed', 'failed', 'cancelled')
-      AND d.state = 'running'
       AND d.lease_owner = $1
     RETURNING d.id, d.queue, d.kind, d.payload, d.priority, d.attempt, d.max_attempts,
               d.unique_key, d.schedule_id, d.scheduled_for, d.metadata, d.run_at,

@@ -1,0 +1,469 @@
+//! `ordinaut bench`: measures the real binary on a real Postgres.
+//!
+//! Workers are the real `ordinaut worker` processes (this executable, re-spawned) and
+//! enqueues go through the real `enqueue_many`; the bench only times them and reads
+//! the results from the tables. Speed claims in comments and docs cite these figures.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::db::{self, DbConfig, due_work, due_work::NewJob};
+use crate::pg_local::{LocalPg, StartOptions};
+
+/// The queue every scenario uses.
+const QUEUE: &str = "bench";
+
+/// Which scenario to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Enqueue N no-op jobs, then drain them with one (or K) worker processes.
+    BurnDown,
+    /// Idle workers; single enqueues at a fixed rate; enqueue-to-start latency.
+    Latency,
+    /// Jobs of a `command` kind running `true`: the cost of a process per job.
+    Command,
+}
+
+/// Options of `ordinaut bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Scenario.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Jobs to enqueue (burn-down, command).
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: usize,
+    /// Concurrency of each worker process.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Enqueues per second (latency).
+    #[arg(long, default_value_t = 50)]
+    pub rate: u32,
+    /// Single enqueues to send (latency).
+    #[arg(long, default_value_t = 500)]
+    pub count: usize,
+    /// Repetitions; the median is reported.
+    #[arg(long, default_value_t = 1)]
+    pub reps: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// Jobs processed.
+    pub jobs: usize,
+    /// Enqueue rate (burn-down).
+    pub enqueue_jobs_per_sec: Option<f64>,
+    /// Drain rate from worker spawn to empty queue.
+    pub worked_jobs_per_sec: Option<f64>,
+    /// Queue wait / latency percentiles in milliseconds.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+    /// Peak RSS of the (first) worker process, KiB.
+    pub worker_peak_rss_kib: Option<u64>,
+}
+
+/// Runs the chosen scenario `reps` times and prints the results.
+pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Result<()> {
+    let (admin_url, local) = match database_url {
+        Some(url) => (url, None),
+        None => {
+            let base = std::env::temp_dir().join("ordinaut-bench-pg");
+            eprintln!(
+                "bench: starting a local PostgreSQL under {} (fsync and synchronous_commit on)",
+                base.display()
+            );
+            let pg = tokio::task::spawn_blocking(move || {
+                LocalPg::start(&base, &StartOptions::default())
+            })
+            .await?
+            .context("while starting a local PostgreSQL for the bench")?;
+            (pg.url("postgres"), Some(pg))
+        }
+    };
+    let mut results = Vec::new();
+    for rep in 0..args.reps.max(1) {
+        let bench_db = FreshDb::create(&admin_url).await?;
+        let result = match args.scenario {
+            Scenario::BurnDown => burn_down(&bench_db, &args, "noop").await,
+            Scenario::Command => burn_down(&bench_db, &args, "true_cmd").await,
+            Scenario::Latency => latency(&bench_db, &args).await,
+        };
+        bench_db.drop_db().await;
+        let result = result?;
+        if !args.json {
+            eprintln!("bench: rep {} done: {}", rep + 1, one_line(&result));
+        }
+        results.push(result);
+    }
+    if let Some(pg) = local {
+        let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+    }
+    let median = median_of(results);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&median)?);
+    } else {
+        print_table(&median);
+    }
+    Ok(())
+}
+
+struct FreshDb {
+    admin_url: String,
+    name: String,
+    config: DbConfig,
+    pool: PgPool,
+    dir: PathBuf,
+}
+
+impl FreshDb {
+    async fn create(admin_url: &str) -> anyhow::Result<FreshDb> {
+        let name = format!("ordinaut_bench_{}", uuid::Uuid::now_v7().simple());
+        let admin = DbConfig {
+            url: admin_url.to_owned(),
+            schema: "public".into(),
+            max_connections: 1,
+            synchronous_commit: true,
+        };
+        let pool = admin
+            .connect()
+            .await
+            .context("while connecting to the bench server")?;
+        // The name is generated from a UUID: safe to interpolate.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        let mut url = reqwest::Url::parse(admin_url).context("bench DATABASE_URL")?;
+        url.set_path(&format!("/{name}"));
+        let config = DbConfig {
+            url: url.to_string(),
+            schema: "public".into(),
+            max_connections: 4,
+            synchronous_commit: true,
+        };
+        db::migrate(&config).await?;
+        let pool = config.connect().await?;
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("ordinaut.toml"),
+            "[kinds.noop]\ntype = \"noop\"\n\n[kinds.true_cmd]\ntype = \"command\"\nprogram = \"true\"\n",
+        )?;
+        Ok(FreshDb {
+            admin_url: admin_url.to_owned(),
+            name,
+            config,
+            pool,
+            dir,
+        })
+    }
+
+    async fn drop_db(self) {
+        self.pool.close().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let admin = DbConfig {
+            url: self.admin_url,
+            schema: "public".into(),
+            max_connections: 1,
+            synchronous_commit: true,
+        };
+        if let Ok(pool) = admin.connect().await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&pool)
+            .await;
+            pool.close().await;
+        }
+    }
+
+    fn spawn_worker(&self, concurrency: usize) -> anyhow::Result<WorkerProc> {
+        let exe = std::env::current_exe().context("locating the ordinaut binary")?;
+        let child = Command::new(exe)
+            .arg("worker")
+            .current_dir(&self.dir)
+            .env("DATABASE_URL", &self.config.url)
+            .env("WORKER_QUEUES", QUEUE)
+            .env("WORKER_CONCURRENCY", concurrency.to_string())
+            .env("LOG_LEVEL", "warn")
+            .env_remove("ORDINAUT_CONFIG")
+            .env_remove("ORDINAUT_SCHEMA")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning a worker")?;
+        Ok(WorkerProc { child })
+    }
+}
+
+struct WorkerProc {
+    child: Child,
+}
+
+impl WorkerProc {
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn burn_down(db: &FreshDb, args: &BenchArgs, kind: &str) -> anyhow::Result<BenchResult> {
+    let jobs = if kind == "true_cmd" && args.jobs == 100_000 {
+        5_000
+    } else {
+        args.jobs
+    };
+    let started = Instant::now();
+    let mut left = jobs;
+    while left > 0 {
+        let n = left.min(10_000);
+        let batch: Vec<NewJob> = (0..n)
+            .map(|_| NewJob::new(QUEUE, kind, serde_json::json!({})))
+            .collect();
+        due_work::enqueue_many(&db.pool, &batch, 4).await?;
+        left -= n;
+    }
+    let enqueue_secs = started.elapsed().as_secs_f64();
+    sqlx::query("CHECKPOINT").execute(&db.pool).await?;
+    sqlx::query("VACUUM ANALYZE due_work")
+        .execute(&db.pool)
+        .await?;
+    let spawn_at = Instant::now();
+    let workers: Vec<WorkerProc> = (0..args.workers.max(1))
+        .map(|_| db.spawn_worker(args.concurrency))
+        .collect::<Result<_, _>>()?;
+    let mut last_report = Instant::now();
+    let mut rss = None;
+    loop {
+        let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM due_work")
+            .fetch_one(&db.pool)
+            .await?;
+        rss = workers[0].peak_rss_kib().or(rss);
+        if remaining == 0 {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(2) {
+            eprintln!(
+                "bench: {remaining} jobs left after {:.1}s",
+                spawn_at.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        if spawn_at.elapsed() > Duration::from_secs(900) {
+            bail!("drain did not finish within 15 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let worked_secs = spawn_at.elapsed().as_secs_f64();
+    for w in workers {
+        w.stop();
+    }
+    let completed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM job_history WHERE state = 'completed'")
+            .fetch_one(&db.pool)
+            .await?;
+    if completed != jobs as i64 {
+        bail!("only {completed} of {jobs} jobs completed");
+    }
+    let (p50, p95, p99, max) = percentiles(
+        &db.pool,
+        "extract(epoch FROM attempted_at - run_at) * 1000",
+        "job_history",
+    )
+    .await?;
+    Ok(BenchResult {
+        scenario: if kind == "noop" {
+            "burn-down"
+        } else {
+            "command"
+        }
+        .to_owned(),
+        jobs,
+        enqueue_jobs_per_sec: Some(jobs as f64 / enqueue_secs),
+        worked_jobs_per_sec: Some(jobs as f64 / worked_secs),
+        p50_ms: p50,
+        p95_ms: p95,
+        p99_ms: p99,
+        max_ms: max,
+        worker_peak_rss_kib: rss,
+    })
+}
+
+async fn latency(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchResult> {
+    let workers: Vec<WorkerProc> = (0..args.workers.max(1))
+        .map(|_| db.spawn_worker(args.concurrency))
+        .collect::<Result<_, _>>()?;
+    wait_for_workers(&db.pool, workers.len()).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+    let mut next = Instant::now();
+    for i in 0..args.count {
+        tokio::time::sleep_until(next.into()).await;
+        next += interval;
+        // t0 is taken just before the enqueue call, on the same host clock the
+        // database uses for attempted_at.
+        let t0 = chrono::Utc::now();
+        let job = NewJob::new(
+            QUEUE,
+            "noop",
+            serde_json::json!({ "t0": t0.to_rfc3339(), "i": i }),
+        );
+        due_work::enqueue_many(&db.pool, &[job], 4).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM job_history")
+            .fetch_one(&db.pool)
+            .await?;
+        if done as usize >= args.count {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {done} of {} latency jobs finished", args.count);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rss = workers[0].peak_rss_kib();
+    for w in workers {
+        w.stop();
+    }
+    let (p50, p95, p99, max) = percentiles(
+        &db.pool,
+        "extract(epoch FROM attempted_at - (payload->>'t0')::timestamptz) * 1000",
+        "job_history",
+    )
+    .await?;
+    Ok(BenchResult {
+        scenario: "latency".into(),
+        jobs: args.count,
+        enqueue_jobs_per_sec: None,
+        worked_jobs_per_sec: None,
+        p50_ms: p50,
+        p95_ms: p95,
+        p99_ms: p99,
+        max_ms: max,
+        worker_peak_rss_kib: rss,
+    })
+}
+
+async fn wait_for_workers(pool: &PgPool, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live: i64 = sqlx::query_scalar("SELECT count(*) FROM workers")
+            .fetch_one(pool)
+            .await?;
+        if live as usize >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("workers did not register within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn percentiles(
+    pool: &PgPool,
+    expr: &str,
+    table: &str,
+) -> anyhow::Result<(f64, f64, f64, f64)> {
+    // Only our own constant expressions and table names reach this format!.
+    let sql = format!(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v), percentile_cont(0.95) WITHIN GROUP (ORDER BY v),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY v), max(v)
+         FROM (SELECT ({expr})::float8 AS v FROM {table}) s"
+    );
+    let row: (Option<f64>, Option<f64>, Option<f64>, Option<f64>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_one(pool)
+            .await?;
+    Ok((
+        row.0.unwrap_or(0.0),
+        row.1.unwrap_or(0.0),
+        row.2.unwrap_or(0.0),
+        row.3.unwrap_or(0.0),
+    ))
+}
+
+fn median_of(mut results: Vec<BenchResult>) -> BenchResult {
+    results.sort_by(|a, b| {
+        let key = |r: &BenchResult| r.worked_jobs_per_sec.unwrap_or(-r.p50_ms);
+        key(a).total_cmp(&key(b))
+    });
+    results.swap_remove(results.len() / 2)
+}
+
+fn one_line(r: &BenchResult) -> String {
+    match r.worked_jobs_per_sec {
+        Some(w) => format!(
+            "{} jobs: enqueue {:.0}/s, worked {:.0}/s, wait p50 {:.1} ms",
+            r.jobs,
+            r.enqueue_jobs_per_sec.unwrap_or(0.0),
+            w,
+            r.p50_ms
+        ),
+        None => format!(
+            "{} jobs: p50 {:.2} ms, p99 {:.2} ms",
+            r.jobs, r.p50_ms, r.p99_ms
+        ),
+    }
+}
+
+fn print_table(r: &BenchResult) {
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+    println!(
+        "| scenario | jobs | enqueue jobs/s | worked jobs/s | p50 ms | p95 ms | p99 ms | max ms | worker peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+        r.scenario,
+        r.jobs,
+        opt(r.enqueue_jobs_per_sec),
+        opt(r.worked_jobs_per_sec),
+        r.p50_ms,
+        r.p95_ms,
+        r.p99_ms,
+        r.max_ms,
+        r.worker_peak_rss_kib
+            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "-".into())
+    );
+}
