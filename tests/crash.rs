@@ -139,11 +139,11 @@ async fn three_worker_processes_drain_10000_jobs_exactly_once() {
     );
     // Exactly once: one attempt per job, all completed.
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_attempts").await,
+        db.scalar_i64("SELECT count(*) FROM all_attempts").await,
         10_000
     );
     assert_eq!(
-        db.scalar_i64("SELECT count(DISTINCT worker_id) FROM job_attempts")
+        db.scalar_i64("SELECT count(DISTINCT worker_id) FROM all_attempts")
             .await,
         3,
         "all three took part"
@@ -170,7 +170,7 @@ async fn killed_worker_jobs_are_handed_back_within_seconds_and_complete_elsewher
     let _rescuer = spawn(&dir, &db.url, &["worker"], &[("WORKER_CONCURRENCY", "5")]);
     // Leases are 60 s; the rescue must come from the advisory lock, not expiry.
     eventually(Duration::from_secs(10), "jobs handed back", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'lost' AND error LIKE 'worker died%'").await == 5)
+        (db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'lost' AND error LIKE 'worker died%'").await == 5)
             .then_some(())
     })
     .await;
@@ -239,13 +239,13 @@ async fn sigterm_past_the_grace_hands_the_job_to_another_worker_at_once() {
     assert_eq!(first.wait(Duration::from_secs(20)), Some(0));
     wait_drained(&db, 1, Duration::from_secs(20)).await;
     let outcomes: Vec<String> =
-        sqlx::query_scalar("SELECT outcome FROM job_attempts ORDER BY finished_at")
+        sqlx::query_scalar("SELECT outcome FROM all_attempts ORDER BY finished_at")
             .fetch_all(&db.pool)
             .await
             .unwrap();
     assert_eq!(outcomes, vec!["interrupted", "completed"]);
     assert_eq!(
-        db.scalar_i64("SELECT count(DISTINCT worker_id) FROM job_attempts")
+        db.scalar_i64("SELECT count(DISTINCT worker_id) FROM all_attempts")
             .await,
         2
     );
@@ -355,7 +355,7 @@ async fn postgres_restart_while_draining_loses_and_repeats_nothing() {
         "no job finished twice"
     );
     assert_eq!(
-        count("SELECT count(*) FROM job_attempts WHERE outcome = 'completed'").await,
+        count("SELECT count(*) FROM all_attempts WHERE outcome = 'completed'").await,
         3000
     );
     pool.close().await;

@@ -29,10 +29,11 @@ pub struct AttemptView {
 
 const LIST_ATTEMPTS: &str = "\
 SELECT attempt, worker_id, started_at, finished_at, outcome, error, log
-FROM job_attempts WHERE job_id = $1
+FROM all_attempts WHERE job_id = $1
 ORDER BY finished_at, attempt";
 
-/// A job's attempts, oldest first (job_attempts_job_idx per partition).
+/// A job's attempts, oldest first (job_attempts_job_idx and job_history_id_idx per
+/// partition).
 pub async fn list_attempts(pool: &PgPool, job_id: Uuid) -> Result<Vec<AttemptView>> {
     Ok(sqlx::query_as(LIST_ATTEMPTS)
         .bind(job_id)

@@ -56,7 +56,7 @@ async fn completed_job_moves_to_history_with_its_attempt() {
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed' AND output = '{\"ok\": true}'").await, 1);
     assert_eq!(
         db.scalar_i64(
-            "SELECT count(*) FROM job_attempts WHERE outcome = 'completed' AND attempt = 1"
+            "SELECT count(*) FROM all_attempts WHERE outcome = 'completed' AND attempt = 1"
         )
         .await,
         1
@@ -334,7 +334,7 @@ async fn retry_outcome_reschedules_and_spends_the_attempt() {
         (state.as_str(), attempt, err.as_deref(), owner),
         ("scheduled", 1, Some("boom"), None)
     );
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'retry' AND error = 'boom' AND log = 'out'").await, 1);
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'retry' AND error = 'boom' AND log = 'out'").await, 1);
 }
 
 #[tokio::test]
@@ -385,7 +385,7 @@ async fn snoozed_and_interrupted_attempts_are_given_back() {
             .unwrap();
     assert!(rows.contains(&(ids[0], "scheduled".into(), 0)));
     assert!(rows.contains(&(ids[1], "available".into(), 0)));
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_attempts WHERE attempt = 1 AND outcome IN ('snoozed', 'interrupted')").await, 2);
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts WHERE attempt = 1 AND outcome IN ('snoozed', 'interrupted')").await, 2);
 }
 
 #[tokio::test]
@@ -490,7 +490,7 @@ async fn expired_lease_is_rescued_as_a_failed_attempt() {
         1
     );
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'lost'")
+        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'lost'")
             .await,
         2
     );
@@ -586,7 +586,7 @@ async fn dead_workers_jobs_are_handed_back_through_the_advisory_lock() {
     assert_eq!(workers::delete_dead(&db.pool, &dead).await.unwrap(), 1);
     assert_eq!(
         db.scalar_i64(
-            "SELECT count(*) FROM job_attempts WHERE outcome = 'lost' AND error LIKE 'worker died%'"
+            "SELECT count(*) FROM all_attempts WHERE outcome = 'lost' AND error LIKE 'worker died%'"
         )
         .await,
         1

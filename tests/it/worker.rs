@@ -153,12 +153,12 @@ async fn failing_job_is_retried_then_failed_with_its_last_error() {
         ("failed", Some("attempt 3 broke"))
     );
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'retry'")
+        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'retry'")
             .await,
         2
     );
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'failed'")
+        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'failed'")
             .await,
         1
     );
@@ -174,7 +174,7 @@ async fn unknown_kind_fails_at_once_naming_the_kind() {
     assert_eq!(state, "failed");
     assert!(error.unwrap().contains("\"no_such_kind\""));
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_attempts").await,
+        db.scalar_i64("SELECT count(*) FROM all_attempts").await,
         1,
         "not retried"
     );
@@ -194,7 +194,7 @@ async fn command_gets_payload_on_stdin_and_its_output_is_captured() {
     let (state, _) = wait_finished(&db, id).await;
     w.shutdown().await;
     assert_eq!(state, "completed");
-    let log: String = sqlx::query_scalar("SELECT log FROM job_attempts WHERE job_id = $1")
+    let log: String = sqlx::query_scalar("SELECT log FROM all_attempts WHERE job_id = $1")
         .bind(id)
         .fetch_one(&db.pool)
         .await
@@ -221,7 +221,7 @@ async fn command_output_is_bounded() {
     let w = start(&db, handlers, o);
     wait_finished(&db, id).await;
     w.shutdown().await;
-    let log: String = sqlx::query_scalar("SELECT log FROM job_attempts WHERE job_id = $1")
+    let log: String = sqlx::query_scalar("SELECT log FROM all_attempts WHERE job_id = $1")
         .bind(id)
         .fetch_one(&db.pool)
         .await
@@ -239,7 +239,7 @@ async fn exit_75_retries_later_without_spending_an_attempt() {
     let id = enqueue(&db, job).await;
     let w = start(&db, handlers, options());
     eventually(Duration::from_secs(20), "the job to be snoozed", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'snoozed'")
+        (db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'")
             .await
             == 1)
             .then_some(())
@@ -340,7 +340,7 @@ async fn cancel_stops_a_running_command_within_a_second() {
     // Functional bound, not a speed benchmark: the issue promises "within a second".
     assert!(took < Duration::from_secs(3), "took {took:?}");
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'cancelled'")
+        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'cancelled'")
             .await,
         1
     );
@@ -450,7 +450,7 @@ async fn http_kinds_map_status_codes_to_outcomes() {
     assert!(error.unwrap().contains("400"));
     assert_eq!(wait_finished(&db, down).await.0, "failed");
     eventually(Duration::from_secs(10), "busy job snoozed", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'snoozed'")
+        (db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'")
             .await
             == 1)
             .then_some(())
@@ -465,7 +465,7 @@ async fn http_kinds_map_status_codes_to_outcomes() {
             .await
             .unwrap();
     assert_eq!(output, json!({"echo": {"x": 1}, "job": ok.to_string()}));
-    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM job_attempts WHERE job_id = $1")
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM all_attempts WHERE job_id = $1")
         .bind(down)
         .fetch_one(&db.pool)
         .await

@@ -10,7 +10,8 @@
 -- The guard deliberately does not repeat state = 'running': that predicate matches
 -- due_work_running_idx, and the planner then scanned every running row once per input
 -- row (1,000-job batch: 293 ms) instead of one primary-key lookup per input row (4 ms).
--- One job_attempts row per attempt is written in the same statement.
+-- One job_attempts row per attempt is written in the same statement, except for a
+-- completed attempt, which its job_history row (worker_id, attempted_at, log) records.
 WITH input AS (
     SELECT *
     FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::jsonb[], $7::text[])
@@ -47,18 +48,21 @@ history AS (
     INSERT INTO job_history
         (id, queue, kind, payload, priority, state, attempt, max_attempts, unique_key,
          schedule_id, scheduled_for, metadata, output, last_error, run_at, created_at,
-         attempted_at, finished_at)
+         attempted_at, finished_at, worker_id, log)
     SELECT f.id, f.queue, f.kind, f.payload, f.priority, f.outcome, f.attempt, f.max_attempts,
            f.unique_key, f.schedule_id, f.scheduled_for, f.metadata, f.output,
            CASE WHEN f.outcome = 'completed' THEN NULL ELSE coalesce(f.error, f.last_error) END,
-           f.run_at, f.created_at, f.attempted_at, now()
+           f.run_at, f.created_at, f.attempted_at, now(), $1,
+           CASE WHEN f.outcome = 'completed' THEN f.log END
     FROM finished f
     WHERE f.outcome <> 'completed'
        OR coalesce((SELECT q.keep_completed FROM queues q WHERE q.name = f.queue), true)
 ),
 attempts AS (
     INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error, log)
+    -- A completed attempt is recorded by its job_history row instead.
     SELECT f.id, f.attempt, $1, f.attempted_at, now(), f.outcome, f.error, f.log FROM finished f
+    WHERE f.outcome <> 'completed'
     UNION ALL
     SELECT r.id, r.ran_attempt, $1, r.attempted_at, now(), r.outcome, r.error, r.log FROM requeued r
 )

@@ -47,10 +47,10 @@ history AS (
     INSERT INTO job_history
         (id, queue, kind, payload, priority, state, attempt, max_attempts, unique_key,
          schedule_id, scheduled_for, metadata, output, last_error, run_at, created_at,
-         attempted_at, finished_at)
+         attempted_at, finished_at, worker_id)
     SELECT f.id, f.queue, f.kind, f.payload, f.priority, f.final_state, f.attempt, f.max_attempts,
            f.unique_key, f.schedule_id, f.scheduled_for, f.metadata, NULL, f.error,
-           f.run_at, f.created_at, f.attempted_at, now()
+           f.run_at, f.created_at, f.attempted_at, now(), f.worker_id
     FROM finished f
 ),
 attempts AS (
