@@ -302,6 +302,12 @@ async fn burn_down(db: &FreshDb, args: &BenchArgs, kind: &str) -> anyhow::Result
     if completed != jobs as i64 {
         bail!("only {completed} of {jobs} jobs completed");
     }
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM all_attempts")
+        .fetch_one(&db.pool)
+        .await?;
+    if attempts != jobs as i64 {
+        bail!("{attempts} attempts for {jobs} jobs: some job ran more than once");
+    }
     let (p50, p95, p99, max) = percentiles(
         &db.pool,
         "extract(epoch FROM attempted_at - run_at) * 1000",

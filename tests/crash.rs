@@ -380,3 +380,48 @@ async fn processes_starting_at_once_on_an_empty_database_all_migrate() {
         ordinaut::db::MIGRATOR.iter().count() as i64
     );
 }
+
+#[tokio::test]
+async fn bench_scenarios_complete_with_every_job_run_once() {
+    let db = TestDb::new().await;
+    for args in [
+        vec!["bench", "burn-down", "--jobs", "2000", "--json"],
+        vec![
+            "bench",
+            "burn-down",
+            "--jobs",
+            "2000",
+            "--workers",
+            "2",
+            "--concurrency",
+            "8",
+            "--json",
+        ],
+        vec![
+            "bench", "latency", "--count", "20", "--rate", "100", "--json",
+        ],
+        vec!["bench", "command", "--jobs", "50", "--json"],
+    ] {
+        let out = Command::new(binary())
+            .args(&args)
+            .env("DATABASE_URL", &db.url)
+            .env("LOG_LEVEL", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("bench prints JSON");
+        let expected: u64 = args[args
+            .iter()
+            .position(|a| *a == "--jobs" || *a == "--count")
+            .unwrap()
+            + 1]
+        .parse()
+        .unwrap();
+        assert_eq!(result["jobs"], expected, "{args:?}");
+    }
+}

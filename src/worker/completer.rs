@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -18,6 +19,9 @@ use crate::db::due_work::{self, Finish};
 
 /// Most outcomes written by one statement.
 pub(crate) const MAX_BATCH: usize = 2000;
+/// Batches written at once: while one waits on the database the next is being
+/// collected and sent, keeping both of a small server's cores busy.
+const IN_FLIGHT: usize = 2;
 
 pub(crate) struct Completer {
     pub pool: PgPool,
@@ -28,10 +32,22 @@ pub(crate) struct Completer {
 }
 
 impl Completer {
-    /// Writes batches until the channel is closed and drained.
+    /// Writes batches until the channel is closed and drained, with up to
+    /// [`IN_FLIGHT`] batches being written at once.
     pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Finish>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.recv().await {
+        let this = Arc::new(self);
+        let mut writing = JoinSet::new();
+        loop {
+            if writing.len() >= IN_FLIGHT {
+                let _ = writing.join_next().await;
+                continue;
+            }
+            let first = tokio::select! {
+                f = rx.recv() => f,
+                Some(_) = writing.join_next(), if !writing.is_empty() => continue,
+            };
+            let Some(first) = first else { break };
+            let mut batch = Vec::with_capacity(MAX_BATCH);
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -39,15 +55,19 @@ impl Completer {
                     Err(_) => break,
                 }
             }
-            if !self.write(&batch).await {
-                tracing::error!(
-                    jobs = batch.len(),
-                    "gave up recording job outcomes; their leases will expire and be rescued"
-                );
-            }
-            let ids: Vec<Uuid> = batch.drain(..).map(|f| f.id).collect();
-            self.shared.forget(&ids);
+            let this = this.clone();
+            writing.spawn(async move {
+                if !this.write(&batch).await {
+                    tracing::error!(
+                        jobs = batch.len(),
+                        "gave up recording job outcomes; their leases will expire and be rescued"
+                    );
+                }
+                let ids: Vec<Uuid> = batch.iter().map(|f| f.id).collect();
+                this.shared.forget(&ids);
+            });
         }
+        while writing.join_next().await.is_some() {}
     }
 
     /// Writes one batch, retrying with backoff; false if abandoned.

@@ -340,7 +340,9 @@ impl Worker {
                         Ok(Ok(jobs)) => {
                             error_delay = Duration::from_millis(100);
                             backlog = jobs.len() == asked;
-                            want_claim = backlog;
+                            // A wake-up that arrived while this claim was in flight may
+                            // be for a job the claim did not see yet: keep it.
+                            want_claim = want_claim || backlog;
                             next_poll = Instant::now() + jittered(o.poll_interval);
                             for job in &jobs {
                                 shared.owned().insert(job.id, CancellationToken::new());
