@@ -133,6 +133,9 @@ pub struct EnqueueArgs {
     /// Per-attempt timeout (60s, 10m, ...).
     #[arg(long)]
     pub timeout: Option<String>,
+    /// Jobs sharing this key obey their queue's key_concurrency (e.g. one scan per target).
+    #[arg(long)]
+    pub concurrency_key: Option<String>,
 }
 
 /// `ordinaut queues ...`
@@ -169,6 +172,18 @@ pub enum QueuesCommand {
         /// Keep completed jobs in history (true/false).
         #[arg(long)]
         keep_completed: Option<bool>,
+        /// Most jobs running at once across all workers, or `none`.
+        #[arg(long)]
+        concurrency_limit: Option<String>,
+        /// Job starts per period (`10/s`, `100/m`, `5/h`, `20/10s`), or `none`.
+        #[arg(long)]
+        rate_limit: Option<String>,
+        /// Starts allowed at once when the rate allows (default: the rate).
+        #[arg(long, requires = "rate_limit")]
+        burst: Option<i32>,
+        /// Most running jobs sharing a concurrency key, or `none`.
+        #[arg(long)]
+        key_concurrency: Option<String>,
     },
 }
 
@@ -186,13 +201,13 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Worker(args) => {
             let config = apply_worker_args(config, &args)?;
             let db = db_config(&config)?;
-            let pool = start(&db).await?;
+            let pool = start_with(&db, &config).await?;
             let shutdown = crate::shutdown::on_signal();
             run_worker_and_rescuer(&config, db, pool, shutdown, true).await
         }
         Command::Scheduler => {
             let db = db_config(&config)?;
-            let pool = start(&db).await?;
+            let pool = start_with(&db, &config).await?;
             let shutdown = crate::shutdown::on_signal();
             tracing::info!("scheduler started");
             Rescuer::new(pool, RescuerOptions::from_config(&config))
@@ -245,6 +260,15 @@ async fn start(db: &DbConfig) -> anyhow::Result<db::Pool> {
     db.connect()
         .await
         .with_context(|| format!("while connecting to {}", redact(&db.url)))
+}
+
+/// Connects, migrates, and applies the queues declared in ordinaut.toml.
+async fn start_with(db: &DbConfig, config: &Config) -> anyhow::Result<db::Pool> {
+    let pool = start(db).await?;
+    queues::apply_declared(&pool, &config.queues)
+        .await
+        .context("while applying the queues declared in ordinaut.toml")?;
+    Ok(pool)
 }
 
 async fn run_worker_and_rescuer(
@@ -319,7 +343,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
     };
     let result = async {
         let db = db_config(&config)?;
-        let pool = start(&db).await?;
+        let pool = start_with(&db, &config).await?;
         eprintln!("ordinaut dev: database {}", redact(&db.url));
         eprintln!(
             "ordinaut dev: in another terminal, enqueue a job and look at it:\n  \
@@ -428,6 +452,12 @@ pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJ
     job.max_attempts = args.max_attempts;
     job.unique_key = args.unique_key.clone();
     job.timeout = timeout;
+    if let Some(k) = &args.concurrency_key
+        && (k.is_empty() || k.len() > 512)
+    {
+        bail!("invalid --concurrency-key: must be 1 to 512 characters");
+    }
+    job.concurrency_key = args.concurrency_key.clone();
     Ok(job)
 }
 
@@ -534,6 +564,10 @@ async fn queues_cmd(cmd: QueuesCommand, config: &Config) -> anyhow::Result<()> {
             backoff_base,
             backoff_max,
             keep_completed,
+            concurrency_limit,
+            rate_limit,
+            burst,
+            key_concurrency,
             ..
         } => {
             let dur = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<Duration>> {
@@ -550,7 +584,28 @@ async fn queues_cmd(cmd: QueuesCommand, config: &Config) -> anyhow::Result<()> {
             {
                 bail!("invalid --max-attempts: {n} is out of range 1..=1000");
             }
+            let rate_limit = match rate_limit.as_deref() {
+                None => queues::Change::Keep,
+                Some("none") => queues::Change::Clear,
+                Some(text) => {
+                    let (limit, period) = model::parse_rate(text)
+                        .map_err(|r| anyhow::anyhow!("invalid --rate-limit: {r}"))?;
+                    if let Some(b) = burst
+                        && *b < 1
+                    {
+                        bail!("invalid --burst: must be at least 1");
+                    }
+                    queues::Change::Set(queues::RateLimit {
+                        limit,
+                        period,
+                        burst: *burst,
+                    })
+                }
+            };
             Some(queues::QueueSettings {
+                concurrency_limit: limit_change("--concurrency-limit", concurrency_limit)?,
+                rate_limit,
+                key_concurrency: limit_change("--key-concurrency", key_concurrency)?,
                 max_attempts: *max_attempts,
                 timeout: dur("--timeout", timeout)?,
                 backoff_base: dur("--backoff-base", backoff_base)?,
@@ -567,7 +622,7 @@ async fn queues_cmd(cmd: QueuesCommand, config: &Config) -> anyhow::Result<()> {
                 .await
                 .context("while reading queues")?;
             println!(
-                "{:<24}  {:>6}  {:>9}  {:>9}  {:>7}  {:>10}  {:>12}",
+                "{:<24}  {:>6}  {:>9}  {:>9}  {:>9}  {:>10}  {:>11}  LIMITS",
                 "QUEUE", "PAUSED", "AVAILABLE", "SCHEDULED", "RUNNING", "FAILED_24H", "OLDEST_WAIT"
             );
             for q in rows {
@@ -575,15 +630,39 @@ async fn queues_cmd(cmd: QueuesCommand, config: &Config) -> anyhow::Result<()> {
                     .oldest_wait_seconds
                     .map(|s| format!("{s:.1}s"))
                     .unwrap_or_else(|| "-".to_owned());
+                let running = match q.concurrency_limit {
+                    Some(limit) => format!("{}/{limit}", q.running),
+                    None => q.running.to_string(),
+                };
+                let mut limits = Vec::new();
+                if let Some(limit) = q.concurrency_limit {
+                    limits.push(format!("concurrency={limit}"));
+                }
+                if let Some(rate) = q.rate_limit {
+                    limits.push(format!(
+                        "rate={rate}/{} burst={} tokens={:.1}",
+                        humantime::format_duration(Duration::from_millis(q.rate_period_ms as u64)),
+                        q.rate_burst.unwrap_or(rate),
+                        q.rate_tokens.unwrap_or(0.0)
+                    ));
+                }
+                if let Some(k) = q.key_concurrency {
+                    limits.push(format!("per-key={k}"));
+                }
                 println!(
-                    "{:<24}  {:>6}  {:>9}  {:>9}  {:>7}  {:>10}  {:>12}",
+                    "{:<24}  {:>6}  {:>9}  {:>9}  {:>9}  {:>10}  {:>11}  {}",
                     q.name,
                     if q.paused { "yes" } else { "no" },
                     q.available,
                     q.scheduled,
-                    q.running,
+                    running,
                     q.failed_recently,
-                    oldest
+                    oldest,
+                    if limits.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        limits.join(" ")
+                    }
                 );
             }
         }
@@ -609,6 +688,17 @@ async fn queues_cmd(cmd: QueuesCommand, config: &Config) -> anyhow::Result<()> {
     }
     pool.close().await;
     Ok(())
+}
+
+fn limit_change(flag: &str, value: &Option<String>) -> anyhow::Result<queues::Change<i32>> {
+    Ok(match value.as_deref() {
+        None => queues::Change::Keep,
+        Some("none") => queues::Change::Clear,
+        Some(text) => match text.parse::<i32>() {
+            Ok(n) if n >= 1 => queues::Change::Set(n),
+            _ => bail!("invalid {flag}: {text:?} is not a positive number or `none`"),
+        },
+    })
 }
 
 /// The URL without its password, for messages.

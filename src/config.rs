@@ -78,6 +78,31 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     /// Job kinds and how to run them.
     pub kinds: BTreeMap<String, KindConfig>,
+    /// Queue settings declared in the file, applied at start by every long-running process.
+    pub queues: BTreeMap<String, QueueConfig>,
+}
+
+/// A queue declared in ordinaut.toml. Its limits are exactly what the file says (a
+/// limit removed from the file is removed from the queue); other unset fields keep
+/// their current values.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Most jobs of the queue running at once across the cluster.
+    pub concurrency_limit: Option<i32>,
+    /// Job starts per period, e.g. "10/s".
+    pub rate_limit: Option<String>,
+    /// Starts allowed at once (default: the rate).
+    pub burst: Option<i32>,
+    /// Most running jobs per concurrency key.
+    pub key_concurrency: Option<i32>,
+    /// Default attempts for jobs that set none.
+    pub max_attempts: Option<i32>,
+    /// Default per-attempt timeout.
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Keep completed jobs in history.
+    pub keep_completed: Option<bool>,
 }
 
 /// Settings of `ordinaut worker`.
@@ -192,6 +217,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             maintenance: MaintenanceConfig::default(),
             kinds: BTreeMap::new(),
+            queues: BTreeMap::new(),
         }
     }
 }
@@ -309,6 +335,32 @@ impl Config {
         }
         if w.max_retries > 999 {
             return Err(invalid("WORKER_MAX_RETRIES", "must be at most 999"));
+        }
+        for (name, q) in &self.queues {
+            let key = format!("queues.{name}");
+            validate_name(name).map_err(|reason| invalid(&key, &reason))?;
+            for (field, value) in [
+                ("concurrency_limit", q.concurrency_limit),
+                ("burst", q.burst),
+                ("key_concurrency", q.key_concurrency),
+            ] {
+                if value.is_some_and(|v| v < 1) {
+                    return Err(invalid(&format!("{key}.{field}"), "must be at least 1"));
+                }
+            }
+            if let Some(rate) = &q.rate_limit {
+                crate::model::parse_rate(rate)
+                    .map_err(|reason| invalid(&format!("{key}.rate_limit"), &reason))?;
+            }
+            if q.burst.is_some() && q.rate_limit.is_none() {
+                return Err(invalid(&format!("{key}.burst"), "needs rate_limit"));
+            }
+            if q.max_attempts.is_some_and(|n| !(1..=1000).contains(&n)) {
+                return Err(invalid(
+                    &format!("{key}.max_attempts"),
+                    "must be between 1 and 1000",
+                ));
+            }
         }
         for (name, kind) in &self.kinds {
             let key = format!("kinds.{name}");

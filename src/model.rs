@@ -226,6 +226,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
+/// Parses a rate: `10/s`, `100/m`, `5/h`, `1/d` or `20/10s` (count per duration).
+pub fn parse_rate(text: &str) -> Result<(i32, Duration), String> {
+    let (count, per) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not of the form N/period (e.g. 10/s)"))?;
+    let count: i32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{text:?}: count must be a positive integer"))?;
+    let period = match per.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        other => humantime::parse_duration(other)
+            .map_err(|e| format!("{text:?}: bad period {other:?}: {e}"))?,
+    };
+    if period < Duration::from_millis(1) {
+        return Err(format!("{text:?}: period must be at least 1ms"));
+    }
+    Ok((count, period))
+}
+
 /// Cuts `text` to at most `limit` bytes on a char boundary, marking the cut.
 pub fn truncate_output(text: &str, limit: usize) -> String {
     if text.len() <= limit {
@@ -273,6 +298,16 @@ mod tests {
                 "attempt {attempt}: {d} vs {n}"
             );
         }
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("10/s"), Ok((10, Duration::from_secs(1))));
+        assert_eq!(parse_rate("20/10s"), Ok((20, Duration::from_secs(10))));
+        assert_eq!(parse_rate("5/h"), Ok((5, Duration::from_secs(3600))));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("ten/s").is_err());
+        assert!(parse_rate("10").is_err());
     }
 
     #[test]

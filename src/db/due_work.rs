@@ -39,6 +39,8 @@ pub struct NewJob {
     pub schedule_id: Option<Uuid>,
     /// Intended fire time of that schedule.
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// Jobs sharing a key are limited by their queue's key_concurrency.
+    pub concurrency_key: Option<String>,
 }
 
 impl NewJob {
@@ -61,6 +63,7 @@ impl NewJob {
             metadata: serde_json::Value::Object(Default::default()),
             schedule_id: None,
             scheduled_for: None,
+            concurrency_key: None,
         }
     }
 }
@@ -181,6 +184,7 @@ async fn insert_jobs(
     let metadata: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.metadata).collect();
     let schedule_ids: Vec<Option<Uuid>> = jobs.iter().map(|j| j.schedule_id).collect();
     let scheduled_for: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.scheduled_for).collect();
+    let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.concurrency_key.as_deref()).collect();
     sqlx::query_scalar(ENQUEUE_MANY)
         .bind(&ids)
         .bind(&queues)
@@ -195,6 +199,7 @@ async fn insert_jobs(
         .bind(&schedule_ids)
         .bind(default_max_attempts)
         .bind(&scheduled_for)
+        .bind(&keys)
         .fetch_all(&mut *conn)
         .await
         .map_err(map_constraint)
@@ -237,8 +242,37 @@ pub async fn claim_due(
         .fetch_all(pool)
         .await?;
     tracing::Span::current().record("claimed", rows.len());
-    Ok(rows
-        .into_iter()
+    Ok(to_claimed(rows))
+}
+
+const CLAIM_LIMITED: &str = "\
+SELECT id, queue, kind, payload, attempt, max_attempts, timeout_ms, metadata, schedule_id, run_at, attempted_at
+FROM ordinaut_claim_limited($1, $2, $3, $4)";
+
+/// Claims up to `limit` jobs of one queue that has flow-control limits (concurrency,
+/// rate, per-key), within those limits. Takes the queue row FOR UPDATE for the
+/// statement, serialising the claimers of that queue (and only of that queue).
+#[tracing::instrument(skip_all, fields(queue, limit, claimed = tracing::field::Empty))]
+pub async fn claim_limited(
+    pool: &PgPool,
+    queue: &str,
+    limit: usize,
+    worker: Uuid,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>> {
+    let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_LIMITED)
+        .bind(queue)
+        .bind(limit.min(i32::MAX as usize) as i32)
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
+    tracing::Span::current().record("claimed", rows.len());
+    Ok(to_claimed(rows))
+}
+
+fn to_claimed(rows: Vec<ClaimRow>) -> Vec<ClaimedJob> {
+    rows.into_iter()
         .map(|r| ClaimedJob {
             id: r.id,
             queue: r.queue,
@@ -252,7 +286,7 @@ pub async fn claim_due(
             run_at: r.run_at,
             attempted_at: r.attempted_at,
         })
-        .collect())
+        .collect()
 }
 
 /// How one attempt ended, as the finish statement stores it.
@@ -417,13 +451,15 @@ const CANCEL_WAITING: &str = "\
 WITH c AS (
     DELETE FROM due_work WHERE id = $1 AND state <> 'running'
     RETURNING id, queue, kind, payload, priority, attempt, max_attempts, unique_key, schedule_id,
-              scheduled_for, metadata, run_at, created_at, attempted_at
+              scheduled_for, metadata, run_at, created_at, attempted_at, concurrency_key
 )
 INSERT INTO job_history
     (id, queue, kind, payload, priority, state, attempt, max_attempts, unique_key, schedule_id,
-     scheduled_for, metadata, output, last_error, run_at, created_at, attempted_at, finished_at)
+     scheduled_for, metadata, output, last_error, run_at, created_at, attempted_at, finished_at,
+     concurrency_key)
 SELECT id, queue, kind, payload, priority, 'cancelled', attempt, max_attempts, unique_key, schedule_id,
-       scheduled_for, metadata, NULL, 'cancelled by operator', run_at, created_at, attempted_at, now()
+       scheduled_for, metadata, NULL, 'cancelled by operator', run_at, created_at, attempted_at, now(),
+       concurrency_key
 FROM c
 RETURNING id";
 
@@ -475,14 +511,15 @@ const RETRY_FINISHED: &str = "\
 WITH h AS (
     DELETE FROM job_history WHERE id = $1 AND state IN ('failed', 'cancelled')
     RETURNING id, queue, kind, payload, priority, attempt, max_attempts, unique_key, schedule_id,
-              scheduled_for, metadata, last_error, created_at
+              scheduled_for, metadata, last_error, created_at, concurrency_key
 )
 INSERT INTO due_work
     (id, queue, kind, payload, priority, run_at, state, attempt, max_attempts, unique_key,
-     schedule_id, scheduled_for, metadata, last_error, created_at)
+     schedule_id, scheduled_for, metadata, last_error, created_at, concurrency_key)
 SELECT id, queue, kind, payload, priority, now(), 'available', attempt,
        -- a fresh budget of attempts on top of those already spent
-       attempt + max_attempts, unique_key, schedule_id, scheduled_for, metadata, last_error, created_at
+       attempt + max_attempts, unique_key, schedule_id, scheduled_for, metadata, last_error, created_at,
+       concurrency_key
 FROM h
 RETURNING id";
 

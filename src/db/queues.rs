@@ -34,6 +34,18 @@ pub struct QueueStats {
     pub backoff_max_ms: Option<i64>,
     /// Whether completed jobs are kept in history.
     pub keep_completed: bool,
+    /// Most jobs running at once across the cluster.
+    pub concurrency_limit: Option<i32>,
+    /// Job starts allowed per rate period.
+    pub rate_limit: Option<i32>,
+    /// Rate period in ms.
+    pub rate_period_ms: i64,
+    /// Token bucket size (defaults to the rate).
+    pub rate_burst: Option<i32>,
+    /// Tokens available now (starts that may happen at once).
+    pub rate_tokens: Option<f64>,
+    /// Most running jobs per concurrency key.
+    pub key_concurrency: Option<i32>,
 }
 
 const QUEUE_STATS: &str = "\
@@ -63,7 +75,15 @@ SELECT n.name,
        coalesce(f.failed_recently, 0) AS failed_recently,
        l.oldest_wait_seconds,
        q.max_attempts, q.timeout_ms, q.backoff_base_ms, q.backoff_max_ms,
-       coalesce(q.keep_completed, true) AS keep_completed
+       coalesce(q.keep_completed, true) AS keep_completed,
+       q.concurrency_limit, q.rate_limit, coalesce(q.rate_period_ms, 1000) AS rate_period_ms, q.rate_burst,
+       CASE WHEN q.rate_limit IS NOT NULL THEN
+           least(coalesce(q.rate_burst, q.rate_limit)::float8,
+                 coalesce(q.rate_tokens, coalesce(q.rate_burst, q.rate_limit)::float8)
+                 + extract(epoch FROM clock_timestamp() - coalesce(q.rate_updated_at, clock_timestamp()))
+                   * 1000.0 * q.rate_limit / q.rate_period_ms)
+       END AS rate_tokens,
+       q.key_concurrency
 FROM names n
 LEFT JOIN live l ON l.queue = n.name
 LEFT JOIN failed f ON f.queue = n.name
@@ -94,9 +114,48 @@ pub async fn set_paused(pool: &PgPool, name: &str, paused: bool) -> Result<()> {
     Ok(())
 }
 
-/// Per-queue defaults; `None` leaves a field as it is.
+/// A setting to change: leave it, clear it, or set it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Change<T> {
+    /// Leave as it is.
+    #[default]
+    Keep,
+    /// Remove (no limit).
+    Clear,
+    /// Set to this value.
+    Set(T),
+}
+
+impl<T: Copy> Change<T> {
+    fn parts(self) -> (bool, Option<T>) {
+        match self {
+            Change::Keep => (false, None),
+            Change::Clear => (true, None),
+            Change::Set(v) => (true, Some(v)),
+        }
+    }
+}
+
+/// A rate limit: `limit` starts per `period`, bursting to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Starts per period.
+    pub limit: i32,
+    /// Period.
+    pub period: Duration,
+    /// Bucket size; None = the limit.
+    pub burst: Option<i32>,
+}
+
+/// Per-queue settings; `None`/`Keep` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct QueueSettings {
+    /// Most jobs running at once across the cluster.
+    pub concurrency_limit: Change<i32>,
+    /// Job starts per period.
+    pub rate_limit: Change<RateLimit>,
+    /// Most running jobs per concurrency key.
+    pub key_concurrency: Change<i32>,
     /// Default max attempts.
     pub max_attempts: Option<i32>,
     /// Default per-attempt timeout.
@@ -110,14 +169,23 @@ pub struct QueueSettings {
 }
 
 const UPSERT_SETTINGS: &str = "\
-INSERT INTO queues AS q (name, max_attempts, timeout_ms, backoff_base_ms, backoff_max_ms, keep_completed)
-VALUES ($1, $2, $3, $4, $5, coalesce($6, true))
+INSERT INTO queues AS q (name, max_attempts, timeout_ms, backoff_base_ms, backoff_max_ms, keep_completed,
+                         concurrency_limit, rate_limit, rate_period_ms, rate_burst, key_concurrency)
+VALUES ($1, $2, $3, $4, $5, coalesce($6, true), $8, $10, coalesce($11, 1000), $12, $14)
 ON CONFLICT (name) DO UPDATE SET
     max_attempts = coalesce($2, q.max_attempts),
     timeout_ms = coalesce($3, q.timeout_ms),
     backoff_base_ms = coalesce($4, q.backoff_base_ms),
     backoff_max_ms = coalesce($5, q.backoff_max_ms),
     keep_completed = coalesce($6, q.keep_completed),
+    concurrency_limit = CASE WHEN $7 THEN $8 ELSE q.concurrency_limit END,
+    rate_limit = CASE WHEN $9 THEN $10 ELSE q.rate_limit END,
+    rate_period_ms = CASE WHEN $9 THEN coalesce($11, 1000) ELSE q.rate_period_ms END,
+    rate_burst = CASE WHEN $9 THEN $12 ELSE q.rate_burst END,
+    -- A changed rate starts from a full bucket.
+    rate_tokens = CASE WHEN $9 THEN NULL ELSE q.rate_tokens END,
+    rate_updated_at = CASE WHEN $9 THEN NULL ELSE q.rate_updated_at END,
+    key_concurrency = CASE WHEN $13 THEN $14 ELSE q.key_concurrency END,
     updated_at = now()";
 
 /// Creates or updates a queue's defaults.
@@ -130,9 +198,58 @@ pub async fn upsert_settings(pool: &PgPool, name: &str, s: &QueueSettings) -> Re
         .bind(ms(s.backoff_base))
         .bind(ms(s.backoff_max))
         .bind(s.keep_completed)
+        .bind(s.concurrency_limit.parts().0)
+        .bind(s.concurrency_limit.parts().1)
+        .bind(s.rate_limit.parts().0)
+        .bind(s.rate_limit.parts().1.map(|r| r.limit))
+        .bind(
+            s.rate_limit
+                .parts()
+                .1
+                .map(|r| r.period.as_millis().max(1) as i64),
+        )
+        .bind(s.rate_limit.parts().1.and_then(|r| r.burst))
+        .bind(s.key_concurrency.parts().0)
+        .bind(s.key_concurrency.parts().1)
         .execute(pool)
         .await
         .map_err(map_constraint)?;
+    Ok(())
+}
+
+/// Applies the queues declared in the configuration file.
+pub async fn apply_declared(
+    pool: &PgPool,
+    declared: &std::collections::BTreeMap<String, crate::config::QueueConfig>,
+) -> Result<()> {
+    let limit = |v: Option<i32>| v.map_or(Change::Clear, Change::Set);
+    for (name, q) in declared {
+        let rate_limit = match &q.rate_limit {
+            None => Change::Clear,
+            Some(text) => {
+                let (limit, period) =
+                    crate::model::parse_rate(text).map_err(|reason| super::Error::Invalid {
+                        field: format!("queues.{name}.rate_limit"),
+                        reason,
+                    })?;
+                Change::Set(RateLimit {
+                    limit,
+                    period,
+                    burst: q.burst,
+                })
+            }
+        };
+        let settings = QueueSettings {
+            concurrency_limit: limit(q.concurrency_limit),
+            rate_limit,
+            key_concurrency: limit(q.key_concurrency),
+            max_attempts: q.max_attempts,
+            timeout: q.timeout,
+            keep_completed: q.keep_completed,
+            ..Default::default()
+        };
+        upsert_settings(pool, name, &settings).await?;
+    }
     Ok(())
 }
 
@@ -147,12 +264,16 @@ pub struct QueueDefaults {
     pub backoff_base_ms: Option<i64>,
     /// Backoff cap.
     pub backoff_max_ms: Option<i64>,
+    /// Has a concurrency, rate or key limit: claimed through claim_limited.
+    pub limited: bool,
 }
 
 /// Defaults of the named queues that have a settings row.
 pub async fn queue_defaults(pool: &PgPool, names: &[String]) -> Result<Vec<QueueDefaults>> {
     Ok(sqlx::query_as(
-        "SELECT name, timeout_ms, backoff_base_ms, backoff_max_ms FROM queues WHERE name = ANY($1::text[])",
+        "SELECT name, timeout_ms, backoff_base_ms, backoff_max_ms,
+                (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL OR key_concurrency IS NOT NULL) AS limited
+         FROM queues WHERE name = ANY($1::text[])",
     )
     .bind(names)
     .fetch_all(pool)

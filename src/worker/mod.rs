@@ -34,7 +34,7 @@ pub const CHANNEL_ENQUEUED: &str = "ordinaut_enqueued";
 pub const CHANNEL_CANCEL: &str = "ordinaut_cancel";
 
 /// How often queue defaults (timeouts, backoff) are re-read.
-const QUEUE_DEFAULTS_TTL: Duration = Duration::from_secs(10);
+const QUEUE_DEFAULTS_TTL: Duration = Duration::from_secs(2);
 /// Jobs faster than this on average are prefetched beyond the free slots.
 const FAST_JOB_MICROS: u64 = 5_000;
 /// How long unwritten outcomes are retried after shutdown before giving up.
@@ -323,10 +323,25 @@ impl Worker {
                     defaults.refresh(&self.pool, &o.queues).await;
                     let (pool, queues, id, lease) =
                         (self.pool.clone(), o.queues.clone(), o.id, o.lease);
+                    let limited = defaults.limited();
+                    // Limited queues never prefetch: a buffered job would hold one of
+                    // the queue's cluster-wide slots without running.
+                    let free = o.concurrency.saturating_sub(held);
                     claiming = Some((
                         room,
                         tokio::spawn(async move {
-                            due_work::claim_due(&pool, &queues, room, id, lease).await
+                            let mut jobs =
+                                due_work::claim_due(&pool, &queues, room, id, lease).await?;
+                            for queue in limited {
+                                let left = free.saturating_sub(jobs.len());
+                                if left == 0 {
+                                    break;
+                                }
+                                jobs.extend(
+                                    due_work::claim_limited(&pool, &queue, left, id, lease).await?,
+                                );
+                            }
+                            Ok(jobs)
                         }),
                     ));
                 }
@@ -472,6 +487,15 @@ impl QueueDefaultsCache {
 
     fn get(&self, queue: &str) -> Option<&QueueDefaults> {
         self.by_name.get(queue)
+    }
+
+    /// Queues with flow-control limits, claimed one by one through claim_limited.
+    fn limited(&self) -> Vec<String> {
+        self.by_name
+            .values()
+            .filter(|q| q.limited)
+            .map(|q| q.name.clone())
+            .collect()
     }
 }
 

@@ -275,3 +275,106 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn queue_limits_are_set_shown_and_cleared() {
+    let db = TestDb::new().await;
+    let set = run(
+        Some(&db),
+        &[
+            "queues",
+            "set",
+            "scans",
+            "--concurrency-limit",
+            "7",
+            "--rate-limit",
+            "10/s",
+            "--burst",
+            "20",
+            "--key-concurrency",
+            "1",
+        ],
+        &[],
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM queues WHERE concurrency_limit = 7 AND rate_limit = 10 AND rate_period_ms = 1000 AND rate_burst = 20 AND key_concurrency = 1").await,
+        1
+    );
+    run(
+        Some(&db),
+        &[
+            "jobs",
+            "enqueue",
+            "--queue",
+            "scans",
+            "--kind",
+            "k",
+            "--concurrency-key",
+            "example.org",
+        ],
+        &[],
+    );
+    let list = stdout(&run(Some(&db), &["queues"], &[]));
+    assert!(
+        list.contains("0/7")
+            && list.contains("concurrency=7")
+            && list.contains("rate=10/1s burst=20 tokens=20.0")
+            && list.contains("per-key=1"),
+        "{list}"
+    );
+    let clear = run(
+        Some(&db),
+        &[
+            "queues",
+            "set",
+            "scans",
+            "--rate-limit",
+            "none",
+            "--concurrency-limit",
+            "none",
+        ],
+        &[],
+    );
+    assert!(clear.status.success());
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM queues WHERE concurrency_limit IS NULL AND rate_limit IS NULL AND key_concurrency = 1").await, 1);
+    for bad in [
+        ["--rate-limit", "fast"],
+        ["--concurrency-limit", "0"],
+        ["--key-concurrency", "-x"],
+    ] {
+        let out = run(Some(&db), &["queues", "set", "scans", bad[0], bad[1]], &[]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(bad[0]), "{}", stderr(&out));
+    }
+}
+
+#[tokio::test]
+async fn queues_declared_in_the_file_are_applied_and_limits_follow_the_file() {
+    use std::collections::BTreeMap;
+    let db = TestDb::new().await;
+    let mut declared = BTreeMap::new();
+    declared.insert(
+        "scans".to_owned(),
+        ordinaut::config::QueueConfig {
+            concurrency_limit: Some(3),
+            rate_limit: Some("5/m".into()),
+            ..Default::default()
+        },
+    );
+    ordinaut::db::queues::apply_declared(&db.pool, &declared)
+        .await
+        .unwrap();
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM queues WHERE concurrency_limit = 3 AND rate_limit = 5 AND rate_period_ms = 60000").await, 1);
+    declared.get_mut("scans").unwrap().rate_limit = None;
+    ordinaut::db::queues::apply_declared(&db.pool, &declared)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM queues WHERE concurrency_limit = 3 AND rate_limit IS NULL"
+        )
+        .await,
+        1
+    );
+}

@@ -1,4 +1,5 @@
--- Claims up to $2 due jobs from the queues in $1 (paused queues skipped) for worker $3,
+-- Claims up to $2 due jobs from the queues in $1 for worker $3, skipping paused queues
+-- and queues with flow-control limits (those are claimed by ordinaut_claim_limited),
 -- leasing them for $4 seconds. One statement: pick with FOR UPDATE SKIP LOCKED so
 -- concurrent claimers never wait on each other, then flip the picked rows to running.
 -- Per queue, an ordered scan of due_work_claim_idx (queue, priority, run_at, id); the
@@ -7,7 +8,11 @@
 WITH wanted AS (
     SELECT w.name
     FROM unnest($1::text[]) AS w(name)
-    WHERE NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = w.name AND q.paused)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM queues q
+        WHERE q.name = w.name
+          AND (q.paused OR q.concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL
+               OR q.key_concurrency IS NOT NULL))
 ),
 candidates AS (
     SELECT c.id, c.priority, c.run_at

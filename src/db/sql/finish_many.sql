@@ -41,19 +41,19 @@ finished AS (
       AND d.lease_owner = $1
     RETURNING d.id, d.queue, d.kind, d.payload, d.priority, d.attempt, d.max_attempts,
               d.unique_key, d.schedule_id, d.scheduled_for, d.metadata, d.run_at,
-              d.created_at, d.attempted_at, d.last_error,
+              d.created_at, d.attempted_at, d.last_error, d.concurrency_key,
               i.outcome, i.error, i.output, i.log
 ),
 history AS (
     INSERT INTO job_history
         (id, queue, kind, payload, priority, state, attempt, max_attempts, unique_key,
          schedule_id, scheduled_for, metadata, output, last_error, run_at, created_at,
-         attempted_at, finished_at, worker_id, log)
+         attempted_at, finished_at, worker_id, log, concurrency_key)
     SELECT f.id, f.queue, f.kind, f.payload, f.priority, f.outcome, f.attempt, f.max_attempts,
            f.unique_key, f.schedule_id, f.scheduled_for, f.metadata, f.output,
            CASE WHEN f.outcome = 'completed' THEN NULL ELSE coalesce(f.error, f.last_error) END,
            f.run_at, f.created_at, f.attempted_at, now(), $1,
-           CASE WHEN f.outcome = 'completed' THEN f.log END
+           CASE WHEN f.outcome = 'completed' THEN f.log END, f.concurrency_key
     FROM finished f
     WHERE f.outcome <> 'completed'
        OR coalesce((SELECT q.keep_completed FROM queues q WHERE q.name = f.queue), true)
