@@ -338,14 +338,15 @@ async fn queue_limits_are_set_shown_and_cleared() {
     );
     assert!(clear.status.success());
     assert_eq!(db.scalar_i64("SELECT count(*) FROM queues WHERE concurrency_limit IS NULL AND rate_limit IS NULL AND key_concurrency = 1").await, 1);
-    for bad in [
-        ["--rate-limit", "fast"],
-        ["--concurrency-limit", "0"],
-        ["--key-concurrency", "-x"],
+    for (flag, value) in [
+        ("--rate-limit", "fast"),
+        ("--concurrency-limit", "0"),
+        ("--key-concurrency", "-1"),
     ] {
-        let out = run(Some(&db), &["queues", "set", "scans", bad[0], bad[1]], &[]);
+        let arg = format!("{flag}={value}");
+        let out = run(Some(&db), &["queues", "set", "scans", &arg], &[]);
         assert!(!out.status.success());
-        assert!(stderr(&out).contains(bad[0]), "{}", stderr(&out));
+        assert!(stderr(&out).contains(flag), "{}", stderr(&out));
     }
 }
 
