@@ -2,6 +2,7 @@
 //!
 //! Every service here is safe to run in any number of processes at once.
 
+pub mod cron;
 pub mod rescuer;
 
 pub use rescuer::{Rescuer, RescuerOptions};
