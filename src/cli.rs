@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::db::{self, DbConfig, due_work, due_work::NewJob, history, queues};
 use crate::model::{self, JobState};
 use crate::pg_local::{LocalPg, StartOptions};
-use crate::scheduler::{Rescuer, RescuerOptions};
+use crate::scheduler::{Firer, Rescuer, RescuerOptions, Retention, ScheduleInput};
 use crate::worker::{Handlers, Worker, WorkerOptions};
 
 /// Ordinaut: a job queue and scheduler whose only dependency is PostgreSQL.
@@ -45,6 +45,9 @@ pub enum Command {
     /// Enqueue, inspect, cancel and retry jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Create, list, pause, resume, trigger and delete cron schedules.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
     /// Measure throughput and latency on a real Postgres (a local one if DATABASE_URL is unset).
     Bench(crate::bench::BenchArgs),
     /// List queues with live counts, pause, resume, set defaults.
@@ -210,12 +213,12 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             let pool = start_with(&db, &config).await?;
             let shutdown = crate::shutdown::on_signal();
             tracing::info!("scheduler started");
-            Rescuer::new(pool, RescuerOptions::from_config(&config))
-                .run(shutdown)
-                .await;
+            run_scheduler(&config, pool.clone(), shutdown).await?;
+            pool.close().await;
             tracing::info!("scheduler stopped");
             Ok(())
         }
+        Command::Schedules(cmd) => schedules_cmd(cmd, &config).await,
         Command::Dev(args) => dev(apply_worker_args(config, &args)?).await,
         Command::Jobs(cmd) => jobs(cmd, &config).await,
         Command::Bench(args) => crate::bench::run(args, config.database_url.clone()).await,
@@ -307,6 +310,30 @@ async fn run_worker_and_rescuer(
     result.context("while running the worker")
 }
 
+/// Fires schedules and runs maintenance (rescue, retention) until `shutdown`.
+async fn run_scheduler(
+    config: &Config,
+    pool: db::Pool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    crate::scheduler::sync_declared(&pool, config)
+        .await
+        .context("while syncing the schedules declared in ordinaut.toml")?;
+    let mut services = tokio::task::JoinSet::new();
+    services.spawn(
+        Firer::new(pool.clone(), crate::scheduler::fire_options(config)).run(shutdown.clone()),
+    );
+    services.spawn(
+        Rescuer::new(pool.clone(), RescuerOptions::from_config(config)).run(shutdown.clone()),
+    );
+    services.spawn(
+        Retention::new(pool.clone(), config.maintenance.history_retention_days)
+            .run(shutdown.clone()),
+    );
+    while services.join_next().await.is_some() {}
+    Ok(())
+}
+
 async fn dev(mut config: Config) -> anyhow::Result<()> {
     if config.kinds.is_empty() {
         // No ordinaut.toml: give the printed example something visible to run.
@@ -353,7 +380,14 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
             db.url
         );
         let shutdown = crate::shutdown::on_signal();
-        run_worker_and_rescuer(&config, db, pool, shutdown, true).await
+        let scheduler = {
+            let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
+            tokio::spawn(async move { run_scheduler(&config, pool, shutdown).await })
+        };
+        let worker = run_worker_and_rescuer(&config, db, pool, shutdown.clone(), false).await;
+        shutdown.cancel();
+        scheduler.await.context("scheduler task")??;
+        worker
     }
     .await;
     if let Some(pg) = local {
@@ -712,4 +746,192 @@ pub fn redact(url: &str) -> String {
         }
         Err(_) => "<unparseable DATABASE_URL>".to_owned(),
     }
+}
+
+/// `ordinaut schedules ...`
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Create or update a schedule (by name).
+    Create(Box<ScheduleArgs>),
+    /// List schedules with their next fire time.
+    List,
+    /// Show a schedule and its recent fires (JSON).
+    Show {
+        /// Schedule name.
+        name: String,
+    },
+    /// Stop firing (missed fires while paused are not replayed).
+    Pause {
+        /// Schedule name.
+        name: String,
+    },
+    /// Fire again from the next cron time.
+    Resume {
+        /// Schedule name.
+        name: String,
+    },
+    /// Enqueue one job now, without disturbing the cadence.
+    Trigger {
+        /// Schedule name.
+        name: String,
+    },
+    /// Delete a schedule (its jobs stay).
+    Delete {
+        /// Schedule name.
+        name: String,
+    },
+}
+
+/// Arguments of `schedules create`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Unique name.
+    #[arg(long)]
+    pub name: String,
+    /// Cron expression: 5 fields, 6 with seconds first, or @hourly/@daily/...
+    #[arg(long)]
+    pub cron: String,
+    /// IANA timezone (default: TZ).
+    #[arg(long)]
+    pub tz: Option<String>,
+    /// Job queue.
+    #[arg(long)]
+    pub queue: String,
+    /// Job kind.
+    #[arg(long)]
+    pub kind: String,
+    /// Job payload (JSON).
+    #[arg(long, default_value = "{}")]
+    pub payload: String,
+    /// Job priority.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Job max attempts.
+    #[arg(long)]
+    pub max_attempts: Option<i32>,
+    /// Job timeout (60s, 10m).
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Job unique key.
+    #[arg(long)]
+    pub unique_key: Option<String>,
+    /// allow (default) or skip while the previous job of this schedule is live.
+    #[arg(long)]
+    pub overlap: Option<String>,
+    /// Misfire grace for this schedule (default SCHEDULER_MISFIRE_GRACE_TIME).
+    #[arg(long)]
+    pub misfire_grace: Option<String>,
+}
+
+async fn schedules_cmd(cmd: SchedulesCommand, config: &Config) -> anyhow::Result<()> {
+    let spec = match &cmd {
+        SchedulesCommand::Create(a) => {
+            let payload: serde_json::Value = serde_json::from_str(&a.payload)
+                .map_err(|e| anyhow::anyhow!("invalid --payload: not valid JSON: {e}"))?;
+            let duration = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<Duration>> {
+                v.as_deref()
+                    .map(|t| {
+                        model::parse_duration(t).map_err(|r| anyhow::anyhow!("invalid {flag}: {r}"))
+                    })
+                    .transpose()
+            };
+            let input = ScheduleInput {
+                name: a.name.clone(),
+                cron: a.cron.clone(),
+                timezone: a.tz.clone(),
+                queue: a.queue.clone(),
+                kind: a.kind.clone(),
+                payload: Some(payload),
+                priority: a.priority,
+                max_attempts: a.max_attempts,
+                timeout: duration("--timeout", &a.timeout)?,
+                unique_key: a.unique_key.clone(),
+                overlap: a.overlap.clone(),
+                misfire_grace: duration("--misfire-grace", &a.misfire_grace)?,
+            };
+            Some(
+                crate::scheduler::validate(&input, config, false)
+                    .map_err(|r| anyhow::anyhow!("invalid schedule: {r}"))?,
+            )
+        }
+        _ => None,
+    };
+    let pool = connect_only(config).await?;
+    let not_found = |name: &str, e: db::Error| match e {
+        db::Error::NotFound { .. } => anyhow::anyhow!("schedule {name:?} not found"),
+        e => anyhow::Error::new(e),
+    };
+    match cmd {
+        SchedulesCommand::Create(_) => {
+            let spec = spec.expect("built above for Create");
+            crate::scheduler::save(&pool, &spec)
+                .await
+                .context("while saving the schedule")?;
+            let row = db::schedules::get(&pool, &spec.name)
+                .await?
+                .context("schedule vanished")?;
+            println!("{} next fire {}", row.name, row.next_run_at.to_rfc3339());
+        }
+        SchedulesCommand::List => {
+            println!(
+                "{:<24}  {:<20}  {:<16}  {:<16}  {:<6}  NEXT_RUN",
+                "NAME", "CRON", "TZ", "QUEUE/KIND", "PAUSED"
+            );
+            for s in db::schedules::list(&pool).await? {
+                println!(
+                    "{:<24}  {:<20}  {:<16}  {:<16}  {:<6}  {}",
+                    s.name,
+                    s.cron,
+                    s.timezone,
+                    format!("{}/{}", s.queue, s.kind),
+                    if s.paused { "yes" } else { "no" },
+                    s.next_run_at.to_rfc3339()
+                );
+            }
+        }
+        SchedulesCommand::Show { name } => {
+            let row = db::schedules::get(&pool, &name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("schedule {name:?} not found"))?;
+            let fires = db::schedules::recent_fires(&pool, row.id, 20).await?;
+            let mut value = serde_json::to_value(&row)?;
+            value["recent_fires"] = serde_json::to_value(&fires)?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        SchedulesCommand::Pause { name } => {
+            db::schedules::set_paused(&pool, &name, true, None)
+                .await
+                .map_err(|e| not_found(&name, e))?;
+            println!("paused {name}");
+        }
+        SchedulesCommand::Resume { name } => {
+            let row = db::schedules::get(&pool, &name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("schedule {name:?} not found"))?;
+            let next = crate::scheduler::cron::CronExpr::parse(&row.cron)
+                .ok()
+                .zip(crate::scheduler::cron::parse_timezone(&row.timezone).ok())
+                .and_then(|(c, tz)| c.next_after(chrono::Utc::now(), tz));
+            db::schedules::set_paused(&pool, &name, false, next)
+                .await
+                .map_err(|e| not_found(&name, e))?;
+            println!("resumed {name}");
+        }
+        SchedulesCommand::Trigger { name } => {
+            let firer = Firer::new(pool.clone(), crate::scheduler::fire_options(config));
+            let id = firer
+                .trigger(&name)
+                .await
+                .map_err(|e| not_found(&name, e))?;
+            println!("{id}");
+        }
+        SchedulesCommand::Delete { name } => {
+            db::schedules::delete(&pool, &name)
+                .await
+                .map_err(|e| not_found(&name, e))?;
+            println!("deleted {name}");
+        }
+    }
+    pool.close().await;
+    Ok(())
 }

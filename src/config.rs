@@ -44,6 +44,15 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("WORKER_OUTPUT_LIMIT_BYTES", "worker.output_limit_bytes"),
     ("WORKER_PREFETCH", "worker.prefetch"),
     ("RESCUER_INTERVAL", "maintenance.rescue_interval"),
+    (
+        "HISTORY_RETENTION_DAYS",
+        "maintenance.history_retention_days",
+    ),
+    (
+        "SCHEDULER_MISFIRE_GRACE_TIME",
+        "scheduler.misfire_grace_time",
+    ),
+    ("SCHEDULER_TICK", "scheduler.tick"),
 ];
 
 /// Log output format.
@@ -80,6 +89,61 @@ pub struct Config {
     pub kinds: BTreeMap<String, KindConfig>,
     /// Queue settings declared in the file, applied at start by every long-running process.
     pub queues: BTreeMap<String, QueueConfig>,
+    /// Scheduler settings.
+    pub scheduler: SchedulerConfig,
+    /// Schedules declared in the file, synced by `ordinaut scheduler` at start.
+    pub schedules: BTreeMap<String, ScheduleConfig>,
+}
+
+/// Settings of `ordinaut scheduler`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Seconds a fire may be late and still run; later ones are skipped and recorded.
+    pub misfire_grace_time: f64,
+    /// Seconds between checks for due schedules.
+    pub tick: f64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            misfire_grace_time: 30.0,
+            tick: 0.2,
+        }
+    }
+}
+
+/// A schedule declared in ordinaut.toml.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Cron expression (5 or 6 fields, or @daily-style).
+    pub cron: String,
+    /// IANA timezone (default: TZ).
+    pub timezone: Option<String>,
+    /// Job queue.
+    pub queue: String,
+    /// Job kind.
+    pub kind: String,
+    /// Job payload (a TOML table, sent as JSON).
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+    /// Job priority.
+    #[serde(default)]
+    pub priority: i32,
+    /// Job max attempts.
+    pub max_attempts: Option<i32>,
+    /// Job timeout.
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Job unique key.
+    pub unique_key: Option<String>,
+    /// allow (default) or skip.
+    pub overlap: Option<String>,
+    /// Misfire grace for this schedule.
+    #[serde(default, with = "opt_duration")]
+    pub misfire_grace: Option<Duration>,
 }
 
 /// A queue declared in ordinaut.toml. Its limits are exactly what the file says (a
@@ -141,6 +205,8 @@ pub struct MaintenanceConfig {
     /// Seconds after a Postgres restart during which workers get to re-take their
     /// locks before their jobs are handed back.
     pub restart_grace: f64,
+    /// Days of finished jobs and attempt records kept (whole daily partitions dropped).
+    pub history_retention_days: u32,
 }
 
 /// How a job kind runs.
@@ -218,6 +284,8 @@ impl Default for Config {
             maintenance: MaintenanceConfig::default(),
             kinds: BTreeMap::new(),
             queues: BTreeMap::new(),
+            scheduler: SchedulerConfig::default(),
+            schedules: BTreeMap::new(),
         }
     }
 }
@@ -244,6 +312,7 @@ impl Default for MaintenanceConfig {
         MaintenanceConfig {
             rescue_interval: 1.0,
             restart_grace: 10.0,
+            history_retention_days: 30,
         }
     }
 }
@@ -318,6 +387,7 @@ impl Config {
             ("WORKER_POLL_INTERVAL", w.poll_interval),
             ("WORKER_BACKOFF_BASE", w.backoff_base),
             ("WORKER_BACKOFF_MAX_DELAY", w.backoff_max_delay),
+            ("SCHEDULER_TICK", self.scheduler.tick),
             ("RESCUER_INTERVAL", self.maintenance.rescue_interval),
         ] {
             if !(value.is_finite() && value > 0.0 && value < 1e7) {
@@ -329,6 +399,21 @@ impl Config {
                 "WORKER_SHUTDOWN_GRACE",
                 "must be zero or a positive number of seconds",
             ));
+        }
+        if !(self.scheduler.misfire_grace_time.is_finite()
+            && self.scheduler.misfire_grace_time >= 0.0)
+        {
+            return Err(invalid(
+                "SCHEDULER_MISFIRE_GRACE_TIME",
+                "must be zero or a positive number of seconds",
+            ));
+        }
+        if self.maintenance.history_retention_days == 0 {
+            return Err(invalid("HISTORY_RETENTION_DAYS", "must be at least 1"));
+        }
+        for (name, s) in &self.schedules {
+            crate::scheduler::spec_from_config(name, s, self)
+                .map_err(|reason| invalid(&format!("schedules.{name}"), &reason))?;
         }
         if w.prefetch > 100_000 {
             return Err(invalid("WORKER_PREFETCH", "must be at most 100000"));

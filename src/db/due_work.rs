@@ -164,7 +164,7 @@ pub async fn enqueue_many(
     ))
 }
 
-async fn insert_jobs(
+pub(crate) async fn insert_jobs(
     conn: &mut PgConnection,
     jobs: &[NewJob],
     default_max_attempts: i32,

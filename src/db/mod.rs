@@ -8,6 +8,7 @@ pub mod attempts;
 pub mod due_work;
 pub mod history;
 pub mod queues;
+pub mod schedules;
 pub mod workers;
 
 use std::str::FromStr;

@@ -47,14 +47,21 @@ impl CronExpr {
                     }
                 };
                 let dow = weekdays(rest[4])?;
-                format!("{seconds} {} {} {} {} {dow}", rest[0], rest[1], rest[2], rest[3])
+                format!(
+                    "{seconds} {} {} {} {} {dow}",
+                    rest[0], rest[1], rest[2], rest[3]
+                )
             }
         };
-        let schedule = cron::Schedule::from_str(&normalised).map_err(|e| format!("invalid cron expression {trimmed:?}: {e}"))?;
+        let schedule = cron::Schedule::from_str(&normalised)
+            .map_err(|e| format!("invalid cron expression {trimmed:?}: {e}"))?;
         if schedule.after(&Utc::now()).next().is_none() {
             return Err(format!("cron expression {trimmed:?} never fires"));
         }
-        Ok(CronExpr { source: trimmed.to_owned(), schedule })
+        Ok(CronExpr {
+            source: trimmed.to_owned(),
+            schedule,
+        })
     }
 
     /// The expression as written.
@@ -85,10 +92,14 @@ fn to_instant(wall: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
         LocalResult::Ambiguous(first, _) => Some(first.with_timezone(&Utc)),
         LocalResult::None => {
             // Inside a forward jump: the first existing minute after it.
-            (1..=24 * 60).find_map(|m| match tz.from_local_datetime(&(wall + Duration::minutes(m))) {
-                LocalResult::Single(t) => Some(floor_to_gap_end(t.with_timezone(&Utc), wall, tz)),
-                LocalResult::Ambiguous(first, _) => Some(first.with_timezone(&Utc)),
-                LocalResult::None => None,
+            (1..=24 * 60).find_map(|m| {
+                match tz.from_local_datetime(&(wall + Duration::minutes(m))) {
+                    LocalResult::Single(t) => {
+                        Some(floor_to_gap_end(t.with_timezone(&Utc), wall, tz))
+                    }
+                    LocalResult::Ambiguous(first, _) => Some(first.with_timezone(&Utc)),
+                    LocalResult::None => None,
+                }
             })
         }
     }
@@ -126,7 +137,9 @@ fn weekdays(field: &str) -> Result<String, String> {
         };
         let mapped = match range.split_once('-') {
             // "5-7" ends on Sunday: the crate wants ranges within SUN..SAT.
-            Some((a, "7")) if a != "0" && a != "7" && step.is_none() => format!("{}-SAT,SUN", name(a)?),
+            Some((a, "7")) if a != "0" && a != "7" && step.is_none() => {
+                format!("{}-SAT,SUN", name(a)?)
+            }
             Some((a, b)) => format!("{}-{}", name(a)?, name(b)?),
             None => name(range)?,
         };
@@ -140,7 +153,8 @@ fn weekdays(field: &str) -> Result<String, String> {
 
 /// Parses an IANA timezone name; the error names it.
 pub fn parse_timezone(name: &str) -> Result<Tz, String> {
-    name.parse::<Tz>().map_err(|_| format!("unknown IANA timezone {name:?}"))
+    name.parse::<Tz>()
+        .map_err(|_| format!("unknown IANA timezone {name:?}"))
 }
 
 #[cfg(test)]
@@ -170,21 +184,52 @@ mod tests {
         assert_eq!(f[0], at("2026-11-23T09:30:00Z"));
         assert_eq!(f[4], at("2026-11-27T09:30:00Z"));
         assert_eq!(f[5], at("2026-11-30T09:30:00Z"), "skips the weekend");
-        assert_eq!(fires("0 0 * * 0", "UTC", "2026-11-23T00:00:00Z", 1)[0], at("2026-11-29T00:00:00Z"));
-        assert_eq!(fires("0 0 * * 7", "UTC", "2026-11-23T00:00:00Z", 1)[0], at("2026-11-29T00:00:00Z"));
+        assert_eq!(
+            fires("0 0 * * 0", "UTC", "2026-11-23T00:00:00Z", 1)[0],
+            at("2026-11-29T00:00:00Z")
+        );
+        assert_eq!(
+            fires("0 0 * * 7", "UTC", "2026-11-23T00:00:00Z", 1)[0],
+            at("2026-11-29T00:00:00Z")
+        );
         let weekend = fires("0 0 * * 6-7", "UTC", "2026-11-23T00:00:00Z", 2);
-        assert_eq!(weekend, vec![at("2026-11-28T00:00:00Z"), at("2026-11-29T00:00:00Z")]);
+        assert_eq!(
+            weekend,
+            vec![at("2026-11-28T00:00:00Z"), at("2026-11-29T00:00:00Z")]
+        );
     }
 
     #[test]
     fn seconds_field_and_shorthands() {
         let f = fires("*/10 * * * * *", "UTC", "2026-11-23T00:00:01Z", 3);
-        assert_eq!(f, vec![at("2026-11-23T00:00:10Z"), at("2026-11-23T00:00:20Z"), at("2026-11-23T00:00:30Z")]);
-        assert_eq!(fires("@hourly", "UTC", "2026-11-23T10:15:00Z", 1)[0], at("2026-11-23T11:00:00Z"));
-        assert_eq!(fires("@daily", "Europe/Berlin", "2026-11-23T12:00:00Z", 1)[0], at("2026-11-23T23:00:00Z"));
-        assert_eq!(fires("@weekly", "UTC", "2026-11-23T12:00:00Z", 1)[0], at("2026-11-29T00:00:00Z"));
-        assert_eq!(fires("@monthly", "UTC", "2026-11-23T12:00:00Z", 1)[0], at("2026-12-01T00:00:00Z"));
-        assert_eq!(fires("@yearly", "UTC", "2026-11-23T12:00:00Z", 1)[0], at("2027-01-01T00:00:00Z"));
+        assert_eq!(
+            f,
+            vec![
+                at("2026-11-23T00:00:10Z"),
+                at("2026-11-23T00:00:20Z"),
+                at("2026-11-23T00:00:30Z")
+            ]
+        );
+        assert_eq!(
+            fires("@hourly", "UTC", "2026-11-23T10:15:00Z", 1)[0],
+            at("2026-11-23T11:00:00Z")
+        );
+        assert_eq!(
+            fires("@daily", "Europe/Berlin", "2026-11-23T12:00:00Z", 1)[0],
+            at("2026-11-23T23:00:00Z")
+        );
+        assert_eq!(
+            fires("@weekly", "UTC", "2026-11-23T12:00:00Z", 1)[0],
+            at("2026-11-29T00:00:00Z")
+        );
+        assert_eq!(
+            fires("@monthly", "UTC", "2026-11-23T12:00:00Z", 1)[0],
+            at("2026-12-01T00:00:00Z")
+        );
+        assert_eq!(
+            fires("@yearly", "UTC", "2026-11-23T12:00:00Z", 1)[0],
+            at("2027-01-01T00:00:00Z")
+        );
     }
 
     #[test]
@@ -196,7 +241,14 @@ mod tests {
         assert_eq!(f[2], at("2026-03-30T00:30:00Z"), "02:30 CEST");
         // A half-hourly schedule does not pile three fires onto 03:00.
         let g = fires("*/30 * * * *", "Europe/Berlin", "2026-03-29T00:15:00Z", 3);
-        assert_eq!(g, vec![at("2026-03-29T00:30:00Z"), at("2026-03-29T01:00:00Z"), at("2026-03-29T01:30:00Z")]);
+        assert_eq!(
+            g,
+            vec![
+                at("2026-03-29T00:30:00Z"),
+                at("2026-03-29T01:00:00Z"),
+                at("2026-03-29T01:30:00Z")
+            ]
+        );
     }
 
     #[test]
@@ -204,17 +256,41 @@ mod tests {
         // America/New_York repeats 01:00-02:00 on 2026-11-01 (EDT -> EST).
         let f = fires("30 1 * * *", "America/New_York", "2026-10-31T00:00:00Z", 3);
         assert_eq!(f[0], at("2026-10-31T05:30:00Z"));
-        assert_eq!(f[1], at("2026-11-01T05:30:00Z"), "01:30 EDT, the first occurrence");
+        assert_eq!(
+            f[1],
+            at("2026-11-01T05:30:00Z"),
+            "01:30 EDT, the first occurrence"
+        );
         assert_eq!(f[2], at("2026-11-02T06:30:00Z"), "not again at 01:30 EST");
     }
 
     #[test]
     fn invalid_expressions_and_zones_are_named() {
         assert!(CronExpr::parse("* * *").unwrap_err().contains("3 fields"));
-        assert!(CronExpr::parse("61 * * * *").unwrap_err().contains("invalid cron expression"));
-        assert!(CronExpr::parse("0 0 * * 9").unwrap_err().contains("out of range"));
-        assert!(CronExpr::parse("@fortnightly").unwrap_err().contains("unknown shorthand"));
-        assert!(CronExpr::parse("0 0 30 2 *").unwrap_err().contains("never fires"));
-        assert!(parse_timezone("Mars/Olympus").unwrap_err().contains("Mars/Olympus"));
+        assert!(
+            CronExpr::parse("61 * * * *")
+                .unwrap_err()
+                .contains("invalid cron expression")
+        );
+        assert!(
+            CronExpr::parse("0 0 * * 9")
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(
+            CronExpr::parse("@fortnightly")
+                .unwrap_err()
+                .contains("unknown shorthand")
+        );
+        assert!(
+            CronExpr::parse("0 0 30 2 *")
+                .unwrap_err()
+                .contains("never fires")
+        );
+        assert!(
+            parse_timezone("Mars/Olympus")
+                .unwrap_err()
+                .contains("Mars/Olympus")
+        );
     }
 }

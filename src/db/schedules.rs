@@ -1,0 +1,305 @@
+//! `schedules` and `schedule_fires`: durable cron schedules and the record of each fire.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{Error, Result};
+
+/// What a schedule is: its cadence and the job it makes.
+#[derive(Debug, Clone)]
+pub struct ScheduleSpec {
+    /// Unique name.
+    pub name: String,
+    /// Cron expression (validated by scheduler::cron).
+    pub cron: String,
+    /// IANA timezone.
+    pub timezone: String,
+    /// Job queue.
+    pub queue: String,
+    /// Job kind.
+    pub kind: String,
+    /// Job payload.
+    pub payload: serde_json::Value,
+    /// Job priority.
+    pub priority: i16,
+    /// Job max attempts.
+    pub max_attempts: Option<i32>,
+    /// Job timeout.
+    pub timeout: Option<Duration>,
+    /// Job unique key.
+    pub unique_key: Option<String>,
+    /// `allow` or `skip`.
+    pub overlap: String,
+    /// Misfire grace; None = the configured default.
+    pub misfire_grace: Option<Duration>,
+    /// Declared in ordinaut.toml.
+    pub declared: bool,
+}
+
+/// A schedule as stored.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct ScheduleRow {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Cron expression.
+    pub cron: String,
+    /// IANA timezone.
+    pub timezone: String,
+    /// Job queue.
+    pub queue: String,
+    /// Job kind.
+    pub kind: String,
+    /// Job payload.
+    pub payload: serde_json::Value,
+    /// Job priority.
+    pub priority: i16,
+    /// Job max attempts.
+    pub max_attempts: Option<i32>,
+    /// Job timeout in ms.
+    pub timeout_ms: Option<i64>,
+    /// Job unique key.
+    pub unique_key: Option<String>,
+    /// allow | skip.
+    pub overlap: String,
+    /// Misfire grace in ms (None = default).
+    pub misfire_grace_ms: Option<i64>,
+    /// Paused schedules do not fire.
+    pub paused: bool,
+    /// From ordinaut.toml.
+    pub declared: bool,
+    /// Next fire time.
+    pub next_run_at: DateTime<Utc>,
+    /// Last fire time.
+    pub last_run_at: Option<DateTime<Utc>>,
+}
+
+const LIST: &str = "\
+SELECT id, name, cron, timezone, queue, kind, payload, priority, max_attempts, timeout_ms, unique_key,
+       overlap, misfire_grace_ms, paused, declared, next_run_at, last_run_at
+FROM schedules ORDER BY name";
+
+const GET: &str = "\
+SELECT id, name, cron, timezone, queue, kind, payload, priority, max_attempts, timeout_ms, unique_key,
+       overlap, misfire_grace_ms, paused, declared, next_run_at, last_run_at
+FROM schedules WHERE name = $1";
+
+const LOCK_BY_NAME: &str = "\
+SELECT id, name, cron, timezone, queue, kind, payload, priority, max_attempts, timeout_ms, unique_key,
+       overlap, misfire_grace_ms, paused, declared, next_run_at, last_run_at
+FROM schedules WHERE name = $1 FOR UPDATE";
+
+const LOCK_DUE: &str = "\
+SELECT id, name, cron, timezone, queue, kind, payload, priority, max_attempts, timeout_ms, unique_key,
+       overlap, misfire_grace_ms, paused, declared, next_run_at, last_run_at
+FROM schedules WHERE next_run_at <= now() AND NOT paused
+ORDER BY next_run_at LIMIT $1
+FOR UPDATE SKIP LOCKED";
+
+const UPSERT: &str = "\
+INSERT INTO schedules AS s (id, name, cron, timezone, queue, kind, payload, priority, max_attempts, timeout_ms,
+                            unique_key, overlap, misfire_grace_ms, declared, next_run_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+ON CONFLICT (name) DO UPDATE SET
+    cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, queue = EXCLUDED.queue, kind = EXCLUDED.kind,
+    payload = EXCLUDED.payload, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
+    timeout_ms = EXCLUDED.timeout_ms, unique_key = EXCLUDED.unique_key, overlap = EXCLUDED.overlap,
+    misfire_grace_ms = EXCLUDED.misfire_grace_ms, declared = EXCLUDED.declared,
+    -- A changed cadence starts from its next fire; an unchanged one keeps its place.
+    next_run_at = CASE WHEN s.cron IS DISTINCT FROM EXCLUDED.cron OR s.timezone IS DISTINCT FROM EXCLUDED.timezone
+                       THEN EXCLUDED.next_run_at ELSE s.next_run_at END,
+    updated_at = now()
+RETURNING id";
+
+/// Creates or updates (by name) a schedule; `next_run_at` applies when new or when
+/// its cron or timezone changed.
+pub async fn upsert(
+    pool: &PgPool,
+    spec: &ScheduleSpec,
+    next_run_at: DateTime<Utc>,
+) -> Result<Uuid> {
+    sqlx::query_scalar(UPSERT)
+        .bind(Uuid::now_v7())
+        .bind(&spec.name)
+        .bind(&spec.cron)
+        .bind(&spec.timezone)
+        .bind(&spec.queue)
+        .bind(&spec.kind)
+        .bind(&spec.payload)
+        .bind(spec.priority)
+        .bind(spec.max_attempts)
+        .bind(spec.timeout.map(|t| t.as_millis().max(1) as i64))
+        .bind(&spec.unique_key)
+        .bind(&spec.overlap)
+        .bind(spec.misfire_grace.map(|g| g.as_millis() as i64))
+        .bind(spec.declared)
+        .bind(next_run_at)
+        .fetch_one(pool)
+        .await
+        .map_err(super::map_constraint)
+}
+
+/// Every schedule, by name.
+pub async fn list(pool: &PgPool) -> Result<Vec<ScheduleRow>> {
+    Ok(sqlx::query_as(LIST).fetch_all(pool).await?)
+}
+
+/// One schedule by name.
+pub async fn get(pool: &PgPool, name: &str) -> Result<Option<ScheduleRow>> {
+    Ok(sqlx::query_as(GET).bind(name).fetch_optional(pool).await?)
+}
+
+/// Pauses or resumes; on resume the caller passes the next fire computed from now.
+pub async fn set_paused(
+    pool: &PgPool,
+    name: &str,
+    paused: bool,
+    next_run_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    let n = sqlx::query(
+        "UPDATE schedules SET paused = $2, next_run_at = coalesce($3, next_run_at), updated_at = now() WHERE name = $1",
+    )
+    .bind(name)
+    .bind(paused)
+    .bind(next_run_at)
+    .execute(pool)
+    .await?;
+    if n.rows_affected() == 0 {
+        return Err(Error::NotFound {
+            what: "schedule",
+            id: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Deletes a schedule (its fire records go with it; its jobs stay).
+pub async fn delete(pool: &PgPool, name: &str) -> Result<()> {
+    let n = sqlx::query("DELETE FROM schedules WHERE name = $1")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    if n.rows_affected() == 0 {
+        return Err(Error::NotFound {
+            what: "schedule",
+            id: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Deletes declared schedules no longer in the file.
+pub async fn delete_undeclared(pool: &PgPool, keep: &[String]) -> Result<u64> {
+    let n = sqlx::query("DELETE FROM schedules WHERE declared AND NOT (name = ANY($1::text[]))")
+        .bind(keep)
+        .execute(pool)
+        .await?;
+    Ok(n.rows_affected())
+}
+
+/// A recorded fire.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct FireRow {
+    /// Intended fire time.
+    pub fire_time: DateTime<Utc>,
+    /// enqueued, triggered, skipped_misfire, skipped_overlap or deduplicated.
+    pub outcome: String,
+    /// Job made, if any.
+    pub job_id: Option<Uuid>,
+    /// Fire times skipped (misfire records).
+    pub skipped: i32,
+}
+
+/// The latest fires of a schedule.
+pub async fn recent_fires(pool: &PgPool, id: Uuid, limit: i64) -> Result<Vec<FireRow>> {
+    Ok(sqlx::query_as(
+        "SELECT fire_time, outcome, job_id, skipped FROM schedule_fires WHERE schedule_id = $1
+         ORDER BY fire_time DESC LIMIT $2",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Locks up to `limit` due, unpaused schedules (FOR UPDATE SKIP LOCKED on
+/// schedules_due_idx), so concurrent schedulers take different ones.
+pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<ScheduleRow>> {
+    Ok(sqlx::query_as(LOCK_DUE).bind(limit).fetch_all(conn).await?)
+}
+
+/// Locks one schedule by name (trigger now).
+pub async fn lock_by_name(conn: &mut PgConnection, name: &str) -> Result<Option<ScheduleRow>> {
+    Ok(sqlx::query_as(LOCK_BY_NAME)
+        .bind(name)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// Records a fire; false if that fire time was already recorded (a double fire).
+pub async fn record_fire(
+    conn: &mut PgConnection,
+    schedule_id: Uuid,
+    fire_time: DateTime<Utc>,
+    outcome: &str,
+    job_id: Option<Uuid>,
+    skipped: i32,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "INSERT INTO schedule_fires (schedule_id, fire_time, outcome, job_id, skipped) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (schedule_id, fire_time) DO NOTHING",
+    )
+    .bind(schedule_id)
+    .bind(fire_time)
+    .bind(outcome)
+    .bind(job_id)
+    .bind(skipped)
+    .execute(conn)
+    .await?;
+    Ok(n.rows_affected() == 1)
+}
+
+/// Whether a job made by this schedule is still live.
+pub async fn has_live_job(conn: &mut PgConnection, schedule_id: Uuid) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM due_work WHERE schedule_id = $1)")
+            .bind(schedule_id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Moves a schedule to its next fire time.
+pub async fn advance(
+    conn: &mut PgConnection,
+    id: Uuid,
+    next_run_at: DateTime<Utc>,
+    last_run_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    sqlx::query("UPDATE schedules SET next_run_at = $2, last_run_at = coalesce($3, last_run_at) WHERE id = $1")
+        .bind(id)
+        .bind(next_run_at)
+        .bind(last_run_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Creates partitions a week ahead and drops those wholly older than `keep_days`.
+pub async fn rotate_partitions(pool: &PgPool, keep_days: i32) -> Result<(i32, i32)> {
+    let created: i32 =
+        sqlx::query_scalar("SELECT ordinaut_ensure_partitions(current_date - 1, current_date + 7)")
+            .fetch_one(pool)
+            .await?;
+    let dropped: i32 =
+        sqlx::query_scalar("SELECT ordinaut_drop_partitions_before(current_date - $1)")
+            .bind(keep_days)
+            .fetch_one(pool)
+            .await?;
+    Ok((created, dropped))
+}

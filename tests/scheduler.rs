@@ -1,0 +1,368 @@
+//! The scheduler with real processes: several replicas, misfires across a restart;
+//! and its store-level behaviours (overlap, trigger, retention, declared schedules).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{TestDb, binary};
+use uuid::Uuid;
+
+struct Proc(Child);
+
+impl Proc {
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_cli(db: &TestDb, args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .unwrap()
+}
+
+fn spawn_scheduler(db: &TestDb, env: &[(&str, &str)]) -> Proc {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let log = std::fs::File::create(dir.join(format!("scheduler-{}.log", Uuid::now_v7()))).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.arg("scheduler")
+        .current_dir(&dir)
+        .env("DATABASE_URL", &db.url)
+        .env("LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().unwrap())
+}
+
+async fn fire_times(db: &TestDb) -> Vec<DateTime<Utc>> {
+    sqlx::query_scalar(
+        "SELECT scheduled_for FROM due_work WHERE schedule_id IS NOT NULL ORDER BY scheduled_for",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn three_schedulers_fire_every_second_exactly_once() {
+    let db = TestDb::new().await;
+    let out = run_cli(
+        &db,
+        &[
+            "schedules",
+            "create",
+            "--name",
+            "tick",
+            "--cron",
+            "* * * * * *",
+            "--queue",
+            "q",
+            "--kind",
+            "k",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let procs: Vec<Proc> = (0..3).map(|_| spawn_scheduler(&db, &[])).collect();
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    for p in procs {
+        p.stop();
+    }
+    let fires = fire_times(&db).await;
+    assert!(fires.len() >= 19, "only {} fires in ~21 s", fires.len());
+    for pair in fires.windows(2) {
+        assert_eq!(
+            (pair[1] - pair[0]).num_milliseconds(),
+            1000,
+            "a gap or a double fire between {} and {}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM schedule_fires WHERE outcome = 'enqueued'")
+            .await as usize,
+        fires.len()
+    );
+}
+
+#[tokio::test]
+async fn a_scheduler_down_past_the_grace_skips_and_records_missed_fires() {
+    let db = TestDb::new().await;
+    let out = run_cli(
+        &db,
+        &[
+            "schedules",
+            "create",
+            "--name",
+            "tick",
+            "--cron",
+            "* * * * * *",
+            "--queue",
+            "q",
+            "--kind",
+            "k",
+        ],
+    );
+    assert!(out.status.success());
+    let env = [("SCHEDULER_MISFIRE_GRACE_TIME", "1")];
+    let first = spawn_scheduler(&db, &env);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    first.stop();
+    let stopped_at = Utc::now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let restarted_at = Utc::now();
+    let second = spawn_scheduler(&db, &env);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    second.stop();
+    let fires = fire_times(&db).await;
+    // Nothing was replayed from the outage beyond the grace window...
+    let replayed = fires
+        .iter()
+        .filter(|f| **f > stopped_at && **f < restarted_at - chrono::Duration::milliseconds(1500))
+        .count();
+    assert_eq!(
+        replayed, 0,
+        "fires from the outage were replayed: {fires:?}"
+    );
+    // ...the skip is recorded...
+    let skipped: i64 = db.scalar_i64("SELECT coalesce(sum(skipped), 0)::int8 FROM schedule_fires WHERE outcome = 'skipped_misfire'").await;
+    assert!(skipped >= 3, "only {skipped} missed fires recorded");
+    // ...and firing resumed on time, every second.
+    let after: Vec<&DateTime<Utc>> = fires.iter().filter(|f| **f >= restarted_at).collect();
+    assert!(after.len() >= 3, "after restart: {after:?}");
+    for pair in after.windows(2) {
+        assert_eq!((*pair[1] - *pair[0]).num_milliseconds(), 1000);
+    }
+}
+
+async fn create(db: &TestDb, name: &str, cron: &str, overlap: &str) -> Uuid {
+    let config = ordinaut::config::Config::default();
+    let input = ordinaut::scheduler::ScheduleInput {
+        name: name.into(),
+        cron: cron.into(),
+        queue: "q".into(),
+        kind: "k".into(),
+        overlap: Some(overlap.into()),
+        ..Default::default()
+    };
+    let spec = ordinaut::scheduler::validate(&input, &config, false).unwrap();
+    ordinaut::scheduler::save(&db.pool, &spec).await.unwrap()
+}
+
+fn firer(db: &TestDb) -> ordinaut::scheduler::Firer {
+    ordinaut::scheduler::Firer::new(
+        db.pool.clone(),
+        ordinaut::scheduler::fire_options(&ordinaut::config::Config::default()),
+    )
+}
+
+#[tokio::test]
+async fn overlap_skip_waits_for_the_previous_job() {
+    let db = TestDb::new().await;
+    let id = create(&db, "nightly", "0 3 * * *", "skip").await;
+    let due = "UPDATE schedules SET next_run_at = now() - interval '1 second'";
+    sqlx::query(due).execute(&db.pool).await.unwrap();
+    assert_eq!(firer(&db).run_once().await.unwrap().enqueued, 1);
+    sqlx::query(due).execute(&db.pool).await.unwrap();
+    let r = firer(&db).run_once().await.unwrap();
+    assert_eq!((r.enqueued, r.overlapped), (0, 1));
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM due_work WHERE schedule_id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
+    let next: DateTime<Utc> = sqlx::query_scalar("SELECT next_run_at FROM schedules")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(next > Utc::now(), "advanced past the skipped fire");
+}
+
+#[tokio::test]
+async fn trigger_now_enqueues_without_moving_the_cadence() {
+    let db = TestDb::new().await;
+    create(&db, "report", "0 9 * * 1", "allow").await;
+    let before: DateTime<Utc> = sqlx::query_scalar("SELECT next_run_at FROM schedules")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let out = run_cli(&db, &["schedules", "trigger", "report"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work WHERE schedule_id IS NOT NULL AND scheduled_for IS NOT NULL").await, 1);
+    let after: DateTime<Utc> = sqlx::query_scalar("SELECT next_run_at FROM schedules")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM schedule_fires WHERE outcome = 'triggered'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn schedule_cli_refuses_bad_input_naming_the_problem() {
+    let db = TestDb::new().await;
+    for (args, expected) in [
+        (
+            vec!["--cron", "61 * * * *", "--queue", "q", "--kind", "k"],
+            "cron",
+        ),
+        (
+            vec!["--cron", "* * *", "--queue", "q", "--kind", "k"],
+            "3 fields",
+        ),
+        (
+            vec![
+                "--cron",
+                "@daily",
+                "--tz",
+                "Mars/Olympus",
+                "--queue",
+                "q",
+                "--kind",
+                "k",
+            ],
+            "Mars/Olympus",
+        ),
+        (
+            vec!["--cron", "@daily", "--queue", "bad queue", "--kind", "k"],
+            "queue",
+        ),
+        (
+            vec![
+                "--cron",
+                "@daily",
+                "--queue",
+                "q",
+                "--kind",
+                "k",
+                "--overlap",
+                "sometimes",
+            ],
+            "overlap",
+        ),
+        (
+            vec![
+                "--cron",
+                "@daily",
+                "--queue",
+                "q",
+                "--kind",
+                "k",
+                "--payload",
+                "{nope",
+            ],
+            "--payload",
+        ),
+    ] {
+        let mut all = vec!["schedules", "create", "--name", "s"];
+        all.extend(args.iter().copied());
+        let out = run_cli(&db, &all);
+        assert!(!out.status.success(), "{all:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{all:?}: {err}");
+    }
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM schedules").await, 0);
+    let missing = run_cli(&db, &["schedules", "pause", "nope"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+}
+
+#[tokio::test]
+async fn declared_schedules_follow_the_file() {
+    let db = TestDb::new().await;
+    let mut config = ordinaut::config::Config::default();
+    let declared = |cron: &str| ordinaut::config::ScheduleConfig {
+        cron: cron.into(),
+        timezone: Some("Europe/Berlin".into()),
+        queue: "q".into(),
+        kind: "k".into(),
+        payload: Some(serde_json::json!({"report": "daily"})),
+        priority: 0,
+        max_attempts: None,
+        timeout: None,
+        unique_key: None,
+        overlap: None,
+        misfire_grace: None,
+    };
+    config.schedules.insert("a".into(), declared("@daily"));
+    config.schedules.insert("b".into(), declared("0 * * * *"));
+    ordinaut::scheduler::sync_declared(&db.pool, &config)
+        .await
+        .unwrap();
+    create(&db, "by-hand", "@hourly", "allow").await;
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM schedules WHERE declared")
+            .await,
+        2
+    );
+    config.schedules.remove("b");
+    config.schedules.insert("a".into(), declared("@weekly"));
+    ordinaut::scheduler::sync_declared(&db.pool, &config)
+        .await
+        .unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, cron FROM schedules ORDER BY name")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("a".into(), "@weekly".into()),
+            ("by-hand".into(), "@hourly".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn retention_drops_old_partitions_and_keeps_recent_ones() {
+    let db = TestDb::new().await;
+    sqlx::query("SELECT ordinaut_ensure_partitions(current_date - 40, current_date - 38)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let count =
+        "SELECT count(*) FROM pg_class WHERE relname ~ '^job_(history|attempts)_p[0-9]{8}$'";
+    let before = db.scalar_i64(count).await;
+    let (_, dropped) = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(dropped, 6, "three old days of two tables");
+    assert_eq!(db.scalar_i64(count).await, before - 6);
+    let recent = "SELECT count(*) FROM pg_class WHERE relname = 'job_history_p' || to_char(current_date, 'YYYYMMDD')";
+    assert_eq!(db.scalar_i64(recent).await, 1);
+}
