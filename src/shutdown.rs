@@ -1,8 +1,10 @@
-//! SIGINT/SIGTERM to cancellation tokens.
+//! SIGINT/SIGTERM to a cancellation token.
 //!
-//! Two phases: `stop` (stop taking new work) fires on the first signal; the worker's
-//! grace period then decides when running work is interrupted.
+//! Two phases: the token (stop taking new work) fires on the first signal; the worker's
+//! grace period then decides when running work is interrupted. A second signal exits
+//! at once.
 
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 /// Returns a token cancelled on the first SIGINT or SIGTERM. A second signal exits the
@@ -10,35 +12,30 @@ use tokio_util::sync::CancellationToken;
 pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let fired = token.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received; stopping");
-        fired.cancel();
-        wait_for_signal().await;
-        tracing::warn!("second signal received; exiting now");
-        std::process::exit(130);
-    });
-    token
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
+    // The streams are created once and polled twice: a fresh listener per wait could
+    // see the first signal again.
+    let streams =
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+    match streams {
+        Ok((mut interrupt, mut terminate)) => {
+            tokio::spawn(async move {
                 tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+                tracing::info!("shutdown signal received; stopping");
+                fired.cancel();
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                tracing::warn!("second signal received; exiting now");
+                std::process::exit(130);
+            });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGINT/SIGTERM; stop the process with SIGKILL")
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    token
 }

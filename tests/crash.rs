@@ -425,3 +425,29 @@ async fn bench_scenarios_complete_with_every_job_run_once() {
         assert_eq!(result["jobs"], expected, "{args:?}");
     }
 }
+
+#[tokio::test]
+async fn one_ctrl_c_stops_the_worker_gracefully() {
+    let db = TestDb::new().await;
+    let dir = workdir();
+    enqueue_naps(&db, 1, 1000).await;
+    let w = spawn(&dir, &db.url, &["worker"], &[]);
+    eventually(Duration::from_secs(20), "job running", || async {
+        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    w.signal(libc::SIGINT);
+    assert_eq!(
+        w.wait(Duration::from_secs(20)),
+        Some(0),
+        "a single SIGINT is a graceful stop, not the forced exit"
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
+            .await,
+        1
+    );
+}
