@@ -34,6 +34,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the HTTP API (API_HOST:API_PORT) until SIGTERM/SIGINT.
+    Api,
     /// Apply database migrations and exit.
     Migrate,
     /// Claim and run jobs.
@@ -201,6 +203,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             tracing::info!(schema = %db.schema, version = db::latest_known_migration(), "database migrated");
             Ok(())
         }
+        Command::Api => api(&config).await,
         Command::Worker(args) => {
             let config = apply_worker_args(config, &args)?;
             let db = db_config(&config)?;
@@ -253,6 +256,29 @@ fn db_config(config: &Config) -> anyhow::Result<DbConfig> {
         max_connections: 10,
         synchronous_commit: true,
     })
+}
+
+/// `ordinaut api`: migrate, bind, serve until a signal, then shut down gracefully.
+async fn api(config: &Config) -> anyhow::Result<()> {
+    let db = db_config(config)?;
+    let pool = start(&db).await?;
+    let addr = format!("{}:{}", config.api.host, config.api.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("while binding the API to {addr}"))?;
+    let local = listener
+        .local_addr()
+        .context("while reading the bound address")?;
+    tracing::info!(address = %local, "api listening");
+    let state =
+        crate::api::AppState::new(pool.clone(), crate::api::ApiSettings::from_config(config));
+    let shutdown = crate::shutdown::on_signal();
+    crate::api::serve(listener, state, shutdown)
+        .await
+        .context("while serving the API")?;
+    pool.close().await;
+    tracing::info!("api stopped");
+    Ok(())
 }
 
 /// Connects, checks the schema version and migrates. The error names the target.

@@ -53,6 +53,12 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "scheduler.misfire_grace_time",
     ),
     ("SCHEDULER_TICK", "scheduler.tick"),
+    ("API_HOST", "api.host"),
+    ("API_PORT", "api.port"),
+    ("API_TOKENS", "api.tokens"),
+    ("API_MAX_BODY_BYTES", "api.max_body_bytes"),
+    ("API_MAX_BATCH", "api.max_batch"),
+    ("API_METRICS_AUTH", "api.metrics_auth"),
 ];
 
 /// Log output format.
@@ -85,6 +91,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Lease rescue and other maintenance.
     pub maintenance: MaintenanceConfig,
+    /// Settings of `ordinaut api`.
+    pub api: ApiConfig,
     /// Job kinds and how to run them.
     pub kinds: BTreeMap<String, KindConfig>,
     /// Queue settings declared in the file, applied at start by every long-running process.
@@ -209,6 +217,52 @@ pub struct MaintenanceConfig {
     pub history_retention_days: u32,
 }
 
+/// Settings of `ordinaut api`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind (0 picks a free one).
+    pub port: u16,
+    /// Bearer tokens accepted on `/v1`; empty leaves `/v1` open (a warning is logged).
+    #[serde(deserialize_with = "string_or_list")]
+    pub tokens: Vec<String>,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Most jobs in one batch enqueue.
+    pub max_batch: usize,
+    /// Require a token on `/metrics` too.
+    pub metrics_auth: bool,
+}
+
+// Written by hand so that tokens never reach a log line or an error message.
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_batch", &self.max_batch)
+            .field("metrics_auth", &self.metrics_auth)
+            .finish()
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            host: "0.0.0.0".to_owned(),
+            port: 8080,
+            tokens: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            max_batch: 1000,
+            metrics_auth: false,
+        }
+    }
+}
+
 /// How a job kind runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
@@ -282,6 +336,7 @@ impl Default for Config {
             max_payload_bytes: 1024 * 1024,
             worker: WorkerConfig::default(),
             maintenance: MaintenanceConfig::default(),
+            api: ApiConfig::default(),
             kinds: BTreeMap::new(),
             queues: BTreeMap::new(),
             scheduler: SchedulerConfig::default(),
@@ -447,6 +502,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_api()?;
         for (name, kind) in &self.kinds {
             let key = format!("kinds.{name}");
             validate_name(name).map_err(|reason| invalid(&key, &reason))?;
@@ -471,6 +527,41 @@ impl Config {
                 }
                 KindConfig::Noop { .. } => {}
             }
+        }
+        Ok(())
+    }
+
+    fn validate_api(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let a = &self.api;
+        let host_ok = !a.host.is_empty()
+            && a.host.len() <= 253
+            && a.host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !host_ok {
+            return Err(invalid("API_HOST", "must be an IP address or host name"));
+        }
+        for token in &a.tokens {
+            // Never echo the token itself: the message may end up in a log.
+            if token.is_empty() || token.chars().any(|c| !c.is_ascii_graphic()) {
+                return Err(invalid(
+                    "API_TOKENS",
+                    "each token must be non-empty printable ASCII without spaces",
+                ));
+            }
+        }
+        if !(1..=1024 * 1024 * 1024).contains(&a.max_body_bytes) {
+            return Err(invalid(
+                "API_MAX_BODY_BYTES",
+                "must be between 1 and 1073741824",
+            ));
+        }
+        if !(1..=100_000).contains(&a.max_batch) {
+            return Err(invalid("API_MAX_BATCH", "must be between 1 and 100000"));
         }
         Ok(())
     }
@@ -530,8 +621,11 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
     enum Either {
         One(String),
         Many(Vec<String>),
+        // figment reads an all-digit environment value as a number.
+        Number(u64),
     }
     Ok(match Either::deserialize(d)? {
+        Either::Number(n) => vec![n.to_string()],
         Either::One(s) => s
             .split(',')
             .map(str::trim)

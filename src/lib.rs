@@ -4,10 +4,12 @@
 //! [`cli`]. Rust programs can also embed a [`worker::Worker`] with their own
 //! [`worker::Handlers`] and enqueue through [`db::due_work::enqueue_many`].
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod metrics;
 pub mod model;
 pub mod pg_local;
 pub mod scheduler;

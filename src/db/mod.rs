@@ -6,6 +6,7 @@
 
 pub mod attempts;
 pub mod due_work;
+pub mod events;
 pub mod history;
 pub mod queues;
 pub mod schedules;

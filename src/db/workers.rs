@@ -156,3 +156,16 @@ pub async fn list_workers(pool: &PgPool) -> Result<Vec<WorkerView>> {
     .fetch_all(pool)
     .await?)
 }
+
+/// The jobs each of `owners` is running, as (lease owner, job id) pairs. Scans running
+/// rows only (`due_work_running_idx`).
+pub async fn list_running_jobs(pool: &PgPool, owners: &[Uuid]) -> Result<Vec<(Uuid, Uuid)>> {
+    Ok(sqlx::query_as(
+        "SELECT lease_owner, id FROM due_work
+         WHERE state = 'running' AND lease_owner = ANY($1::uuid[])
+         ORDER BY lease_owner, id",
+    )
+    .bind(owners)
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,169 @@
+//! Live job events: one LISTEN connection per API process fanned out through a
+//! broadcast channel to `GET /v1/events` (Server-Sent Events), `?wait=` and pull waits.
+//!
+//! The channel never blocks its sender: a subscriber that falls more than the buffer
+//! behind misses events and is told so (`event: lagged`), so a slow client can slow
+//! neither the listener nor, through it, the database or the workers.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::Query;
+use crate::db::events::{EventListener, Received};
+use crate::model::validate_name;
+
+/// Longest pause between reconnect attempts of the listener.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
+
+/// Keeps one LISTEN connection and forwards what it hears to `tx` until `stop`.
+/// Never exits on an error: it logs, backs off and reconnects; after any gap it sends
+/// [`Received::Reconnected`] so waiters re-read instead of missing a change.
+pub(crate) async fn run_listener(
+    pool: crate::db::Pool,
+    tx: broadcast::Sender<Received>,
+    stop: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = EventListener::connect(&pool) => c,
+        };
+        let mut listener = match connected {
+            Ok(l) => {
+                delay = Duration::from_millis(100);
+                tracing::debug!("event listener connected");
+                // Whatever happened while we were away is unknown.
+                let _ = tx.send(Received::Reconnected);
+                l
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "event listener cannot connect");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                continue;
+            }
+        };
+        loop {
+            let received = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = listener.recv() => r,
+            };
+            match received {
+                // No subscribers is not an error: nobody is listening right now.
+                Ok(message) => {
+                    let _ = tx.send(message);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event listener lost its connection");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Filters of the event stream.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only events of this queue.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+    pub queue: Option<String>,
+    /// Only events of this job.
+    pub job_id: Option<Uuid>,
+}
+
+/// One job state change, the data of an `event: job` message.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobEventBody {
+    /// Job id.
+    pub id: Uuid,
+    /// Queue.
+    pub queue: String,
+    /// State after the change: scheduled, available, running, completed, failed or
+    /// cancelled.
+    pub state: String,
+}
+
+/// Stream job state changes (Server-Sent Events).
+///
+/// Each change is an `event: job` with a JSON [`JobEventBody`]. `event: lagged` (data:
+/// how many batches were missed) means this client was too slow and missed changes;
+/// `event: resync` means the server's database connection was re-established and
+/// changes may have been missed. In both cases re-read what you care about.
+#[utoipa::path(
+    get, path = "/v1/events", tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "An endless stream of events", content_type = "text/event-stream", body = JobEventBody),
+        (status = 400, description = "Invalid filter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn stream(
+    State(state): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    if let Some(queue) = &q.queue {
+        validate_name(queue).map_err(|r| ApiError::invalid("queue", r))?;
+    }
+    let rx = state.subscribe();
+    let stop = state.stopping().clone();
+    // unfold keeps the receiver inside the stream; each poll takes the next batch.
+    let batches = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(message) => Some((Ok(message), rx)),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some((Err(n), rx)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    });
+    let events = batches
+        .flat_map(move |item| {
+            let out: Vec<Event> = match item {
+                Ok(Received::Events(batch)) => batch
+                    .into_iter()
+                    .filter(|e| q.queue.as_ref().is_none_or(|queue| &e.queue == queue))
+                    .filter(|e| q.job_id.is_none_or(|id| e.id == id))
+                    .filter_map(|e| {
+                        Event::default()
+                            .event("job")
+                            .json_data(JobEventBody {
+                                id: e.id,
+                                queue: e.queue,
+                                state: e.state,
+                            })
+                            .ok()
+                    })
+                    .collect(),
+                Ok(Received::Reconnected) => vec![Event::default().event("resync").data("{}")],
+                Err(n) => {
+                    crate::metrics::events_dropped(n);
+                    vec![
+                        Event::default()
+                            .event("lagged")
+                            .data(format!("{{\"missed\":{n}}}")),
+                    ]
+                }
+            };
+            futures_util::stream::iter(out.into_iter().map(Ok))
+        })
+        // Ends the stream on shutdown so graceful shutdown does not wait for clients.
+        .take_until(stop.cancelled_owned());
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,195 @@
+//! Extractors and middleware with our error shape: a `Json` body, `Path` and `Query`
+//! whose rejections become [`ApiError`]s, bearer-token auth, and the request id.
+//!
+//! Nothing here touches the database.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+
+/// A JSON body. Malformed or mistyped JSON is answered with our error shape (400),
+/// an oversized body with 413 and a missing content type with 415.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge(
+            "request body is larger than the configured limit".into(),
+        );
+    }
+    let text = rejection.body_text();
+    match rejection {
+        JsonRejection::JsonDataError(_) => ApiError::BadRequest {
+            code: "invalid_field",
+            message: strip(
+                &text,
+                "Failed to deserialize the JSON body into the target type: ",
+            ),
+        },
+        JsonRejection::JsonSyntaxError(_) => ApiError::BadRequest {
+            code: "malformed_json",
+            message: format!(
+                "body is not valid JSON: {}",
+                strip(&text, "Failed to parse the request body as JSON: ")
+            ),
+        },
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+        _ => ApiError::BadRequest {
+            code: "invalid_body",
+            message: text,
+        },
+    }
+}
+
+fn strip(text: &str, prefix: &str) -> String {
+    text.strip_prefix(prefix).unwrap_or(text).to_owned()
+}
+
+/// Path parameters with our error shape.
+#[derive(Debug, Clone)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::BadRequest {
+                code: "invalid_path",
+                message: e.body_text(),
+            }),
+            Err(other) => Err(ApiError::Internal(other.body_text())),
+        }
+    }
+}
+
+/// Query parameters with our error shape.
+#[derive(Debug, Clone)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::BadRequest {
+                code: "invalid_query",
+                message: strip(&e.body_text(), "Failed to deserialize query string: "),
+            }),
+            Err(other) => Err(ApiError::BadRequest {
+                code: "invalid_query",
+                message: other.body_text(),
+            }),
+        }
+    }
+}
+
+/// Parses a job id given in a path.
+pub fn parse_id(field: &str, text: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(text).map_err(|_| ApiError::BadRequest {
+        code: "invalid_path",
+        message: format!("{field}: {text:?} is not a UUID"),
+    })
+}
+
+/// Middleware: requires `Authorization: Bearer <token>` matching a configured token.
+/// With no tokens configured every request passes (documented; warned at start).
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.token_ok(request.headers()) {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+/// True when no token is configured or the request carries one of them. Compares in
+/// constant time against every configured token, so the answer's timing says nothing
+/// about which token, or how much of one, matched.
+pub(crate) fn token_matches(tokens: &[String], headers: &HeaderMap) -> bool {
+    if tokens.is_empty() {
+        return true;
+    }
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+    else {
+        return false;
+    };
+    let mut ok = subtle::Choice::from(0);
+    for token in tokens {
+        ok |= token.as_bytes().ct_eq(given.as_bytes());
+    }
+    ok.into()
+}
+
+/// The request id of the current request (`X-Request-Id`).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Header carrying the request id both ways.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Middleware: takes the caller's `X-Request-Id` when it is a sane token (1-128 of
+/// `A-Za-z0-9._:-`), else makes a UUIDv7; stores it in the request's extensions and
+/// echoes it on the response.
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+        })
+        .map(str::to_owned);
+    let id = given.unwrap_or_else(|| Uuid::now_v7().to_string());
+    let header_value = HeaderValue::from_str(&id).ok();
+    if let Some(v) = &header_value {
+        request.headers_mut().insert(REQUEST_ID_HEADER, v.clone());
+    }
+    request.extensions_mut().insert(RequestId(id));
+    let mut response = next.run(request).await;
+    if let Some(v) = header_value {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}

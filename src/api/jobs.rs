@@ -1,0 +1,799 @@
+//! `/v1/jobs`: enqueue one or a batch, get (optionally waiting for the end), list with
+//! filters and a cursor, cancel, retry, attempts.
+//!
+//! Every field is validated here, before the database is touched, with the same rules
+//! as `ordinaut jobs enqueue`; a batch is refused whole if any job in it is invalid.
+
+use std::time::Duration;
+
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Json, Path, Query, RequestId, parse_id};
+use crate::db::attempts::AttemptView;
+use crate::db::due_work::{self, CancelResult, NewJob};
+use crate::db::events::Received;
+use crate::db::history::{self, JobFilter, JobView};
+use crate::model::{self, JobState};
+
+/// Pattern of queue and kind names (see `model::validate_name`).
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$";
+/// Pattern of the durations we accept: seconds, or a number with a unit.
+pub const DURATION_PATTERN: &str = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$";
+/// Longest `?wait=`.
+pub const MAX_WAIT: Duration = Duration::from_secs(120);
+/// Longest per-attempt timeout and delay a caller may set.
+const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default and largest page size of the list.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 1000;
+/// Longest unique key.
+const MAX_UNIQUE_KEY: usize = 512;
+
+/// A job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StateName {
+    /// Waiting for its run_at.
+    Scheduled,
+    /// Due, waiting for a worker.
+    Available,
+    /// Leased by a worker.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Out of attempts or failed permanently.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl StateName {
+    fn from_state(s: JobState) -> StateName {
+        match s {
+            JobState::Scheduled => StateName::Scheduled,
+            JobState::Available => StateName::Available,
+            JobState::Running => StateName::Running,
+            JobState::Completed => StateName::Completed,
+            JobState::Failed => StateName::Failed,
+            JobState::Cancelled => StateName::Cancelled,
+        }
+    }
+
+    fn as_state(self) -> JobState {
+        match self {
+            StateName::Scheduled => JobState::Scheduled,
+            StateName::Available => JobState::Available,
+            StateName::Running => JobState::Running,
+            StateName::Completed => JobState::Completed,
+            StateName::Failed => JobState::Failed,
+            StateName::Cancelled => JobState::Cancelled,
+        }
+    }
+}
+
+/// A job, live or finished.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Job {
+    /// Job id (UUIDv7, time-ordered).
+    pub id: Uuid,
+    /// Queue.
+    pub queue: String,
+    /// Kind.
+    pub kind: String,
+    /// Effective state.
+    pub state: StateName,
+    /// JSON payload.
+    pub payload: serde_json::Value,
+    /// Lower runs first.
+    pub priority: i16,
+    /// Attempts made, including a running one.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Not before.
+    pub run_at: DateTime<Utc>,
+    /// Idempotency key.
+    pub unique_key: Option<String>,
+    /// Lease owner of a running job.
+    pub lease_owner: Option<Uuid>,
+    /// Schedule that created it.
+    pub schedule_id: Option<Uuid>,
+    /// Metadata (`request_id` of the enqueueing request, ...).
+    pub metadata: serde_json::Value,
+    /// Output of a completed job.
+    pub output: Option<serde_json::Value>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Enqueue time.
+    pub created_at: DateTime<Utc>,
+    /// Start of the latest attempt.
+    pub attempted_at: Option<DateTime<Utc>>,
+    /// Terminal time.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    fn from_view(v: JobView) -> ApiResult<Job> {
+        let state: JobState = v.state.parse().map_err(|e: String| {
+            ApiError::Internal(format!("job {} has an unknown state: {e}", v.id))
+        })?;
+        Ok(Job {
+            id: v.id,
+            queue: v.queue,
+            kind: v.kind,
+            state: StateName::from_state(state),
+            payload: v.payload,
+            priority: v.priority,
+            attempt: v.attempt,
+            max_attempts: v.max_attempts,
+            run_at: v.run_at,
+            unique_key: v.unique_key,
+            lease_owner: v.lease_owner,
+            schedule_id: v.schedule_id,
+            metadata: v.metadata,
+            output: v.output,
+            last_error: v.last_error,
+            created_at: v.created_at,
+            attempted_at: v.attempted_at,
+            finished_at: v.finished_at,
+        })
+    }
+
+    fn is_terminal(&self) -> bool {
+        self.state.as_state().is_terminal()
+    }
+}
+
+/// One finished attempt with its captured output.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Attempt {
+    /// Attempt number (1-based).
+    pub attempt: i32,
+    /// Worker or pull lease owner that ran it.
+    pub worker_id: Option<Uuid>,
+    /// Start.
+    pub started_at: Option<DateTime<Utc>>,
+    /// End.
+    pub finished_at: DateTime<Utc>,
+    /// completed, retry, failed, snoozed, cancelled, lost or interrupted.
+    pub outcome: String,
+    /// Error message.
+    pub error: Option<String>,
+    /// Captured output excerpt (response body or stdout/stderr).
+    pub log: Option<String>,
+}
+
+impl From<AttemptView> for Attempt {
+    fn from(a: AttemptView) -> Attempt {
+        Attempt {
+            attempt: a.attempt,
+            worker_id: a.worker_id,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            outcome: a.outcome,
+            error: a.error,
+            log: a.log,
+        }
+    }
+}
+
+/// A job with its attempts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobDetail {
+    /// The job.
+    #[serde(flatten)]
+    pub job: Job,
+    /// Its finished attempts, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// A job to enqueue.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    /// Queue name.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", example = "emails")]
+    pub queue: String,
+    /// Kind, as declared in ordinaut.toml.
+    #[schema(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+        example = "send_email"
+    )]
+    pub kind: String,
+    /// JSON payload handed to the handler (default `{}`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: Option<serde_json::Value>,
+    /// -100..=100, lower runs first (default 0).
+    #[schema(minimum = -100, maximum = 100)]
+    pub priority: Option<i32>,
+    /// Run at this RFC 3339 time (not together with `delay`).
+    #[schema(format = DateTime, example = "2030-01-01T09:00:00Z")]
+    pub run_at: Option<String>,
+    /// Run after this delay: seconds, or a number with ms/s/m/h ("30s", "5m").
+    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$", example = "30s")]
+    pub delay: Option<String>,
+    /// Attempts in all, 1..=1000 (default: the queue's, else WORKER_MAX_RETRIES + 1).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_attempts: Option<i32>,
+    /// Idempotency key: while a live job has it, enqueueing again returns that job.
+    #[schema(min_length = 1, max_length = 512)]
+    pub unique_key: Option<String>,
+    /// Per-attempt timeout, like `delay` ("60s").
+    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$", example = "60s")]
+    pub timeout: Option<String>,
+    /// Free-form metadata; `request_id` is filled in from X-Request-Id unless set.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Jobs sharing this key obey their queue's key_concurrency (e.g. one scan per target).
+    #[schema(min_length = 1, max_length = 512)]
+    pub concurrency_key: Option<String>,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Enqueued {
+    /// The job's id: new, or the existing live job's for a repeated unique key.
+    pub id: Uuid,
+    /// True when an existing live job was returned instead of a new one.
+    pub duplicate: bool,
+}
+
+/// A batch of jobs to enqueue, all or nothing.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// The jobs (at least one, at most API_MAX_BATCH).
+    #[schema(min_items = 1)]
+    pub jobs: Vec<EnqueueRequest>,
+}
+
+/// Result of a batch, one entry per input job in input order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// Per job.
+    pub jobs: Vec<Enqueued>,
+}
+
+fn bad_duration(field: &str, text: &str, max: Duration) -> ApiResult<Duration> {
+    let d = model::parse_duration(text).map_err(|r| ApiError::invalid(field, r))?;
+    if d > max {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "{text:?} is longer than the maximum of {}",
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses an RFC 3339 timestamp field.
+pub(crate) fn parse_time(field: &str, text: &str) -> ApiResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ApiError::invalid(
+                field,
+                format!("{text:?} is not an RFC 3339 timestamp ({e})"),
+            )
+        })
+}
+
+/// Validates a queue or kind name field.
+pub(crate) fn check_name(field: &str, name: &str) -> ApiResult<()> {
+    model::validate_name(name).map_err(|r| ApiError::invalid(field, r))
+}
+
+/// Turns a request into a job, naming fields as `{prefix}{field}`.
+fn build_job(
+    state: &AppState,
+    req: EnqueueRequest,
+    prefix: &str,
+    request_id: &str,
+    idempotency_key: Option<&str>,
+) -> ApiResult<NewJob> {
+    let f = |name: &str| format!("{prefix}{name}");
+    check_name(&f("queue"), &req.queue)?;
+    check_name(&f("kind"), &req.kind)?;
+    let payload = req.payload.unwrap_or_else(|| serde_json::json!({}));
+    let size = serde_json::to_string(&payload)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX);
+    let limit = state.settings().max_payload_bytes;
+    if size > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{}: {size} bytes exceeds the limit of {limit} bytes",
+            f("payload")
+        )));
+    }
+    let priority = model::validate_priority(req.priority.unwrap_or(0))
+        .map_err(|r| ApiError::invalid(f("priority"), r))?;
+    let run_at = match (&req.run_at, &req.delay) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                f("run_at"),
+                "give either run_at or delay, not both",
+            ));
+        }
+        (Some(t), None) => Some(parse_time(&f("run_at"), t)?),
+        (None, Some(d)) => {
+            let d = bad_duration(&f("delay"), d, MAX_TIMEOUT)?;
+            let d = chrono::Duration::from_std(d).map_err(|e| ApiError::invalid(f("delay"), e))?;
+            Some(Utc::now() + d)
+        }
+        (None, None) => None,
+    };
+    if let Some(n) = req.max_attempts
+        && !(1..=1000).contains(&n)
+    {
+        return Err(ApiError::invalid(
+            f("max_attempts"),
+            format!("{n} is out of range 1..=1000"),
+        ));
+    }
+    let unique_key = match (req.unique_key, idempotency_key) {
+        (Some(body), Some(header)) if body != header => {
+            return Err(ApiError::invalid(
+                f("unique_key"),
+                "differs from the Idempotency-Key header; give one or make them equal",
+            ));
+        }
+        (Some(k), _) => Some(k),
+        (None, header) => header.map(str::to_owned),
+    };
+    if let Some(k) = &unique_key
+        && (k.is_empty() || k.chars().count() > MAX_UNIQUE_KEY)
+    {
+        return Err(ApiError::invalid(
+            f("unique_key"),
+            format!("must be 1 to {MAX_UNIQUE_KEY} characters"),
+        ));
+    }
+    let timeout = match &req.timeout {
+        Some(t) => {
+            let d = bad_duration(&f("timeout"), t, MAX_TIMEOUT)?;
+            if d < Duration::from_millis(1) {
+                return Err(ApiError::invalid(f("timeout"), "must be at least 1ms"));
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    let mut metadata = req.metadata.unwrap_or_default();
+    metadata
+        .entry("request_id")
+        .or_insert_with(|| serde_json::Value::String(request_id.to_owned()));
+    let mut job = NewJob::new(req.queue, req.kind, payload);
+    job.priority = priority;
+    job.run_at = run_at;
+    job.max_attempts = req.max_attempts;
+    job.unique_key = unique_key;
+    job.timeout = timeout;
+    job.metadata = serde_json::Value::Object(metadata);
+    if let Some(k) = &req.concurrency_key
+        && (k.is_empty() || k.chars().count() > MAX_UNIQUE_KEY)
+    {
+        return Err(ApiError::invalid(
+            f("concurrency_key"),
+            format!("must be 1 to {MAX_UNIQUE_KEY} characters"),
+        ));
+    }
+    job.concurrency_key = req.concurrency_key;
+    Ok(job)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII")),
+    }
+}
+
+async fn insert(state: &AppState, jobs: &[NewJob]) -> ApiResult<Vec<Enqueued>> {
+    let results =
+        due_work::enqueue_many(state.pool(), jobs, state.settings().default_max_attempts).await?;
+    for (job, r) in jobs.iter().zip(&results) {
+        if !r.duplicate {
+            crate::metrics::job_enqueued(&job.queue, &job.kind);
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| Enqueued {
+            id: r.id,
+            duplicate: r.duplicate,
+        })
+        .collect())
+}
+
+/// Enqueue a job.
+///
+/// With an `Idempotency-Key` header (or `unique_key`), repeating the request while the
+/// first job is live returns that job (200, `duplicate: true`) instead of a new one.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs",
+    request_body = EnqueueRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key; same as `unique_key`")),
+    responses(
+        (status = 201, description = "Enqueued", body = Enqueued),
+        (status = 200, description = "A live job with this key exists; returned instead", body = Enqueued),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 413, description = "Body or payload too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn enqueue(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    Json(req): Json<EnqueueRequest>,
+) -> ApiResult<(StatusCode, Json<Enqueued>)> {
+    let key = idempotency_key(&headers)?;
+    let job = build_job(&state, req, "", &request_id.0, key)?;
+    let mut results = insert(&state, std::slice::from_ref(&job)).await?;
+    let result = results
+        .pop()
+        .ok_or_else(|| ApiError::Internal("enqueue returned no result".to_owned()))?;
+    let status = if result.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(result)))
+}
+
+/// Enqueue a batch of jobs in one statement, all or nothing.
+#[utoipa::path(
+    post, path = "/v1/jobs/batch", tag = "jobs",
+    request_body = BatchRequest,
+    responses(
+        (status = 201, description = "All enqueued (duplicates of live unique keys marked)", body = BatchResponse),
+        (status = 400, description = "Malformed JSON, an invalid job (named by index) or too many jobs", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 413, description = "Body or a payload too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn enqueue_batch(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Json(req): Json<BatchRequest>,
+) -> ApiResult<(StatusCode, Json<BatchResponse>)> {
+    let max = state.settings().max_batch;
+    if req.jobs.is_empty() {
+        return Err(ApiError::invalid("jobs", "must contain at least one job"));
+    }
+    if req.jobs.len() > max {
+        return Err(ApiError::invalid(
+            "jobs",
+            format!("{} jobs exceed the batch limit of {max}", req.jobs.len()),
+        ));
+    }
+    let jobs = req
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, j)| build_job(&state, j, &format!("jobs[{i}]."), &request_id.0, None))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let results = insert(&state, &jobs).await?;
+    Ok((StatusCode::CREATED, Json(BatchResponse { jobs: results })))
+}
+
+/// Options of a job read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetQuery {
+    /// Wait up to this long (at most 120s) for the job to finish: answers as soon as it is
+    /// completed, failed or cancelled, else with its state when the wait ends.
+    #[param(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$", example = "30s")]
+    pub wait: Option<String>,
+}
+
+/// Get a job, live or finished, with its attempts; optionally wait for it to finish.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id"), GetQuery),
+    responses(
+        (status = 200, description = "The job", body = JobDetail),
+        (status = 400, description = "Invalid id or wait", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<GetQuery>,
+) -> ApiResult<Json<JobDetail>> {
+    let id = parse_id("id", &id)?;
+    let wait = match &q.wait {
+        Some(w) => bad_duration("wait", w, MAX_WAIT)?,
+        None => Duration::ZERO,
+    };
+    let job = if wait.is_zero() {
+        read_job(&state, id).await?
+    } else {
+        wait_for_end(&state, id, wait).await?
+    };
+    let job = job.ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    let attempts = crate::db::attempts::list_attempts(state.pool(), id).await?;
+    Ok(Json(JobDetail {
+        job,
+        attempts: attempts.into_iter().map(Attempt::from).collect(),
+    }))
+}
+
+async fn read_job(state: &AppState, id: Uuid) -> ApiResult<Option<Job>> {
+    history::get_job(state.pool(), id)
+        .await?
+        .map(Job::from_view)
+        .transpose()
+}
+
+/// Re-reads the job whenever an event names it (or events may have been missed) until
+/// it is terminal or `wait` has passed. Subscribes before the first read, so a change
+/// between that read and the wait cannot be missed.
+async fn wait_for_end(state: &AppState, id: Uuid, wait: Duration) -> ApiResult<Option<Job>> {
+    let mut rx = state.subscribe();
+    let deadline = Instant::now() + wait;
+    loop {
+        let job = read_job(state, id).await?;
+        match &job {
+            None => return Ok(None),
+            Some(j) if j.is_terminal() => return Ok(job),
+            Some(_) => {}
+        }
+        let woke = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => false,
+            _ = state.stopping().cancelled() => false,
+            woke = changed(&mut rx, id) => woke,
+        };
+        if !woke {
+            return read_job(state, id).await;
+        }
+    }
+}
+
+/// Resolves when an event names `id`, or when events may have been missed.
+async fn changed(rx: &mut broadcast::Receiver<Received>, id: Uuid) -> bool {
+    loop {
+        match rx.recv().await {
+            Ok(Received::Events(batch)) if batch.iter().any(|e| e.id == id) => return true,
+            Ok(Received::Events(_)) => {}
+            Ok(Received::Reconnected) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
+            // The sender lives as long as the state; never reached in practice.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Filters and cursor of the job list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this queue.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+    pub queue: Option<String>,
+    /// Only this kind.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+    pub kind: Option<String>,
+    /// Only this state.
+    pub state: Option<StateName>,
+    /// Created at or after this RFC 3339 time.
+    #[param(format = DateTime)]
+    pub created_after: Option<String>,
+    /// Created before this RFC 3339 time.
+    #[param(format = DateTime)]
+    pub created_before: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(format = Uuid)]
+    pub cursor: Option<String>,
+    /// Page size, 1..=1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    /// The jobs.
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// List jobs, live and finished, newest first, with filters and a cursor.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 400, description = "Invalid filter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<JobPage>> {
+    if let Some(queue) = &q.queue {
+        check_name("queue", queue)?;
+    }
+    if let Some(kind) = &q.kind {
+        check_name("kind", kind)?;
+    }
+    let created_after = q
+        .created_after
+        .as_deref()
+        .map(|t| parse_time("created_after", t))
+        .transpose()?;
+    let created_before = q
+        .created_before
+        .as_deref()
+        .map(|t| parse_time("created_before", t))
+        .transpose()?;
+    let before_id = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            Uuid::parse_str(c)
+                .map_err(|_| ApiError::invalid("cursor", "not a cursor returned by this API"))
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("{limit} is out of range 1..={MAX_LIMIT}"),
+        ));
+    }
+    let filter = JobFilter {
+        queue: q.queue,
+        kind: q.kind,
+        state: q.state.map(|s| s.as_state().as_str().to_owned()),
+        created_after,
+        created_before,
+        before_id,
+        limit,
+    };
+    let rows = history::list_jobs(state.pool(), &filter).await?;
+    let jobs = rows
+        .into_iter()
+        .map(Job::from_view)
+        .collect::<ApiResult<Vec<_>>>()?;
+    let next_cursor = (jobs.len() as i64 == limit)
+        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .flatten();
+    Ok(Json(JobPage { jobs, next_cursor }))
+}
+
+/// What a cancel did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelResponse {
+    /// Job id.
+    pub id: Uuid,
+    /// `cancelled` (it was waiting) or `cancel_requested` (it is running; its worker
+    /// stops it).
+    #[schema(example = "cancelled")]
+    pub result: String,
+}
+
+/// Cancel a job: at once if waiting; a running one is stopped by its worker.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled or cancel requested", body = CancelResponse),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Already finished", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CancelResponse>> {
+    let id = parse_id("id", &id)?;
+    let result = match due_work::cancel(state.pool(), id).await? {
+        CancelResult::Cancelled => "cancelled",
+        CancelResult::Requested => "cancel_requested",
+        CancelResult::AlreadyFinished(s) => {
+            return Err(ApiError::Conflict {
+                code: "already_finished",
+                message: format!("job {id} already finished ({s})"),
+            });
+        }
+    };
+    Ok(Json(CancelResponse {
+        id,
+        result: result.to_owned(),
+    }))
+}
+
+/// Result of a retry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetryResponse {
+    /// Job id.
+    pub id: Uuid,
+    /// Always `available`.
+    pub state: StateName,
+}
+
+/// Re-enqueue a failed or cancelled job with a fresh budget of attempts.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/retry", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Re-enqueued", body = RetryResponse),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Not failed or cancelled, or its unique key is taken", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RetryResponse>> {
+    let id = parse_id("id", &id)?;
+    due_work::retry(state.pool(), id).await?;
+    Ok(Json(RetryResponse {
+        id,
+        state: StateName::Available,
+    }))
+}
+
+/// A job's attempts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptList {
+    /// Finished attempts, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// A job's finished attempts with their errors and captured output.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/attempts", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Attempts, oldest first", body = AttemptList),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn attempts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AttemptList>> {
+    let id = parse_id("id", &id)?;
+    let attempts = crate::db::attempts::list_attempts(state.pool(), id).await?;
+    // A completed job of a queue that keeps no history is gone but its attempts stay.
+    if attempts.is_empty() && history::get_job(state.pool(), id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("job {id} not found")));
+    }
+    Ok(Json(AttemptList {
+        attempts: attempts.into_iter().map(Attempt::from).collect(),
+    }))
+}

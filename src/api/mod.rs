@@ -1,0 +1,302 @@
+//! The HTTP API (`ordinaut api`): jobs, queues, workers, the pull model for external
+//! workers, live events, health, readiness, metrics and the OpenAPI document.
+//!
+//! Built on the same store as the CLI and the worker: handlers validate input, call
+//! `db::*` functions and shape the answer; no SQL lives here. [`router`] builds the
+//! whole application without a socket (tests drive it with `oneshot`); [`serve`] runs
+//! it on a listener until shutdown, together with the one LISTEN connection that feeds
+//! live events.
+
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod jobs;
+pub mod openapi;
+pub mod pull;
+pub mod queues;
+pub mod workers;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::Config;
+use crate::db::{self, events::Received};
+use crate::model::Backoff;
+use error::ApiError;
+use extract::RequestId;
+
+/// Event batches kept for slow subscribers before they start missing some.
+const EVENT_BUFFER: usize = 4096;
+
+/// What the handlers need from configuration.
+#[derive(Clone)]
+pub struct ApiSettings {
+    /// Accepted bearer tokens; empty = `/v1` open.
+    pub tokens: Vec<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most jobs per batch.
+    pub max_batch: usize,
+    /// Token required on `/metrics`.
+    pub metrics_auth: bool,
+    /// Largest job payload (JSON text bytes); also bounds a pull client's output.
+    pub max_payload_bytes: usize,
+    /// max_attempts for jobs that set none and whose queue sets none.
+    pub default_max_attempts: i32,
+    /// Default lease for pull clients.
+    pub lease: Duration,
+    /// Backoff for failed pull jobs whose queue sets none.
+    pub backoff: Backoff,
+    /// Bytes of a pull client's log kept per attempt.
+    pub output_limit: usize,
+    /// Fallback re-check interval for pull claims waiting for work (jobs whose run_at
+    /// passes send no event).
+    pub poll_interval: Duration,
+}
+
+// By hand: the tokens must never be printed.
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiSettings {
+    /// Settings from the loaded configuration.
+    pub fn from_config(config: &Config) -> ApiSettings {
+        ApiSettings {
+            tokens: config.api.tokens.clone(),
+            max_body_bytes: config.api.max_body_bytes,
+            max_batch: config.api.max_batch,
+            metrics_auth: config.api.metrics_auth,
+            max_payload_bytes: config.max_payload_bytes,
+            default_max_attempts: config.default_max_attempts(),
+            lease: config.lease(),
+            backoff: Backoff {
+                base: Duration::from_secs_f64(config.worker.backoff_base),
+                max: Duration::from_secs_f64(config.worker.backoff_max_delay),
+            },
+            output_limit: config.worker.output_limit_bytes,
+            poll_interval: Duration::from_secs_f64(config.worker.poll_interval),
+        }
+    }
+}
+
+/// Shared state of every handler: cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: db::Pool,
+    settings: ApiSettings,
+    events: broadcast::Sender<Received>,
+    metrics: PrometheusHandle,
+    stopping: CancellationToken,
+}
+
+impl AppState {
+    /// State over `pool`. Installs the metrics recorder if none is yet.
+    pub fn new(pool: db::Pool, settings: ApiSettings) -> AppState {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        AppState {
+            inner: Arc::new(Inner {
+                pool,
+                settings,
+                events,
+                metrics: crate::metrics::install(),
+                stopping: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &db::Pool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn settings(&self) -> &ApiSettings {
+        &self.inner.settings
+    }
+
+    /// A receiver of live job events (fed by [`AppState::run_event_listener`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<Received> {
+        self.inner.events.subscribe()
+    }
+
+    /// Cancelled when the server stops: ends waits and event streams.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.inner.stopping
+    }
+
+    pub(crate) fn token_ok(&self, headers: &HeaderMap) -> bool {
+        extract::token_matches(&self.inner.settings.tokens, headers)
+    }
+
+    /// Runs the LISTEN connection that feeds `/v1/events`, `?wait=` and pull waits,
+    /// until [`AppState::stopping`] fires. [`serve`] runs it; tests driving the router
+    /// directly spawn it themselves.
+    pub async fn run_event_listener(self) {
+        events::run_listener(
+            self.inner.pool.clone(),
+            self.inner.events.clone(),
+            self.inner.stopping.clone(),
+        )
+        .await
+    }
+}
+
+/// All routes with their OpenAPI description. Every route is added through `routes!`,
+/// so it cannot be served without being documented.
+fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let auth = middleware::from_fn_with_state(state.clone(), extract::require_token);
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(jobs::enqueue, jobs::list))
+        .routes(routes!(jobs::enqueue_batch))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(jobs::attempts))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::get, queues::update))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(workers::list))
+        .routes(routes!(pull::claim))
+        .routes(routes!(pull::heartbeat))
+        .routes(routes!(pull::complete))
+        .routes(routes!(pull::fail))
+        .routes(routes!(events::stream))
+        // `/v1/schedules` is reserved for the scheduler issue.
+        .route_layer(auth.clone());
+    let mut metrics = OpenApiRouter::new().routes(routes!(health::metrics));
+    if state.settings().metrics_auth {
+        metrics = metrics.route_layer(auth);
+    }
+    let open = OpenApiRouter::new()
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(openapi::document));
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(v1)
+        .merge(metrics)
+        .merge(open)
+}
+
+/// The OpenAPI document of the API as served at `/openapi.json`.
+pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
+    documented_routes(state).into_openapi()
+}
+
+/// The whole application, without a socket.
+pub fn router(state: AppState) -> Router {
+    let (router, doc) = documented_routes(&state).split_for_parts();
+    let doc = Arc::new(openapi::finish(doc));
+    let max_body = state.settings().max_body_bytes;
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(doc))
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(extract::request_id))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(make_span)
+                        // ApiError logs our failures once; do not log them again.
+                        .on_failure(()),
+                )
+                .layer(middleware::from_fn(track_http))
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(DefaultBodyLimit::max(max_body)),
+        )
+        .with_state(state)
+}
+
+/// Serves `state`'s application on `listener` until `shutdown` fires, then stops
+/// accepting, ends waits and event streams, and lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if state.settings().tokens.is_empty() {
+        tracing::warn!("API_TOKENS is empty: /v1 accepts requests without a token");
+    }
+    let mut tasks = JoinSet::new();
+    tasks.spawn(state.clone().run_event_listener());
+    let stopping = state.stopping().clone();
+    let app = router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            stopping.cancel();
+        })
+        .await;
+    while tasks.join_next().await.is_some() {}
+    result
+}
+
+fn make_span(request: &Request) -> tracing::Span {
+    let matched_path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.as_str());
+    tracing::info_span!(
+        "http_request",
+        method = %request.method(),
+        matched_path = matched_path.unwrap_or("unmatched"),
+        request_id = request_id.unwrap_or(""),
+    )
+}
+
+async fn track_http(request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        // Unmatched paths share one label: raw paths would make cardinality unbounded.
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    crate::metrics::http_request(&method, &route, response.status().as_u16(), start.elapsed());
+    response
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal("handler panicked".to_owned()).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

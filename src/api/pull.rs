@@ -1,0 +1,510 @@
+//! `/v1/pull`: the pull model, so workers in any language can run jobs over HTTP.
+//!
+//! A pull client claims jobs with a lease, extends the lease while it works, and
+//! completes or fails each job; the same store functions and guards as the built-in
+//! worker apply (claim with SKIP LOCKED, finish guarded by state = 'running' AND
+//! lease_owner), so a job is finished exactly once and a lost lease is reported as 409.
+//!
+//! A pull client is identified only by its lease-owner UUID (chosen by the client or
+//! issued by the first claim). It is deliberately NOT registered in `workers`: the
+//! rescuer treats a worker row whose session advisory lock nobody holds as dead and
+//! would hand its jobs back at once. A pull client's jobs are rescued by lease expiry
+//! instead; heartbeats extend the lease.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Json, Path, parse_id};
+use super::jobs::check_name;
+use crate::db::due_work::{self, Finish, FinishKind};
+use crate::db::events::Received;
+use crate::db::{history, queues};
+use crate::model::{self, Backoff};
+
+/// Longest claim wait.
+pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
+/// Most jobs per claim or heartbeat.
+const MAX_JOBS: usize = 1000;
+/// Most queues per claim.
+const MAX_QUEUES: usize = 100;
+/// Lease bounds in seconds.
+const LEASE_RANGE: std::ops::RangeInclusive<u32> = 2..=3600;
+/// Longest error text kept.
+const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// What to claim.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// Queues to claim from (paused ones are skipped), 1 to 100.
+    #[schema(min_items = 1, max_items = 100, value_type = Vec<String>)]
+    pub queues: Vec<String>,
+    /// Most jobs to claim, 1..=1000 (default 1).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// Lease length in seconds, 2..=3600 (default WORKER_LEASE_SECONDS).
+    #[schema(minimum = 2, maximum = 3600)]
+    pub lease_seconds: Option<u32>,
+    /// Wait up to this long (at most 60s) for work when none is due ("10s").
+    #[schema(pattern = r"^[0-9]{1,2}(\.[0-9]{1,3})?(ms|s)?$", example = "10s")]
+    pub wait: Option<String>,
+    /// Your lease-owner id; one is issued when absent. Reuse it for later claims.
+    pub lease_owner: Option<Uuid>,
+}
+
+/// A claimed job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClaimedJob {
+    /// Job id.
+    pub id: Uuid,
+    /// Queue.
+    pub queue: String,
+    /// Kind.
+    pub kind: String,
+    /// Payload.
+    pub payload: serde_json::Value,
+    /// This attempt's number, from 1.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Per-attempt timeout in ms set at enqueue.
+    pub timeout_ms: Option<i64>,
+    /// Metadata set at enqueue.
+    pub metadata: serde_json::Value,
+    /// When the job was due.
+    pub run_at: DateTime<Utc>,
+    /// When this attempt started.
+    pub attempted_at: DateTime<Utc>,
+}
+
+/// Claimed jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClaimResponse {
+    /// Lease owner holding the jobs: send it with heartbeats, completes and fails.
+    pub lease_owner: Uuid,
+    /// Lease length granted, in seconds.
+    pub lease_seconds: u32,
+    /// The jobs (possibly none).
+    pub jobs: Vec<ClaimedJob>,
+}
+
+fn lease_from(state: &AppState, lease_seconds: Option<u32>) -> ApiResult<Duration> {
+    match lease_seconds {
+        None => Ok(state.settings().lease),
+        Some(s) if LEASE_RANGE.contains(&s) => Ok(Duration::from_secs(u64::from(s))),
+        Some(s) => Err(ApiError::invalid(
+            "lease_seconds",
+            format!("{s} is out of range 2..=3600"),
+        )),
+    }
+}
+
+/// Claim up to `limit` due jobs, optionally waiting for work.
+#[utoipa::path(
+    post, path = "/v1/pull/claim", tag = "pull",
+    request_body = ClaimRequest,
+    responses(
+        (status = 200, description = "Claimed jobs (maybe none)", body = ClaimResponse),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn claim(
+    State(state): State<AppState>,
+    Json(req): Json<ClaimRequest>,
+) -> ApiResult<Json<ClaimResponse>> {
+    if req.queues.is_empty() || req.queues.len() > MAX_QUEUES {
+        return Err(ApiError::invalid(
+            "queues",
+            format!("must name 1 to {MAX_QUEUES} queues"),
+        ));
+    }
+    for (i, q) in req.queues.iter().enumerate() {
+        check_name(&format!("queues[{i}]"), q)?;
+    }
+    let limit = req.limit.unwrap_or(1) as usize;
+    if !(1..=MAX_JOBS).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("{limit} is out of range 1..={MAX_JOBS}"),
+        ));
+    }
+    let lease = lease_from(&state, req.lease_seconds)?;
+    let wait = match &req.wait {
+        None => Duration::ZERO,
+        Some(w) => {
+            let d = model::parse_duration(w).map_err(|r| ApiError::invalid("wait", r))?;
+            if d > MAX_CLAIM_WAIT {
+                return Err(ApiError::invalid("wait", "must be at most 60s"));
+            }
+            d
+        }
+    };
+    let owner = req.lease_owner.unwrap_or_else(Uuid::now_v7);
+    // Subscribe before the first claim so work enqueued in between wakes us.
+    let mut rx = state.subscribe();
+    let deadline = Instant::now() + wait;
+    let jobs = loop {
+        let jobs = due_work::claim_due(state.pool(), &req.queues, limit, owner, lease).await?;
+        if !jobs.is_empty() || Instant::now() >= deadline {
+            break jobs;
+        }
+        // Events wake us for new or handed-back work; the poll covers jobs whose
+        // run_at passes, which send no event.
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep(state.settings().poll_interval) => {}
+            _ = state.stopping().cancelled() => break Vec::new(),
+            _ = work_arrived(&mut rx, &req.queues) => {}
+        }
+    };
+    for job in &jobs {
+        crate::metrics::jobs_claimed(&job.queue, "pull", 1);
+    }
+    tracing::debug!(lease_owner = %owner, claimed = jobs.len(), "pull claim");
+    Ok(Json(ClaimResponse {
+        lease_owner: owner,
+        lease_seconds: lease.as_secs() as u32,
+        jobs: jobs
+            .into_iter()
+            .map(|j| ClaimedJob {
+                id: j.id,
+                queue: j.queue,
+                kind: j.kind,
+                payload: j.payload,
+                attempt: j.attempt,
+                max_attempts: j.max_attempts,
+                timeout_ms: j.timeout.map(|t| t.as_millis() as i64),
+                metadata: j.metadata,
+                run_at: j.run_at,
+                attempted_at: j.attempted_at,
+            })
+            .collect(),
+    }))
+}
+
+async fn work_arrived(rx: &mut broadcast::Receiver<Received>, queues: &[String]) {
+    loop {
+        match rx.recv().await {
+            Ok(Received::Events(batch))
+                if batch
+                    .iter()
+                    .any(|e| e.state == "available" && queues.contains(&e.queue)) =>
+            {
+                return;
+            }
+            Ok(Received::Events(_)) => {}
+            Ok(Received::Reconnected) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Leases to extend.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// The lease owner from the claim.
+    pub lease_owner: Uuid,
+    /// Jobs to extend, 1 to 1000.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub job_ids: Vec<Uuid>,
+    /// New lease length from now in seconds, 2..=3600 (default WORKER_LEASE_SECONDS).
+    #[schema(minimum = 2, maximum = 3600)]
+    pub lease_seconds: Option<u32>,
+}
+
+/// A lease that was extended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExtendedLease {
+    /// Job id.
+    pub id: Uuid,
+    /// An operator asked to cancel this job: stop it and fail it with `cancelled: true`.
+    pub cancel_requested: bool,
+}
+
+/// Result of a heartbeat.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeartbeatResponse {
+    /// Leases extended.
+    pub extended: Vec<ExtendedLease>,
+    /// Jobs that are no longer yours (rescued after lease expiry, or finished): stop
+    /// working on them; their results will be refused.
+    pub lost: Vec<Uuid>,
+}
+
+/// Extend the leases of jobs you are running (one statement for all of them).
+#[utoipa::path(
+    post, path = "/v1/pull/heartbeat", tag = "pull",
+    request_body = HeartbeatRequest,
+    responses(
+        (status = 200, description = "Leases extended; lost ones listed", body = HeartbeatResponse),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Json(req): Json<HeartbeatRequest>,
+) -> ApiResult<Json<HeartbeatResponse>> {
+    if req.job_ids.is_empty() || req.job_ids.len() > MAX_JOBS {
+        return Err(ApiError::invalid(
+            "job_ids",
+            format!("must list 1 to {MAX_JOBS} jobs"),
+        ));
+    }
+    let lease = lease_from(&state, req.lease_seconds)?;
+    let mut conn = state
+        .pool()
+        .acquire()
+        .await
+        .map_err(crate::db::Error::from)?;
+    let extended = due_work::extend_leases(&mut conn, req.lease_owner, &req.job_ids, lease).await?;
+    drop(conn);
+    let lost = req
+        .job_ids
+        .iter()
+        .filter(|id| !extended.iter().any(|e| e.id == **id))
+        .copied()
+        .collect();
+    Ok(Json(HeartbeatResponse {
+        extended: extended
+            .into_iter()
+            .map(|e| ExtendedLease {
+                id: e.id,
+                cancel_requested: e.cancel_requested,
+            })
+            .collect(),
+        lost,
+    }))
+}
+
+/// A successful result.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// The lease owner from the claim.
+    pub lease_owner: Uuid,
+    /// Output kept with the finished job.
+    #[schema(value_type = Object)]
+    pub output: Option<serde_json::Value>,
+    /// Captured log for the attempt record (cut to WORKER_OUTPUT_LIMIT_BYTES).
+    pub log: Option<String>,
+}
+
+/// A failed attempt.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    /// The lease owner from the claim.
+    pub lease_owner: Uuid,
+    /// What went wrong.
+    #[schema(min_length = 1)]
+    pub error: String,
+    /// Retry after this delay ("30s") instead of the backoff, if attempts remain.
+    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
+    pub retry_after: Option<String>,
+    /// false: fail for good whatever attempts remain (default true).
+    pub retryable: Option<bool>,
+    /// true: you stopped the job because its cancel was requested.
+    pub cancelled: Option<bool>,
+    /// Captured log for the attempt record (cut to WORKER_OUTPUT_LIMIT_BYTES).
+    pub log: Option<String>,
+}
+
+/// Where a finished attempt left the job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FinishResponse {
+    /// Job id.
+    pub id: Uuid,
+    /// completed, retry, failed or cancelled.
+    #[schema(example = "completed")]
+    pub outcome: String,
+    /// When it runs again (retry).
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+/// The running job `id` as leased by `owner`, or 409/404.
+async fn leased_job(state: &AppState, id: Uuid, owner: Uuid) -> ApiResult<history::JobView> {
+    let job = history::get_job(state.pool(), id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    if job.state != "running" || job.lease_owner != Some(owner) {
+        return Err(lease_lost(id));
+    }
+    Ok(job)
+}
+
+fn lease_lost(id: Uuid) -> ApiError {
+    ApiError::Conflict {
+        code: "lease_lost",
+        message: format!(
+            "job {id} is not running under this lease_owner (lease expired and rescued, cancelled, or finished)"
+        ),
+    }
+}
+
+/// Writes `finish` guarded by the lease; 409 when the lease was lost in between.
+async fn apply(
+    state: &AppState,
+    owner: Uuid,
+    job: &history::JobView,
+    finish: Finish,
+) -> ApiResult<Json<FinishResponse>> {
+    let applied = due_work::finish_many(state.pool(), owner, std::slice::from_ref(&finish)).await?;
+    if !applied.contains(&job.id) {
+        return Err(lease_lost(job.id));
+    }
+    let ran = job
+        .attempted_at
+        .map(|t| (Utc::now() - t).to_std().unwrap_or_default())
+        .unwrap_or_default();
+    crate::metrics::job_finished(&job.queue, &job.kind, finish.outcome.as_str(), ran);
+    Ok(Json(FinishResponse {
+        id: job.id,
+        outcome: finish.outcome.as_str().to_owned(),
+        next_run_at: finish.next_run_at,
+    }))
+}
+
+/// Complete a job you claimed, with its output.
+#[utoipa::path(
+    post, path = "/v1/pull/jobs/{id}/complete", tag = "pull",
+    params(("id" = Uuid, Path, description = "Job id")),
+    request_body = CompleteRequest,
+    responses(
+        (status = 200, description = "Completed", body = FinishResponse),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not running under this lease owner", body = ErrorBody),
+        (status = 413, description = "Body or output too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(req): Json<CompleteRequest>,
+) -> ApiResult<Json<FinishResponse>> {
+    let id = parse_id("id", &id)?;
+    if let Some(output) = &req.output {
+        let size = serde_json::to_string(output)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
+        let limit = state.settings().max_payload_bytes;
+        if size > limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "output: {size} bytes exceeds the limit of {limit} bytes"
+            )));
+        }
+    }
+    let job = leased_job(&state, id, req.lease_owner).await?;
+    let finish = Finish {
+        id,
+        outcome: FinishKind::Completed,
+        next_run_at: None,
+        error: None,
+        output: req.output,
+        log: req
+            .log
+            .map(|l| model::truncate_output(&l, state.settings().output_limit)),
+    };
+    apply(&state, req.lease_owner, &job, finish).await
+}
+
+/// Fail an attempt of a job you claimed: retried with backoff (or after `retry_after`)
+/// while attempts remain, else failed for good.
+#[utoipa::path(
+    post, path = "/v1/pull/jobs/{id}/fail", tag = "pull",
+    params(("id" = Uuid, Path, description = "Job id")),
+    request_body = FailRequest,
+    responses(
+        (status = 200, description = "Recorded: retry, failed or cancelled", body = FinishResponse),
+        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not running under this lease owner", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn fail(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(req): Json<FailRequest>,
+) -> ApiResult<Json<FinishResponse>> {
+    let id = parse_id("id", &id)?;
+    if req.error.is_empty() {
+        return Err(ApiError::invalid("error", "must not be empty"));
+    }
+    let retry_after = req
+        .retry_after
+        .as_deref()
+        .map(|t| {
+            let d = model::parse_duration(t).map_err(|r| ApiError::invalid("retry_after", r))?;
+            chrono::Duration::from_std(d)
+                .ok()
+                .filter(|d| *d <= chrono::Duration::days(30))
+                .ok_or_else(|| ApiError::invalid("retry_after", "must be at most 30 days"))
+        })
+        .transpose()?;
+    let job = leased_job(&state, id, req.lease_owner).await?;
+    let error = model::truncate_output(&req.error, MAX_ERROR_BYTES);
+    let log = req
+        .log
+        .map(|l| model::truncate_output(&l, state.settings().output_limit));
+    let mut finish = Finish {
+        id,
+        outcome: FinishKind::Failed,
+        next_run_at: None,
+        error: Some(error),
+        output: None,
+        log,
+    };
+    // The same mapping as the built-in worker's executor: a retryable failure with
+    // attempts left is rescheduled with the queue's (else the configured) backoff.
+    if req.cancelled == Some(true) {
+        finish.outcome = FinishKind::Cancelled;
+    } else if req.retryable != Some(false) && job.attempt < job.max_attempts {
+        let delay = match retry_after {
+            Some(d) => d,
+            None => {
+                let backoff = queue_backoff(&state, &job.queue).await?;
+                chrono::Duration::from_std(backoff.delay(job.attempt))
+                    .unwrap_or_else(|_| chrono::Duration::seconds(60))
+            }
+        };
+        finish.outcome = FinishKind::Retry;
+        finish.next_run_at = Some(Utc::now() + delay);
+    }
+    apply(&state, req.lease_owner, &job, finish).await
+}
+
+async fn queue_backoff(state: &AppState, queue: &str) -> ApiResult<Backoff> {
+    let defaults = queues::queue_defaults(state.pool(), &[queue.to_owned()]).await?;
+    let base = state.settings().backoff;
+    let q = defaults.first();
+    let ms = |v: Option<i64>| v.map(|ms| Duration::from_millis(ms.max(1) as u64));
+    Ok(Backoff {
+        base: ms(q.and_then(|q| q.backoff_base_ms)).unwrap_or(base.base),
+        max: ms(q.and_then(|q| q.backoff_max_ms)).unwrap_or(base.max),
+    })
+}

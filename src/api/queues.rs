@@ -1,0 +1,312 @@
+//! `/v1/queues`: live counts, pause and resume, per-queue defaults.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Json, Path};
+use super::jobs::check_name;
+use crate::db::queues::{self, Change, QueueSettings, QueueStats, RateLimit};
+use crate::model;
+
+/// A queue with its settings and live counts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queue {
+    /// Queue name.
+    pub name: String,
+    /// Paused queues are not claimed from.
+    pub paused: bool,
+    /// Due jobs waiting for a worker.
+    pub available: i64,
+    /// Jobs waiting for a future run_at.
+    pub scheduled: i64,
+    /// Jobs leased by a worker.
+    pub running: i64,
+    /// Jobs failed in the last 24 hours.
+    pub failed_recently: i64,
+    /// Seconds the oldest due job has been waiting.
+    pub oldest_wait_seconds: Option<f64>,
+    /// Default max attempts for jobs that set none.
+    pub max_attempts: Option<i32>,
+    /// Default per-attempt timeout in ms.
+    pub timeout_ms: Option<i64>,
+    /// Backoff base in ms.
+    pub backoff_base_ms: Option<i64>,
+    /// Backoff cap in ms.
+    pub backoff_max_ms: Option<i64>,
+    /// Whether completed jobs are kept in history.
+    pub keep_completed: bool,
+    /// Most jobs running at once across the cluster (`running` counts against it).
+    pub concurrency_limit: Option<i32>,
+    /// Job starts per `rate_period_ms`.
+    pub rate_limit: Option<i32>,
+    /// Rate period in ms.
+    pub rate_period_ms: i64,
+    /// Token bucket size (defaults to the rate).
+    pub rate_burst: Option<i32>,
+    /// Starts available right now.
+    pub rate_tokens: Option<f64>,
+    /// Most running jobs per concurrency key.
+    pub key_concurrency: Option<i32>,
+}
+
+impl From<QueueStats> for Queue {
+    fn from(q: QueueStats) -> Queue {
+        Queue {
+            name: q.name,
+            paused: q.paused,
+            available: q.available,
+            scheduled: q.scheduled,
+            running: q.running,
+            failed_recently: q.failed_recently,
+            oldest_wait_seconds: q.oldest_wait_seconds,
+            max_attempts: q.max_attempts,
+            timeout_ms: q.timeout_ms,
+            backoff_base_ms: q.backoff_base_ms,
+            concurrency_limit: q.concurrency_limit,
+            rate_limit: q.rate_limit,
+            rate_period_ms: q.rate_period_ms,
+            rate_burst: q.rate_burst,
+            rate_tokens: q.rate_tokens,
+            key_concurrency: q.key_concurrency,
+            backoff_max_ms: q.backoff_max_ms,
+            keep_completed: q.keep_completed,
+        }
+    }
+}
+
+/// Every known queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueList {
+    /// Queues by name.
+    pub queues: Vec<Queue>,
+}
+
+/// List queues with live counts.
+#[utoipa::path(
+    get, path = "/v1/queues", tag = "queues",
+    responses(
+        (status = 200, description = "Queues", body = QueueList),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueList>> {
+    let rows = queues::queue_stats(state.pool(), None).await?;
+    Ok(Json(QueueList {
+        queues: rows.into_iter().map(Queue::from).collect(),
+    }))
+}
+
+async fn one(state: &AppState, name: &str) -> ApiResult<Queue> {
+    queues::queue_stats(state.pool(), Some(name))
+        .await?
+        .into_iter()
+        .next()
+        .map(Queue::from)
+        .ok_or_else(|| ApiError::NotFound(format!("queue {name:?} not found")))
+}
+
+/// One queue with live counts. A queue is known once it has jobs, recent failures or
+/// settings.
+#[utoipa::path(
+    get, path = "/v1/queues/{name}", tag = "queues",
+    params(("name" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    responses(
+        (status = 200, description = "The queue", body = Queue),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "Unknown queue", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Queue>> {
+    check_name("name", &name)?;
+    Ok(Json(one(&state, &name).await?))
+}
+
+/// Pause a queue: workers stop claiming from it; its jobs stay.
+#[utoipa::path(
+    post, path = "/v1/queues/{name}/pause", tag = "queues",
+    params(("name" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    responses(
+        (status = 200, description = "Paused", body = Queue),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Queue>> {
+    check_name("name", &name)?;
+    queues::set_paused(state.pool(), &name, true).await?;
+    tracing::info!(queue = %name, "queue paused");
+    Ok(Json(one(&state, &name).await?))
+}
+
+/// Resume a paused queue.
+#[utoipa::path(
+    post, path = "/v1/queues/{name}/resume", tag = "queues",
+    params(("name" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    responses(
+        (status = 200, description = "Resumed", body = Queue),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Queue>> {
+    check_name("name", &name)?;
+    queues::set_paused(state.pool(), &name, false).await?;
+    tracing::info!(queue = %name, "queue resumed");
+    Ok(Json(one(&state, &name).await?))
+}
+
+/// Queue defaults to change; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettingsRequest {
+    /// Default attempts for jobs that set none, 1..=1000.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_attempts: Option<i32>,
+    /// Default per-attempt timeout ("60s").
+    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
+    pub timeout: Option<String>,
+    /// Backoff base ("1s").
+    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
+    pub backoff_base: Option<String>,
+    /// Backoff cap ("60s").
+    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
+    pub backoff_max: Option<String>,
+    /// Keep completed jobs in history.
+    pub keep_completed: Option<bool>,
+    /// Most jobs running at once across the cluster; `null` removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i32>, minimum = 1)]
+    pub concurrency_limit: Option<Option<i32>>,
+    /// Job starts per period ("10/s", "100/m", "20/10s"); `null` removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, pattern = r"^[0-9]{1,9}/([0-9]{1,6}(ms|s|m|h|d)|s|m|h|d)$")]
+    pub rate_limit: Option<Option<String>>,
+    /// Starts allowed at once when the rate allows (default: the rate); needs rate_limit.
+    #[schema(minimum = 1)]
+    pub burst: Option<i32>,
+    /// Most running jobs sharing a concurrency key; `null` removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i32>, minimum = 1)]
+    pub key_concurrency: Option<Option<i32>>,
+}
+
+/// Tells an absent field (None) from an explicit null (Some(None)).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn limit_change(field: &str, value: Option<Option<i32>>) -> ApiResult<Change<i32>> {
+    match value {
+        None => Ok(Change::Keep),
+        Some(None) => Ok(Change::Clear),
+        Some(Some(n)) if n >= 1 => Ok(Change::Set(n)),
+        Some(Some(n)) => Err(ApiError::invalid(field, format!("{n} must be at least 1"))),
+    }
+}
+
+fn positive(field: &str, value: &Option<String>) -> ApiResult<Option<Duration>> {
+    value
+        .as_deref()
+        .map(|t| match model::parse_duration(t) {
+            Ok(d) if d >= Duration::from_millis(1) && d <= Duration::from_secs(365 * 24 * 3600) => {
+                Ok(d)
+            }
+            Ok(_) => Err(ApiError::invalid(field, "must be between 1ms and 365 days")),
+            Err(r) => Err(ApiError::invalid(field, r)),
+        })
+        .transpose()
+}
+
+/// Set a queue's defaults (creates its settings row if needed).
+#[utoipa::path(
+    patch, path = "/v1/queues/{name}", tag = "queues",
+    params(("name" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    request_body = QueueSettingsRequest,
+    responses(
+        (status = 200, description = "Updated", body = Queue),
+        (status = 400, description = "Invalid name or field", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<QueueSettingsRequest>,
+) -> ApiResult<Json<Queue>> {
+    check_name("name", &name)?;
+    if let Some(n) = req.max_attempts
+        && !(1..=1000).contains(&n)
+    {
+        return Err(ApiError::invalid(
+            "max_attempts",
+            format!("{n} is out of range 1..=1000"),
+        ));
+    }
+    let rate_limit = match &req.rate_limit {
+        None => {
+            if req.burst.is_some() {
+                return Err(ApiError::invalid("burst", "needs rate_limit"));
+            }
+            Change::Keep
+        }
+        Some(None) => Change::Clear,
+        Some(Some(text)) => {
+            let (limit, period) =
+                model::parse_rate(text).map_err(|r| ApiError::invalid("rate_limit", r))?;
+            if let Some(b) = req.burst
+                && b < 1
+            {
+                return Err(ApiError::invalid(
+                    "burst",
+                    format!("{b} must be at least 1"),
+                ));
+            }
+            Change::Set(RateLimit {
+                limit,
+                period,
+                burst: req.burst,
+            })
+        }
+    };
+    let concurrency_limit = limit_change("concurrency_limit", req.concurrency_limit)?;
+    let key_concurrency = limit_change("key_concurrency", req.key_concurrency)?;
+    let settings = QueueSettings {
+        concurrency_limit,
+        rate_limit,
+        key_concurrency,
+        max_attempts: req.max_attempts,
+        timeout: positive("timeout", &req.timeout)?,
+        backoff_base: positive("backoff_base", &req.backoff_base)?,
+        backoff_max: positive("backoff_max", &req.backoff_max)?,
+        keep_completed: req.keep_completed,
+    };
+    queues::upsert_settings(state.pool(), &name, &settings).await?;
+    tracing::info!(queue = %name, "queue settings updated");
+    Ok(Json(one(&state, &name).await?))
+}

@@ -1,0 +1,92 @@
+//! Job state-change events: the `ordinaut_events` NOTIFY channel fed by the statement
+//! triggers of migration 0002, and a listener that decodes its payloads.
+//!
+//! Owns the channel name and the payload format; it does not fan events out (the API
+//! does) and never writes.
+
+use serde::Serialize;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use uuid::Uuid;
+
+use super::Result;
+
+/// The NOTIFY channel the triggers send on.
+pub const CHANNEL: &str = "ordinaut_events";
+
+/// One job changing state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobEvent {
+    /// Job id.
+    pub id: Uuid,
+    /// Queue (cut to 100 characters by the trigger).
+    pub queue: String,
+    /// Effective state after the change.
+    pub state: String,
+}
+
+/// What the listener delivers next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// Changes from one notification.
+    Events(Vec<JobEvent>),
+    /// The connection was lost and re-established: notifications in between are gone,
+    /// so anyone waiting on a change must re-read.
+    Reconnected,
+}
+
+/// A dedicated connection LISTENing on [`CHANNEL`].
+pub struct EventListener {
+    inner: PgListener,
+}
+
+impl EventListener {
+    /// Opens a connection from the pool's settings and LISTENs.
+    pub async fn connect(pool: &PgPool) -> Result<EventListener> {
+        let mut inner = PgListener::connect_with(pool).await?;
+        inner.listen(CHANNEL).await?;
+        Ok(EventListener { inner })
+    }
+
+    /// Waits for the next notification. Reconnects by itself after a lost connection
+    /// and then reports [`Received::Reconnected`]. Payloads that do not parse are
+    /// skipped (only our trigger sends on the channel, but anyone may).
+    pub async fn recv(&mut self) -> Result<Received> {
+        loop {
+            match self.inner.try_recv().await? {
+                None => return Ok(Received::Reconnected),
+                Some(n) => {
+                    if let Some(events) = parse_payload(n.payload()) {
+                        return Ok(Received::Events(events));
+                    }
+                    tracing::debug!(channel = CHANNEL, "ignored an unparseable notification");
+                }
+            }
+        }
+    }
+}
+
+/// Decodes a trigger payload: a JSON array of `[id, queue, state]`.
+pub fn parse_payload(payload: &str) -> Option<Vec<JobEvent>> {
+    let triples: Vec<(Uuid, String, String)> = serde_json::from_str(payload).ok()?;
+    Some(
+        triples
+            .into_iter()
+            .map(|(id, queue, state)| JobEvent { id, queue, state })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_of_the_trigger_parses() {
+        let p = r#"[["0190f6f0-0000-7000-8000-000000000001","q","running"]]"#;
+        let events = parse_payload(p).expect("parses");
+        assert_eq!(events[0].queue, "q");
+        assert_eq!(events[0].state, "running");
+        assert!(parse_payload("nonsense").is_none());
+    }
+}

@@ -1,0 +1,228 @@
+//! The HTTP API against a real database: through `router().oneshot()` for most tests,
+//! over a bound socket for events, the pull worker and graceful shutdown.
+
+mod auth_and_health;
+mod bad_requests;
+mod events;
+mod jobs;
+mod openapi;
+mod pull;
+mod queues_workers;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use ordinaut::api::{self, ApiSettings, AppState};
+use ordinaut::config::Config;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::common::TestDb;
+
+/// The token tests authenticate with.
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// A test application: a fresh database and a router on it.
+pub struct App {
+    pub db: TestDb,
+    pub state: AppState,
+    pub router: Router,
+    listener: Option<JoinHandle<()>>,
+}
+
+/// Settings used by tests unless a test changes them.
+pub fn settings() -> ApiSettings {
+    let mut s = ApiSettings::from_config(&Config::default());
+    s.tokens = vec![TOKEN.to_owned()];
+    s.max_batch = 10;
+    s.max_body_bytes = 64 * 1024;
+    s.max_payload_bytes = 16 * 1024;
+    s.poll_interval = std::time::Duration::from_millis(100);
+    s.backoff = ordinaut::model::Backoff {
+        base: std::time::Duration::from_millis(50),
+        max: std::time::Duration::from_millis(100),
+    };
+    s
+}
+
+/// A response, decoded.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl App {
+    pub async fn new() -> App {
+        App::with(settings()).await
+    }
+
+    pub async fn with(settings: ApiSettings) -> App {
+        let db = TestDb::new().await;
+        let state = AppState::new(db.pool.clone(), settings);
+        let router = api::router(state.clone());
+        App {
+            db,
+            state,
+            router,
+            listener: None,
+        }
+    }
+
+    /// Starts the LISTEN task (needed by `?wait=` and events), and waits until it is
+    /// connected, so no event of the test is missed.
+    pub async fn with_listener(mut self) -> App {
+        let mut probe = self.state_subscribe_probe();
+        self.listener = Some(tokio::spawn(self.state.clone().run_event_listener()));
+        // The listener announces each (re)connection with a resync message.
+        tokio::time::timeout(std::time::Duration::from_secs(10), probe.recv())
+            .await
+            .expect("event listener connects")
+            .expect("event channel open");
+        self
+    }
+
+    fn state_subscribe_probe(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<ordinaut::db::events::Received> {
+        self.state.subscribe()
+    }
+
+    /// Sends a request with the test token.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {TOKEN}"));
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).expect("request builds")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// Sends any request.
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        let response = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body reads")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// Row counts of the tables a request could change.
+    pub async fn counts(&self) -> [i64; 5] {
+        [
+            self.db.scalar_i64("SELECT count(*) FROM due_work").await,
+            self.db.scalar_i64("SELECT count(*) FROM job_history").await,
+            self.db
+                .scalar_i64("SELECT count(*) FROM job_attempts")
+                .await,
+            self.db.scalar_i64("SELECT count(*) FROM queues").await,
+            self.db.scalar_i64("SELECT count(*) FROM workers").await,
+        ]
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.state.stopping().cancel();
+        if let Some(l) = self.listener.take() {
+            l.abort();
+        }
+    }
+}
+
+/// A server on a real socket.
+pub struct Server {
+    pub app: App,
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(settings()).await
+    }
+
+    pub async fn start_with(settings: ApiSettings) -> Server {
+        let app = App::with(settings).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let mut probe = app.state.subscribe();
+        let task = tokio::spawn(api::serve(listener, app.state.clone(), shutdown.clone()));
+        tokio::time::timeout(std::time::Duration::from_secs(10), probe.recv())
+            .await
+            .expect("event listener connects")
+            .expect("event channel open");
+        Server {
+            app,
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "authorization",
+            format!("Bearer {TOKEN}").parse().expect("header value"),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client")
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.task)
+            .await
+            .expect("server stops in time")
+            .expect("server task")
+            .expect("server ran");
+    }
+}
