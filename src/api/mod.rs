@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod pull;
 pub mod queues;
+pub mod schedules;
 pub mod workers;
 
 use std::sync::Arc;
@@ -69,6 +70,8 @@ pub struct ApiSettings {
     /// Fallback re-check interval for pull claims waiting for work (jobs whose run_at
     /// passes send no event).
     pub poll_interval: Duration,
+    /// The whole configuration, for schedule validation (TZ, limits) and triggers.
+    pub config: std::sync::Arc<Config>,
 }
 
 // By hand: the tokens must never be printed.
@@ -99,6 +102,7 @@ impl ApiSettings {
             },
             output_limit: config.worker.output_limit_bytes,
             poll_interval: Duration::from_secs_f64(config.worker.poll_interval),
+            config: std::sync::Arc::new(config.clone()),
         }
     }
 }
@@ -188,7 +192,11 @@ fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(pull::complete))
         .routes(routes!(pull::fail))
         .routes(routes!(events::stream))
-        // `/v1/schedules` is reserved for the scheduler issue.
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(schedules::get, schedules::delete))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
+        .routes(routes!(schedules::trigger))
         .route_layer(auth.clone());
     let mut metrics = OpenApiRouter::new().routes(routes!(health::metrics));
     if state.settings().metrics_auth {

@@ -8,6 +8,7 @@ mod jobs;
 mod openapi;
 mod pull;
 mod queues_workers;
+mod schedules;
 
 use std::net::SocketAddr;
 

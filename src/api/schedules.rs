@@ -1,0 +1,378 @@
+//! `/v1/schedules`: durable cron schedules, with the same validation as the CLI and
+//! ordinaut.toml (scheduler::validate) and the same store (db::schedules).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Json, Path};
+use super::jobs::check_name;
+use crate::db::schedules::{self, FireRow, ScheduleRow};
+use crate::model;
+use crate::scheduler::{self, Firer, SaveError, ScheduleInput};
+
+/// A schedule.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Schedule {
+    /// Id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Cron expression.
+    pub cron: String,
+    /// IANA timezone.
+    pub timezone: String,
+    /// Job queue.
+    pub queue: String,
+    /// Job kind.
+    pub kind: String,
+    /// Job payload.
+    pub payload: serde_json::Value,
+    /// Job priority.
+    pub priority: i16,
+    /// Job max attempts.
+    pub max_attempts: Option<i32>,
+    /// Job timeout in ms.
+    pub timeout_ms: Option<i64>,
+    /// Job unique key.
+    pub unique_key: Option<String>,
+    /// allow | skip.
+    pub overlap: String,
+    /// Misfire grace in ms (null: SCHEDULER_MISFIRE_GRACE_TIME).
+    pub misfire_grace_ms: Option<i64>,
+    /// Paused schedules do not fire.
+    pub paused: bool,
+    /// Declared in ordinaut.toml (changes made here are overwritten at scheduler start).
+    pub declared: bool,
+    /// Next fire time.
+    pub next_run_at: DateTime<Utc>,
+    /// Last fire time.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// Recent fires, newest first (single-schedule reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_fires: Option<Vec<Fire>>,
+}
+
+/// A recorded fire.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Fire {
+    /// Intended fire time.
+    pub fire_time: DateTime<Utc>,
+    /// enqueued, triggered, skipped_misfire, skipped_overlap or deduplicated.
+    pub outcome: String,
+    /// Job made.
+    pub job_id: Option<Uuid>,
+    /// Fire times skipped (misfire records).
+    pub skipped: i32,
+}
+
+impl From<FireRow> for Fire {
+    fn from(f: FireRow) -> Fire {
+        Fire {
+            fire_time: f.fire_time,
+            outcome: f.outcome,
+            job_id: f.job_id,
+            skipped: f.skipped,
+        }
+    }
+}
+
+impl From<ScheduleRow> for Schedule {
+    fn from(s: ScheduleRow) -> Schedule {
+        Schedule {
+            id: s.id,
+            name: s.name,
+            cron: s.cron,
+            timezone: s.timezone,
+            queue: s.queue,
+            kind: s.kind,
+            payload: s.payload,
+            priority: s.priority,
+            max_attempts: s.max_attempts,
+            timeout_ms: s.timeout_ms,
+            unique_key: s.unique_key,
+            overlap: s.overlap,
+            misfire_grace_ms: s.misfire_grace_ms,
+            paused: s.paused,
+            declared: s.declared,
+            next_run_at: s.next_run_at,
+            last_run_at: s.last_run_at,
+            recent_fires: None,
+        }
+    }
+}
+
+/// Every schedule.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleList {
+    /// Schedules by name.
+    pub schedules: Vec<Schedule>,
+}
+
+/// Create or replace a schedule (by name).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    /// Unique name.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+    pub name: String,
+    /// 5-field crontab, 6 fields with seconds first, or @hourly/@daily/@weekly/@monthly/@yearly.
+    #[schema(example = "30 2 * * *")]
+    pub cron: String,
+    /// IANA timezone (default: TZ).
+    #[schema(example = "Europe/Berlin")]
+    pub timezone: Option<String>,
+    /// Job queue.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+    pub queue: String,
+    /// Job kind.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+    pub kind: String,
+    /// Job payload.
+    pub payload: Option<serde_json::Value>,
+    /// Job priority, -100..=100 (lower runs first).
+    #[schema(minimum = -100, maximum = 100)]
+    pub priority: Option<i32>,
+    /// Job max attempts, 1..=1000.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_attempts: Option<i32>,
+    /// Job timeout ("60s").
+    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
+    pub timeout: Option<String>,
+    /// Job unique key.
+    #[schema(min_length = 1, max_length = 512)]
+    pub unique_key: Option<String>,
+    /// allow (default) or skip while the previous job of this schedule is live.
+    #[schema(pattern = "^(allow|skip)$")]
+    pub overlap: Option<String>,
+    /// Misfire grace ("30s"; default SCHEDULER_MISFIRE_GRACE_TIME).
+    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
+    pub misfire_grace: Option<String>,
+}
+
+fn duration(field: &str, value: &Option<String>) -> ApiResult<Option<Duration>> {
+    value
+        .as_deref()
+        .map(|t| match model::parse_duration(t) {
+            Ok(d) if d <= Duration::from_secs(365 * 24 * 3600) => Ok(d),
+            Ok(_) => Err(ApiError::invalid(field, "must be at most 365 days")),
+            Err(r) => Err(ApiError::invalid(field, r)),
+        })
+        .transpose()
+}
+
+async fn one(state: &AppState, name: &str, fires: bool) -> ApiResult<Schedule> {
+    let row = schedules::get(state.pool(), name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("schedule {name:?} not found")))?;
+    let id = row.id;
+    let mut s = Schedule::from(row);
+    if fires {
+        let recent = schedules::recent_fires(state.pool(), id, 20).await?;
+        s.recent_fires = Some(recent.into_iter().map(Fire::from).collect());
+    }
+    Ok(s)
+}
+
+/// List schedules.
+#[utoipa::path(
+    get, path = "/v1/schedules", tag = "schedules",
+    responses(
+        (status = 200, description = "Schedules by name", body = ScheduleList),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ScheduleList>> {
+    let rows = schedules::list(state.pool()).await?;
+    Ok(Json(ScheduleList {
+        schedules: rows.into_iter().map(Schedule::from).collect(),
+    }))
+}
+
+/// Create a schedule, or replace the one with this name. A changed cron or timezone
+/// restarts the cadence from its next fire time.
+#[utoipa::path(
+    post, path = "/v1/schedules", tag = "schedules",
+    request_body = ScheduleRequest,
+    responses(
+        (status = 200, description = "Saved", body = Schedule),
+        (status = 400, description = "Invalid field (cron, timezone, names, ...)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    Json(req): Json<ScheduleRequest>,
+) -> ApiResult<Json<Schedule>> {
+    let input = ScheduleInput {
+        name: req.name.clone(),
+        cron: req.cron,
+        timezone: req.timezone,
+        queue: req.queue,
+        kind: req.kind,
+        payload: req.payload,
+        priority: req.priority.unwrap_or(0),
+        max_attempts: req.max_attempts,
+        timeout: duration("timeout", &req.timeout)?,
+        unique_key: req.unique_key,
+        overlap: req.overlap,
+        misfire_grace: duration("misfire_grace", &req.misfire_grace)?,
+    };
+    if input.timeout.is_some_and(|t| t < Duration::from_millis(1)) {
+        return Err(ApiError::invalid("timeout", "must be at least 1ms"));
+    }
+    if input
+        .unique_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.chars().count() > 512)
+    {
+        return Err(ApiError::invalid(
+            "unique_key",
+            "must be 1 to 512 characters",
+        ));
+    }
+    let config = &state.settings().config;
+    let spec = scheduler::validate(&input, config, false).map_err(|r| {
+        let (field, reason) = r.split_once(": ").unwrap_or(("schedule", r.as_str()));
+        ApiError::invalid(field, reason)
+    })?;
+    match scheduler::save(state.pool(), &spec).await {
+        Ok(_) => {}
+        Err(SaveError::Invalid(r)) => return Err(ApiError::invalid("cron", r)),
+        Err(SaveError::Db(e)) => return Err(e.into()),
+    }
+    tracing::info!(schedule = %spec.name, "schedule saved");
+    Ok(Json(one(&state, &spec.name, false).await?))
+}
+
+/// One schedule with its recent fires (including skipped misfires).
+#[utoipa::path(
+    get, path = "/v1/schedules/{name}", tag = "schedules",
+    params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    responses(
+        (status = 200, description = "The schedule", body = Schedule),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "Unknown schedule", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Schedule>> {
+    check_name("name", &name)?;
+    Ok(Json(one(&state, &name, true).await?))
+}
+
+/// Delete a schedule (its jobs stay).
+#[utoipa::path(
+    delete, path = "/v1/schedules/{name}", tag = "schedules",
+    params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "Unknown schedule", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    check_name("name", &name)?;
+    schedules::delete(state.pool(), &name).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Pause a schedule: no fires until resumed (missed ones are not replayed).
+#[utoipa::path(
+    post, path = "/v1/schedules/{name}/pause", tag = "schedules",
+    params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    responses(
+        (status = 200, description = "Paused", body = Schedule),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "Unknown schedule", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Schedule>> {
+    check_name("name", &name)?;
+    schedules::set_paused(state.pool(), &name, true, None).await?;
+    Ok(Json(one(&state, &name, false).await?))
+}
+
+/// Resume a schedule from its next cron time.
+#[utoipa::path(
+    post, path = "/v1/schedules/{name}/resume", tag = "schedules",
+    params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    responses(
+        (status = 200, description = "Resumed", body = Schedule),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "Unknown schedule", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Schedule>> {
+    check_name("name", &name)?;
+    let row = schedules::get(state.pool(), &name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("schedule {name:?} not found")))?;
+    let next = scheduler::cron::CronExpr::parse(&row.cron)
+        .ok()
+        .zip(scheduler::cron::parse_timezone(&row.timezone).ok())
+        .and_then(|(c, tz)| c.next_after(Utc::now(), tz));
+    schedules::set_paused(state.pool(), &name, false, next).await?;
+    Ok(Json(one(&state, &name, false).await?))
+}
+
+/// A job made by a trigger.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Triggered {
+    /// The new job's id.
+    pub job_id: Uuid,
+}
+
+/// Enqueue one job from the schedule now, without moving its cadence.
+#[utoipa::path(
+    post, path = "/v1/schedules/{name}/trigger", tag = "schedules",
+    params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    responses(
+        (status = 200, description = "Enqueued", body = Triggered),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "Unknown schedule", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn trigger(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Triggered>> {
+    check_name("name", &name)?;
+    let firer = Firer::new(
+        state.pool().clone(),
+        scheduler::fire_options(&state.settings().config),
+    );
+    let job_id = firer.trigger(&name).await?;
+    Ok(Json(Triggered { job_id }))
+}

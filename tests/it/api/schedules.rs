@@ -1,0 +1,154 @@
+//! `/v1/schedules` and the flow-control fields of `/v1/queues/{name}`.
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use super::App;
+
+#[tokio::test]
+async fn schedules_are_created_listed_paused_resumed_triggered_and_deleted() {
+    let app = App::new().await;
+    let created = app
+        .post(
+            "/v1/schedules",
+            json!({"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin", "queue": "scans",
+                   "kind": "slither", "payload": {"repo": "acme"}, "overlap": "skip"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    assert_eq!(created.body["timezone"], "Europe/Berlin");
+    assert_eq!(created.body["overlap"], "skip");
+    let list = app.get("/v1/schedules").await;
+    assert_eq!(list.body["schedules"].as_array().unwrap().len(), 1);
+    let paused = app
+        .call(Method::POST, "/v1/schedules/nightly/pause", None)
+        .await;
+    assert_eq!(paused.body["paused"], true);
+    let resumed = app
+        .call(Method::POST, "/v1/schedules/nightly/resume", None)
+        .await;
+    assert_eq!(resumed.body["paused"], false);
+    let next_before = resumed.body["next_run_at"].clone();
+    let triggered = app
+        .call(Method::POST, "/v1/schedules/nightly/trigger", None)
+        .await;
+    assert_eq!(triggered.status, StatusCode::OK, "{}", triggered.text);
+    let job = app
+        .get(&format!(
+            "/v1/jobs/{}",
+            triggered.body["job_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(job.body["payload"], json!({"repo": "acme"}));
+    let shown = app.get("/v1/schedules/nightly").await;
+    assert_eq!(
+        shown.body["next_run_at"], next_before,
+        "trigger does not move the cadence"
+    );
+    assert_eq!(shown.body["recent_fires"][0]["outcome"], "triggered");
+    let deleted = app
+        .call(Method::DELETE, "/v1/schedules/nightly", None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get("/v1/schedules/nightly").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn bad_schedules_are_refused_naming_the_field() {
+    let app = App::new().await;
+    let before = app.counts().await;
+    for (body, field) in [
+        (
+            json!({"name": "a", "cron": "61 * * * *", "queue": "q", "kind": "k"}),
+            "cron",
+        ),
+        (
+            json!({"name": "a", "cron": "* *", "queue": "q", "kind": "k"}),
+            "cron",
+        ),
+        (
+            json!({"name": "a", "cron": "@daily", "timezone": "Mars/Olympus", "queue": "q", "kind": "k"}),
+            "timezone",
+        ),
+        (
+            json!({"name": "bad name", "cron": "@daily", "queue": "q", "kind": "k"}),
+            "name",
+        ),
+        (
+            json!({"name": "a", "cron": "@daily", "queue": "q", "kind": "k", "overlap": "maybe"}),
+            "overlap",
+        ),
+        (
+            json!({"name": "a", "cron": "@daily", "queue": "q", "kind": "k", "priority": 1000}),
+            "priority",
+        ),
+        (
+            json!({"name": "a", "cron": "@daily", "queue": "q", "kind": "k", "timeout": "soon"}),
+            "timeout",
+        ),
+        (json!({"name": "a", "cron": "@daily", "queue": "q"}), "kind"),
+    ] {
+        let reply = app.post("/v1/schedules", body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            reply.text
+        );
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    assert_eq!(app.counts().await, before);
+    assert_eq!(app.db.scalar_i64("SELECT count(*) FROM schedules").await, 0);
+    assert_eq!(
+        app.call(Method::POST, "/v1/schedules/nope/trigger", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn queue_limits_are_set_and_cleared_over_http() {
+    let app = App::new().await;
+    let set = app
+        .call(
+            Method::PATCH,
+            "/v1/queues/scans",
+            Some(json!({"concurrency_limit": 7, "rate_limit": "10/s", "burst": 20, "key_concurrency": 1})),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    assert_eq!(set.body["concurrency_limit"], 7);
+    assert_eq!(set.body["rate_limit"], 10);
+    assert_eq!(set.body["rate_burst"], 20);
+    assert_eq!(set.body["key_concurrency"], 1);
+    let cleared = app
+        .call(
+            Method::PATCH,
+            "/v1/queues/scans",
+            Some(json!({"concurrency_limit": null})),
+        )
+        .await;
+    assert!(cleared.body["concurrency_limit"].is_null());
+    assert_eq!(cleared.body["key_concurrency"], 1, "absent fields are kept");
+    let bad = app
+        .call(
+            Method::PATCH,
+            "/v1/queues/scans",
+            Some(json!({"rate_limit": "fast"})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let bad = app
+        .call(
+            Method::PATCH,
+            "/v1/queues/scans",
+            Some(json!({"concurrency_limit": 0})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
