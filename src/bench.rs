@@ -27,6 +27,11 @@ pub enum Scenario {
     Latency,
     /// Jobs of a `command` kind running `true`: the cost of a process per job.
     Command,
+    /// Producers and workers together for `--seconds` at `--target-rate`.
+    Sustained,
+    /// Sustained, with `--history` finished jobs present and a REPEATABLE READ
+    /// transaction held open through the middle third.
+    Bloat,
 }
 
 /// Options of `ordinaut bench`.
@@ -56,6 +61,15 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Duration of the sustained and bloat scenarios, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Enqueue rate of the sustained and bloat scenarios, jobs/s.
+    #[arg(long, default_value_t = 2000)]
+    pub target_rate: u32,
+    /// Finished jobs present in history for the bloat scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub history: u64,
 }
 
 /// One run's figures.
@@ -79,6 +93,31 @@ pub struct BenchResult {
     pub max_ms: f64,
     /// Peak RSS of the (first) worker process, KiB.
     pub worker_peak_rss_kib: Option<u64>,
+    /// Sustained/bloat: per phase figures (whole run, or before/during/after).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
+    /// Sustained/bloat: due_work dead tuples at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_tuples: Option<i64>,
+    /// Sustained/bloat: due_work heap size at the end, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_bytes: Option<i64>,
+    /// Sustained/bloat: due_work index size at the end, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_bytes: Option<i64>,
+}
+
+/// Figures for one phase of a sustained run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    /// Phase name.
+    pub name: String,
+    /// Jobs started per second in the phase.
+    pub started_per_sec: f64,
+    /// Enqueue-to-start latency p50, ms.
+    pub p50_ms: f64,
+    /// p99, ms.
+    pub p99_ms: f64,
 }
 
 /// Runs the chosen scenario `reps` times and prints the results.
@@ -106,6 +145,8 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
             Scenario::BurnDown => burn_down(&bench_db, &args, "noop").await,
             Scenario::Command => burn_down(&bench_db, &args, "true_cmd").await,
             Scenario::Latency => latency(&bench_db, &args).await,
+            Scenario::Sustained => sustained(&bench_db, &args, false).await,
+            Scenario::Bloat => sustained(&bench_db, &args, true).await,
         };
         bench_db.drop_db().await;
         let result = result?;
@@ -329,6 +370,10 @@ async fn burn_down(db: &FreshDb, args: &BenchArgs, kind: &str) -> anyhow::Result
         p99_ms: p99,
         max_ms: max,
         worker_peak_rss_kib: rss,
+        phases: Vec::new(),
+        dead_tuples: None,
+        table_bytes: None,
+        index_bytes: None,
     })
 }
 
@@ -386,6 +431,10 @@ async fn latency(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchResult> 
         p99_ms: p99,
         max_ms: max,
         worker_peak_rss_kib: rss,
+        phases: Vec::new(),
+        dead_tuples: None,
+        table_bytes: None,
+        index_bytes: None,
     })
 }
 
@@ -428,6 +477,162 @@ async fn percentiles(
     ))
 }
 
+async fn sustained(db: &FreshDb, args: &BenchArgs, bloat: bool) -> anyhow::Result<BenchResult> {
+    if bloat {
+        eprintln!(
+            "bench: inserting {} finished jobs into history",
+            args.history
+        );
+        sqlx::query(
+            "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+                                      run_at, created_at, attempted_at, finished_at)
+             SELECT ordinaut_uuid_v7(), 'old', 'noop', '{}', 0, 'completed', 1, 4, '{}', now(), now(), now(),
+                    now() - (g % 86400) * interval '1 second'
+             FROM generate_series(1, $1) AS g",
+        )
+        .bind(args.history as i64)
+        .execute(&db.pool)
+        .await?;
+        sqlx::query("VACUUM ANALYZE job_history")
+            .execute(&db.pool)
+            .await?;
+    }
+    let workers: Vec<WorkerProc> = (0..args.workers.max(1))
+        .map(|_| db.spawn_worker(args.concurrency))
+        .collect::<Result<_, _>>()?;
+    wait_for_workers(&db.pool, workers.len()).await?;
+    let total = Duration::from_secs(args.seconds.max(3));
+    let third = total / 3;
+    let start = chrono::Utc::now();
+    let began = Instant::now();
+    // The held transaction: a snapshot that stops vacuum from removing dead rows.
+    let holder = if bloat {
+        let pool = db.pool.clone();
+        Some(tokio::spawn(async move {
+            tokio::time::sleep(third).await;
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT count(*) FROM queues")
+                .execute(&mut *tx)
+                .await?;
+            eprintln!("bench: holding a REPEATABLE READ transaction open");
+            tokio::time::sleep(third).await;
+            tx.commit().await?;
+            eprintln!("bench: released the transaction");
+            anyhow::Ok(())
+        }))
+    } else {
+        None
+    };
+    // Producer: a batch every 10 ms at the target rate.
+    let per_tick = (f64::from(args.target_rate) / 100.0).max(1.0);
+    let mut owed = 0.0;
+    let mut sent = 0usize;
+    let mut next = Instant::now();
+    let mut last_report = Instant::now();
+    while began.elapsed() < total {
+        tokio::time::sleep_until(next.into()).await;
+        next += Duration::from_millis(10);
+        owed += per_tick;
+        let n = owed.floor() as usize;
+        owed -= n as f64;
+        let t0 = chrono::Utc::now().to_rfc3339();
+        let batch: Vec<NewJob> = (0..n)
+            .map(|_| NewJob::new(QUEUE, "noop", serde_json::json!({ "t0": t0 })))
+            .collect();
+        due_work::enqueue_many(&db.pool, &batch, 4).await?;
+        sent += n;
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "bench: {:.0}s, {sent} enqueued",
+                began.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+    }
+    if let Some(h) = holder {
+        h.await??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM due_work")
+        .fetch_one(&db.pool)
+        .await?
+        > 0
+    {
+        if Instant::now() > deadline {
+            bail!("the backlog did not drain within 60 s after the producers stopped");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rss = workers[0].peak_rss_kib();
+    for w in workers {
+        w.stop();
+    }
+    let third_ms = third.as_millis() as i64;
+    let bounds: Vec<(&str, i64, i64)> = if bloat {
+        vec![
+            ("before", 0, third_ms),
+            ("during", third_ms, 2 * third_ms),
+            ("after", 2 * third_ms, 3 * third_ms),
+        ]
+    } else {
+        vec![("run", 0, total.as_millis() as i64)]
+    };
+    let mut phases = Vec::new();
+    for (name, from, to) in bounds {
+        let row: (i64, Option<f64>, Option<f64>) = sqlx::query_as(
+            "SELECT count(*),
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY lat),
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY lat)
+             FROM (SELECT extract(epoch FROM attempted_at - (payload->>'t0')::timestamptz) * 1000 AS lat
+                   FROM job_history
+                   WHERE queue = 'bench'
+                     AND attempted_at >= $1 + make_interval(secs => $2 / 1000.0)
+                     AND attempted_at < $1 + make_interval(secs => $3 / 1000.0)) s",
+        )
+        .bind(start)
+        .bind(from as f64)
+        .bind(to as f64)
+        .fetch_one(&db.pool)
+        .await?;
+        phases.push(Phase {
+            name: name.to_owned(),
+            started_per_sec: row.0 as f64 / ((to - from) as f64 / 1000.0),
+            p50_ms: row.1.unwrap_or(0.0),
+            p99_ms: row.2.unwrap_or(0.0),
+        });
+    }
+    let (dead, table, index): (i64, i64, i64) = sqlx::query_as(
+        "SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'due_work'), 0),
+                pg_relation_size('due_work'), pg_indexes_size('due_work')",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    let (p50, p95, p99, max) = percentiles(
+        &db.pool,
+        "extract(epoch FROM attempted_at - (payload->>'t0')::timestamptz) * 1000",
+        "job_history WHERE queue = 'bench'",
+    )
+    .await?;
+    Ok(BenchResult {
+        scenario: if bloat { "bloat" } else { "sustained" }.into(),
+        jobs: sent,
+        enqueue_jobs_per_sec: Some(sent as f64 / total.as_secs_f64()),
+        worked_jobs_per_sec: None,
+        p50_ms: p50,
+        p95_ms: p95,
+        p99_ms: p99,
+        max_ms: max,
+        worker_peak_rss_kib: rss,
+        phases,
+        dead_tuples: Some(dead),
+        table_bytes: Some(table),
+        index_bytes: Some(index),
+    })
+}
+
 fn median_of(mut results: Vec<BenchResult>) -> BenchResult {
     results.sort_by(|a, b| {
         let key = |r: &BenchResult| r.worked_jobs_per_sec.unwrap_or(-r.p50_ms);
@@ -458,6 +663,15 @@ fn print_table(r: &BenchResult) {
         "| scenario | jobs | enqueue jobs/s | worked jobs/s | p50 ms | p95 ms | p99 ms | max ms | worker peak RSS |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    for p in &r.phases {
+        println!(
+            "phase {}: {:.0} starts/s, p50 {:.2} ms, p99 {:.2} ms",
+            p.name, p.started_per_sec, p.p50_ms, p.p99_ms
+        );
+    }
+    if let (Some(d), Some(t), Some(i)) = (r.dead_tuples, r.table_bytes, r.index_bytes) {
+        println!("due_work at the end: {d} dead tuples, table {t} bytes, indexes {i} bytes");
+    }
     println!(
         "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
         r.scenario,

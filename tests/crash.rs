@@ -451,3 +451,50 @@ async fn one_ctrl_c_stops_the_worker_gracefully() {
         1
     );
 }
+
+#[tokio::test]
+async fn sustained_and_bloat_scenarios_complete() {
+    let db = TestDb::new().await;
+    for args in [
+        vec![
+            "bench",
+            "sustained",
+            "--seconds",
+            "3",
+            "--target-rate",
+            "200",
+            "--json",
+        ],
+        vec![
+            "bench",
+            "bloat",
+            "--seconds",
+            "3",
+            "--target-rate",
+            "200",
+            "--history",
+            "2000",
+            "--json",
+        ],
+    ] {
+        let out = Command::new(binary())
+            .args(&args)
+            .env("DATABASE_URL", &db.url)
+            .env("LOG_LEVEL", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("bench prints JSON");
+        assert!(result["jobs"].as_u64().unwrap() >= 500, "{result}");
+        assert!(
+            result["phases"].as_array().is_some_and(|p| !p.is_empty()),
+            "{result}"
+        );
+        assert!(result["dead_tuples"].is_number());
+    }
+}
