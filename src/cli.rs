@@ -19,6 +19,9 @@ use crate::pg_local::{LocalPg, StartOptions};
 use crate::scheduler::{Firer, Rescuer, RescuerOptions, Retention, ScheduleInput};
 use crate::worker::{Handlers, Worker, WorkerOptions};
 
+/// The example configuration `ordinaut dev` uses when there is no ordinaut.toml.
+const EXAMPLE_CONFIG: &str = include_str!("../ordinaut.example.toml");
+
 /// Ordinaut: a job queue and scheduler whose only dependency is PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "ordinaut", version, about)]
@@ -42,7 +45,7 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Run maintenance: rescue dead workers' jobs and expired leases.
     Scheduler,
-    /// Worker and scheduler in one process, on a local Postgres if DATABASE_URL is unset.
+    /// API, scheduler and worker in one process, on a local Postgres if DATABASE_URL is unset.
     Dev(WorkerArgs),
     /// Enqueue, inspect, cancel and retry jobs.
     #[command(subcommand)]
@@ -209,7 +212,9 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             let db = db_config(&config)?;
             let pool = start_with(&db, &config).await?;
             let shutdown = crate::shutdown::on_signal();
-            run_worker_and_rescuer(&config, db, pool, shutdown, true).await
+            let result = run_worker_and_rescuer(&config, db, pool.clone(), shutdown, true).await;
+            pool.close().await;
+            result
         }
         Command::Scheduler => {
             let db = db_config(&config)?;
@@ -262,21 +267,33 @@ fn db_config(config: &Config) -> anyhow::Result<DbConfig> {
 async fn api(config: &Config) -> anyhow::Result<()> {
     let db = db_config(config)?;
     let pool = start(&db).await?;
+    let listener = bind_api(config).await?;
+    serve_api(config, pool.clone(), listener, crate::shutdown::on_signal()).await?;
+    pool.close().await;
+    Ok(())
+}
+
+async fn bind_api(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
     let addr = format!("{}:{}", config.api.host, config.api.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
+    tokio::net::TcpListener::bind(&addr)
         .await
-        .with_context(|| format!("while binding the API to {addr}"))?;
+        .with_context(|| format!("while binding the API to {addr}"))
+}
+
+async fn serve_api(
+    config: &Config,
+    pool: db::Pool,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("while reading the bound address")?;
     tracing::info!(address = %local, "api listening");
-    let state =
-        crate::api::AppState::new(pool.clone(), crate::api::ApiSettings::from_config(config));
-    let shutdown = crate::shutdown::on_signal();
+    let state = crate::api::AppState::new(pool, crate::api::ApiSettings::from_config(config));
     crate::api::serve(listener, state, shutdown)
         .await
         .context("while serving the API")?;
-    pool.close().await;
     tracing::info!("api stopped");
     Ok(())
 }
@@ -332,7 +349,6 @@ async fn run_worker_and_rescuer(
         let _ = task.await;
     }
     hot_pool.close().await;
-    pool.close().await;
     result.context("while running the worker")
 }
 
@@ -362,22 +378,15 @@ async fn run_scheduler(
 
 async fn dev(mut config: Config) -> anyhow::Result<()> {
     if config.kinds.is_empty() {
-        // No ordinaut.toml: give the printed example something visible to run.
-        config.kinds.insert(
-            "echo".to_owned(),
-            crate::config::KindConfig::Command {
-                program: "cat".to_owned(),
-                args: Vec::new(),
-                timeout: Some(Duration::from_secs(60)),
-                env: Default::default(),
-                cwd: None,
-            },
+        // No ordinaut.toml: load the example so the printed curl does something visible.
+        use figment::providers::{Format, Serialized, Toml};
+        config = figment::Figment::from(Serialized::defaults(config))
+            .merge(Toml::string(EXAMPLE_CONFIG))
+            .extract()
+            .context("while loading the example configuration")?;
+        tracing::info!(
+            "no ordinaut.toml found; using ordinaut.example.toml (kinds echo, ping_api, noop)"
         );
-        config.kinds.insert(
-            "noop".to_owned(),
-            crate::config::KindConfig::Noop { timeout: None },
-        );
-        tracing::info!("no kinds configured; using the example kinds `echo` (runs cat) and `noop`");
     }
     let local = match &config.database_url {
         Some(_) => None,
@@ -397,12 +406,17 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
     let result = async {
         let db = db_config(&config)?;
         let pool = start_with(&db, &config).await?;
+        let listener = bind_api(&config).await?;
+        let port = listener.local_addr().context("while reading the bound address")?.port();
+        let token = config.api.tokens.first().map(|t| format!(" -H 'Authorization: Bearer {t}'")).unwrap_or_default();
         eprintln!("ordinaut dev: database {}", redact(&db.url));
+        eprintln!("ordinaut dev: API on http://127.0.0.1:{port} (OpenAPI at /openapi.json)");
         eprintln!(
-            "ordinaut dev: in another terminal, enqueue a job and look at it:\n  \
-             export DATABASE_URL={}\n  \
-             cargo run --release -- jobs enqueue --queue default --kind echo --payload '{{\"hello\":\"world\"}}'\n  \
-             cargo run --release -- jobs show <printed id>",
+            "ordinaut dev: enqueue a job and wait for its result:\n  \
+             curl -s{token} -X POST http://127.0.0.1:{port}/v1/jobs -H 'Content-Type: application/json' \\\n    \
+             -d '{{\"queue\":\"default\",\"kind\":\"echo\",\"payload\":{{\"hello\":\"world\"}}}}'\n  \
+             curl -s{token} 'http://127.0.0.1:{port}/v1/jobs/<id>?wait=10s'\n\
+             ordinaut dev: or from the CLI: DATABASE_URL={} cargo run --release -- jobs list",
             db.url
         );
         let shutdown = crate::shutdown::on_signal();
@@ -410,9 +424,15 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
             let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
             tokio::spawn(async move { run_scheduler(&config, pool, shutdown).await })
         };
-        let worker = run_worker_and_rescuer(&config, db, pool, shutdown.clone(), false).await;
+        let api = {
+            let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
+            tokio::spawn(async move { serve_api(&config, pool, listener, shutdown).await })
+        };
+        let worker = run_worker_and_rescuer(&config, db, pool.clone(), shutdown.clone(), false).await;
         shutdown.cancel();
         scheduler.await.context("scheduler task")??;
+        api.await.context("api task")??;
+        pool.close().await;
         worker
     }
     .await;

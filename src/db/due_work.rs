@@ -376,13 +376,26 @@ pub struct Extended {
 }
 
 const EXTEND_LEASES: &str = "\
-UPDATE due_work
-SET lease_expires_at = now() + make_interval(secs => $3)
-WHERE id = ANY($2::uuid[]) AND state = 'running' AND lease_owner = $1
-RETURNING id, cancel_requested";
+WITH mine AS (
+    -- Which leases are still ours: a plain read, no lock.
+    SELECT id FROM due_work WHERE id = ANY($2::uuid[]) AND lease_owner = $1
+),
+extended AS (
+    -- SKIP LOCKED: a row being finished right now by our completer is locked by it; we
+    -- neither wait for it nor, worse, lock rows in an order that deadlocks with it.
+    UPDATE due_work d
+    SET lease_expires_at = now() + make_interval(secs => $3)
+    FROM (SELECT id FROM due_work WHERE id = ANY($2::uuid[]) AND lease_owner = $1
+          ORDER BY id FOR UPDATE SKIP LOCKED) AS l
+    WHERE d.id = l.id
+    RETURNING d.id, d.cancel_requested
+)
+SELECT m.id, coalesce(e.cancel_requested, false) AS cancel_requested
+FROM mine m LEFT JOIN extended e ON e.id = m.id";
 
 /// Extends all of `worker`'s leases among `ids` in one statement (primary-key lookups).
-/// Ids missing from the result are no longer this worker's.
+/// Ids missing from the result are no longer this worker's. Rows locked by a concurrent
+/// finish are reported as still ours but not extended (they are about to leave).
 pub async fn extend_leases(
     conn: &mut PgConnection,
     worker: Uuid,
