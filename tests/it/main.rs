@@ -6,5 +6,5 @@ mod common;
 mod api;
 mod cli;
 mod db_jobs;
-mod healthcheck;
+mod ops;
 mod worker;

@@ -1,5 +1,5 @@
-//! `ordinaut healthcheck` as Docker and Kubernetes run it: the built binary, its exit
-//! code and its one line.
+//! What ops/ relies on: `ordinaut healthcheck` as Docker and Kubernetes run it (the built
+//! binary, its exit code and its one line), and the example ordinaut.toml files it mounts.
 
 use std::process::{Command, Output};
 
@@ -106,4 +106,15 @@ fn password(url: &str) -> String {
         .ok()
         .and_then(|u| u.password().map(str::to_owned))
         .unwrap_or_else(|| "\u{0}no password\u{0}".to_owned())
+}
+
+#[test]
+fn the_ordinaut_toml_files_under_ops_load_and_validate() {
+    for file in ["ops/ordinaut.toml", "ops/k8s/base/ordinaut.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let config =
+            ordinaut::config::Config::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let kinds: Vec<&str> = config.kinds.keys().map(String::as_str).collect();
+        assert_eq!(kinds, ["echo", "notify"], "{file}");
+    }
 }
