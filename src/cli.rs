@@ -61,6 +61,8 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<QueuesCommand>,
     },
+    /// Probe health for container and Kubernetes checks: exit 0 if healthy, 1 if not.
+    Healthcheck(crate::healthcheck::HealthcheckArgs),
 }
 
 /// Worker overrides.
@@ -233,6 +235,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Queues { command } => {
             queues_cmd(command.unwrap_or(QueuesCommand::List), &config).await
         }
+        Command::Healthcheck(args) => crate::healthcheck::run(&args, &config).await,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod healthcheck;
 pub mod metrics;
 pub mod model;
 pub mod pg_local;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ordinaut::cli::{Cli, run};
+use ordinaut::cli::{Cli, Command, run};
 use ordinaut::config::Config;
 
 fn main() -> ExitCode {
@@ -13,6 +13,10 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ordinaut: {e}");
+            // Docker reserves exit 2 in health checks: a probe answers healthy or not.
+            if matches!(cli.command, Command::Healthcheck(_)) {
+                return ExitCode::FAILURE;
+            }
             return ExitCode::from(2);
         }
     };

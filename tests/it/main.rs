@@ -6,4 +6,5 @@ mod common;
 mod api;
 mod cli;
 mod db_jobs;
+mod ops;
 mod worker;

@@ -1,0 +1,120 @@
+//! What ops/ relies on: `ordinaut healthcheck` as Docker and Kubernetes run it (the built
+//! binary, its exit code and its one line), and the example ordinaut.toml files it mounts.
+
+use std::process::{Command, Output};
+
+use crate::api::Server;
+use crate::common::{TestDb, binary};
+
+fn healthcheck(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.arg("healthcheck")
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run ordinaut healthcheck")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+// Multi-threaded: the server must answer while this thread waits for the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_check_passes_on_ready_and_fails_once_the_api_is_gone() {
+    let server = Server::start().await;
+    let url = server.url("/ready");
+    let ok = healthcheck(&["--url", &url], &[]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    let line = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("200"), "{line}");
+    server.stop().await;
+
+    let gone = healthcheck(&["--url", &url, "--timeout", "2s"], &[]);
+    assert_eq!(gone.status.code(), Some(1), "{}", text(&gone));
+    let line = String::from_utf8_lossy(&gone.stderr).into_owned();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("unhealthy"), "{line}");
+}
+
+// Multi-threaded: the server must answer while this thread waits for the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_check_fails_on_a_non_2xx_answer_and_repeats_its_message() {
+    let server = Server::start().await;
+    // /v1 without a token answers 401 with our error body.
+    let out = healthcheck(&["--url", &server.url("/v1/queues")], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let line = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(line.contains("401"), "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn db_check_passes_on_a_migrated_schema_and_fails_on_a_missing_one() {
+    let db = TestDb::new().await;
+    let ok = healthcheck(&["--db"], &[("DATABASE_URL", &db.url)]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    let line = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(
+        !line.contains(&password(&db.url)),
+        "password printed: {line}"
+    );
+
+    let empty = healthcheck(
+        &["--db"],
+        &[
+            ("DATABASE_URL", &db.url),
+            ("ORDINAUT_SCHEMA", "nothing_here"),
+        ],
+    );
+    assert_eq!(empty.status.code(), Some(1), "{}", text(&empty));
+    assert!(text(&empty).contains("not migrated"), "{}", text(&empty));
+}
+
+#[test]
+fn db_check_fails_when_postgres_is_unreachable_or_unset() {
+    let down = healthcheck(
+        &["--db", "--timeout", "2s"],
+        &[("DATABASE_URL", "postgres://nobody:secret@127.0.0.1:1/none")],
+    );
+    assert_eq!(down.status.code(), Some(1), "{}", text(&down));
+    assert!(!text(&down).contains("secret"), "{}", text(&down));
+
+    let unset = healthcheck(&["--db"], &[]);
+    assert_eq!(unset.status.code(), Some(1), "{}", text(&unset));
+    assert!(text(&unset).contains("DATABASE_URL"), "{}", text(&unset));
+}
+
+#[test]
+fn a_bad_configuration_is_unhealthy_not_docker_reserved_exit_2() {
+    let out = healthcheck(&[], &[("ORDINAUT_CONFIG", "/nonexistent/ordinaut.toml")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+fn password(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+        .unwrap_or_else(|| "\u{0}no password\u{0}".to_owned())
+}
+
+#[test]
+fn the_ordinaut_toml_files_under_ops_load_and_validate() {
+    for file in ["ops/ordinaut.toml", "ops/k8s/base/ordinaut.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let config =
+            ordinaut::config::Config::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let kinds: Vec<&str> = config.kinds.keys().map(String::as_str).collect();
+        assert_eq!(kinds, ["echo", "notify"], "{file}");
+    }
+}
