@@ -954,14 +954,7 @@ async fn schedules_cmd(cmd: SchedulesCommand, config: &Config) -> anyhow::Result
             println!("paused {name}");
         }
         SchedulesCommand::Resume { name } => {
-            let row = db::schedules::get(&pool, &name)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("schedule {name:?} not found"))?;
-            let next = crate::scheduler::cron::CronExpr::parse(&row.cron)
-                .ok()
-                .zip(crate::scheduler::cron::parse_timezone(&row.timezone).ok())
-                .and_then(|(c, tz)| c.next_after(chrono::Utc::now(), tz));
-            db::schedules::set_paused(&pool, &name, false, next)
+            crate::scheduler::resume(&pool, &name)
                 .await
                 .map_err(|e| not_found(&name, e))?;
             println!("resumed {name}");

@@ -334,14 +334,7 @@ pub async fn resume(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Schedule>> {
     check_name("name", &name)?;
-    let row = schedules::get(state.pool(), &name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("schedule {name:?} not found")))?;
-    let next = scheduler::cron::CronExpr::parse(&row.cron)
-        .ok()
-        .zip(scheduler::cron::parse_timezone(&row.timezone).ok())
-        .and_then(|(c, tz)| c.next_after(Utc::now(), tz));
-    schedules::set_paused(state.pool(), &name, false, next).await?;
+    scheduler::resume(state.pool(), &name).await?;
     Ok(Json(one(&state, &name, false).await?))
 }
 

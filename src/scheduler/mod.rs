@@ -167,6 +167,22 @@ pub async fn sync_declared(pool: &PgPool, config: &Config) -> Result<(), SaveErr
     Ok(())
 }
 
+/// Resumes a paused schedule from its next cron time after now (missed fires are not
+/// replayed).
+pub async fn resume(pool: &PgPool, name: &str) -> db::Result<()> {
+    let row = db::schedules::get(pool, name)
+        .await?
+        .ok_or_else(|| db::Error::NotFound {
+            what: "schedule",
+            id: name.to_owned(),
+        })?;
+    let next = cron::CronExpr::parse(&row.cron)
+        .ok()
+        .zip(cron::parse_timezone(&row.timezone).ok())
+        .and_then(|(c, tz)| c.next_after(Utc::now(), tz));
+    db::schedules::set_paused(pool, name, false, next).await
+}
+
 /// Fire-loop options from the configuration.
 pub fn fire_options(config: &Config) -> FireOptions {
     FireOptions {
