@@ -357,7 +357,7 @@ impl Default for WorkerConfig {
             backoff_max_delay: 60.0,
             shutdown_grace: 30.0,
             output_limit_bytes: 64 * 1024,
-            prefetch: 512,
+            prefetch: 4096,
         }
     }
 }
