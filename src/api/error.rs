@@ -124,6 +124,16 @@ impl From<db::Error> for ApiError {
                 message,
             },
             db::Error::Invalid { field, reason } => ApiError::invalid(field, reason),
+            // SQLSTATE class 22 (data exception): Postgres refused a value the caller
+            // sent, e.g. a number beyond numeric's range inside a payload.
+            db::Error::Sqlx(sqlx::Error::Database(e))
+                if e.code().is_some_and(|c| c.starts_with("22")) =>
+            {
+                ApiError::BadRequest {
+                    code: "invalid_value",
+                    message: format!("a value was refused by the database: {}", e.message()),
+                }
+            }
             other => ApiError::Internal(format!("{other:#}")),
         }
     }

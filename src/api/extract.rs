@@ -11,7 +11,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
+
 use uuid::Uuid;
 
 use super::AppState;
@@ -192,4 +194,113 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     response
+}
+
+/// Durations as the API accepts them, exactly the documented pattern
+/// `^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$` (a bare number is seconds), so the server
+/// accepts what the OpenAPI document allows and nothing else. `positive` also refuses
+/// zero.
+pub fn parse_duration(field: &str, text: &str, positive: bool) -> ApiResult<Duration> {
+    let invalid = || {
+        ApiError::invalid(
+            field,
+            format!(
+                "{text:?} is not a duration: use seconds or a number with ms, s, m or h (\"30s\", \"5m\")"
+            ),
+        )
+    };
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let factor = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(invalid()),
+    };
+    let (whole, fraction) = match number.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (number, None),
+    };
+    let digits = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !digits(whole, 6) || fraction.is_some_and(|f| !digits(f, 3)) {
+        return Err(invalid());
+    }
+    let value: f64 = number.parse().map_err(|_| invalid())?;
+    let duration = Duration::from_secs_f64(value * factor);
+    if positive && duration.is_zero() {
+        return Err(ApiError::invalid(field, "must be greater than zero"));
+    }
+    Ok(duration)
+}
+
+/// Integer fields that also take `3.0`: JSON Schema's `integer` admits a number with a
+/// zero fraction, and the OpenAPI document promises what JSON Schema means.
+pub mod int {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+            return Ok(None);
+        };
+        if let Some(i) = n.as_i64() {
+            return Ok(Some(i));
+        }
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+            _ => Err(D::Error::custom(format!("{n} is not an integer in range"))),
+        }
+    }
+
+    /// An optional i32.
+    pub fn opt_i32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+        whole(d)?
+            .map(|v| i32::try_from(v).map_err(|_| D::Error::custom(format!("{v} is out of range"))))
+            .transpose()
+    }
+
+    /// An optional u32.
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        whole(d)?
+            .map(|v| u32::try_from(v).map_err(|_| D::Error::custom(format!("{v} is out of range"))))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_follow_the_documented_pattern() {
+        assert_eq!(
+            parse_duration("d", "30s", true).ok(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_duration("d", "1.5", true).ok(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_duration("d", "2m", true).ok(),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_duration("d", "250ms", true).ok(),
+            Some(Duration::from_millis(250))
+        );
+        assert!(parse_duration("d", "0", false).is_ok());
+        for bad in [
+            "0", "0.000s", "", "s", "1h30m", "-1s", "1.2345s", "1e3", "1234567", " 1s", "1d",
+        ] {
+            assert!(
+                parse_duration("d", bad, true).is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+    }
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Path, Query, RequestId, parse_id};
+use super::extract::{Json, Path, Query, RequestId, int, parse_duration, parse_id};
 use crate::db::attempts::AttemptView;
 use crate::db::due_work::{self, CancelResult, NewJob};
 use crate::db::events::Received;
@@ -26,12 +26,8 @@ use crate::model::{self, JobState};
 
 /// Pattern of queue and kind names (see `model::validate_name`).
 pub const NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$";
-/// Pattern of the durations we accept: seconds, or a number with a unit.
-pub const DURATION_PATTERN: &str = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$";
-/// Longest `?wait=`.
+/// Longest `?wait=`; longer waits are cut to it.
 pub const MAX_WAIT: Duration = Duration::from_secs(120);
-/// Longest per-attempt timeout and delay a caller may set.
-const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default and largest page size of the list.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
@@ -209,27 +205,33 @@ pub struct EnqueueRequest {
         example = "send_email"
     )]
     pub kind: String,
-    /// JSON payload handed to the handler (default `{}`).
+    /// JSON payload handed to the handler (default `{}`). Any JSON value; strings must
+    /// not contain U+0000 (Postgres jsonb cannot store it).
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub payload: Option<serde_json::Value>,
     /// -100..=100, lower runs first (default 0).
+    #[serde(default, deserialize_with = "int::opt_i32")]
     #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i32>,
-    /// Run at this RFC 3339 time (not together with `delay`).
+    /// Run at this RFC 3339 time (with `delay` too: that long after it).
     #[schema(format = DateTime, example = "2030-01-01T09:00:00Z")]
     pub run_at: Option<String>,
     /// Run after this delay: seconds, or a number with ms/s/m/h ("30s", "5m").
     #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$", example = "30s")]
     pub delay: Option<String>,
     /// Attempts in all, 1..=1000 (default: the queue's, else WORKER_MAX_RETRIES + 1).
+    #[serde(default, deserialize_with = "int::opt_i32")]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<i32>,
-    /// Idempotency key: while a live job has it, enqueueing again returns that job.
+    /// Idempotency key: while a live job has it, enqueueing again returns that job. The
+    /// Idempotency-Key header, when given, takes precedence.
     #[schema(min_length = 1, max_length = 512)]
     pub unique_key: Option<String>,
-    /// Per-attempt timeout, like `delay` ("60s").
-    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$", example = "60s")]
+    /// Per-attempt timeout, like `delay` but above zero ("60s").
+    #[schema(
+        pattern = r"^(?![0.]*(ms|s|m|h)?$)[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$",
+        example = "60s"
+    )]
     pub timeout: Option<String>,
     /// Free-form metadata; `request_id` is filled in from X-Request-Id unless set.
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
@@ -263,18 +265,15 @@ pub struct BatchResponse {
     pub jobs: Vec<Enqueued>,
 }
 
-fn bad_duration(field: &str, text: &str, max: Duration) -> ApiResult<Duration> {
-    let d = model::parse_duration(text).map_err(|r| ApiError::invalid(field, r))?;
-    if d > max {
-        return Err(ApiError::invalid(
-            field,
-            format!(
-                "{text:?} is longer than the maximum of {}",
-                humantime::format_duration(max)
-            ),
-        ));
+/// True when a string or key anywhere in `value` holds U+0000, which Postgres text and
+/// jsonb cannot store.
+pub(crate) fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
-    Ok(d)
 }
 
 /// Parses an RFC 3339 timestamp field.
@@ -318,20 +317,19 @@ fn build_job(
     }
     let priority = model::validate_priority(req.priority.unwrap_or(0))
         .map_err(|r| ApiError::invalid(f("priority"), r))?;
-    let run_at = match (&req.run_at, &req.delay) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                f("run_at"),
-                "give either run_at or delay, not both",
-            ));
-        }
-        (Some(t), None) => Some(parse_time(&f("run_at"), t)?),
-        (None, Some(d)) => {
-            let d = bad_duration(&f("delay"), d, MAX_TIMEOUT)?;
+    let base = req
+        .run_at
+        .as_deref()
+        .map(|t| parse_time(&f("run_at"), t))
+        .transpose()?;
+    let run_at = match &req.delay {
+        // With both, the delay counts from run_at.
+        Some(d) => {
+            let d = parse_duration(&f("delay"), d, false)?;
             let d = chrono::Duration::from_std(d).map_err(|e| ApiError::invalid(f("delay"), e))?;
-            Some(Utc::now() + d)
+            Some(base.unwrap_or_else(Utc::now) + d)
         }
-        (None, None) => None,
+        None => base,
     };
     if let Some(n) = req.max_attempts
         && !(1..=1000).contains(&n)
@@ -341,35 +339,39 @@ fn build_job(
             format!("{n} is out of range 1..=1000"),
         ));
     }
-    let unique_key = match (req.unique_key, idempotency_key) {
-        (Some(body), Some(header)) if body != header => {
+    // The body's key is checked even when the header (already checked) overrides it.
+    if let Some(k) = &req.unique_key {
+        if k.is_empty() || k.chars().count() > MAX_UNIQUE_KEY {
             return Err(ApiError::invalid(
                 f("unique_key"),
-                "differs from the Idempotency-Key header; give one or make them equal",
+                format!("must be 1 to {MAX_UNIQUE_KEY} characters"),
             ));
         }
-        (Some(k), _) => Some(k),
-        (None, header) => header.map(str::to_owned),
-    };
-    if let Some(k) = &unique_key
-        && (k.is_empty() || k.chars().count() > MAX_UNIQUE_KEY)
-    {
-        return Err(ApiError::invalid(
-            f("unique_key"),
-            format!("must be 1 to {MAX_UNIQUE_KEY} characters"),
-        ));
-    }
-    let timeout = match &req.timeout {
-        Some(t) => {
-            let d = bad_duration(&f("timeout"), t, MAX_TIMEOUT)?;
-            if d < Duration::from_millis(1) {
-                return Err(ApiError::invalid(f("timeout"), "must be at least 1ms"));
-            }
-            Some(d)
+        if k.contains('\0') {
+            return Err(ApiError::invalid(
+                f("unique_key"),
+                "must not contain U+0000",
+            ));
         }
+    }
+    let unique_key = idempotency_key.map(str::to_owned).or(req.unique_key);
+    let timeout = match &req.timeout {
+        Some(t) => Some(parse_duration(&f("timeout"), t, true)?),
         None => None,
     };
+    if has_nul(&payload) {
+        return Err(ApiError::invalid(
+            f("payload"),
+            "strings must not contain U+0000",
+        ));
+    }
     let mut metadata = req.metadata.unwrap_or_default();
+    if metadata.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        return Err(ApiError::invalid(
+            f("metadata"),
+            "strings must not contain U+0000",
+        ));
+    }
     metadata
         .entry("request_id")
         .or_insert_with(|| serde_json::Value::String(request_id.to_owned()));
@@ -393,12 +395,20 @@ fn build_job(
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
-    match headers.get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII")),
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(k)
+            if (1..=MAX_UNIQUE_KEY).contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(k))
+        }
+        _ => Err(ApiError::invalid(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_UNIQUE_KEY} visible ASCII characters"),
+        )),
     }
 }
 
@@ -426,7 +436,7 @@ async fn insert(state: &AppState, jobs: &[NewJob]) -> ApiResult<Vec<Enqueued>> {
 #[utoipa::path(
     post, path = "/v1/jobs", tag = "jobs",
     request_body = EnqueueRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key; same as `unique_key`")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key: 1 to 512 visible ASCII characters; takes precedence over `unique_key`", pattern = r"^[!-~]{1,512}$")),
     responses(
         (status = 201, description = "Enqueued", body = Enqueued),
         (status = 200, description = "A live job with this key exists; returned instead", body = Enqueued),
@@ -499,8 +509,9 @@ pub async fn enqueue_batch(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct GetQuery {
-    /// Wait up to this long (at most 120s) for the job to finish: answers as soon as it is
-    /// completed, failed or cancelled, else with its state when the wait ends.
+    /// Wait up to this long (longer waits are cut to 120s) for the job to finish: answers
+    /// as soon as it is completed, failed or cancelled, else with its state when the wait
+    /// ends.
     #[param(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$", example = "30s")]
     pub wait: Option<String>,
 }
@@ -524,7 +535,7 @@ pub async fn get(
 ) -> ApiResult<Json<JobDetail>> {
     let id = parse_id("id", &id)?;
     let wait = match &q.wait {
-        Some(w) => bad_duration("wait", w, MAX_WAIT)?,
+        Some(w) => parse_duration("wait", w, false)?.min(MAX_WAIT),
         None => Duration::ZERO,
     };
     let job = if wait.is_zero() {

@@ -23,12 +23,17 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Path, parse_id};
-use super::jobs::check_name;
+use super::extract::{Json, Path, int, parse_duration, parse_id};
+use super::jobs::{check_name, has_nul};
 use crate::db::due_work::{self, Finish, FinishKind};
 use crate::db::events::Received;
 use crate::db::{history, queues};
 use crate::model::{self, Backoff};
+
+/// A queue name (`model::validate_name`), for the OpenAPI document.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+pub struct QueueName(#[allow(dead_code)] String);
 
 /// Longest claim wait.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
@@ -46,16 +51,19 @@ const MAX_ERROR_BYTES: usize = 16 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     /// Queues to claim from (paused ones are skipped), 1 to 100.
-    #[schema(min_items = 1, max_items = 100, value_type = Vec<String>)]
+    #[schema(min_items = 1, max_items = 100, value_type = Vec<QueueName>)]
     pub queues: Vec<String>,
     /// Most jobs to claim, 1..=1000 (default 1).
+    #[serde(default, deserialize_with = "int::opt_u32")]
     #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Lease length in seconds, 2..=3600 (default WORKER_LEASE_SECONDS).
+    #[serde(default, deserialize_with = "int::opt_u32")]
     #[schema(minimum = 2, maximum = 3600)]
     pub lease_seconds: Option<u32>,
-    /// Wait up to this long (at most 60s) for work when none is due ("10s").
-    #[schema(pattern = r"^[0-9]{1,2}(\.[0-9]{1,3})?(ms|s)?$", example = "10s")]
+    /// Wait up to this long for work when none is due ("10s"); longer waits are cut to
+    /// 60s.
+    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$", example = "10s")]
     pub wait: Option<String>,
     /// Your lease-owner id; one is issued when absent. Reuse it for later claims.
     pub lease_owner: Option<Uuid>,
@@ -144,13 +152,7 @@ pub async fn claim(
     let lease = lease_from(&state, req.lease_seconds)?;
     let wait = match &req.wait {
         None => Duration::ZERO,
-        Some(w) => {
-            let d = model::parse_duration(w).map_err(|r| ApiError::invalid("wait", r))?;
-            if d > MAX_CLAIM_WAIT {
-                return Err(ApiError::invalid("wait", "must be at most 60s"));
-            }
-            d
-        }
+        Some(w) => parse_duration("wait", w, false)?.min(MAX_CLAIM_WAIT),
     };
     let owner = req.lease_owner.unwrap_or_else(Uuid::now_v7);
     // Subscribe before the first claim so work enqueued in between wakes us.
@@ -222,6 +224,7 @@ pub struct HeartbeatRequest {
     #[schema(min_items = 1, max_items = 1000)]
     pub job_ids: Vec<Uuid>,
     /// New lease length from now in seconds, 2..=3600 (default WORKER_LEASE_SECONDS).
+    #[serde(default, deserialize_with = "int::opt_u32")]
     #[schema(minimum = 2, maximum = 3600)]
     pub lease_seconds: Option<u32>,
 }
@@ -300,8 +303,7 @@ pub async fn heartbeat(
 pub struct CompleteRequest {
     /// The lease owner from the claim.
     pub lease_owner: Uuid,
-    /// Output kept with the finished job.
-    #[schema(value_type = Object)]
+    /// Output kept with the finished job: any JSON value without U+0000 in strings.
     pub output: Option<serde_json::Value>,
     /// Captured log for the attempt record (cut to WORKER_OUTPUT_LIMIT_BYTES).
     pub log: Option<String>,
@@ -404,6 +406,12 @@ pub async fn complete(
     Json(req): Json<CompleteRequest>,
 ) -> ApiResult<Json<FinishResponse>> {
     let id = parse_id("id", &id)?;
+    if req.output.as_ref().is_some_and(has_nul) {
+        return Err(ApiError::invalid(
+            "output",
+            "strings must not contain U+0000",
+        ));
+    }
     if let Some(output) = &req.output {
         let size = serde_json::to_string(output)
             .map(|s| s.len())
@@ -424,7 +432,7 @@ pub async fn complete(
         output: req.output,
         log: req
             .log
-            .map(|l| model::truncate_output(&l, state.settings().output_limit)),
+            .map(|l| model::truncate_output(&clean(&l), state.settings().output_limit)),
     };
     apply(&state, req.lease_owner, &job, finish).await
 }
@@ -459,18 +467,15 @@ pub async fn fail(
         .retry_after
         .as_deref()
         .map(|t| {
-            let d = model::parse_duration(t).map_err(|r| ApiError::invalid("retry_after", r))?;
-            chrono::Duration::from_std(d)
-                .ok()
-                .filter(|d| *d <= chrono::Duration::days(30))
-                .ok_or_else(|| ApiError::invalid("retry_after", "must be at most 30 days"))
+            let d = parse_duration("retry_after", t, false)?;
+            chrono::Duration::from_std(d).map_err(|e| ApiError::invalid("retry_after", e))
         })
         .transpose()?;
     let job = leased_job(&state, id, req.lease_owner).await?;
-    let error = model::truncate_output(&req.error, MAX_ERROR_BYTES);
+    let error = model::truncate_output(&clean(&req.error), MAX_ERROR_BYTES);
     let log = req
         .log
-        .map(|l| model::truncate_output(&l, state.settings().output_limit));
+        .map(|l| model::truncate_output(&clean(&l), state.settings().output_limit));
     let mut finish = Finish {
         id,
         outcome: FinishKind::Failed,
@@ -496,6 +501,11 @@ pub async fn fail(
         finish.next_run_at = Some(Utc::now() + delay);
     }
     apply(&state, req.lease_owner, &job, finish).await
+}
+
+/// Captured text as Postgres can store it: U+0000 (which `text` refuses) becomes U+FFFD.
+fn clean(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
 }
 
 async fn queue_backoff(state: &AppState, queue: &str) -> ApiResult<Backoff> {

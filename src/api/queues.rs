@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, int, parse_duration};
 use super::jobs::check_name;
 use crate::db::queues::{self, Change, QueueSettings, QueueStats, RateLimit};
 use crate::model;
@@ -179,16 +179,17 @@ pub async fn resume(
 #[serde(deny_unknown_fields)]
 pub struct QueueSettingsRequest {
     /// Default attempts for jobs that set none, 1..=1000.
+    #[serde(default, deserialize_with = "int::opt_i32")]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<i32>,
     /// Default per-attempt timeout ("60s").
-    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
+    #[schema(pattern = r"^(?![0.]*(ms|s|m|h)?$)[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
     pub timeout: Option<String>,
     /// Backoff base ("1s").
-    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
+    #[schema(pattern = r"^(?![0.]*(ms|s|m|h)?$)[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
     pub backoff_base: Option<String>,
     /// Backoff cap ("60s").
-    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
+    #[schema(pattern = r"^(?![0.]*(ms|s|m|h)?$)[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
     pub backoff_max: Option<String>,
     /// Keep completed jobs in history.
     pub keep_completed: Option<bool>,
@@ -230,13 +231,8 @@ fn limit_change(field: &str, value: Option<Option<i32>>) -> ApiResult<Change<i32
 fn positive(field: &str, value: &Option<String>) -> ApiResult<Option<Duration>> {
     value
         .as_deref()
-        .map(|t| match model::parse_duration(t) {
-            Ok(d) if d >= Duration::from_millis(1) && d <= Duration::from_secs(365 * 24 * 3600) => {
-                Ok(d)
-            }
-            Ok(_) => Err(ApiError::invalid(field, "must be between 1ms and 365 days")),
-            Err(r) => Err(ApiError::invalid(field, r)),
-        })
+        // Stored in whole milliseconds: a positive sub-millisecond value becomes 1ms.
+        .map(|t| parse_duration(field, t, true).map(|d| d.max(Duration::from_millis(1))))
         .transpose()
 }
 
