@@ -199,7 +199,7 @@ pub struct QueueSettingsRequest {
     pub concurrency_limit: Option<Option<i32>>,
     /// Job starts per period ("10/s", "100/m", "20/10s"); `null` removes the limit.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, pattern = r"^[0-9]{1,9}/([0-9]{1,6}(ms|s|m|h|d)|s|m|h|d)$")]
+    #[schema(value_type = Option<String>, pattern = r"^[1-9][0-9]{0,8}/([1-9][0-9]{0,5}(ms|s|m|h|d)|s|m|h|d)$")]
     pub rate_limit: Option<Option<String>>,
     /// Starts allowed at once when the rate allows (default: the rate); needs rate_limit.
     #[schema(minimum = 1)]

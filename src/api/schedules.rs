@@ -1,8 +1,6 @@
 //! `/v1/schedules`: durable cron schedules, with the same validation as the CLI and
 //! ordinaut.toml (scheduler::validate) and the same store (db::schedules).
 
-use std::time::Duration;
-
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,10 +9,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, int, parse_duration};
 use super::jobs::check_name;
 use crate::db::schedules::{self, FireRow, ScheduleRow};
-use crate::model;
 use crate::scheduler::{self, Firer, SaveError, ScheduleInput};
 
 /// A schedule.
@@ -137,13 +134,15 @@ pub struct ScheduleRequest {
     /// Job payload.
     pub payload: Option<serde_json::Value>,
     /// Job priority, -100..=100 (lower runs first).
+    #[serde(default, deserialize_with = "int::opt_i32")]
     #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i32>,
     /// Job max attempts, 1..=1000.
+    #[serde(default, deserialize_with = "int::opt_i32")]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<i32>,
-    /// Job timeout ("60s").
-    #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
+    /// Job timeout ("60s"), greater than zero.
+    #[schema(pattern = r"^(?![0.]*(ms|s|m|h)?$)[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
     pub timeout: Option<String>,
     /// Job unique key.
     #[schema(min_length = 1, max_length = 512)]
@@ -154,17 +153,6 @@ pub struct ScheduleRequest {
     /// Misfire grace ("30s"; default SCHEDULER_MISFIRE_GRACE_TIME).
     #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
     pub misfire_grace: Option<String>,
-}
-
-fn duration(field: &str, value: &Option<String>) -> ApiResult<Option<Duration>> {
-    value
-        .as_deref()
-        .map(|t| match model::parse_duration(t) {
-            Ok(d) if d <= Duration::from_secs(365 * 24 * 3600) => Ok(d),
-            Ok(_) => Err(ApiError::invalid(field, "must be at most 365 days")),
-            Err(r) => Err(ApiError::invalid(field, r)),
-        })
-        .transpose()
 }
 
 async fn one(state: &AppState, name: &str, fires: bool) -> ApiResult<Schedule> {
@@ -223,14 +211,19 @@ pub async fn create(
         payload: req.payload,
         priority: req.priority.unwrap_or(0),
         max_attempts: req.max_attempts,
-        timeout: duration("timeout", &req.timeout)?,
+        timeout: req
+            .timeout
+            .as_deref()
+            .map(|t| parse_duration("timeout", t, true))
+            .transpose()?,
         unique_key: req.unique_key,
         overlap: req.overlap,
-        misfire_grace: duration("misfire_grace", &req.misfire_grace)?,
+        misfire_grace: req
+            .misfire_grace
+            .as_deref()
+            .map(|t| parse_duration("misfire_grace", t, false))
+            .transpose()?,
     };
-    if input.timeout.is_some_and(|t| t < Duration::from_millis(1)) {
-        return Err(ApiError::invalid("timeout", "must be at least 1ms"));
-    }
     if input
         .unique_key
         .as_ref()
