@@ -510,11 +510,8 @@ fn clean(text: &str) -> String {
 
 async fn queue_backoff(state: &AppState, queue: &str) -> ApiResult<Backoff> {
     let defaults = queues::queue_defaults(state.pool(), &[queue.to_owned()]).await?;
-    let base = state.settings().backoff;
-    let q = defaults.first();
-    let ms = |v: Option<i64>| v.map(|ms| Duration::from_millis(ms.max(1) as u64));
-    Ok(Backoff {
-        base: ms(q.and_then(|q| q.backoff_base_ms)).unwrap_or(base.base),
-        max: ms(q.and_then(|q| q.backoff_max_ms)).unwrap_or(base.max),
-    })
+    Ok(queues::QueueDefaults::backoff(
+        defaults.first(),
+        state.settings().backoff,
+    ))
 }

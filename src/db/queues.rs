@@ -232,6 +232,20 @@ pub struct QueueDefaults {
     pub limited: bool,
 }
 
+impl QueueDefaults {
+    /// The queue's backoff where it sets one, else `fallback` (the configured default).
+    pub fn backoff(
+        queue: Option<&QueueDefaults>,
+        fallback: crate::model::Backoff,
+    ) -> crate::model::Backoff {
+        let ms = |v: Option<i64>| v.map(|ms| Duration::from_millis(ms.max(1) as u64));
+        crate::model::Backoff {
+            base: ms(queue.and_then(|q| q.backoff_base_ms)).unwrap_or(fallback.base),
+            max: ms(queue.and_then(|q| q.backoff_max_ms)).unwrap_or(fallback.max),
+        }
+    }
+}
+
 /// Defaults of the named queues that have a settings row.
 pub async fn queue_defaults(pool: &PgPool, names: &[String]) -> Result<Vec<QueueDefaults>> {
     Ok(sqlx::query_as(

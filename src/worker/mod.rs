@@ -423,16 +423,7 @@ impl Worker {
                     .map(|ms| Duration::from_millis(ms as u64))
             })
             .or_else(|| handler.as_ref().and_then(|h| h.timeout()));
-        let backoff = Backoff {
-            base: queue
-                .and_then(|q| q.backoff_base_ms)
-                .map(|ms| Duration::from_millis(ms as u64))
-                .unwrap_or(o.backoff.base),
-            max: queue
-                .and_then(|q| q.backoff_max_ms)
-                .map(|ms| Duration::from_millis(ms as u64))
-                .unwrap_or(o.backoff.max),
-        };
+        let backoff = QueueDefaults::backoff(queue, o.backoff);
         let cancel = shared.owned().entry(job.id).or_default().clone();
         shared.executing.fetch_add(1, Ordering::AcqRel);
         let exec = executor::Execution {
