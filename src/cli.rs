@@ -74,6 +74,9 @@ pub struct WorkerArgs {
     /// Jobs run at once (overrides WORKER_CONCURRENCY).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Serve this process's `/metrics` and `/health` on HOST:PORT (overrides WORKER_METRICS_ADDR).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 }
 
 /// `ordinaut jobs ...`
@@ -250,6 +253,9 @@ fn apply_worker_args(mut config: Config, args: &WorkerArgs) -> anyhow::Result<Co
     if let Some(c) = args.concurrency {
         config.worker.concurrency = c;
     }
+    if let Some(addr) = &args.metrics_addr {
+        config.worker.metrics_addr = Some(addr.clone());
+    }
     config.validate()?;
     Ok(config)
 }
@@ -328,6 +334,20 @@ async fn run_worker_and_rescuer(
     rescue: bool,
 ) -> anyhow::Result<()> {
     let handlers = Handlers::from_config(config);
+    let metrics_server = match &config.worker.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("while binding the worker's metrics endpoint to {addr}")
+            })?;
+            crate::metrics::install();
+            tracing::info!(address = %addr, "worker metrics listening");
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     // The worker's claim/finish/lease writes commit asynchronously; see DbConfig.
     let hot = DbConfig {
         synchronous_commit: false,
@@ -350,6 +370,11 @@ async fn run_worker_and_rescuer(
     shutdown.cancel();
     if let Some(task) = rescuer_task {
         let _ = task.await;
+    }
+    if let Some(task) = metrics_server
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %e, "worker metrics endpoint failed");
     }
     hot_pool.close().await;
     result.context("while running the worker")
@@ -422,6 +447,8 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
              ordinaut dev: or from the CLI: DATABASE_URL={} cargo run --release -- jobs list",
             db.url
         );
+        // Before any part starts recording: the API's /metrics renders all three.
+        crate::metrics::install();
         let shutdown = crate::shutdown::on_signal();
         let scheduler = {
             let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());

@@ -43,6 +43,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("WORKER_SHUTDOWN_GRACE", "worker.shutdown_grace"),
     ("WORKER_OUTPUT_LIMIT_BYTES", "worker.output_limit_bytes"),
     ("WORKER_PREFETCH", "worker.prefetch"),
+    ("WORKER_METRICS_ADDR", "worker.metrics_addr"),
     ("RESCUER_INTERVAL", "maintenance.rescue_interval"),
     (
         "HISTORY_RETENTION_DAYS",
@@ -202,6 +203,9 @@ pub struct WorkerConfig {
     pub output_limit_bytes: usize,
     /// Jobs claimed beyond the free slots while jobs are fast (under 5 ms on average).
     pub prefetch: usize,
+    /// `host:port` where a worker serves `/metrics` and `/health`; unset serves nothing.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
 }
 
 /// Maintenance settings (rescuer).
@@ -358,6 +362,7 @@ impl Default for WorkerConfig {
             shutdown_grace: 30.0,
             output_limit_bytes: 64 * 1024,
             prefetch: 4096,
+            metrics_addr: None,
         }
     }
 }
@@ -396,9 +401,11 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment = figment.merge(env_provider());
-        let config: Config = figment
+        let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(describe(e)))?;
+        // `WORKER_METRICS_ADDR=` (as in .env.example) means "none", not an address.
+        config.worker.metrics_addr = config.worker.metrics_addr.filter(|a| !a.trim().is_empty());
         config.validate()?;
         Ok(config)
     }
@@ -434,6 +441,14 @@ impl Config {
         }
         for q in &w.queues {
             validate_name(q).map_err(|reason| invalid("WORKER_QUEUES", &reason))?;
+        }
+        if let Some(addr) = &w.metrics_addr
+            && addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "WORKER_METRICS_ADDR",
+                &format!("{addr:?} is not an address like 0.0.0.0:9090"),
+            ));
         }
         if w.lease_seconds < 2 {
             return Err(invalid("WORKER_LEASE_SECONDS", "must be at least 2"));

@@ -93,6 +93,30 @@ async fn dev_starts_everything_on_its_own_postgres_and_keeps_data_across_restart
         attempts.to_string().contains(r#"{\"hello\":\"world\"}"#),
         "the example echo kind printed the payload: {attempts}"
     );
+    // One process, one /metrics: the worker's counters show on the API's endpoint.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains(
+            r#"ordinaut_jobs_finished_total{queue="default",kind="echo",outcome="completed"} 1"#,
+        ) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics.contains(
+            r#"ordinaut_jobs_finished_total{queue="default",kind="echo",outcome="completed"} 1"#
+        ) && metrics.contains("ordinaut_worker_slots_total"),
+        "{metrics}"
+    );
 
     // Ctrl-C: everything stops, Postgres included.
     // SAFETY: kill(2) on our own child.

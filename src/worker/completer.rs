@@ -17,6 +17,15 @@ use uuid::Uuid;
 use super::Shared;
 use crate::db::due_work::{self, Finish};
 
+/// An attempt's outcome with what its metrics are labelled by.
+pub(crate) struct Done {
+    pub finish: Finish,
+    pub queue: String,
+    pub kind: String,
+    /// Time the handler ran.
+    pub ran: Duration,
+}
+
 /// Most outcomes written by one statement.
 pub(crate) const MAX_BATCH: usize = 2000;
 /// Batches written at once: while one waits on the database the next is being
@@ -34,7 +43,7 @@ pub(crate) struct Completer {
 impl Completer {
     /// Writes batches until the channel is closed and drained, with up to
     /// [`IN_FLIGHT`] batches being written at once.
-    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Finish>) {
+    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Done>) {
         let this = Arc::new(self);
         let mut writing = JoinSet::new();
         loop {
@@ -57,21 +66,26 @@ impl Completer {
             }
             let this = this.clone();
             writing.spawn(async move {
-                if !this.write(&batch).await {
-                    tracing::error!(
-                        jobs = batch.len(),
+                let (finishes, labels): (Vec<Finish>, Vec<_>) = batch
+                    .into_iter()
+                    .map(|d| (d.finish, (d.queue, d.kind, d.ran)))
+                    .unzip();
+                match this.write(&finishes).await {
+                    Some(applied) => record(&finishes, &labels, &applied),
+                    None => tracing::error!(
+                        jobs = finishes.len(),
                         "gave up recording job outcomes; their leases will expire and be rescued"
-                    );
+                    ),
                 }
-                let ids: Vec<Uuid> = batch.iter().map(|f| f.id).collect();
+                let ids: Vec<Uuid> = finishes.iter().map(|f| f.id).collect();
                 this.shared.forget(&ids);
             });
         }
         while writing.join_next().await.is_some() {}
     }
 
-    /// Writes one batch, retrying with backoff; false if abandoned.
-    async fn write(&self, batch: &[Finish]) -> bool {
+    /// Writes one batch, retrying with backoff; the ids applied, or None if abandoned.
+    async fn write(&self, batch: &[Finish]) -> Option<Vec<Uuid>> {
         let mut delay = Duration::from_millis(50);
         loop {
             match due_work::finish_many(&self.pool, self.worker_id, batch).await {
@@ -83,17 +97,35 @@ impl Completer {
                             "outcomes not recorded: lease lost (job rescued or cancelled meanwhile)"
                         );
                     }
-                    return true;
+                    return Some(applied);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, jobs = batch.len(), "recording job outcomes failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = self.abandon.cancelled() => return false,
+                        _ = self.abandon.cancelled() => return None,
                     }
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
+}
+
+/// Counts the outcomes that were stored; a lost lease's outcome did not happen.
+fn record(finishes: &[Finish], labels: &[(String, String, Duration)], applied: &[Uuid]) {
+    let stored: Option<std::collections::HashSet<&Uuid>> =
+        (applied.len() < finishes.len()).then(|| applied.iter().collect());
+    crate::metrics::worker_finished(
+        finishes
+            .iter()
+            .zip(labels)
+            .filter(|(f, _)| stored.as_ref().is_none_or(|s| s.contains(&f.id)))
+            .map(|(f, (queue, kind, ran))| crate::metrics::Finished {
+                queue,
+                kind,
+                outcome: f.outcome.as_str(),
+                ran: *ran,
+            }),
+    );
 }

@@ -38,7 +38,7 @@ pub(crate) struct Execution {
 }
 
 /// Runs the attempt to completion and returns the transition to record.
-pub(crate) async fn execute(exec: Execution) -> Finish {
+pub(crate) async fn execute(exec: &Execution) -> Finish {
     let job = &exec.job;
     let span = tracing::info_span!(
         "job",
@@ -52,7 +52,7 @@ pub(crate) async fn execute(exec: Execution) -> Finish {
     if let Some(schedule) = job.schedule_id {
         span.record("schedule_id", tracing::field::display(schedule));
     }
-    let outcome = run_attempt(&exec).instrument(span.clone()).await;
+    let outcome = run_attempt(exec).instrument(span.clone()).await;
     let finish = to_finish(job, outcome, exec.backoff);
     let _enter = span.enter();
     match finish.outcome {

@@ -97,7 +97,6 @@ pub enum WorkerError {
 }
 
 /// State shared between the claimer, executors, completer and heartbeat.
-#[derive(Default)]
 pub(crate) struct Shared {
     /// Jobs this worker holds a lease on (running or awaiting their outcome write),
     /// with the token that cancels their execution.
@@ -108,9 +107,21 @@ pub(crate) struct Shared {
     slot_freed: Notify,
     /// Moving average of recent execution times, in microseconds.
     avg_exec_micros: AtomicU64,
+    /// Slot gauges exported on /metrics.
+    gauges: crate::metrics::WorkerGauges,
 }
 
 impl Shared {
+    fn new(concurrency: usize) -> Shared {
+        Shared {
+            owned: Mutex::default(),
+            executing: AtomicUsize::new(0),
+            slot_freed: Notify::new(),
+            avg_exec_micros: AtomicU64::new(0),
+            gauges: crate::metrics::WorkerGauges::new(concurrency),
+        }
+    }
+
     fn owned(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, CancellationToken>> {
         // A poisoned lock only means another task panicked mid-insert; the map is
         // still a valid map.
@@ -193,7 +204,7 @@ impl Worker {
         db::workers::register(&mut lock_conn, &registration).await?;
         tracing::info!(worker_id = %o.id, queues = ?o.queues, concurrency = o.concurrency, "worker started");
 
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(o.concurrency));
         let wake = Arc::new(Notify::new());
         let stop_background = CancellationToken::new();
         let hard_stop = CancellationToken::new();
@@ -279,7 +290,7 @@ impl Worker {
         shared: &Arc<Shared>,
         wake: &Notify,
         hard_stop: &CancellationToken,
-        tx: &mpsc::UnboundedSender<due_work::Finish>,
+        tx: &mpsc::UnboundedSender<completer::Done>,
         executors: &mut JoinSet<()>,
     ) {
         let o = &self.options;
@@ -305,6 +316,7 @@ impl Worker {
             {
                 self.spawn_execution(job, shared, hard_stop, tx, executors, &defaults);
             }
+            shared.gauges.prefetched.set(buffer.len() as f64);
             if claiming.is_none() && want_claim && Instant::now() >= retry_at {
                 // Prefetch beyond the free slots only while jobs are fast: a buffered
                 // slow job would wait here while other workers sit idle.
@@ -362,6 +374,9 @@ impl Worker {
                             for job in &jobs {
                                 shared.owned().insert(job.id, CancellationToken::new());
                             }
+                            if !jobs.is_empty() {
+                                crate::metrics::worker_claimed(&jobs);
+                            }
                             buffer.extend(jobs);
                         }
                         Ok(Err(e)) => {
@@ -394,13 +409,15 @@ impl Worker {
             buffer.extend(jobs);
         }
         for job in buffer {
-            let backoff = o.backoff;
-            let _ = tx.send(executor::to_finish(
-                &job,
-                crate::model::Outcome::Interrupted,
-                backoff,
-            ));
+            let finish = executor::to_finish(&job, crate::model::Outcome::Interrupted, o.backoff);
+            let _ = tx.send(completer::Done {
+                finish,
+                queue: job.queue,
+                kind: job.kind,
+                ran: Duration::ZERO,
+            });
         }
+        shared.gauges.prefetched.set(0.0);
     }
 
     fn spawn_execution(
@@ -408,7 +425,7 @@ impl Worker {
         job: ClaimedJob,
         shared: &Arc<Shared>,
         hard_stop: &CancellationToken,
-        tx: &mpsc::UnboundedSender<due_work::Finish>,
+        tx: &mpsc::UnboundedSender<completer::Done>,
         executors: &mut JoinSet<()>,
         defaults: &QueueDefaultsCache,
     ) {
@@ -425,7 +442,8 @@ impl Worker {
             .or_else(|| handler.as_ref().and_then(|h| h.timeout()));
         let backoff = QueueDefaults::backoff(queue, o.backoff);
         let cancel = shared.owned().entry(job.id).or_default().clone();
-        shared.executing.fetch_add(1, Ordering::AcqRel);
+        let busy = shared.executing.fetch_add(1, Ordering::AcqRel) + 1;
+        shared.gauges.busy.set(busy as f64);
         let exec = executor::Execution {
             job,
             handler,
@@ -440,11 +458,18 @@ impl Worker {
         let shared = shared.clone();
         executors.spawn(async move {
             let started = Instant::now();
-            let finish = executor::execute(exec).await;
-            shared.record_duration(started.elapsed());
+            let finish = executor::execute(&exec).await;
+            let ran = started.elapsed();
+            shared.record_duration(ran);
             // The completer only stops after every executor has been joined.
-            let _ = tx.send(finish);
-            shared.executing.fetch_sub(1, Ordering::AcqRel);
+            let _ = tx.send(completer::Done {
+                finish,
+                queue: exec.job.queue,
+                kind: exec.job.kind,
+                ran,
+            });
+            let busy = shared.executing.fetch_sub(1, Ordering::AcqRel) - 1;
+            shared.gauges.busy.set(busy as f64);
             shared.slot_freed.notify_one();
         });
     }

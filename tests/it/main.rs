@@ -6,5 +6,6 @@ mod common;
 mod api;
 mod cli;
 mod db_jobs;
+mod metrics;
 mod ops;
 mod worker;
