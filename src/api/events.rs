@@ -8,6 +8,8 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
@@ -25,6 +27,91 @@ use crate::model::validate_name;
 
 /// Longest pause between reconnect attempts of the listener.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
+/// How often the gate is renewed while anyone subscribes, or closed once nobody does.
+const GATE_TICK: Duration = Duration::from_secs(15);
+/// How long after opening the gate waiters are told to re-read: a statement that
+/// started before the gate opened sends no events even if it commits afterwards.
+const GATE_SETTLE: Duration = Duration::from_secs(1);
+
+/// This process's row in `event_subscribers`: open while anyone here subscribes to
+/// events, so the database's event triggers only do their work when someone reads it.
+pub(crate) struct Gate {
+    id: Uuid,
+    /// Until when the row is surely current (renewed well before it expires); `None`
+    /// when closed. Held across the database write so that opening, renewing and
+    /// closing never interleave with a subscribe.
+    open_until: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Gate {
+    pub(crate) fn new() -> Gate {
+        Gate {
+            id: Uuid::now_v7(),
+            open_until: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A receiver on `tx` with the gate open. If the database cannot be written, the
+    /// receiver is returned anyway: events then arrive once it can (waits end at
+    /// their deadline, streams see `resync`).
+    pub(crate) async fn subscribe(
+        &self,
+        pool: &crate::db::Pool,
+        tx: &broadcast::Sender<Received>,
+    ) -> broadcast::Receiver<Received> {
+        let mut open_until = self.open_until.lock().await;
+        let rx = tx.subscribe();
+        if open_until.is_some_and(|t| t > Instant::now()) {
+            return rx;
+        }
+        match crate::db::events::open_gate(pool, self.id).await {
+            Ok(()) => {
+                *open_until = Some(Instant::now() + renew_margin());
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(GATE_SETTLE).await;
+                    let _ = tx.send(Received::Reconnected);
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open the event gate; events may be late"),
+        }
+        rx
+    }
+
+    /// Renews the row while anyone subscribes, removes it once nobody does, until
+    /// `stop`; then removes it.
+    pub(crate) async fn run(
+        &self,
+        pool: crate::db::Pool,
+        tx: broadcast::Sender<Received>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(GATE_TICK) => {}
+            }
+            let mut open_until = self.open_until.lock().await;
+            if tx.receiver_count() > 0 {
+                match crate::db::events::open_gate(&pool, self.id).await {
+                    Ok(()) => *open_until = Some(Instant::now() + renew_margin()),
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the event gate"),
+                }
+            } else if open_until.is_some() {
+                match crate::db::events::close_gate(&pool, self.id).await {
+                    Ok(()) => *open_until = None,
+                    Err(e) => tracing::warn!(error = %e, "cannot close the event gate"),
+                }
+            }
+        }
+        let _ = crate::db::events::close_gate(&pool, self.id).await;
+    }
+}
+
+/// How long an opened row is trusted: comfortably inside its database-side lifetime.
+fn renew_margin() -> Duration {
+    Duration::from_secs(crate::db::events::SUBSCRIPTION_TTL_SECS as u64) / 2
+}
 
 /// Keeps one LISTEN connection and forwards what it hears to `tx` until `stop`.
 /// Never exits on an error: it logs, backs off and reconnects; after any gap it sends
@@ -123,7 +210,7 @@ pub async fn stream(
     if let Some(queue) = &q.queue {
         validate_name(queue).map_err(|r| ApiError::invalid("queue", r))?;
     }
-    let rx = state.subscribe();
+    let rx = state.subscribe().await;
     let stop = state.stopping().clone();
     // unfold keeps the receiver inside the stream; each poll takes the next batch.
     let batches = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -562,7 +562,7 @@ async fn read_job(state: &AppState, id: Uuid) -> ApiResult<Option<Job>> {
 /// it is terminal or `wait` has passed. Subscribes before the first read, so a change
 /// between that read and the wait cannot be missed.
 async fn wait_for_end(state: &AppState, id: Uuid, wait: Duration) -> ApiResult<Option<Job>> {
-    let mut rx = state.subscribe();
+    let mut rx = state.subscribe().await;
     let deadline = Instant::now() + wait;
     loop {
         let job = read_job(state, id).await?;

@@ -119,6 +119,7 @@ struct Inner {
     events: broadcast::Sender<Received>,
     metrics: PrometheusHandle,
     stopping: CancellationToken,
+    gate: events::Gate,
 }
 
 impl AppState {
@@ -132,6 +133,7 @@ impl AppState {
                 events,
                 metrics: crate::metrics::install(),
                 stopping: CancellationToken::new(),
+                gate: events::Gate::new(),
             }),
         }
     }
@@ -144,9 +146,13 @@ impl AppState {
         &self.inner.settings
     }
 
-    /// A receiver of live job events (fed by [`AppState::run_event_listener`]).
-    pub fn subscribe(&self) -> broadcast::Receiver<Received> {
-        self.inner.events.subscribe()
+    /// A receiver of live job events (fed by [`AppState::run_event_listener`]); opens
+    /// the database's event triggers for as long as anyone here subscribes.
+    pub async fn subscribe(&self) -> broadcast::Receiver<Received> {
+        self.inner
+            .gate
+            .subscribe(&self.inner.pool, &self.inner.events)
+            .await
     }
 
     /// Cancelled when the server stops: ends waits and event streams.
@@ -162,12 +168,17 @@ impl AppState {
     /// until [`AppState::stopping`] fires. [`serve`] runs it; tests driving the router
     /// directly spawn it themselves.
     pub async fn run_event_listener(self) {
-        events::run_listener(
+        let gate = self.inner.gate.run(
             self.inner.pool.clone(),
             self.inner.events.clone(),
             self.inner.stopping.clone(),
-        )
-        .await
+        );
+        let listener = events::run_listener(
+            self.inner.pool.clone(),
+            self.inner.events.clone(),
+            self.inner.stopping.clone(),
+        );
+        tokio::join!(gate, listener);
     }
 }
 

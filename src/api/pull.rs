@@ -156,7 +156,7 @@ pub async fn claim(
     };
     let owner = req.lease_owner.unwrap_or_else(Uuid::now_v7);
     // Subscribe before the first claim so work enqueued in between wakes us.
-    let mut rx = state.subscribe();
+    let mut rx = state.subscribe().await;
     let deadline = Instant::now() + wait;
     let jobs = loop {
         let jobs = due_work::claim_due(state.pool(), &req.queues, limit, owner, lease).await?;

@@ -66,6 +66,38 @@ impl EventListener {
     }
 }
 
+/// How long an API process's row in `event_subscribers` opens the event triggers
+/// without being renewed (a process killed with its row in place stops costing after
+/// this).
+pub const SUBSCRIPTION_TTL_SECS: i64 = 60;
+
+/// Opens (or keeps open) the event triggers on behalf of API process `id` for
+/// [`SUBSCRIPTION_TTL_SECS`]. Committed before it returns, so every statement that
+/// starts afterwards sends its events.
+pub async fn open_gate(pool: &PgPool, id: Uuid) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO event_subscribers (id, expires_at)
+         VALUES ($1, now() + make_interval(secs => $2))
+         ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+    )
+    .bind(id)
+    .bind(SUBSCRIPTION_TTL_SECS as f64)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Withdraws API process `id`'s subscription (and any that expired long ago).
+pub async fn close_gate(pool: &PgPool, id: Uuid) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM event_subscribers WHERE id = $1 OR expires_at < now() - interval '1 hour'",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Decodes a trigger payload: a JSON array of `[id, queue, state]`.
 pub fn parse_payload(payload: &str) -> Option<Vec<JobEvent>> {
     let triples: Vec<(Uuid, String, String)> = serde_json::from_str(payload).ok()?;

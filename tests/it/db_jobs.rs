@@ -861,3 +861,57 @@ async fn finished_jobs_land_in_the_daily_partition() {
         .unwrap();
     assert_eq!(again, 0);
 }
+
+#[tokio::test]
+async fn job_events_are_sent_only_while_an_api_process_subscribes() {
+    use ordinaut::db::events::{self, EventListener, Received};
+    let db = TestDb::new().await;
+    let mut listener = EventListener::connect(&db.pool).await.unwrap();
+    async fn next(l: &mut EventListener) -> Option<Received> {
+        tokio::time::timeout(Duration::from_millis(500), l.recv())
+            .await
+            .ok()
+            .map(|r| r.unwrap())
+    }
+    let w = Uuid::now_v7();
+    let run_one = |db: &TestDb| {
+        let pool = db.pool.clone();
+        async move {
+            let id = due_work::enqueue_many(&pool, &[NewJob::new("q", "k", json!({}))], 4)
+                .await
+                .unwrap()[0]
+                .id;
+            due_work::claim_due(&pool, &["q".into()], 1, w, LEASE)
+                .await
+                .unwrap();
+            due_work::finish_many(&pool, w, &[done(id)]).await.unwrap();
+            id
+        }
+    };
+
+    // Nobody subscribed: enqueue, claim and finish send nothing.
+    run_one(&db).await;
+    assert_eq!(next(&mut listener).await, None);
+
+    // An API process subscribes: every transition is reported, in order.
+    let api = Uuid::now_v7();
+    events::open_gate(&db.pool, api).await.unwrap();
+    let id = run_one(&db).await;
+    let mut states = Vec::new();
+    while let Some(Received::Events(batch)) = next(&mut listener).await {
+        states.extend(batch.into_iter().filter(|e| e.id == id).map(|e| e.state));
+    }
+    assert_eq!(states, ["available", "running", "completed"]);
+
+    // It leaves (or its row expires): silence again.
+    events::close_gate(&db.pool, api).await.unwrap();
+    run_one(&db).await;
+    assert_eq!(next(&mut listener).await, None);
+    sqlx::query("INSERT INTO event_subscribers VALUES ($1, now() - interval '1 second')")
+        .bind(Uuid::now_v7())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    run_one(&db).await;
+    assert_eq!(next(&mut listener).await, None);
+}

@@ -79,7 +79,7 @@ impl App {
     /// Starts the LISTEN task (needed by `?wait=` and events), and waits until it is
     /// connected, so no event of the test is missed.
     pub async fn with_listener(mut self) -> App {
-        let mut probe = self.state_subscribe_probe();
+        let mut probe = self.state_subscribe_probe().await;
         self.listener = Some(tokio::spawn(self.state.clone().run_event_listener()));
         // The listener announces each (re)connection with a resync message.
         tokio::time::timeout(std::time::Duration::from_secs(10), probe.recv())
@@ -89,10 +89,10 @@ impl App {
         self
     }
 
-    fn state_subscribe_probe(
+    async fn state_subscribe_probe(
         &self,
     ) -> tokio::sync::broadcast::Receiver<ordinaut::db::events::Received> {
-        self.state.subscribe()
+        self.state.subscribe().await
     }
 
     /// Sends a request with the test token.
@@ -188,7 +188,7 @@ impl Server {
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
-        let mut probe = app.state.subscribe();
+        let mut probe = app.state.subscribe().await;
         let task = tokio::spawn(api::serve(listener, app.state.clone(), shutdown.clone()));
         tokio::time::timeout(std::time::Duration::from_secs(10), probe.recv())
             .await
