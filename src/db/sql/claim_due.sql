@@ -5,6 +5,10 @@
 -- Per queue, an ordered scan of due_work_claim_idx (queue, priority, run_at, id); the
 -- LATERAL keeps each scan ordered even when a worker serves several queues, where a
 -- plain `queue = ANY(...)` would sort every waiting row of those queues.
+-- The update finds the locked rows by ctid (a TID scan): joining on id let the planner
+-- hash the whole of due_work instead, a sequential scan per claim that cost 91 ms of a
+-- 182 ms claim of 4,096 jobs with 300,000 waiting. A locked row's ctid cannot change
+-- before this statement's own update.
 WITH wanted AS (
     SELECT w.name
     FROM unnest($1::text[]) AS w(name)
@@ -15,10 +19,10 @@ WITH wanted AS (
                OR q.key_concurrency IS NOT NULL))
 ),
 candidates AS (
-    SELECT c.id, c.priority, c.run_at
+    SELECT c.ctid, c.id, c.priority, c.run_at
     FROM wanted
     CROSS JOIN LATERAL (
-        SELECT d.id, d.priority, d.run_at
+        SELECT d.ctid, d.id, d.priority, d.run_at
         FROM due_work d
         WHERE d.queue = wanted.name
           AND d.state <> 'running'
@@ -29,7 +33,7 @@ candidates AS (
     ) AS c
 ),
 picked AS (
-    SELECT id FROM candidates ORDER BY priority, run_at, id LIMIT $2
+    SELECT ctid FROM candidates ORDER BY priority, run_at, id LIMIT $2
 )
 UPDATE due_work d
 SET state = 'running',
@@ -37,7 +41,6 @@ SET state = 'running',
     lease_owner = $3,
     lease_expires_at = now() + make_interval(secs => $4),
     attempted_at = now()
-FROM picked
-WHERE d.id = picked.id
+WHERE d.ctid = ANY(ARRAY(SELECT ctid FROM picked))
 RETURNING d.id, d.queue, d.kind, d.payload, d.attempt, d.max_attempts, d.timeout_ms,
           d.metadata, d.schedule_id, d.run_at, d.attempted_at
