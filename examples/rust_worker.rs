@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
         url,
         schema: config.schema.clone(),
         max_connections: 10,
-        synchronous_commit: true,
+        hot_path: false,
     };
     db::migrate(&db).await.context("while migrating")?;
     let pool = db.connect().await.context("while connecting")?;

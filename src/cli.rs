@@ -268,7 +268,7 @@ fn db_config(config: &Config) -> anyhow::Result<DbConfig> {
         url,
         schema: config.schema.clone(),
         max_connections: 10,
-        synchronous_commit: true,
+        hot_path: false,
     })
 }
 
@@ -350,7 +350,7 @@ async fn run_worker_and_rescuer(
     };
     // The worker's claim/finish/lease writes commit asynchronously; see DbConfig.
     let hot = DbConfig {
-        synchronous_commit: false,
+        hot_path: true,
         max_connections: 4,
         ..db.clone()
     };

@@ -90,7 +90,7 @@ pub async fn run(args: &HealthcheckArgs, config: &Config) -> anyhow::Result<()> 
             url,
             schema: config.schema.clone(),
             max_connections: 1,
-            synchronous_commit: true,
+            hot_path: false,
         };
         check_db(&target, args.timeout).await
     } else {

@@ -273,7 +273,7 @@ async fn postgres_restart_while_draining_loses_and_repeats_nothing() {
         url: url.clone(),
         schema: "public".into(),
         max_connections: 4,
-        synchronous_commit: true,
+        hot_path: false,
     };
     ordinaut::db::migrate(&db_cfg).await.unwrap();
     let pool = db_cfg.connect().await.unwrap();
@@ -293,7 +293,7 @@ async fn postgres_restart_while_draining_loses_and_repeats_nothing() {
                 url,
                 schema: "public".into(),
                 max_connections: 1,
-                synchronous_commit: true,
+                hot_path: false,
             }
             .connect()
             .await

@@ -102,7 +102,7 @@ async fn ensure_template(admin: &mut PgConnection) -> String {
             url: url_for(&building),
             schema: "public".into(),
             max_connections: 2,
-            synchronous_commit: true,
+            hot_path: false,
         };
         db::migrate(&cfg).await.expect("migrate template");
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -184,7 +184,7 @@ fn db_config_for(url: &str) -> DbConfig {
         url: url.to_owned(),
         schema: "public".into(),
         max_connections: 10,
-        synchronous_commit: true,
+        hot_path: false,
     }
 }
 
