@@ -603,14 +603,25 @@ async fn sustained(db: &FreshDb, args: &BenchArgs, bloat: bool) -> anyhow::Resul
         w.stop();
     }
     let third_ms = third.as_millis() as i64;
-    let bounds: Vec<(&str, i64, i64)> = if bloat {
-        vec![
-            ("before", 0, third_ms),
-            ("during", third_ms, 2 * third_ms),
-            ("after", 2 * third_ms, 3 * third_ms),
-        ]
+    let bounds: Vec<(String, i64, i64)> = if bloat {
+        // The after phase also in thirds: shows how soon rate and latency recover.
+        let ninth = third_ms / 3;
+        let secs = |ms: i64| ms as f64 / 1000.0;
+        let mut b = vec![
+            ("before".to_owned(), 0, third_ms),
+            ("during".to_owned(), third_ms, 2 * third_ms),
+            ("after".to_owned(), 2 * third_ms, 3 * third_ms),
+        ];
+        for k in 0..3 {
+            b.push((
+                format!("after +{:.0}-{:.0}s", secs(k * ninth), secs((k + 1) * ninth)),
+                2 * third_ms + k * ninth,
+                2 * third_ms + (k + 1) * ninth,
+            ));
+        }
+        b
     } else {
-        vec![("run", 0, total.as_millis() as i64)]
+        vec![("run".to_owned(), 0, total.as_millis() as i64)]
     };
     let mut phases = Vec::new();
     for (name, from, to) in bounds {
@@ -630,7 +641,7 @@ async fn sustained(db: &FreshDb, args: &BenchArgs, bloat: bool) -> anyhow::Resul
         .fetch_one(&db.pool)
         .await?;
         phases.push(Phase {
-            name: name.to_owned(),
+            name,
             started_per_sec: row.0 as f64 / ((to - from) as f64 / 1000.0),
             p50_ms: row.1.unwrap_or(0.0),
             p99_ms: row.2.unwrap_or(0.0),
