@@ -67,9 +67,10 @@ pub struct BenchArgs {
     /// Enqueue rate of the sustained and bloat scenarios, jobs/s.
     #[arg(long, default_value_t = 2000)]
     pub target_rate: u32,
-    /// Finished jobs present in history for the bloat scenario.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub history: u64,
+    /// Finished jobs put in history before the run (bloat: default 1,000,000; burn-down,
+    /// command and sustained: default none), to measure with a full history.
+    #[arg(long)]
+    pub history: Option<u64>,
 }
 
 /// One run's figures.
@@ -322,6 +323,8 @@ async fn burn_down(db: &FreshDb, args: &BenchArgs, kind: &str) -> anyhow::Result
     } else {
         args.jobs
     };
+    let history = args.history.unwrap_or(0);
+    fill_history(db, history).await?;
     let started = Instant::now();
     let mut left = jobs;
     while left > 0 {
@@ -368,23 +371,27 @@ async fn burn_down(db: &FreshDb, args: &BenchArgs, kind: &str) -> anyhow::Result
     for w in workers {
         w.stop();
     }
-    let completed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .fetch_one(&db.pool)
-            .await?;
+    let completed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM job_history WHERE state = 'completed' AND queue = $1",
+    )
+    .bind(QUEUE)
+    .fetch_one(&db.pool)
+    .await?;
     if completed != jobs as i64 {
         bail!("only {completed} of {jobs} jobs completed");
     }
-    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM all_attempts")
+    // The prefilled history rows count as one completed attempt each.
+    let attempts = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM all_attempts")
         .fetch_one(&db.pool)
-        .await?;
+        .await?
+        - history as i64;
     if attempts != jobs as i64 {
         bail!("{attempts} attempts for {jobs} jobs: some job ran more than once");
     }
     let (p50, p95, p99, max) = percentiles(
         &db.pool,
         "extract(epoch FROM attempted_at - run_at) * 1000",
-        "job_history",
+        "job_history WHERE queue = 'bench'",
     )
     .await?;
     Ok(BenchResult {
@@ -509,26 +516,34 @@ async fn percentiles(
     ))
 }
 
-async fn sustained(db: &FreshDb, args: &BenchArgs, bloat: bool) -> anyhow::Result<BenchResult> {
-    if bloat {
-        eprintln!(
-            "bench: inserting {} finished jobs into history",
-            args.history
-        );
-        sqlx::query(
-            "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
-                                      run_at, created_at, attempted_at, finished_at)
-             SELECT ordinaut_uuid_v7(), 'old', 'noop', '{}', 0, 'completed', 1, 4, '{}', now(), now(), now(),
-                    now() - (g % 86400) * interval '1 second'
-             FROM generate_series(1, $1) AS g",
-        )
-        .bind(args.history as i64)
+/// Puts `n` finished jobs (queue `old`, spread over the last day) into history.
+async fn fill_history(db: &FreshDb, n: u64) -> anyhow::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    eprintln!("bench: inserting {n} finished jobs into history");
+    sqlx::query(
+        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+                                  run_at, created_at, attempted_at, finished_at)
+         SELECT ordinaut_uuid_v7(), 'old', 'noop', '{}', 0, 'completed', 1, 4, '{}', now(), now(), now(),
+                now() - (g % 86400) * interval '1 second'
+         FROM generate_series(1, $1) AS g",
+    )
+    .bind(n as i64)
+    .execute(&db.pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE job_history")
         .execute(&db.pool)
         .await?;
-        sqlx::query("VACUUM ANALYZE job_history")
-            .execute(&db.pool)
-            .await?;
-    }
+    Ok(())
+}
+
+async fn sustained(db: &FreshDb, args: &BenchArgs, bloat: bool) -> anyhow::Result<BenchResult> {
+    fill_history(
+        db,
+        args.history.unwrap_or(if bloat { 1_000_000 } else { 0 }),
+    )
+    .await?;
     let workers: Vec<WorkerProc> = (0..args.workers.max(1))
         .map(|_| db.spawn_worker(args.concurrency))
         .collect::<Result<_, _>>()?;
@@ -614,7 +629,11 @@ async fn sustained(db: &FreshDb, args: &BenchArgs, bloat: bool) -> anyhow::Resul
         ];
         for k in 0..3 {
             b.push((
-                format!("after +{:.0}-{:.0}s", secs(k * ninth), secs((k + 1) * ninth)),
+                format!(
+                    "after +{:.0}-{:.0}s",
+                    secs(k * ninth),
+                    secs((k + 1) * ninth)
+                ),
                 2 * third_ms + k * ninth,
                 2 * third_ms + (k + 1) * ninth,
             ));
