@@ -44,8 +44,9 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "${scratch}"' EXIT
 
 # --- shell scripts -----------------------------------------------------------------
-step "shellcheck ops/*.sh"
-"${bin}/shellcheck" "${ops_dir}/start.sh" "${ops_dir}/validate.sh"
+step "shellcheck ops/*.sh, benches/compare.sh, tests/fuzz_api.sh, .ci/run"
+"${bin}/shellcheck" "${ops_dir}/start.sh" "${ops_dir}/validate.sh" \
+    "${root}/benches/compare.sh" "${root}/tests/fuzz_api.sh" "${root}/.ci/run"
 
 step "start.sh: --help, and prod refused without .env"
 bash "${ops_dir}/start.sh" --help >/dev/null

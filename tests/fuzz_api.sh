@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCHEMATHESIS="${SCHEMATHESIS:-schemathesis}"
-MAX_EXAMPLES="${MAX_EXAMPLES:-30}"
+MAX_EXAMPLES="${MAX_EXAMPLES:-10}"
 TOKEN="fuzz-token-$(date +%s)"
 WORK="$(mktemp -d /tmp/ordinaut-fuzz.XXXXXX)"
 chmod 755 "$WORK"
@@ -29,6 +29,7 @@ as_pg() {
     fi
 }
 
+# shellcheck disable=SC2329  # invoked by the EXIT trap below
 cleanup() {
     if [ -n "$API_PID" ]; then kill "$API_PID" 2>/dev/null || true; wait "$API_PID" 2>/dev/null || true; fi
     if [ -n "$PG_DATA" ]; then as_pg pg_ctl -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true; fi
@@ -63,18 +64,23 @@ done
 curl -fsS "$BASE/ready" >/dev/null || { cat "$WORK/api.log"; echo "api did not become ready" >&2; exit 1; }
 
 status=0
+# positive_data_acceptance ("every schema-valid request is accepted") is left out: a JSON
+# schema cannot say what a cron expression, an IANA timezone or a cross-field rule
+# (`burst` needs `rate_limit`) accepts, so it flags correct 400s naming the field. Those
+# refusals are covered by tests/it/api/bad_requests.rs; every other check runs.
 # /v1/events never ends by design (a live stream): it has its own tests. Waits
 # (?wait=, claim "wait") may legitimately take up to 120s. U+0000 is not generated:
 # Postgres text/jsonb cannot store it and the API refuses it with a 400 (documented).
 "$SCHEMATHESIS" run "$BASE/openapi.json" \
     --checks all \
+    --exclude-checks positive_data_acceptance \
     --header "Authorization: Bearer $TOKEN" \
     --exclude-path /v1/events \
     --max-examples "$MAX_EXAMPLES" \
     --request-timeout 130 \
     --max-response-time 130 \
     --generation-allow-x00 false \
-    --workers "${WORKERS:-1}" \
+    --workers "${WORKERS:-4}" \
     --suppress-health-check too_slow,filter_too_much \
     --seed "${SEED:-1}" \
     || status=$?
