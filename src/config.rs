@@ -59,6 +59,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("API_TOKENS", "api.tokens"),
     ("API_MAX_BODY_BYTES", "api.max_body_bytes"),
     ("API_MAX_BATCH", "api.max_batch"),
+    ("API_MAX_WAIT", "api.max_wait"),
     ("API_METRICS_AUTH", "api.metrics_auth"),
 ];
 
@@ -236,6 +237,9 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Most jobs in one batch enqueue.
     pub max_batch: usize,
+    /// Longest, in seconds, a `?wait=` (at most 120) or a pull claim's `wait` (at most
+    /// 60) holds its request: keep it under a load balancer's idle timeout.
+    pub max_wait: f64,
     /// Require a token on `/metrics` too.
     pub metrics_auth: bool,
 }
@@ -249,6 +253,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_batch", &self.max_batch)
+            .field("max_wait", &self.max_wait)
             .field("metrics_auth", &self.metrics_auth)
             .finish()
     }
@@ -262,6 +267,7 @@ impl Default for ApiConfig {
             tokens: Vec::new(),
             max_body_bytes: 1024 * 1024,
             max_batch: 1000,
+            max_wait: 120.0,
             metrics_auth: false,
         }
     }
@@ -577,6 +583,9 @@ impl Config {
         }
         if !(1..=100_000).contains(&a.max_batch) {
             return Err(invalid("API_MAX_BATCH", "must be between 1 and 100000"));
+        }
+        if !(a.max_wait.is_finite() && (0.0..=120.0).contains(&a.max_wait)) {
+            return Err(invalid("API_MAX_WAIT", "must be between 0 and 120 seconds"));
         }
         Ok(())
     }

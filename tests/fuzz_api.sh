@@ -53,7 +53,9 @@ if [ -z "${DATABASE_URL:-}" ]; then
 fi
 
 API_PORT="$(free_port)"
-DATABASE_URL="$DATABASE_URL" API_HOST=127.0.0.1 API_PORT="$API_PORT" API_TOKENS="$TOKEN" \
+# API_MAX_WAIT=2: generated `wait` values (up to 120 s) would otherwise hold the run's
+# workers for minutes; the capped waits still go through the same code.
+DATABASE_URL="$DATABASE_URL" API_HOST=127.0.0.1 API_PORT="$API_PORT" API_TOKENS="$TOKEN" API_MAX_WAIT=2 \
     LOG_LEVEL="${LOG_LEVEL:-warn}" ./target/debug/ordinaut api 2> "$WORK/api.log" &
 API_PID=$!
 BASE="http://127.0.0.1:$API_PORT"

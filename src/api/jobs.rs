@@ -535,7 +535,9 @@ pub async fn get(
 ) -> ApiResult<Json<JobDetail>> {
     let id = parse_id("id", &id)?;
     let wait = match &q.wait {
-        Some(w) => parse_duration("wait", w, false)?.min(MAX_WAIT),
+        Some(w) => parse_duration("wait", w, false)?
+            .min(MAX_WAIT)
+            .min(state.settings().max_wait),
         None => Duration::ZERO,
     };
     let job = if wait.is_zero() {

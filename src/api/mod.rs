@@ -55,6 +55,8 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Most jobs per batch.
     pub max_batch: usize,
+    /// Longest any wait holds a request (`?wait=`, pull claim `wait`).
+    pub max_wait: Duration,
     /// Token required on `/metrics`.
     pub metrics_auth: bool,
     /// Largest job payload (JSON text bytes); also bounds a pull client's output.
@@ -92,6 +94,7 @@ impl ApiSettings {
             tokens: config.api.tokens.clone(),
             max_body_bytes: config.api.max_body_bytes,
             max_batch: config.api.max_batch,
+            max_wait: Duration::from_secs_f64(config.api.max_wait),
             metrics_auth: config.api.metrics_auth,
             max_payload_bytes: config.max_payload_bytes,
             default_max_attempts: config.default_max_attempts(),

@@ -152,7 +152,9 @@ pub async fn claim(
     let lease = lease_from(&state, req.lease_seconds)?;
     let wait = match &req.wait {
         None => Duration::ZERO,
-        Some(w) => parse_duration("wait", w, false)?.min(MAX_CLAIM_WAIT),
+        Some(w) => parse_duration("wait", w, false)?
+            .min(MAX_CLAIM_WAIT)
+            .min(state.settings().max_wait),
     };
     let owner = req.lease_owner.unwrap_or_else(Uuid::now_v7);
     // Subscribe before the first claim so work enqueued in between wakes us.

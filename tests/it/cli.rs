@@ -191,6 +191,10 @@ async fn bad_configuration_stops_the_process_naming_the_key() {
     let tz = run(Some(&db), &["worker"], &[("TZ", "Mars/Olympus")]);
     assert!(stderr(&tz).contains("TZ"), "{}", stderr(&tz));
 
+    let wait = run(Some(&db), &["api"], &[("API_MAX_WAIT", "500")]);
+    assert!(!wait.status.success());
+    assert!(stderr(&wait).contains("API_MAX_WAIT"), "{}", stderr(&wait));
+
     let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("ordinaut.toml");

@@ -304,3 +304,20 @@ async fn wait_ends_with_the_current_state_when_time_is_up() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["state"], "available");
 }
+
+#[tokio::test]
+async fn api_max_wait_caps_a_longer_wait() {
+    let mut s = super::settings();
+    s.max_wait = Duration::from_millis(300);
+    let app = App::with(s).await.with_listener().await;
+    let id = enqueue(&app, "q").await;
+    // Asks for two minutes; the operator's cap answers after 0.3 s with the current state.
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.get(&format!("/v1/jobs/{id}?wait=120s")),
+    )
+    .await
+    .expect("the wait is capped by API_MAX_WAIT, not the 120 s asked for");
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["state"], "available");
+}
