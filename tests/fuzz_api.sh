@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCHEMATHESIS="${SCHEMATHESIS:-schemathesis}"
-MAX_EXAMPLES="${MAX_EXAMPLES:-10}"
+MAX_EXAMPLES="${MAX_EXAMPLES:-30}"
 TOKEN="fuzz-token-$(date +%s)"
 WORK="$(mktemp -d /tmp/ordinaut-fuzz.XXXXXX)"
 chmod 755 "$WORK"
