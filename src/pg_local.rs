@@ -166,6 +166,17 @@ impl LocalPg {
         )
     }
 
+    /// Restarts the cluster with an explicit shutdown mode (`smart`, `fast` or
+    /// `immediate`: the last skips the checkpoint, so the start replays WAL as after a
+    /// crash).
+    pub fn restart_mode(&self, mode: &str) -> Result<(), PgLocalError> {
+        run(
+            self.pg_ctl()
+                .args(["-m", mode, "-w", "-t", "60", "restart"]),
+            "pg_ctl restart",
+        )
+    }
+
     fn pg_ctl(&self) -> Command {
         let mut cmd = command(&self.bin, "pg_ctl", is_root());
         cmd.arg("-D")
