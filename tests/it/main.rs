@@ -9,4 +9,5 @@ mod db_jobs;
 mod fencing;
 mod metrics;
 mod ops;
+mod poison;
 mod worker;
