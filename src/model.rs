@@ -148,7 +148,9 @@ pub enum Outcome {
     Retry { error: String, log: Option<String> },
     /// Failed for good, whatever attempts remain.
     Failed { error: String, log: Option<String> },
-    /// Not done yet; run again after `after` without spending an attempt.
+    /// Not done yet; run again after `after` (at least the worker's `snooze_min`, at most
+    /// a year) without spending an attempt, up to the worker's `max_snoozes` per job;
+    /// later snoozes count as failed attempts.
     Snoozed {
         after: Duration,
         reason: String,
