@@ -219,6 +219,11 @@ impl Shared {
         }
     }
 
+    /// Whether `id`'s lease is held at `attempt`.
+    fn holds(&self, id: Uuid, attempt: i32) -> bool {
+        self.owned().get(&id).is_some_and(|l| l.attempt == attempt)
+    }
+
     /// The execution of `id`'s `attempt` has ended (its outcome is on its way).
     fn stopped(&self, id: Uuid, attempt: i32) {
         if let Some(lease) = self.owned().get_mut(&id)
@@ -517,7 +522,8 @@ impl Worker {
             buffer.extend(jobs);
         }
         buffer.extend(waiting);
-        for job in buffer {
+        // A superseded attempt has nothing to hand back: its newer attempt is here too.
+        for job in buffer.into_iter().filter(|j| shared.holds(j.id, j.attempt)) {
             let finish = executor::to_finish(
                 &job,
                 crate::model::Outcome::Interrupted,
