@@ -310,13 +310,16 @@ pub struct Finish {
 
 impl Finish {
     /// Makes every field storable whatever the handler produced: no U+0000, JSON
-    /// numbers within `numeric`, output and log within `output_limit` bytes, error
-    /// within [`MAX_ERROR_BYTES`](crate::model::MAX_ERROR_BYTES).
+    /// numbers within `numeric`, output and log within twice `output_limit` plus 1 KiB
+    /// (handlers keep up to the limit per stream, stdout and stderr, plus their cut
+    /// markers; JSON escaping can grow a body kept at the limit), error within
+    /// [`MAX_ERROR_BYTES`](crate::model::MAX_ERROR_BYTES).
     pub fn sanitize(&mut self, output_limit: usize) {
         use crate::model::{MAX_ERROR_BYTES, storable_json, storable_text};
+        let bound = output_limit.saturating_mul(2).saturating_add(1024);
         self.error = self.error.take().map(|e| storable_text(e, MAX_ERROR_BYTES));
-        self.log = self.log.take().map(|l| storable_text(l, output_limit));
-        self.output = self.output.take().map(|o| storable_json(o, output_limit));
+        self.log = self.log.take().map(|l| storable_text(l, bound));
+        self.output = self.output.take().map(|o| storable_json(o, bound));
     }
 }
 
