@@ -43,6 +43,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("WORKER_SHUTDOWN_GRACE", "worker.shutdown_grace"),
     ("WORKER_OUTPUT_LIMIT_BYTES", "worker.output_limit_bytes"),
     ("WORKER_PREFETCH", "worker.prefetch"),
+    ("WORKER_SNOOZE_MIN", "worker.snooze_min"),
+    ("WORKER_MAX_SNOOZES", "worker.max_snoozes"),
     ("WORKER_METRICS_ADDR", "worker.metrics_addr"),
     ("RESCUER_INTERVAL", "maintenance.rescue_interval"),
     (
@@ -204,6 +206,11 @@ pub struct WorkerConfig {
     pub output_limit_bytes: usize,
     /// Jobs claimed beyond the free slots while jobs are fast (under 5 ms on average).
     pub prefetch: usize,
+    /// Shortest snooze in seconds: a shorter requested delay (`Retry-After: 0`) waits this.
+    pub snooze_min: f64,
+    /// Snoozes per job that give their attempt back; each later one counts as a failed
+    /// attempt, so a target that always says "later" is not called forever.
+    pub max_snoozes: u32,
     /// `host:port` where a worker serves `/metrics` and `/health`; unset serves nothing.
     #[serde(default)]
     pub metrics_addr: Option<String>,
@@ -368,6 +375,8 @@ impl Default for WorkerConfig {
             shutdown_grace: 30.0,
             output_limit_bytes: 64 * 1024,
             prefetch: 4096,
+            snooze_min: 1.0,
+            max_snoozes: 100,
             metrics_addr: None,
         }
     }
@@ -469,6 +478,12 @@ impl Config {
             if !(value.is_finite() && value > 0.0 && value < 1e7) {
                 return Err(invalid(key, "must be a positive number of seconds"));
             }
+        }
+        if !(w.snooze_min.is_finite() && w.snooze_min >= 0.0 && w.snooze_min <= 86_400.0) {
+            return Err(invalid(
+                "WORKER_SNOOZE_MIN",
+                "must be between 0 and 86400 seconds",
+            ));
         }
         if !(w.shutdown_grace.is_finite() && w.shutdown_grace >= 0.0 && w.shutdown_grace < 1e7) {
             return Err(invalid(

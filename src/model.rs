@@ -148,7 +148,9 @@ pub enum Outcome {
     Retry { error: String, log: Option<String> },
     /// Failed for good, whatever attempts remain.
     Failed { error: String, log: Option<String> },
-    /// Not done yet; run again after `after` without spending an attempt.
+    /// Not done yet; run again after `after` (at least the worker's `snooze_min`, at most
+    /// a year) without spending an attempt, up to the worker's `max_snoozes` per job;
+    /// later snoozes count as failed attempts.
     Snoozed {
         after: Duration,
         reason: String,
@@ -267,6 +269,84 @@ pub fn truncate_output(text: &str, limit: usize) -> String {
     )
 }
 
+/// Longest error text kept per attempt (handler errors, pull-model `fail` errors).
+pub const MAX_ERROR_BYTES: usize = 16 * 1024;
+/// Longest number text kept as a JSON number; longer ones are stored as strings.
+const MAX_NUMBER_CHARS: usize = 1000;
+
+/// Text as Postgres `text` can store it, cut to at most `limit` bytes (marked): U+0000,
+/// which `text` refuses (SQLSTATE 22021), becomes U+FFFD. Rust strings are valid UTF-8
+/// already; handlers decode raw bytes lossily.
+pub fn storable_text(text: String, limit: usize) -> String {
+    let text = if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    };
+    if text.len() <= limit {
+        text
+    } else {
+        truncate_output(&text, limit)
+    }
+}
+
+/// A JSON value as `jsonb` can store it, bounded by `limit` bytes of JSON text:
+/// U+0000 in strings and keys (refused with 22P05) becomes U+FFFD; numbers outside
+/// what `numeric` holds (`1e999999`, refused with 22003; serde_json's
+/// arbitrary_precision accepts them) and absurdly long ones become strings of their
+/// text; a value whose JSON is longer than `limit` is replaced by a string holding its
+/// first `limit` bytes, marked as cut.
+pub fn storable_json(value: serde_json::Value, limit: usize) -> serde_json::Value {
+    let value = clean_json(value);
+    // Serialising a Value cannot fail: keys are strings and numbers are checked above.
+    let text = serde_json::to_string(&value).unwrap_or_default();
+    if text.len() <= limit {
+        value
+    } else {
+        serde_json::Value::String(truncate_output(&text, limit))
+    }
+}
+
+fn clean_json(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\u{FFFD}")),
+        Value::Number(n) if !storable_number(&n) => Value::String(n.to_string()),
+        Value::Array(items) => Value::Array(items.into_iter().map(clean_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let k = if k.contains('\0') {
+                        k.replace('\0', "\u{FFFD}")
+                    } else {
+                        k
+                    };
+                    (k, clean_json(v))
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// True when Postgres `numeric` (inside jsonb) accepts the number as written. Checked
+/// conservatively through f64: finite, not a vanishing exponent form, not huge text.
+fn storable_number(n: &serde_json::Number) -> bool {
+    let text = n.to_string();
+    if text.len() > MAX_NUMBER_CHARS {
+        return false;
+    }
+    let Some(v) = n.as_f64().filter(|v| v.is_finite()) else {
+        return false;
+    };
+    if v == 0.0 {
+        // Plain "0", "-0.000"; an exponent form may hide an out-of-range scale.
+        !text.contains(['e', 'E'])
+    } else {
+        v.abs() >= 1e-300
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +388,24 @@ mod tests {
         assert!(parse_rate("0/s").is_err());
         assert!(parse_rate("ten/s").is_err());
         assert!(parse_rate("10").is_err());
+    }
+
+    #[test]
+    fn storable_json_replaces_nul_and_out_of_range_numbers() {
+        let raw: serde_json::Value =
+            serde_json::from_str(r#"{"s":"a\u0000b","k\u0000":1,"n":1e999999,"m":-1e-999999,"ok":[1.5,0,12345678901234567890]}"#)
+                .expect("valid JSON");
+        let v = storable_json(raw, 1 << 20);
+        assert_eq!(v["s"], "a\u{FFFD}b");
+        assert_eq!(v["k\u{FFFD}"], 1);
+        assert_eq!(v["n"], "1e+999999");
+        assert_eq!(v["m"], "-1e-999999");
+        assert_eq!(v["ok"].to_string(), "[1.5,0,12345678901234567890]");
+        let big = storable_json(serde_json::json!({"x": "y".repeat(5000)}), 100);
+        assert!(
+            big.as_str().is_some_and(|s| s.contains("truncated")),
+            "{big}"
+        );
     }
 
     #[test]

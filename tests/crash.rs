@@ -507,3 +507,29 @@ async fn sustained_and_bloat_scenarios_complete() {
         assert!(result["dead_tuples"].is_number());
     }
 }
+
+#[tokio::test]
+async fn worker_process_survives_commands_printing_nul_bytes() {
+    let db = TestDb::new().await;
+    let dir = workdir();
+    std::fs::write(
+        dir.join("ordinaut.toml"),
+        format!("{CONFIG}\n[kinds.nul]\ntype = \"command\"\nprogram = \"sh\"\nargs = [\"-c\", \"printf 'a\\\\0b'\"]\n"),
+    )
+    .unwrap();
+    let nul: Vec<NewJob> = (0..2).map(|_| NewJob::new("q", "nul", json!({}))).collect();
+    due_work::enqueue_many(&db.pool, &nul, 4).await.unwrap();
+    let w = spawn(&dir, &db.url, &["worker"], &[("WORKER_CONCURRENCY", "4")]);
+    // Before outcomes were sanitized, these two wedged the completer for good.
+    wait_drained(&db, 2, Duration::from_secs(30)).await;
+    enqueue_naps(&db, 20, 0).await;
+    wait_drained(&db, 22, Duration::from_secs(30)).await;
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait(Duration::from_secs(30)), Some(0));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history WHERE kind = 'nul' AND log LIKE '%a' || chr(65533) || 'b%'")
+            .await,
+        2
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+}

@@ -2,8 +2,9 @@
 //!
 //! A pull client claims jobs with a lease, extends the lease while it works, and
 //! completes or fails each job; the same store functions and guards as the built-in
-//! worker apply (claim with SKIP LOCKED, finish guarded by state = 'running' AND
-//! lease_owner), so a job is finished exactly once and a lost lease is reported as 409.
+//! worker apply (claim with SKIP LOCKED, finish fenced by lease_owner AND the claimed
+//! attempt), so a job is finished exactly once and a lost lease, or an outcome for an
+//! older attempt than the job's current one, is reported as 409.
 //!
 //! A pull client is identified only by its lease-owner UUID (chosen by the client or
 //! issued by the first claim). It is deliberately NOT registered in `workers`: the
@@ -28,7 +29,7 @@ use super::jobs::{check_name, has_nul};
 use crate::db::due_work::{self, Finish, FinishKind};
 use crate::db::events::Received;
 use crate::db::{history, queues};
-use crate::model::{self, Backoff};
+use crate::model::Backoff;
 
 /// A queue name (`model::validate_name`), for the OpenAPI document.
 #[derive(ToSchema)]
@@ -43,8 +44,20 @@ const MAX_JOBS: usize = 1000;
 const MAX_QUEUES: usize = 100;
 /// Lease bounds in seconds.
 const LEASE_RANGE: std::ops::RangeInclusive<u32> = 2..=3600;
-/// Longest error text kept.
-const MAX_ERROR_BYTES: usize = 16 * 1024;
+/// Pull clients never snooze (a fail with retry_after is a retry), so no budget applies.
+const NO_SNOOZE_BUDGET: u32 = u32::MAX;
+
+/// A required attempt number, 1 or more (accepts `2.0` like the other integers).
+fn attempt_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    use serde::de::Error;
+    match int::opt_i32(d)? {
+        Some(n) if n >= 1 => Ok(n),
+        Some(n) => Err(D::Error::custom(format!("attempt {n} must be at least 1"))),
+        None => Err(D::Error::custom(
+            "attempt is required: the attempt number from the claim",
+        )),
+    }
+}
 
 /// What to claim.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -80,7 +93,8 @@ pub struct ClaimedJob {
     pub kind: String,
     /// Payload.
     pub payload: serde_json::Value,
-    /// This attempt's number, from 1.
+    /// This attempt's number, from 1. Send it back with heartbeats, completes and
+    /// fails: an outcome for any other attempt is refused (409 `stale_attempt`).
     pub attempt: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
@@ -97,7 +111,8 @@ pub struct ClaimedJob {
 /// Claimed jobs.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClaimResponse {
-    /// Lease owner holding the jobs: send it with heartbeats, completes and fails.
+    /// Lease owner holding the jobs: send it, with each job's `attempt`, with
+    /// heartbeats, completes and fails.
     pub lease_owner: Uuid,
     /// Lease length granted, in seconds.
     pub lease_seconds: u32,
@@ -216,15 +231,27 @@ async fn work_arrived(rx: &mut broadcast::Receiver<Received>, queues: &[String])
     }
 }
 
+/// One claimed attempt you hold.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeldAttempt {
+    /// Job id.
+    pub id: Uuid,
+    /// The attempt number from the claim.
+    #[serde(deserialize_with = "attempt_number")]
+    #[schema(minimum = 1)]
+    pub attempt: i32,
+}
+
 /// Leases to extend.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     /// The lease owner from the claim.
     pub lease_owner: Uuid,
-    /// Jobs to extend, 1 to 1000.
+    /// Jobs to extend, each with its attempt from the claim, 1 to 1000.
     #[schema(min_items = 1, max_items = 1000)]
-    pub job_ids: Vec<Uuid>,
+    pub jobs: Vec<HeldAttempt>,
     /// New lease length from now in seconds, 2..=3600 (default WORKER_LEASE_SECONDS).
     #[serde(default, deserialize_with = "int::opt_u32")]
     #[schema(minimum = 2, maximum = 3600)]
@@ -245,8 +272,9 @@ pub struct ExtendedLease {
 pub struct HeartbeatResponse {
     /// Leases extended.
     pub extended: Vec<ExtendedLease>,
-    /// Jobs that are no longer yours (rescued after lease expiry, or finished): stop
-    /// working on them; their results will be refused.
+    /// Jobs that are no longer yours at that attempt (rescued after lease expiry,
+    /// finished, or claimed again since): stop working on them; their results will be
+    /// refused.
     pub lost: Vec<Uuid>,
 }
 
@@ -267,25 +295,25 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     Json(req): Json<HeartbeatRequest>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
-    if req.job_ids.is_empty() || req.job_ids.len() > MAX_JOBS {
+    if req.jobs.is_empty() || req.jobs.len() > MAX_JOBS {
         return Err(ApiError::invalid(
-            "job_ids",
+            "jobs",
             format!("must list 1 to {MAX_JOBS} jobs"),
         ));
     }
+    let held: Vec<(Uuid, i32)> = req.jobs.iter().map(|j| (j.id, j.attempt)).collect();
     let lease = lease_from(&state, req.lease_seconds)?;
     let mut conn = state
         .pool()
         .acquire()
         .await
         .map_err(crate::db::Error::from)?;
-    let extended = due_work::extend_leases(&mut conn, req.lease_owner, &req.job_ids, lease).await?;
+    let extended = due_work::extend_leases(&mut conn, req.lease_owner, &held, lease).await?;
     drop(conn);
-    let lost = req
-        .job_ids
+    let lost = held
         .iter()
-        .filter(|id| !extended.iter().any(|e| e.id == **id))
-        .copied()
+        .map(|(id, _)| *id)
+        .filter(|id| !extended.iter().any(|e| e.id == *id))
         .collect();
     Ok(Json(HeartbeatResponse {
         extended: extended
@@ -305,6 +333,10 @@ pub async fn heartbeat(
 pub struct CompleteRequest {
     /// The lease owner from the claim.
     pub lease_owner: Uuid,
+    /// The attempt number from the claim.
+    #[serde(deserialize_with = "attempt_number")]
+    #[schema(minimum = 1)]
+    pub attempt: i32,
     /// Output kept with the finished job: any JSON value without U+0000 in strings.
     pub output: Option<serde_json::Value>,
     /// Captured log for the attempt record (cut to WORKER_OUTPUT_LIMIT_BYTES).
@@ -317,6 +349,10 @@ pub struct CompleteRequest {
 pub struct FailRequest {
     /// The lease owner from the claim.
     pub lease_owner: Uuid,
+    /// The attempt number from the claim.
+    #[serde(deserialize_with = "attempt_number")]
+    #[schema(minimum = 1)]
+    pub attempt: i32,
     /// What went wrong.
     #[schema(min_length = 1)]
     pub error: String,
@@ -336,20 +372,29 @@ pub struct FailRequest {
 pub struct FinishResponse {
     /// Job id.
     pub id: Uuid,
-    /// completed, retry, failed or cancelled.
+    /// What was stored: completed, retry, failed or cancelled (a retry of a job whose
+    /// cancel was requested is stored as cancelled).
     #[schema(example = "completed")]
     pub outcome: String,
     /// When it runs again (retry).
     pub next_run_at: Option<DateTime<Utc>>,
 }
 
-/// The running job `id` as leased by `owner`, or 409/404.
-async fn leased_job(state: &AppState, id: Uuid, owner: Uuid) -> ApiResult<history::JobView> {
+/// The running job `id` as leased by `owner` at `attempt`, or 409/404.
+async fn leased_job(
+    state: &AppState,
+    id: Uuid,
+    owner: Uuid,
+    attempt: i32,
+) -> ApiResult<history::JobView> {
     let job = history::get_job(state.pool(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
     if job.state != "running" || job.lease_owner != Some(owner) {
         return Err(lease_lost(id));
+    }
+    if job.attempt != attempt {
+        return Err(stale_attempt(id, attempt, job.attempt));
     }
     Ok(job)
 }
@@ -363,26 +408,54 @@ fn lease_lost(id: Uuid) -> ApiError {
     }
 }
 
-/// Writes `finish` guarded by the lease; 409 when the lease was lost in between.
+/// An outcome for an older (or unknown) attempt than the job's current one: refused,
+/// whoever sends it, so it never overwrites the newer attempt.
+fn stale_attempt(id: Uuid, attempt: i32, current: i32) -> ApiError {
+    tracing::info!(job_id = %id, attempt, current_attempt = current, "pull outcome refused: stale attempt");
+    ApiError::Conflict {
+        code: "stale_attempt",
+        message: format!(
+            "job {id} is at attempt {current}, not {attempt}: this attempt's lease was lost and the job claimed again"
+        ),
+    }
+}
+
+/// Writes `finish` fenced by the lease and attempt; 409 when it was lost in between.
 async fn apply(
     state: &AppState,
     owner: Uuid,
     job: &history::JobView,
-    finish: Finish,
+    mut finish: Finish,
 ) -> ApiResult<Json<FinishResponse>> {
-    let applied = due_work::finish_many(state.pool(), owner, std::slice::from_ref(&finish)).await?;
-    if !applied.contains(&job.id) {
-        return Err(lease_lost(job.id));
-    }
+    finish.sanitize(state.settings().output_limit);
+    let applied = due_work::finish_many(
+        state.pool(),
+        owner,
+        NO_SNOOZE_BUDGET,
+        std::slice::from_ref(&finish),
+    )
+    .await?;
+    let Some(stored) = applied.iter().find(|a| a.id == job.id) else {
+        // Lost between the check and the write: say which way.
+        let now = due_work::live_attempts(state.pool(), &[job.id]).await?;
+        return Err(match now.first() {
+            Some(n) if n.lease_owner == Some(owner) && n.attempt != finish.attempt => {
+                stale_attempt(job.id, finish.attempt, n.attempt)
+            }
+            _ => lease_lost(job.id),
+        });
+    };
     let ran = job
         .attempted_at
         .map(|t| (Utc::now() - t).to_std().unwrap_or_default())
         .unwrap_or_default();
-    crate::metrics::job_finished(&job.queue, &job.kind, finish.outcome.as_str(), ran);
+    crate::metrics::job_finished(&job.queue, &job.kind, stored.outcome.as_str(), ran);
     Ok(Json(FinishResponse {
         id: job.id,
-        outcome: finish.outcome.as_str().to_owned(),
-        next_run_at: finish.next_run_at,
+        outcome: stored.outcome.as_str().to_owned(),
+        next_run_at: finish
+            .next_run_at
+            .filter(|_| stored.outcome == FinishKind::Retry),
     }))
 }
 
@@ -396,7 +469,7 @@ async fn apply(
         (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "The job is not running under this lease owner", body = ErrorBody),
+        (status = 409, description = "The job is not running under this lease owner (`lease_lost`) or is at another attempt (`stale_attempt`)", body = ErrorBody),
         (status = 413, description = "Body or output too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
     ),
@@ -425,16 +498,16 @@ pub async fn complete(
             )));
         }
     }
-    let job = leased_job(&state, id, req.lease_owner).await?;
+    let job = leased_job(&state, id, req.lease_owner, req.attempt).await?;
+    // apply() sanitizes: NUL in the log, numbers beyond numeric in the output.
     let finish = Finish {
         id,
+        attempt: req.attempt,
         outcome: FinishKind::Completed,
         next_run_at: None,
         error: None,
         output: req.output,
-        log: req
-            .log
-            .map(|l| model::truncate_output(&clean(&l), state.settings().output_limit)),
+        log: req.log,
     };
     apply(&state, req.lease_owner, &job, finish).await
 }
@@ -450,7 +523,7 @@ pub async fn complete(
         (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "The job is not running under this lease owner", body = ErrorBody),
+        (status = 409, description = "The job is not running under this lease owner (`lease_lost`) or is at another attempt (`stale_attempt`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
     ),
@@ -473,18 +546,16 @@ pub async fn fail(
             chrono::Duration::from_std(d).map_err(|e| ApiError::invalid("retry_after", e))
         })
         .transpose()?;
-    let job = leased_job(&state, id, req.lease_owner).await?;
-    let error = model::truncate_output(&clean(&req.error), MAX_ERROR_BYTES);
-    let log = req
-        .log
-        .map(|l| model::truncate_output(&clean(&l), state.settings().output_limit));
+    let job = leased_job(&state, id, req.lease_owner, req.attempt).await?;
+    // apply() sanitizes and bounds the error and log.
     let mut finish = Finish {
         id,
+        attempt: req.attempt,
         outcome: FinishKind::Failed,
         next_run_at: None,
-        error: Some(error),
+        error: Some(req.error),
         output: None,
-        log,
+        log: req.log,
     };
     // The same mapping as the built-in worker's executor: a retryable failure with
     // attempts left is rescheduled with the queue's (else the configured) backoff.
@@ -503,11 +574,6 @@ pub async fn fail(
         finish.next_run_at = Some(Utc::now() + delay);
     }
     apply(&state, req.lease_owner, &job, finish).await
-}
-
-/// Captured text as Postgres can store it: U+0000 (which `text` refuses) becomes U+FFFD.
-fn clean(text: &str) -> String {
-    text.replace('\0', "\u{FFFD}")
 }
 
 async fn queue_backoff(state: &AppState, queue: &str) -> ApiResult<Backoff> {

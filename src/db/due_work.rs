@@ -294,6 +294,8 @@ fn to_claimed(rows: Vec<ClaimRow>) -> Vec<ClaimedJob> {
 pub struct Finish {
     /// Job id.
     pub id: Uuid,
+    /// The attempt this outcome belongs to (from the claim): the fence.
+    pub attempt: i32,
     /// One of completed, failed, cancelled, retry, snoozed, interrupted.
     pub outcome: FinishKind,
     /// When to run again (retry, snoozed).
@@ -304,6 +306,21 @@ pub struct Finish {
     pub output: Option<serde_json::Value>,
     /// Captured log excerpt for the attempt record.
     pub log: Option<String>,
+}
+
+impl Finish {
+    /// Makes every field storable whatever the handler produced: no U+0000, JSON
+    /// numbers within `numeric`, output and log within twice `output_limit` plus 1 KiB
+    /// (handlers keep up to the limit per stream, stdout and stderr, plus their cut
+    /// markers; JSON escaping can grow a body kept at the limit), error within
+    /// [`MAX_ERROR_BYTES`](crate::model::MAX_ERROR_BYTES).
+    pub fn sanitize(&mut self, output_limit: usize) {
+        use crate::model::{MAX_ERROR_BYTES, storable_json, storable_text};
+        let bound = output_limit.saturating_mul(2).saturating_add(1024);
+        self.error = self.error.take().map(|e| storable_text(e, MAX_ERROR_BYTES));
+        self.log = self.log.take().map(|l| storable_text(l, bound));
+        self.output = self.output.take().map(|o| storable_json(o, bound));
+    }
 }
 
 /// The stored outcome names.
@@ -317,7 +334,7 @@ pub enum FinishKind {
     Cancelled,
     /// Failed with attempts left: rescheduled.
     Retry,
-    /// Asked to run later without spending an attempt.
+    /// Asked to run later without spending an attempt (within the snooze budget).
     Snoozed,
     /// Handed back at shutdown without spending an attempt.
     Interrupted,
@@ -335,33 +352,180 @@ impl FinishKind {
             FinishKind::Interrupted => "interrupted",
         }
     }
+
+    /// The kind named `name` (as stored), if any.
+    pub fn from_name(name: &str) -> Option<FinishKind> {
+        Some(match name {
+            "completed" => FinishKind::Completed,
+            "failed" => FinishKind::Failed,
+            "cancelled" => FinishKind::Cancelled,
+            "retry" => FinishKind::Retry,
+            "snoozed" => FinishKind::Snoozed,
+            "interrupted" => FinishKind::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// An outcome the finish statement stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Job id.
+    pub id: Uuid,
+    /// The attempt it was for.
+    pub attempt: i32,
+    /// What was stored: differs from the input when a cancel was requested (cancelled),
+    /// the snooze budget was spent (retry, failed), or Postgres refused the outcome's
+    /// data (failed).
+    pub outcome: FinishKind,
 }
 
 const FINISH_MANY: &str = include_str!("sql/finish_many.sql");
 
-/// Records a batch of outcomes for `worker` in one statement; returns the ids it
-/// applied to. Ids missing from the result had lost their lease (rescued or cancelled)
-/// and were left untouched.
+/// Records a batch of outcomes for `worker` in one statement; returns what it applied.
+/// Ids missing from the result had lost their lease (rescued, cancelled, or claimed
+/// again: a newer attempt) and were left untouched. Snoozes past `max_snoozes` count as
+/// failed attempts.
 ///
-/// Locks the rows it updates or deletes (by primary key); guarded by state = 'running'
-/// AND lease_owner = worker.
+/// If Postgres refuses the batch's data (SQLSTATE class 22, 23 or 54: a value it cannot
+/// store), the batch is split in halves until the offending outcome is isolated; that
+/// one is recorded as a failed attempt carrying the database's message, the others as
+/// they were. A batch is never retried as it is. Other errors (connection, timeout) are
+/// returned for the caller to retry; halves already written are then fenced off
+/// (missing from the retry's result).
+///
+/// Locks the rows it updates or deletes (by primary key); guarded by lease_owner =
+/// worker AND attempt = the outcome's attempt.
 #[tracing::instrument(skip_all, fields(jobs = batch.len()))]
-pub async fn finish_many(pool: &PgPool, worker: Uuid, batch: &[Finish]) -> Result<Vec<Uuid>> {
+pub async fn finish_many(
+    pool: &PgPool,
+    worker: Uuid,
+    max_snoozes: u32,
+    batch: &[Finish],
+) -> Result<Vec<Applied>> {
+    let max_snoozes = max_snoozes.min(i32::MAX as u32) as i32;
+    let mut applied = Vec::with_capacity(batch.len());
+    let mut pending: Vec<&[Finish]> = vec![batch];
+    while let Some(part) = pending.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        let error = match finish_statement(pool, worker, max_snoozes, part).await {
+            Ok(rows) => {
+                applied.extend(rows);
+                continue;
+            }
+            Err(e) if is_data_error(&e) => e,
+            Err(e) => return Err(e.into()),
+        };
+        if part.len() > 1 {
+            let (a, b) = part.split_at(part.len() / 2);
+            pending.push(b);
+            pending.push(a);
+            continue;
+        }
+        let refused = &part[0];
+        let message = crate::model::storable_text(error.to_string(), 1024);
+        tracing::warn!(job_id = %refused.id, attempt = refused.attempt, outcome = refused.outcome.as_str(), error = %message,
+            "job outcome refused by the database; recording a failed attempt instead");
+        let replacement = Finish {
+            id: refused.id,
+            attempt: refused.attempt,
+            outcome: FinishKind::Failed,
+            next_run_at: None,
+            error: Some(format!(
+                "the attempt's {} outcome could not be stored: {message}",
+                refused.outcome.as_str()
+            )),
+            output: None,
+            log: None,
+        };
+        match finish_statement(
+            pool,
+            worker,
+            max_snoozes,
+            std::slice::from_ref(&replacement),
+        )
+        .await
+        {
+            Ok(rows) => applied.extend(rows),
+            // Nothing of ours is left in it; its lease expires and the rescuer takes it.
+            Err(e) if is_data_error(&e) => tracing::error!(job_id = %refused.id, error = %e,
+                "even a plain failed outcome was refused; leaving the job to the rescuer"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(applied)
+}
+
+/// Postgres refused the values (data exception, integrity violation, program limit):
+/// the same batch would fail the same way again.
+fn is_data_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("54")),
+        _ => false,
+    }
+}
+
+async fn finish_statement(
+    pool: &PgPool,
+    worker: Uuid,
+    max_snoozes: i32,
+    batch: &[Finish],
+) -> Result<Vec<Applied>, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|f| f.id).collect();
+    let attempts: Vec<i32> = batch.iter().map(|f| f.attempt).collect();
     let outcomes: Vec<&str> = batch.iter().map(|f| f.outcome.as_str()).collect();
     let next: Vec<Option<DateTime<Utc>>> = batch.iter().map(|f| f.next_run_at).collect();
     let errors: Vec<Option<&str>> = batch.iter().map(|f| f.error.as_deref()).collect();
     let outputs: Vec<Option<&serde_json::Value>> =
         batch.iter().map(|f| f.output.as_ref()).collect();
     let logs: Vec<Option<&str>> = batch.iter().map(|f| f.log.as_deref()).collect();
-    Ok(sqlx::query_scalar(FINISH_MANY)
+    let rows: Vec<(Uuid, i32, String)> = sqlx::query_as(FINISH_MANY)
         .bind(worker)
         .bind(&ids)
+        .bind(&attempts)
         .bind(&outcomes)
         .bind(&next)
         .bind(&errors)
         .bind(&outputs)
         .bind(&logs)
+        .bind(max_snoozes)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, attempt, outcome)| {
+            FinishKind::from_name(&outcome).map(|outcome| Applied {
+                id,
+                attempt,
+                outcome,
+            })
+        })
+        .collect())
+}
+
+/// A live job's current attempt and lease owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+pub struct LiveAttempt {
+    /// Job id.
+    pub id: Uuid,
+    /// Its current attempt number.
+    pub attempt: i32,
+    /// Who holds its lease, if it is running.
+    pub lease_owner: Option<Uuid>,
+}
+
+const LIVE_ATTEMPTS: &str =
+    "SELECT id, attempt, lease_owner FROM due_work WHERE id = ANY($1::uuid[])";
+
+/// The current attempts of those of `ids` still live (primary-key lookups, no lock).
+/// Used to log a refused outcome's attempt next to the one it lost to.
+pub async fn live_attempts(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<LiveAttempt>> {
+    Ok(sqlx::query_as(LIVE_ATTEMPTS)
+        .bind(ids)
         .fetch_all(pool)
         .await?)
 }
@@ -376,35 +540,44 @@ pub struct Extended {
 }
 
 const EXTEND_LEASES: &str = "\
-WITH mine AS (
-    -- Which leases are still ours: a plain read, no lock.
-    SELECT id FROM due_work WHERE id = ANY($2::uuid[]) AND lease_owner = $1
+WITH input AS (
+    SELECT * FROM unnest($2::uuid[], $3::int4[]) AS i(id, attempt)
+),
+mine AS (
+    -- Which leases are still ours, for the very attempt we run: a plain read, no lock.
+    SELECT d.id FROM due_work d JOIN input i ON d.id = i.id AND d.attempt = i.attempt
+    WHERE d.lease_owner = $1
 ),
 extended AS (
     -- SKIP LOCKED: a row being finished right now by our completer is locked by it; we
     -- neither wait for it nor, worse, lock rows in an order that deadlocks with it.
     UPDATE due_work d
-    SET lease_expires_at = now() + make_interval(secs => $3)
-    FROM (SELECT id FROM due_work WHERE id = ANY($2::uuid[]) AND lease_owner = $1
-          ORDER BY id FOR UPDATE SKIP LOCKED) AS l
+    SET lease_expires_at = now() + make_interval(secs => $4)
+    FROM (SELECT d.id FROM due_work d JOIN input i ON d.id = i.id AND d.attempt = i.attempt
+          WHERE d.lease_owner = $1
+          ORDER BY d.id FOR UPDATE OF d SKIP LOCKED) AS l
     WHERE d.id = l.id
     RETURNING d.id, d.cancel_requested
 )
 SELECT m.id, coalesce(e.cancel_requested, false) AS cancel_requested
 FROM mine m LEFT JOIN extended e ON e.id = m.id";
 
-/// Extends all of `worker`'s leases among `ids` in one statement (primary-key lookups).
-/// Ids missing from the result are no longer this worker's. Rows locked by a concurrent
+/// Extends `worker`'s leases on the given (job id, attempt) pairs in one statement
+/// (primary-key lookups). Jobs missing from the result are no longer this worker's at
+/// that attempt (rescued, finished, or claimed again). Rows locked by a concurrent
 /// finish are reported as still ours but not extended (they are about to leave).
 pub async fn extend_leases(
     conn: &mut PgConnection,
     worker: Uuid,
-    ids: &[Uuid],
+    attempts: &[(Uuid, i32)],
     lease: Duration,
 ) -> Result<Vec<Extended>> {
+    let ids: Vec<Uuid> = attempts.iter().map(|(id, _)| *id).collect();
+    let numbers: Vec<i32> = attempts.iter().map(|(_, a)| *a).collect();
     Ok(sqlx::query_as(EXTEND_LEASES)
         .bind(worker)
-        .bind(ids)
+        .bind(&ids)
+        .bind(&numbers)
         .bind(lease.as_secs_f64())
         .fetch_all(conn)
         .await?)
@@ -460,6 +633,8 @@ pub enum CancelResult {
     AlreadyFinished(JobState),
 }
 
+const LOCK_LIVE: &str = "SELECT state FROM due_work WHERE id = $1 FOR UPDATE";
+
 const CANCEL_WAITING: &str = "\
 WITH c AS (
     DELETE FROM due_work WHERE id = $1 AND state <> 'running'
@@ -485,27 +660,38 @@ const HISTORY_STATE: &str = "SELECT state FROM job_history WHERE id = $1 LIMIT 1
 
 /// Cancels a job: a waiting one at once (moved to history), a running one by flagging it
 /// and notifying `ordinaut_cancel` so its worker stops it within a second.
+///
+/// Locks the live row first (FOR UPDATE, by primary key) and then branches on its
+/// state, so a concurrent rescue or finish cannot move it between the checks: a live
+/// job is always cancelled or flagged, never reported as missing. The rescuer skips the
+/// locked row (SKIP LOCKED); a finish waits for this short transaction.
 #[tracing::instrument(skip(pool))]
 pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<CancelResult> {
     let mut tx = pool.begin().await?;
-    if sqlx::query_scalar::<_, Uuid>(CANCEL_WAITING)
+    let live: Option<String> = sqlx::query_scalar(LOCK_LIVE)
         .bind(id)
         .fetch_optional(&mut *tx)
-        .await?
-        .is_some()
-    {
-        tx.commit().await?;
-        return Ok(CancelResult::Cancelled);
+        .await?;
+    match live.as_deref() {
+        Some("running") => {
+            sqlx::query_scalar::<_, String>(REQUEST_CANCEL)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(CancelResult::Requested);
+        }
+        Some(_) => {
+            sqlx::query_scalar::<_, Uuid>(CANCEL_WAITING)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(CancelResult::Cancelled);
+        }
+        None => {}
     }
-    if sqlx::query_scalar::<_, String>(REQUEST_CANCEL)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some()
-    {
-        tx.commit().await?;
-        return Ok(CancelResult::Requested);
-    }
+    // Not live: finished (its history row committed before our read) or unknown.
     let state: Option<String> = sqlx::query_scalar(HISTORY_STATE)
         .bind(id)
         .fetch_optional(&mut *tx)

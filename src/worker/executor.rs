@@ -1,10 +1,13 @@
 //! Runs one attempt: the `job` span, the timeout, operator cancel and shutdown, and the
 //! mapping of the handler's [`Outcome`] to the row transition the completer writes.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -15,6 +18,9 @@ use crate::model::{Backoff, ClaimedJob, Outcome};
 
 /// How long a stopped handler gets to return its partial output before it is dropped.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Longest retry or snooze delay: longer ones (a handler's `Duration::MAX`, a queue
+/// backoff of years) are clamped to it rather than overflowing the clock.
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
 
 /// Why an attempt was stopped from outside.
 enum Stop {
@@ -31,7 +37,9 @@ pub(crate) struct Execution {
     pub timeout: Option<Duration>,
     pub backoff: Backoff,
     pub output_limit: usize,
-    /// Cancelled by an operator's cancel of this job.
+    /// Shortest snooze delay.
+    pub snooze_min: Duration,
+    /// Cancelled by an operator's cancel of this job (or when this attempt's lease is lost).
     pub cancel: CancellationToken,
     /// Cancelled when the shutdown grace period is over.
     pub hard_stop: CancellationToken,
@@ -53,7 +61,7 @@ pub(crate) async fn execute(exec: &Execution) -> Finish {
         span.record("schedule_id", tracing::field::display(schedule));
     }
     let outcome = run_attempt(exec).instrument(span.clone()).await;
-    let finish = to_finish(job, outcome, exec.backoff);
+    let finish = to_finish(job, outcome, exec.backoff, exec.snooze_min);
     let _enter = span.enter();
     match finish.outcome {
         FinishKind::Completed => tracing::debug!("job completed"),
@@ -97,7 +105,15 @@ async fn run_attempt(exec: &Execution) -> Outcome {
         stop: stop.clone(),
         output_limit: exec.output_limit,
     };
-    let mut fut = handler.run(ctx);
+    // A panicking handler is a failed attempt carrying the panic message, whether it
+    // panics while building its future or while it runs.
+    let mut fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(ctx))) {
+        Ok(fut) => AssertUnwindSafe(fut)
+            .catch_unwind()
+            .map(|r| r.unwrap_or_else(|p| panicked(p.as_ref())))
+            .boxed(),
+        Err(p) => return panicked(p.as_ref()),
+    };
     // No timer at all for jobs without a timeout: registering one per job shows up in
     // the no-op benchmark.
     let expiry = async {
@@ -136,12 +152,48 @@ async fn run_attempt(exec: &Execution) -> Outcome {
     }
 }
 
+/// The outcome of a handler that panicked: a failed attempt (retried while attempts
+/// remain) carrying the panic message.
+fn panicked(payload: &(dyn Any + Send)) -> Outcome {
+    let message = panic_message(payload);
+    tracing::error!(error = %message, "job handler panicked");
+    Outcome::Retry {
+        error: format!("handler panicked: {message}"),
+        log: None,
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a format string).
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// `now + delay`, with the delay clamped to [`MAX_DELAY`].
+fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    let delay = chrono::Duration::from_std(delay.min(MAX_DELAY))
+        .expect("MAX_DELAY fits in a chrono::Duration");
+    now.checked_add_signed(delay).unwrap_or(now)
+}
+
 /// Maps an outcome to the stored transition: retries become failures once attempts
-/// are spent, and get their backoff here.
-pub(crate) fn to_finish(job: &ClaimedJob, outcome: Outcome, backoff: Backoff) -> Finish {
+/// are spent, and get their backoff here; snoozes are raised to `snooze_min`; every
+/// delay is clamped to [`MAX_DELAY`].
+pub(crate) fn to_finish(
+    job: &ClaimedJob,
+    outcome: Outcome,
+    backoff: Backoff,
+    snooze_min: Duration,
+) -> Finish {
     let now = Utc::now();
     let mut finish = Finish {
         id: job.id,
+        attempt: job.attempt,
         outcome: FinishKind::Completed,
         next_run_at: None,
         error: None,
@@ -155,7 +207,7 @@ pub(crate) fn to_finish(job: &ClaimedJob, outcome: Outcome, backoff: Backoff) ->
         }
         Outcome::Retry { error, log } if job.attempt < job.max_attempts => {
             finish.outcome = FinishKind::Retry;
-            finish.next_run_at = Some(now + backoff.delay(job.attempt));
+            finish.next_run_at = Some(after(now, backoff.delay(job.attempt)));
             finish.error = Some(error);
             finish.log = log;
         }
@@ -164,9 +216,13 @@ pub(crate) fn to_finish(job: &ClaimedJob, outcome: Outcome, backoff: Backoff) ->
             finish.error = Some(error);
             finish.log = log;
         }
-        Outcome::Snoozed { after, reason, log } => {
+        Outcome::Snoozed {
+            after: delay,
+            reason,
+            log,
+        } => {
             finish.outcome = FinishKind::Snoozed;
-            finish.next_run_at = Some(now + after);
+            finish.next_run_at = Some(after(now, delay.max(snooze_min)));
             finish.error = Some(reason);
             finish.log = log;
         }

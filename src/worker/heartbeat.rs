@@ -82,11 +82,11 @@ impl Heartbeat {
             tracing::warn!(worker_id = %id, "worker row was removed (judged dead); re-registering");
             workers::register(conn, &self.registration).await?;
         }
-        let ids = self.shared.owned_ids();
-        if ids.is_empty() {
+        let owned = self.shared.owned_attempts();
+        if owned.is_empty() {
             return Ok(());
         }
-        let extended = due_work::extend_leases(conn, id, &ids, self.lease).await?;
+        let extended = due_work::extend_leases(conn, id, &owned, self.lease).await?;
         let kept: HashSet<Uuid> = extended.iter().map(|e| e.id).collect();
         for e in extended.iter().filter(|e| e.cancel_requested) {
             if self.shared.cancel(&e.id) {
@@ -94,9 +94,9 @@ impl Heartbeat {
             }
         }
         // A lease we no longer hold was rescued or finished elsewhere: stop the work.
-        for lost in ids.iter().filter(|i| !kept.contains(i)) {
-            if self.shared.cancel(lost) {
-                tracing::warn!(job_id = %lost, "lease lost; stopping job");
+        for (lost, attempt) in owned.iter().filter(|(i, _)| !kept.contains(i)) {
+            if self.shared.cancel_attempt(lost, *attempt) {
+                tracing::warn!(job_id = %lost, attempt, "lease lost; stopping job");
             }
         }
         Ok(())

@@ -11,10 +11,12 @@ pub mod handlers;
 mod heartbeat;
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use rand::RngExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -61,6 +63,10 @@ pub struct WorkerOptions {
     pub output_limit: usize,
     /// Jobs claimed beyond the free slots while jobs are fast (under 5 ms on average).
     pub prefetch: usize,
+    /// Shortest snooze: shorter requested delays (`Retry-After: 0`) are raised to it.
+    pub snooze_min: Duration,
+    /// Snoozes per job that give their attempt back; later ones count as attempts.
+    pub max_snoozes: u32,
 }
 
 impl WorkerOptions {
@@ -80,6 +86,8 @@ impl WorkerOptions {
             },
             output_limit: w.output_limit_bytes,
             prefetch: w.prefetch,
+            snooze_min: Duration::from_secs_f64(w.snooze_min),
+            max_snoozes: w.max_snoozes,
         }
     }
 
@@ -96,11 +104,31 @@ pub enum WorkerError {
     Register(#[from] db::Error),
 }
 
+/// One job this worker holds a lease on: the attempt the lease is for (the fence every
+/// outcome and extension carries) and the token that cancels that attempt's execution.
+struct Lease {
+    attempt: i32,
+    token: CancellationToken,
+    /// The attempt whose handler is running now, if any. After a re-claim this is the
+    /// older attempt until its execution ends: the new one waits for it.
+    running: Option<i32>,
+}
+
+/// Whether a claimed attempt may start now.
+pub(crate) enum Start {
+    /// Run it with this cancel token.
+    Now(CancellationToken),
+    /// An older attempt of the job is still executing here: start it later.
+    Wait,
+    /// Its lease is no longer ours at this attempt (claimed again since): drop it.
+    Stale,
+}
+
 /// State shared between the claimer, executors, completer and heartbeat.
 pub(crate) struct Shared {
-    /// Jobs this worker holds a lease on (running or awaiting their outcome write),
-    /// with the token that cancels their execution.
-    owned: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// Jobs this worker holds a lease on (running or awaiting their outcome write), by
+    /// job id, each with its current attempt.
+    owned: Mutex<HashMap<Uuid, Lease>>,
     /// Handlers running now.
     executing: AtomicUsize,
     /// Signalled when an executor finishes.
@@ -122,7 +150,7 @@ impl Shared {
         }
     }
 
-    fn owned(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, CancellationToken>> {
+    fn owned(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Lease>> {
         // A poisoned lock only means another task panicked mid-insert; the map is
         // still a valid map.
         self.owned.lock().unwrap_or_else(|p| p.into_inner())
@@ -147,24 +175,103 @@ impl Shared {
         avg > 0 && avg < FAST_JOB_MICROS
     }
 
-    pub(crate) fn forget(&self, ids: &[Uuid]) {
+    /// Whether the claimer may claim more now: few enough outcomes are pending.
+    fn may_claim(&self, max_owned: usize) -> bool {
+        self.owned().len() < max_owned
+    }
+
+    /// Takes a freshly claimed attempt into `owned`. A job id still held for an older
+    /// attempt (rescued, then claimed again by us) supersedes it: the old execution is
+    /// cancelled (its outcome will be refused) and the new attempt starts once it ends.
+    fn adopt(&self, job: &ClaimedJob) {
         let mut owned = self.owned();
-        for id in ids {
-            owned.remove(id);
+        let running = match owned.get(&job.id) {
+            Some(old) => {
+                tracing::warn!(job_id = %job.id, attempt = job.attempt, stale_attempt = old.attempt,
+                    "job claimed again while an older attempt is held here; stopping the older one");
+                old.token.cancel();
+                old.running
+            }
+            None => None,
+        };
+        owned.insert(
+            job.id,
+            Lease {
+                attempt: job.attempt,
+                token: CancellationToken::new(),
+                running,
+            },
+        );
+    }
+
+    /// Marks `job`'s attempt as executing, if it may start.
+    fn start(&self, job: &ClaimedJob) -> Start {
+        match self.owned().get_mut(&job.id) {
+            Some(lease) if lease.attempt == job.attempt => {
+                if lease.running.is_some() {
+                    Start::Wait
+                } else {
+                    lease.running = Some(job.attempt);
+                    Start::Now(lease.token.clone())
+                }
+            }
+            _ => Start::Stale,
         }
     }
 
-    pub(crate) fn owned_ids(&self) -> Vec<Uuid> {
-        self.owned().keys().copied().collect()
+    /// Whether `id`'s lease is held at `attempt`.
+    fn holds(&self, id: Uuid, attempt: i32) -> bool {
+        self.owned().get(&id).is_some_and(|l| l.attempt == attempt)
     }
 
+    /// The execution of `id`'s `attempt` has ended (its outcome is on its way).
+    fn stopped(&self, id: Uuid, attempt: i32) {
+        if let Some(lease) = self.owned().get_mut(&id)
+            && lease.running == Some(attempt)
+        {
+            lease.running = None;
+        }
+    }
+
+    /// Drops the leases of these (job id, attempt) pairs, once their outcomes are
+    /// written; a newer attempt of the same job is kept.
+    pub(crate) fn forget(&self, attempts: &[(Uuid, i32)]) {
+        let mut owned = self.owned();
+        for (id, attempt) in attempts {
+            if owned.get(id).is_some_and(|l| l.attempt == *attempt) {
+                owned.remove(id);
+            }
+        }
+    }
+
+    /// Every held lease as (job id, attempt), for the heartbeat's extension.
+    pub(crate) fn owned_attempts(&self) -> Vec<(Uuid, i32)> {
+        self.owned()
+            .iter()
+            .map(|(id, l)| (*id, l.attempt))
+            .collect()
+    }
+
+    /// Stops the current attempt of `id`, if held (operator cancel).
     pub(crate) fn cancel(&self, id: &Uuid) -> bool {
         match self.owned().get(id) {
-            Some(token) => {
-                token.cancel();
+            Some(lease) => {
+                lease.token.cancel();
                 true
             }
             None => false,
+        }
+    }
+
+    /// Stops `id` only if its held attempt is still `attempt` (lease lost at that
+    /// attempt): a newer attempt claimed meanwhile is left running.
+    pub(crate) fn cancel_attempt(&self, id: &Uuid, attempt: i32) -> bool {
+        match self.owned().get(id) {
+            Some(lease) if lease.attempt == attempt => {
+                lease.token.cancel();
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -235,6 +342,8 @@ impl Worker {
                 worker_id: o.id,
                 shared: shared.clone(),
                 abandon: abandon.clone(),
+                output_limit: o.output_limit,
+                max_snoozes: o.max_snoozes,
             }
             .run(rx),
         );
@@ -297,8 +406,9 @@ impl Worker {
         // Outcomes waiting for the completer beyond this stop further claims.
         let max_owned = o.concurrency + o.prefetch + completer::MAX_BATCH;
         let mut buffer: VecDeque<ClaimedJob> = VecDeque::new();
-        let mut claiming: Option<(usize, tokio::task::JoinHandle<db::Result<Vec<ClaimedJob>>>)> =
-            None;
+        // Claimed attempts of jobs whose older attempt is still executing here.
+        let mut waiting: Vec<ClaimedJob> = Vec::new();
+        let mut claiming: Option<Claim> = None;
         let mut backlog = true;
         let mut want_claim = true;
         let mut next_poll = Instant::now();
@@ -311,10 +421,19 @@ impl Worker {
                     tracing::error!(error = %e, "job executor panicked");
                 }
             }
+            for job in waiting.drain(..).rev() {
+                buffer.push_front(job);
+            }
             while shared.executing.load(Ordering::Acquire) < o.concurrency
                 && let Some(job) = buffer.pop_front()
             {
-                self.spawn_execution(job, shared, hard_stop, tx, executors, &defaults);
+                match shared.start(&job) {
+                    Start::Now(cancel) => self
+                        .spawn_execution(job, cancel, shared, hard_stop, tx, executors, &defaults),
+                    Start::Wait => waiting.push(job),
+                    Start::Stale => tracing::debug!(job_id = %job.id, attempt = job.attempt,
+                        "claimed attempt superseded before it started; dropped"),
+                }
             }
             shared.gauges.prefetched.set(buffer.len() as f64);
             if claiming.is_none() && want_claim && Instant::now() >= retry_at {
@@ -325,68 +444,61 @@ impl Worker {
                 } else {
                     0
                 };
-                let held = shared.executing.load(Ordering::Acquire) + buffer.len();
+                let held = shared.executing.load(Ordering::Acquire) + buffer.len() + waiting.len();
                 let capacity = o.concurrency + prefetch;
                 let room = capacity.saturating_sub(held);
                 // Refill once a quarter of the capacity is free while there is a backlog,
                 // so a busy worker claims in batches instead of one job per finished job.
                 let worth_it = room >= (capacity / 4).max(1) || (held == 0 && room > 0);
-                if worth_it && shared.owned().len() < max_owned {
+                if worth_it && shared.may_claim(max_owned) {
                     defaults.refresh(&self.pool, &o.queues).await;
-                    let (pool, queues, id, lease) =
-                        (self.pool.clone(), o.queues.clone(), o.id, o.lease);
-                    let limited = defaults.limited();
-                    // Limited queues never prefetch: a buffered job would hold one of
-                    // the queue's cluster-wide slots without running.
-                    let free = o.concurrency.saturating_sub(held);
-                    claiming = Some((
+                    claiming = Some(Claim::spawn(ClaimPlan {
+                        pool: self.pool.clone(),
+                        queues: o.queues.clone(),
+                        limited: defaults.limited(),
                         room,
-                        tokio::spawn(async move {
-                            let mut jobs =
-                                due_work::claim_due(&pool, &queues, room, id, lease).await?;
-                            for queue in limited {
-                                let left = free.saturating_sub(jobs.len());
-                                if left == 0 {
-                                    break;
-                                }
-                                jobs.extend(
-                                    due_work::claim_limited(&pool, &queue, left, id, lease).await?,
-                                );
-                            }
-                            Ok(jobs)
-                        }),
-                    ));
+                        // Limited queues never prefetch: a buffered job would hold one
+                        // of the queue's cluster-wide slots without running.
+                        free: o.concurrency.saturating_sub(held),
+                        worker: o.id,
+                        lease: o.lease,
+                    }));
                 }
                 want_claim = false;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                joined = async { (&mut claiming.as_mut().expect("guarded by the if").1).await }, if claiming.is_some() => {
-                    let (asked, _) = claiming.take().expect("guarded by the if");
-                    match joined {
-                        Ok(Ok(jobs)) => {
+                joined = async { (&mut claiming.as_mut().expect("guarded by the if").task).await }, if claiming.is_some() => {
+                    let claim = claiming.take().expect("guarded by the if");
+                    // Whatever the claim statements committed is ours now, even if a
+                    // later statement failed or the task panicked: run it.
+                    let jobs = claim.take_jobs();
+                    for job in &jobs {
+                        shared.adopt(job);
+                    }
+                    if !jobs.is_empty() {
+                        crate::metrics::worker_claimed(&jobs);
+                    }
+                    buffer.extend(jobs);
+                    let failed = match joined {
+                        Ok(report) => {
+                            backlog = report.full;
+                            report.error.map(|e| e.to_string())
+                        }
+                        Err(e) => Some(format!("claim task panicked: {e}")),
+                    };
+                    match failed {
+                        None => {
                             error_delay = Duration::from_millis(100);
-                            backlog = jobs.len() == asked;
                             // A wake-up that arrived while this claim was in flight may
                             // be for a job the claim did not see yet: keep it.
                             want_claim = want_claim || backlog;
                             next_poll = Instant::now() + jittered(o.poll_interval);
-                            for job in &jobs {
-                                shared.owned().insert(job.id, CancellationToken::new());
-                            }
-                            if !jobs.is_empty() {
-                                crate::metrics::worker_claimed(&jobs);
-                            }
-                            buffer.extend(jobs);
                         }
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "claiming jobs failed; backing off");
+                        Some(error) => {
+                            tracing::warn!(error = %error, "claiming jobs failed; backing off");
                             retry_at = Instant::now() + error_delay;
                             error_delay = (error_delay * 2).min(Duration::from_secs(5));
-                            want_claim = true;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "claim task panicked");
                             want_claim = true;
                         }
                     }
@@ -400,16 +512,24 @@ impl Worker {
             }
         }
         // Jobs claimed but never started go back at once, their attempt given back.
-        if let Some((_, task)) = claiming
-            && let Ok(Ok(jobs)) = task.await
-        {
+        if let Some(mut claim) = claiming {
+            // Its outcome does not matter any more; the jobs it claimed do.
+            let _ = (&mut claim.task).await;
+            let jobs = claim.take_jobs();
             for job in &jobs {
-                shared.owned().insert(job.id, CancellationToken::new());
+                shared.adopt(job);
             }
             buffer.extend(jobs);
         }
-        for job in buffer {
-            let finish = executor::to_finish(&job, crate::model::Outcome::Interrupted, o.backoff);
+        buffer.extend(waiting);
+        // A superseded attempt has nothing to hand back: its newer attempt is here too.
+        for job in buffer.into_iter().filter(|j| shared.holds(j.id, j.attempt)) {
+            let finish = executor::to_finish(
+                &job,
+                crate::model::Outcome::Interrupted,
+                o.backoff,
+                o.snooze_min,
+            );
             let _ = tx.send(completer::Done {
                 finish,
                 queue: job.queue,
@@ -420,9 +540,11 @@ impl Worker {
         shared.gauges.prefetched.set(0.0);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn_execution(
         &self,
         job: ClaimedJob,
+        cancel: CancellationToken,
         shared: &Arc<Shared>,
         hard_stop: &CancellationToken,
         tx: &mpsc::UnboundedSender<completer::Done>,
@@ -441,9 +563,13 @@ impl Worker {
             })
             .or_else(|| handler.as_ref().and_then(|h| h.timeout()));
         let backoff = QueueDefaults::backoff(queue, o.backoff);
-        let cancel = shared.owned().entry(job.id).or_default().clone();
         let busy = shared.executing.fetch_add(1, Ordering::AcqRel) + 1;
         shared.gauges.busy.set(busy as f64);
+        let slot = Slot {
+            shared: shared.clone(),
+            id: job.id,
+            attempt: job.attempt,
+        };
         let exec = executor::Execution {
             job,
             handler,
@@ -451,6 +577,7 @@ impl Worker {
             timeout,
             backoff,
             output_limit: o.output_limit,
+            snooze_min: o.snooze_min,
             cancel,
             hard_stop: hard_stop.clone(),
         };
@@ -458,7 +585,27 @@ impl Worker {
         let shared = shared.clone();
         executors.spawn(async move {
             let started = Instant::now();
-            let finish = executor::execute(&exec).await;
+            // The executor catches handler panics itself; this catches any other, so
+            // the attempt still gets an outcome and its slot is freed (by `slot`).
+            let finish = match AssertUnwindSafe(executor::execute(&exec))
+                .catch_unwind()
+                .await
+            {
+                Ok(finish) => finish,
+                Err(panic) => {
+                    let error = format!(
+                        "job executor panicked: {}",
+                        executor::panic_message(panic.as_ref())
+                    );
+                    tracing::error!(job_id = %exec.job.id, error = %error, "job executor panicked");
+                    executor::to_finish(
+                        &exec.job,
+                        crate::model::Outcome::Retry { error, log: None },
+                        exec.backoff,
+                        exec.snooze_min,
+                    )
+                }
+            };
             let ran = started.elapsed();
             shared.record_duration(ran);
             // The completer only stops after every executor has been joined.
@@ -468,10 +615,113 @@ impl Worker {
                 kind: exec.job.kind,
                 ran,
             });
-            let busy = shared.executing.fetch_sub(1, Ordering::AcqRel) - 1;
-            shared.gauges.busy.set(busy as f64);
-            shared.slot_freed.notify_one();
+            drop(slot);
         });
+    }
+}
+
+/// One executor slot, freed when dropped (also when its task unwinds): the attempt is
+/// marked stopped, the busy count drops and the claimer is woken.
+struct Slot {
+    shared: Arc<Shared>,
+    id: Uuid,
+    attempt: i32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.stopped(self.id, self.attempt);
+        let busy = self.shared.executing.fetch_sub(1, Ordering::AcqRel) - 1;
+        self.shared.gauges.busy.set(busy as f64);
+        self.shared.slot_freed.notify_one();
+    }
+}
+
+/// What one claim round asks for.
+struct ClaimPlan {
+    pool: PgPool,
+    queues: Vec<String>,
+    /// Served queues with flow-control limits (claimed one by one).
+    limited: Vec<String>,
+    /// Jobs wanted in all, prefetch included.
+    room: usize,
+    /// Free executor slots (limited queues claim only within these).
+    free: usize,
+    worker: Uuid,
+    lease: Duration,
+}
+
+/// How a claim round went. Its jobs are in [`Claim::sink`], whatever happened.
+#[derive(Default)]
+struct ClaimReport {
+    /// Some queue returned all it was asked for: there may be more.
+    full: bool,
+    /// The first statement that failed (the others still ran).
+    error: Option<db::Error>,
+}
+
+/// A claim round in flight.
+struct Claim {
+    task: tokio::task::JoinHandle<ClaimReport>,
+    /// Jobs claimed so far, pushed right after each statement commits, so neither an
+    /// error in a later statement nor a panic loses leased jobs.
+    sink: Arc<Mutex<Vec<ClaimedJob>>>,
+}
+
+impl Claim {
+    fn spawn(plan: ClaimPlan) -> Claim {
+        let sink: Arc<Mutex<Vec<ClaimedJob>>> = Arc::default();
+        let out = sink.clone();
+        let task = tokio::spawn(async move {
+            let push = |jobs: Vec<ClaimedJob>| {
+                out.lock().unwrap_or_else(|p| p.into_inner()).extend(jobs);
+            };
+            let mut report = ClaimReport::default();
+            let mut claimed = 0usize;
+            let serves_unlimited = plan.queues.len() > plan.limited.len();
+            // Limited queues first, each with an even share of the free slots: claimed
+            // after the unlimited ones, a backlog there left them nothing, ever.
+            let groups = plan.limited.len() + usize::from(serves_unlimited);
+            let share = plan.free.div_ceil(groups.max(1));
+            for queue in &plan.limited {
+                let ask = share.min(plan.free.saturating_sub(claimed));
+                if ask == 0 {
+                    break;
+                }
+                match due_work::claim_limited(&plan.pool, queue, ask, plan.worker, plan.lease).await
+                {
+                    Ok(jobs) => {
+                        report.full |= jobs.len() == ask;
+                        claimed += jobs.len();
+                        push(jobs);
+                    }
+                    // One failing queue must not stop the others: keep going.
+                    Err(e) => {
+                        report.error.get_or_insert(e);
+                    }
+                }
+            }
+            let ask = plan.room.saturating_sub(claimed);
+            if serves_unlimited && ask > 0 {
+                match due_work::claim_due(&plan.pool, &plan.queues, ask, plan.worker, plan.lease)
+                    .await
+                {
+                    Ok(jobs) => {
+                        report.full |= jobs.len() == ask;
+                        push(jobs);
+                    }
+                    Err(e) => {
+                        report.error.get_or_insert(e);
+                    }
+                }
+            }
+            report
+        });
+        Claim { task, sink }
+    }
+
+    fn take_jobs(&self) -> Vec<ClaimedJob> {
+        std::mem::take(&mut *self.sink.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

@@ -30,6 +30,7 @@ async fn enqueue(db: &TestDb, jobs: Vec<NewJob>) -> Vec<Uuid> {
 fn done(id: Uuid) -> Finish {
     Finish {
         id,
+        attempt: 1,
         outcome: FinishKind::Completed,
         next_run_at: None,
         error: None,
@@ -48,10 +49,10 @@ async fn completed_job_moves_to_history_with_its_attempt() {
         .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempt, 1);
-    let applied = due_work::finish_many(&db.pool, worker, &[done(ids[0])])
+    let applied = due_work::finish_many(&db.pool, worker, 100, &[done(ids[0])])
         .await
         .unwrap();
-    assert_eq!(applied, ids);
+    assert_eq!(applied.iter().map(|a| a.id).collect::<Vec<_>>(), ids);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed' AND output = '{\"ok\": true}'").await, 1);
     assert_eq!(
@@ -140,7 +141,7 @@ async fn unique_key_is_free_again_once_the_job_finished() {
     due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
         .await
         .unwrap();
-    due_work::finish_many(&db.pool, w, &[done(first)])
+    due_work::finish_many(&db.pool, w, 100, &[done(first)])
         .await
         .unwrap();
     job.id = Uuid::now_v7();
@@ -310,6 +311,7 @@ async fn retry_outcome_reschedules_and_spends_the_attempt() {
     let at = chrono::Utc::now() + chrono::Duration::seconds(30);
     let f = Finish {
         id,
+        attempt: 1,
         outcome: FinishKind::Retry,
         next_run_at: Some(at),
         error: Some("boom".into()),
@@ -317,7 +319,7 @@ async fn retry_outcome_reschedules_and_spends_the_attempt() {
         log: Some("out".into()),
     };
     assert_eq!(
-        due_work::finish_many(&db.pool, w, &[f])
+        due_work::finish_many(&db.pool, w, 100, &[f])
             .await
             .unwrap()
             .len(),
@@ -356,6 +358,7 @@ async fn snoozed_and_interrupted_attempts_are_given_back() {
     let batch = [
         Finish {
             id: ids[0],
+            attempt: 1,
             outcome: FinishKind::Snoozed,
             next_run_at: Some(later),
             error: Some("429".into()),
@@ -364,6 +367,7 @@ async fn snoozed_and_interrupted_attempts_are_given_back() {
         },
         Finish {
             id: ids[1],
+            attempt: 1,
             outcome: FinishKind::Interrupted,
             next_run_at: None,
             error: None,
@@ -372,7 +376,7 @@ async fn snoozed_and_interrupted_attempts_are_given_back() {
         },
     ];
     assert_eq!(
-        due_work::finish_many(&db.pool, w, &batch)
+        due_work::finish_many(&db.pool, w, 100, &batch)
             .await
             .unwrap()
             .len(),
@@ -398,13 +402,14 @@ async fn failed_job_goes_to_history_and_can_be_retried_by_hand() {
         .unwrap();
     let f = Finish {
         id,
+        attempt: 1,
         outcome: FinishKind::Failed,
         next_run_at: None,
         error: Some("bad input".into()),
         output: None,
         log: None,
     };
-    due_work::finish_many(&db.pool, w, &[f]).await.unwrap();
+    due_work::finish_many(&db.pool, w, 100, &[f]).await.unwrap();
     assert_eq!(
         db.scalar_i64(
             "SELECT count(*) FROM job_history WHERE state = 'failed' AND last_error = 'bad input'"
@@ -439,7 +444,7 @@ async fn outcome_from_a_worker_that_lost_the_lease_is_ignored() {
     due_work::claim_due(&db.pool, &["q".into()], 1, Uuid::now_v7(), LEASE)
         .await
         .unwrap();
-    let applied = due_work::finish_many(&db.pool, Uuid::now_v7(), &[done(id)])
+    let applied = due_work::finish_many(&db.pool, Uuid::now_v7(), 100, &[done(id)])
         .await
         .unwrap();
     assert!(applied.is_empty());
@@ -720,7 +725,7 @@ async fn queue_without_keep_completed_drops_finished_jobs() {
     due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
         .await
         .unwrap();
-    due_work::finish_many(&db.pool, w, &[done(id)])
+    due_work::finish_many(&db.pool, w, 100, &[done(id)])
         .await
         .unwrap();
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history").await, 0);
@@ -815,7 +820,7 @@ async fn finished_jobs_land_in_the_daily_partition() {
     due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
         .await
         .unwrap();
-    due_work::finish_many(&db.pool, w, &[done(id)])
+    due_work::finish_many(&db.pool, w, 100, &[done(id)])
         .await
         .unwrap();
     let part: String =
@@ -884,7 +889,9 @@ async fn job_events_are_sent_only_while_an_api_process_subscribes() {
             due_work::claim_due(&pool, &["q".into()], 1, w, LEASE)
                 .await
                 .unwrap();
-            due_work::finish_many(&pool, w, &[done(id)]).await.unwrap();
+            due_work::finish_many(&pool, w, 100, &[done(id)])
+                .await
+                .unwrap();
             id
         }
     };

@@ -6,6 +6,8 @@ mod common;
 mod api;
 mod cli;
 mod db_jobs;
+mod fencing;
 mod metrics;
 mod ops;
+mod poison;
 mod worker;

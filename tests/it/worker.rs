@@ -15,20 +15,20 @@ use uuid::Uuid;
 
 use crate::common::{TestDb, eventually};
 
-struct Running {
+pub(crate) struct Running {
     id: Uuid,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl Running {
-    async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.stop.cancel();
         self.task.await.unwrap();
     }
 }
 
-fn options() -> WorkerOptions {
+pub(crate) fn options() -> WorkerOptions {
     let mut o = WorkerOptions::from_config(&Config::default());
     o.queues = vec!["q".into()];
     o.concurrency = 4;
@@ -41,7 +41,7 @@ fn options() -> WorkerOptions {
     o
 }
 
-fn start(db: &TestDb, handlers: Handlers, o: WorkerOptions) -> Running {
+pub(crate) fn start(db: &TestDb, handlers: Handlers, o: WorkerOptions) -> Running {
     let stop = CancellationToken::new();
     let worker = Worker::new(o.clone(), db.db_config(), db.pool.clone(), handlers);
     let token = stop.clone();
@@ -53,7 +53,7 @@ fn start(db: &TestDb, handlers: Handlers, o: WorkerOptions) -> Running {
     }
 }
 
-fn handlers_from(kinds: &[(&str, KindConfig)]) -> Handlers {
+pub(crate) fn handlers_from(kinds: &[(&str, KindConfig)]) -> Handlers {
     let mut config = Config::default();
     for (name, kind) in kinds {
         config.kinds.insert((*name).to_owned(), kind.clone());
@@ -62,11 +62,11 @@ fn handlers_from(kinds: &[(&str, KindConfig)]) -> Handlers {
     Handlers::from_config(&config)
 }
 
-async fn enqueue(db: &TestDb, job: NewJob) -> Uuid {
+pub(crate) async fn enqueue(db: &TestDb, job: NewJob) -> Uuid {
     due_work::enqueue_many(&db.pool, &[job], 4).await.unwrap()[0].id
 }
 
-async fn wait_finished(db: &TestDb, id: Uuid) -> (String, Option<String>) {
+pub(crate) async fn wait_finished(db: &TestDb, id: Uuid) -> (String, Option<String>) {
     eventually(Duration::from_secs(20), "job to finish", || {
         let pool = db.pool.clone();
         async move {
@@ -82,7 +82,7 @@ async fn wait_finished(db: &TestDb, id: Uuid) -> (String, Option<String>) {
     .await
 }
 
-fn command(program: &str, args: &[&str], timeout: Option<Duration>) -> KindConfig {
+pub(crate) fn command(program: &str, args: &[&str], timeout: Option<Duration>) -> KindConfig {
     KindConfig::Command {
         program: program.into(),
         args: args.iter().map(|s| s.to_string()).collect(),

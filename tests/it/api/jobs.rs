@@ -35,13 +35,14 @@ async fn finish(app: &App, queue: &str, outcome: FinishKind) -> Uuid {
     let id = claimed[0].id;
     let f = Finish {
         id,
+        attempt: 1,
         outcome,
         next_run_at: None,
         error: (outcome != FinishKind::Completed).then(|| "boom".to_owned()),
         output: Some(json!({"ok": true})),
         log: Some("captured output".to_owned()),
     };
-    due_work::finish_many(&app.db.pool, owner, &[f])
+    due_work::finish_many(&app.db.pool, owner, 100, &[f])
         .await
         .expect("finish");
     id

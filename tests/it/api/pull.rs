@@ -39,10 +39,13 @@ async fn pull_worker(
         if jobs.is_empty() {
             continue;
         }
-        let ids: Vec<&Value> = jobs.iter().map(|j| &j["id"]).collect();
+        let held: Vec<Value> = jobs
+            .iter()
+            .map(|j| json!({"id": j["id"], "attempt": j["attempt"]}))
+            .collect();
         let hb: Value = client
             .post(format!("{server_url}/v1/pull/heartbeat"))
-            .json(&json!({"lease_owner": owner, "job_ids": ids}))
+            .json(&json!({"lease_owner": owner, "jobs": held}))
             .send()
             .await
             .unwrap()
@@ -53,10 +56,11 @@ async fn pull_worker(
         for job in jobs {
             let id = job["id"].as_str().unwrap();
             let n = job["payload"]["n"].as_i64().unwrap();
+            let attempt = &job["attempt"];
             if n % 2 == 0 && job["attempt"] == 1 {
                 let r = client
                     .post(format!("{server_url}/v1/pull/jobs/{id}/fail"))
-                    .json(&json!({"lease_owner": owner, "error": "even numbers fail once", "retry_after": "0s", "log": "tried"}))
+                    .json(&json!({"lease_owner": owner, "attempt": attempt, "error": "even numbers fail once", "retry_after": "0s", "log": "tried"}))
                     .send()
                     .await
                     .unwrap();
@@ -67,7 +71,7 @@ async fn pull_worker(
                 let r = client
                     .post(format!("{server_url}/v1/pull/jobs/{id}/complete"))
                     .json(
-                        &json!({"lease_owner": owner, "output": {"double": n * 2}, "log": "done"}),
+                        &json!({"lease_owner": owner, "attempt": attempt, "output": {"double": n * 2}, "log": "done"}),
                     )
                     .send()
                     .await
@@ -198,7 +202,7 @@ async fn lost_lease_refuses_results_and_heartbeat_reports_it() {
     let wrong = app
         .post(
             &format!("/v1/pull/jobs/{id}/complete"),
-            json!({"lease_owner": other}),
+            json!({"lease_owner": other, "attempt": 1}),
         )
         .await;
     assert_eq!(wrong.status, 409);
@@ -218,14 +222,14 @@ async fn lost_lease_refuses_results_and_heartbeat_reports_it() {
     let hb = app
         .post(
             "/v1/pull/heartbeat",
-            json!({"lease_owner": owner, "job_ids": [id]}),
+            json!({"lease_owner": owner, "jobs": [{"id": id, "attempt": 1}]}),
         )
         .await;
     assert_eq!(hb.body["lost"], json!([id]));
     let late = app
         .post(
             &format!("/v1/pull/jobs/{id}/complete"),
-            json!({"lease_owner": owner}),
+            json!({"lease_owner": owner, "attempt": 1}),
         )
         .await;
     assert_eq!(late.status, 409);
@@ -249,14 +253,14 @@ async fn cancel_reaches_a_pull_client_through_its_heartbeat() {
     let hb = app
         .post(
             "/v1/pull/heartbeat",
-            json!({"lease_owner": owner, "job_ids": [id]}),
+            json!({"lease_owner": owner, "jobs": [{"id": id, "attempt": 1}]}),
         )
         .await;
     assert_eq!(hb.body["extended"][0]["cancel_requested"], true);
     let f = app
         .post(
             &format!("/v1/pull/jobs/{id}/fail"),
-            json!({"lease_owner": owner, "error": "stopped", "cancelled": true}),
+            json!({"lease_owner": owner, "attempt": 1, "error": "stopped", "cancelled": true}),
         )
         .await;
     assert_eq!(f.status, 200, "{}", f.text);
@@ -287,9 +291,9 @@ async fn failure_without_attempts_left_or_not_retryable_is_final() {
     for job in claim.body["jobs"].as_array().unwrap() {
         let id = job["id"].as_str().unwrap();
         let body = if job["max_attempts"] == 1 {
-            json!({"lease_owner": owner, "error": "bad"})
+            json!({"lease_owner": owner, "attempt": 1, "error": "bad"})
         } else {
-            json!({"lease_owner": owner, "error": "bad input", "retryable": false})
+            json!({"lease_owner": owner, "attempt": 1, "error": "bad input", "retryable": false})
         };
         let f = app.post(&format!("/v1/pull/jobs/{id}/fail"), body).await;
         assert_eq!(f.body["outcome"], "failed", "{}", f.text);
