@@ -89,6 +89,7 @@ fn command(program: &str, args: &[&str], timeout: Option<Duration>) -> KindConfi
         timeout,
         env: Default::default(),
         cwd: None,
+        inherit_env: false,
     }
 }
 
