@@ -811,12 +811,30 @@ fn limit_change(flag: &str, value: &Option<String>) -> anyhow::Result<queues::Ch
     })
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password (in the user part or a `password` / `sslpassword`
+/// query parameter, as libpq accepts), for messages.
 pub fn redact(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
+            }
+            let secret = |k: &str| {
+                k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword")
+            };
+            if u.query_pairs().any(|(k, _)| secret(&k)) {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if secret(&k) {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
             }
             u.to_string()
         }
@@ -1003,4 +1021,27 @@ async fn schedules_cmd(cmd: SchedulesCommand, config: &Config) -> anyhow::Result
     }
     pool.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_passwords_in_the_user_part_and_the_query() {
+        assert_eq!(
+            redact("postgres://app:hunter2@db:5432/jobs"),
+            "postgres://app:***@db:5432/jobs"
+        );
+        let shown =
+            redact("postgres://app@db/jobs?sslmode=require&password=hunter2&sslpassword=k3y");
+        assert_eq!(
+            shown,
+            "postgres://app@db/jobs?sslmode=require&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            redact("postgres://db/jobs?sslmode=disable"),
+            "postgres://db/jobs?sslmode=disable"
+        );
+    }
 }

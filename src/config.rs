@@ -317,6 +317,10 @@ pub enum KindConfig {
         /// Working directory.
         #[serde(default)]
         cwd: Option<PathBuf>,
+        /// Pass the worker's whole environment (secrets included) instead of only PATH,
+        /// HOME, LANG, LC_*, TZ.
+        #[serde(default)]
+        inherit_env: bool,
     },
     /// Built in: does nothing (after `sleep_ms` from the payload, if given). For
     /// benchmarks and smoke tests.
@@ -556,9 +560,26 @@ impl Config {
                         return Err(invalid(&format!("{key}.method"), "not an HTTP method"));
                     }
                 }
-                KindConfig::Command { program, .. } => {
+                KindConfig::Command { program, env, .. } => {
                     if program.is_empty() {
                         return Err(invalid(&format!("{key}.program"), "must not be empty"));
+                    }
+                    for (name, value) in env {
+                        // Such a variable cannot be set: every spawn would fail.
+                        if name.is_empty() || name.contains(['=', '\0']) {
+                            return Err(invalid(
+                                &format!("{key}.env"),
+                                &format!(
+                                    "{name:?} is not a variable name (empty, or has = or NUL)"
+                                ),
+                            ));
+                        }
+                        if value.contains('\0') {
+                            return Err(invalid(
+                                &format!("{key}.env.{name}"),
+                                "must not contain NUL",
+                            ));
+                        }
                     }
                 }
                 KindConfig::Noop { .. } => {}

@@ -252,6 +252,185 @@ async fn sigterm_past_the_grace_hands_the_job_to_another_worker_at_once() {
     drop(second);
 }
 
+/// Kinds for the command-environment and escaped-descendant tests.
+const COMMAND_KINDS: &str = r#"
+[kinds.show_env]
+type = "command"
+program = "env"
+env = { DECLARED = "from-the-kind" }
+
+[kinds.show_all_env]
+type = "command"
+program = "env"
+inherit_env = true
+
+# Leaves a daemon holding stdout/stderr open for 300 s, then exits 0.
+[kinds.daemonize]
+type = "command"
+program = "sh"
+args = ["-c", "setsid sleep 300 & echo $! > \"$ORDINAUT_JOB_ID.pid\"; echo done"]
+
+[kinds.daemonize_with_timeout]
+type = "command"
+program = "sh"
+args = ["-c", "setsid sleep 300 & echo $! > \"$ORDINAUT_JOB_ID.pid\"; echo done"]
+timeout = "60s"
+"#;
+
+/// A work directory whose ordinaut.toml declares [`COMMAND_KINDS`].
+fn command_workdir() -> PathBuf {
+    let dir = workdir();
+    std::fs::write(dir.join("ordinaut.toml"), COMMAND_KINDS).unwrap();
+    dir
+}
+
+/// Enqueues one job of `kind` and returns its id.
+async fn enqueue_kind(db: &TestDb, kind: &str) -> Uuid {
+    due_work::enqueue_many(&db.pool, &[NewJob::new("q", kind, json!({}))], 1)
+        .await
+        .unwrap()[0]
+        .id
+}
+
+/// Waits for job `id` to be in history; returns (state, last_error, its attempts' logs).
+async fn finished(db: &TestDb, id: Uuid, limit: Duration) -> (String, Option<String>, String) {
+    let (state, error) = eventually(limit, "job finished", || async {
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT state, last_error FROM job_history WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    let logs: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT log FROM all_attempts WHERE job_id = $1 ORDER BY attempt")
+            .bind(id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let log = logs.into_iter().flatten().collect::<Vec<_>>().join("\n");
+    (state, error, log)
+}
+
+#[tokio::test]
+async fn command_environment_is_clean_unless_the_kind_inherits_it() {
+    let db = TestDb::new().await;
+    let dir = command_workdir();
+    let clean = enqueue_kind(&db, "show_env").await;
+    let inherited = enqueue_kind(&db, "show_all_env").await;
+    let worker = spawn(
+        &dir,
+        &db.url,
+        &["worker"],
+        &[
+            ("API_TOKENS", "secret-token-0123456789"),
+            ("HOME", "/home/ordinaut-test"),
+            ("LANG", "C.UTF-8"),
+            ("LC_TIME", "C"),
+            ("TZ", "Europe/Paris"),
+            ("SOME_OTHER_SETTING", "worker-only"),
+        ],
+    );
+    let (state, _, env) = finished(&db, clean, Duration::from_secs(30)).await;
+    assert_eq!(state, "completed", "{env}");
+    for wanted in [
+        "PATH=",
+        "HOME=/home/ordinaut-test",
+        "LANG=C.UTF-8",
+        "LC_TIME=C",
+        "TZ=Europe/Paris",
+        "DECLARED=from-the-kind",
+        &format!("ORDINAUT_JOB_ID={clean}"),
+        "ORDINAUT_ATTEMPT=1",
+        "ORDINAUT_QUEUE=q",
+        "ORDINAUT_KIND=show_env",
+        "ORDINAUT_WORKER_ID=",
+    ] {
+        assert!(
+            env.lines().any(|l| l.starts_with(wanted)),
+            "{wanted} missing from:\n{env}"
+        );
+    }
+    for secret in [
+        "DATABASE_URL",
+        "API_TOKENS",
+        "SOME_OTHER_SETTING",
+        "WORKER_QUEUES",
+    ] {
+        assert!(
+            !env.contains(secret),
+            "{secret} leaked to the command:\n{env}"
+        );
+    }
+    let (state, _, env) = finished(&db, inherited, Duration::from_secs(30)).await;
+    assert_eq!(state, "completed", "{env}");
+    for wanted in [
+        &format!("DATABASE_URL={}", db.url),
+        "API_TOKENS=secret-token-0123456789",
+        "SOME_OTHER_SETTING=worker-only",
+        &format!("ORDINAUT_JOB_ID={inherited}"),
+    ] {
+        assert!(
+            env.lines().any(|l| l == wanted),
+            "{wanted} missing with inherit_env:\n{env}"
+        );
+    }
+    drop(worker);
+}
+
+/// Kills, when dropped (so also when the test fails), the daemons `daemonize` jobs left
+/// behind (each wrote its pid to `<job id>.pid`).
+struct Escaped<'a>(&'a Path, Vec<Uuid>);
+
+impl Drop for Escaped<'_> {
+    fn drop(&mut self) {
+        for id in &self.1 {
+            let pid = std::fs::read_to_string(self.0.join(format!("{id}.pid"))).unwrap_or_default();
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: kill(2) on the test's own escaped `sleep`.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn command_that_leaves_a_daemon_holding_its_pipes_completes_once() {
+    let db = TestDb::new().await;
+    let dir = command_workdir();
+    let plain = enqueue_kind(&db, "daemonize").await;
+    let timed = enqueue_kind(&db, "daemonize_with_timeout").await;
+    let _daemons = Escaped(&dir, vec![plain, timed]);
+    let worker = spawn(&dir, &db.url, &["worker"], &[]);
+    // The daemon lives 300 s and the timeout is 60 s: finishing well before either
+    // means the worker stopped waiting for the pipes once the shell exited.
+    let results = [
+        finished(&db, plain, Duration::from_secs(30)).await,
+        finished(&db, timed, Duration::from_secs(30)).await,
+    ];
+    for (state, error, log) in results {
+        assert_eq!(state, "completed", "error {error:?}, log {log}");
+        assert_eq!(error, None);
+        assert!(log.contains("done"), "output kept: {log}");
+    }
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM all_attempts").await,
+        2,
+        "each ran once"
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome <> 'completed'")
+            .await,
+        0
+    );
+    worker.signal(libc::SIGTERM);
+    assert_eq!(worker.wait(Duration::from_secs(20)), Some(0));
+}
+
 #[tokio::test]
 async fn postgres_restart_while_draining_loses_and_repeats_nothing() {
     let base_name = format!("restart-pg-{}", Uuid::now_v7());

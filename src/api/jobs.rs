@@ -372,6 +372,16 @@ fn build_job(
             "strings must not contain U+0000",
         ));
     }
+    // http kinds send it as X-Request-Id: a value no header can carry would make every
+    // attempt fail.
+    if let Some(serde_json::Value::String(id)) = metadata.get("request_id")
+        && reqwest::header::HeaderValue::from_str(id).is_err()
+    {
+        return Err(ApiError::invalid(
+            f("metadata.request_id"),
+            "must be printable ASCII (no CR, LF or other control characters)",
+        ));
+    }
     metadata
         .entry("request_id")
         .or_insert_with(|| serde_json::Value::String(request_id.to_owned()));

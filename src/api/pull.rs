@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -38,6 +38,9 @@ pub struct QueueName(#[allow(dead_code)] String);
 
 /// Longest claim wait.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
+/// A waiting claim stops claiming this long (at most half its wait) before its
+/// deadline and then answers (see [`claim_window`]).
+pub const CLAIM_MARGIN: Duration = Duration::from_millis(1500);
 /// Most jobs per claim or heartbeat.
 const MAX_JOBS: usize = 1000;
 /// Most queues per claim.
@@ -75,7 +78,8 @@ pub struct ClaimRequest {
     #[schema(minimum = 2, maximum = 3600)]
     pub lease_seconds: Option<u32>,
     /// Wait up to this long for work when none is due ("10s"); longer waits are cut to
-    /// 60s.
+    /// 60s. Claiming stops 1.5 s (at most half the wait) before the wait ends; an empty
+    /// answer comes then.
     #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$", example = "10s")]
     pub wait: Option<String>,
     /// Your lease-owner id; one is issued when absent. Reuse it for later claims.
@@ -172,21 +176,37 @@ pub async fn claim(
             .min(state.settings().max_wait),
     };
     let owner = req.lease_owner.unwrap_or_else(Uuid::now_v7);
-    // Subscribe before the first claim so work enqueued in between wakes us.
-    let mut rx = state.subscribe().await;
-    let deadline = Instant::now() + wait;
+    // Queues with limits are claimed through ordinaut_claim_limited, within their
+    // limits (claim_due skips them). Read once per request: a queue that gains limits
+    // meanwhile is skipped by claim_due until the client's next claim, never overrun.
+    let limited: Vec<String> = queues::queue_defaults(state.pool(), &req.queues)
+        .await?
+        .into_iter()
+        .filter(|q| q.limited)
+        .map(|q| q.name)
+        .collect();
+    let claim_until = Instant::now() + claim_window(wait);
+    // The event gate (and with it the NOTIFY cost of every claim, finish and enqueue in
+    // the cluster) opens only for a claim that actually has to wait.
+    let mut rx: Option<broadcast::Receiver<Received>> = None;
     let jobs = loop {
-        let jobs = due_work::claim_due(state.pool(), &req.queues, limit, owner, lease).await?;
-        if !jobs.is_empty() || Instant::now() >= deadline {
+        let jobs = claim_handed_over(&state, &req.queues, &limited, limit, owner, lease).await?;
+        if !jobs.is_empty() || Instant::now() >= claim_until {
             break jobs;
         }
+        let Some(rx) = rx.as_mut() else {
+            // Claim once more right after subscribing: work enqueued before the
+            // subscription sends this receiver no event.
+            rx = Some(state.subscribe().await);
+            continue;
+        };
         // Events wake us for new or handed-back work; the poll covers jobs whose
         // run_at passes, which send no event.
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep_until(claim_until) => {}
             _ = tokio::time::sleep(state.settings().poll_interval) => {}
             _ = state.stopping().cancelled() => break Vec::new(),
-            _ = work_arrived(&mut rx, &req.queues) => {}
+            _ = work_arrived(rx, &req.queues) => {}
         }
     };
     for job in &jobs {
@@ -212,6 +232,108 @@ pub async fn claim(
             })
             .collect(),
     }))
+}
+
+/// How long after its start a claim that may wait `wait` keeps claiming: until
+/// [`CLAIM_MARGIN`] (at most half the wait) before the deadline. A claim committed in
+/// the wait's last moment would often reach a client that has just given up (its own
+/// timeout, a proxy's), leaving the jobs leased to nobody until the lease expires.
+fn claim_window(wait: Duration) -> Duration {
+    wait.saturating_sub(CLAIM_MARGIN.min(wait / 2))
+}
+
+/// One claim round, run to its end even if the request is dropped meanwhile: when the
+/// client disconnected while the claim ran (the server then drops this handler), the
+/// jobs claimed for nobody are handed back at once, their attempt given back, instead
+/// of waiting out the lease and being rescued as `lost`.
+async fn claim_handed_over(
+    state: &AppState,
+    queues: &[String],
+    limited: &[String],
+    limit: usize,
+    owner: Uuid,
+    lease: Duration,
+) -> ApiResult<Vec<crate::model::ClaimedJob>> {
+    let (tx, rx) = oneshot::channel();
+    let pool = state.pool().clone();
+    let (queues, limited) = (queues.to_vec(), limited.to_vec());
+    // Not awaited by anyone once the request is gone, by design; it is bounded by its
+    // statements (a claim or two and at most one hand-back).
+    tokio::spawn(async move {
+        let claimed = claim_from(&pool, &queues, &limited, limit, owner, lease).await;
+        if let Err(Ok(jobs)) = tx.send(claimed) {
+            tracing::info!(lease_owner = %owner, jobs = jobs.len(), "pull client gone before its claim returned; handing the jobs back");
+            hand_back(&pool, owner, &jobs).await;
+        }
+    });
+    match rx.await {
+        Ok(claimed) => Ok(claimed?),
+        Err(_) => Err(ApiError::Internal(
+            "the claim task ended without a result".to_owned(),
+        )),
+    }
+}
+
+/// Claims up to `limit` jobs: from the limited queues first (each within its limits),
+/// then from the others. If a later statement fails, the jobs already claimed are
+/// handed back before the error is returned.
+async fn claim_from(
+    pool: &crate::db::Pool,
+    queues: &[String],
+    limited: &[String],
+    limit: usize,
+    owner: Uuid,
+    lease: Duration,
+) -> crate::db::Result<Vec<crate::model::ClaimedJob>> {
+    let mut jobs = Vec::new();
+    // Limited first: a backlog on an unlimited queue would otherwise fill every claim.
+    for queue in limited {
+        let left = limit.saturating_sub(jobs.len());
+        if left == 0 {
+            return Ok(jobs);
+        }
+        match due_work::claim_limited(pool, queue, left, owner, lease).await {
+            Ok(more) => jobs.extend(more),
+            Err(e) => {
+                hand_back(pool, owner, &jobs).await;
+                return Err(e);
+            }
+        }
+    }
+    let left = limit.saturating_sub(jobs.len());
+    if left > 0 && limited.len() < queues.len() {
+        match due_work::claim_due(pool, queues, left, owner, lease).await {
+            Ok(more) => jobs.extend(more),
+            Err(e) => {
+                hand_back(pool, owner, &jobs).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+/// Gives claimed jobs back as never started (`interrupted`: available again at once,
+/// the attempt not spent). If that fails too, lease expiry rescues them later.
+async fn hand_back(pool: &crate::db::Pool, owner: Uuid, jobs: &[crate::model::ClaimedJob]) {
+    if jobs.is_empty() {
+        return;
+    }
+    let batch: Vec<Finish> = jobs
+        .iter()
+        .map(|j| Finish {
+            id: j.id,
+            attempt: j.attempt,
+            outcome: FinishKind::Interrupted,
+            next_run_at: None,
+            error: None,
+            output: None,
+            log: None,
+        })
+        .collect();
+    if let Err(e) = due_work::finish_many(pool, owner, NO_SNOOZE_BUDGET, &batch).await {
+        tracing::warn!(lease_owner = %owner, jobs = jobs.len(), error = %e, "cannot hand back unclaimed pull jobs; their leases will expire");
+    }
 }
 
 async fn work_arrived(rx: &mut broadcast::Receiver<Received>, queues: &[String]) {

@@ -222,6 +222,39 @@ async fn bad_configuration_stops_the_process_naming_the_key() {
     assert!(stderr(&missing).contains("DATABASE_URL is not set"));
 }
 
+#[tokio::test]
+async fn command_kind_environment_settings_are_validated() {
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ordinaut.toml");
+    for (toml, names) in [
+        (
+            "[kinds.x]\ntype = \"command\"\nprogram = \"env\"\nenv = { \"A=B\" = \"1\" }\n",
+            "kinds.x.env",
+        ),
+        (
+            "[kinds.x]\ntype = \"command\"\nprogram = \"env\"\ninherit_env = \"yes\"\n",
+            "expected a boolean",
+        ),
+        (
+            "[kinds.x]\ntype = \"http\"\nurl = \"http://h/\"\ninherit_env = true\n",
+            "inherit_env",
+        ),
+    ] {
+        std::fs::write(&file, toml).unwrap();
+        let out = run(
+            Some(&db),
+            &["--config", file.to_str().unwrap(), "worker"],
+            &[],
+        );
+        assert!(!out.status.success(), "{toml} accepted");
+        let err = stderr(&out);
+        assert!(err.contains(names), "{toml}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
 #[test]
 fn env_example_lists_every_variable_the_code_reads() {
     let example =
@@ -244,7 +277,9 @@ fn env_example_lists_every_variable_the_code_reads() {
         let text = std::fs::read_to_string(&entry).unwrap();
         for (i, _) in text.match_indices("env::var") {
             let rest = &text[i..];
-            if let Some(start) = rest.find('"') {
+            // Only reads of one named variable: `env::var("X")`, `env::var_os("X")`.
+            let named = rest.starts_with("env::var(\"") || rest.starts_with("env::var_os(\"");
+            if let Some(start) = rest.find('"').filter(|_| named) {
                 let name: String = rest[start + 1..]
                     .chars()
                     .take_while(|c| *c != '"')

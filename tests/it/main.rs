@@ -7,6 +7,7 @@ mod api;
 mod cli;
 mod db_jobs;
 mod fencing;
+mod http_kind;
 mod metrics;
 mod ops;
 mod poison;

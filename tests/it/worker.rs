@@ -89,6 +89,7 @@ pub(crate) fn command(program: &str, args: &[&str], timeout: Option<Duration>) -
         timeout,
         env: Default::default(),
         cwd: None,
+        inherit_env: false,
     }
 }
 

@@ -4,7 +4,17 @@
 //! shutdown, so grandchildren do not outlive the job. Exit 0 = success; exit 75
 //! (EX_TEMPFAIL) = run again later without spending an attempt; anything else = a
 //! failed attempt. stdout and stderr are captured, bounded.
+//!
+//! The child gets a clean environment: [`INHERITED_VARS`] (and `LC_*`) from the
+//! worker, the kind's `env`, and the `ORDINAUT_*` job variables. The worker's own
+//! secrets (`DATABASE_URL`, `API_TOKENS`, ...) are passed only when the kind sets
+//! `inherit_env = true`.
+//!
+//! A descendant that left the group (`setsid`, a daemonizing script) survives the group
+//! kill and can hold the output pipes open for ever; once the child has exited, the
+//! pipes are read for at most [`PIPE_DRAIN`] more, then closed.
 
+use std::pin::pin;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,6 +29,12 @@ use crate::model::{Outcome, truncate_output};
 pub const EXIT_RETRY_LATER: i32 = 75;
 /// Delay before a job that exited 75 runs again.
 const RETRY_LATER_DELAY: Duration = Duration::from_secs(30);
+/// How long the output pipes are still read after the child exited and its group was
+/// killed. Only a descendant that escaped the group can keep them open that long.
+pub const PIPE_DRAIN: Duration = Duration::from_secs(1);
+/// Variables passed on from the worker's environment (besides `LC_*`) when the kind
+/// does not set `inherit_env`.
+pub const INHERITED_VARS: &[&str] = &["PATH", "HOME", "LANG", "TZ"];
 
 /// Runs a configured program.
 pub struct CommandHandler {
@@ -71,6 +87,7 @@ async fn run_command(config: KindConfig, ctx: JobContext) -> Outcome {
         args,
         env,
         cwd,
+        inherit_env,
         ..
     } = config
     else {
@@ -81,6 +98,14 @@ async fn run_command(config: KindConfig, ctx: JobContext) -> Outcome {
     };
     let job = &ctx.job;
     let mut cmd = Command::new(&program);
+    if !inherit_env {
+        cmd.env_clear();
+        for (key, value) in std::env::vars_os() {
+            if passed_on(&key) {
+                cmd.env(key, value);
+            }
+        }
+    }
     cmd.args(&args)
         .envs(&env)
         .env("ORDINAUT_JOB_ID", job.id.to_string())
@@ -94,7 +119,13 @@ async fn run_command(config: KindConfig, ctx: JobContext) -> Outcome {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(request_id) = job.metadata.get("request_id").and_then(|v| v.as_str()) {
+    // A NUL byte cannot be in an environment value (spawn would fail).
+    if let Some(request_id) = job
+        .metadata
+        .get("request_id")
+        .and_then(|v| v.as_str())
+        .filter(|r| !r.contains('\0'))
+    {
         cmd.env("ORDINAUT_REQUEST_ID", request_id);
     }
     if let Some(dir) = cwd {
@@ -115,32 +146,55 @@ async fn run_command(config: KindConfig, ctx: JobContext) -> Outcome {
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let limit = ctx.output_limit;
-    let feed = async move {
-        if let Some(mut stdin) = stdin {
-            // A program that does not read stdin closes it early: not an error.
-            let _ = stdin.write_all(payload.as_bytes()).await;
-            let _ = stdin.shutdown().await;
-        }
-    };
-    let out = tokio::spawn(read_bounded(stdout, limit));
-    let err = tokio::spawn(read_bounded(stderr, limit));
-    let (status, ()) = tokio::join!(
-        async {
-            tokio::select! {
-                status = child.wait() => Some(status),
-                _ = ctx.stop.cancelled() => None,
+    let mut stdout_kept = Captured::default();
+    let mut stderr_kept = Captured::default();
+    let status = {
+        // The readers are futures of this one, not spawned tasks: dropping them (after
+        // the drain below) closes our ends of the pipes, so nothing outlives the job.
+        let mut reading = pin!(async {
+            tokio::join!(
+                stdout_kept.read_from(stdout, limit),
+                stderr_kept.read_from(stderr, limit)
+            )
+        });
+        let mut reading_done = false;
+        let mut feed = pin!(async move {
+            if let Some(mut stdin) = stdin {
+                // A program that does not read stdin closes it early: not an error.
+                let _ = stdin.write_all(payload.as_bytes()).await;
+                let _ = stdin.shutdown().await;
             }
-        },
-        feed
-    );
-    if status.is_none() {
+        });
+        let mut feed_done = false;
+        // The exit decides, not the pipes: a program that exits without reading all
+        // of stdin, or leaves a daemon holding stdout, is still done.
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break Some(status),
+                _ = ctx.stop.cancelled() => break None,
+                _ = &mut feed, if !feed_done => feed_done = true,
+                _ = &mut reading, if !reading_done => reading_done = true,
+            }
+        };
+        if status.is_none() {
+            guard.kill();
+            let _ = child.wait().await;
+        }
+        // The group is gone or finished; make sure no grandchild keeps the pipes open.
         guard.kill();
-        let _ = child.wait().await;
-    }
-    // The group is gone or finished; make sure no grandchild keeps the pipes open.
-    guard.kill();
-    let stdout = out.await.unwrap_or_default();
-    let stderr = err.await.unwrap_or_default();
+        if !reading_done
+            && tokio::time::timeout(PIPE_DRAIN, &mut reading)
+                .await
+                .is_err()
+        {
+            tracing::debug!(
+                drain_ms = PIPE_DRAIN.as_millis() as u64,
+                "command output pipes still open after exit; a descendant escaped the process group"
+            );
+        }
+        status
+    };
+    let (stdout, stderr) = (stdout_kept.into_parts(), stderr_kept.into_parts());
     let log = Some(format_log(&stdout, &stderr, limit));
     match status {
         None => Outcome::Failed {
@@ -170,24 +224,44 @@ async fn run_command(config: KindConfig, ctx: JobContext) -> Outcome {
     }
 }
 
-async fn read_bounded<R: AsyncRead + Unpin>(reader: Option<R>, limit: usize) -> (Vec<u8>, usize) {
-    let Some(mut reader) = reader else {
-        return (Vec::new(), 0);
+/// Whether the worker's variable `key` is passed on to a child without `inherit_env`.
+fn passed_on(key: &std::ffi::OsStr) -> bool {
+    let Some(key) = key.to_str() else {
+        return false;
     };
-    let mut kept = Vec::new();
-    let mut total = 0usize;
-    let mut buf = [0u8; 8192];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                total += n;
-                let room = limit.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
+    INHERITED_VARS.contains(&key) || key.starts_with("LC_")
+}
+
+/// Output of one pipe: the first `limit` bytes and how many there were in all.
+#[derive(Default)]
+struct Captured {
+    kept: Vec<u8>,
+    total: usize,
+}
+
+impl Captured {
+    /// Reads `reader` to its end (or first error), keeping at most `limit` bytes. What
+    /// was read stays in `self` when the future is dropped before the end.
+    async fn read_from<R: AsyncRead + Unpin>(&mut self, reader: Option<R>, limit: usize) {
+        let Some(mut reader) = reader else {
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    self.total += n;
+                    let room = limit.saturating_sub(self.kept.len());
+                    self.kept.extend_from_slice(&buf[..n.min(room)]);
+                }
             }
         }
     }
-    (kept, total)
+
+    fn into_parts(self) -> (Vec<u8>, usize) {
+        (self.kept, self.total)
+    }
 }
 
 fn format_log(stdout: &(Vec<u8>, usize), stderr: &(Vec<u8>, usize), limit: usize) -> String {

@@ -4,6 +4,9 @@
 //! `Retry-After` = run again then without spending an attempt; other 5xx, timeouts and
 //! connection errors = a failed attempt (retried); other 4xx = failed for good unless
 //! `retry_on_4xx`. Callers never supply the URL: only operators, in ordinaut.toml.
+//!
+//! Errors and logs name the URL as [`shown_url`] makes it: without user, password or
+//! query values, since they are stored with the job and returned by the API.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -87,7 +90,14 @@ async fn send(client: reqwest::Client, config: KindConfig, ctx: JobContext) -> O
         .header("Ordinaut-Queue", job.queue.as_str())
         .header("Ordinaut-Kind", job.kind.as_str())
         .json(&job.payload);
-    if let Some(request_id) = job.metadata.get("request_id").and_then(|v| v.as_str()) {
+    // The API refuses a request id no header can carry; one enqueued by SQL or the CLI
+    // is left out rather than failing every attempt.
+    if let Some(request_id) = job
+        .metadata
+        .get("request_id")
+        .and_then(|v| v.as_str())
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
         request = request.header("X-Request-Id", request_id);
     }
     let response = tokio::select! {
@@ -98,7 +108,7 @@ async fn send(client: reqwest::Client, config: KindConfig, ctx: JobContext) -> O
         Ok(r) => r,
         Err(e) => {
             return Outcome::Retry {
-                error: format!("request to {url} failed: {e}"),
+                error: format!("request to {} failed: {}", shown_url(&url), chain(e)),
                 log: None,
             };
         }
@@ -129,12 +139,43 @@ async fn send(client: reqwest::Client, config: KindConfig, ctx: JobContext) -> O
             log,
         };
     }
-    let error = format!("{url} answered HTTP {status}");
+    let error = format!("{} answered HTTP {status}", shown_url(&url));
     if status.is_client_error() && !retry_on_4xx && code != 429 {
         Outcome::Failed { error, log }
     } else {
         Outcome::Retry { error, log }
     }
+}
+
+/// `url` as errors show it: user and password removed, query values replaced by `***`
+/// (tokens often travel there).
+pub fn shown_url(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return "<unparseable URL>".to_owned();
+    };
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    if u.query().is_some() {
+        let keys: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        u.query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|k| (k.as_str(), "***")));
+    }
+    u.to_string()
+}
+
+/// A request error with its causes, without the URL reqwest adds (the caller names
+/// the URL itself, redacted).
+fn chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Retry-After is either delay-seconds or an HTTP date.
@@ -182,5 +223,14 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn shown_url_drops_credentials_and_query_values() {
+        assert_eq!(
+            shown_url("https://bot:s3cret@hooks.example.com:8443/p?token=abc&x=1"),
+            "https://hooks.example.com:8443/p?token=***&x=***"
+        );
+        assert_eq!(shown_url("http://h/p"), "http://h/p");
     }
 }

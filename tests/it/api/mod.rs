@@ -7,6 +7,7 @@ mod events;
 mod jobs;
 mod openapi;
 mod pull;
+mod pull_claim;
 mod queues_workers;
 mod schedules;
 
