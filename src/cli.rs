@@ -811,15 +811,11 @@ fn limit_change(flag: &str, value: &Option<String>) -> anyhow::Result<queues::Ch
     })
 }
 
-/// The URL without its password, for messages.
+/// The connection string without its password, for messages (URL and keyword forms,
+/// several hosts).
 pub fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
+    match db::connstr::ConnStr::parse(url) {
+        Ok(c) => c.redacted(),
         Err(_) => "<unparseable DATABASE_URL>".to_owned(),
     }
 }

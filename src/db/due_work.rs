@@ -479,12 +479,12 @@ RETURNING id";
 const REQUEST_CANCEL: &str = "\
 UPDATE due_work SET cancel_requested = true
 WHERE id = $1 AND state = 'running'
-RETURNING pg_notify('ordinaut_cancel', id::text)::text";
+RETURNING pg_notify(ordinaut_channel('ordinaut_cancel'), id::text)::text";
 
 const HISTORY_STATE: &str = "SELECT state FROM job_history WHERE id = $1 LIMIT 1";
 
 /// Cancels a job: a waiting one at once (moved to history), a running one by flagging it
-/// and notifying `ordinaut_cancel` so its worker stops it within a second.
+/// and notifying the install's `ordinaut_cancel` so its worker stops it within a second.
 #[tracing::instrument(skip(pool))]
 pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<CancelResult> {
     let mut tx = pool.begin().await?;

@@ -225,6 +225,12 @@ impl DbConfig {
     }
 }
 
+/// One connection outside `pool`, to the server the pool uses now.
+pub async fn connect_like(pool: &PgPool) -> Result<PgConnection> {
+    let options = pool.connect_options();
+    Ok(PgConnection::connect_with(options.as_ref()).await?)
+}
+
 /// `(pg_is_in_recovery(), transaction_read_only)` of the connection's server: what
 /// libpq looks at for `target_session_attrs`.
 async fn server_state(conn: &mut PgConnection) -> std::result::Result<(bool, bool), sqlx::Error> {
@@ -424,8 +430,43 @@ async fn check_not_newer(conn: &mut PgConnection) -> Result<()> {
 
 /// True when the database answers and its schema is at this build's latest migration.
 pub async fn is_ready(pool: &PgPool) -> Result<bool> {
+    Ok(readiness(pool).await? == Readiness::Ready)
+}
+
+/// Whether this process can do its work on the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// A writable primary with the schema at this build's migration.
+    Ready,
+    /// The schema is not at this build's migration.
+    SchemaNotCurrent,
+    /// The server is a standby or read-only (no primary reachable through this pool).
+    NotWritable(&'static str),
+}
+
+/// Readiness of `pool`'s server: reachable, a writable primary, schema current.
+pub async fn readiness(pool: &PgPool) -> Result<Readiness> {
     let mut conn = pool.acquire().await?;
-    Ok(applied_version(&mut conn).await? == Some(latest_known_migration()))
+    let (in_recovery, read_only) = server_state(&mut conn).await?;
+    if in_recovery || read_only {
+        // The pool must not keep talking to it; it looks for the primary again.
+        fault::retire_connections();
+        return Ok(Readiness::NotWritable(describe(in_recovery, read_only)));
+    }
+    Ok(
+        if applied_version(&mut conn).await? == Some(latest_known_migration()) {
+            Readiness::Ready
+        } else {
+            Readiness::SchemaNotCurrent
+        },
+    )
+}
+
+/// The server of `conn`, if it is not a writable primary: "a standby (in recovery)" or
+/// "read-only".
+pub async fn not_writable(conn: &mut PgConnection) -> Result<Option<&'static str>> {
+    let (in_recovery, read_only) = server_state(conn).await?;
+    Ok((in_recovery || read_only).then(|| describe(in_recovery, read_only)))
 }
 
 /// Maps a unique/check violation to a caller-facing error by constraint name.
