@@ -166,6 +166,61 @@ impl LocalPg {
         )
     }
 
+    /// Creates (`pg_basebackup -R`) and starts a streaming standby of this cluster under
+    /// `base`, on a port of its own (failover tests).
+    pub fn start_standby(&self, base: &Path) -> Result<LocalPg, PgLocalError> {
+        fs::create_dir_all(base).map_err(|e| io(base, e))?;
+        let base = base.canonicalize().map_err(|e| io(base, e))?;
+        let data = base.join("data");
+        let as_root = is_root();
+        if as_root {
+            check_traversable(&base)?;
+            chown_tree(&base)?;
+        }
+        run(
+            command(&self.bin, "pg_basebackup", as_root)
+                .arg("-D")
+                .arg(&data)
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args(["-R", "-X", "stream", "-c", "fast"]),
+            "pg_basebackup",
+        )?;
+        let port = free_port().map_err(|e| io(&base, e))?;
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
+            data.display()
+        );
+        run(
+            command(&self.bin, "pg_ctl", as_root)
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(base.join("postgres.log"))
+                .args(["-o", &opts, "-w", "-t", "60", "start"]),
+            "pg_ctl start (standby)",
+        )?;
+        Ok(LocalPg {
+            base,
+            bin: self.bin.clone(),
+            port,
+        })
+    }
+
+    /// Promotes a standby to primary and waits until it accepts writes.
+    pub fn promote(&self) -> Result<(), PgLocalError> {
+        run(
+            self.pg_ctl().args(["-w", "-t", "60", "promote"]),
+            "pg_ctl promote",
+        )
+    }
+
     fn pg_ctl(&self) -> Command {
         let mut cmd = command(&self.bin, "pg_ctl", is_root());
         cmd.arg("-D")

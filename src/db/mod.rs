@@ -65,6 +65,23 @@ impl From<sqlx::Error> for Error {
 }
 
 impl Error {
+    /// True when a server answered but none is a writable primary (a standby, a
+    /// read-only or recovering server, or no listed server satisfying
+    /// `target_session_attrs`): a process starting now waits for one instead of exiting.
+    pub fn waits_for_primary(&self) -> bool {
+        fn refused(e: &sqlx::Error) -> bool {
+            matches!(e, sqlx::Error::Database(d)
+                if d.code().is_some_and(|c| c == "25006" || c == "57P03"))
+        }
+        match self {
+            Error::Unavailable(_) => true,
+            Error::Sqlx(e) => refused(e),
+            Error::Migrate(sqlx::migrate::MigrateError::Execute(e))
+            | Error::Migrate(sqlx::migrate::MigrateError::ExecuteMigration(e, _)) => refused(e),
+            _ => false,
+        }
+    }
+
     /// True when the database is unreachable, shutting down, read-only or in recovery:
     /// worth retrying later, not the caller's mistake.
     pub fn is_unavailable(&self) -> bool {

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::fs::File;
 use std::future::Future;
 use std::path::PathBuf;
