@@ -177,8 +177,14 @@ impl LocalPg {
             check_traversable(&base)?;
             chown_tree(&base)?;
         }
+        // PATH may hold only initdb and pg_ctl (wrappers); the server's own bin has the rest.
+        let tools = if self.bin.join("pg_basebackup").is_file() {
+            self.bin.clone()
+        } else {
+            versioned_bin_dir("pg_basebackup").ok_or(PgLocalError::NotInstalled)?
+        };
         run(
-            command(&self.bin, "pg_basebackup", as_root)
+            command(&tools, "pg_basebackup", as_root)
                 .arg("-D")
                 .arg(&data)
                 .args([
@@ -241,13 +247,18 @@ pub fn find_bin_dir() -> Option<PathBuf> {
     if on_path.is_some() {
         return on_path;
     }
+    versioned_bin_dir("initdb")
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` holding `tool`.
+fn versioned_bin_dir(tool: &str) -> Option<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let version = e.file_name().to_str()?.parse::<u32>().ok()?;
             let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
+            bin.join(tool).is_file().then_some((version, bin))
         })
         .collect();
     versions.sort();

@@ -242,6 +242,11 @@ impl DbConfig {
     }
 }
 
+/// A round trip on `conn` (liveness of a dedicated session); writes nothing.
+pub async fn ping(conn: &mut PgConnection) -> Result<()> {
+    Ok(conn.ping().await?)
+}
+
 /// One connection outside `pool`, to the server the pool uses now.
 pub async fn connect_like(pool: &PgPool) -> Result<PgConnection> {
     let options = pool.connect_options();

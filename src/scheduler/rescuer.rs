@@ -66,6 +66,11 @@ pub struct RescueReport {
     pub workers_removed: u64,
 }
 
+/// How long a worker's lock must stay missing before the worker is judged dead: a live
+/// worker whose lock session was terminated or dropped notices within about a second
+/// (it pings its lock session every second) and re-takes the lock on a new session.
+pub const LOCK_LOSS_GRACE: Duration = Duration::from_secs(3);
+
 /// How long the rescuer's own session may take to connect or answer.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest pause between failing passes.
@@ -79,6 +84,8 @@ struct Session {
     had_one: bool,
     /// Server time when the rescuer last got through again after losing its session.
     back_since: Option<DateTime<Utc>>,
+    /// When each worker was first seen without its lock (see [`LOCK_LOSS_GRACE`]).
+    lockless_since: std::collections::HashMap<uuid::Uuid, std::time::Instant>,
 }
 
 /// The rescuer service.
@@ -183,12 +190,24 @@ impl Rescuer {
                 ));
             }
         };
-        if liveness.in_grace && liveness.dead.is_empty() {
+        let now = std::time::Instant::now();
+        session
+            .lockless_since
+            .retain(|id, _| liveness.dead.contains(id));
+        let dead: Vec<uuid::Uuid> = liveness
+            .dead
+            .into_iter()
+            .filter(|id| {
+                let since = *session.lockless_since.entry(*id).or_insert(now);
+                now.duration_since(since) >= LOCK_LOSS_GRACE
+            })
+            .collect();
+        if liveness.in_grace && dead.is_empty() {
             // Leases too: a worker that was cut off longer than its lease is about to
             // extend it again.
             return Ok(RescueReport::default());
         }
-        self.rescue(liveness.dead).await
+        self.rescue(dead).await
     }
 
     /// One pass: find dead workers, hand back their jobs and expired leases in

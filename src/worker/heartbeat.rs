@@ -27,6 +27,10 @@ use crate::db::{DbConfig, due_work, workers};
 /// its jobs could be handed back.
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// Between beats the lock session is pinged this often, so a dropped or terminated
+/// session is noticed (and the lock re-taken) within about a second, inside the
+/// rescuer's [`crate::scheduler::rescuer::LOCK_LOSS_GRACE`]; a ping writes nothing.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) struct Heartbeat {
     pub db: DbConfig,
@@ -61,9 +65,10 @@ impl Heartbeat {
         // One log line per kind of failure per backoff step, with a count.
         let mut failures: u64 = 0;
         let mut last_ok = Instant::now();
+        let mut next_beat = Instant::now() + jittered(self.interval);
         loop {
             let wait = if conn.is_some() {
-                jittered(self.interval)
+                jittered(PING_INTERVAL).min(next_beat.saturating_duration_since(Instant::now()))
             } else {
                 jittered(delay)
             };
@@ -71,8 +76,12 @@ impl Heartbeat {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => return conn,
             }
+            let beat_due = Instant::now() >= next_beat;
+            if beat_due {
+                next_beat = Instant::now() + jittered(self.interval);
+            }
             let outcome = match conn.as_mut() {
-                Some(c) => match self.bounded(self.beat(c), &stop).await {
+                Some(c) => match self.bounded(self.beat_or_ping(c, beat_due), &stop).await {
                     Some(Ok(())) => Ok(()),
                     Some(Err(e)) => {
                         // A plain statement error on a live session keeps the session
@@ -96,6 +105,7 @@ impl Heartbeat {
                 None => match self.reconnect(&stop).await {
                     Ok(c) => {
                         conn = Some(c);
+                        next_beat = Instant::now() + jittered(self.interval);
                         Ok(())
                     }
                     Err(f) => Err(f),
@@ -181,6 +191,14 @@ impl Heartbeat {
                 Failure::Register,
                 "no answer within the heartbeat timeout".to_owned(),
             )),
+        }
+    }
+
+    async fn beat_or_ping(&self, conn: &mut PgConnection, beat: bool) -> crate::db::Result<()> {
+        if beat {
+            self.beat(conn).await
+        } else {
+            crate::db::ping(conn).await
         }
     }
 
