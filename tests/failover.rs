@@ -542,9 +542,20 @@ async fn a_crash_reset_while_long_jobs_run_hands_nothing_back_and_each_runs_once
             .then_some(())
     })
     .await;
+    // The workers' claims commit asynchronously: a crash within ~0.6 s of them would
+    // lose them and the jobs would (rightly) run again. Flush the WAL with one
+    // synchronous commit so that what is tested here is the rescuer's grace alone.
+    let mut victim = cluster.admin().await;
+    sqlx::query("SET synchronous_commit = on")
+        .execute(&mut victim)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE wal_flushed ()")
+        .execute(&mut victim)
+        .await
+        .unwrap();
     // One backend killed with SIGKILL: the postmaster resets every session and recovers
     // in place, keeping pg_postmaster_start_time().
-    let mut victim = cluster.admin().await;
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut victim)
         .await
