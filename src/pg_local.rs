@@ -157,6 +157,14 @@ impl LocalPg {
         )
     }
 
+    /// Stops the cluster at once, without a shutdown checkpoint (as a crash would).
+    pub fn stop_immediate(&self) -> Result<(), PgLocalError> {
+        run(
+            self.pg_ctl().args(["-m", "immediate", "-w", "stop"]),
+            "pg_ctl stop",
+        )
+    }
+
     /// Restarts the cluster on the same port (fast mode), as an operator or a failover would.
     pub fn restart(&self) -> Result<(), PgLocalError> {
         run(

@@ -657,3 +657,114 @@ async fn two_schemas_in_one_database_share_neither_locks_nor_channels() {
     assert_eq!(n.payload(), "from_a");
     drop(conn_b);
 }
+
+/// Seconds since the Unix epoch, as a float (for the figures this test prints).
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() {
+    let primary = Cluster::start("fo-promote").await;
+    let standby = primary.standby().await;
+    let (p, s) = (primary.pg.port(), standby.pg.port());
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{p},127.0.0.1:{s}/postgres?target_session_attrs=read-write"
+    );
+    db::migrate(&cfg(&url)).await.unwrap();
+    let pool = cfg(&url).connect().await.unwrap();
+    let dir = workdir("fo-promote", "");
+    let file = dir.join("runs.log");
+    std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
+    const JOBS: usize = 2000;
+    enqueue(&pool, "quick", JOBS).await;
+    let api_port = dead_port().to_string();
+    let env = [("WORKER_CONCURRENCY", "8")];
+    let mut procs: Vec<(&str, Proc)> = vec![
+        (
+            "api",
+            spawn(&dir, &url, &["api"], &[("API_PORT", &api_port)]),
+        ),
+        ("scheduler", spawn(&dir, &url, &["scheduler"], &[])),
+        ("worker 1", spawn(&dir, &url, &["worker"], &env)),
+        ("worker 2", spawn(&dir, &url, &["worker"], &env)),
+    ];
+    let done = |pool: db::Pool| async move {
+        count(
+            &pool,
+            "SELECT count(*) FROM job_history WHERE state = 'completed'",
+        )
+        .await
+    };
+    eventually(Duration::from_secs(120), "a quarter drained", || async {
+        (done(pool.clone()).await >= (JOBS / 4) as i64).then_some(())
+    })
+    .await;
+
+    // The primary dies (no shutdown checkpoint, like a lost machine); the standby is
+    // promoted, as pg_auto_failover or Patroni would.
+    let down_at = now_secs();
+    let old = primary.pg.clone();
+    tokio::task::spawn_blocking(move || old.stop_immediate())
+        .await
+        .unwrap()
+        .expect("stop the primary");
+    let before = done(pool.clone()).await;
+    let promoting = standby.pg.clone();
+    tokio::task::spawn_blocking(move || promoting.promote())
+        .await
+        .unwrap()
+        .expect("promote the standby");
+    let promoted_at = now_secs();
+    let at_promotion = done(pool.clone()).await;
+    let resumed_at = eventually(Duration::from_secs(60), "work resumes", || async {
+        (done(pool.clone()).await > at_promotion.max(before)).then(now_secs)
+    })
+    .await;
+    eventually(Duration::from_secs(180), "every job completed", || async {
+        (done(pool.clone()).await >= JOBS as i64).then_some(())
+    })
+    .await;
+
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM due_work").await,
+        0,
+        "every job terminal"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(DISTINCT id) FROM job_history WHERE state = 'completed'"
+        )
+        .await,
+        JOBS as i64,
+        "no job lost"
+    );
+    let (by_job, overlap) = runs(&file);
+    assert!(!overlap, "no job ran twice at the same time");
+    assert_eq!(by_job.len(), JOBS);
+    let reruns: u32 = by_job.values().map(|c| c.0.saturating_sub(1)).sum();
+    eprintln!(
+        "failover figures: without a primary {:.1} s, resumed {:.1} s after the promotion, {reruns} re-runs of {JOBS} jobs",
+        promoted_at - down_at,
+        resumed_at - promoted_at
+    );
+    assert!(
+        resumed_at - promoted_at < 10.0,
+        "work resumed {:.1} s after the promotion",
+        resumed_at - promoted_at
+    );
+    for (name, proc) in procs.drain(..) {
+        assert!(proc.log_lines() < 200, "{name}: {}", proc.output());
+        proc.signal(libc::SIGTERM);
+        assert_eq!(
+            proc.wait(Duration::from_secs(40)),
+            Some(0),
+            "{name} exits on SIGTERM"
+        );
+    }
+    pool.close().await;
+}
