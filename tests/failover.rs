@@ -86,10 +86,13 @@ async fn enqueue_to(pool: &db::Pool, queue: &str, kind: &str, n: usize) {
     due_work::enqueue_many(pool, &jobs, 4).await.unwrap();
 }
 
+/// A count, or -1 while the database does not answer. Errors go through the store's
+/// error type, as every product query does, so the pool sees the fault and moves.
 async fn count(pool: &db::Pool, sql: &'static str) -> i64 {
     sqlx::query_scalar::<_, i64>(sql)
         .fetch_one(pool)
         .await
+        .map_err(db::Error::from)
         .unwrap_or(-1)
 }
 
@@ -707,21 +710,27 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
     // The primary dies (no shutdown checkpoint, like a lost machine); the standby is
     // promoted, as pg_auto_failover or Patroni would.
     let down_at = now_secs();
-    let old = primary.pg.clone();
-    tokio::task::spawn_blocking(move || old.stop_immediate())
-        .await
-        .unwrap()
-        .expect("stop the primary");
-    let before = done(pool.clone()).await;
-    let promoting = standby.pg.clone();
-    tokio::task::spawn_blocking(move || promoting.promote())
-        .await
-        .unwrap()
-        .expect("promote the standby");
+    let (old, promoting) = (primary.pg.clone(), standby.pg.clone());
+    tokio::task::spawn_blocking(move || {
+        old.stop_immediate()?;
+        promoting.promote()
+    })
+    .await
+    .unwrap()
+    .expect("stop the primary and promote the standby");
     let promoted_at = now_secs();
-    let at_promotion = done(pool.clone()).await;
+    // Work resumed: a job finished on the new primary after the promotion.
     let resumed_at = eventually(Duration::from_secs(60), "work resumes", || async {
-        (done(pool.clone()).await > at_promotion.max(before)).then(now_secs)
+        let finished: f64 = sqlx::query_scalar(
+            "SELECT coalesce(extract(epoch FROM min(finished_at))::float8, 0) FROM job_history
+             WHERE finished_at > to_timestamp($1)",
+        )
+        .bind(promoted_at)
+        .fetch_one(&pool)
+        .await
+        .map_err(db::Error::from)
+        .ok()?;
+        (finished > 0.0).then_some(finished)
     })
     .await;
     eventually(Duration::from_secs(180), "every job completed", || async {
