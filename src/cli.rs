@@ -215,16 +215,20 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Worker(args) => {
             let config = apply_worker_args(config, &args)?;
             let db = db_config(&config)?;
-            let pool = start_with(&db, &config).await?;
             let shutdown = crate::shutdown::on_signal();
+            let Some(pool) = start_waiting(&db, &config, &shutdown).await? else {
+                return Ok(());
+            };
             let result = run_worker_and_rescuer(&config, db, pool.clone(), shutdown, true).await;
             pool.close().await;
             result
         }
         Command::Scheduler => {
             let db = db_config(&config)?;
-            let pool = start_with(&db, &config).await?;
             let shutdown = crate::shutdown::on_signal();
+            let Some(pool) = start_waiting(&db, &config, &shutdown).await? else {
+                return Ok(());
+            };
             tracing::info!("scheduler started");
             run_scheduler(&config, pool.clone(), shutdown).await?;
             pool.close().await;
@@ -275,9 +279,12 @@ fn db_config(config: &Config) -> anyhow::Result<DbConfig> {
 /// `ordinaut api`: migrate, bind, serve until a signal, then shut down gracefully.
 async fn api(config: &Config) -> anyhow::Result<()> {
     let db = db_config(config)?;
-    let pool = start(&db).await?;
+    let shutdown = crate::shutdown::on_signal();
     let listener = bind_api(config).await?;
-    serve_api(config, pool.clone(), listener, crate::shutdown::on_signal()).await?;
+    let Some(pool) = wait_for_primary(&db, &shutdown, || start(&db)).await? else {
+        return Ok(());
+    };
+    serve_api(config, pool.clone(), listener, shutdown).await?;
     pool.close().await;
     Ok(())
 }
@@ -315,6 +322,66 @@ async fn start(db: &DbConfig) -> anyhow::Result<db::Pool> {
     db.connect()
         .await
         .with_context(|| format!("while connecting to {}", redact(&db.url)))
+}
+
+/// [`start_with`], waiting with backoff while servers answer but none is a writable
+/// primary (a failover, a standby listed first); None when `shutdown` fires first.
+async fn start_waiting(
+    db: &DbConfig,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<db::Pool>> {
+    wait_for_primary(db, shutdown, || start_with(db, config)).await
+}
+
+/// Runs `attempt` until it succeeds, fails for another reason than a missing primary,
+/// or `shutdown` fires (None). One log line per backoff step, with a count.
+async fn wait_for_primary<F, Fut>(
+    db: &DbConfig,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> anyhow::Result<Option<db::Pool>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<db::Pool>>,
+{
+    let mut delay = Duration::from_millis(250);
+    let mut failures: u64 = 0;
+    loop {
+        let result = tokio::select! {
+            r = attempt() => r,
+            _ = shutdown.cancelled() => return Ok(None),
+        };
+        match result {
+            Ok(pool) => {
+                if failures > 0 {
+                    tracing::info!(failures, "writable primary found");
+                }
+                return Ok(Some(pool));
+            }
+            Err(e)
+                if e.chain().any(|c| {
+                    c.downcast_ref::<db::Error>()
+                        .is_some_and(db::Error::waits_for_primary)
+                }) =>
+            {
+                failures += 1;
+                tracing::warn!(
+                    target_db = %db.redacted(),
+                    error = %format!("{e:#}"),
+                    failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "no writable primary yet; waiting"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(crate::worker::jittered(delay)) => {}
+                    _ = shutdown.cancelled() => return Ok(None),
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Connects, migrates, and applies the queues declared in ordinaut.toml.
@@ -811,33 +878,11 @@ fn limit_change(flag: &str, value: &Option<String>) -> anyhow::Result<queues::Ch
     })
 }
 
-/// The URL without its password (in the user part or a `password` / `sslpassword`
-/// query parameter, as libpq accepts), for messages.
+/// The connection string without its password, for messages (URL and keyword forms,
+/// several hosts).
 pub fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            let secret = |k: &str| {
-                k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword")
-            };
-            if u.query_pairs().any(|(k, _)| secret(&k)) {
-                let pairs: Vec<(String, String)> = u
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let v = if secret(&k) {
-                            "***".into()
-                        } else {
-                            v.into_owned()
-                        };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                u.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            u.to_string()
-        }
+    match db::connstr::ConnStr::parse(url) {
+        Ok(c) => c.redacted(),
         Err(_) => "<unparseable DATABASE_URL>".to_owned(),
     }
 }

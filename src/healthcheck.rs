@@ -3,7 +3,7 @@
 //!
 //! Two checks: an HTTP GET that must answer 2xx (the api's `/ready` by default), or,
 //! with `--db`, a direct look at the database (reachable, schema at this build's
-//! migration) for processes that serve no HTTP (worker, scheduler). It only reads: it
+//! migration, a writable primary) for processes that serve no HTTP (worker, scheduler). It only reads: it
 //! never migrates, and it names no table (the schema check is `db::applied_version`).
 
 use std::time::Duration;
@@ -60,6 +60,9 @@ pub enum Unhealthy {
         #[source]
         source: db::Error,
     },
+    /// The database answers but is a standby or read-only.
+    #[error("database {target} is {state}, not a writable primary")]
+    NotWritable { target: String, state: &'static str },
     /// The database answers but its schema is not at this build's migration.
     #[error(
         "database {target} schema {schema} is {found}, this ordinaut expects migration {known}"
@@ -147,13 +150,18 @@ pub async fn check_url(url: &str, timeout: Duration) -> Result<String, Unhealthy
 
 /// Connects to the database once; Ok when its schema is at this build's migration.
 pub async fn check_db(target: &DbConfig, timeout: Duration) -> Result<String, Unhealthy> {
-    let shown = crate::cli::redact(&target.url);
+    let shown = target.redacted();
     let work = async {
+        // The first listed server that satisfies target_session_attrs.
         let mut conn = target.connect_one().await?;
-        let version = db::applied_version(&mut conn).await;
+        let answer = match db::not_writable(&mut conn).await {
+            Ok(None) => db::applied_version(&mut conn).await.map(Ok),
+            Ok(Some(state)) => Ok(Err(state)),
+            Err(e) => Err(e),
+        };
         // Closing politely is best effort; the answer is already in hand.
         let _ = sqlx::Connection::close(conn).await;
-        version
+        answer
     };
     let version = tokio::time::timeout(timeout, work)
         .await
@@ -164,6 +172,10 @@ pub async fn check_db(target: &DbConfig, timeout: Duration) -> Result<String, Un
         .map_err(|source| Unhealthy::Database {
             target: shown.clone(),
             source,
+        })?
+        .map_err(|state| Unhealthy::NotWritable {
+            target: shown.clone(),
+            state,
         })?;
     let known = db::latest_known_migration();
     match version {

@@ -198,7 +198,7 @@ impl WorkerGauges {
     }
 }
 
-/// Serves `/metrics` (this process's recorder) and `/health` on `listener` until
+/// Serves `/metrics` (this process's recorder), `/health` and `/ready` on `listener` until
 /// `shutdown`: the endpoint a worker exposes with `--metrics-addr`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -225,6 +225,21 @@ pub async fn serve(
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        // Ready while the worker holds its lock on a writable primary (claiming).
+        .route(
+            "/ready",
+            get(|| async {
+                if crate::worker::is_ready() {
+                    (axum::http::StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"})))
+                } else {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({"error": {"code": "unavailable",
+                            "message": "worker has no confirmed lock on a primary; not claiming"}})),
+                    )
+                }
+            }),
         );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

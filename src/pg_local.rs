@@ -157,6 +157,14 @@ impl LocalPg {
         )
     }
 
+    /// Stops the cluster at once, without a shutdown checkpoint (as a crash would).
+    pub fn stop_immediate(&self) -> Result<(), PgLocalError> {
+        run(
+            self.pg_ctl().args(["-m", "immediate", "-w", "stop"]),
+            "pg_ctl stop",
+        )
+    }
+
     /// Restarts the cluster on the same port (fast mode), as an operator or a failover would.
     pub fn restart(&self) -> Result<(), PgLocalError> {
         run(
@@ -174,6 +182,67 @@ impl LocalPg {
             self.pg_ctl()
                 .args(["-m", mode, "-w", "-t", "60", "restart"]),
             "pg_ctl restart",
+        )
+    }
+
+    /// Creates (`pg_basebackup -R`) and starts a streaming standby of this cluster under
+    /// `base`, on a port of its own (failover tests).
+    pub fn start_standby(&self, base: &Path) -> Result<LocalPg, PgLocalError> {
+        fs::create_dir_all(base).map_err(|e| io(base, e))?;
+        let base = base.canonicalize().map_err(|e| io(base, e))?;
+        let data = base.join("data");
+        let as_root = is_root();
+        if as_root {
+            check_traversable(&base)?;
+            chown_tree(&base)?;
+        }
+        // PATH may hold only initdb and pg_ctl (wrappers); the server's own bin has the rest.
+        let tools = if self.bin.join("pg_basebackup").is_file() {
+            self.bin.clone()
+        } else {
+            versioned_bin_dir("pg_basebackup").ok_or(PgLocalError::NotInstalled)?
+        };
+        run(
+            command(&tools, "pg_basebackup", as_root)
+                .arg("-D")
+                .arg(&data)
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .args(["-R", "-X", "stream", "-c", "fast"]),
+            "pg_basebackup",
+        )?;
+        let port = free_port().map_err(|e| io(&base, e))?;
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
+            data.display()
+        );
+        run(
+            command(&self.bin, "pg_ctl", as_root)
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(base.join("postgres.log"))
+                .args(["-o", &opts, "-w", "-t", "60", "start"]),
+            "pg_ctl start (standby)",
+        )?;
+        Ok(LocalPg {
+            base,
+            bin: self.bin.clone(),
+            port,
+        })
+    }
+
+    /// Promotes a standby to primary and waits until it accepts writes.
+    pub fn promote(&self) -> Result<(), PgLocalError> {
+        run(
+            self.pg_ctl().args(["-w", "-t", "60", "promote"]),
+            "pg_ctl promote",
         )
     }
 
@@ -197,13 +266,18 @@ pub fn find_bin_dir() -> Option<PathBuf> {
     if on_path.is_some() {
         return on_path;
     }
+    versioned_bin_dir("initdb")
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` holding `tool`.
+fn versioned_bin_dir(tool: &str) -> Option<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let version = e.file_name().to_str()?.parse::<u32>().ok()?;
             let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
+            bin.join(tool).is_file().then_some((version, bin))
         })
         .collect();
     versions.sort();

@@ -15,6 +15,12 @@ pub fn init(level: &str, format: LogFormat) -> bool {
         if let Ok(directive) = "sqlx::postgres::notice=warn".parse() {
             filter = filter.add_directive(directive);
         }
+        // The pool's own retry loop logs every failed connect and every broken idle
+        // connection; during a failover that is a line per attempt. Ordinaut logs those
+        // faults itself, once per backoff step (db::fault, db::retarget).
+        if let Ok(directive) = "sqlx_core::pool=off".parse() {
+            filter = filter.add_directive(directive);
+        }
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

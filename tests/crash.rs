@@ -4,9 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::procs::{Proc, spawn};
 use common::{TestDb, binary, eventually};
 use ordinaut::db::due_work::{self, NewJob};
 use ordinaut::pg_local::{LocalPg, StartOptions};
@@ -18,78 +19,8 @@ const CONFIG: &str = r#"
 type = "noop"
 "#;
 
-/// A spawned `ordinaut` process, killed if the test fails before stopping it.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
-    }
-
-    /// Waits for exit; returns the status code.
-    fn wait(mut self, limit: Duration) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "process did not exit within {limit:?}; log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn workdir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("crash-{}", Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ordinaut.toml"), CONFIG).unwrap();
-    dir
-}
-
-fn spawn(dir: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let log = dir.join(format!("{}.log", Uuid::now_v7()));
-    let file = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(binary());
-    cmd.args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", url)
-        .env("WORKER_QUEUES", "q")
-        .env("WORKER_POLL_INTERVAL", "0.2")
-        .env("LOG_LEVEL", "info")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Proc {
-        child: cmd.spawn().expect("spawn ordinaut"),
-        log,
-    }
+    common::procs::workdir("crash", CONFIG)
 }
 
 async fn enqueue_naps(db: &TestDb, n: usize, sleep_ms: u64) {

@@ -1,5 +1,5 @@
 //! The fault suite: real worker processes, real Postgres faults, executions counted
-//! from outside by the jobs themselves (see `common::proc::Recorder`).
+//! from outside by the jobs themselves (see `common::recorder::Recorder`).
 //!
 //! Every scenario asserts the same four things: no job lost (each completed), every job
 //! terminal (nothing left in due_work), no job executed twice at the same time (the
@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::proc::{Proc, Recorder, epoch_now, spawn};
+use common::procs::{Proc, spawn};
+use common::recorder::{Recorder, epoch_now};
 use common::{TestDb, eventually};
 use ordinaut::db::DbConfig;
 use ordinaut::db::due_work::{self, NewJob};

@@ -124,6 +124,8 @@ impl From<db::Error> for ApiError {
                 message,
             },
             db::Error::Invalid { field, reason } => ApiError::invalid(field, reason),
+            // No primary right now (failover, restart): retry later, not a server bug.
+            e if e.is_unavailable() => ApiError::Unavailable(format!("database unavailable: {e}")),
             // SQLSTATE class 22 (data exception): Postgres refused a value the caller
             // sent, e.g. a number beyond numeric's range inside a payload.
             db::Error::Sqlx(sqlx::Error::Database(e))

@@ -25,8 +25,11 @@ use super::extract::Query;
 use crate::db::events::{EventListener, Received};
 use crate::model::validate_name;
 
-/// Longest pause between reconnect attempts of the listener.
+/// First and longest pause between reconnect attempts of the listener.
+const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
+/// A connection up this long resets the backoff when it is lost.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 /// How often the gate is renewed while anyone subscribes, or closed once nobody does.
 const GATE_TICK: Duration = Duration::from_secs(15);
 /// How long after opening the gate waiters are told to re-read: a statement that
@@ -121,46 +124,54 @@ pub(crate) async fn run_listener(
     tx: broadcast::Sender<Received>,
     stop: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(100);
+    let mut delay = MIN_RECONNECT_DELAY;
+    // One log line per backoff step, with a count; never a tight loop.
+    let mut failures: u64 = 0;
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
             c = EventListener::connect(&pool) => c,
         };
-        let mut listener = match connected {
-            Ok(l) => {
-                delay = Duration::from_millis(100);
-                tracing::debug!("event listener connected");
+        match connected {
+            Ok(mut listener) => {
+                if failures > 0 {
+                    tracing::info!(failures, "event listener connected again");
+                } else {
+                    tracing::debug!("event listener connected");
+                }
                 // Whatever happened while we were away is unknown.
                 let _ = tx.send(Received::Reconnected);
-                l
+                let since = Instant::now();
+                let error = loop {
+                    let received = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = listener.recv() => r,
+                    };
+                    match received {
+                        // No subscribers is not an error: nobody is listening right now.
+                        Ok(message) => {
+                            let _ = tx.send(message);
+                        }
+                        Err(e) => break e,
+                    }
+                };
+                if since.elapsed() > STABLE_CONNECTION {
+                    failures = 0;
+                    delay = MIN_RECONNECT_DELAY;
+                }
+                failures += 1;
+                tracing::warn!(error = %error, failures, retry_in_ms = delay.as_millis() as u64, "event listener lost its connection");
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "event listener cannot connect");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
-                continue;
-            }
-        };
-        loop {
-            let received = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = listener.recv() => r,
-            };
-            match received {
-                // No subscribers is not an error: nobody is listening right now.
-                Ok(message) => {
-                    let _ = tx.send(message);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "event listener lost its connection");
-                    break;
-                }
+                failures += 1;
+                tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "event listener cannot connect");
             }
         }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(crate::worker::jittered(delay)) => {}
+        }
+        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
     }
 }
 

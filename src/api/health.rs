@@ -32,21 +32,25 @@ pub async fn health() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// Readiness: the database answers and its schema is at this build's migration.
+/// Readiness: the database answers, is a writable primary, and its schema is at this
+/// build's migration.
 #[utoipa::path(get, path = "/ready", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Status),
-        (status = 503, description = "Database unreachable or schema not current", body = ErrorBody),
+        (status = 503, description = "Database unreachable, not a writable primary, or schema not current", body = ErrorBody),
     ))]
 pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Status>> {
-    match tokio::time::timeout(DB_CHECK_TIMEOUT, db::is_ready(state.pool())).await {
-        Ok(Ok(true)) => Ok(Json(Status { status: "ready" })),
-        Ok(Ok(false)) => Err(ApiError::Unavailable(format!(
+    match tokio::time::timeout(DB_CHECK_TIMEOUT, db::readiness(state.pool())).await {
+        Ok(Ok(db::Readiness::Ready)) => Ok(Json(Status { status: "ready" })),
+        Ok(Ok(db::Readiness::SchemaNotCurrent)) => Err(ApiError::Unavailable(format!(
             "database schema is not at migration {}",
             db::latest_known_migration()
         ))),
+        Ok(Ok(db::Readiness::NotWritable(state))) => Err(ApiError::Unavailable(format!(
+            "database server is {state}; waiting for a primary"
+        ))),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness check failed");
+            tracing::debug!(error = %e, "readiness check failed");
             Err(ApiError::Unavailable("database unreachable".to_owned()))
         }
         Err(_) => Err(ApiError::Unavailable(

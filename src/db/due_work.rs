@@ -654,12 +654,12 @@ RETURNING id";
 const REQUEST_CANCEL: &str = "\
 UPDATE due_work SET cancel_requested = true
 WHERE id = $1 AND state = 'running'
-RETURNING pg_notify('ordinaut_cancel', id::text)::text";
+RETURNING pg_notify(ordinaut_channel('ordinaut_cancel'), id::text)::text";
 
 const HISTORY_STATE: &str = "SELECT state FROM job_history WHERE id = $1 LIMIT 1";
 
 /// Cancels a job: a waiting one at once (moved to history), a running one by flagging it
-/// and notifying `ordinaut_cancel` so its worker stops it within a second.
+/// and notifying the install's `ordinaut_cancel` so its worker stops it within a second.
 ///
 /// Locks the live row first (FOR UPDATE, by primary key) and then branches on its
 /// state, so a concurrent rescue or finish cannot move it between the checks: a live

@@ -1,8 +1,10 @@
 //! Job state-change events: the `ordinaut_events` NOTIFY channel fed by the statement
 //! triggers of migration 0002, and a listener that decodes its payloads.
 //!
-//! Owns the channel name and the payload format; it does not fan events out (the API
-//! does) and never writes.
+//! Owns the channel names and the payload format; it does not fan events out (the API
+//! does) and never writes. Each install's channels are its own: the names below are
+//! bases, and `ordinaut_channel(base)` (migration 0009) gives the install's channel
+//! (the base itself in the `public` schema).
 
 use serde::Serialize;
 use sqlx::PgPool;
@@ -11,8 +13,23 @@ use uuid::Uuid;
 
 use super::Result;
 
-/// The NOTIFY channel the triggers send on.
+/// The NOTIFY channel the triggers send job events on (base name).
 pub const CHANNEL: &str = "ordinaut_events";
+/// NOTIFY channel carrying the queue name of freshly enqueued runnable jobs (base name).
+pub const CHANNEL_ENQUEUED: &str = "ordinaut_enqueued";
+/// NOTIFY channel carrying the id of a job whose cancel was requested (base name).
+pub const CHANNEL_CANCEL: &str = "ordinaut_cancel";
+
+/// The install's channel for each base name, in order.
+pub async fn install_channels(pool: &PgPool, bases: &[&str]) -> Result<Vec<String>> {
+    let bases: Vec<String> = bases.iter().map(|b| (*b).to_owned()).collect();
+    Ok(sqlx::query_scalar(
+        "SELECT ordinaut_channel(b) FROM unnest($1::text[]) WITH ORDINALITY AS t(b, n) ORDER BY n",
+    )
+    .bind(&bases)
+    .fetch_all(pool)
+    .await?)
+}
 
 /// One job changing state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -43,8 +60,11 @@ pub struct EventListener {
 impl EventListener {
     /// Opens a connection from the pool's settings and LISTENs.
     pub async fn connect(pool: &PgPool) -> Result<EventListener> {
+        let channels = install_channels(pool, &[CHANNEL]).await?;
         let mut inner = PgListener::connect_with(pool).await?;
-        inner.listen(CHANNEL).await?;
+        inner
+            .listen_all(channels.iter().map(String::as_str))
+            .await?;
         Ok(EventListener { inner })
     }
 

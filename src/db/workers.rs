@@ -1,9 +1,10 @@
 //! `workers`: one row per live worker process, and the session advisory lock each holds.
 //!
-//! A worker takes `pg_advisory_lock(WORKER_LOCK_CLASS, lock_key)` on a dedicated
-//! connection before inserting its row and holds it for its whole life. When the
-//! process dies Postgres drops the session and the lock; `find_dead` sees a row whose
-//! lock nobody holds.
+//! A worker takes `pg_advisory_lock(ordinaut_worker_lock_class(), lock_key)` on a
+//! dedicated connection before inserting its row and holds it for its whole life. When
+//! the process dies Postgres drops the session and the lock; `find_dead` sees a row
+//! whose lock nobody holds. The class is derived from the install's schema (migration
+//! 0009), so installs sharing a database never see each other's locks.
 
 use std::time::Duration;
 
@@ -14,8 +15,9 @@ use uuid::Uuid;
 
 use super::Result;
 
-/// First key of the two-key advisory lock form, "ORD1": keeps worker locks apart from
-/// the single-bigint locks applications and sqlx's migrator use.
+/// First key of the two-key advisory lock form for the `public` schema, "ORD1": keeps
+/// worker locks apart from the single-bigint locks applications and sqlx's migrator
+/// use. Other schemas get their own class from `ordinaut_worker_lock_class()`.
 pub const WORKER_LOCK_CLASS: i32 = 0x4F52_4431;
 
 /// What a worker says about itself when it registers.
@@ -42,11 +44,11 @@ pub async fn register(conn: &mut PgConnection, reg: &Registration) -> Result<i32
         let key: i32 = sqlx::query_scalar("SELECT nextval('workers_lock_key_seq')::int4")
             .fetch_one(&mut *conn)
             .await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-            .bind(WORKER_LOCK_CLASS)
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(ordinaut_worker_lock_class(), $1)")
+                .bind(key)
+                .fetch_one(&mut *conn)
+                .await?;
         if locked {
             break key;
         }
@@ -87,28 +89,72 @@ pub async fn deregister(conn: &mut PgConnection, id: Uuid) -> Result<()> {
 }
 
 const FIND_DEAD: &str = "\
-SELECT w.id
-FROM workers w
-WHERE NOT EXISTS (
-        SELECT 1 FROM pg_locks l
-        WHERE l.locktype = 'advisory'
-          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND l.classid = $1::int4::oid
-          AND l.objid = w.lock_key::oid
-          AND l.objsubid = 2
-          AND l.granted)
-  -- After a Postgres restart every lock is gone at once: give live workers time to
-  -- reconnect and take theirs again before judging them.
-  AND NOT (w.last_heartbeat_at < pg_postmaster_start_time()
-           AND now() < pg_postmaster_start_time() + make_interval(secs => $2))";
+WITH epoch AS (
+    -- When this server (re)started serving, as far as can be seen: the postmaster's
+    -- start, the checkpointer's (it restarts on a crash reset, which keeps the
+    -- postmaster's start time; visible to superusers and pg_read_all_stats), and the
+    -- moment the asking rescuer itself got through again ($2).
+    SELECT greatest(pg_postmaster_start_time(),
+                    (SELECT max(backend_start) FROM pg_stat_activity
+                     WHERE backend_type = 'checkpointer'),
+                    $2::timestamptz) AS at
+)
+SELECT ARRAY(
+    SELECT w.id
+    FROM workers w, epoch e
+    WHERE NOT EXISTS (
+            SELECT 1 FROM pg_locks l
+            WHERE l.locktype = 'advisory'
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.classid = ordinaut_worker_lock_class()::oid
+              AND l.objid = w.lock_key::oid
+              AND l.objsubid = 2
+              AND l.granted)
+      -- After a restart every lock is gone at once: give live workers time to
+      -- reconnect and take theirs again before judging them.
+      AND NOT (w.last_heartbeat_at < e.at AND now() < e.at + make_interval(secs => $1))
+    ORDER BY w.id
+) AS dead,
+(SELECT now() < e.at + make_interval(secs => $1) FROM epoch e) AS in_grace";
 
 /// Workers whose advisory lock nobody holds: their process or session is gone.
 pub async fn find_dead(pool: &PgPool, restart_grace: Duration) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(FIND_DEAD)
-        .bind(WORKER_LOCK_CLASS)
+    let (dead, _): (Vec<Uuid>, bool) = sqlx::query_as(FIND_DEAD)
         .bind(restart_grace.as_secs_f64())
-        .fetch_all(pool)
-        .await?)
+        .bind(None::<DateTime<Utc>>)
+        .fetch_one(pool)
+        .await?;
+    Ok(dead)
+}
+
+/// What a rescuer may do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Liveness {
+    /// Workers whose lock nobody holds and who are past any restart grace.
+    pub dead: Vec<Uuid>,
+    /// The server (re)started, or the asking rescuer got through again, less than the
+    /// restart grace ago: live workers may not have re-taken their locks yet.
+    pub in_grace: bool,
+}
+
+/// [`find_dead`] on the rescuer's own session, with the grace also counted from
+/// `back_since`, when that rescuer last got through to the server after losing it.
+pub async fn liveness(
+    conn: &mut PgConnection,
+    restart_grace: Duration,
+    back_since: Option<DateTime<Utc>>,
+) -> Result<Liveness> {
+    let (dead, in_grace): (Vec<Uuid>, bool) = sqlx::query_as(FIND_DEAD)
+        .bind(restart_grace.as_secs_f64())
+        .bind(back_since)
+        .fetch_one(conn)
+        .await?;
+    Ok(Liveness { dead, in_grace })
+}
+
+/// The server's clock.
+pub async fn server_now(conn: &mut PgConnection) -> Result<DateTime<Utc>> {
+    Ok(sqlx::query_scalar("SELECT now()").fetch_one(conn).await?)
 }
 
 /// Deletes rows of dead workers that no longer own running jobs.

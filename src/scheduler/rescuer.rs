@@ -4,10 +4,19 @@
 //! loses its lock at once), so their jobs come back within about a second; lease
 //! expiry remains the fallback for what a lock cannot see (a hung process, a network
 //! partition). Works in batches; several rescuers may run at once (SKIP LOCKED).
+//!
+//! A restart, a crash reset (one backend killed makes the postmaster reset every
+//! session without changing `pg_postmaster_start_time()`) or a failover drops every
+//! worker's lock at once. So the rescuer judges liveness on a session of its own: when
+//! that session breaks and a new one gets through, the restart grace starts from that
+//! moment (and from the server's own restart, whichever is later), however long the
+//! server took to come back. While the grace runs nothing is handed back, leases
+//! included: live workers re-take their locks and extend their leases first.
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -57,6 +66,28 @@ pub struct RescueReport {
     pub workers_removed: u64,
 }
 
+/// How long a worker's lock must stay missing before the worker is judged dead: a live
+/// worker whose lock session was terminated or dropped notices within about a second
+/// (it pings its lock session every second) and re-takes the lock on a new session.
+pub const LOCK_LOSS_GRACE: Duration = Duration::from_secs(3);
+
+/// How long the rescuer's own session may take to connect or answer.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest pause between failing passes.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// The rescuer's own session and what it has seen.
+#[derive(Default)]
+struct Session {
+    conn: Option<PgConnection>,
+    /// A session was up before (so a new one means it was lost).
+    had_one: bool,
+    /// Server time when the rescuer last got through again after losing its session.
+    back_since: Option<DateTime<Utc>>,
+    /// When each worker was first seen without its lock (see [`LOCK_LOSS_GRACE`]).
+    lockless_since: std::collections::HashMap<uuid::Uuid, std::time::Instant>,
+}
+
 /// The rescuer service.
 pub struct Rescuer {
     pool: PgPool,
@@ -71,32 +102,122 @@ impl Rescuer {
 
     /// Runs passes until `shutdown`. Errors are logged and retried; they never end the loop.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut session = Session::default();
+        // One log line per failure per backoff step, with a count.
+        let mut failures: u64 = 0;
+        let mut delay = self.options.interval;
         loop {
+            let wait = if failures == 0 {
+                self.options.interval
+            } else {
+                delay
+            };
             tokio::select! {
-                _ = tokio::time::sleep(jittered(self.options.interval)) => {}
+                _ = tokio::time::sleep(jittered(wait)) => {}
                 _ = shutdown.cancelled() => return,
             }
-            match self.run_once().await {
-                Ok(report) if report.jobs.total() > 0 || report.workers_removed > 0 => {
-                    tracing::info!(
-                        dead_workers = report.dead_workers,
-                        retried = report.jobs.retried,
-                        failed = report.jobs.failed,
-                        cancelled = report.jobs.cancelled,
-                        workers_removed = report.workers_removed,
-                        "rescued jobs"
-                    )
+            let pass = tokio::select! {
+                r = self.run_watched(&mut session) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match pass {
+                Ok(report) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "rescue passes work again");
+                    }
+                    failures = 0;
+                    delay = self.options.interval;
+                    if report.jobs.total() > 0 || report.workers_removed > 0 {
+                        tracing::info!(
+                            dead_workers = report.dead_workers,
+                            retried = report.jobs.retried,
+                            failed = report.jobs.failed,
+                            cancelled = report.jobs.cancelled,
+                            workers_removed = report.workers_removed,
+                            "rescued jobs"
+                        )
+                    } else {
+                        tracing::trace!("rescue pass found nothing");
+                    }
                 }
-                Ok(_) => tracing::trace!("rescue pass found nothing"),
-                Err(e) => tracing::warn!(error = %e, "rescue pass failed; will retry"),
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "rescue pass failed; will retry");
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
             }
         }
+    }
+
+    /// A pass judged on the rescuer's own session (see the module docs).
+    async fn run_watched(&self, session: &mut Session) -> db::Result<RescueReport> {
+        if session.conn.is_none() {
+            let mut conn = tokio::time::timeout(SESSION_TIMEOUT, db::connect_like(&self.pool))
+                .await
+                .map_err(|_| db::Error::Unavailable("rescuer session: no answer".to_owned()))??;
+            if session.had_one {
+                // The old session broke: whatever happened meanwhile (restart, crash
+                // reset, failover) dropped live workers' locks too.
+                let now = db::workers::server_now(&mut conn).await?;
+                tracing::info!(
+                    "rescuer reconnected; giving workers the restart grace to re-take their locks"
+                );
+                session.back_since = Some(now);
+            }
+            session.had_one = true;
+            session.conn = Some(conn);
+        }
+        let Some(conn) = session.conn.as_mut() else {
+            return Err(db::Error::Unavailable("rescuer session missing".to_owned()));
+        };
+        let liveness = match tokio::time::timeout(
+            SESSION_TIMEOUT,
+            db::workers::liveness(conn, self.options.restart_grace, session.back_since),
+        )
+        .await
+        {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                if e.is_unavailable() {
+                    session.conn = None;
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                session.conn = None;
+                return Err(db::Error::Unavailable(
+                    "rescuer session: no answer".to_owned(),
+                ));
+            }
+        };
+        let now = std::time::Instant::now();
+        session
+            .lockless_since
+            .retain(|id, _| liveness.dead.contains(id));
+        let dead: Vec<uuid::Uuid> = liveness
+            .dead
+            .into_iter()
+            .filter(|id| {
+                let since = *session.lockless_since.entry(*id).or_insert(now);
+                now.duration_since(since) >= LOCK_LOSS_GRACE
+            })
+            .collect();
+        if liveness.in_grace && dead.is_empty() {
+            // Leases too: a worker that was cut off longer than its lease is about to
+            // extend it again.
+            return Ok(RescueReport::default());
+        }
+        self.rescue(dead).await
     }
 
     /// One pass: find dead workers, hand back their jobs and expired leases in
     /// batches, then drop the dead workers' rows.
     pub async fn run_once(&self) -> db::Result<RescueReport> {
         let dead = db::workers::find_dead(&self.pool, self.options.restart_grace).await?;
+        self.rescue(dead).await
+    }
+
+    async fn rescue(&self, dead: Vec<uuid::Uuid>) -> db::Result<RescueReport> {
         let mut report = RescueReport {
             dead_workers: dead.len(),
             ..Default::default()

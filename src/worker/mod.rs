@@ -9,17 +9,17 @@ mod completer;
 mod executor;
 pub mod handlers;
 mod heartbeat;
+mod listen;
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use rand::RngExt;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -30,10 +30,16 @@ use crate::db::{self, DbConfig, due_work, queues::QueueDefaults};
 use crate::model::{Backoff, ClaimedJob};
 pub use handlers::{Handler, Handlers, JobContext};
 
-/// NOTIFY channel carrying the queue name of freshly enqueued runnable jobs.
-pub const CHANNEL_ENQUEUED: &str = "ordinaut_enqueued";
-/// NOTIFY channel carrying the id of a job whose cancel was requested.
-pub const CHANNEL_CANCEL: &str = "ordinaut_cancel";
+pub use crate::db::events::{CHANNEL_CANCEL, CHANNEL_ENQUEUED};
+
+/// Whether this process's worker holds its lock on a live primary session: the worker
+/// endpoint's `/ready`.
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// True while this process's worker can claim (its advisory lock is confirmed).
+pub fn is_ready() -> bool {
+    READY.load(Ordering::Acquire)
+}
 
 /// How often queue defaults (timeouts, backoff) are re-read.
 const QUEUE_DEFAULTS_TTL: Duration = Duration::from_secs(2);
@@ -137,6 +143,9 @@ pub(crate) struct Shared {
     avg_exec_micros: AtomicU64,
     /// Slot gauges exported on /metrics.
     gauges: crate::metrics::WorkerGauges,
+    /// Set by the heartbeat while the worker's advisory lock is confirmed on a live
+    /// session; nothing is claimed or started without it (see heartbeat.rs).
+    lock_confirmed: AtomicBool,
 }
 
 impl Shared {
@@ -147,6 +156,7 @@ impl Shared {
             slot_freed: Notify::new(),
             avg_exec_micros: AtomicU64::new(0),
             gauges: crate::metrics::WorkerGauges::new(concurrency),
+            lock_confirmed: AtomicBool::new(false),
         }
     }
 
@@ -217,6 +227,12 @@ impl Shared {
             }
             _ => Start::Stale,
         }
+    }
+
+    /// Records whether the worker's lock is confirmed (claiming allowed, `/ready`).
+    pub(crate) fn set_lock_confirmed(&self, confirmed: bool) {
+        self.lock_confirmed.store(confirmed, Ordering::Release);
+        READY.store(confirmed, Ordering::Release);
     }
 
     /// Whether `id`'s lease is held at `attempt`.
@@ -312,13 +328,14 @@ impl Worker {
         tracing::info!(worker_id = %o.id, queues = ?o.queues, concurrency = o.concurrency, "worker started");
 
         let shared = Arc::new(Shared::new(o.concurrency));
+        shared.set_lock_confirmed(true);
         let wake = Arc::new(Notify::new());
         let stop_background = CancellationToken::new();
         let hard_stop = CancellationToken::new();
         let abandon = CancellationToken::new();
 
         let mut background = JoinSet::new();
-        background.spawn(listen(
+        background.spawn(listen::listen(
             self.pool.clone(),
             o.queues.clone(),
             shared.clone(),
@@ -383,11 +400,19 @@ impl Worker {
         stop_background.cancel();
         while background.join_next().await.is_some() {}
         if let Ok(Some(mut conn)) = heartbeat.await {
-            if let Err(e) = db::workers::deregister(&mut conn, o.id).await {
-                tracing::warn!(error = %e, "could not remove worker row; the rescuer will");
+            // Bounded: with no primary the rescuer removes the row later instead.
+            let limit = heartbeat::Heartbeat::timeout(o.lease);
+            match tokio::time::timeout(limit, db::workers::deregister(&mut conn, o.id)).await {
+                Ok(Ok(())) => {
+                    let _ = tokio::time::timeout(limit, sqlx::Connection::close(conn)).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not remove worker row; the rescuer will")
+                }
+                Err(_) => tracing::warn!("could not remove worker row in time; the rescuer will"),
             }
-            let _ = sqlx::Connection::close(conn).await;
         }
+        READY.store(false, Ordering::Release);
         tracing::info!(worker_id = %o.id, "worker stopped");
         Ok(())
     }
@@ -424,7 +449,10 @@ impl Worker {
             for job in waiting.drain(..).rev() {
                 buffer.push_front(job);
             }
-            while shared.executing.load(Ordering::Acquire) < o.concurrency
+            // Without a confirmed lock the rescuer may be handing these jobs back.
+            let confirmed = shared.lock_confirmed.load(Ordering::Acquire);
+            while confirmed
+                && shared.executing.load(Ordering::Acquire) < o.concurrency
                 && let Some(job) = buffer.pop_front()
             {
                 match shared.start(&job) {
@@ -436,7 +464,7 @@ impl Worker {
                 }
             }
             shared.gauges.prefetched.set(buffer.len() as f64);
-            if claiming.is_none() && want_claim && Instant::now() >= retry_at {
+            if claiming.is_none() && want_claim && confirmed && Instant::now() >= retry_at {
                 // Prefetch beyond the free slots only while jobs are fast: a buffered
                 // slow job would wait here while other workers sit idle.
                 let prefetch = if shared.jobs_are_fast() {
@@ -762,69 +790,6 @@ impl QueueDefaultsCache {
             .filter(|q| q.limited)
             .map(|q| q.name.clone())
             .collect()
-    }
-}
-
-/// LISTEN for enqueues (wake the claimer) and cancels (stop the job). PgListener
-/// reconnects by itself; notifications missed meanwhile are covered by the poll.
-async fn listen(
-    pool: PgPool,
-    queues: Vec<String>,
-    shared: Arc<Shared>,
-    wake: Arc<Notify>,
-    stop: CancellationToken,
-) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "LISTEN connection failed; polling until it is back");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => return,
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        if let Err(e) = listener
-            .listen_all([CHANNEL_ENQUEUED, CHANNEL_CANCEL])
-            .await
-        {
-            tracing::warn!(error = %e, "LISTEN failed; retrying");
-            continue;
-        }
-        delay = Duration::from_millis(200);
-        wake.notify_one();
-        loop {
-            let received = tokio::select! {
-                r = listener.recv() => r,
-                _ = stop.cancelled() => return,
-            };
-            match received {
-                Ok(n) if n.channel() == CHANNEL_ENQUEUED => {
-                    if queues.iter().any(|q| q == n.payload()) {
-                        wake.notify_one();
-                    }
-                }
-                Ok(n) => {
-                    if let Ok(id) = n.payload().parse::<Uuid>()
-                        && shared.cancel(&id)
-                    {
-                        tracing::info!(job_id = %id, "cancel requested; stopping job");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                    break;
-                }
-            }
-        }
     }
 }
 

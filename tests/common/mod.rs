@@ -7,7 +7,8 @@
 
 #![allow(dead_code)]
 
-pub mod proc;
+pub mod procs;
+pub mod recorder;
 
 use std::fs::File;
 use std::future::Future;

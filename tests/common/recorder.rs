@@ -1,81 +1,16 @@
-//! Child processes of the built binary, and jobs that record their own executions.
+//! Jobs that record their own executions, for judging Ordinaut from outside.
 //!
-//! Fault tests judge Ordinaut from outside, as a user would: each job is a `command`
-//! kind (bash) that appends a line when it starts and another when it ends, and holds an
-//! exclusive `flock` on a per-job file while it runs, so a second execution of the same
-//! job that starts while the first is still alive is written to `overlaps`. Nothing in
-//! the counting depends on Ordinaut's own tables.
+//! Each job is a `command` kind (bash) that appends a line when it starts and another
+//! when it ends, and holds an exclusive `flock` on a per-job file while it runs, so a
+//! second execution of the same job that starts while the first is still alive is
+//! written to `overlaps`. Nothing in the counting depends on Ordinaut's own tables.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
-
-/// A spawned `ordinaut` process, killed if the test ends before stopping it.
-pub struct Proc {
-    child: Child,
-    /// Its combined stdout and stderr.
-    pub log: PathBuf,
-}
-
-impl Proc {
-    /// Process id.
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Sends `sig` to the process.
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
-    }
-
-    /// Waits for exit within `limit` (panicking with the log otherwise); the exit code.
-    pub fn wait(mut self, limit: Duration) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            if start.elapsed() > limit {
-                panic!(
-                    "process did not exit within {limit:?}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL and reap; the wall-clock time of the kill.
-    pub fn kill9(mut self) -> f64 {
-        let at = epoch_now();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        at
-    }
-
-    /// The log so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Lines logged so far.
-    pub fn log_lines(&self) -> usize {
-        self.log_text().lines().count()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Seconds since the Unix epoch, as bash's `$EPOCHREALTIME` gives them.
 pub fn epoch_now() -> f64 {
@@ -83,31 +18,6 @@ pub fn epoch_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-/// Spawns `ordinaut ARGS` in `dir` with only PATH, DATABASE_URL, quick polling and `env`.
-pub fn spawn(dir: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let log = dir.join(format!("{}-{}.log", args.join("-"), Uuid::now_v7()));
-    let file = std::fs::File::create(&log).expect("create process log");
-    let mut cmd = Command::new(super::binary());
-    cmd.args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", url)
-        .env("WORKER_QUEUES", "q")
-        .env("WORKER_POLL_INTERVAL", "0.2")
-        .env("LOG_LEVEL", "info")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("clone log handle"))
-        .stderr(file);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Proc {
-        child: cmd.spawn().expect("spawn ordinaut"),
-        log,
-    }
 }
 
 /// The `rec` kind: payload `{"sleep": seconds, "out": "nul" | "big"}`, all optional.
