@@ -319,12 +319,33 @@ fn run(cmd: &mut Command, step: &'static str) -> Result<(), PgLocalError> {
 }
 
 fn chown_tree(path: &Path) -> Result<(), PgLocalError> {
-    chown(path, Some(NOBODY), Some(NOBODY)).map_err(|e| io(path, e))?;
+    // Another process (a test, a second `dev`) may be using this cluster right now:
+    // files Postgres creates and removes meanwhile are its own already, and one that
+    // vanished while we walked is no error.
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    match chown(path, Some(NOBODY), Some(NOBODY)) {
+        Err(e) if gone(&e) => return Ok(()),
+        r => r.map_err(|e| io(path, e))?,
+    }
+    // An initialised data directory belongs to the server already (initdb ran as it).
+    if path.join("PG_VERSION").is_file() {
+        return Ok(());
+    }
     if path.is_dir() {
-        for entry in fs::read_dir(path).map_err(|e| io(path, e))? {
-            let entry = entry.map_err(|e| io(path, e))?;
-            if !entry.file_type().map_err(|e| io(path, e))?.is_symlink() {
-                chown_tree(&entry.path())?;
+        let entries = match fs::read_dir(path) {
+            Err(e) if gone(&e) => return Ok(()),
+            r => r.map_err(|e| io(path, e))?,
+        };
+        for entry in entries {
+            let entry = match entry {
+                Err(e) if gone(&e) => continue,
+                r => r.map_err(|e| io(path, e))?,
+            };
+            match entry.file_type() {
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(io(path, e)),
+                Ok(t) if t.is_symlink() => {}
+                Ok(_) => chown_tree(&entry.path())?,
             }
         }
     }

@@ -59,6 +59,33 @@ impl Handler for CommandHandler {
     }
 }
 
+/// Makes the program die with the worker: a worker killed with SIGKILL (the OOM killer,
+/// `kill -9`) runs no destructor, so without this its programs would go on running while
+/// the rescuer hands their jobs to another worker, two executions of one job at once.
+/// Linux delivers the signal when the thread that spawned the child exits; spawns happen
+/// on the runtime's worker threads, which live as long as the process.
+#[cfg(target_os = "linux")]
+fn die_with_worker(cmd: &mut Command) {
+    // SAFETY: getpid before fork; in the child only async-signal-safe calls (prctl,
+    // getppid, _exit) run before exec.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The worker may have died between fork and prctl: then nobody would send it.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_worker(_cmd: &mut Command) {}
+
 /// Kills the whole process group when dropped, so an abandoned attempt leaves nothing
 /// running.
 struct GroupGuard(Option<i32>);
@@ -131,6 +158,7 @@ async fn run_command(config: KindConfig, ctx: JobContext) -> Outcome {
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
+    die_with_worker(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
