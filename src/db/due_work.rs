@@ -315,11 +315,17 @@ impl Finish {
     /// markers; JSON escaping can grow a body kept at the limit), error within
     /// [`MAX_ERROR_BYTES`](crate::model::MAX_ERROR_BYTES).
     pub fn sanitize(&mut self, output_limit: usize) {
-        use crate::model::{MAX_ERROR_BYTES, storable_json, storable_text};
         let bound = output_limit.saturating_mul(2).saturating_add(1024);
+        self.sanitize_within(bound, bound);
+    }
+
+    /// [`Finish::sanitize`] with explicit bounds: the output's JSON text within
+    /// `output_bytes`, the log within `log_bytes`.
+    pub fn sanitize_within(&mut self, output_bytes: usize, log_bytes: usize) {
+        use crate::model::{MAX_ERROR_BYTES, storable_json, storable_text};
         self.error = self.error.take().map(|e| storable_text(e, MAX_ERROR_BYTES));
-        self.log = self.log.take().map(|l| storable_text(l, bound));
-        self.output = self.output.take().map(|o| storable_json(o, bound));
+        self.log = self.log.take().map(|l| storable_text(l, log_bytes));
+        self.output = self.output.take().map(|o| storable_json(o, output_bytes));
     }
 }
 

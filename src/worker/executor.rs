@@ -107,11 +107,9 @@ async fn run_attempt(exec: &Execution) -> Outcome {
     };
     // A panicking handler is a failed attempt carrying the panic message, whether it
     // panics while building its future or while it runs.
+    // (No extra box: the handler's future is boxed already, so this stays Unpin.)
     let mut fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(ctx))) {
-        Ok(fut) => AssertUnwindSafe(fut)
-            .catch_unwind()
-            .map(|r| r.unwrap_or_else(|p| panicked(p.as_ref())))
-            .boxed(),
+        Ok(fut) => AssertUnwindSafe(fut).catch_unwind(),
         Err(p) => return panicked(p.as_ref()),
     };
     // No timer at all for jobs without a timeout: registering one per job shows up in
@@ -127,13 +125,16 @@ async fn run_attempt(exec: &Execution) -> Outcome {
     };
     let why = tokio::select! {
         biased;
-        outcome = &mut fut => return outcome,
+        outcome = &mut fut => return outcome.unwrap_or_else(|p| panicked(p.as_ref())),
         t = expiry => Stop::Timeout(t),
         _ = exec.cancel.cancelled() => Stop::Cancelled,
         _ = exec.hard_stop.cancelled() => Stop::Shutdown,
     };
     stop.cancel();
-    let log = match tokio::time::timeout(STOP_GRACE, fut).await {
+    let log = match tokio::time::timeout(STOP_GRACE, fut)
+        .await
+        .map(|r| r.unwrap_or_else(|p| panicked(p.as_ref())))
+    {
         Ok(
             Outcome::Succeeded { log, .. }
             | Outcome::Retry { log, .. }

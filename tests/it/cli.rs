@@ -195,6 +195,14 @@ async fn bad_configuration_stops_the_process_naming_the_key() {
     assert!(!wait.status.success());
     assert!(stderr(&wait).contains("API_MAX_WAIT"), "{}", stderr(&wait));
 
+    let snooze = run(Some(&db), &["worker"], &[("WORKER_SNOOZE_MIN", "-1")]);
+    assert!(!snooze.status.success());
+    assert!(
+        stderr(&snooze).contains("WORKER_SNOOZE_MIN"),
+        "{}",
+        stderr(&snooze)
+    );
+
     let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("ordinaut.toml");

@@ -466,3 +466,60 @@ async fn limited_queue_progresses_beside_an_unlimited_backlog() {
         "the limited job ran while the unlimited backlog was still there"
     );
 }
+
+#[tokio::test]
+async fn retry_delay_beyond_the_clock_is_clamped_not_a_panic() {
+    let db = TestDb::new().await;
+    // A queue backoff of millions of years (the column allows any positive bigint).
+    sqlx::query(
+        "INSERT INTO queues (name, backoff_base_ms, backoff_max_ms) VALUES ('q', 4611686018427387903, 4611686018427387903)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut handlers = Handlers::default();
+    handlers.register("flaky", |_ctx| async {
+        Outcome::Retry {
+            error: "try again".to_owned(),
+            log: None,
+        }
+    });
+    handlers.register("ok", |_ctx| async {
+        Outcome::Succeeded {
+            output: None,
+            log: None,
+        }
+    });
+    let mut o = options();
+    o.concurrency = 1;
+    let w = start(&db, handlers, o);
+    let flaky = enqueue(&db, NewJob::new("q", "flaky", json!({}))).await;
+    let ok = enqueue(&db, NewJob::new("q", "ok", json!({}))).await;
+    assert_eq!(wait_finished(&db, ok).await.0, "completed", "slot freed");
+    eventually(
+        Duration::from_secs(20),
+        "the retry to be recorded",
+        || async {
+            (count(
+                &db,
+                "SELECT count(*) FROM all_attempts WHERE outcome = 'retry'",
+            )
+            .await
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    w.shutdown().await;
+    let days: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM run_at - now())::float8 / 86400 FROM due_work WHERE id = $1",
+    )
+    .bind(flaky)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        (364.0..=365.5).contains(&days),
+        "clamped to a year: {days} days"
+    );
+}
