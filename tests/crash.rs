@@ -195,23 +195,36 @@ type = "command"
 program = "env"
 inherit_env = true
 
-# Leaves a daemon holding stdout/stderr open for 300 s, then exits 0.
+# Leaves a daemon holding stdout/stderr open, then exits 0 (see DAEMONIZE).
 [kinds.daemonize]
 type = "command"
 program = "sh"
-args = ["-c", "setsid sleep 300 & echo $! > \"$ORDINAUT_JOB_ID.pid\"; echo done"]
+args = ["daemonize.sh"]
 
 [kinds.daemonize_with_timeout]
 type = "command"
 program = "sh"
-args = ["-c", "setsid sleep 300 & echo $! > \"$ORDINAUT_JOB_ID.pid\"; echo done"]
+args = ["daemonize.sh"]
 timeout = "60s"
+"#;
+
+/// Starts a daemon in its own session (so outside the job's process group) that holds
+/// the job's stdout and stderr and writes to stdout every 0.2 s; once nobody reads
+/// that pipe any more its write fails and it leaves `<job id>.closed` and exits.
+/// Prints "done" and exits 0 at once.
+const DAEMONIZE: &str = r#"
+setsid sh -c ': > "$1.started"; trap "" PIPE; while sleep 0.2; do echo tick || { : > "$1.closed"; exit 0; }; done' daemon "$ORDINAUT_JOB_ID" &
+echo $! > "$ORDINAUT_JOB_ID.pid"
+# Exit only once the daemon has left the process group, or the group kill gets it.
+while [ ! -e "$ORDINAUT_JOB_ID.started" ]; do sleep 0.05; done
+echo done
 "#;
 
 /// A work directory whose ordinaut.toml declares [`COMMAND_KINDS`].
 fn command_workdir() -> PathBuf {
     let dir = workdir();
     std::fs::write(dir.join("ordinaut.toml"), COMMAND_KINDS).unwrap();
+    std::fs::write(dir.join("daemonize.sh"), DAEMONIZE).unwrap();
     dir
 }
 
@@ -337,12 +350,22 @@ async fn command_that_leaves_a_daemon_holding_its_pipes_completes_once() {
     let timed = enqueue_kind(&db, "daemonize_with_timeout").await;
     let _daemons = Escaped(&dir, vec![plain, timed]);
     let worker = spawn(&dir, &db.url, &["worker"], &[]);
-    // The daemon lives 300 s and the timeout is 60 s: finishing well before either
+    // The daemon never closes the pipes and the timeout is 60 s: finishing well before
     // means the worker stopped waiting for the pipes once the shell exited.
     let results = [
         finished(&db, plain, Duration::from_secs(30)).await,
         finished(&db, timed, Duration::from_secs(30)).await,
     ];
+    // And it let go of them: nothing of the job still reads what the daemon writes.
+    for id in [plain, timed] {
+        let closed = dir.join(format!("{id}.closed"));
+        eventually(
+            Duration::from_secs(20),
+            "pipe closed by the worker",
+            || async { closed.exists().then_some(()) },
+        )
+        .await;
+    }
     for (state, error, log) in results {
         assert_eq!(state, "completed", "error {error:?}, log {log}");
         assert_eq!(error, None);

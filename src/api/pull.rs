@@ -258,10 +258,12 @@ async fn claim_handed_over(
     let pool = state.pool().clone();
     let (queues, limited) = (queues.to_vec(), limited.to_vec());
     // Not awaited by anyone once the request is gone, by design; it is bounded by its
-    // statements (a claim or two and at most one hand-back).
+    // statements (one per limited queue, one claim_due, at most one hand-back).
     tokio::spawn(async move {
         let claimed = claim_from(&pool, &queues, &limited, limit, owner, lease).await;
-        if let Err(Ok(jobs)) = tx.send(claimed) {
+        if let Err(Ok(jobs)) = tx.send(claimed)
+            && !jobs.is_empty()
+        {
             tracing::info!(lease_owner = %owner, jobs = jobs.len(), "pull client gone before its claim returned; handing the jobs back");
             hand_back(&pool, owner, &jobs).await;
         }

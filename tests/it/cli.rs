@@ -284,14 +284,12 @@ fn env_example_lists_every_variable_the_code_reads() {
     ))) {
         let text = std::fs::read_to_string(&entry).unwrap();
         for (i, _) in text.match_indices("env::var") {
-            let rest = &text[i..];
-            // Only reads of one named variable: `env::var("X")`, `env::var_os("X")`.
-            let named = rest.starts_with("env::var(\"") || rest.starts_with("env::var_os(\"");
-            if let Some(start) = rest.find('"').filter(|_| named) {
-                let name: String = rest[start + 1..]
-                    .chars()
-                    .take_while(|c| *c != '"')
-                    .collect();
+            // Only a literal name right in the call (`env::var("X")`, `env::var_os("X")`):
+            // `env::vars_os()` reads no particular variable.
+            let rest = &text[i + "env::var".len()..];
+            let rest = rest.strip_prefix("_os").unwrap_or(rest);
+            if let Some(quoted) = rest.strip_prefix("(\"") {
+                let name: String = quoted.chars().take_while(|c| *c != '"').collect();
                 if name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
                     && !name.is_empty()
                     && name != "PATH"
