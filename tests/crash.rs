@@ -507,3 +507,56 @@ async fn sustained_and_bloat_scenarios_complete() {
         assert!(result["dead_tuples"].is_number());
     }
 }
+
+/// A work dir whose ordinaut.toml is `config` (crash.rs's [`workdir`] writes [`CONFIG`]).
+fn workdir_with(config: &str) -> PathBuf {
+    let dir = workdir();
+    std::fs::write(dir.join("ordinaut.toml"), config).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn restarting_a_worker_does_not_refill_a_declared_rate_limit() {
+    let db = TestDb::new().await;
+    let dir = workdir_with(&format!("{CONFIG}\n[queues.q]\nrate_limit = \"1/h\"\n"));
+    enqueue_naps(&db, 5, 0).await;
+    let completed = "SELECT count(*) FROM job_history WHERE state = 'completed'";
+    let first = spawn(&dir, &db.url, &["worker"], &[]);
+    wait_drained(&db, 1, Duration::from_secs(30)).await;
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait(Duration::from_secs(20)), Some(0));
+    for restart in 0..2 {
+        let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let w = spawn(&dir, &db.url, &["worker"], &[]);
+        // Every claim of a limited queue writes the bucket back, even an empty one: once
+        // it has been written after this start, the worker has had its chance to claim.
+        eventually(
+            Duration::from_secs(30),
+            "the restarted worker to try a claim",
+            || async {
+                let at: Option<chrono::DateTime<chrono::Utc>> =
+                    sqlx::query_scalar("SELECT rate_updated_at FROM queues WHERE name = 'q'")
+                        .fetch_one(&db.pool)
+                        .await
+                        .unwrap();
+                at.is_some_and(|at| at > started).then_some(())
+            },
+        )
+        .await;
+        w.signal(libc::SIGTERM);
+        assert_eq!(
+            w.wait(Duration::from_secs(20)),
+            Some(0),
+            "restart {restart}"
+        );
+        assert_eq!(
+            db.scalar_i64("SELECT count(*) FROM all_attempts").await,
+            1,
+            "restart {restart} claimed another job from a 1/h bucket"
+        );
+    }
+    assert_eq!(db.scalar_i64(completed).await, 1);
+}
