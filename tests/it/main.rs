@@ -6,6 +6,7 @@ mod common;
 mod api;
 mod cli;
 mod db_jobs;
+mod maintenance;
 mod metrics;
 mod ops;
 mod worker;
