@@ -357,10 +357,11 @@ async fn retention_drops_old_partitions_and_keeps_recent_ones() {
     let count =
         "SELECT count(*) FROM pg_class WHERE relname ~ '^job_(history|attempts)_p[0-9]{8}$'";
     let before = db.scalar_i64(count).await;
-    let (_, dropped) = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
+    let dropped = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
         .run_once()
         .await
-        .unwrap();
+        .unwrap()
+        .dropped;
     assert_eq!(dropped, 6, "three old days of two tables");
     assert_eq!(db.scalar_i64(count).await, before - 6);
     let recent = "SELECT count(*) FROM pg_class WHERE relname = 'job_history_p' || to_char(current_date, 'YYYYMMDD')";

@@ -290,16 +290,31 @@ pub async fn advance(
     Ok(())
 }
 
-/// Creates partitions a week ahead and drops those wholly older than `keep_days`.
-pub async fn rotate_partitions(pool: &PgPool, keep_days: i32) -> Result<(i32, i32)> {
-    let created: i32 =
-        sqlx::query_scalar("SELECT ordinaut_ensure_partitions(current_date - 1, current_date + 7)")
-            .fetch_one(pool)
-            .await?;
-    let dropped: i32 =
-        sqlx::query_scalar("SELECT ordinaut_drop_partitions_before(current_date - $1)")
-            .bind(keep_days)
-            .fetch_one(pool)
-            .await?;
-    Ok((created, dropped))
+const PRUNE_FIRES: &str = "\
+WITH cut AS (
+    -- Per schedule, the newest fire beyond the ones kept (a backward walk of the
+    -- primary key (schedule_id, fire_time)).
+    SELECT s.id,
+           (SELECT f.fire_time FROM schedule_fires f WHERE f.schedule_id = s.id
+            ORDER BY f.fire_time DESC OFFSET $1 LIMIT 1) AS newest_dropped
+    FROM schedules s
+),
+victims AS (
+    SELECT f.schedule_id, f.fire_time
+    FROM cut JOIN schedule_fires f ON f.schedule_id = cut.id AND f.fire_time <= cut.newest_dropped
+    LIMIT $2
+)
+DELETE FROM schedule_fires f USING victims v
+WHERE f.schedule_id = v.schedule_id AND f.fire_time = v.fire_time";
+
+/// Deletes up to `batch` fire records beyond the newest `keep` of each schedule; returns
+/// how many. Old fire times are never fired again (`next_run_at` only moves forward), so
+/// their records are history only. Row locks on the deleted rows only.
+pub async fn prune_fires(pool: &PgPool, keep: i64, batch: i64) -> Result<u64> {
+    let n = sqlx::query(PRUNE_FIRES)
+        .bind(keep)
+        .bind(batch)
+        .execute(pool)
+        .await?;
+    Ok(n.rows_affected())
 }

@@ -96,3 +96,181 @@ async fn a_large_batch_of_unique_keys_resolves_every_duplicate() {
     );
     assert_eq!(results.iter().filter(|r| !r.duplicate).count(), 2000);
 }
+
+fn completed(id: Uuid) -> due_work::Finish {
+    due_work::Finish {
+        id,
+        outcome: due_work::FinishKind::Completed,
+        next_run_at: None,
+        error: None,
+        output: Some(json!({"ok": true})),
+        log: None,
+    }
+}
+
+#[tokio::test]
+async fn partition_rotation_behind_a_reader_defers_and_never_stalls_finishing() {
+    let db = TestDb::new().await;
+    // An old day to drop and a missing day ahead to create, for both tables.
+    sqlx::query("SELECT ordinaut_ensure_partitions(current_date - 40, current_date - 40)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for parent in ["job_history", "job_attempts"] {
+        sqlx::query(
+            "SELECT ordinaut_drop_partition($1 || '_p' || to_char(current_date + 7, 'YYYYMMDD'))",
+        )
+        .bind(parent)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let job = NewJob::new("q", "k", json!({}));
+    let id = job.id;
+    due_work::enqueue_many(&db.pool, &[job], 4).await.unwrap();
+    let worker = Uuid::now_v7();
+    due_work::claim_due(&db.pool, &["q".into()], 1, worker, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // What pg_dump (or a long GET /v1/jobs) holds: ACCESS SHARE on job_history and every
+    // one of its partitions, for as long as it runs.
+    let mut reader = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK job_history IN ACCESS SHARE MODE")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let retention = ordinaut::scheduler::Retention::new(db.pool.clone(), 30);
+    let rotation = tokio::spawn(async move { retention.run_once().await });
+    crate::common::eventually(
+        Duration::from_secs(20),
+        "the rotation to wait for a lock (or be done)",
+        || async {
+            let waiting: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted)")
+                    .fetch_one(&db.pool)
+                    .await
+                    .unwrap();
+            (waiting || rotation.is_finished()).then_some(())
+        },
+    )
+    .await;
+    let finished = tokio::time::timeout(
+        Duration::from_secs(30),
+        due_work::finish_many(&db.pool, worker, &[completed(id)]),
+    )
+    .await
+    .expect("finish_many must not queue behind partition DDL waiting on a reader")
+    .unwrap();
+    assert_eq!(finished, vec![id]);
+    let report = tokio::time::timeout(Duration::from_secs(30), rotation)
+        .await
+        .expect("the rotation gives up on a held lock instead of waiting")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (report.created, report.dropped, report.deferred),
+        (1, 1, 2),
+        "job_attempts rotated; job_history's create and drop deferred: {report:?}"
+    );
+    reader.commit().await.unwrap();
+    let again = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!((again.created, again.dropped, again.deferred), (1, 1, 0));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn retention_ages_out_old_rows_of_the_default_partitions() {
+    let db = TestDb::new().await;
+    // Days with no partition (no scheduler ran then) land in the default partitions.
+    sqlx::query(
+        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+                                  run_at, created_at, finished_at)
+         SELECT gen_random_uuid(), 'q', 'k', '{}', 0, 'completed', 1, 4, '{}', t, t, t
+         FROM unnest(ARRAY[now() - interval '40 days', now() - interval '35 days', now() - interval '31 days',
+                           now() + interval '20 days']) AS t",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO job_attempts (job_id, attempt, finished_at, outcome)
+         SELECT gen_random_uuid(), 1, t, 'retry'
+         FROM unnest(ARRAY[now() - interval '45 days', now() - interval '10 days' - interval '30 days']) AS t",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history_default")
+            .await,
+        4
+    );
+    let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(report.default_rows_deleted, 5);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history_default WHERE finished_at > now()")
+            .await,
+        1,
+        "rows inside the retention stay"
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history_default")
+            .await
+            + db.scalar_i64("SELECT count(*) FROM job_attempts_default")
+                .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest_thousand_fire_records_per_schedule() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO schedules (id, name, cron, timezone, queue, kind, next_run_at)
+         VALUES (gen_random_uuid(), 'every-second', '* * * * * *', 'UTC', 'q', 'k', now()),
+                (gen_random_uuid(), 'hourly', '@hourly', 'UTC', 'q', 'k', now())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO schedule_fires (schedule_id, fire_time, outcome)
+         SELECT s.id, now() - make_interval(secs => g), 'enqueued'
+         FROM schedules s, generate_series(1, 1500) g WHERE s.name = 'every-second'
+         UNION ALL
+         SELECT s.id, now() - make_interval(hours => g), 'enqueued'
+         FROM schedules s, generate_series(1, 10) g WHERE s.name = 'hourly'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(report.fires_pruned, 500);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM schedule_fires").await,
+        1010
+    );
+    // The newest 1,000 of the per-second schedule: g = 1..=1000.
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM schedule_fires f JOIN schedules s ON s.id = f.schedule_id
+             WHERE s.name = 'every-second'
+               AND f.fire_time >= (SELECT max(fire_time) - interval '999 seconds' FROM schedule_fires)"
+        )
+        .await,
+        1000
+    );
+}
