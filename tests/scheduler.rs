@@ -367,3 +367,65 @@ async fn retention_drops_old_partitions_and_keeps_recent_ones() {
     let recent = "SELECT count(*) FROM pg_class WHERE relname = 'job_history_p' || to_char(current_date, 'YYYYMMDD')";
     assert_eq!(db.scalar_i64(recent).await, 1);
 }
+
+#[tokio::test]
+async fn a_scheduler_started_without_its_file_leaves_declared_schedules_alone() {
+    let db = TestDb::new().await;
+    let mut config = ordinaut::config::Config::default();
+    config.schedules.insert(
+        "nightly".into(),
+        ordinaut::config::ScheduleConfig {
+            cron: "30 2 * * *".into(),
+            timezone: None,
+            queue: "q".into(),
+            kind: "k".into(),
+            payload: None,
+            priority: 0,
+            max_attempts: None,
+            timeout: None,
+            unique_key: None,
+            overlap: None,
+            misfire_grace: None,
+        },
+    );
+    ordinaut::scheduler::sync_declared(&db.pool, &config)
+        .await
+        .unwrap();
+    // A per-second schedule made by hand: once the scheduler fires it, its start-up
+    // sync of declared schedules is over.
+    let out = run_cli(
+        &db,
+        &[
+            "schedules",
+            "create",
+            "--name",
+            "beat",
+            "--cron",
+            "* * * * * *",
+            "--queue",
+            "q",
+            "--kind",
+            "k",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its working directory holds no ordinaut.toml.
+    let scheduler = spawn_scheduler(&db, &[]);
+    common::eventually(
+        Duration::from_secs(30),
+        "the scheduler to fire the per-second schedule",
+        || async { (!fire_times(&db).await.is_empty()).then_some(()) },
+    )
+    .await;
+    scheduler.stop();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM schedules WHERE declared AND name = 'nightly'")
+            .await,
+        1,
+        "the declared schedule survived a scheduler without the file"
+    );
+}

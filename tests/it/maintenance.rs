@@ -274,3 +274,36 @@ async fn retention_keeps_the_newest_thousand_fire_records_per_schedule() {
         1000
     );
 }
+
+/// The plan of `sql` with `$1` bound to `arg`, as text.
+async fn plan(db: &TestDb, sql: &str, arg: &str) -> String {
+    let mut conn = db.pool.acquire().await.unwrap();
+    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
+        .bind(arg)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    rows.join("\n")
+}
+
+#[tokio::test]
+async fn the_overlap_check_is_an_index_lookup_whatever_the_backlog() {
+    let db = TestDb::new().await;
+    let jobs: Vec<NewJob> = (0..20_000)
+        .map(|_| NewJob::new("q", "k", json!({})))
+        .collect();
+    due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
+    sqlx::query("ANALYZE due_work")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // The statement of db::schedules::has_live_job.
+    let p = plan(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM due_work WHERE schedule_id = $1::uuid)",
+        &Uuid::now_v7().to_string(),
+    )
+    .await;
+    assert!(p.contains("due_work_schedule_idx"), "{p}");
+    assert!(!p.contains("Seq Scan"), "{p}");
+}
