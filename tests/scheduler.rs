@@ -429,3 +429,57 @@ async fn a_scheduler_started_without_its_file_leaves_declared_schedules_alone() 
         "the declared schedule survived a scheduler without the file"
     );
 }
+
+/// libfaketime (Debian's `faketime` package), which shifts a process's clock.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[tokio::test]
+async fn a_scheduler_whose_clock_runs_ahead_fires_nothing_early() {
+    assert!(
+        std::path::Path::new(FAKETIME_LIB).exists(),
+        "{FAKETIME_LIB} is missing: apt-get install faketime (.ci/run installs it)"
+    );
+    let db = TestDb::new().await;
+    let out = run_cli(
+        &db,
+        &[
+            "schedules",
+            "create",
+            "--name",
+            "beat",
+            "--cron",
+            "* * * * * *",
+            "--queue",
+            "q",
+            "--kind",
+            "k",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The scheduler's host clock is 30 s ahead of the database's (timers, which use the
+    // monotonic clock, are left alone).
+    let scheduler = spawn_scheduler(
+        &db,
+        &[
+            ("LD_PRELOAD", FAKETIME_LIB),
+            ("FAKETIME", "+30s"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ("FAKETIME_DONT_RESET", "1"),
+        ],
+    );
+    common::eventually(Duration::from_secs(30), "three fires", || async {
+        (fire_times(&db).await.len() >= 3).then_some(())
+    })
+    .await;
+    scheduler.stop();
+    let early = db
+        .scalar_i64(
+            "SELECT count(*) FROM due_work WHERE schedule_id IS NOT NULL AND created_at < scheduled_for",
+        )
+        .await;
+    assert_eq!(early, 0, "jobs were enqueued before their fire time");
+}
