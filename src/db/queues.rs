@@ -264,3 +264,16 @@ pub async fn queue_defaults(pool: &PgPool, names: &[String]) -> Result<Vec<Queue
     .fetch_all(pool)
     .await?)
 }
+
+/// Up to `limit` queue names the cluster knows: those with a settings row and those a
+/// live worker serves. Callers' arbitrary names (a job enqueued to a new queue) are not
+/// among them. Scans `queues` and `workers`, both small.
+pub async fn known_queue_names(pool: &PgPool, limit: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT name FROM (SELECT name FROM queues UNION SELECT unnest(queues) FROM workers) AS known
+         ORDER BY name LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

@@ -307,3 +307,64 @@ async fn the_overlap_check_is_an_index_lookup_whatever_the_backlog() {
     assert!(p.contains("due_work_schedule_idx"), "{p}");
     assert!(!p.contains("Seq Scan"), "{p}");
 }
+
+#[tokio::test]
+async fn listing_a_rare_queue_walks_its_index_not_the_whole_history() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+                                  run_at, created_at, finished_at)
+         SELECT ordinaut_uuid_v7(), CASE WHEN g % 5000 = 0 THEN 'rare' ELSE 'bulk' END,
+                CASE WHEN g % 5000 = 0 THEN 'rare-kind' ELSE 'bulk-kind' END,
+                '{}', 0, 'completed', 1, 4, '{}', now(), now(), now()
+         FROM generate_series(1, 30000) g",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE job_history")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // The partition holding the rows (the empty ones are scanned for free).
+    let full: String =
+        sqlx::query_scalar("SELECT tableoid::regclass::text FROM job_history LIMIT 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    for filter in [
+        ordinaut::db::history::JobFilter {
+            queue: Some("rare".into()),
+            limit: 50,
+            ..Default::default()
+        },
+        ordinaut::db::history::JobFilter {
+            kind: Some("rare-kind".into()),
+            state: Some("completed".into()),
+            limit: 50,
+            ..Default::default()
+        },
+    ] {
+        let plan = ordinaut::db::history::explain_list_jobs(&db.pool, &filter)
+            .await
+            .unwrap();
+        let index = if filter.queue.is_some() {
+            "queue_id_idx"
+        } else {
+            "kind_id_idx"
+        };
+        assert!(plan.contains(index), "{filter:?}:\n{plan}");
+        assert!(
+            plan.contains(&format!("Backward using {full}_{index}")),
+            "{filter:?}:\n{plan}"
+        );
+        assert!(
+            !plan.contains(&format!("Seq Scan on {full} ")),
+            "{filter:?}:\n{plan}"
+        );
+        let jobs = ordinaut::db::history::list_jobs(&db.pool, &filter)
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 6, "{filter:?}");
+    }
+}
