@@ -560,3 +560,68 @@ async fn restarting_a_worker_does_not_refill_a_declared_rate_limit() {
     }
     assert_eq!(db.scalar_i64(completed).await, 1);
 }
+
+#[tokio::test]
+async fn the_api_uses_at_most_api_db_pool_size_connections() {
+    let db = TestDb::new().await;
+    let dir = workdir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = spawn(
+        &dir,
+        &db.url,
+        &["api"],
+        &[
+            ("API_PORT", &port.to_string()),
+            ("API_HOST", "127.0.0.1"),
+            ("API_DB_POOL_SIZE", "3"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(30), "the api to answer", || async {
+        let r = http.get(format!("{base}/health")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    // Every request for schedules waits on this lock while holding a connection.
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK schedules IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let requests: Vec<_> = (0..12)
+        .map(|_| {
+            let (http, url) = (http.clone(), format!("{base}/v1/schedules"));
+            tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) })
+        })
+        .collect();
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                   AND application_name = 'ordinaut' AND wait_event_type = 'Lock'";
+    let first = eventually(
+        Duration::from_secs(20),
+        "requests to reach the database",
+        || async {
+            let n = db.scalar_i64(waiting).await;
+            (n > 0).then_some(n)
+        },
+    )
+    .await;
+    // Sample while the twelve requests compete for connections.
+    let mut most = first;
+    for _ in 0..20 {
+        most = most.max(db.scalar_i64(waiting).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    blocker.commit().await.unwrap();
+    assert!(most <= 3, "{most} connections of a pool of 3 were waiting");
+    for r in requests {
+        // Served once the lock is gone, or refused after the pool's acquire timeout:
+        // either way an answer, never a hang.
+        let _ = r.await.unwrap();
+    }
+    drop(api);
+}
