@@ -24,13 +24,15 @@
 
 ALTER TABLE schedules ADD COLUMN declared_by text;
 
-CREATE INDEX due_work_schedule_idx ON due_work (schedule_id) WHERE schedule_id IS NOT NULL;
+-- IF NOT EXISTS: an operator with a large backlog may have built it CONCURRENTLY
+-- beforehand (README "Upgrading"); this build holds due_work's writes meanwhile.
+CREATE INDEX IF NOT EXISTS due_work_schedule_idx ON due_work (schedule_id) WHERE schedule_id IS NOT NULL;
 
 -- ON ONLY: the parent's index is created without building one on every existing
 -- daily partition under a lock (30 days of history can take minutes, and every finish
 -- would wait). Partitions created from now on get theirs at ATTACH, and the planner uses
 -- each partition's own index; daily partitions made before this migration have none
--- and age out within HISTORY_RETENTION_DAYS (docs/OPERATIONS.md has the CONCURRENTLY
+-- and age out within HISTORY_RETENTION_DAYS (README "Upgrading" has the CONCURRENTLY
 -- commands to index them at once). The default partition is indexed here: it is empty
 -- or small (rows of days that had no partition).
 CREATE INDEX job_history_queue_id_idx ON ONLY job_history (queue, id);
