@@ -58,17 +58,6 @@ impl AppState {
         self.inner.snapshot.health.borrow().clone()
     }
 
-    /// Waits until the refresher has published a check newer than `after` (tests and
-    /// start-up use it to see a first result).
-    pub async fn db_health_after(&self, after: Option<Instant>) -> DbHealth {
-        let mut rx = self.inner.snapshot.health.subscribe();
-        let fresh = rx
-            .wait_for(|h| h.checked_at.is_some() && h.checked_at > after)
-            .await
-            .map(|h| h.clone());
-        fresh.unwrap_or_else(|_| self.db_health())
-    }
-
     /// Refreshes the cached state now and then every [`REFRESH_INTERVAL`] until the
     /// server stops. [`super::serve`] runs it; tests driving the router spawn it.
     pub async fn run_refresher(self) {

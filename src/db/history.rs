@@ -1,7 +1,9 @@
-//! Reading jobs wherever they live: `due_work` (live) and `job_history` (terminal).
+//! Reading jobs wherever they live: `due_work` (live) and `job_history` (terminal), and
+//! the upkeep of the history tables' partitions (`job_history`, `job_attempts`).
 //!
-//! Read-only; the writes that move rows into history live in due_work.rs, in the same
-//! statements as the transitions that cause them.
+//! The writes that move rows into history live in due_work.rs, in the same statements
+//! as the transitions that cause them; here are only reads and the retention service's
+//! partition changes, each a lock-bounded function of migration 0010.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
