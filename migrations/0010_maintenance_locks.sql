@@ -57,12 +57,22 @@ DECLARE
     part     text := parent || '_p' || to_char(day, 'YYYYMMDD');
     previous text := current_setting('lock_timeout');
     result   text;
+    occupied boolean;
 BEGIN
     IF parent NOT IN ('job_history', 'job_attempts') THEN
         RAISE EXCEPTION 'ordinaut_create_partition: unknown table %', parent USING ERRCODE = '22023';
     END IF;
     IF to_regclass(part) IS NOT NULL THEN
         RETURN 'exists';
+    END IF;
+    -- Rows of that day already in the default partition: ATTACH would scan the whole
+    -- default under its ACCESS EXCLUSIVE lock only to fail. Answered from the default's
+    -- finished_at index instead, without a lock, every hour the day stays occupied.
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE finished_at >= $1 AND finished_at < $2)',
+                   parent || '_default')
+        INTO occupied USING day::timestamptz, (day + 1)::timestamptz;
+    IF occupied THEN
+        RETURN 'occupied';
     END IF;
     PERFORM set_config('lock_timeout', (extract(epoch FROM lock_wait) * 1000)::bigint || 'ms', true);
     BEGIN

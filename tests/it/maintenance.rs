@@ -368,3 +368,41 @@ async fn listing_a_rare_queue_walks_its_index_not_the_whole_history() {
         assert_eq!(jobs.len(), 6, "{filter:?}");
     }
 }
+
+#[tokio::test]
+async fn a_day_already_in_the_default_partition_is_left_there_without_locking_it() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "SELECT ordinaut_drop_partition('job_history_p' || to_char(current_date + 7, 'YYYYMMDD'))",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+                                  run_at, created_at, finished_at)
+         VALUES (gen_random_uuid(), 'q', 'k', '{}', 0, 'completed', 1, 4, '{}', now(), now(),
+                 (current_date + 7)::timestamptz + interval '1 hour')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // A reader of the default partition: creating the day would have to wait for it.
+    let mut reader = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK job_history_default IN ACCESS SHARE MODE")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let answer: String =
+        sqlx::query_scalar("SELECT ordinaut_create_partition('job_history', current_date + 7)")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(answer, "occupied");
+    reader.commit().await.unwrap();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history_default")
+            .await,
+        1
+    );
+}
