@@ -278,7 +278,10 @@ fn db_config(config: &Config) -> anyhow::Result<DbConfig> {
 
 /// `ordinaut api`: migrate, bind, serve until a signal, then shut down gracefully.
 async fn api(config: &Config) -> anyhow::Result<()> {
-    let db = db_config(config)?;
+    let db = DbConfig {
+        max_connections: config.api.db_pool_size,
+        ..db_config(config)?
+    };
     let shutdown = crate::shutdown::on_signal();
     let listener = bind_api(config).await?;
     let Some(pool) = wait_for_primary(&db, &shutdown, || start(&db)).await? else {
@@ -401,6 +404,7 @@ async fn run_worker_and_rescuer(
     rescue: bool,
 ) -> anyhow::Result<()> {
     let handlers = Handlers::from_config(config);
+    crate::metrics::allow_from_config(config);
     let metrics_server = match &config.worker.metrics_addr {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -499,7 +503,11 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         }
     };
     let result = async {
-        let db = db_config(&config)?;
+        // One pool for the API, scheduler and rescuer of `dev`: sized as the API's.
+        let db = DbConfig {
+            max_connections: config.api.db_pool_size,
+            ..db_config(&config)?
+        };
         let pool = start_with(&db, &config).await?;
         let listener = bind_api(&config).await?;
         let port = listener.local_addr().context("while reading the bound address")?.port();

@@ -63,6 +63,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("API_MAX_BATCH", "api.max_batch"),
     ("API_MAX_WAIT", "api.max_wait"),
     ("API_METRICS_AUTH", "api.metrics_auth"),
+    ("API_DB_POOL_SIZE", "api.db_pool_size"),
 ];
 
 /// Log output format.
@@ -249,6 +250,8 @@ pub struct ApiConfig {
     pub max_wait: f64,
     /// Require a token on `/metrics` too.
     pub metrics_auth: bool,
+    /// Database connections of the API process (one is the event listener's).
+    pub db_pool_size: u32,
 }
 
 // Written by hand so that tokens never reach a log line or an error message.
@@ -262,6 +265,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_batch", &self.max_batch)
             .field("max_wait", &self.max_wait)
             .field("metrics_auth", &self.metrics_auth)
+            .field("db_pool_size", &self.db_pool_size)
             .finish()
     }
 }
@@ -276,6 +280,7 @@ impl Default for ApiConfig {
             max_batch: 1000,
             max_wait: 120.0,
             metrics_auth: false,
+            db_pool_size: 10,
         }
     }
 }
@@ -622,6 +627,10 @@ impl Config {
         }
         if !(a.max_wait.is_finite() && (0.0..=120.0).contains(&a.max_wait)) {
             return Err(invalid("API_MAX_WAIT", "must be between 0 and 120 seconds"));
+        }
+        // At least the event listener's connection and one for requests.
+        if !(2..=1000).contains(&a.db_pool_size) {
+            return Err(invalid("API_DB_POOL_SIZE", "must be between 2 and 1000"));
         }
         Ok(())
     }

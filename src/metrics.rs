@@ -4,8 +4,15 @@
 //! metric themselves, so names, labels and units stay in one place. Recording goes
 //! through the `metrics` facade, which is a no-op until [`install`] has set the
 //! process-wide recorder; rendering is done by `metrics-exporter-prometheus`.
+//!
+//! Queue and kind labels are bounded: once a process has declared the names it knows
+//! ([`allow_from_config`], [`allow_queues`], [`allow_kinds`]), every other name is
+//! counted under [`OTHER`]. Callers choose queue and kind names freely, and Prometheus
+//! series are never freed, so unbounded names would grow memory and `/metrics` output
+//! without limit.
 
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics::{Gauge, Histogram};
@@ -89,14 +96,103 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// The label value of every queue or kind not declared to this process.
+pub const OTHER: &str = "other";
+/// Most distinct queue (and kind) label values a process keeps; names declared past
+/// it are counted under [`OTHER`] too.
+pub const MAX_LABELS: usize = 1000;
+
+/// Queue and kind names that get their own label value.
+#[derive(Default)]
+struct Allowed {
+    /// False until something was declared: until then names pass through, so a
+    /// program embedding the library keeps its labels unless it declares them.
+    declared: bool,
+    queues: HashSet<String>,
+    kinds: HashSet<String>,
+}
+
+/// Process-wide like the recorder itself: every recording site, in any task, must
+/// fold names the same way, and the `metrics` facade gives them nothing to carry it in.
+fn allowed() -> &'static RwLock<Allowed> {
+    static ALLOWED: OnceLock<RwLock<Allowed>> = OnceLock::new();
+    ALLOWED.get_or_init(Default::default)
+}
+
+fn allow(names: impl IntoIterator<Item = String>, queues: bool) {
+    let mut a = allowed()
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    a.declared = true;
+    let set = if queues { &mut a.queues } else { &mut a.kinds };
+    for name in names {
+        if set.len() >= MAX_LABELS {
+            break;
+        }
+        set.insert(name);
+    }
+}
+
+/// Gives these queues their own label value (others are counted as [`OTHER`]).
+pub fn allow_queues(names: impl IntoIterator<Item = String>) {
+    allow(names, true);
+}
+
+/// Gives these kinds their own label value (others are counted as [`OTHER`]).
+pub fn allow_kinds(names: impl IntoIterator<Item = String>) {
+    allow(names, false);
+}
+
+/// Declares the queues and kinds of the configuration: those in `[queues.*]`, the
+/// worker's `WORKER_QUEUES` (default `default`) and those in `[kinds.*]`.
+pub fn allow_from_config(config: &crate::config::Config) {
+    allow_queues(
+        config
+            .queues
+            .keys()
+            .chain(&config.worker.queues)
+            .chain(config.schedules.values().map(|s| &s.queue))
+            .cloned(),
+    );
+    allow_kinds(
+        config
+            .kinds
+            .keys()
+            .chain(config.schedules.values().map(|s| &s.kind))
+            .cloned(),
+    );
+}
+
+/// The label value for `queue`: itself when declared (or nothing is), else [`OTHER`].
+pub fn queue_label(queue: &str) -> String {
+    label(queue, true)
+}
+
+/// The label value for `kind`: itself when declared (or nothing is), else [`OTHER`].
+pub fn kind_label(kind: &str) -> String {
+    label(kind, false)
+}
+
+fn label(name: &str, queue: bool) -> String {
+    let a = allowed()
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let set = if queue { &a.queues } else { &a.kinds };
+    if !a.declared || set.contains(name) {
+        name.to_owned()
+    } else {
+        OTHER.to_owned()
+    }
+}
+
 /// A job was enqueued (not a duplicate).
 pub fn job_enqueued(queue: &str, kind: &str) {
-    counter!(JOBS_ENQUEUED, "queue" => queue.to_owned(), "kind" => kind.to_owned()).increment(1);
+    counter!(JOBS_ENQUEUED, "queue" => queue_label(queue), "kind" => kind_label(kind)).increment(1);
 }
 
 /// Jobs were claimed from `queue`; `claimer` is `worker` or `pull`.
 pub fn jobs_claimed(queue: &str, claimer: &'static str, count: u64) {
-    counter!(JOBS_CLAIMED, "queue" => queue.to_owned(), "claimer" => claimer).increment(count);
+    counter!(JOBS_CLAIMED, "queue" => queue_label(queue), "claimer" => claimer).increment(count);
 }
 
 /// A worker's claim statement returned `jobs`: counts them by queue, records the
@@ -111,7 +207,7 @@ pub fn worker_claimed(jobs: &[ClaimedJob]) {
         let i = match by_queue.iter().position(|(q, ..)| *q == job.queue) {
             Some(i) => i,
             None => {
-                let wait = histogram!(JOB_QUEUE_WAIT, "queue" => job.queue.clone());
+                let wait = histogram!(JOB_QUEUE_WAIT, "queue" => queue_label(&job.queue));
                 by_queue.push((&job.queue, wait, 0));
                 by_queue.len() - 1
             }
@@ -172,8 +268,8 @@ pub fn worker_finished<'a>(finished: impl IntoIterator<Item = Finished<'a>>) {
 
 fn finished_labels(queue: &str, kind: &str, outcome: &str) -> [(&'static str, String); 3] {
     [
-        ("queue", queue.to_owned()),
-        ("kind", kind.to_owned()),
+        ("queue", queue_label(queue)),
+        ("kind", kind_label(kind)),
         ("outcome", outcome.to_owned()),
     ]
 }
@@ -283,9 +379,46 @@ pub struct QueueDepth {
     pub paused: bool,
 }
 
-/// Sets the depth gauges of `queue`.
-pub fn queue_depth(queue: &str, depth: QueueDepth) {
-    let q = || [("queue", queue.to_owned())];
+impl QueueDepth {
+    /// Adds `other` into this one (counts summed, the oldest wait kept, paused if any).
+    fn absorb(&mut self, other: QueueDepth) {
+        self.available += other.available;
+        self.scheduled += other.scheduled;
+        self.running += other.running;
+        self.failed_recently += other.failed_recently;
+        self.oldest_wait_seconds = match (self.oldest_wait_seconds, other.oldest_wait_seconds) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.paused |= other.paused;
+    }
+}
+
+/// Sets the depth gauges of every queue in `depths`; queues without their own label
+/// value are summed into one [`OTHER`] series.
+pub fn queue_depths(depths: impl IntoIterator<Item = (String, QueueDepth)>) {
+    // Series set by an earlier refresh whose queue has no row now (its jobs all
+    // finished) are set to zero rather than left at their last value.
+    static SHOWN: OnceLock<std::sync::Mutex<HashSet<String>>> = OnceLock::new();
+    let mut folded: BTreeMap<String, QueueDepth> = BTreeMap::new();
+    for (queue, depth) in depths {
+        folded.entry(queue_label(&queue)).or_default().absorb(depth);
+    }
+    let mut shown = SHOWN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for gone in shown.iter() {
+        folded.entry(gone.clone()).or_default();
+    }
+    for (queue, depth) in folded {
+        shown.insert(queue.clone());
+        set_queue_depth(queue, depth);
+    }
+}
+
+fn set_queue_depth(queue: String, depth: QueueDepth) {
+    let q = || [("queue", queue.clone())];
     gauge!(QUEUE_AVAILABLE, &q()).set(depth.available as f64);
     gauge!(QUEUE_SCHEDULED, &q()).set(depth.scheduled as f64);
     gauge!(QUEUE_RUNNING, &q()).set(depth.running as f64);

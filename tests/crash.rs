@@ -666,3 +666,121 @@ async fn worker_process_survives_commands_printing_nul_bytes() {
     );
     assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
 }
+
+/// A work dir whose ordinaut.toml is `config` (crash.rs's [`workdir`] writes [`CONFIG`]).
+fn workdir_with(config: &str) -> PathBuf {
+    let dir = workdir();
+    std::fs::write(dir.join("ordinaut.toml"), config).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn restarting_a_worker_does_not_refill_a_declared_rate_limit() {
+    let db = TestDb::new().await;
+    let dir = workdir_with(&format!("{CONFIG}\n[queues.q]\nrate_limit = \"1/h\"\n"));
+    enqueue_naps(&db, 5, 0).await;
+    let completed = "SELECT count(*) FROM job_history WHERE state = 'completed'";
+    let first = spawn(&dir, &db.url, &["worker"], &[]);
+    wait_drained(&db, 1, Duration::from_secs(30)).await;
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait(Duration::from_secs(20)), Some(0));
+    for restart in 0..2 {
+        let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let w = spawn(&dir, &db.url, &["worker"], &[]);
+        // Every claim of a limited queue writes the bucket back, even an empty one: once
+        // it has been written after this start, the worker has had its chance to claim.
+        eventually(
+            Duration::from_secs(30),
+            "the restarted worker to try a claim",
+            || async {
+                let at: Option<chrono::DateTime<chrono::Utc>> =
+                    sqlx::query_scalar("SELECT rate_updated_at FROM queues WHERE name = 'q'")
+                        .fetch_one(&db.pool)
+                        .await
+                        .unwrap();
+                at.is_some_and(|at| at > started).then_some(())
+            },
+        )
+        .await;
+        w.signal(libc::SIGTERM);
+        assert_eq!(
+            w.wait(Duration::from_secs(20)),
+            Some(0),
+            "restart {restart}"
+        );
+        assert_eq!(
+            db.scalar_i64("SELECT count(*) FROM all_attempts").await,
+            1,
+            "restart {restart} claimed another job from a 1/h bucket"
+        );
+    }
+    assert_eq!(db.scalar_i64(completed).await, 1);
+}
+
+#[tokio::test]
+async fn the_api_uses_at_most_api_db_pool_size_connections() {
+    let db = TestDb::new().await;
+    let dir = workdir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = spawn(
+        &dir,
+        &db.url,
+        &["api"],
+        &[
+            ("API_PORT", &port.to_string()),
+            ("API_HOST", "127.0.0.1"),
+            ("API_DB_POOL_SIZE", "3"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(30), "the api to answer", || async {
+        let r = http.get(format!("{base}/health")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    // Every request for schedules waits on this lock while holding a connection.
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK schedules IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let requests: Vec<_> = (0..12)
+        .map(|_| {
+            let (http, url) = (http.clone(), format!("{base}/v1/schedules"));
+            tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) })
+        })
+        .collect();
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                   AND application_name = 'ordinaut' AND wait_event_type = 'Lock'";
+    let first = eventually(
+        Duration::from_secs(20),
+        "requests to reach the database",
+        || async {
+            let n = db.scalar_i64(waiting).await;
+            (n > 0).then_some(n)
+        },
+    )
+    .await;
+    // Sample while the twelve requests compete for connections.
+    let mut most = first;
+    for _ in 0..20 {
+        most = most.max(db.scalar_i64(waiting).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    blocker.commit().await.unwrap();
+    assert!(most <= 3, "{most} connections of a pool of 3 were waiting");
+    for r in requests {
+        // Served once the lock is gone, or refused after the pool's acquire timeout:
+        // either way an answer, never a hang.
+        let _ = r.await.unwrap();
+    }
+    drop(api);
+}

@@ -357,12 +357,129 @@ async fn retention_drops_old_partitions_and_keeps_recent_ones() {
     let count =
         "SELECT count(*) FROM pg_class WHERE relname ~ '^job_(history|attempts)_p[0-9]{8}$'";
     let before = db.scalar_i64(count).await;
-    let (_, dropped) = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
+    let dropped = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
         .run_once()
         .await
-        .unwrap();
+        .unwrap()
+        .dropped;
     assert_eq!(dropped, 6, "three old days of two tables");
     assert_eq!(db.scalar_i64(count).await, before - 6);
     let recent = "SELECT count(*) FROM pg_class WHERE relname = 'job_history_p' || to_char(current_date, 'YYYYMMDD')";
     assert_eq!(db.scalar_i64(recent).await, 1);
+}
+
+#[tokio::test]
+async fn a_scheduler_started_without_its_file_leaves_declared_schedules_alone() {
+    let db = TestDb::new().await;
+    let mut config = ordinaut::config::Config::default();
+    config.schedules.insert(
+        "nightly".into(),
+        ordinaut::config::ScheduleConfig {
+            cron: "30 2 * * *".into(),
+            timezone: None,
+            queue: "q".into(),
+            kind: "k".into(),
+            payload: None,
+            priority: 0,
+            max_attempts: None,
+            timeout: None,
+            unique_key: None,
+            overlap: None,
+            misfire_grace: None,
+        },
+    );
+    ordinaut::scheduler::sync_declared(&db.pool, &config)
+        .await
+        .unwrap();
+    // A per-second schedule made by hand: once the scheduler fires it, its start-up
+    // sync of declared schedules is over.
+    let out = run_cli(
+        &db,
+        &[
+            "schedules",
+            "create",
+            "--name",
+            "beat",
+            "--cron",
+            "* * * * * *",
+            "--queue",
+            "q",
+            "--kind",
+            "k",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its working directory holds no ordinaut.toml.
+    let scheduler = spawn_scheduler(&db, &[]);
+    common::eventually(
+        Duration::from_secs(30),
+        "the scheduler to fire the per-second schedule",
+        || async { (!fire_times(&db).await.is_empty()).then_some(()) },
+    )
+    .await;
+    scheduler.stop();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM schedules WHERE declared AND name = 'nightly'")
+            .await,
+        1,
+        "the declared schedule survived a scheduler without the file"
+    );
+}
+
+/// libfaketime (Debian's `faketime` package), which shifts a process's clock.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[tokio::test]
+async fn a_scheduler_whose_clock_runs_ahead_fires_nothing_early() {
+    assert!(
+        std::path::Path::new(FAKETIME_LIB).exists(),
+        "{FAKETIME_LIB} is missing: apt-get install faketime (.ci/run installs it)"
+    );
+    let db = TestDb::new().await;
+    let out = run_cli(
+        &db,
+        &[
+            "schedules",
+            "create",
+            "--name",
+            "beat",
+            "--cron",
+            "* * * * * *",
+            "--queue",
+            "q",
+            "--kind",
+            "k",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The scheduler's host clock is 30 s ahead of the database's (timers, which use the
+    // monotonic clock, are left alone).
+    let scheduler = spawn_scheduler(
+        &db,
+        &[
+            ("LD_PRELOAD", FAKETIME_LIB),
+            ("FAKETIME", "+30s"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ("FAKETIME_DONT_RESET", "1"),
+        ],
+    );
+    common::eventually(Duration::from_secs(30), "three fires", || async {
+        (fire_times(&db).await.len() >= 3).then_some(())
+    })
+    .await;
+    scheduler.stop();
+    let early = db
+        .scalar_i64(
+            "SELECT count(*) FROM due_work WHERE schedule_id IS NOT NULL AND created_at < scheduled_for",
+        )
+        .await;
+    assert_eq!(early, 0, "jobs were enqueued before their fire time");
 }

@@ -521,7 +521,8 @@ pub async fn enqueue_batch(
 pub struct GetQuery {
     /// Wait up to this long (longer waits are cut to 120s) for the job to finish: answers
     /// as soon as it is completed, failed or cancelled, else with its state when the wait
-    /// ends.
+    /// ends. A job of a queue with keep_completed = false that completes during the wait
+    /// is answered as completed, without output (it is not kept).
     #[param(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$", example = "30s")]
     pub wait: Option<String>,
 }
@@ -573,15 +574,20 @@ async fn read_job(state: &AppState, id: Uuid) -> ApiResult<Option<Job>> {
 /// Re-reads the job whenever an event names it (or events may have been missed) until
 /// it is terminal or `wait` has passed. Subscribes before the first read, so a change
 /// between that read and the wait cannot be missed.
+///
+/// A job seen live that then vanishes completed in a queue with `keep_completed =
+/// false` (failed and cancelled jobs are always kept, and retention never touches live
+/// ones): it is answered as completed, without output, rather than as not found.
 async fn wait_for_end(state: &AppState, id: Uuid, wait: Duration) -> ApiResult<Option<Job>> {
     let mut rx = state.subscribe().await;
     let deadline = Instant::now() + wait;
+    let mut last_live: Option<Job> = None;
     loop {
         let job = read_job(state, id).await?;
-        match &job {
-            None => return Ok(None),
-            Some(j) if j.is_terminal() => return Ok(job),
-            Some(_) => {}
+        match job {
+            None => return Ok(last_live.map(completed_unkept)),
+            Some(j) if j.is_terminal() => return Ok(Some(j)),
+            Some(j) => last_live = Some(j),
         }
         let woke = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => false,
@@ -589,9 +595,19 @@ async fn wait_for_end(state: &AppState, id: Uuid, wait: Duration) -> ApiResult<O
             woke = changed(&mut rx, id) => woke,
         };
         if !woke {
-            return read_job(state, id).await;
+            return Ok(read_job(state, id)
+                .await?
+                .or_else(|| last_live.map(completed_unkept)));
         }
     }
+}
+
+/// The last live view of a job that completed and was not kept.
+fn completed_unkept(mut job: Job) -> Job {
+    job.state = StateName::Completed;
+    job.lease_owner = None;
+    job.finished_at = Some(Utc::now());
+    job
 }
 
 /// Resolves when an event names `id`, or when events may have been missed.

@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod pull;
 pub mod queues;
 pub mod schedules;
+pub mod snapshot;
 pub mod workers;
 
 use std::sync::Arc;
@@ -123,12 +124,15 @@ struct Inner {
     metrics: PrometheusHandle,
     stopping: CancellationToken,
     gate: events::Gate,
+    snapshot: snapshot::Snapshot,
 }
 
 impl AppState {
-    /// State over `pool`. Installs the metrics recorder if none is yet.
+    /// State over `pool`. Installs the metrics recorder if none is yet, and declares
+    /// the configuration's queues and kinds as label values.
     pub fn new(pool: db::Pool, settings: ApiSettings) -> AppState {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        crate::metrics::allow_from_config(&settings.config);
         AppState {
             inner: Arc::new(Inner {
                 pool,
@@ -137,6 +141,7 @@ impl AppState {
                 metrics: crate::metrics::install(),
                 stopping: CancellationToken::new(),
                 gate: events::Gate::new(),
+                snapshot: snapshot::Snapshot::new(),
             }),
         }
     }
@@ -268,6 +273,7 @@ pub async fn serve(
     }
     let mut tasks = JoinSet::new();
     tasks.spawn(state.clone().run_event_listener());
+    tasks.spawn(state.clone().run_refresher());
     let stopping = state.stopping().clone();
     let app = router(state);
     let result = axum::serve(listener, app)

@@ -45,7 +45,7 @@ pub struct Schedule {
     pub misfire_grace_ms: Option<i64>,
     /// Paused schedules do not fire.
     pub paused: bool,
-    /// Declared in ordinaut.toml (changes made here are overwritten at scheduler start).
+    /// Declared in ordinaut.toml: managed by the file; `POST` of its name answers 409.
     pub declared: bool,
     /// Next fire time.
     pub next_run_at: DateTime<Utc>,
@@ -185,7 +185,8 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ScheduleList>
 }
 
 /// Create a schedule, or replace the one with this name. A changed cron or timezone
-/// restarts the cadence from its next fire time.
+/// restarts the cadence from its next fire time. A schedule declared in ordinaut.toml
+/// is not replaced (409): change it in the file, or delete it first.
 #[utoipa::path(
     post, path = "/v1/schedules", tag = "schedules",
     request_body = ScheduleRequest,
@@ -193,6 +194,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ScheduleList>
         (status = 200, description = "Saved", body = Schedule),
         (status = 400, description = "Invalid field (cron, timezone, names, ...)", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 409, description = "The name belongs to a schedule declared in ordinaut.toml (`schedule_declared`; the message names the scheduler that syncs it)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
     ),
@@ -242,6 +244,12 @@ pub async fn create(
     match scheduler::save(state.pool(), &spec).await {
         Ok(_) => {}
         Err(SaveError::Invalid(r)) => return Err(ApiError::invalid("cron", r)),
+        Err(SaveError::Declared(message)) => {
+            return Err(ApiError::Conflict {
+                code: "schedule_declared",
+                message,
+            });
+        }
         Err(SaveError::Db(e)) => return Err(e.into()),
     }
     tracing::info!(schedule = %spec.name, "schedule saved");

@@ -1,7 +1,9 @@
-//! Reading jobs wherever they live: `due_work` (live) and `job_history` (terminal).
+//! Reading jobs wherever they live: `due_work` (live) and `job_history` (terminal), and
+//! the upkeep of the history tables' partitions (`job_history`, `job_attempts`).
 //!
-//! Read-only; the writes that move rows into history live in due_work.rs, in the same
-//! statements as the transitions that cause them.
+//! The writes that move rows into history live in due_work.rs, in the same statements
+//! as the transitions that cause them; here are only reads and the retention service's
+//! partition changes, each a lock-bounded function of migration 0010.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -91,44 +93,184 @@ pub struct JobFilter {
     pub limit: i64,
 }
 
-const LIST_JOBS: &str = "\
-SELECT * FROM (
-    SELECT id, queue, kind,
-           CASE WHEN state = 'scheduled' AND run_at <= now() THEN 'available' ELSE state END AS state,
-           payload, priority, attempt, max_attempts, run_at, unique_key, lease_owner, schedule_id, metadata,
-           NULL::jsonb AS output, last_error, created_at, attempted_at, NULL::timestamptz AS finished_at
-    FROM due_work
-    WHERE ($1::text IS NULL OR queue = $1)
-      AND ($2::text IS NULL OR kind = $2)
-      AND ($3::text IS NULL OR $3 IN ('scheduled', 'available', 'running'))
-      AND ($4::timestamptz IS NULL OR created_at >= $4)
-      AND ($5::timestamptz IS NULL OR created_at < $5)
-      AND ($6::uuid IS NULL OR id < $6)
-    UNION ALL
-    SELECT id, queue, kind, state, payload, priority, attempt, max_attempts, run_at, unique_key,
-           NULL::uuid, schedule_id, metadata, output, last_error, created_at, attempted_at, finished_at
-    FROM job_history
-    WHERE ($1::text IS NULL OR queue = $1)
-      AND ($2::text IS NULL OR kind = $2)
-      AND ($3::text IS NULL OR state = $3)
-      AND ($4::timestamptz IS NULL OR created_at >= $4)
-      AND ($5::timestamptz IS NULL OR created_at < $5)
-      AND ($6::uuid IS NULL OR id < $6)
-) AS jobs
-WHERE $3::text IS NULL OR jobs.state = $3
-ORDER BY id DESC
-LIMIT $7";
+/// Columns of a live job as a [`JobView`] (`state` is the effective one).
+const LIVE_COLUMNS: &str = "\
+SELECT id, queue, kind,
+       CASE WHEN state = 'scheduled' AND run_at <= now() THEN 'available' ELSE state END AS state,
+       payload, priority, attempt, max_attempts, run_at, unique_key, lease_owner, schedule_id, metadata,
+       NULL::jsonb AS output, last_error, created_at, attempted_at, NULL::timestamptz AS finished_at
+FROM due_work WHERE true";
 
-/// Jobs matching `filter`, newest first, live and finished together.
+/// Columns of a finished job as a [`JobView`].
+const FINISHED_COLUMNS: &str = "\
+SELECT id, queue, kind, state, payload, priority, attempt, max_attempts, run_at, unique_key,
+       NULL::uuid AS lease_owner, schedule_id, metadata, output, last_error, created_at, attempted_at, finished_at
+FROM job_history WHERE true";
+
+/// Builds the list statement: each side (live, finished) only with the predicates the
+/// filter has, ordered by id and limited on its own, so that each is an ordered index
+/// scan that stops after a page: `due_work`'s primary key (or its claim index for a
+/// queue), and per history partition `(queue, id)` / `(kind, id)` (migration 0010) or
+/// the id index. A side that cannot match the state filter is left out.
+fn list_jobs_query(filter: &JobFilter, explain: bool) -> sqlx::QueryBuilder<sqlx::Postgres> {
+    let live_states = ["scheduled", "available", "running"];
+    let state = filter.state.as_deref();
+    let live = state.is_none_or(|s| live_states.contains(&s));
+    let finished = state.is_none_or(|s| !live_states.contains(&s));
+    let mut q = sqlx::QueryBuilder::new(if explain {
+        "EXPLAIN SELECT * FROM ("
+    } else {
+        "SELECT * FROM ("
+    });
+    let common = |q: &mut sqlx::QueryBuilder<sqlx::Postgres>| {
+        if let Some(queue) = &filter.queue {
+            q.push(" AND queue = ").push_bind(queue.clone());
+        }
+        if let Some(kind) = &filter.kind {
+            q.push(" AND kind = ").push_bind(kind.clone());
+        }
+        if let Some(t) = filter.created_after {
+            q.push(" AND created_at >= ").push_bind(t);
+        }
+        if let Some(t) = filter.created_before {
+            q.push(" AND created_at < ").push_bind(t);
+        }
+        if let Some(id) = filter.before_id {
+            q.push(" AND id < ").push_bind(id);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+    };
+    if live {
+        q.push("(").push(LIVE_COLUMNS);
+        match state {
+            Some("available") => {
+                q.push(" AND state <> 'running' AND run_at <= now()");
+            }
+            Some("scheduled") => {
+                q.push(" AND state = 'scheduled' AND run_at > now()");
+            }
+            Some("running") => {
+                q.push(" AND state = 'running'");
+            }
+            _ => {}
+        }
+        common(&mut q);
+        q.push(")");
+    }
+    if live && finished {
+        q.push(" UNION ALL ");
+    }
+    if finished {
+        q.push("(").push(FINISHED_COLUMNS);
+        if let Some(s) = state {
+            q.push(" AND state = ").push_bind(s.to_owned());
+        }
+        common(&mut q);
+        q.push(")");
+    }
+    q.push(") AS jobs ORDER BY id DESC LIMIT ")
+        .push_bind(filter.limit);
+    q
+}
+
+/// Jobs matching `filter`, newest first, live and finished together (see
+/// [`list_jobs_query`] for the indexes each side walks).
 pub async fn list_jobs(pool: &PgPool, filter: &JobFilter) -> Result<Vec<JobView>> {
-    Ok(sqlx::query_as(LIST_JOBS)
-        .bind(&filter.queue)
-        .bind(&filter.kind)
-        .bind(&filter.state)
-        .bind(filter.created_after)
-        .bind(filter.created_before)
-        .bind(filter.before_id)
-        .bind(filter.limit)
+    Ok(list_jobs_query(filter, false)
+        .build_query_as()
         .fetch_all(pool)
         .await?)
+}
+
+/// The plan Postgres picks for [`list_jobs`] with `filter` (EXPLAIN, not run): for
+/// operators checking that a filter is served by an index, and for tests.
+pub async fn explain_list_jobs(pool: &PgPool, filter: &JobFilter) -> Result<String> {
+    let rows: Vec<String> = list_jobs_query(filter, true)
+        .build_query_scalar()
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.join("\n"))
+}
+
+/// What one call of a partition function did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionChange {
+    /// The partition was created or dropped.
+    Done,
+    /// Nothing to do (it already existed, or was already gone).
+    Nothing,
+    /// A lock was not granted within the wait: try again later.
+    Deferred,
+    /// The default partition holds rows of that day: the day stays there.
+    Occupied,
+}
+
+impl PartitionChange {
+    fn from_sql(text: &str) -> PartitionChange {
+        match text {
+            "created" | "dropped" => PartitionChange::Done,
+            "deferred" => PartitionChange::Deferred,
+            "occupied" => PartitionChange::Occupied,
+            _ => PartitionChange::Nothing,
+        }
+    }
+}
+
+/// Creates the daily partition of `parent` (`job_history` or `job_attempts`) for
+/// `current_date + day_offset` (migration 0010's `ordinaut_create_partition`): SHARE
+/// UPDATE EXCLUSIVE on the parent and ACCESS EXCLUSIVE on its default partition, each
+/// waited for at most `lock_wait`, in its own transaction.
+pub async fn create_partition(
+    pool: &PgPool,
+    parent: &str,
+    day_offset: i32,
+    lock_wait: std::time::Duration,
+) -> Result<PartitionChange> {
+    let text: String = sqlx::query_scalar(
+        "SELECT ordinaut_create_partition($1, current_date + $2, make_interval(secs => $3))",
+    )
+    .bind(parent)
+    .bind(day_offset)
+    .bind(lock_wait.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    Ok(PartitionChange::from_sql(&text))
+}
+
+/// Daily partitions of job_history and job_attempts wholly older than `keep_days` days.
+pub async fn partitions_older_than(pool: &PgPool, keep_days: i32) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT ordinaut_partitions_before(current_date - $1)")
+            .bind(keep_days)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// Drops one daily partition: ACCESS EXCLUSIVE on the partition first, then on its
+/// parent, each waited for at most `lock_wait` (`ordinaut_drop_partition`).
+pub async fn drop_partition(
+    pool: &PgPool,
+    partition: &str,
+    lock_wait: std::time::Duration,
+) -> Result<PartitionChange> {
+    let text: String =
+        sqlx::query_scalar("SELECT ordinaut_drop_partition($1, make_interval(secs => $2))")
+            .bind(partition)
+            .bind(lock_wait.as_secs_f64())
+            .fetch_one(pool)
+            .await?;
+    Ok(PartitionChange::from_sql(&text))
+}
+
+/// Deletes up to `batch` rows older than `keep_days` from each default partition
+/// (`ordinaut_prune_default_partitions`; row locks only, via their finished_at index).
+pub async fn prune_default_partitions(pool: &PgPool, keep_days: i32, batch: i32) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT ordinaut_prune_default_partitions(now() - make_interval(days => $1), $2)",
+    )
+    .bind(keep_days)
+    .bind(batch)
+    .fetch_one(pool)
+    .await?)
 }

@@ -146,13 +146,20 @@ ON CONFLICT (name) DO UPDATE SET
     rate_limit = CASE WHEN $9 THEN $10 ELSE q.rate_limit END,
     rate_period_ms = CASE WHEN $9 THEN coalesce($11, 1000) ELSE q.rate_period_ms END,
     rate_burst = CASE WHEN $9 THEN $12 ELSE q.rate_burst END,
-    -- A changed rate starts from a full bucket.
-    rate_tokens = CASE WHEN $9 THEN NULL ELSE q.rate_tokens END,
-    rate_updated_at = CASE WHEN $9 THEN NULL ELSE q.rate_updated_at END,
+    -- A changed rate starts from a full bucket; the same rate applied again (every
+    -- process start applies ordinaut.toml) keeps the bucket exactly as it is, so
+    -- restarts and settings syncs never grant a fresh burst.
+    rate_tokens = CASE WHEN $9 AND (q.rate_limit, q.rate_period_ms, q.rate_burst)
+                                   IS DISTINCT FROM ($10, coalesce($11, 1000), $12)
+                       THEN NULL ELSE q.rate_tokens END,
+    rate_updated_at = CASE WHEN $9 AND (q.rate_limit, q.rate_period_ms, q.rate_burst)
+                                       IS DISTINCT FROM ($10, coalesce($11, 1000), $12)
+                           THEN NULL ELSE q.rate_updated_at END,
     key_concurrency = CASE WHEN $13 THEN $14 ELSE q.key_concurrency END,
     updated_at = now()";
 
-/// Creates or updates a queue's defaults.
+/// Creates or updates a queue's defaults. Locks the queue's row; the token bucket is
+/// reset (full) only when the rate, period or burst actually changes.
 pub async fn upsert_settings(pool: &PgPool, name: &str, s: &QueueSettings) -> Result<()> {
     let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as i64);
     sqlx::query(UPSERT_SETTINGS)
@@ -254,6 +261,19 @@ pub async fn queue_defaults(pool: &PgPool, names: &[String]) -> Result<Vec<Queue
          FROM queues WHERE name = ANY($1::text[])",
     )
     .bind(names)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Up to `limit` queue names the cluster knows: those with a settings row and those a
+/// live worker serves. Callers' arbitrary names (a job enqueued to a new queue) are not
+/// among them. Scans `queues` and `workers`, both small.
+pub async fn known_queue_names(pool: &PgPool, limit: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT name FROM (SELECT name FROM queues UNION SELECT unnest(queues) FROM workers) AS known
+         ORDER BY name LIMIT $1",
+    )
+    .bind(limit)
     .fetch_all(pool)
     .await?)
 }

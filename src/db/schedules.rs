@@ -103,27 +103,35 @@ FOR UPDATE SKIP LOCKED";
 
 const UPSERT: &str = "\
 INSERT INTO schedules AS s (id, name, cron, timezone, queue, kind, payload, priority, max_attempts, timeout_ms,
-                            unique_key, overlap, misfire_grace_ms, declared, next_run_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                            unique_key, overlap, misfire_grace_ms, declared, next_run_at, declared_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (name) DO UPDATE SET
     cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, queue = EXCLUDED.queue, kind = EXCLUDED.kind,
     payload = EXCLUDED.payload, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
     timeout_ms = EXCLUDED.timeout_ms, unique_key = EXCLUDED.unique_key, overlap = EXCLUDED.overlap,
     misfire_grace_ms = EXCLUDED.misfire_grace_ms, declared = EXCLUDED.declared,
+    declared_by = EXCLUDED.declared_by,
     -- A changed cadence starts from its next fire; an unchanged one keeps its place.
     next_run_at = CASE WHEN s.cron IS DISTINCT FROM EXCLUDED.cron OR s.timezone IS DISTINCT FROM EXCLUDED.timezone
                        THEN EXCLUDED.next_run_at ELSE s.next_run_at END,
     updated_at = now()
+-- A schedule declared in ordinaut.toml is changed only through the file: an API or CLI
+-- save of the same name updates nothing (and returns no row), never silently taking
+-- it out of file management.
+WHERE EXCLUDED.declared OR NOT s.declared
 RETURNING id";
 
 /// Creates or updates (by name) a schedule; `next_run_at` applies when new or when
-/// its cron or timezone changed.
+/// its cron or timezone changed. A declared schedule is only updated by a declared
+/// spec: otherwise nothing changes and the answer is `Err(Conflict)` naming who
+/// declared it. Locks the schedule's row.
 pub async fn upsert(
     pool: &PgPool,
     spec: &ScheduleSpec,
     next_run_at: DateTime<Utc>,
+    declared_by: Option<&str>,
 ) -> Result<Uuid> {
-    sqlx::query_scalar(UPSERT)
+    let id: Option<Uuid> = sqlx::query_scalar(UPSERT)
         .bind(Uuid::now_v7())
         .bind(&spec.name)
         .bind(&spec.cron)
@@ -139,9 +147,23 @@ pub async fn upsert(
         .bind(spec.misfire_grace.map(|g| g.as_millis() as i64))
         .bind(spec.declared)
         .bind(next_run_at)
-        .fetch_one(pool)
+        .bind(declared_by.filter(|_| spec.declared))
+        .fetch_optional(pool)
         .await
-        .map_err(super::map_constraint)
+        .map_err(super::map_constraint)?;
+    if let Some(id) = id {
+        return Ok(id);
+    }
+    let owner: Option<Option<String>> =
+        sqlx::query_scalar("SELECT declared_by FROM schedules WHERE name = $1")
+            .bind(&spec.name)
+            .fetch_optional(pool)
+            .await?;
+    let owner = owner.flatten().unwrap_or_else(|| "a scheduler".to_owned());
+    Err(Error::Conflict(format!(
+        "schedule {:?} is declared in ordinaut.toml and synced by {owner}; change it in that file, or delete it first to manage it here",
+        spec.name
+    )))
 }
 
 /// Every schedule, by name.
@@ -193,7 +215,8 @@ pub async fn delete(pool: &PgPool, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes declared schedules no longer in the file.
+/// Deletes declared schedules no longer in the file (the caller refuses an empty
+/// `keep`: a scheduler without its file must not wipe everyone's schedules).
 pub async fn delete_undeclared(pool: &PgPool, keep: &[String]) -> Result<u64> {
     let n = sqlx::query("DELETE FROM schedules WHERE declared AND NOT (name = ANY($1::text[]))")
         .bind(keep)
@@ -264,7 +287,8 @@ pub async fn record_fire(
     Ok(n.rows_affected() == 1)
 }
 
-/// Whether a job made by this schedule is still live.
+/// Whether a job made by this schedule is still live: a lookup of the partial index
+/// `due_work_schedule_idx` (migration 0010), whatever the backlog.
 pub async fn has_live_job(conn: &mut PgConnection, schedule_id: Uuid) -> Result<bool> {
     Ok(
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM due_work WHERE schedule_id = $1)")
@@ -272,6 +296,12 @@ pub async fn has_live_job(conn: &mut PgConnection, schedule_id: Uuid) -> Result<
             .fetch_one(conn)
             .await?,
     )
+}
+
+/// The database's clock (`now()`, the transaction's start): fire times are compared
+/// with the same clock that selected the due schedules, never the host's.
+pub async fn db_now(conn: &mut PgConnection) -> Result<DateTime<Utc>> {
+    Ok(sqlx::query_scalar("SELECT now()").fetch_one(conn).await?)
 }
 
 /// Moves a schedule to its next fire time.
@@ -290,16 +320,31 @@ pub async fn advance(
     Ok(())
 }
 
-/// Creates partitions a week ahead and drops those wholly older than `keep_days`.
-pub async fn rotate_partitions(pool: &PgPool, keep_days: i32) -> Result<(i32, i32)> {
-    let created: i32 =
-        sqlx::query_scalar("SELECT ordinaut_ensure_partitions(current_date - 1, current_date + 7)")
-            .fetch_one(pool)
-            .await?;
-    let dropped: i32 =
-        sqlx::query_scalar("SELECT ordinaut_drop_partitions_before(current_date - $1)")
-            .bind(keep_days)
-            .fetch_one(pool)
-            .await?;
-    Ok((created, dropped))
+const PRUNE_FIRES: &str = "\
+WITH cut AS (
+    -- Per schedule, the newest fire beyond the ones kept (a backward walk of the
+    -- primary key (schedule_id, fire_time)).
+    SELECT s.id,
+           (SELECT f.fire_time FROM schedule_fires f WHERE f.schedule_id = s.id
+            ORDER BY f.fire_time DESC OFFSET $1 LIMIT 1) AS newest_dropped
+    FROM schedules s
+),
+victims AS (
+    SELECT f.schedule_id, f.fire_time
+    FROM cut JOIN schedule_fires f ON f.schedule_id = cut.id AND f.fire_time <= cut.newest_dropped
+    LIMIT $2
+)
+DELETE FROM schedule_fires f USING victims v
+WHERE f.schedule_id = v.schedule_id AND f.fire_time = v.fire_time";
+
+/// Deletes up to `batch` fire records beyond the newest `keep` of each schedule; returns
+/// how many. Old fire times are never fired again (`next_run_at` only moves forward), so
+/// their records are history only. Row locks on the deleted rows only.
+pub async fn prune_fires(pool: &PgPool, keep: i64, batch: i64) -> Result<u64> {
+    let n = sqlx::query(PRUNE_FIRES)
+        .bind(keep)
+        .bind(batch)
+        .execute(pool)
+        .await?;
+    Ok(n.rows_affected())
 }

@@ -76,7 +76,10 @@ impl Firer {
         let mut report = FireReport::default();
         let mut tx = self.pool.begin().await?;
         let due = schedules::lock_due(&mut tx, SCHEDULES_PER_TICK).await?;
-        let now = Utc::now();
+        // The database's clock, which selected `due`: with the host's, a skewed clock
+        // fired early (host ahead) or found nothing to fire in a due schedule and
+        // selected it again on every tick (host behind).
+        let now = schedules::db_now(&mut tx).await?;
         for row in due {
             self.fire_one(&mut tx, &row, now, &mut report).await?;
         }
@@ -180,7 +183,7 @@ impl Firer {
                 id: name.to_owned(),
             });
         };
-        let fire = Utc::now();
+        let fire = schedules::db_now(&mut tx).await?;
         let job = job_for(&row, fire);
         let id = job.id;
         schedules::record_fire(&mut tx, row.id, fire, "triggered", Some(id), 0).await?;

@@ -123,18 +123,38 @@ pub fn spec_from_config(
     validate(&input, config, true)
 }
 
-/// The first fire time of `spec` after now.
-pub fn first_fire(spec: &ScheduleSpec) -> Result<chrono::DateTime<Utc>, String> {
+/// The first fire time of `spec` after `now`.
+pub fn first_fire(
+    spec: &ScheduleSpec,
+    now: chrono::DateTime<Utc>,
+) -> Result<chrono::DateTime<Utc>, String> {
     let cron = cron::CronExpr::parse(&spec.cron)?;
     let tz = cron::parse_timezone(&spec.timezone)?;
-    cron.next_after(Utc::now(), tz)
+    cron.next_after(now, tz)
         .ok_or_else(|| format!("cron expression {:?} never fires again", spec.cron))
 }
 
-/// Creates or updates a schedule.
+/// Creates or updates a schedule. Its first fire is computed from the database's clock,
+/// the one the fire loop compares with. A declared schedule cannot be overwritten by an
+/// undeclared spec ([`SaveError::Declared`]).
 pub async fn save(pool: &PgPool, spec: &ScheduleSpec) -> Result<uuid::Uuid, SaveError> {
-    let next = first_fire(spec).map_err(SaveError::Invalid)?;
-    Ok(db::schedules::upsert(pool, spec, next).await?)
+    let now = db::schedules::db_now(&mut *pool.acquire().await.map_err(db::Error::from)?).await?;
+    let next = first_fire(spec, now).map_err(SaveError::Invalid)?;
+    let declared_by = format!("the scheduler on host {:?}", hostname());
+    match db::schedules::upsert(pool, spec, next, Some(&declared_by)).await {
+        Ok(id) => Ok(id),
+        Err(db::Error::Conflict(message)) => Err(SaveError::Declared(message)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// This machine's name, for `schedules.declared_by`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Why a schedule could not be saved.
@@ -143,18 +163,34 @@ pub enum SaveError {
     /// The schedule is not valid.
     #[error("{0}")]
     Invalid(String),
+    /// The name belongs to a schedule declared in ordinaut.toml (the message says whose).
+    #[error("{0}")]
+    Declared(String),
     /// The store failed.
     #[error(transparent)]
     Db(#[from] db::Error),
 }
 
 /// Makes the declared schedules in the database match the file: creates and updates
-/// those in it, removes declared ones no longer in it.
+/// those in it, removes declared ones no longer in it. A configuration declaring no
+/// schedules removes nothing.
 pub async fn sync_declared(pool: &PgPool, config: &Config) -> Result<(), SaveError> {
     for (name, s) in &config.schedules {
         let spec = spec_from_config(name, s, config)
             .map_err(|r| SaveError::Invalid(format!("schedules.{name}: {r}")))?;
         save(pool, &spec).await?;
+    }
+    if config.schedules.is_empty() {
+        // No schedules in the file (or no file at all: a pod without its ConfigMap, a
+        // scheduler started from another directory, `ordinaut dev` on a shared
+        // database). Deleting "every declared schedule not in it" would wipe the ones
+        // the real file declares; remove those with `ordinaut schedules delete`.
+        if db::schedules::list(pool).await?.iter().any(|s| s.declared) {
+            tracing::info!(
+                "no schedules declared in the configuration; leaving the declared schedules in the database as they are"
+            );
+        }
+        return Ok(());
     }
     let keep: Vec<String> = config.schedules.keys().cloned().collect();
     let removed = db::schedules::delete_undeclared(pool, &keep).await?;
@@ -176,10 +212,11 @@ pub async fn resume(pool: &PgPool, name: &str) -> db::Result<()> {
             what: "schedule",
             id: name.to_owned(),
         })?;
+    let now = db::schedules::db_now(&mut *pool.acquire().await?).await?;
     let next = cron::CronExpr::parse(&row.cron)
         .ok()
         .zip(cron::parse_timezone(&row.timezone).ok())
-        .and_then(|(c, tz)| c.next_after(Utc::now(), tz));
+        .and_then(|(c, tz)| c.next_after(now, tz));
     db::schedules::set_paused(pool, name, false, next).await
 }
 

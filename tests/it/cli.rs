@@ -203,6 +203,14 @@ async fn bad_configuration_stops_the_process_naming_the_key() {
         stderr(&snooze)
     );
 
+    let pool = run(Some(&db), &["api"], &[("API_DB_POOL_SIZE", "1")]);
+    assert!(!pool.status.success());
+    assert!(
+        stderr(&pool).contains("API_DB_POOL_SIZE") && stderr(&pool).trim().lines().count() == 1,
+        "{}",
+        stderr(&pool)
+    );
+
     let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("ordinaut.toml");

@@ -22,8 +22,12 @@ requeued AS (
     SET state = 'scheduled',
         lease_owner = NULL,
         lease_expires_at = NULL,
+        -- The exponent is clamped: 2^(attempt-1) overflows float8 from attempt 1025
+        -- (sooner times a large base), and one such row would make the whole statement,
+        -- and so every rescue, fail. 2^60 times any base the API accepts stays finite,
+        -- and is far past any cap anyway.
         run_at = now() + make_interval(secs => least(
-            v.base_ms * power(2, greatest(v.attempt, 1) - 1) * (0.75 + random() * 0.5),
+            v.base_ms * power(2, least(greatest(v.attempt, 1) - 1, 60)) * (0.75 + random() * 0.5),
             v.max_ms) / 1000.0),
         last_error = CASE WHEN v.owner_dead THEN 'worker died while running the job'
                           ELSE 'lease expired (worker stopped heartbeating)' END

@@ -69,9 +69,22 @@ async fn database_failure_is_a_generic_500_in_our_shape() {
     assert!(!r.text.contains("pool"), "no internals leak: {}", r.text);
 }
 
+/// Settings whose configuration declares `queue` and `kind` (their metric labels).
+fn declaring(queue: &str, kind: &str) -> ordinaut::api::ApiSettings {
+    let mut s = settings();
+    let mut config = (*s.config).clone();
+    config.queues.insert(queue.into(), Default::default());
+    config.kinds.insert(
+        kind.into(),
+        ordinaut::config::KindConfig::Noop { timeout: None },
+    );
+    s.config = std::sync::Arc::new(config);
+    s
+}
+
 #[tokio::test]
 async fn metrics_report_requests_by_route_and_queue_depth() {
-    let app = App::new().await;
+    let app = App::with(declaring("metrics-q", "metrics-k")).await;
     let r = app
         .post(
             "/v1/jobs",
@@ -81,6 +94,8 @@ async fn metrics_report_requests_by_route_and_queue_depth() {
     assert_eq!(r.status, StatusCode::CREATED);
     app.get(&format!("/v1/jobs/{}", r.body["id"].as_str().unwrap()))
         .await;
+    // What the background refresher does every few seconds.
+    app.state.refresh_once().await;
     let m = app.send(bare("/metrics")).await;
     assert_eq!(m.status, StatusCode::OK);
     assert!(
@@ -118,4 +133,90 @@ async fn metrics_can_require_the_token() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(app.get("/metrics").await.status, StatusCode::OK);
     assert_eq!(app.send(bare("/health")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metric_labels_are_limited_to_declared_and_known_queues_and_kinds() {
+    let app = App::with(declaring("known-q", "known-k")).await;
+    let stranger = format!("q-{}", uuid::Uuid::now_v7().simple());
+    let odd_kind = format!("k-{}", uuid::Uuid::now_v7().simple());
+    // A queue with a settings row is known to the cluster, so it keeps its label.
+    sqlx::query("INSERT INTO queues (name) VALUES ('configured-q')")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    for (queue, kind) in [
+        ("known-q", "known-k"),
+        (stranger.as_str(), odd_kind.as_str()),
+        ("configured-q", odd_kind.as_str()),
+    ] {
+        let r = app
+            .post("/v1/jobs", json!({"queue": queue, "kind": kind}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    app.state.refresh_once().await;
+    let text = app.send(bare("/metrics")).await.text;
+    assert!(!text.contains(&stranger), "{text}");
+    assert!(!text.contains(&odd_kind), "{text}");
+    assert!(
+        text.contains("ordinaut_jobs_enqueued_total{queue=\"known-q\",kind=\"known-k\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ordinaut_jobs_enqueued_total{queue=\"other\",kind=\"other\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ordinaut_queue_available{queue=\"known-q\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ordinaut_queue_available{queue=\"configured-q\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ordinaut_queue_available{queue=\"other\"}"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn scrapes_and_the_health_snapshot_never_wait_on_the_database() {
+    let app = App::new().await;
+    app.state.refresh_once().await;
+    assert!(app.state.db_health().ready(), "{:?}", app.state.db_health());
+    // A long reader of due_work makes any queue_stats query wait on its lock.
+    let mut reader = app.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK due_work IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let scrapes: Vec<_> = (0..30)
+        .map(|_| {
+            let router = app.router.clone();
+            tokio::spawn(async move {
+                use tower::ServiceExt;
+                router.oneshot(bare("/metrics")).await.unwrap().status()
+            })
+        })
+        .collect();
+    // Sampled on a connection of its own: a transaction's view of pg_stat_activity is
+    // frozen at its first read.
+    let mut probe = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url)
+        .await
+        .unwrap();
+    let mut most_waiting = 0;
+    for scrape in scrapes {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        most_waiting = most_waiting.max(waiting);
+        assert_eq!(scrape.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(most_waiting, 0, "scrapes queued on the database");
+    reader.commit().await.unwrap();
 }

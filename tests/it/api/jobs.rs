@@ -322,3 +322,60 @@ async fn api_max_wait_caps_a_longer_wait() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["state"], "available");
 }
+
+#[tokio::test]
+async fn wait_on_a_job_whose_queue_keeps_no_completed_jobs_answers_completed() {
+    let app = App::new().await.with_listener().await;
+    sqlx::query("INSERT INTO queues (name, keep_completed) VALUES ('unkept', false)")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let id = enqueue(&app, "unkept").await;
+    let router = app.router.clone();
+    let waiter = tokio::spawn(async move {
+        use tower::ServiceExt;
+        let req = Request::get(format!("/v1/jobs/{id}?wait=120s"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = router.oneshot(req).await.unwrap();
+        let status = response.status();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+        )
+    });
+    // The waiter subscribes before its first read; give that read time to see the job
+    // live, as wait_returns_as_soon_as_the_job_finishes does.
+    crate::common::eventually(
+        Duration::from_secs(10),
+        "the waiter to subscribe",
+        || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM event_subscribers")
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+            (n > 0).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    finish(&app, "unkept", FinishKind::Completed).await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(60), waiter)
+        .await
+        .expect("wait ends when the job finishes")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["id"], id.to_string());
+    assert_eq!(body["state"], "completed");
+    assert!(body["output"].is_null(), "not kept: {body}");
+    assert_eq!(
+        app.db.scalar_i64("SELECT count(*) FROM job_history").await,
+        0,
+        "the queue keeps no completed jobs"
+    );
+}

@@ -152,3 +152,59 @@ async fn queue_limits_are_set_and_cleared_over_http() {
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn the_api_cannot_take_over_a_declared_schedule() {
+    let app = App::new().await;
+    let mut config = ordinaut::config::Config::default();
+    config.schedules.insert(
+        "nightly".into(),
+        ordinaut::config::ScheduleConfig {
+            cron: "30 2 * * *".into(),
+            timezone: None,
+            queue: "scans".into(),
+            kind: "slither".into(),
+            payload: None,
+            priority: 0,
+            max_attempts: None,
+            timeout: None,
+            unique_key: None,
+            overlap: None,
+            misfire_grace: None,
+        },
+    );
+    ordinaut::scheduler::sync_declared(&app.db.pool, &config)
+        .await
+        .unwrap();
+    let r = app
+        .post(
+            "/v1/schedules",
+            json!({"name": "nightly", "cron": "* * * * *", "queue": "other", "kind": "k"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "schedule_declared");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"nightly\" is declared in ordinaut.toml")
+            && message.contains("the scheduler on host"),
+        "{message}"
+    );
+    let shown = app.get("/v1/schedules/nightly").await;
+    assert_eq!(shown.body["cron"], "30 2 * * *", "unchanged");
+    assert_eq!(shown.body["queue"], "scans");
+    assert_eq!(shown.body["declared"], true);
+    // Deleting it is how an operator takes it over; then a POST creates it anew.
+    let deleted = app
+        .call(Method::DELETE, "/v1/schedules/nightly", None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let r = app
+        .post(
+            "/v1/schedules",
+            json!({"name": "nightly", "cron": "* * * * *", "queue": "other", "kind": "k"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["declared"], false);
+}

@@ -1,0 +1,410 @@
+//! Maintenance and load limits at store level: rescue backoff bounds, unique-key
+//! resolution of large batches, partition rotation under locks, declared schedules,
+//! indexed job lists.
+
+use std::time::Duration;
+
+use ordinaut::db::due_work::{self, NewJob};
+use ordinaut::model::Backoff;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::common::TestDb;
+
+#[tokio::test]
+async fn rescue_survives_a_huge_attempt_number_and_queue_backoff() {
+    let db = TestDb::new().await;
+    // The largest backoff the API accepts (999999 h), and an attempt far past float8's
+    // 2^1024: both made the whole rescue statement fail before the exponent was clamped.
+    sqlx::query("INSERT INTO queues (name, backoff_base_ms, backoff_max_ms) VALUES ('huge', 3599996400000, 3599996400000)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut a = NewJob::new("huge", "k", json!({}));
+    a.max_attempts = Some(1000);
+    let b = NewJob::new("q", "k", json!({}));
+    let ids = [a.id, b.id];
+    due_work::enqueue_many(&db.pool, &[a, b], 4).await.unwrap();
+    sqlx::query(
+        "UPDATE due_work SET state = 'running', lease_owner = $1, attempt = CASE WHEN queue = 'huge' THEN 1100 ELSE 1 END,
+                max_attempts = CASE WHEN queue = 'huge' THEN 5000 ELSE 4 END,
+                lease_expires_at = now() - interval '1 second', attempted_at = now()",
+    )
+    .bind(Uuid::now_v7())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let backoff = Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+    };
+    let r = due_work::rescue_many(&db.pool, &[], backoff, 100)
+        .await
+        .expect("the rescue statement must not overflow");
+    assert_eq!(r.retried, 2, "both jobs were handed back");
+    let delay: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM run_at - now())::float8 FROM due_work WHERE id = $1",
+    )
+    .bind(ids[0])
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        (3_599_996_000.0..=3_599_996_400.0).contains(&delay),
+        "capped at the queue's backoff_max: {delay}"
+    );
+}
+
+#[tokio::test]
+async fn a_large_batch_of_unique_keys_resolves_every_duplicate() {
+    let db = TestDb::new().await;
+    // 2,000 keys already live, then one batch of 20,000 jobs over 4,000 keys (each five
+    // times), half of them the live ones.
+    let live: Vec<NewJob> = (0..2000)
+        .map(|i| {
+            let mut j = NewJob::new("q", "k", json!({}));
+            j.unique_key = Some(format!("key-{i}"));
+            j
+        })
+        .collect();
+    let live_ids = due_work::enqueue_many(&db.pool, &live, 4).await.unwrap();
+    let batch: Vec<NewJob> = (0..20_000)
+        .map(|i| {
+            let mut j = NewJob::new("q", "k", json!({}));
+            j.unique_key = Some(format!("key-{}", i % 4000));
+            j
+        })
+        .collect();
+    let results = due_work::enqueue_many(&db.pool, &batch, 4).await.unwrap();
+    assert_eq!(results.len(), batch.len());
+    let mut by_key = std::collections::HashMap::new();
+    for (job, r) in batch.iter().zip(&results) {
+        let key = job.unique_key.clone().unwrap();
+        let first = *by_key.entry(key.clone()).or_insert(r.id);
+        assert_eq!(first, r.id, "every job with {key} resolved to one job");
+        let n: usize = key.trim_start_matches("key-").parse().unwrap();
+        if n < 2000 {
+            assert!(r.duplicate, "{key} was live");
+            assert_eq!(r.id, live_ids[n].id);
+        }
+    }
+    assert_eq!(by_key.len(), 4000);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM due_work").await,
+        4000,
+        "one row per key"
+    );
+    assert_eq!(results.iter().filter(|r| !r.duplicate).count(), 2000);
+}
+
+fn completed(id: Uuid) -> due_work::Finish {
+    due_work::Finish {
+        id,
+        // The first claim's attempt.
+        attempt: 1,
+        outcome: due_work::FinishKind::Completed,
+        next_run_at: None,
+        error: None,
+        output: Some(json!({"ok": true})),
+        log: None,
+    }
+}
+
+#[tokio::test]
+async fn partition_rotation_behind_a_reader_defers_and_never_stalls_finishing() {
+    let db = TestDb::new().await;
+    // An old day to drop and a missing day ahead to create, for both tables.
+    sqlx::query("SELECT ordinaut_ensure_partitions(current_date - 40, current_date - 40)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for parent in ["job_history", "job_attempts"] {
+        sqlx::query(
+            "SELECT ordinaut_drop_partition($1 || '_p' || to_char(current_date + 7, 'YYYYMMDD'))",
+        )
+        .bind(parent)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let job = NewJob::new("q", "k", json!({}));
+    let id = job.id;
+    due_work::enqueue_many(&db.pool, &[job], 4).await.unwrap();
+    let worker = Uuid::now_v7();
+    due_work::claim_due(&db.pool, &["q".into()], 1, worker, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // What pg_dump (or a long GET /v1/jobs) holds: ACCESS SHARE on job_history and every
+    // one of its partitions, for as long as it runs.
+    let mut reader = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK job_history IN ACCESS SHARE MODE")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let retention = ordinaut::scheduler::Retention::new(db.pool.clone(), 30);
+    let rotation = tokio::spawn(async move { retention.run_once().await });
+    crate::common::eventually(
+        Duration::from_secs(20),
+        "the rotation to wait for a lock (or be done)",
+        || async {
+            let waiting: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted)")
+                    .fetch_one(&db.pool)
+                    .await
+                    .unwrap();
+            (waiting || rotation.is_finished()).then_some(())
+        },
+    )
+    .await;
+    let finished = tokio::time::timeout(
+        Duration::from_secs(30),
+        due_work::finish_many(&db.pool, worker, 100, &[completed(id)]),
+    )
+    .await
+    .expect("finish_many must not queue behind partition DDL waiting on a reader")
+    .unwrap();
+    assert_eq!(finished.iter().map(|a| a.id).collect::<Vec<_>>(), vec![id]);
+    let report = tokio::time::timeout(Duration::from_secs(30), rotation)
+        .await
+        .expect("the rotation gives up on a held lock instead of waiting")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (report.created, report.dropped, report.deferred),
+        (1, 1, 2),
+        "job_attempts rotated; job_history's create and drop deferred: {report:?}"
+    );
+    reader.commit().await.unwrap();
+    let again = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!((again.created, again.dropped, again.deferred), (1, 1, 0));
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn retention_ages_out_old_rows_of_the_default_partitions() {
+    let db = TestDb::new().await;
+    // Days with no partition (no scheduler ran then) land in the default partitions.
+    sqlx::query(
+        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+                                  run_at, created_at, finished_at)
+         SELECT gen_random_uuid(), 'q', 'k', '{}', 0, 'completed', 1, 4, '{}', t, t, t
+         FROM unnest(ARRAY[now() - interval '40 days', now() - interval '35 days', now() - interval '31 days',
+                           now() + interval '20 days']) AS t",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO job_attempts (job_id, attempt, finished_at, outcome)
+         SELECT gen_random_uuid(), 1, t, 'retry'
+         FROM unnest(ARRAY[now() - interval '45 days', now() - interval '10 days' - interval '30 days']) AS t",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history_default")
+            .await,
+        4
+    );
+    let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(report.default_rows_deleted, 5);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history_default WHERE finished_at > now()")
+            .await,
+        1,
+        "rows inside the retention stay"
+    );
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history_default")
+            .await
+            + db.scalar_i64("SELECT count(*) FROM job_attempts_default")
+                .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest_thousand_fire_records_per_schedule() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO schedules (id, name, cron, timezone, queue, kind, next_run_at)
+         VALUES (gen_random_uuid(), 'every-second', '* * * * * *', 'UTC', 'q', 'k', now()),
+                (gen_random_uuid(), 'hourly', '@hourly', 'UTC', 'q', 'k', now())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO schedule_fires (schedule_id, fire_time, outcome)
+         SELECT s.id, now() - make_interval(secs => g), 'enqueued'
+         FROM schedules s, generate_series(1, 1500) g WHERE s.name = 'every-second'
+         UNION ALL
+         SELECT s.id, now() - make_interval(hours => g), 'enqueued'
+         FROM schedules s, generate_series(1, 10) g WHERE s.name = 'hourly'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(report.fires_pruned, 500);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM schedule_fires").await,
+        1010
+    );
+    // The newest 1,000 of the per-second schedule: g = 1..=1000.
+    assert_eq!(
+        db.scalar_i64(
+            "SELECT count(*) FROM schedule_fires f JOIN schedules s ON s.id = f.schedule_id
+             WHERE s.name = 'every-second'
+               AND f.fire_time >= (SELECT max(fire_time) - interval '999 seconds' FROM schedule_fires)"
+        )
+        .await,
+        1000
+    );
+}
+
+/// The plan of `sql` with `$1` bound to `arg`, as text.
+async fn plan(db: &TestDb, sql: &str, arg: &str) -> String {
+    let mut conn = db.pool.acquire().await.unwrap();
+    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
+        .bind(arg)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    rows.join("\n")
+}
+
+#[tokio::test]
+async fn the_overlap_check_is_an_index_lookup_whatever_the_backlog() {
+    let db = TestDb::new().await;
+    let jobs: Vec<NewJob> = (0..20_000)
+        .map(|_| NewJob::new("q", "k", json!({})))
+        .collect();
+    due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
+    sqlx::query("ANALYZE due_work")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // The statement of db::schedules::has_live_job.
+    let p = plan(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM due_work WHERE schedule_id = $1::uuid)",
+        &Uuid::now_v7().to_string(),
+    )
+    .await;
+    assert!(p.contains("due_work_schedule_idx"), "{p}");
+    assert!(!p.contains("Seq Scan"), "{p}");
+}
+
+#[tokio::test]
+async fn listing_a_rare_queue_walks_its_index_not_the_whole_history() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+                                  run_at, created_at, finished_at)
+         SELECT ordinaut_uuid_v7(), CASE WHEN g % 5000 = 0 THEN 'rare' ELSE 'bulk' END,
+                CASE WHEN g % 5000 = 0 THEN 'rare-kind' ELSE 'bulk-kind' END,
+                '{}', 0, 'completed', 1, 4, '{}', now(), now(), now()
+         FROM generate_series(1, 30000) g",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE job_history")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // The partition holding the rows (the empty ones are scanned for free).
+    let full: String =
+        sqlx::query_scalar("SELECT tableoid::regclass::text FROM job_history LIMIT 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    for filter in [
+        ordinaut::db::history::JobFilter {
+            queue: Some("rare".into()),
+            limit: 50,
+            ..Default::default()
+        },
+        ordinaut::db::history::JobFilter {
+            kind: Some("rare-kind".into()),
+            state: Some("completed".into()),
+            limit: 50,
+            ..Default::default()
+        },
+    ] {
+        let plan = ordinaut::db::history::explain_list_jobs(&db.pool, &filter)
+            .await
+            .unwrap();
+        let index = if filter.queue.is_some() {
+            "queue_id_idx"
+        } else {
+            "kind_id_idx"
+        };
+        assert!(plan.contains(index), "{filter:?}:\n{plan}");
+        assert!(
+            plan.contains(&format!("Backward using {full}_{index}")),
+            "{filter:?}:\n{plan}"
+        );
+        assert!(
+            !plan.contains(&format!("Seq Scan on {full} ")),
+            "{filter:?}:\n{plan}"
+        );
+        let jobs = ordinaut::db::history::list_jobs(&db.pool, &filter)
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 6, "{filter:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_day_already_in_the_default_partition_is_left_there_without_locking_it() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "SELECT ordinaut_drop_partition('job_history_p' || to_char(current_date + 7, 'YYYYMMDD'))",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+                                  run_at, created_at, finished_at)
+         VALUES (gen_random_uuid(), 'q', 'k', '{}', 0, 'completed', 1, 4, '{}', now(), now(),
+                 (current_date + 7)::timestamptz + interval '1 hour')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // A reader of the default partition: creating the day would have to wait for it.
+    let mut reader = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK job_history_default IN ACCESS SHARE MODE")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let answer: String =
+        sqlx::query_scalar("SELECT ordinaut_create_partition('job_history', current_date + 7)")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(answer, "occupied");
+    reader.commit().await.unwrap();
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM job_history_default")
+            .await,
+        1
+    );
+}
