@@ -1,7 +1,5 @@
 //! Liveness (`/health`), readiness (`/ready`) and Prometheus metrics (`/metrics`).
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -11,10 +9,6 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::Json;
-use crate::db;
-
-/// How long readiness may wait for the database.
-const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Status body of `/health` and `/ready`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -39,23 +33,17 @@ pub async fn health() -> Json<Status> {
         (status = 503, description = "Database unreachable, not a writable primary, or schema not current", body = ErrorBody),
     ))]
 pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Status>> {
-    match tokio::time::timeout(DB_CHECK_TIMEOUT, db::readiness(state.pool())).await {
-        Ok(Ok(db::Readiness::Ready)) => Ok(Json(Status { status: "ready" })),
-        Ok(Ok(db::Readiness::SchemaNotCurrent)) => Err(ApiError::Unavailable(format!(
-            "database schema is not at migration {}",
-            db::latest_known_migration()
-        ))),
-        Ok(Ok(db::Readiness::NotWritable(state))) => Err(ApiError::Unavailable(format!(
-            "database server is {state}; waiting for a primary"
-        ))),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "readiness check failed");
-            Err(ApiError::Unavailable("database unreachable".to_owned()))
-        }
-        Err(_) => Err(ApiError::Unavailable(
-            "database did not answer in time".to_owned(),
-        )),
+    // At most one check (one connection) per second, shared by every probe: a flood of
+    // /ready cannot take the connections /v1 needs.
+    let health = state.fresh_health().await;
+    if health.ready() {
+        return Ok(Json(Status { status: "ready" }));
     }
+    Err(ApiError::Unavailable(
+        health
+            .error
+            .unwrap_or_else(|| "database not checked yet".to_owned()),
+    ))
 }
 
 /// Prometheus metrics in the text exposition format. Queue gauges come from the cached

@@ -16,6 +16,10 @@ use crate::worker::jittered;
 
 /// Time between two refreshes of the cached state.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// `/ready` answers from a check at most this old; older, the request that finds it so
+/// runs the one check (others wait for its result), so probes cost at most one query and
+/// one connection per second however many arrive.
+pub const READY_MAX_AGE: Duration = Duration::from_secs(1);
 /// Longest one refresh query may take before it counts as a failure.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -28,26 +32,35 @@ pub struct DbHealth {
     pub reachable: bool,
     /// Its schema is at this build's latest migration.
     pub schema_current: bool,
+    /// It is a writable primary (not a standby, not read-only).
+    pub writable: bool,
     /// Why it failed, when it did (for logs and the 503 message).
     pub error: Option<String>,
 }
 
 impl DbHealth {
-    /// True when the last check found the database reachable and migrated.
+    /// True when the last check found a reachable, writable, migrated database.
     pub fn ready(&self) -> bool {
-        self.reachable && self.schema_current
+        self.reachable && self.writable && self.schema_current
+    }
+
+    fn fresh(&self) -> bool {
+        self.checked_at.is_some_and(|t| t.elapsed() < READY_MAX_AGE)
     }
 }
 
 /// Where the refresher publishes; cheap to read from any handler.
 pub(crate) struct Snapshot {
     health: watch::Sender<DbHealth>,
+    /// Held by the one request re-checking readiness.
+    checking: tokio::sync::Mutex<()>,
 }
 
 impl Snapshot {
     pub(crate) fn new() -> Snapshot {
         Snapshot {
             health: watch::Sender::new(DbHealth::default()),
+            checking: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -56,6 +69,66 @@ impl AppState {
     /// The database's health as the refresher last saw it (no database call).
     pub fn db_health(&self) -> DbHealth {
         self.inner.snapshot.health.borrow().clone()
+    }
+
+    /// The database's health no older than [`READY_MAX_AGE`], for `/ready`.
+    pub async fn fresh_health(&self) -> DbHealth {
+        let cached = self.db_health();
+        if cached.fresh() {
+            return cached;
+        }
+        let _only_one = self.inner.snapshot.checking.lock().await;
+        // Whoever held the lock before us has just refreshed it.
+        let cached = self.db_health();
+        if cached.fresh() {
+            return cached;
+        }
+        let health = self.check_health().await;
+        self.inner.snapshot.health.send_replace(health.clone());
+        health
+    }
+
+    /// One readiness check against the database.
+    async fn check_health(&self) -> DbHealth {
+        let checked_at = Some(Instant::now());
+        match tokio::time::timeout(QUERY_TIMEOUT, db::readiness(self.pool())).await {
+            Ok(Ok(db::Readiness::Ready)) => DbHealth {
+                checked_at,
+                reachable: true,
+                schema_current: true,
+                writable: true,
+                error: None,
+            },
+            Ok(Ok(db::Readiness::SchemaNotCurrent)) => DbHealth {
+                checked_at,
+                reachable: true,
+                writable: true,
+                schema_current: false,
+                error: Some(format!(
+                    "database schema is not at migration {}",
+                    db::latest_known_migration()
+                )),
+            },
+            Ok(Ok(db::Readiness::NotWritable(state))) => DbHealth {
+                checked_at,
+                reachable: true,
+                error: Some(format!("database server is {state}; waiting for a primary")),
+                ..DbHealth::default()
+            },
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "readiness check failed");
+                DbHealth {
+                    checked_at,
+                    error: Some("database unreachable".to_owned()),
+                    ..DbHealth::default()
+                }
+            }
+            Err(_) => DbHealth {
+                checked_at,
+                error: Some("database did not answer in time".to_owned()),
+                ..DbHealth::default()
+            },
+        }
     }
 
     /// Refreshes the cached state now and then every [`REFRESH_INTERVAL`] until the
@@ -74,29 +147,7 @@ impl AppState {
     /// and the queue gauges. Failures are logged and published, never returned.
     pub async fn refresh_once(&self) {
         let pool = self.pool();
-        let health = match tokio::time::timeout(QUERY_TIMEOUT, db::is_ready(pool)).await {
-            Ok(Ok(current)) => DbHealth {
-                checked_at: Some(Instant::now()),
-                reachable: true,
-                schema_current: current,
-                error: (!current).then(|| {
-                    format!(
-                        "database schema is not at migration {}",
-                        db::latest_known_migration()
-                    )
-                }),
-            },
-            Ok(Err(e)) => DbHealth {
-                checked_at: Some(Instant::now()),
-                error: Some(format!("database unreachable: {e}")),
-                ..DbHealth::default()
-            },
-            Err(_) => DbHealth {
-                checked_at: Some(Instant::now()),
-                error: Some("database did not answer in time".to_owned()),
-                ..DbHealth::default()
-            },
-        };
+        let health = self.check_health().await;
         let reachable = health.reachable;
         self.inner.snapshot.health.send_replace(health);
         if !reachable {

@@ -220,3 +220,45 @@ async fn scrapes_and_the_health_snapshot_never_wait_on_the_database() {
     assert_eq!(most_waiting, 0, "scrapes queued on the database");
     reader.commit().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_flood_of_ready_probes_holds_at_most_one_connection() {
+    let app = App::new().await;
+    // Make the readiness query hang: it reads the migrations table.
+    let mut blocker = app.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let probes: Vec<_> = (0..40)
+        .map(|_| {
+            let router = app.router.clone();
+            tokio::spawn(async move {
+                use tower::ServiceExt;
+                router.oneshot(bare("/ready")).await.map(|r| r.status())
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+         WHERE NOT l.granted AND d.datname = current_database()",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        waiting <= 1,
+        "{waiting} readiness queries hold connections at once"
+    );
+    // /v1 still gets connections meanwhile.
+    assert_eq!(app.get("/v1/workers").await.status, StatusCode::OK);
+    blocker.rollback().await.unwrap();
+    for p in probes {
+        let status = p.await.unwrap().unwrap();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status}"
+        );
+    }
+}
