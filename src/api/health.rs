@@ -55,8 +55,8 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Status>> {
     }
 }
 
-/// Prometheus metrics in the text exposition format. Queue gauges are refreshed from
-/// the database on each scrape (a scrape still answers if the database does not).
+/// Prometheus metrics in the text exposition format. Queue gauges and the schedule lag
+/// are refreshed from the database on each scrape (a scrape still answers if the database does not).
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
@@ -87,6 +87,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot refresh queue gauges"),
         Err(_) => tracing::warn!("cannot refresh queue gauges: database did not answer in time"),
+    }
+    match tokio::time::timeout(DB_CHECK_TIMEOUT, db::schedules::lag_seconds(state.pool())).await {
+        Ok(Ok(lag)) => crate::metrics::schedule_lag(lag),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot refresh the schedule lag gauge"),
+        Err(_) => {
+            tracing::warn!("cannot refresh the schedule lag gauge: database did not answer in time")
+        }
     }
     (
         [(
