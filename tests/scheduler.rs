@@ -366,3 +366,67 @@ async fn retention_drops_old_partitions_and_keeps_recent_ones() {
     let recent = "SELECT count(*) FROM pg_class WHERE relname = 'job_history_p' || to_char(current_date, 'YYYYMMDD')";
     assert_eq!(db.scalar_i64(recent).await, 1);
 }
+
+/// `ordinaut healthcheck --scheduler` as the container probe runs it, beside a scheduler
+/// writing its heartbeat to `file`.
+fn scheduler_probe(db: &TestDb, file: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(binary())
+        .args(["healthcheck", "--scheduler", "--max-age", "3s"])
+        .env("DATABASE_URL", &db.url)
+        .env("SCHEDULER_HEARTBEAT_FILE", file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test]
+async fn the_scheduler_health_check_fails_while_its_fire_loop_is_stopped() {
+    let db = TestDb::new().await;
+    let file =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("heartbeat-{}", Uuid::now_v7()));
+    let (code, text) = scheduler_probe(&db, &file);
+    assert_eq!(code, Some(1), "no scheduler yet: {text}");
+    assert!(text.contains("no scheduler heartbeat"), "{text}");
+
+    let scheduler = spawn_scheduler(&db, &[("SCHEDULER_HEARTBEAT_FILE", file.to_str().unwrap())]);
+    let healthy = common::eventually(Duration::from_secs(60), "a healthy scheduler", || async {
+        let (code, text) = scheduler_probe(&db, &file);
+        (code == Some(0)).then_some(text)
+    })
+    .await;
+    assert!(healthy.contains("scheduler ticked"), "{healthy}");
+
+    // SIGSTOP freezes the loop while the process and Postgres stay up: only the
+    // heartbeat can tell.
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(scheduler.0.id() as i32, libc::SIGSTOP);
+    }
+    let stale = common::eventually(
+        Duration::from_secs(60),
+        "an unhealthy scheduler",
+        || async {
+            let (code, text) = scheduler_probe(&db, &file);
+            (code == Some(1)).then_some(text)
+        },
+    )
+    .await;
+    assert!(stale.contains("fire loop has stopped"), "{stale}");
+    assert_eq!(stale.lines().count(), 1, "{stale}");
+
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(scheduler.0.id() as i32, libc::SIGCONT);
+    }
+    common::eventually(Duration::from_secs(60), "healthy again", || async {
+        (scheduler_probe(&db, &file).0 == Some(0)).then_some(())
+    })
+    .await;
+    scheduler.stop();
+    let _ = std::fs::remove_file(&file);
+}

@@ -118,3 +118,87 @@ fn the_ordinaut_toml_files_under_ops_load_and_validate() {
         assert_eq!(kinds, ["echo", "notify"], "{file}");
     }
 }
+
+/// Every variable Ordinaut reads set to the empty string, as an env file's `KEY=` lines
+/// do, plus `ORDINAUT_CONFIG=`: each means "unset", so the defaults apply and nothing fails.
+fn all_empty() -> Vec<(&'static str, &'static str)> {
+    let mut env: Vec<(&str, &str)> = ordinaut::config::ENV_KEYS
+        .iter()
+        .map(|(k, _)| (*k, ""))
+        .collect();
+    env.push(("ORDINAUT_CONFIG", ""));
+    env
+}
+
+fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run ordinaut")
+}
+
+#[tokio::test]
+async fn an_empty_variable_means_unset_for_every_setting() {
+    let db = TestDb::new().await;
+    let mut env = all_empty();
+    env.retain(|(k, _)| *k != "DATABASE_URL");
+    env.push(("DATABASE_URL", &db.url));
+    let listed = cli(&["jobs", "list"], &env);
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed));
+    let probe = cli(&["healthcheck", "--db"], &env);
+    assert_eq!(probe.status.code(), Some(0), "{}", text(&probe));
+
+    // DATABASE_URL= too: unset, so the command says so (not "invalid URL ''").
+    let unset = cli(&["jobs", "list"], &all_empty());
+    assert_eq!(unset.status.code(), Some(1), "{}", text(&unset));
+    assert!(
+        text(&unset).contains("DATABASE_URL is not set"),
+        "{}",
+        text(&unset)
+    );
+}
+
+#[tokio::test]
+async fn metrics_report_how_far_the_most_overdue_schedule_lags() {
+    let app = crate::api::App::new().await;
+    let spec = ordinaut::scheduler::validate(
+        &ordinaut::scheduler::ScheduleInput {
+            name: "nightly".into(),
+            cron: "0 3 * * *".into(),
+            queue: "q".into(),
+            kind: "k".into(),
+            ..Default::default()
+        },
+        &ordinaut::config::Config::default(),
+        false,
+    )
+    .unwrap();
+    ordinaut::scheduler::save(&app.db.pool, &spec)
+        .await
+        .unwrap();
+    // No scheduler runs here: a fire two minutes overdue is two minutes of lag.
+    sqlx::query("UPDATE schedules SET next_run_at = now() - interval '120 seconds'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    // The gauge is process-wide: another test's scrape may set it between ours, so
+    // scrape until ours shows.
+    let lag = crate::common::eventually(
+        std::time::Duration::from_secs(30),
+        "the schedule lag gauge",
+        || async {
+            let text = app.get("/metrics").await.text;
+            text.lines()
+                .find_map(|l| l.strip_prefix("ordinaut_schedule_lag_seconds "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|v| *v >= 120.0)
+        },
+    )
+    .await;
+    assert!(lag < 600.0, "{lag}");
+}
