@@ -48,7 +48,8 @@ ENV API_HOST=0.0.0.0 \
     TMPDIR=/tmp
 EXPOSE 8080
 # The default command is the API, so the default health check is its /ready. Worker and
-# scheduler containers override it with `ordinaut healthcheck --db` (ops/).
+# scheduler containers override it with `ordinaut healthcheck --db` and `--scheduler`
+# (ops/).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["ordinaut", "healthcheck"]
 ENTRYPOINT ["/usr/bin/tini", "--", "ordinaut"]
