@@ -60,7 +60,9 @@ for dirpath, dirnames, filenames in os.walk(root):
             continue
         dest = os.path.join(context, rel)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        shutil.copy2(os.path.join(root, rel), dest)
+        # New mtimes, never the originals: cargo decides freshness by mtime, and a
+        # preserved one older than the last build would leave a stale binary.
+        shutil.copy(os.path.join(root, rel), dest)
         admitted += 1
 
 # The builder stage: from its FROM to the next FROM.
@@ -110,10 +112,10 @@ for words in stage_lines:
                 target = os.path.join(dest_abs, os.path.basename(os.path.normpath(src)))
             out = os.path.join(build, os.path.relpath(target, "/src"))
             if os.path.isdir(path):
-                shutil.copytree(path, out, dirs_exist_ok=True)
+                shutil.copytree(path, out, dirs_exist_ok=True, copy_function=shutil.copy)
             else:
                 os.makedirs(os.path.dirname(out), exist_ok=True)
-                shutil.copy2(path, out)
+                shutil.copy(path, out)
             copies += 1
     elif op == "RUN":
         text = " ".join(words[1:])

@@ -374,16 +374,10 @@ resources:
 components:
   - ../../components/keda
 EOF
-# And the HA overlay with the PgBouncer component.
-mkdir -p "${scratch}/k8s/overlays/pooler-check"
-cat >"${scratch}/k8s/overlays/pooler-check/kustomization.yaml" <<'EOF'
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - ../ha
-components:
-  - ../../components/cnpg-pooler
-EOF
+# And the HA overlay with the PgBouncer component enabled, as its comment says to.
+cp -R "${scratch}/k8s/overlays/ha" "${scratch}/k8s/overlays/pooler-check"
+printf 'components:\n  - ../../components/cnpg-pooler\n' \
+    >>"${scratch}/k8s/overlays/pooler-check/kustomization.yaml"
 for target in base overlays/local overlays/prod overlays/keda-check overlays/ha overlays/pooler-check; do
     step "kustomize build ${target} + kubernetes-validate --strict"
     out="${scratch}/render-${target//\//-}.yaml"
@@ -463,6 +457,10 @@ for name in ("ordinaut-api", "ordinaut-scheduler", "ordinaut-worker"):
         mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
         if not {"/etc/ordinaut", "/tmp"} <= mounts:
             errors.append(f"{name}: config or /tmp not mounted ({sorted(mounts)})")
+if target.startswith("overlays/"):
+    for d in docs:
+        if d["kind"] != "Namespace" and not d["metadata"].get("namespace"):
+            errors.append(f"{d['kind']} {d['metadata']['name']}: no namespace (the overlay's namespace does not reach it)")
 if "ordinaut-api" not in kinds.get("Service", {}):
     errors.append("missing Service ordinaut-api")
 if not kinds.get("PodDisruptionBudget"):
