@@ -363,21 +363,18 @@ for dir in "${kv_schemas}/v${kv_version}-local" "${kv_schemas}/v${kv_version}-lo
     [[ -d "${dir}" ]] || fail "no kubernetes-validate schema directory ${dir}"
     cp "${ops_dir}"/k8s/crds/*.json "${dir}/"
 done
-# A copy, so a check-only overlay (prod + the KEDA component) can sit beside the others.
+# A copy, so check-only overlays can sit beside the others: prod with the KEDA
+# component and ha with the PgBouncer component, each enabled inside the overlay as its
+# comment says to (so the overlay's namespace reaches the component's resources).
 cp -R "${ops_dir}/k8s" "${scratch}/k8s"
-mkdir -p "${scratch}/k8s/overlays/keda-check"
-cat >"${scratch}/k8s/overlays/keda-check/kustomization.yaml" <<'EOF'
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - ../prod
-components:
-  - ../../components/keda
-EOF
-# And the HA overlay with the PgBouncer component enabled, as its comment says to.
+cp -R "${scratch}/k8s/overlays/prod" "${scratch}/k8s/overlays/keda-check"
+printf 'components:\n  - ../../components/keda\n' \
+    >>"${scratch}/k8s/overlays/keda-check/kustomization.yaml"
 cp -R "${scratch}/k8s/overlays/ha" "${scratch}/k8s/overlays/pooler-check"
-printf 'components:\n  - ../../components/cnpg-pooler\n' \
-    >>"${scratch}/k8s/overlays/pooler-check/kustomization.yaml"
+sed -i 's|^  # - ../../components/cnpg-pooler$|  - ../../components/cnpg-pooler|' \
+    "${scratch}/k8s/overlays/pooler-check/kustomization.yaml"
+grep -qx "  - ../../components/cnpg-pooler" "${scratch}/k8s/overlays/pooler-check/kustomization.yaml" ||
+    fail "overlays/ha/kustomization.yaml has no commented cnpg-pooler line to enable"
 for target in base overlays/local overlays/prod overlays/keda-check overlays/ha overlays/pooler-check; do
     step "kustomize build ${target} + kubernetes-validate --strict"
     out="${scratch}/render-${target//\//-}.yaml"
@@ -436,17 +433,14 @@ for name in ("ordinaut-api", "ordinaut-scheduler", "ordinaut-worker"):
         db = env.get("DATABASE_URL", {})
         db_ref = db.get("valueFrom", {}).get("secretKeyRef", {})
         if target.endswith("pooler-check"):
-            # Built from the app Secret's user and password, through the pooler.
+            # The pooler's Service, credentials from the app Secret via PGUSER/PGPASSWORD.
             v = db.get("value", "")
-            if "@ordinaut-db-pooler-rw:" not in v or "$(DB_PASSWORD)" not in v:
-                errors.append(f"{name}: DATABASE_URL does not go through the pooler: {v!r}")
-            names = [e["name"] for e in c.get("env", [])]
-            for var in ("DB_USER", "DB_PASSWORD"):
+            if not v.startswith("postgres://ordinaut-db-pooler-rw:") or "valueFrom" in db:
+                errors.append(f"{name}: DATABASE_URL does not go through the pooler: {db}")
+            for var, key in (("PGUSER", "username"), ("PGPASSWORD", "password")):
                 ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef", {})
-                if ref.get("name") != "ordinaut-db-app":
-                    errors.append(f"{name}: {var} not from the Secret ordinaut-db-app")
-                elif names.index(var) > names.index("DATABASE_URL"):
-                    errors.append(f"{name}: {var} defined after DATABASE_URL (no $() expansion)")
+                if ref != {"name": "ordinaut-db-app", "key": key}:
+                    errors.append(f"{name}: {var} not from the Secret ordinaut-db-app key {key}")
         elif target.endswith("overlays/ha"):
             if db_ref != {"name": "ordinaut-db-app", "key": "uri"}:
                 errors.append(f"{name}: DATABASE_URL not CloudNativePG's ordinaut-db-app uri: {db_ref}")
