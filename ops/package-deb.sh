@@ -63,6 +63,17 @@ grep -qx "/etc/ordinaut/ordinaut.env" "${out}/control/conffiles" ||
     fail "ordinaut.env is not a conffile (an upgrade would overwrite the operator's settings)"
 grep -q "^ Depends:.*adduser" "${out}/info" || fail "the package does not depend on adduser"
 
+# The units as installed, against the binary as installed: unpack into a root that also
+# has the system's own units, and let systemd check them (any output is a failure).
+dpkg-deb -x "${deb}" "${out}/root"
+mkdir -p "${out}/root/usr/lib/systemd"
+cp -R /usr/lib/systemd/system "${out}/root/usr/lib/systemd/"
+verify="$(systemd-analyze verify --root="${out}/root" ordinaut-api.service \
+    ordinaut-scheduler.service ordinaut-worker@1.service 2>&1)" ||
+    fail "systemd-analyze verify on the installed units: ${verify}"
+[[ -z "${verify}" ]] || fail "systemd-analyze verify on the installed units: ${verify}"
+"${out}/root/usr/bin/ordinaut" --version >&2 || fail "the packaged binary does not run"
+
 if command -v lintian >/dev/null; then
     # Errors fail the build. bogus-mail-host is suppressed until the project has a real
     # maintainer address for Cargo.toml's [package.metadata.deb]; warnings are shown.
