@@ -551,6 +551,10 @@ for unit in ("ordinaut-api.service", "ordinaut-scheduler.service", "ordinaut-wor
             errors.append(f"{unit}: TimeoutStopSec={stop} leaves no margin over WORKER_SHUTDOWN_GRACE={grace}")
         if "-/etc/ordinaut/worker-%i.env" not in settings.get("EnvironmentFile", []):
             errors.append(f"{unit}: no per-instance EnvironmentFile")
+    if unit == "ordinaut-scheduler.service" and (
+        settings.get("Type") != ["notify"] or not settings.get("WatchdogSec")
+    ):
+        errors.append(f"{unit}: not Type=notify with WatchdogSec= (the fire loop pings the watchdog)")
     exec_start = shlex.split(settings["ExecStart"][0])
     if exec_start[0] != "/usr/bin/ordinaut":
         errors.append(f"{unit}: ExecStart runs {exec_start[0]}, not /usr/bin/ordinaut")

@@ -430,3 +430,42 @@ async fn the_scheduler_health_check_fails_while_its_fire_loop_is_stopped() {
     scheduler.stop();
     let _ = std::fs::remove_file(&file);
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`) the fire loop reports readiness once
+/// and pings the watchdog as it ticks: a stand-in for systemd's notify socket receives
+/// both from a real scheduler, and the pings resume after the loop was frozen.
+#[tokio::test]
+async fn the_scheduler_notifies_systemd_ready_and_pings_the_watchdog() {
+    let db = TestDb::new().await;
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let socket_path = dir.join(format!("notify-{}.sock", Uuid::now_v7()));
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let heartbeat = dir.join(format!("heartbeat-{}", Uuid::now_v7()));
+    let scheduler = spawn_scheduler(
+        &db,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("SCHEDULER_HEARTBEAT_FILE", heartbeat.to_str().unwrap()),
+        ],
+    );
+    let recv = || {
+        let mut buf = [0u8; 64];
+        let n = socket.recv(&mut buf).expect("a notification within 60 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(recv(), "READY=1");
+    assert_eq!(recv(), "WATCHDOG=1");
+    assert_eq!(recv(), "WATCHDOG=1", "pings go on while the loop ticks");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(scheduler.0.id() as i32, libc::SIGSTOP);
+        libc::kill(scheduler.0.id() as i32, libc::SIGCONT);
+    }
+    assert_eq!(recv(), "WATCHDOG=1", "pings resume with the loop");
+    scheduler.stop();
+    let _ = std::fs::remove_file(&socket_path);
+    let _ = std::fs::remove_file(&heartbeat);
+}

@@ -4,7 +4,9 @@
 //! just as well while the loop hangs.
 //!
 //! The file holds the time of the last tick in milliseconds since the Unix epoch. It is
-//! replaced by rename, so a reader never sees a half-written value.
+//! replaced by rename, so a reader never sees a half-written value. Under systemd
+//! (`Type=notify`, `$NOTIFY_SOCKET` set) each beat also sends `WATCHDOG=1`, and the
+//! first one `READY=1`, so `WatchdogSec=` restarts a scheduler whose loop has stopped.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -25,6 +27,7 @@ pub struct Heartbeat {
     path: PathBuf,
     last: Mutex<Option<Instant>>,
     warned: AtomicBool,
+    ready: AtomicBool,
 }
 
 /// Where the scheduler writes, and the health check reads, the heartbeat:
@@ -44,6 +47,7 @@ impl Heartbeat {
             path,
             last: Mutex::new(None),
             warned: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
         }
     }
 
@@ -63,6 +67,10 @@ impl Heartbeat {
             }
             *last = Some(now);
         }
+        if !self.ready.swap(true, Ordering::Relaxed) {
+            notify_systemd("READY=1");
+        }
+        notify_systemd("WATCHDOG=1");
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -82,6 +90,24 @@ impl Heartbeat {
                 }
             }
         }
+    }
+}
+
+/// Sends `state` to systemd's notify socket when there is one (sd_notify(3)); anything
+/// else is ignored: the notification is advice, the file is the record.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let bytes = target.as_encoded_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(Path::new(&target)),
+    };
+    if let (Ok(addr), Ok(socket)) = (addr, UnixDatagram::unbound()) {
+        let _ = socket.send_to_addr(state.as_bytes(), &addr);
     }
 }
 
