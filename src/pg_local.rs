@@ -255,12 +255,28 @@ fn run(cmd: &mut Command, step: &'static str) -> Result<(), PgLocalError> {
 }
 
 fn chown_tree(path: &Path) -> Result<(), PgLocalError> {
-    chown(path, Some(NOBODY), Some(NOBODY)).map_err(|e| io(path, e))?;
+    // A running cluster removes files while we walk (a dropped database's directory):
+    // what is gone needs no owner.
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    match chown(path, Some(NOBODY), Some(NOBODY)) {
+        Err(e) if gone(&e) => return Ok(()),
+        other => other.map_err(|e| io(path, e))?,
+    }
     if path.is_dir() {
-        for entry in fs::read_dir(path).map_err(|e| io(path, e))? {
-            let entry = entry.map_err(|e| io(path, e))?;
-            if !entry.file_type().map_err(|e| io(path, e))?.is_symlink() {
-                chown_tree(&entry.path())?;
+        let entries = match fs::read_dir(path) {
+            Err(e) if gone(&e) => return Ok(()),
+            other => other.map_err(|e| io(path, e))?,
+        };
+        for entry in entries {
+            let entry = match entry {
+                Err(e) if gone(&e) => continue,
+                other => other.map_err(|e| io(path, e))?,
+            };
+            match entry.file_type() {
+                Ok(t) if t.is_symlink() => {}
+                Ok(_) => chown_tree(&entry.path())?,
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(io(path, e)),
             }
         }
     }
