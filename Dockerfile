@@ -4,16 +4,20 @@
 #   docker build -t ordinaut .
 # The image runs as uid 10001, writes nothing outside /tmp (mount a tmpfs there when the
 # root filesystem is read-only), and checks its own health with `ordinaut healthcheck`
-# (no curl, no shell needed). ops/validate.sh checks that every COPY source exists.
+# (no curl, no shell needed). ops/validate.sh checks that every COPY source exists, and
+# ops/build-context.sh (run by CI) builds the release binary from exactly the files this
+# build context admits, so a file embedded at compile time but left out fails CI.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
-# Only what the release binary is built from: the manifest, the sources and the
-# migrations (embedded at compile time by sqlx::migrate!).
-COPY Cargo.toml Cargo.lock ./
+# Only what the release binary is built from: the manifest, the sources, the migrations
+# (embedded at compile time by sqlx::migrate!) and the example configuration (embedded
+# by `ordinaut dev` with include_str!). Anything else embedded must be added here and in
+# .dockerignore.
+COPY Cargo.toml Cargo.lock ordinaut.example.toml ./
 COPY src ./src
 COPY migrations ./migrations
 # Cache mounts keep the registry and compiled dependencies between builds; the binary
@@ -44,7 +48,8 @@ ENV API_HOST=0.0.0.0 \
     TMPDIR=/tmp
 EXPOSE 8080
 # The default command is the API, so the default health check is its /ready. Worker and
-# scheduler containers override it with `ordinaut healthcheck --db` (ops/).
+# scheduler containers override it with `ordinaut healthcheck --db` and `--scheduler`
+# (ops/).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["ordinaut", "healthcheck"]
 ENTRYPOINT ["/usr/bin/tini", "--", "ordinaut"]

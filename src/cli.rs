@@ -43,7 +43,7 @@ pub enum Command {
     Migrate,
     /// Claim and run jobs.
     Worker(WorkerArgs),
-    /// Run maintenance: rescue dead workers' jobs and expired leases.
+    /// Fire cron schedules and run maintenance (lease rescue, history retention).
     Scheduler,
     /// API, scheduler and worker in one process, on a local Postgres if DATABASE_URL is unset.
     Dev(WorkerArgs),
@@ -229,8 +229,9 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             let Some(pool) = start_waiting(&db, &config, &shutdown).await? else {
                 return Ok(());
             };
-            tracing::info!("scheduler started");
-            run_scheduler(&config, pool.clone(), shutdown).await?;
+            let heartbeat = crate::scheduler::heartbeat::path(&config);
+            tracing::info!(heartbeat = %heartbeat.display(), "scheduler started");
+            run_scheduler(&config, pool.clone(), shutdown, Some(heartbeat)).await?;
             pool.close().await;
             tracing::info!("scheduler stopped");
             Ok(())
@@ -451,19 +452,21 @@ async fn run_worker_and_rescuer(
     result.context("while running the worker")
 }
 
-/// Fires schedules and runs maintenance (rescue, retention) until `shutdown`.
+/// Fires schedules and runs maintenance (rescue, retention) until `shutdown`; the fire
+/// loop rewrites `heartbeat` after every tick when given.
 async fn run_scheduler(
     config: &Config,
     pool: db::Pool,
     shutdown: CancellationToken,
+    heartbeat: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     crate::scheduler::sync_declared(&pool, config)
         .await
         .context("while syncing the schedules declared in ordinaut.toml")?;
     let mut services = tokio::task::JoinSet::new();
-    services.spawn(
-        Firer::new(pool.clone(), crate::scheduler::fire_options(config)).run(shutdown.clone()),
-    );
+    let mut fire = crate::scheduler::fire_options(config);
+    fire.heartbeat = heartbeat.map(|p| std::sync::Arc::new(crate::scheduler::Heartbeat::new(p)));
+    services.spawn(Firer::new(pool.clone(), fire).run(shutdown.clone()));
     services.spawn(
         Rescuer::new(pool.clone(), RescuerOptions::from_config(config)).run(shutdown.clone()),
     );
@@ -527,7 +530,8 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         let shutdown = crate::shutdown::on_signal();
         let scheduler = {
             let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
-            tokio::spawn(async move { run_scheduler(&config, pool, shutdown).await })
+            // No heartbeat: dev has no health check, and parallel devs would share the file.
+            tokio::spawn(async move { run_scheduler(&config, pool, shutdown, None).await })
         };
         let api = {
             let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());

@@ -56,6 +56,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "scheduler.misfire_grace_time",
     ),
     ("SCHEDULER_TICK", "scheduler.tick"),
+    ("SCHEDULER_HEARTBEAT_FILE", "scheduler.heartbeat_file"),
     ("API_HOST", "api.host"),
     ("API_PORT", "api.port"),
     ("API_TOKENS", "api.tokens"),
@@ -116,6 +117,10 @@ pub struct SchedulerConfig {
     pub misfire_grace_time: f64,
     /// Seconds between checks for due schedules.
     pub tick: f64,
+    /// File `ordinaut scheduler` rewrites after every tick for `healthcheck --scheduler`
+    /// (default: `$TMPDIR/ordinaut-scheduler.heartbeat`).
+    #[serde(default)]
+    pub heartbeat_file: Option<PathBuf>,
 }
 
 impl Default for SchedulerConfig {
@@ -123,6 +128,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             misfire_grace_time: 30.0,
             tick: 0.2,
+            heartbeat_file: None,
         }
     }
 }
@@ -409,7 +415,9 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let explicit = path
             .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("ORDINAUT_CONFIG").map(PathBuf::from));
+            .or_else(|| std::env::var_os("ORDINAUT_CONFIG").map(PathBuf::from))
+            // `ORDINAUT_CONFIG=` (an env file's empty line) means unset, as for every key.
+            .filter(|p| !p.as_os_str().is_empty());
         let file = match explicit {
             Some(p) if !p.exists() => {
                 return Err(ConfigError::Load(format!(
@@ -428,7 +436,7 @@ impl Config {
         let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(describe(e)))?;
-        // `WORKER_METRICS_ADDR=` (as in .env.example) means "none", not an address.
+        // `metrics_addr = ""` in a file means "none", not an address.
         config.worker.metrics_addr = config.worker.metrics_addr.filter(|a| !a.trim().is_empty());
         config.validate()?;
         Ok(config)
@@ -647,9 +655,15 @@ impl Config {
 }
 
 /// Environment variables under their documented names, mapped onto config keys.
+///
+/// A variable set to the empty string counts as unset: env files (compose, systemd
+/// `EnvironmentFile=`, `set -a; . ./.env`) write `KEY=` for "use the default".
 fn env_provider() -> Env {
     Env::raw()
         .filter_map(|key| {
+            if std::env::var_os(key.as_str()).is_some_and(|v| v.is_empty()) {
+                return None;
+            }
             let upper = key.as_str().to_ascii_uppercase();
             ENV_KEYS
                 .iter()

@@ -1,10 +1,13 @@
 //! `ordinaut healthcheck`: the probe container health checks and Kubernetes exec probes
 //! run, so images need no curl or shell.
 //!
-//! Two checks: an HTTP GET that must answer 2xx (the api's `/ready` by default), or,
-//! with `--db`, a direct look at the database (reachable, schema at this build's
-//! migration, a writable primary) for processes that serve no HTTP (worker, scheduler). It only reads: it
-//! never migrates, and it names no table (the schema check is `db::applied_version`).
+//! Three checks: an HTTP GET that must answer 2xx (the api's `/ready` by default); with
+//! `--db`, a direct look at the database (reachable, schema at this build's migration,
+//! a writable primary) for processes that serve no HTTP (the worker); with
+//! `--scheduler`, the database check plus the scheduler's heartbeat file, which its fire
+//! loop rewrites after every tick (`crate::scheduler::heartbeat`), so a scheduler whose
+//! loop has stopped is unhealthy. It only reads: it never migrates, and it names no
+//! table (the schema check is `db::applied_version`).
 
 use std::time::Duration;
 
@@ -32,6 +35,14 @@ pub struct HealthcheckArgs {
     /// build's migration (for the worker and scheduler, which serve no HTTP).
     #[arg(long)]
     pub db: bool,
+    /// Check a scheduler: the database as with --db, and its fire loop ticked within
+    /// --max-age (the heartbeat file SCHEDULER_HEARTBEAT_FILE, default
+    /// $TMPDIR/ordinaut-scheduler.heartbeat).
+    #[arg(long, conflicts_with_all = ["url", "db"])]
+    pub scheduler: bool,
+    /// With --scheduler: the oldest heartbeat still healthy (30s, 2m).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, requires = "scheduler")]
+    pub max_age: Duration,
     /// Give up after this long (3s, 500ms).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -63,6 +74,9 @@ pub enum Unhealthy {
     /// The database answers but is a standby or read-only.
     #[error("database {target} is {state}, not a writable primary")]
     NotWritable { target: String, state: &'static str },
+    /// The scheduler's heartbeat is missing or older than allowed.
+    #[error("{0}")]
+    Heartbeat(String),
     /// The database answers but its schema is not at this build's migration.
     #[error(
         "database {target} schema {schema} is {found}, this ordinaut expects migration {known}"
@@ -85,7 +99,14 @@ fn detail(message: &Option<String>) -> String {
 /// Runs the check the arguments ask for and prints one line on success; the error is
 /// the one line main prints on failure (exit 1).
 pub async fn run(args: &HealthcheckArgs, config: &Config) -> anyhow::Result<()> {
-    let report = if args.db {
+    // The heartbeat first: it needs no connection, and a stuck loop is the likelier news.
+    let ticked = if args.scheduler {
+        let path = crate::scheduler::heartbeat::path(config);
+        Some(check_heartbeat(&path, args.max_age).context("unhealthy")?)
+    } else {
+        None
+    };
+    let report = if args.db || args.scheduler {
         let Some(url) = config.database_url.clone() else {
             anyhow::bail!("unhealthy: DATABASE_URL is not set");
         };
@@ -104,7 +125,10 @@ pub async fn run(args: &HealthcheckArgs, config: &Config) -> anyhow::Result<()> 
         check_url(&url, args.timeout).await
     };
     let line = report.context("unhealthy")?;
-    println!("healthy: {line}");
+    match ticked {
+        Some(tick) => println!("healthy: {line}; {tick}"),
+        None => println!("healthy: {line}"),
+    }
     Ok(())
 }
 
@@ -146,6 +170,19 @@ pub async fn check_url(url: &str, timeout: Duration) -> Result<String, Unhealthy
         status,
         message,
     })
+}
+
+/// Ok (with a description) when the heartbeat at `path` was written within `max_age`.
+pub fn check_heartbeat(path: &std::path::Path, max_age: Duration) -> Result<String, Unhealthy> {
+    let age = crate::scheduler::heartbeat::age(path).map_err(Unhealthy::Heartbeat)?;
+    if age > max_age {
+        return Err(Unhealthy::Heartbeat(format!(
+            "scheduler heartbeat {} is {:.0?} old (limit {max_age:?}): the fire loop has stopped",
+            path.display(),
+            age
+        )));
+    }
+    Ok(format!("scheduler ticked {age:.1?} ago"))
 }
 
 /// Connects to the database once; Ok when its schema is at this build's migration.

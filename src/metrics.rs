@@ -45,6 +45,8 @@ pub const QUEUE_FAILED_RECENTLY: &str = "ordinaut_queue_failed_recently";
 pub const QUEUE_OLDEST_WAIT: &str = "ordinaut_queue_oldest_wait_seconds";
 /// 1 when a queue is paused.
 pub const QUEUE_PAUSED: &str = "ordinaut_queue_paused";
+/// Seconds the most overdue schedule is behind its fire time (0 while schedulers keep up).
+pub const SCHEDULE_LAG: &str = "ordinaut_schedule_lag_seconds";
 /// Events dropped for a slow event-stream client.
 pub const EVENTS_DROPPED: &str = "ordinaut_events_dropped_total";
 /// Seconds from a job being due to an attempt starting, by queue.
@@ -430,4 +432,9 @@ fn set_queue_depth(queue: String, depth: QueueDepth) {
 /// A slow event-stream client missed `count` event batches.
 pub fn events_dropped(count: u64) {
     counter!(EVENTS_DROPPED).increment(count);
+}
+
+/// Sets the scheduling lag: how far the most overdue schedule is behind its fire time.
+pub fn schedule_lag(seconds: f64) {
+    gauge!(SCHEDULE_LAG).set(seconds.max(0.0));
 }

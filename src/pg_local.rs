@@ -2,7 +2,9 @@
 //!
 //! Used by `ordinaut dev` (data under `./.ordinaut/`) and by the tests (one cluster per
 //! run under `target/`). It must never touch a cluster it did not create. Postgres
-//! refuses to run as root, so as root the cluster runs as the unprivileged `nobody`.
+//! refuses to run as root, so as root the cluster runs as the unprivileged `nobody`; when
+//! `nobody` cannot reach the requested directory (root's home is mode 0700), the cluster
+//! lives under `/var/tmp/ordinaut-pg-<hash of the requested path>` instead.
 
 use std::fs;
 use std::net::TcpListener;
@@ -64,16 +66,28 @@ pub struct LocalPg {
 impl LocalPg {
     /// Starts (initialising if needed) the cluster under `base` (`base/data`, log in
     /// `base/postgres.log`), or reuses it if it already runs.
+    ///
+    /// As root, when `nobody` cannot traverse to `base`, the cluster goes to
+    /// [`reachable_base`]'s directory instead (logged); [`LocalPg::base`] says where.
     pub fn start(base: &Path, options: &StartOptions) -> Result<LocalPg, PgLocalError> {
         let bin = find_bin_dir().ok_or(PgLocalError::NotInstalled)?;
         fs::create_dir_all(base).map_err(|e| io(base, e))?;
-        let base = base.canonicalize().map_err(|e| io(base, e))?;
-        let data = base.join("data");
+        let mut base = base.canonicalize().map_err(|e| io(base, e))?;
         let as_root = is_root();
         if as_root {
-            check_traversable(&base)?;
+            if let Err(blocked) = check_traversable(&base) {
+                let moved = reachable_base(&base)?;
+                tracing::info!(
+                    requested = %base.display(),
+                    blocked = %blocked.display(),
+                    path = %moved.display(),
+                    "local postgres data moved: the requested directory is not reachable by nobody"
+                );
+                base = moved;
+            }
             chown_tree(&base)?;
         }
+        let data = base.join("data");
         if !data.join("PG_VERSION").exists() {
             fs::create_dir_all(&data).map_err(|e| io(&data, e))?;
             fs::set_permissions(&data, fs::Permissions::from_mode(0o700))
@@ -139,6 +153,12 @@ impl LocalPg {
         pid_file.lines().nth(3)?.trim().parse().ok()
     }
 
+    /// Directory holding the cluster (`data/`, `postgres.log`): the requested one, or
+    /// its stand-in when root's `nobody` could not reach it.
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
     /// TCP port the cluster listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
@@ -193,7 +213,10 @@ impl LocalPg {
         let data = base.join("data");
         let as_root = is_root();
         if as_root {
-            check_traversable(&base)?;
+            check_traversable(&base).map_err(|blocked| PgLocalError::Command {
+                step: "standby setup",
+                detail: format!("{} is not searchable by `nobody`", blocked.display()),
+            })?;
             chown_tree(&base)?;
         }
         // PATH may hold only initdb and pg_ctl (wrappers); the server's own bin has the rest.
@@ -293,8 +316,9 @@ fn command(bin: &Path, name: &str, as_root: bool) -> Command {
     let mut cmd = Command::new(bin.join(name));
     if as_root {
         cmd.uid(NOBODY).gid(NOBODY);
-        // HOME of root is not readable by nobody; tools only need a directory.
-        cmd.env("HOME", "/tmp");
+        // HOME of root is not readable by nobody; tools only need a directory. The
+        // caller's working directory may not be reachable either: every path is absolute.
+        cmd.env("HOME", "/tmp").current_dir("/");
     }
     cmd.stdin(Stdio::null());
     cmd
@@ -352,25 +376,74 @@ fn chown_tree(path: &Path) -> Result<(), PgLocalError> {
     Ok(())
 }
 
-/// As root the cluster runs as `nobody`, which needs search permission on every parent.
-fn check_traversable(base: &Path) -> Result<(), PgLocalError> {
+/// As root the cluster runs as `nobody`, which needs search permission on every parent;
+/// the error is the first directory that denies it.
+fn check_traversable(base: &Path) -> Result<(), PathBuf> {
     for dir in base.ancestors().skip(1) {
-        let mode = fs::metadata(dir)
-            .map_err(|e| io(dir, e))?
-            .permissions()
-            .mode();
-        if mode & 0o001 == 0 {
+        // An unreadable parent counts as blocking: we cannot show nobody gets through.
+        let searchable = fs::metadata(dir)
+            .map(|m| traversable_by_nobody(&m))
+            .unwrap_or(false);
+        if !searchable {
+            return Err(dir.to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// Whether `nobody` (in no group of the owner) may search the directory.
+fn traversable_by_nobody(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    match (meta.uid(), meta.gid()) {
+        (NOBODY, _) => mode & 0o100 != 0,
+        (_, NOBODY) => mode & 0o010 != 0,
+        _ => mode & 0o001 != 0,
+    }
+}
+
+/// The stand-in for a `base` that `nobody` cannot reach: a directory per requested path
+/// under `/var/tmp` (kept across reboots, unlike `/tmp`), else the system temp dir. The
+/// name is a hash of `base`, so a restart finds the same data. A directory of that name
+/// made by another user, or a symlink, is refused rather than trusted.
+pub fn reachable_base(base: &Path) -> Result<PathBuf, PgLocalError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in base.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let name = format!("ordinaut-pg-{h:016x}");
+    let parent = [PathBuf::from("/var/tmp"), std::env::temp_dir()]
+        .into_iter()
+        .find(|p| p.is_dir() && check_traversable(&p.join("x")).is_ok())
+        .ok_or_else(|| PgLocalError::Command {
+            step: "local PostgreSQL setup",
+            detail: format!(
+                "{} is not reachable by `nobody` (as root the local cluster runs as nobody), \
+                 and neither /var/tmp nor the temp directory is: set DATABASE_URL",
+                base.display()
+            ),
+        })?;
+    let dir = parent.join(name);
+    match fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() && (m.uid() == 0 || m.uid() == NOBODY) => {}
+        Ok(_) => {
             return Err(PgLocalError::Command {
                 step: "local PostgreSQL setup",
                 detail: format!(
-                    "{} is not searchable by other users; as root the local cluster runs as `nobody`: \
-                     run from another directory, `chmod o+x` it, or set DATABASE_URL",
+                    "{} exists but is not a directory owned by root or nobody; remove it or set DATABASE_URL",
                     dir.display()
                 ),
             });
         }
+        Err(_) => {
+            fs::create_dir(&dir).map_err(|e| io(&dir, e))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| io(&dir, e))?;
+        }
     }
-    Ok(())
+    Ok(dir)
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -483,3 +483,106 @@ async fn a_scheduler_whose_clock_runs_ahead_fires_nothing_early() {
         .await;
     assert_eq!(early, 0, "jobs were enqueued before their fire time");
 }
+
+/// `ordinaut healthcheck --scheduler` as the container probe runs it, beside a scheduler
+/// writing its heartbeat to `file`.
+fn scheduler_probe(db: &TestDb, file: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(binary())
+        .args(["healthcheck", "--scheduler", "--max-age", "3s"])
+        .env("DATABASE_URL", &db.url)
+        .env("SCHEDULER_HEARTBEAT_FILE", file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test]
+async fn the_scheduler_health_check_fails_while_its_fire_loop_is_stopped() {
+    let db = TestDb::new().await;
+    let file =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("heartbeat-{}", Uuid::now_v7()));
+    let (code, text) = scheduler_probe(&db, &file);
+    assert_eq!(code, Some(1), "no scheduler yet: {text}");
+    assert!(text.contains("no scheduler heartbeat"), "{text}");
+
+    let scheduler = spawn_scheduler(&db, &[("SCHEDULER_HEARTBEAT_FILE", file.to_str().unwrap())]);
+    let healthy = common::eventually(Duration::from_secs(60), "a healthy scheduler", || async {
+        let (code, text) = scheduler_probe(&db, &file);
+        (code == Some(0)).then_some(text)
+    })
+    .await;
+    assert!(healthy.contains("scheduler ticked"), "{healthy}");
+
+    // SIGSTOP freezes the loop while the process and Postgres stay up: only the
+    // heartbeat can tell.
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(scheduler.0.id() as i32, libc::SIGSTOP);
+    }
+    let stale = common::eventually(
+        Duration::from_secs(60),
+        "an unhealthy scheduler",
+        || async {
+            let (code, text) = scheduler_probe(&db, &file);
+            (code == Some(1)).then_some(text)
+        },
+    )
+    .await;
+    assert!(stale.contains("fire loop has stopped"), "{stale}");
+    assert_eq!(stale.lines().count(), 1, "{stale}");
+
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(scheduler.0.id() as i32, libc::SIGCONT);
+    }
+    common::eventually(Duration::from_secs(60), "healthy again", || async {
+        (scheduler_probe(&db, &file).0 == Some(0)).then_some(())
+    })
+    .await;
+    scheduler.stop();
+    let _ = std::fs::remove_file(&file);
+}
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`) the fire loop reports readiness once
+/// and pings the watchdog as it ticks: a stand-in for systemd's notify socket receives
+/// both from a real scheduler, and the pings resume after the loop was frozen.
+#[tokio::test]
+async fn the_scheduler_notifies_systemd_ready_and_pings_the_watchdog() {
+    let db = TestDb::new().await;
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let socket_path = dir.join(format!("notify-{}.sock", Uuid::now_v7()));
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let heartbeat = dir.join(format!("heartbeat-{}", Uuid::now_v7()));
+    let scheduler = spawn_scheduler(
+        &db,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("SCHEDULER_HEARTBEAT_FILE", heartbeat.to_str().unwrap()),
+        ],
+    );
+    let recv = || {
+        let mut buf = [0u8; 64];
+        let n = socket.recv(&mut buf).expect("a notification within 60 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(recv(), "READY=1");
+    assert_eq!(recv(), "WATCHDOG=1");
+    assert_eq!(recv(), "WATCHDOG=1", "pings go on while the loop ticks");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(scheduler.0.id() as i32, libc::SIGSTOP);
+        libc::kill(scheduler.0.id() as i32, libc::SIGCONT);
+    }
+    assert_eq!(recv(), "WATCHDOG=1", "pings resume with the loop");
+    scheduler.stop();
+    let _ = std::fs::remove_file(&socket_path);
+    let _ = std::fs::remove_file(&heartbeat);
+}

@@ -165,6 +165,15 @@ impl AppState {
                 tracing::warn!("cannot read the known queues: database did not answer in time")
             }
         }
+        match tokio::time::timeout(QUERY_TIMEOUT, db::schedules::lag_seconds(pool)).await {
+            Ok(Ok(lag)) => crate::metrics::schedule_lag(lag),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot refresh the schedule lag gauge"),
+            Err(_) => {
+                tracing::warn!(
+                    "cannot refresh the schedule lag gauge: database did not answer in time"
+                )
+            }
+        }
         match tokio::time::timeout(QUERY_TIMEOUT, db::queues::queue_stats(pool, None)).await {
             Ok(Ok(queues)) => crate::metrics::queue_depths(queues.into_iter().map(|q| {
                 (

@@ -250,6 +250,17 @@ pub async fn recent_fires(pool: &PgPool, id: Uuid, limit: i64) -> Result<Vec<Fir
     .await?)
 }
 
+/// Seconds the most overdue unpaused schedule is behind its next fire time: 0 while the
+/// schedulers keep up (a tick is 0.2 s), growing while none fires.
+pub async fn lag_seconds(pool: &PgPool) -> Result<f64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(next_run_at))::float8, 0) \
+         FROM schedules WHERE NOT paused AND next_run_at <= now()",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Locks up to `limit` due, unpaused schedules (FOR UPDATE SKIP LOCKED on
 /// schedules_due_idx), so concurrent schedulers take different ones.
 pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<ScheduleRow>> {

@@ -26,6 +26,8 @@ pub struct FireOptions {
     pub misfire_grace: Duration,
     /// max_attempts for jobs whose schedule names none.
     pub default_max_attempts: i32,
+    /// Written after every tick, for `ordinaut healthcheck --scheduler`.
+    pub heartbeat: Option<std::sync::Arc<super::Heartbeat>>,
 }
 
 /// What one tick did.
@@ -63,6 +65,9 @@ impl Firer {
                 ),
                 Ok(_) => tracing::trace!("no schedule due"),
                 Err(e) => tracing::warn!(error = %e, "firing schedules failed; will retry"),
+            }
+            if let Some(heartbeat) = &self.options.heartbeat {
+                heartbeat.beat().await;
             }
             tokio::select! {
                 _ = tokio::time::sleep(jittered(self.options.tick)) => {}

@@ -5,6 +5,7 @@
 
 pub mod cron;
 pub mod fire;
+pub mod heartbeat;
 pub mod rescuer;
 pub mod retention;
 
@@ -14,6 +15,7 @@ use chrono::Utc;
 use sqlx::PgPool;
 
 pub use fire::{FireOptions, Firer};
+pub use heartbeat::Heartbeat;
 pub use rescuer::{Rescuer, RescuerOptions};
 pub use retention::Retention;
 
@@ -226,5 +228,6 @@ pub fn fire_options(config: &Config) -> FireOptions {
         tick: Duration::from_secs_f64(config.scheduler.tick),
         misfire_grace: Duration::from_secs_f64(config.scheduler.misfire_grace_time),
         default_max_attempts: config.default_max_attempts(),
+        heartbeat: None,
     }
 }

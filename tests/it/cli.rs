@@ -302,6 +302,8 @@ fn env_example_lists_every_variable_the_code_reads() {
                     && !name.is_empty()
                     && name != "PATH"
                     && name != "HOSTNAME"
+                    // Set by systemd for Type=notify units, not by operators.
+                    && name != "NOTIFY_SOCKET"
                 {
                     read.push(name);
                 }
