@@ -756,8 +756,9 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
     assert!(!overlap, "no job ran twice at the same time");
     assert_eq!(by_job.len(), JOBS);
     let reruns: u32 = by_job.values().map(|c| c.0.saturating_sub(1)).sum();
+    let by_lease = count(&pool, "SELECT count(*) FROM all_attempts WHERE outcome = 'lost'").await;
     eprintln!(
-        "failover figures: without a primary {:.1} s, resumed {:.1} s after the promotion, {reruns} re-runs of {JOBS} jobs",
+        "failover figures: without a primary {:.1} s, resumed {:.1} s after the promotion, {reruns} re-runs of {JOBS} jobs ({by_lease} handed back by lease expiry)",
         promoted_at - down_at,
         resumed_at - promoted_at
     );
