@@ -355,6 +355,16 @@ async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_
         .execute(&mut admin)
         .await
         .unwrap();
+    let writable_at = std::time::Instant::now();
+    eventually(Duration::from_secs(30), "worker ready again", || async {
+        let r = reqwest::get(&ready).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    eprintln!(
+        "read-only figures: worker ready {:.1} s after the server became writable",
+        writable_at.elapsed().as_secs_f64()
+    );
     eventually(Duration::from_secs(60), "all jobs done", || async {
         (count(
             &pool,
@@ -363,11 +373,6 @@ async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_
         .await
             == 8)
             .then_some(())
-    })
-    .await;
-    eventually(Duration::from_secs(30), "worker ready again", || async {
-        let r = reqwest::get(&ready).await.ok()?;
-        r.status().is_success().then_some(())
     })
     .await;
     assert_each_ran_once(&file, 8);
@@ -756,7 +761,11 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
     assert!(!overlap, "no job ran twice at the same time");
     assert_eq!(by_job.len(), JOBS);
     let reruns: u32 = by_job.values().map(|c| c.0.saturating_sub(1)).sum();
-    let by_lease = count(&pool, "SELECT count(*) FROM all_attempts WHERE outcome = 'lost'").await;
+    let by_lease = count(
+        &pool,
+        "SELECT count(*) FROM all_attempts WHERE outcome = 'lost'",
+    )
+    .await;
     eprintln!(
         "failover figures: without a primary {:.1} s, resumed {:.1} s after the promotion, {reruns} re-runs of {JOBS} jobs ({by_lease} handed back by lease expiry)",
         promoted_at - down_at,
