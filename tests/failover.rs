@@ -787,3 +787,67 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
     }
     pool.close().await;
 }
+
+#[tokio::test]
+async fn sigterm_while_the_primary_is_read_only_stops_every_process() {
+    let primary = Cluster::start("fo-term-ro").await;
+    let url = format!("{}?target_session_attrs=read-write", primary.url());
+    db::migrate(&cfg(&url)).await.unwrap();
+    let pool = cfg(&url).connect().await.unwrap();
+    let dir = workdir("fo-term-ro", "");
+    let file = dir.join("runs.log");
+    std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
+    enqueue(&pool, "slow", 4).await;
+    let api_port = dead_port().to_string();
+    let worker = spawn(
+        &dir,
+        &url,
+        &["worker"],
+        &[("WORKER_CONCURRENCY", "2"), ("WORKER_SHUTDOWN_GRACE", "1")],
+    );
+    let scheduler = spawn(&dir, &url, &["scheduler"], &[]);
+    let api = spawn(&dir, &url, &["api"], &[("API_PORT", &api_port)]);
+    eventually(Duration::from_secs(30), "two jobs running", || async {
+        (count(
+            &pool,
+            "SELECT count(*) FROM due_work WHERE state = 'running'",
+        )
+        .await
+            == 2)
+            .then_some(())
+    })
+    .await;
+    let mut admin = primary.admin().await;
+    for sql in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "SELECT pg_reload_conf()",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    ] {
+        sqlx::query(sql).execute(&mut admin).await.unwrap();
+    }
+    eventually(Duration::from_secs(30), "the worker noticed", || async {
+        worker.output().contains("not claiming").then_some(())
+    })
+    .await;
+    let ready = format!("http://127.0.0.1:{api_port}/ready");
+    eventually(Duration::from_secs(30), "api not ready", || async {
+        let r = reqwest::get(&ready).await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    // Unfinished jobs are left to the lease rules; every process still exits.
+    for p in [&worker, &scheduler, &api] {
+        p.signal(libc::SIGTERM);
+    }
+    for (name, p) in [("worker", worker), ("scheduler", scheduler), ("api", api)] {
+        let lines = p.log_lines();
+        assert!(lines < 200, "{name}: {}", p.output());
+        // Grace 1 s plus a heartbeat timeout; the limit is generous for a loaded machine.
+        assert_eq!(
+            p.wait(Duration::from_secs(15)),
+            Some(0),
+            "{name} exits on SIGTERM"
+        );
+    }
+    pool.close().await;
+}
