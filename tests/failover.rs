@@ -355,6 +355,16 @@ async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_
         .execute(&mut admin)
         .await
         .unwrap();
+    let writable_at = std::time::Instant::now();
+    eventually(Duration::from_secs(30), "worker ready again", || async {
+        let r = reqwest::get(&ready).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    eprintln!(
+        "read-only figures: worker ready {:.1} s after the server became writable",
+        writable_at.elapsed().as_secs_f64()
+    );
     eventually(Duration::from_secs(60), "all jobs done", || async {
         (count(
             &pool,
@@ -363,11 +373,6 @@ async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_
         .await
             == 8)
             .then_some(())
-    })
-    .await;
-    eventually(Duration::from_secs(30), "worker ready again", || async {
-        let r = reqwest::get(&ready).await.ok()?;
-        r.status().is_success().then_some(())
     })
     .await;
     assert_each_ran_once(&file, 8);
@@ -756,8 +761,13 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
     assert!(!overlap, "no job ran twice at the same time");
     assert_eq!(by_job.len(), JOBS);
     let reruns: u32 = by_job.values().map(|c| c.0.saturating_sub(1)).sum();
+    let by_lease = count(
+        &pool,
+        "SELECT count(*) FROM all_attempts WHERE outcome = 'lost'",
+    )
+    .await;
     eprintln!(
-        "failover figures: without a primary {:.1} s, resumed {:.1} s after the promotion, {reruns} re-runs of {JOBS} jobs",
+        "failover figures: without a primary {:.1} s, resumed {:.1} s after the promotion, {reruns} re-runs of {JOBS} jobs ({by_lease} handed back by lease expiry)",
         promoted_at - down_at,
         resumed_at - promoted_at
     );
@@ -771,6 +781,70 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
         proc.signal(libc::SIGTERM);
         assert_eq!(
             proc.wait(Duration::from_secs(40)),
+            Some(0),
+            "{name} exits on SIGTERM"
+        );
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn sigterm_while_the_primary_is_read_only_stops_every_process() {
+    let primary = Cluster::start("fo-term-ro").await;
+    let url = format!("{}?target_session_attrs=read-write", primary.url());
+    db::migrate(&cfg(&url)).await.unwrap();
+    let pool = cfg(&url).connect().await.unwrap();
+    let dir = workdir("fo-term-ro", "");
+    let file = dir.join("runs.log");
+    std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
+    enqueue(&pool, "slow", 4).await;
+    let api_port = dead_port().to_string();
+    let worker = spawn(
+        &dir,
+        &url,
+        &["worker"],
+        &[("WORKER_CONCURRENCY", "2"), ("WORKER_SHUTDOWN_GRACE", "1")],
+    );
+    let scheduler = spawn(&dir, &url, &["scheduler"], &[]);
+    let api = spawn(&dir, &url, &["api"], &[("API_PORT", &api_port)]);
+    eventually(Duration::from_secs(30), "two jobs running", || async {
+        (count(
+            &pool,
+            "SELECT count(*) FROM due_work WHERE state = 'running'",
+        )
+        .await
+            == 2)
+            .then_some(())
+    })
+    .await;
+    let mut admin = primary.admin().await;
+    for sql in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "SELECT pg_reload_conf()",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    ] {
+        sqlx::query(sql).execute(&mut admin).await.unwrap();
+    }
+    eventually(Duration::from_secs(30), "the worker noticed", || async {
+        worker.output().contains("not claiming").then_some(())
+    })
+    .await;
+    let ready = format!("http://127.0.0.1:{api_port}/ready");
+    eventually(Duration::from_secs(30), "api not ready", || async {
+        let r = reqwest::get(&ready).await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    // Unfinished jobs are left to the lease rules; every process still exits.
+    for p in [&worker, &scheduler, &api] {
+        p.signal(libc::SIGTERM);
+    }
+    for (name, p) in [("worker", worker), ("scheduler", scheduler), ("api", api)] {
+        let lines = p.log_lines();
+        assert!(lines < 200, "{name}: {}", p.output());
+        // Grace 1 s plus a heartbeat timeout; the limit is generous for a loaded machine.
+        assert_eq!(
+            p.wait(Duration::from_secs(15)),
             Some(0),
             "{name} exits on SIGTERM"
         );

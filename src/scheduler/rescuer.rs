@@ -73,6 +73,8 @@ pub const LOCK_LOSS_GRACE: Duration = Duration::from_secs(3);
 
 /// How long the rescuer's own session may take to connect or answer.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the hand-back statements of one pass may take.
+const RESCUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest pause between failing passes.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
@@ -207,7 +209,11 @@ impl Rescuer {
             // extend it again.
             return Ok(RescueReport::default());
         }
-        self.rescue(dead).await
+        // Bounded like every other call here: a server that stops answering must not
+        // hang the rescuer (or its process's shutdown) for a TCP timeout.
+        tokio::time::timeout(RESCUE_TIMEOUT, self.rescue(dead))
+            .await
+            .map_err(|_| db::Error::Unavailable("rescue pass: no answer".to_owned()))?
     }
 
     /// One pass: find dead workers, hand back their jobs and expired leases in

@@ -389,10 +389,17 @@ impl Worker {
         }
         while executors.join_next().await.is_some() {}
         drop(tx);
+        // With no primary there is nothing to drain into: leave the outcomes to the
+        // rescuer's rules instead of holding the shutdown for the drain limit.
+        let drain_limit = if shared.lock_confirmed.load(Ordering::Acquire) {
+            COMPLETER_DRAIN_LIMIT
+        } else {
+            Duration::ZERO
+        };
         let mut completer = completer;
         tokio::select! {
             _ = &mut completer => {}
-            _ = tokio::time::sleep(COMPLETER_DRAIN_LIMIT) => {
+            _ = tokio::time::sleep(drain_limit) => {
                 abandon.cancel();
                 let _ = completer.await;
             }
