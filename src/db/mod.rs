@@ -5,11 +5,15 @@
 //! and one database can hold several installs.
 
 pub mod attempts;
+pub mod audit;
+pub mod bulk;
 pub mod due_work;
 pub mod events;
 pub mod history;
 pub mod queues;
 pub mod schedules;
+pub mod sessions;
+pub mod stats;
 pub mod workers;
 
 use std::str::FromStr;

@@ -1,0 +1,26 @@
+-- How many jobs an action by filter would touch, and the newest of them (the bound
+-- the action then keeps to). $6/$7: which tables the action reads; $8: skip running
+-- live jobs; $9: allowed finished states (NULL = all).
+WITH live AS (
+    SELECT id FROM due_work
+    WHERE $6
+      AND ($1::text IS NULL OR queue = $1)
+      AND ($2::text IS NULL OR kind = $2)
+      AND ($3::text IS NULL
+           OR (CASE WHEN state = 'scheduled' AND run_at <= now() THEN 'available' ELSE state END) = $3)
+      AND ($4::timestamptz IS NULL OR created_at >= $4)
+      AND ($5::timestamptz IS NULL OR created_at < $5)
+      AND (NOT $8 OR state <> 'running')
+),
+finished AS (
+    SELECT id FROM job_history
+    WHERE $7
+      AND ($1::text IS NULL OR queue = $1)
+      AND ($2::text IS NULL OR kind = $2)
+      AND ($3::text IS NULL OR state = $3)
+      AND ($4::timestamptz IS NULL OR created_at >= $4)
+      AND ($5::timestamptz IS NULL OR created_at < $5)
+      AND ($9::text[] IS NULL OR state = ANY($9))
+)
+SELECT count(*) AS matched, max(id) AS newest
+FROM (SELECT id FROM live UNION ALL SELECT id FROM finished) AS jobs
