@@ -34,4 +34,13 @@ cat > "$out/VERSIONS" <<VERSIONS
 htmx.org $htmx_version (0BSD; htmx.LICENSE)
 uplot $uplot_version (MIT; uPlot.LICENSE)
 VERSIONS
+{
+    echo "Front-end libraries embedded in the Ordinaut dashboard (see src/ui/assets/vendor/VERSIONS)."
+    echo
+    echo "== htmx (htmx.org) =="
+    cat "$out/htmx.LICENSE"
+    echo
+    echo "== uPlot =="
+    cat "$out/uPlot.LICENSE"
+} > src/ui/assets/LICENSES.txt
 echo "vendored htmx.org $htmx_version and uplot $uplot_version into $out"

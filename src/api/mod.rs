@@ -256,6 +256,7 @@ pub fn router(state: AppState) -> Router {
     let doc = Arc::new(openapi::finish(doc));
     let max_body = state.settings().max_body_bytes;
     router
+        .merge(crate::ui::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(doc))
