@@ -291,7 +291,7 @@ pub async fn bulk_count(
     Json(req): Json<BulkRequest>,
 ) -> ApiResult<Json<BulkCount>> {
     let (action, filter, _) = parse_bulk(&req)?;
-    let counted = bulk::count_matching(state.pool(), action, &filter).await?;
+    let counted = bulk::count_matching(state.pool(), action, &filter, None).await?;
     Ok(Json(BulkCount {
         matched: counted.matched,
         newest: counted.newest,
@@ -330,7 +330,8 @@ pub async fn bulk_run(
     Json(req): Json<BulkRequest>,
 ) -> ApiResult<Json<BulkResult>> {
     let (action, filter, newest) = parse_bulk(&req)?;
-    let counted = bulk::count_matching(state.pool(), action, &filter).await?;
+    // Counted again within the caller's bound: the jobs they saw that still match.
+    let counted = bulk::count_matching(state.pool(), action, &filter, newest).await?;
     // The bound: what the caller saw counted, else the newest matching now.
     let bound = newest.or(counted.newest);
     let mut target = serde_json::to_value(&req)

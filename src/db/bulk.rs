@@ -86,9 +86,14 @@ pub struct Counted {
     pub newest: Option<Uuid>,
 }
 
-/// Counts the jobs `action` would touch. Scans due_work and the job_history partitions
+/// Counts the jobs `action` would touch (at or below `bound` when given). Scans due_work and the job_history partitions
 /// with the filter (sequentially without a queue/kind index; see docs/ARCHITECTURE.md).
-pub async fn count_matching(pool: &PgPool, action: Action, f: &BulkFilter) -> Result<Counted> {
+pub async fn count_matching(
+    pool: &PgPool,
+    action: Action,
+    f: &BulkFilter,
+    bound: Option<Uuid>,
+) -> Result<Counted> {
     let (live, finished, skip_running, states) = action.scope();
     Ok(sqlx::query_as(include_str!("sql/bulk_count.sql"))
         .bind(&f.queue)
@@ -100,6 +105,7 @@ pub async fn count_matching(pool: &PgPool, action: Action, f: &BulkFilter) -> Re
         .bind(finished)
         .bind(skip_running)
         .bind(states)
+        .bind(bound)
         .fetch_one(pool)
         .await?)
 }

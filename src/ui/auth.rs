@@ -92,7 +92,13 @@ fn is_https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').next().unwrap_or("").trim().eq_ignore_ascii_case("https"))
+        .is_some_and(|v| {
+            v.split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("https")
+        })
 }
 
 fn set_cookie(name: &str, value: &str, max_age: u64, secure: bool) -> Option<HeaderValue> {
@@ -306,7 +312,11 @@ pub async fn login(
     }
     // Login CSRF: a form posted from another site must not log the browser in.
     if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
-        return layout::login_page(StatusCode::FORBIDDEN, Some("cross-site login refused"), &next);
+        return layout::login_page(
+            StatusCode::FORBIDDEN,
+            Some("cross-site login refused"),
+            &next,
+        );
     }
     let token = form.token.trim();
     let Some(access) = token_access(state.settings(), token) else {
@@ -320,7 +330,11 @@ pub async fn login(
     let (Some(id), Some(csrf)) = (random_hex(32), random_hex(32)) else {
         return layout::internal(&"no randomness for a session id");
     };
-    let role = if access.can_write() { "admin" } else { "readonly" };
+    let role = if access.can_write() {
+        "admin"
+    } else {
+        "readonly"
+    };
     let actor = access.actor();
     let created = sessions::create_session(
         state.pool(),
@@ -339,7 +353,12 @@ pub async fn login(
     }
     tracing::info!(actor = %actor, "dashboard login");
     let mut response = Redirect::to(&next).into_response();
-    if let Some(v) = set_cookie(SESSION_COOKIE, &id, SESSION_TTL.as_secs(), is_https(&headers)) {
+    if let Some(v) = set_cookie(
+        SESSION_COOKIE,
+        &id,
+        SESSION_TTL.as_secs(),
+        is_https(&headers),
+    ) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
@@ -370,8 +389,17 @@ mod tests {
 
     #[test]
     fn only_dashboard_paths_are_followed_after_login() {
-        assert_eq!(safe_next(Some("/ui/jobs?state=failed")), "/ui/jobs?state=failed");
-        for bad in ["https://evil.example/", "//evil.example/ui", "/v1/jobs", "/ui\\..", ""] {
+        assert_eq!(
+            safe_next(Some("/ui/jobs?state=failed")),
+            "/ui/jobs?state=failed"
+        );
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/ui",
+            "/v1/jobs",
+            "/ui\\..",
+            "",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/ui", "{bad}");
         }
         assert_eq!(safe_next(None), "/ui");
@@ -380,7 +408,10 @@ mod tests {
     #[test]
     fn cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; ordinaut_session=abc; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; ordinaut_session=abc; b=2"),
+        );
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
         assert_eq!(cookie(&h, "c"), None);
     }

@@ -50,7 +50,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/schedules", get(pages::schedules))
         .route("/ui/schedules/{name}/pause", post(pages::schedule_pause))
         .route("/ui/schedules/{name}/resume", post(pages::schedule_resume))
-        .route("/ui/schedules/{name}/trigger", post(pages::schedule_trigger))
+        .route(
+            "/ui/schedules/{name}/trigger",
+            post(pages::schedule_trigger),
+        )
         .route("/ui/schedules/{name}/delete", post(pages::schedule_delete))
         .route("/ui/workers", get(pages::workers))
         .route("/ui/bulk/preview", post(pages::bulk_preview))

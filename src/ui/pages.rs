@@ -52,7 +52,9 @@ fn parse_state(v: &Option<String>) -> Result<Option<StateName>, ApiError> {
             serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|_| {
                 ApiError::invalid(
                     "state",
-                    format!("{s:?} is not scheduled, available, running, completed, failed or cancelled"),
+                    format!(
+                        "{s:?} is not scheduled, available, running, completed, failed or cancelled"
+                    ),
                 )
             })
         })
@@ -237,7 +239,9 @@ pub async fn jobs(
     viewer: Viewer,
     Query(q): Query<JobsQuery>,
 ) -> Page {
-    let (rows, next) = job_page(&state, &q).await.map_err(|e| refused(&viewer, e))?;
+    let (rows, next) = job_page(&state, &q)
+        .await
+        .map_err(|e| refused(&viewer, e))?;
     let known = queue_names(&state).await;
     let body = html! {
         form.filters method="get" action="/ui/jobs" role="search" {
@@ -282,7 +286,9 @@ pub async fn jobs_fragment(
     viewer: Viewer,
     Query(q): Query<JobsQuery>,
 ) -> Page {
-    let (rows, next) = job_page(&state, &q).await.map_err(|e| refused(&viewer, e))?;
+    let (rows, next) = job_page(&state, &q)
+        .await
+        .map_err(|e| refused(&viewer, e))?;
     ok(jobs_table(&q, &rows, next.as_deref()))
 }
 
@@ -401,7 +407,12 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
     let s = state_name(j.state);
     let terminal = j.state.as_state().is_terminal();
     let fragment = format!("/ui/fragments/jobs/{}", j.id);
-    let meta = |key: &str| j.metadata.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let meta = |key: &str| {
+        j.metadata
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
     Ok(html! {
         div #job data-state=(s) hx-get=[(!terminal).then_some(&fragment)] hx-trigger=[(!terminal).then_some("every 1s")] hx-swap="outerHTML" {
             dl.facts {
@@ -464,7 +475,13 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
     })
 }
 
-fn action_button(viewer: &Viewer, action: &str, label: &str, id: &str, confirm: Option<&str>) -> Markup {
+fn action_button(
+    viewer: &Viewer,
+    action: &str,
+    label: &str,
+    id: &str,
+    confirm: Option<&str>,
+) -> Markup {
     html! {
         form.inline method="post" action=(action) data-confirm=[confirm] {
             (csrf_field(viewer))
@@ -546,7 +563,12 @@ pub async fn enqueue_form(
         f.priority = Some(d.job.priority.to_string());
     }
     let known = queue_names(&state).await;
-    ok(page(&viewer, "Enqueue a job", "/ui/enqueue", enqueue_markup(&state, &viewer, &f, &known, None)))
+    ok(page(
+        &viewer,
+        "Enqueue a job",
+        "/ui/enqueue",
+        enqueue_markup(&state, &viewer, &f, &known, None),
+    ))
 }
 
 fn enqueue_markup(
@@ -599,9 +621,10 @@ pub async fn enqueue(
     let built = (|| -> Result<EnqueueRequest, ApiError> {
         let payload = match given(&f.payload) {
             None => None,
-            Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
-                ApiError::invalid("payload", format!("is not valid JSON: {e}"))
-            })?),
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| ApiError::invalid("payload", format!("is not valid JSON: {e}")))?,
+            ),
         };
         Ok(EnqueueRequest {
             queue: given(&f.queue).unwrap_or_default(),
@@ -622,8 +645,13 @@ pub async fn enqueue(
     })();
     let result = match built {
         Ok(req) => {
-            jobs::enqueue(State(state.clone()), Extension(request_id), HeaderMap::new(), Json(req))
-                .await
+            jobs::enqueue(
+                State(state.clone()),
+                Extension(request_id),
+                HeaderMap::new(),
+                Json(req),
+            )
+            .await
         }
         Err(e) => Err(e),
     };
@@ -634,7 +662,12 @@ pub async fn enqueue(
             let known = queue_names(&state).await;
             Ok(respond(
                 e.status(),
-                page(&viewer, "Enqueue a job", "/ui/enqueue", enqueue_markup(&state, &viewer, &f, &known, Some(&e.to_string()))),
+                page(
+                    &viewer,
+                    "Enqueue a job",
+                    "/ui/enqueue",
+                    enqueue_markup(&state, &viewer, &f, &known, Some(&e.to_string())),
+                ),
             ))
         }
     }
@@ -643,7 +676,11 @@ pub async fn enqueue(
 // ---------------------------------------------------------------- queues
 
 /// Queues with counts and limits; pause and resume.
-pub async fn queues(State(state): State<AppState>, viewer: Viewer, Query(done): Query<Done>) -> Page {
+pub async fn queues(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(done): Query<Done>,
+) -> Page {
     let list = queues::list(State(state))
         .await
         .map_err(|e| refused(&viewer, e))?
@@ -695,14 +732,26 @@ fn opt(v: Option<i32>) -> String {
 }
 
 /// Pause a queue.
-pub async fn queue_pause(State(state): State<AppState>, viewer: Viewer, Path(name): Path<String>) -> Page {
-    queues::pause(State(state), Path(name)).await.map_err(|e| refused(&viewer, e))?;
+pub async fn queue_pause(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    queues::pause(State(state), Path(name))
+        .await
+        .map_err(|e| refused(&viewer, e))?;
     Ok(Redirect::to("/ui/queues?done=paused").into_response())
 }
 
 /// Resume a queue.
-pub async fn queue_resume(State(state): State<AppState>, viewer: Viewer, Path(name): Path<String>) -> Page {
-    queues::resume(State(state), Path(name)).await.map_err(|e| refused(&viewer, e))?;
+pub async fn queue_resume(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    queues::resume(State(state), Path(name))
+        .await
+        .map_err(|e| refused(&viewer, e))?;
     Ok(Redirect::to("/ui/queues?done=resumed").into_response())
 }
 
@@ -721,7 +770,13 @@ pub struct QueueForm {
 }
 
 fn ms_text(ms: Option<i64>) -> Option<String> {
-    ms.map(|ms| if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") })
+    ms.map(|ms| {
+        if ms % 1000 == 0 {
+            format!("{}s", ms / 1000)
+        } else {
+            format!("{ms}ms")
+        }
+    })
 }
 
 fn rate_text(limit: Option<i32>, period_ms: i64) -> Option<String> {
@@ -736,7 +791,11 @@ fn rate_text(limit: Option<i32>, period_ms: i64) -> Option<String> {
 }
 
 /// The settings form of one queue, prefilled.
-pub async fn queue_form(State(state): State<AppState>, viewer: Viewer, Path(name): Path<String>) -> Page {
+pub async fn queue_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
     let q = queues::get(State(state), Path(name.clone()))
         .await
         .map_err(|e| refused(&viewer, e))?
@@ -752,7 +811,12 @@ pub async fn queue_form(State(state): State<AppState>, viewer: Viewer, Path(name
         backoff_max: ms_text(q.backoff_max_ms),
         keep_completed: Some(if q.keep_completed { "yes" } else { "no" }.into()),
     };
-    ok(page(&viewer, &format!("Queue {name}"), "/ui/queues", queue_markup(&viewer, &name, &f, None)))
+    ok(page(
+        &viewer,
+        &format!("Queue {name}"),
+        "/ui/queues",
+        queue_markup(&viewer, &name, &f, None),
+    ))
 }
 
 fn queue_markup(viewer: &Viewer, name: &str, f: &QueueForm, error: Option<&str>) -> Markup {
@@ -802,13 +866,19 @@ pub async fn queue_save(
             backoff_max: given(&f.backoff_max),
             keep_completed: given(&f.keep_completed).map(|v| v == "yes"),
             concurrency_limit: limit("concurrency_limit", &f.concurrency_limit)?,
-            burst: if rate.is_some() { int_field("burst", &f.burst)? } else { None },
+            burst: if rate.is_some() {
+                int_field("burst", &f.burst)?
+            } else {
+                None
+            },
             rate_limit: Some(rate),
             key_concurrency: limit("key_concurrency", &f.key_concurrency)?,
         })
     })();
     let result = match built {
-        Ok(req) => queues::update(State(state), Path(name.clone()), Json(req)).await.map(|_| ()),
+        Ok(req) => queues::update(State(state), Path(name.clone()), Json(req))
+            .await
+            .map(|_| ()),
         Err(e) => Err(e),
     };
     match result {
@@ -816,7 +886,12 @@ pub async fn queue_save(
         Err(ApiError::Internal(d)) => Err(layout::internal(&d)),
         Err(e) => Ok(respond(
             e.status(),
-            page(&viewer, &format!("Queue {name}"), "/ui/queues", queue_markup(&viewer, &name, &f, Some(&e.to_string()))),
+            page(
+                &viewer,
+                &format!("Queue {name}"),
+                "/ui/queues",
+                queue_markup(&viewer, &name, &f, Some(&e.to_string())),
+            ),
         )),
     }
 }
@@ -824,7 +899,11 @@ pub async fn queue_save(
 // ---------------------------------------------------------------- schedules
 
 /// Schedules with next fire times (UTC, the schedule's zone, the viewer's); actions.
-pub async fn schedules(State(state): State<AppState>, viewer: Viewer, Query(done): Query<Done>) -> Page {
+pub async fn schedules(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(done): Query<Done>,
+) -> Page {
     let list = schedules::list(State(state))
         .await
         .map_err(|e| refused(&viewer, e))?
@@ -870,26 +949,50 @@ pub async fn schedules(State(state): State<AppState>, viewer: Viewer, Query(done
 }
 
 /// Pause a schedule.
-pub async fn schedule_pause(State(state): State<AppState>, viewer: Viewer, Path(name): Path<String>) -> Page {
-    schedules::pause(State(state), Path(name)).await.map_err(|e| refused(&viewer, e))?;
+pub async fn schedule_pause(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    schedules::pause(State(state), Path(name))
+        .await
+        .map_err(|e| refused(&viewer, e))?;
     Ok(Redirect::to("/ui/schedules?done=schedule_paused").into_response())
 }
 
 /// Resume a schedule.
-pub async fn schedule_resume(State(state): State<AppState>, viewer: Viewer, Path(name): Path<String>) -> Page {
-    schedules::resume(State(state), Path(name)).await.map_err(|e| refused(&viewer, e))?;
+pub async fn schedule_resume(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    schedules::resume(State(state), Path(name))
+        .await
+        .map_err(|e| refused(&viewer, e))?;
     Ok(Redirect::to("/ui/schedules?done=schedule_resumed").into_response())
 }
 
 /// Fire a schedule once now.
-pub async fn schedule_trigger(State(state): State<AppState>, viewer: Viewer, Path(name): Path<String>) -> Page {
-    let t = schedules::trigger(State(state), Path(name)).await.map_err(|e| refused(&viewer, e))?;
+pub async fn schedule_trigger(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    let t = schedules::trigger(State(state), Path(name))
+        .await
+        .map_err(|e| refused(&viewer, e))?;
     Ok(Redirect::to(&format!("/ui/jobs/{}", t.0.job_id)).into_response())
 }
 
 /// Delete a schedule.
-pub async fn schedule_delete(State(state): State<AppState>, viewer: Viewer, Path(name): Path<String>) -> Page {
-    schedules::delete(State(state), Path(name)).await.map_err(|e| refused(&viewer, e))?;
+pub async fn schedule_delete(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    schedules::delete(State(state), Path(name))
+        .await
+        .map_err(|e| refused(&viewer, e))?;
     Ok(Redirect::to("/ui/schedules?done=schedule_deleted").into_response())
 }
 
@@ -965,7 +1068,11 @@ fn describe(f: &BulkForm) -> Markup {
 }
 
 /// Shows exactly how many jobs the action would touch and asks to confirm.
-pub async fn bulk_preview(State(state): State<AppState>, viewer: Viewer, Form(f): Form<BulkForm>) -> Page {
+pub async fn bulk_preview(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Form(f): Form<BulkForm>,
+) -> Page {
     let req = bulk_request(&f).map_err(|e| refused(&viewer, e))?;
     let count = dashboard::bulk_count(State(state), Json(req.clone()))
         .await
@@ -1028,10 +1135,17 @@ pub struct AuditPaging {
 }
 
 /// The audit log of bulk actions and deletes.
-pub async fn audit(State(state): State<AppState>, viewer: Viewer, Query(p): Query<AuditPaging>) -> Page {
+pub async fn audit(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(p): Query<AuditPaging>,
+) -> Page {
     let page_ = dashboard::audit_log(
         State(state),
-        crate::api::extract::Query(AuditQuery { before: p.before, limit: Some(50) }),
+        crate::api::extract::Query(AuditQuery {
+            before: p.before,
+            limit: Some(50),
+        }),
     )
     .await
     .map_err(|e| refused(&viewer, e))?

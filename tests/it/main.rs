@@ -8,4 +8,5 @@ mod cli;
 mod db_jobs;
 mod metrics;
 mod ops;
+mod ui;
 mod worker;

@@ -1,6 +1,7 @@
 -- How many jobs an action by filter would touch, and the newest of them (the bound
 -- the action then keeps to). $6/$7: which tables the action reads; $8: skip running
--- live jobs; $9: allowed finished states (NULL = all).
+-- live jobs; $9: allowed finished states (NULL = all); $10: only ids at or below it
+-- (the bound of an earlier count), NULL = all.
 WITH live AS (
     SELECT id FROM due_work
     WHERE $6
@@ -11,6 +12,7 @@ WITH live AS (
       AND ($4::timestamptz IS NULL OR created_at >= $4)
       AND ($5::timestamptz IS NULL OR created_at < $5)
       AND (NOT $8 OR state <> 'running')
+      AND ($10::uuid IS NULL OR id <= $10)
 ),
 finished AS (
     SELECT id FROM job_history
@@ -21,6 +23,11 @@ finished AS (
       AND ($4::timestamptz IS NULL OR created_at >= $4)
       AND ($5::timestamptz IS NULL OR created_at < $5)
       AND ($9::text[] IS NULL OR state = ANY($9))
+      AND ($10::uuid IS NULL OR id <= $10)
+),
+-- uuid has no max() aggregate: the newest id is the first in id order.
+jobs AS (
+    SELECT id FROM live UNION ALL SELECT id FROM finished
 )
-SELECT count(*) AS matched, max(id) AS newest
-FROM (SELECT id FROM live UNION ALL SELECT id FROM finished) AS jobs
+SELECT (SELECT count(*) FROM jobs) AS matched,
+       (SELECT id FROM jobs ORDER BY id DESC LIMIT 1) AS newest
