@@ -44,9 +44,10 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "${scratch}"' EXIT
 
 # --- shell scripts -----------------------------------------------------------------
-step "shellcheck ops/*.sh, benches/compare.sh, tests/fuzz_api.sh, .ci/run"
+step "shellcheck ops/*.sh, benches/compare.sh, tests/fuzz_api.sh, tests/ui/run.sh, ui/vendor.sh, .ci/run"
 "${bin}/shellcheck" "${ops_dir}/start.sh" "${ops_dir}/validate.sh" \
-    "${root}/benches/compare.sh" "${root}/tests/fuzz_api.sh" "${root}/.ci/run"
+    "${root}/benches/compare.sh" "${root}/tests/fuzz_api.sh" "${root}/tests/ui/run.sh" \
+    "${root}/ui/vendor.sh" "${root}/.ci/run"
 
 step "start.sh: --help, and prod refused without .env"
 bash "${ops_dir}/start.sh" --help >/dev/null
