@@ -198,6 +198,52 @@ pub async fn delete_job(
     }
 }
 
+/// Result of a run-now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunNowResponse {
+    /// Job id.
+    pub id: Uuid,
+    /// Always `available`.
+    pub state: StateName,
+}
+
+/// Run a job that waits for a future run_at (delayed, backing off, or scheduled) now.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/run-now", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Due now", body = RunNowResponse),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Read-only token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Not waiting for a future time", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn run_now(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunNowResponse>> {
+    let id = parse_id("id", &id)?;
+    if bulk::run_now(state.pool(), id).await? {
+        return Ok(Json(RunNowResponse {
+            id,
+            state: StateName::Available,
+        }));
+    }
+    match crate::db::history::get_job(state.pool(), id).await? {
+        None => Err(ApiError::NotFound(format!("job {id} not found"))),
+        Some(j) => Err(ApiError::Conflict {
+            code: "not_scheduled",
+            message: format!(
+                "job {id} is {}; only a job waiting for a future time can run now",
+                j.state
+            ),
+        }),
+    }
+}
+
 /// Which jobs a bulk action applies to; every field optional.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

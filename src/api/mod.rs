@@ -227,6 +227,7 @@ fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::trigger))
         .routes(routes!(dashboard::stats))
         .routes(routes!(dashboard::delete_job))
+        .routes(routes!(dashboard::run_now))
         .routes(routes!(dashboard::bulk_count))
         .routes(routes!(dashboard::bulk_run))
         .routes(routes!(dashboard::audit_log))

@@ -290,3 +290,19 @@ pub async fn delete_job(pool: &PgPool, id: Uuid) -> Result<DeleteResult> {
         }),
     }
 }
+
+const RUN_NOW: &str = "\
+UPDATE due_work SET run_at = now()
+WHERE id = $1 AND state = 'scheduled' AND run_at > now()
+RETURNING pg_notify('ordinaut_enqueued', queue)::text";
+
+/// Makes a job waiting for a future run_at due now, and wakes the queue's workers (the
+/// enqueue trigger only fires on insert). Primary-key update; false when the job is not
+/// waiting for a future time.
+pub async fn run_now(pool: &PgPool, id: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar::<_, String>(RUN_NOW)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .is_some())
+}

@@ -186,6 +186,7 @@ pub fn flash(code: Option<&str>) -> Option<&'static str> {
         "cancelled" => "Job cancelled.",
         "cancel_requested" => "Cancel requested: its worker stops it.",
         "retried" => "Job re-enqueued.",
+        "run_now" => "Job is due now.",
         "deleted" => "Job deleted.",
         "paused" => "Queue paused: workers stop taking jobs from it.",
         "resumed" => "Queue resumed.",

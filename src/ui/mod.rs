@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/jobs/{id}/cancel", post(pages::job_cancel))
         .route("/ui/jobs/{id}/retry", post(pages::job_retry))
         .route("/ui/jobs/{id}/delete", post(pages::job_delete))
+        .route("/ui/jobs/{id}/run-now", post(pages::job_run_now))
         .route("/ui/enqueue", get(pages::enqueue_form).post(pages::enqueue))
         .route("/ui/queues", get(pages::queues))
         .route(

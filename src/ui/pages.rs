@@ -38,6 +38,14 @@ fn ok(markup: Markup) -> Page {
     Ok(respond(StatusCode::OK, markup))
 }
 
+/// A time field: RFC 3339 as is; a browser's `datetime-local` value
+/// ("2026-12-01T09:30") is read as UTC; anything else goes to the API to refuse.
+fn utc_time(v: &Option<String>) -> Option<String> {
+    let text = given(v)?;
+    let local = text.len() == 16 && text.as_bytes().get(10) == Some(&b'T');
+    Some(if local { format!("{text}:00Z") } else { text })
+}
+
 /// Empty form and query fields mean "not given".
 fn given(v: &Option<String>) -> Option<String> {
     v.as_deref()
@@ -193,6 +201,8 @@ pub struct JobsQuery {
     queue: Option<String>,
     kind: Option<String>,
     state: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
     cursor: Option<String>,
 }
 
@@ -203,6 +213,8 @@ impl JobsQuery {
             ("queue", &self.queue),
             ("kind", &self.kind),
             ("state", &self.state),
+            ("created_after", &self.created_after),
+            ("created_before", &self.created_before),
         ] {
             if let Some(v) = given(v) {
                 pairs.push((k, v));
@@ -222,8 +234,8 @@ async fn job_page(state: &AppState, q: &JobsQuery) -> Result<(Vec<Job>, Option<S
             queue: given(&q.queue),
             kind: given(&q.kind),
             state: parse_state(&q.state)?,
-            created_after: None,
-            created_before: None,
+            created_after: utc_time(&q.created_after),
+            created_before: utc_time(&q.created_before),
             cursor: given(&q.cursor),
             limit: Some(50),
         }),
@@ -255,6 +267,8 @@ pub async fn jobs(
                     }
                 }
             }
+            label { "Created after (UTC) " input name="created_after" type="datetime-local" value=[given(&q.created_after)]; }
+            label { "before " input name="created_before" type="datetime-local" value=[given(&q.created_before)]; }
             button type="submit" #apply-filter { "Filter" }
             (datalists(&state, &known))
         }
@@ -265,6 +279,7 @@ pub async fn jobs(
                 form method="post" action="/ui/bulk/preview" {
                     (csrf_field(&viewer))
                     (filter_fields(&q.queue, &q.kind, &q.state))
+                    (time_fields(&q.created_after, &q.created_before))
                     label { "Action "
                         select name="action" #bulk-action {
                             option value="retry" { "retry (failed and cancelled jobs)" }
@@ -319,9 +334,12 @@ fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>) -> Markup {
                 }
             }
             @if let Some(c) = next {
-                @let mut nq = JobsQuery { queue: q.queue.clone(), kind: q.kind.clone(), state: q.state.clone(), cursor: Some(c.to_owned()) };
+                @let nq = JobsQuery {
+                    queue: q.queue.clone(), kind: q.kind.clone(), state: q.state.clone(),
+                    created_after: q.created_after.clone(), created_before: q.created_before.clone(),
+                    cursor: Some(c.to_owned()),
+                };
                 p { a #next-page href={ "/ui/jobs?" (nq.query_string(true)) } { "Older jobs →" } }
-                @let _ = &mut nq;
             }
             @if !live { p { a href={ "/ui/jobs?" (q.query_string(false)) } { "← Newest jobs (live)" } } }
         }
@@ -333,6 +351,13 @@ fn filter_fields(queue: &Option<String>, kind: &Option<String>, state: &Option<S
         @if let Some(v) = given(queue) { input type="hidden" name="queue" value=(v); }
         @if let Some(v) = given(kind) { input type="hidden" name="kind" value=(v); }
         @if let Some(v) = given(state) { input type="hidden" name="state" value=(v); }
+    }
+}
+
+fn time_fields(after: &Option<String>, before: &Option<String>) -> Markup {
+    html! {
+        @if let Some(v) = given(after) { input type="hidden" name="created_after" value=(v); }
+        @if let Some(v) = given(before) { input type="hidden" name="created_before" value=(v); }
     }
 }
 
@@ -437,6 +462,9 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
                     @if !terminal {
                         (action_button(viewer, &format!("/ui/jobs/{}/cancel", j.id), "Cancel", "cancel", None))
                     }
+                    @if j.state == StateName::Scheduled {
+                        (action_button(viewer, &format!("/ui/jobs/{}/run-now", j.id), "Run now", "run-now", None))
+                    }
                     @if matches!(j.state, StateName::Failed | StateName::Cancelled) {
                         (action_button(viewer, &format!("/ui/jobs/{}/retry", j.id), "Retry", "retry", None))
                     }
@@ -512,6 +540,18 @@ pub async fn job_retry(
         .await
         .map_err(|e| refused(&viewer, e))?;
     Ok(Redirect::to(&format!("/ui/jobs/{id}?done=retried")).into_response())
+}
+
+/// Make a job waiting for a future time due now.
+pub async fn job_run_now(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Page {
+    dashboard::run_now(State(state), Path(id.clone()))
+        .await
+        .map_err(|e| refused(&viewer, e))?;
+    Ok(Redirect::to(&format!("/ui/jobs/{id}?done=run_now")).into_response())
 }
 
 /// Delete a finished or waiting job.
@@ -1041,6 +1081,8 @@ pub struct BulkForm {
     queue: Option<String>,
     kind: Option<String>,
     state: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
     newest: Option<String>,
     matched: Option<String>,
 }
@@ -1051,8 +1093,8 @@ fn bulk_request(f: &BulkForm) -> Result<BulkRequest, ApiError> {
         queue: given(&f.queue),
         kind: given(&f.kind),
         state: parse_state(&f.state)?,
-        created_after: None,
-        created_before: None,
+        created_after: utc_time(&f.created_after),
+        created_before: utc_time(&f.created_before),
         newest: given(&f.newest),
     })
 }
@@ -1063,6 +1105,8 @@ fn describe(f: &BulkForm) -> Markup {
             li { "queue: " strong { (given(&f.queue).unwrap_or_else(|| "any".into())) } }
             li { "kind: " strong { (given(&f.kind).unwrap_or_else(|| "any".into())) } }
             li { "state: " strong { (given(&f.state).unwrap_or_else(|| "any".into())) } }
+            @if let Some(t) = utc_time(&f.created_after) { li { "created at or after: " strong { (t) } } }
+            @if let Some(t) = utc_time(&f.created_before) { li { "created before: " strong { (t) } } }
         }
     }
 }
@@ -1090,6 +1134,7 @@ pub async fn bulk_preview(
                 (csrf_field(&viewer))
                 input type="hidden" name="action" value=(action);
                 (filter_fields(&f.queue, &f.kind, &f.state))
+                (time_fields(&f.created_after, &f.created_before))
                 @if let Some(n) = count.newest { input type="hidden" name="newest" value=(n); }
                 input type="hidden" name="matched" value=(count.matched);
                 button type="submit" #bulk-confirm { "Confirm: " (action) " " (count.matched) " jobs" }

@@ -706,3 +706,43 @@ async fn ui_forms_give_the_apis_validation_messages() {
         (json!(1), json!(5))
     );
 }
+
+#[tokio::test]
+async fn a_delayed_job_can_be_run_now_and_the_list_filters_by_creation_time() {
+    let app = App::with(app_settings()).await;
+    let r = app
+        .post(
+            "/v1/jobs",
+            json!({"queue": "q", "kind": "k", "delay": "1h"}),
+        )
+        .await;
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let s = login(&app, TOKEN).await;
+    let page = s.get(&app, &format!("/ui/jobs/{id}")).await;
+    assert!(page.text.contains("id=\"run-now\""), "{}", page.text);
+    let r = s.post(&app, &format!("/ui/jobs/{id}/run-now"), "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(
+        app.get(&format!("/v1/jobs/{id}")).await.body["state"],
+        "available"
+    );
+    let again = app.post(&format!("/v1/jobs/{id}/run-now"), json!({})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.body["error"]["code"], "not_scheduled");
+
+    let listed = s
+        .get(&app, "/ui/jobs?created_after=2000-01-01T00%3A00")
+        .await;
+    assert!(
+        listed.text.contains(&format!("data-job=\"{id}\"")),
+        "{}",
+        listed.text
+    );
+    let none = s
+        .get(&app, "/ui/jobs?created_after=2999-01-01T00%3A00")
+        .await;
+    assert!(none.text.contains("No jobs match."));
+    let bad = s.get(&app, "/ui/jobs?created_after=yesterday").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text.contains("created_after:"), "{}", bad.text);
+}
