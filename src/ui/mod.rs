@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/queues/{name}/pause", post(pages::queue_pause))
         .route("/ui/queues/{name}/resume", post(pages::queue_resume))
         .route("/ui/schedules", get(pages::schedules))
+        .route("/ui/schedules/{name}", get(pages::schedule))
         .route("/ui/schedules/{name}/pause", post(pages::schedule_pause))
         .route("/ui/schedules/{name}/resume", post(pages::schedule_resume))
         .route(

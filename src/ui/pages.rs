@@ -959,7 +959,7 @@ pub async fn schedules(
                 @for s in &list {
                     @let zoned = s.timezone.parse::<chrono_tz::Tz>().ok().map(|tz| s.next_run_at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string());
                     tr data-schedule=(s.name) {
-                        td { (s.name) @if s.declared { " " span.badge title="declared in ordinaut.toml" { "file" } } }
+                        td { a href={ "/ui/schedules/" (s.name) } { (s.name) } @if s.declared { " " span.badge title="declared in ordinaut.toml" { "file" } } }
                         td.mono { (s.cron) }
                         td { (s.queue) " / " (s.kind) }
                         td { @if s.paused { span.badge.warn { "paused" } } @else { "active" } }
@@ -986,6 +986,67 @@ pub async fn schedules(
         p.hint { "Hover a time to see it in your own time zone." }
     };
     ok(page(&viewer, "Schedules", "/ui/schedules", body))
+}
+
+/// One schedule: its job template and its recent fires (with their jobs, misses and
+/// overlap skips).
+pub async fn schedule(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    let s = schedules::get(State(state), Path(name.clone()))
+        .await
+        .map_err(|e| refused(&viewer, e))?
+        .0;
+    let zoned = |t: &chrono::DateTime<Utc>| {
+        s.timezone
+            .parse::<chrono_tz::Tz>()
+            .map(|tz| {
+                t.with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M:%S %Z")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    let body = html! {
+        dl.facts {
+            dt { "Cron" } dd.mono { (s.cron) }
+            dt { "Zone" } dd { (s.timezone) }
+            dt { "Job" } dd { (s.queue) " / " (s.kind) }
+            dt { "State" } dd { @if s.paused { span.badge.warn { "paused" } } @else { "active" } }
+            dt { "Overlap" } dd { (s.overlap) }
+            dt { "Next fire" } dd { (time(&s.next_run_at)) " UTC · " (zoned(&s.next_run_at)) }
+            dt { "Last fire" } dd { (time_opt(&s.last_run_at)) }
+        }
+        h2 { "Payload" }
+        pre.json { (pretty(&s.payload)) }
+        h2 { "Recent fires" }
+        @let fires = s.recent_fires.as_deref().unwrap_or_default();
+        @if fires.is_empty() { p.muted #no-fires { "It has not fired yet." } } @else {
+            div.scroll {
+            table #fires-table {
+                thead { tr { th { "Fire time (UTC)" } th { "In its zone" } th { "Outcome" } th { "Job" } th { "Skipped" } } }
+                tbody {
+                    @for f in fires {
+                        tr {
+                            td { (time(&f.fire_time)) } td { (zoned(&f.fire_time)) }
+                            td { (f.outcome) }
+                            td { @if let Some(j) = f.job_id { a.mono href={ "/ui/jobs/" (j) } { (short(&j.to_string())) } } }
+                            td.num { @if f.skipped > 0 { (f.skipped) } }
+                        }
+                    }
+                }
+            }
+            }
+        }
+    };
+    ok(page(
+        &viewer,
+        &format!("Schedule {name}"),
+        "/ui/schedules",
+        body,
+    ))
 }
 
 /// Pause a schedule.

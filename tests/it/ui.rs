@@ -746,3 +746,38 @@ async fn a_delayed_job_can_be_run_now_and_the_list_filters_by_creation_time() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.text.contains("created_after:"), "{}", bad.text);
 }
+
+#[tokio::test]
+async fn schedules_page_pauses_triggers_and_lists_recent_fires_with_their_jobs() {
+    let app = App::with(app_settings()).await;
+    let r = app
+        .post(
+            "/v1/schedules",
+            json!({"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin", "queue": "q", "kind": "k"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let s = login(&app, TOKEN).await;
+    let list = s.get(&app, "/ui/schedules").await;
+    assert!(list.text.contains("Europe/Berlin") && list.text.contains("id=\"trigger-nightly\""));
+    let r = s.post(&app, "/ui/schedules/nightly/trigger", "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let job = r.headers["location"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("/ui/jobs/")
+        .to_owned();
+    let page = s.get(&app, "/ui/schedules/nightly").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("triggered"), "{}", page.text);
+    assert!(page.text.contains(&format!("/ui/jobs/{job}")));
+    assert_eq!(
+        s.post(&app, "/ui/schedules/nightly/pause", "").await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(app.get("/v1/schedules/nightly").await.body["paused"], true);
+    assert_eq!(
+        s.get(&app, "/ui/schedules/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
