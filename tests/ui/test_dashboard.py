@@ -309,6 +309,12 @@ class Dashboard(unittest.TestCase):
         self.assertIn("nightly_report", self.text("#schedules-table"))
         self.assertIn("CET", self.text("#schedules-table"))
         self.shot("schedules")
+        # The dark theme follows the system setting.
+        self.d.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                               {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        self.go("/ui/jobs")
+        self.shot("jobs-dark")
+        self.d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
         # A phone-width view of the overview.
         self.d.set_window_size(390, 844)
         self.go("/ui")
