@@ -48,7 +48,11 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/ui/queues/{name}/pause", post(pages::queue_pause))
         .route("/ui/queues/{name}/resume", post(pages::queue_resume))
-        .route("/ui/schedules", get(pages::schedules))
+        .route(
+            "/ui/schedules",
+            get(pages::schedules).post(pages::schedule_save),
+        )
+        .route("/ui/schedules-new", get(pages::schedule_form))
         .route("/ui/schedules/{name}", get(pages::schedule))
         .route("/ui/schedules/{name}/pause", post(pages::schedule_pause))
         .route("/ui/schedules/{name}/resume", post(pages::schedule_resume))

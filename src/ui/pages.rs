@@ -974,6 +974,7 @@ pub async fn schedules(
                                     (action_button(&viewer, &format!("/ui/schedules/{}/pause", s.name), "Pause", &format!("pause-{}", s.name), None))
                                 }
                                 (action_button(&viewer, &format!("/ui/schedules/{}/trigger", s.name), "Run now", &format!("trigger-{}", s.name), None))
+                                a.button href={ "/ui/schedules-new?edit=" (s.name) } id={ "edit-" (s.name) } { "Edit" }
                                 (action_button(&viewer, &format!("/ui/schedules/{}/delete", s.name), "Delete", &format!("delete-{}", s.name), Some("Delete this schedule? Its jobs stay.")))
                             }
                         }
@@ -984,6 +985,7 @@ pub async fn schedules(
         }
         }
         p.hint { "Hover a time to see it in your own time zone." }
+        @if viewer.access.can_write() { p { a.button #new-schedule href="/ui/schedules-new" { "New schedule…" } } }
     };
     ok(page(&viewer, "Schedules", "/ui/schedules", body))
 }
@@ -1047,6 +1049,142 @@ pub async fn schedule(
         "/ui/schedules",
         body,
     ))
+}
+
+/// Fields of the schedule form (create, or replace by name).
+#[derive(Debug, Default, Deserialize)]
+pub struct ScheduleForm {
+    name: Option<String>,
+    cron: Option<String>,
+    timezone: Option<String>,
+    queue: Option<String>,
+    kind: Option<String>,
+    payload: Option<String>,
+    overlap: Option<String>,
+    /// Prefill from this schedule (GET only).
+    edit: Option<String>,
+}
+
+/// The schedule form, empty or prefilled from `?edit=<name>`.
+pub async fn schedule_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(mut f): Query<ScheduleForm>,
+) -> Page {
+    if let Some(name) = given(&f.edit) {
+        let s = schedules::get(State(state.clone()), Path(name))
+            .await
+            .map_err(|e| refused(&viewer, e))?
+            .0;
+        f = ScheduleForm {
+            name: Some(s.name),
+            cron: Some(s.cron),
+            timezone: Some(s.timezone),
+            queue: Some(s.queue),
+            kind: Some(s.kind),
+            payload: Some(pretty(&s.payload)),
+            overlap: Some(s.overlap),
+            edit: None,
+        };
+    }
+    ok(page(
+        &viewer,
+        "Schedule",
+        "/ui/schedules",
+        schedule_markup(&state, &viewer, &f, None),
+    ))
+}
+
+fn schedule_markup(
+    state: &AppState,
+    viewer: &Viewer,
+    f: &ScheduleForm,
+    error: Option<&str>,
+) -> Markup {
+    html! {
+        p.hint { "Saving a name that exists replaces that schedule. Schedules declared in ordinaut.toml are rewritten from the file when the scheduler starts." }
+        form.card.stack method="post" action="/ui/schedules" #schedule-form {
+            (csrf_field(viewer))
+            @if let Some(e) = error { p.error role="alert" #form-error { (e) } }
+            label { "Name" input name="name" #name required value=[given(&f.name)]; }
+            label { "Cron" input name="cron" #cron required value=[given(&f.cron)] placeholder="30 2 * * *"; }
+            label { "Time zone" input name="timezone" #timezone value=[given(&f.timezone)] placeholder=(state.settings().config.tz); }
+            label { "Queue" input name="queue" #queue required value=(given(&f.queue).unwrap_or_else(|| "default".into())); }
+            label { "Kind" input name="kind" #kind list="known-kinds" required value=[given(&f.kind)]; }
+            label { "Payload (JSON)"
+                textarea name="payload" #payload rows="6" spellcheck="false" data-json aria-describedby="payload-msg" {
+                    (given(&f.payload).unwrap_or_else(|| "{}".into()))
+                }
+            }
+            p.hint #payload-msg aria-live="polite" {}
+            label { "While the previous job is live"
+                select name="overlap" {
+                    option value="allow" selected[f.overlap.as_deref() != Some("skip")] { "fire anyway (allow)" }
+                    option value="skip" selected[f.overlap.as_deref() == Some("skip")] { "skip (skip)" }
+                }
+            }
+            button type="submit" #save-schedule disabled[!viewer.access.can_write()] { "Save" }
+            (datalists(state, &[]))
+        }
+    }
+}
+
+/// Saves a schedule through `POST /v1/schedules`'s handler; errors come back on the form.
+pub async fn schedule_save(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Form(f): Form<ScheduleForm>,
+) -> Page {
+    let payload = match given(&f.payload) {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| ApiError::invalid("payload", format!("is not valid JSON: {e}"))),
+    };
+    let result = match payload {
+        Ok(payload) => {
+            let req = schedules::ScheduleRequest {
+                name: given(&f.name).unwrap_or_default(),
+                cron: given(&f.cron).unwrap_or_default(),
+                timezone: given(&f.timezone),
+                queue: given(&f.queue).unwrap_or_default(),
+                kind: given(&f.kind).unwrap_or_default(),
+                payload,
+                priority: None,
+                max_attempts: None,
+                timeout: None,
+                unique_key: None,
+                overlap: given(&f.overlap),
+                misfire_grace: None,
+            };
+            schedules::create(State(state.clone()), Json(req))
+                .await
+                .map(|s| s.0.name)
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(name) => {
+            Ok(Redirect::to(&format!("/ui/schedules/{}", urlencoded(&name))).into_response())
+        }
+        Err(ApiError::Internal(d)) => Err(layout::internal(&d)),
+        Err(e) => Ok(respond(
+            e.status(),
+            page(
+                &viewer,
+                "Schedule",
+                "/ui/schedules",
+                schedule_markup(&state, &viewer, &f, Some(&e.to_string())),
+            ),
+        )),
+    }
+}
+
+fn urlencoded(s: &str) -> String {
+    // Names are validated ([A-Za-z0-9_.:-]); nothing in them needs escaping in a path.
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+        .collect()
 }
 
 /// Pause a schedule.

@@ -781,3 +781,33 @@ async fn schedules_page_pauses_triggers_and_lists_recent_fires_with_their_jobs()
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn schedules_are_created_and_edited_from_the_ui_with_the_apis_messages() {
+    let app = App::with(app_settings()).await;
+    let s = login(&app, TOKEN).await;
+    let bad = s
+        .post(
+            &app,
+            "/ui/schedules",
+            "name=hourly&cron=every+hour&queue=q&kind=k&payload=%7B%7D",
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text.contains("cron:"), "{}", bad.text);
+    let r = s
+        .post(
+            &app,
+            "/ui/schedules",
+            "name=hourly&cron=0+*+*+*+*&timezone=Asia%2FTokyo&queue=q&kind=k&payload=%7B%22a%22%3A1%7D&overlap=skip",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(r.headers["location"], "/ui/schedules/hourly");
+    let saved = app.get("/v1/schedules/hourly").await.body;
+    assert_eq!(saved["timezone"], "Asia/Tokyo");
+    assert_eq!(saved["overlap"], "skip");
+    assert_eq!(saved["payload"]["a"], 1);
+    let form = s.get(&app, "/ui/schedules-new?edit=hourly").await;
+    assert!(form.text.contains("value=\"Asia/Tokyo\""), "{}", form.text);
+}
