@@ -266,6 +266,9 @@ pub struct BulkRequest {
     /// Created before this RFC 3339 time.
     #[schema(format = DateTime)]
     pub created_before: Option<String>,
+    /// Only these jobs (a selection of at most 1000 ids), within the rest of the filter.
+    #[schema(max_items = 1000)]
+    pub ids: Option<Vec<Uuid>>,
     /// The `newest` a count returned: only jobs at or below it are touched, so jobs
     /// enqueued after the count are left alone. Absent: counted now.
     #[schema(format = Uuid)]
@@ -299,7 +302,16 @@ pub fn parse_bulk(req: &BulkRequest) -> ApiResult<(Action, BulkFilter, Option<Uu
         .as_deref()
         .map(|n| parse_id("newest", n))
         .transpose()?;
+    if let Some(ids) = &req.ids
+        && ids.len() > BULK_BATCH as usize
+    {
+        return Err(ApiError::invalid(
+            "ids",
+            format!("{} ids exceed the limit of {BULK_BATCH}", ids.len()),
+        ));
+    }
     let filter = BulkFilter {
+        ids: req.ids.clone(),
         queue: req.queue.clone(),
         kind: req.kind.clone(),
         state: req.state.map(|s| s.as_state().as_str().to_owned()),

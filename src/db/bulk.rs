@@ -75,6 +75,8 @@ pub struct BulkFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Created before.
     pub created_before: Option<DateTime<Utc>>,
+    /// Only these jobs (a selection), within the rest of the filter.
+    pub ids: Option<Vec<Uuid>>,
 }
 
 /// What [`count_matching`] found.
@@ -106,6 +108,7 @@ pub async fn count_matching(
         .bind(skip_running)
         .bind(states)
         .bind(bound)
+        .bind(&f.ids)
         .fetch_one(pool)
         .await?)
 }
@@ -170,6 +173,7 @@ pub async fn run_batch(
             .bind(cursor.live_after)
             .bind(skip_running)
             .bind(limit)
+            .bind(&f.ids)
             .fetch_all(pool)
             .await?;
         next.live_done = (ids.len() as i64) < limit;
@@ -188,6 +192,7 @@ pub async fn run_batch(
             .bind(cursor.finished_after)
             .bind(states)
             .bind(limit)
+            .bind(&f.ids)
             .fetch_all(pool)
             .await?;
         next.finished_done = (ids.len() as i64) < limit;

@@ -272,8 +272,21 @@ pub async fn jobs(
             button type="submit" #apply-filter { "Filter" }
             (datalists(&state, &known))
         }
-        (jobs_table(&q, &rows, next.as_deref()))
+        (jobs_table(&q, &rows, next.as_deref(), viewer.access.can_write()))
         @if viewer.access.can_write() {
+            form.actions method="post" action="/ui/bulk/preview" #selected-form {
+                (csrf_field(&viewer))
+                input type="hidden" name="selection" value="1";
+                label { "Selected jobs: "
+                    select name="action" #selected-action {
+                        option value="retry" { "retry" }
+                        option value="cancel" { "cancel" }
+                        option value="delete" { "delete" }
+                    }
+                }
+                button type="submit" #selected-preview { "Act on selected…" }
+                span.hint { "Ticking a box pauses the live refresh." }
+            }
             section.bulk aria-labelledby="bulk-h" {
                 h2 #bulk-h { "Act on every job matching this filter" }
                 form method="post" action="/ui/bulk/preview" {
@@ -304,10 +317,15 @@ pub async fn jobs_fragment(
     let (rows, next) = job_page(&state, &q)
         .await
         .map_err(|e| refused(&viewer, e))?;
-    ok(jobs_table(&q, &rows, next.as_deref()))
+    ok(jobs_table(
+        &q,
+        &rows,
+        next.as_deref(),
+        viewer.access.can_write(),
+    ))
 }
 
-fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>) -> Markup {
+fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>, select: bool) -> Markup {
     let live = given(&q.cursor).is_none();
     let fragment = format!("/ui/fragments/jobs?{}", q.query_string(false));
     html! {
@@ -317,11 +335,14 @@ fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>) -> Markup {
             } @else {
                 div.scroll {
                 table #jobs-table {
-                    thead { tr { th { "Job" } th { "Queue" } th { "Kind" } th { "State" } th { "Attempt" } th { "Created" } th { "Finished" } th { "Last error" } } }
+                    thead { tr { @if select { th { span.visually-hidden { "Select" } } } th { "Job" } th { "Queue" } th { "Kind" } th { "State" } th { "Attempt" } th { "Created" } th { "Finished" } th { "Last error" } } }
                     tbody {
                         @for j in rows {
                             @let s = state_name(j.state);
                             tr data-job=(j.id) data-state=(s) {
+                                @if select {
+                                    td { input.pick type="checkbox" name="ids" value=(j.id) form="selected-form" aria-label={ "select job " (j.id) }; }
+                                }
                                 td { a.mono href={ "/ui/jobs/" (j.id) } { (short(&j.id.to_string())) } }
                                 td { (j.queue) } td { (j.kind) } td { (state_badge(s)) }
                                 td.num { (j.attempt) " / " (j.max_attempts) }
@@ -1274,7 +1295,7 @@ pub async fn workers(State(state): State<AppState>, viewer: Viewer) -> Page {
 // ---------------------------------------------------------------- bulk
 
 /// Fields of the bulk forms.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct BulkForm {
     action: Option<String>,
     queue: Option<String>,
@@ -1284,10 +1305,51 @@ pub struct BulkForm {
     created_before: Option<String>,
     newest: Option<String>,
     matched: Option<String>,
+    /// Selected jobs (repeated `ids` fields), if any.
+    ids: Vec<String>,
+    /// The form came from the "selected jobs" button: an empty selection selects nothing.
+    selection: bool,
+}
+
+impl BulkForm {
+    /// Parses the form by hand: `ids` repeats, which serde_urlencoded cannot map.
+    fn parse(body: &[u8]) -> Result<BulkForm, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|e| ApiError::invalid("form", format!("cannot be read: {e}")))?;
+        let mut f = BulkForm::default();
+        for (k, v) in pairs {
+            let v = Some(v);
+            match k.as_str() {
+                "action" => f.action = v,
+                "queue" => f.queue = v,
+                "kind" => f.kind = v,
+                "state" => f.state = v,
+                "created_after" => f.created_after = v,
+                "created_before" => f.created_before = v,
+                "newest" => f.newest = v,
+                "matched" => f.matched = v,
+                "selection" => f.selection = true,
+                "ids" => f.ids.extend(v),
+                _ => {}
+            }
+        }
+        Ok(f)
+    }
 }
 
 fn bulk_request(f: &BulkForm) -> Result<BulkRequest, ApiError> {
+    let ids = if f.selection || !f.ids.is_empty() {
+        Some(
+            f.ids
+                .iter()
+                .map(|i| crate::api::extract::parse_id("ids", i))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    } else {
+        None
+    };
     Ok(BulkRequest {
+        ids,
         action: given(&f.action).unwrap_or_default(),
         queue: given(&f.queue),
         kind: given(&f.kind),
@@ -1301,6 +1363,7 @@ fn bulk_request(f: &BulkForm) -> Result<BulkRequest, ApiError> {
 fn describe(f: &BulkForm) -> Markup {
     html! {
         ul.filter #bulk-filter {
+            @if f.selection || !f.ids.is_empty() { li { "selected jobs: " strong { (f.ids.len()) } } }
             li { "queue: " strong { (given(&f.queue).unwrap_or_else(|| "any".into())) } }
             li { "kind: " strong { (given(&f.kind).unwrap_or_else(|| "any".into())) } }
             li { "state: " strong { (given(&f.state).unwrap_or_else(|| "any".into())) } }
@@ -1314,8 +1377,9 @@ fn describe(f: &BulkForm) -> Markup {
 pub async fn bulk_preview(
     State(state): State<AppState>,
     viewer: Viewer,
-    Form(f): Form<BulkForm>,
+    body: axum::body::Bytes,
 ) -> Page {
+    let f = BulkForm::parse(&body).map_err(|e| refused(&viewer, e))?;
     let req = bulk_request(&f).map_err(|e| refused(&viewer, e))?;
     let count = dashboard::bulk_count(State(state), Json(req.clone()))
         .await
@@ -1334,6 +1398,8 @@ pub async fn bulk_preview(
                 input type="hidden" name="action" value=(action);
                 (filter_fields(&f.queue, &f.kind, &f.state))
                 (time_fields(&f.created_after, &f.created_before))
+                @if f.selection { input type="hidden" name="selection" value="1"; }
+                @for id in &f.ids { input type="hidden" name="ids" value=(id); }
                 @if let Some(n) = count.newest { input type="hidden" name="newest" value=(n); }
                 input type="hidden" name="matched" value=(count.matched);
                 button type="submit" #bulk-confirm { "Confirm: " (action) " " (count.matched) " jobs" }
@@ -1349,8 +1415,9 @@ pub async fn bulk_run(
     State(state): State<AppState>,
     viewer: Viewer,
     Extension(access): Extension<Access>,
-    Form(f): Form<BulkForm>,
+    body: axum::body::Bytes,
 ) -> Page {
+    let f = BulkForm::parse(&body).map_err(|e| refused(&viewer, e))?;
     let req = bulk_request(&f).map_err(|e| refused(&viewer, e))?;
     let r = dashboard::bulk_run(State(state), Extension(access), Json(req))
         .await

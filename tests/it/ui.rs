@@ -811,3 +811,54 @@ async fn schedules_are_created_and_edited_from_the_ui_with_the_apis_messages() {
     let form = s.get(&app, "/ui/schedules-new?edit=hourly").await;
     assert!(form.text.contains("value=\"Asia/Tokyo\""), "{}", form.text);
 }
+
+#[tokio::test]
+async fn bulk_actions_on_selected_jobs_touch_only_those() {
+    let app = App::with(app_settings()).await;
+    let ids = cancelled_jobs(&app, "selq", 3).await;
+    let s = login(&app, TOKEN).await;
+    let list = s.get(&app, "/ui/jobs?queue=selq").await;
+    assert!(
+        list.text.contains("class=\"pick\""),
+        "admins get checkboxes"
+    );
+    let picked = format!("selection=1&action=retry&ids={}&ids={}", ids[0], ids[2]);
+    let preview = s.post(&app, "/ui/bulk/preview", &picked).await;
+    assert!(
+        preview.text.contains("data-count=\"2\""),
+        "{}",
+        preview.text
+    );
+    let done = s.post(&app, "/ui/bulk/run", &picked).await;
+    assert!(done.text.contains("data-affected=\"2\""), "{}", done.text);
+    let state = |i: usize| {
+        let app = &app;
+        let id = ids[i].clone();
+        async move { app.get(&format!("/v1/jobs/{id}")).await.body["state"].clone() }
+    };
+    assert_eq!(state(0).await, "available");
+    assert_eq!(state(1).await, "cancelled");
+    assert_eq!(state(2).await, "available");
+    // Nothing ticked selects nothing (not everything).
+    let none = s
+        .post(&app, "/ui/bulk/preview", "selection=1&action=delete")
+        .await;
+    assert!(none.text.contains("data-count=\"0\""), "{}", none.text);
+    let too_many: Vec<String> = (0..1001)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    let r = app
+        .post(
+            "/v1/jobs/bulk/count",
+            json!({"action": "retry", "ids": too_many}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let ro = login(&app, READONLY).await;
+    assert!(
+        !ro.get(&app, "/ui/jobs?queue=selq")
+            .await
+            .text
+            .contains("class=\"pick\"")
+    );
+}

@@ -198,6 +198,7 @@ class Dashboard(unittest.TestCase):
         box.clear()
         box.send_keys(token)
         self.d.find_element(By.ID, "login").click()
+        eventually("the login to be answered", lambda: "/ui/login" not in self.d.current_url or self.present("#login-error"))
 
     def job_state(self):
         return self.d.find_element(By.CSS_SELECTOR, "#job").get_attribute("data-state")
@@ -209,7 +210,7 @@ class Dashboard(unittest.TestCase):
             self.assertIn("/ui/login", self.d.current_url, path)
             self.assertFalse(self.present("#queues-table"), path)
         self.login("not-a-configured-token")
-        self.assertIn("not one of API_TOKENS", self.text("#login-error"))
+        eventually("the refusal", lambda: "not one of API_TOKENS" in self.text("#login-error"))
         self.go("/ui/jobs")
         self.assertIn("/ui/login", self.d.current_url)
         self.assertFalse(self.present("#jobs-table"))
@@ -218,7 +219,7 @@ class Dashboard(unittest.TestCase):
 
     def test_02_enqueue_from_the_ui_and_watch_it_complete_live(self):
         self.login(ADMIN)
-        self.assertEqual(self.text("#role"), "admin")
+        eventually("the admin badge", lambda: self.text("#role") == "admin")
         self.go("/ui/enqueue")
         self.d.find_element(By.ID, "kind").send_keys("echo")
         payload = self.d.find_element(By.ID, "payload")
@@ -268,16 +269,33 @@ class Dashboard(unittest.TestCase):
         self.shot("jobs")
         Select(self.d.find_element(By.ID, "bulk-action")).select_by_value("retry")
         self.d.find_element(By.ID, "bulk-preview").click()
-        self.assertEqual(self.d.find_element(By.ID, "bulk-count").get_attribute("data-count"), "3")
+        eventually("the count of 3", lambda: self.d.find_element(By.ID, "bulk-count").get_attribute("data-count") == "3")
         self.shot("bulk-confirm")
         self.d.find_element(By.ID, "bulk-confirm").click()
-        self.assertEqual(self.d.find_element(By.ID, "bulk-result").get_attribute("data-affected"), "3")
+        eventually("3 changed", lambda: self.d.find_element(By.ID, "bulk-result").get_attribute("data-affected") == "3")
         eventually("each to have run again", lambda: all(job(i)["attempt"] == 2 for i in ids))
         self.go("/ui/audit")
-        row = self.d.find_element(By.CSS_SELECTOR, '#audit-table tr[data-action="bulk_retry"]')
+        row = eventually("the audit row", lambda: self.d.find_element(By.CSS_SELECTOR, '#audit-table tr[data-action="bulk_retry"]'))
         self.assertIn("API_TOKENS #1", row.text)
         self.assertIn("always_fails", row.text)
         self.shot("audit")
+
+    def test_05b_bulk_cancel_of_ticked_jobs(self):
+        self.login(ADMIN)
+        ids = [enqueue("echo", {"n": n}, delay="1h") for n in range(3)]
+        self.go("/ui/jobs?state=scheduled")
+        eventually("the three delayed jobs", lambda: len(self.d.find_elements(By.CSS_SELECTOR, "#jobs-table tbody tr")) == 3)
+        for id_ in ids[:2]:
+            self.d.find_element(By.CSS_SELECTOR, f'input.pick[value="{id_}"]').click()
+        # The live refresh pauses while jobs are ticked: the ticks survive a poll.
+        time.sleep(2.5)
+        self.assertEqual(len(self.d.find_elements(By.CSS_SELECTOR, "input.pick:checked")), 2)
+        Select(self.d.find_element(By.ID, "selected-action")).select_by_value("cancel")
+        self.d.find_element(By.ID, "selected-preview").click()
+        eventually("the count of 2", lambda: self.d.find_element(By.ID, "bulk-count").get_attribute("data-count") == "2")
+        self.d.find_element(By.ID, "bulk-confirm").click()
+        eventually("2 changed", lambda: self.d.find_element(By.ID, "bulk-result").get_attribute("data-affected") == "2")
+        self.assertEqual([job(i)["state"] for i in ids], ["cancelled", "cancelled", "scheduled"])
 
     def test_06_pause_a_queue_and_workers_stop_taking_from_it(self):
         self.login(ADMIN)
@@ -285,7 +303,8 @@ class Dashboard(unittest.TestCase):
         eventually("a job on the running queue to complete", lambda: job(first)["state"] == "completed")
         self.go("/ui/queues")
         self.d.find_element(By.ID, "pause-pausable").click()
-        self.assertIn("Queue paused", self.text("#flash"))
+        # A click does not wait for the page it leads to: every read after one polls.
+        eventually("the paused flash", lambda: "Queue paused" in self.text("#flash"))
         self.assertIn("paused", self.text('tr[data-queue="pausable"]'))
         held = enqueue("echo", {"while": "paused"}, queue="pausable")
         control = enqueue("echo", {"on": "default"})
@@ -293,7 +312,7 @@ class Dashboard(unittest.TestCase):
         # The worker kept claiming elsewhere and left the paused queue alone.
         self.assertEqual(job(held)["state"], "available")
         self.shot("queues")
-        self.d.find_element(By.ID, "resume-pausable").click()
+        eventually("the resume button", lambda: self.d.find_element(By.ID, "resume-pausable")).click()
         eventually("the held job to complete after resume", lambda: job(held)["state"] == "completed")
 
     def test_07_overview_workers_and_schedules_pages(self):
@@ -323,13 +342,14 @@ class Dashboard(unittest.TestCase):
 
     def test_08_a_read_only_token_cannot_press_any_action(self):
         self.login(READONLY)
-        self.assertEqual(self.text("#role"), "read-only")
+        eventually("the read-only badge", lambda: self.text("#role") == "read-only")
         failed = enqueue("always_fails", max_attempts=1)
         eventually("a failed job", lambda: job(failed)["state"] == "failed")
         for path in ["/ui/jobs/" + failed, "/ui/jobs/" + state.get("echo_job", failed), "/ui/queues",
                      "/ui/schedules", "/ui/jobs?state=failed", "/ui"]:
             self.go(path)
-            for css in ["#cancel", "#retry", "#delete", "#copy", "#bulk-preview", "[id^=pause-]",
+            for css in ["#cancel", "#retry", "#delete", "#copy", "#bulk-preview", "#selected-preview",
+                        "input.pick", "#run-now", "#new-schedule", "[id^=pause-]",
                         "[id^=resume-]", "[id^=trigger-]", "[id^=edit-]"]:
                 self.assertFalse(self.present(css), f"{css} on {path}")
         self.go("/ui/enqueue")
@@ -339,6 +359,7 @@ class Dashboard(unittest.TestCase):
         self.assertEqual(api("GET", "/v1/jobs/" + failed, token=READONLY)[0], 200)
         self.assertEqual(job(failed)["state"], "failed")
         self.d.find_element(By.ID, "logout").click()
+        eventually("the login page after logout", lambda: "/ui/login" in self.d.current_url)
         self.go("/ui/jobs")
         self.assertIn("/ui/login", self.d.current_url)
 

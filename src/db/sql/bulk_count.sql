@@ -1,7 +1,7 @@
 -- How many jobs an action by filter would touch, and the newest of them (the bound
 -- the action then keeps to). $6/$7: which tables the action reads; $8: skip running
 -- live jobs; $9: allowed finished states (NULL = all); $10: only ids at or below it
--- (the bound of an earlier count), NULL = all.
+-- (the bound of an earlier count), NULL = all; $11: only these ids (selected jobs), NULL = all.
 WITH live AS (
     SELECT id FROM due_work
     WHERE $6
@@ -13,6 +13,7 @@ WITH live AS (
       AND ($5::timestamptz IS NULL OR created_at < $5)
       AND (NOT $8 OR state <> 'running')
       AND ($10::uuid IS NULL OR id <= $10)
+      AND ($11::uuid[] IS NULL OR id = ANY($11))
 ),
 finished AS (
     SELECT id FROM job_history
@@ -24,6 +25,7 @@ finished AS (
       AND ($5::timestamptz IS NULL OR created_at < $5)
       AND ($9::text[] IS NULL OR state = ANY($9))
       AND ($10::uuid IS NULL OR id <= $10)
+      AND ($11::uuid[] IS NULL OR id = ANY($11))
 ),
 -- uuid has no max() aggregate: the newest id is the first in id order.
 jobs AS (

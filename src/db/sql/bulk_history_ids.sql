@@ -9,5 +9,6 @@ WHERE ($1::text IS NULL OR queue = $1)
   AND id <= $6
   AND ($7::uuid IS NULL OR id < $7)
   AND ($8::text[] IS NULL OR state = ANY($8))
+  AND ($10::uuid[] IS NULL OR id = ANY($10))
 ORDER BY id DESC
 LIMIT $9

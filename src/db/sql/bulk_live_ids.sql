@@ -11,5 +11,6 @@ WHERE ($1::text IS NULL OR queue = $1)
   AND id <= $6
   AND ($7::uuid IS NULL OR id < $7)
   AND (NOT $8 OR state <> 'running')
+  AND ($10::uuid[] IS NULL OR id = ANY($10))
 ORDER BY id DESC
 LIMIT $9

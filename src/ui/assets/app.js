@@ -13,6 +13,14 @@
     e.detail.headers["X-CSRF-Token"] = csrf();
   });
 
+  // A live list stops refreshing while jobs are ticked, so the selection survives.
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    var elt = e.detail.elt;
+    if (elt && elt.querySelector && elt.querySelector("input.pick:checked")) {
+      e.preventDefault();
+    }
+  });
+
   // Destructive actions ask first.
   document.addEventListener("submit", function (e) {
     var form = e.target;
