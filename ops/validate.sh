@@ -58,9 +58,10 @@ if [[ ! -x "${ordinaut}" ]]; then
 fi
 
 # --- shell scripts -----------------------------------------------------------------
-step "shellcheck ops/*.sh, ops/debian/*, benches/compare.sh, tests/fuzz_api.sh, .ci/run"
+step "shellcheck ops/*.sh, ops/debian/*, benches/compare.sh, tests/fuzz_api.sh, tests/ui/run.sh, ui/vendor.sh, .ci/run"
 "${bin}/shellcheck" "${ops_dir}"/*.sh "${ops_dir}"/debian/post* "${ops_dir}"/debian/prerm \
-    "${root}/benches/compare.sh" "${root}/tests/fuzz_api.sh" "${root}/.ci/run"
+    "${root}/benches/compare.sh" "${root}/tests/fuzz_api.sh" "${root}/tests/ui/run.sh" \
+    "${root}/ui/vendor.sh" "${root}/.ci/run"
 
 step "start.sh: --help, and prod refused without .env"
 bash "${ops_dir}/start.sh" --help >/dev/null

@@ -517,6 +517,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         let token = config.api.tokens.first().map(|t| format!(" -H 'Authorization: Bearer {t}'")).unwrap_or_default();
         eprintln!("ordinaut dev: database {}", redact(&db.url));
         eprintln!("ordinaut dev: API on http://127.0.0.1:{port} (OpenAPI at /openapi.json)");
+        eprintln!("ordinaut dev: dashboard on http://127.0.0.1:{port}/ui");
         eprintln!(
             "ordinaut dev: enqueue a job and wait for its result:\n  \
              curl -s{token} -X POST http://127.0.0.1:{port}/v1/jobs -H 'Content-Type: application/json' \\\n    \

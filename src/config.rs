@@ -60,6 +60,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("API_HOST", "api.host"),
     ("API_PORT", "api.port"),
     ("API_TOKENS", "api.tokens"),
+    ("API_READONLY_TOKENS", "api.readonly_tokens"),
     ("API_MAX_BODY_BYTES", "api.max_body_bytes"),
     ("API_MAX_BATCH", "api.max_batch"),
     ("API_MAX_WAIT", "api.max_wait"),
@@ -247,6 +248,9 @@ pub struct ApiConfig {
     /// Bearer tokens accepted on `/v1`; empty leaves `/v1` open (a warning is logged).
     #[serde(deserialize_with = "string_or_list")]
     pub tokens: Vec<String>,
+    /// Bearer tokens that may read `/v1` and the dashboard but change nothing (403).
+    #[serde(deserialize_with = "string_or_list")]
+    pub readonly_tokens: Vec<String>,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
     /// Most jobs in one batch enqueue.
@@ -267,6 +271,10 @@ impl std::fmt::Debug for ApiConfig {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field(
+                "readonly_tokens",
+                &format_args!("[{} redacted]", self.readonly_tokens.len()),
+            )
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_batch", &self.max_batch)
             .field("max_wait", &self.max_wait)
@@ -282,6 +290,7 @@ impl Default for ApiConfig {
             host: "0.0.0.0".to_owned(),
             port: 8080,
             tokens: Vec::new(),
+            readonly_tokens: Vec::new(),
             max_body_bytes: 1024 * 1024,
             max_batch: 1000,
             max_wait: 120.0,
@@ -615,14 +624,25 @@ impl Config {
         if !host_ok {
             return Err(invalid("API_HOST", "must be an IP address or host name"));
         }
-        for token in &a.tokens {
-            // Never echo the token itself: the message may end up in a log.
-            if token.is_empty() || token.chars().any(|c| !c.is_ascii_graphic()) {
-                return Err(invalid(
-                    "API_TOKENS",
-                    "each token must be non-empty printable ASCII without spaces",
-                ));
+        for (key, tokens) in [
+            ("API_TOKENS", &a.tokens),
+            ("API_READONLY_TOKENS", &a.readonly_tokens),
+        ] {
+            for token in tokens {
+                // Never echo the token itself: the message may end up in a log.
+                if token.is_empty() || token.chars().any(|c| !c.is_ascii_graphic()) {
+                    return Err(invalid(
+                        key,
+                        "each token must be non-empty printable ASCII without spaces",
+                    ));
+                }
             }
+        }
+        if a.readonly_tokens.iter().any(|t| a.tokens.contains(t)) {
+            return Err(invalid(
+                "API_READONLY_TOKENS",
+                "a token cannot be both read-only and in API_TOKENS",
+            ));
         }
         if !(1..=1024 * 1024 * 1024).contains(&a.max_body_bytes) {
             return Err(invalid(

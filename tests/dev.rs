@@ -124,6 +124,16 @@ async fn dev_starts_everything_on_its_own_postgres_and_keeps_data_across_restart
         "{metrics}"
     );
 
+    // The dashboard it announced answers (open: no token is configured).
+    let log = std::fs::read_to_string(dir.join("first.log")).unwrap_or_default();
+    assert!(
+        log.contains(&format!("dashboard on http://127.0.0.1:{port}/ui")),
+        "{log}"
+    );
+    let ui = client.get(format!("{base}/ui")).send().await.unwrap();
+    assert_eq!(ui.status(), 200);
+    assert!(ui.text().await.unwrap().contains("workers alive"));
+
     // Ctrl-C: everything stops, Postgres included.
     // SAFETY: kill(2) on our own child.
     unsafe {

@@ -44,6 +44,9 @@ pub enum ApiError {
     /// Missing or wrong bearer token (401).
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// The caller is known but may not do this, e.g. a read-only token writing (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such job, queue or route (404).
     #[error("{0}")]
     NotFound(String),
@@ -89,6 +92,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -103,6 +107,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",

@@ -124,41 +124,92 @@ pub fn parse_id(field: &str, text: &str) -> ApiResult<Uuid> {
     })
 }
 
-/// Middleware: requires `Authorization: Bearer <token>` matching a configured token.
-/// With no tokens configured every request passes (documented; warned at start).
-pub async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if state.token_ok(request.headers()) {
-        next.run(request).await
-    } else {
-        ApiError::Unauthorized.into_response()
+/// What a caller may do, from its bearer token or its dashboard session. Handlers of
+/// state-changing routes never see a read-only caller: the middleware refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// No token configured: everyone may do everything (warned at start).
+    Open,
+    /// One of `API_TOKENS`, numbered from 1 in the configured order.
+    Admin(usize),
+    /// One of `API_READONLY_TOKENS`, numbered from 1: reads only.
+    ReadOnly(usize),
+}
+
+impl Access {
+    /// True when this caller may change things.
+    pub fn can_write(&self) -> bool {
+        !matches!(self, Access::ReadOnly(_))
+    }
+
+    /// Who, for the audit log: names the token by its position, never its text.
+    pub fn actor(&self) -> String {
+        match self {
+            Access::Open => "anonymous (no API_TOKENS)".to_owned(),
+            Access::Admin(n) => format!("API_TOKENS #{n}"),
+            Access::ReadOnly(n) => format!("API_READONLY_TOKENS #{n}"),
+        }
     }
 }
 
-/// True when no token is configured or the request carries one of them. Compares in
-/// constant time against every configured token, so the answer's timing says nothing
-/// about which token, or how much of one, matched.
-pub(crate) fn token_matches(tokens: &[String], headers: &HeaderMap) -> bool {
-    if tokens.is_empty() {
-        return true;
+/// Middleware: requires `Authorization: Bearer <token>` matching a configured token.
+/// A read-only token may use GET and HEAD only (403 otherwise). With no tokens
+/// configured every request passes (documented; warned at start). The caller's
+/// [`Access`] is stored in the request's extensions.
+pub async fn require_token(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match state.access(request.headers()) {
+        Some(access) if access.can_write() || is_read(request.method()) => {
+            request.extensions_mut().insert(access);
+            next.run(request).await
+        }
+        Some(_) => ApiError::Forbidden("this token is read-only: it cannot change anything".into())
+            .into_response(),
+        None => ApiError::Unauthorized.into_response(),
     }
-    let Some(given) = headers
+}
+
+/// GET and HEAD change nothing.
+pub fn is_read(method: &axum::http::Method) -> bool {
+    method == axum::http::Method::GET || method == axum::http::Method::HEAD
+}
+
+/// The access a request's bearer token gives, None when it gives none.
+pub(crate) fn bearer_access(settings: &super::ApiSettings, headers: &HeaderMap) -> Option<Access> {
+    if settings.auth_disabled() {
+        return Some(Access::Open);
+    }
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-    else {
-        return false;
+        .map(|(_, token)| token.trim())?;
+    token_access(settings, given)
+}
+
+/// The access `given` gives. Compares in constant time against every configured token,
+/// so the answer's timing says nothing about which token, or how much of one, matched.
+pub(crate) fn token_access(settings: &super::ApiSettings, given: &str) -> Option<Access> {
+    let find = |tokens: &[String]| {
+        let mut found = 0usize;
+        for (i, token) in tokens.iter().enumerate() {
+            let hit: bool = token.as_bytes().ct_eq(given.as_bytes()).into();
+            // No early exit: every token is compared whatever matched.
+            found |= usize::from(hit) * (i + 1);
+        }
+        found
     };
-    let mut ok = subtle::Choice::from(0);
-    for token in tokens {
-        ok |= token.as_bytes().ct_eq(given.as_bytes());
+    let admin = find(&settings.tokens);
+    let readonly = find(&settings.readonly_tokens);
+    match (admin, readonly) {
+        (0, 0) => None,
+        (0, n) => Some(Access::ReadOnly(n)),
+        (n, _) => Some(Access::Admin(n)),
     }
-    ok.into()
 }
 
 /// The request id of the current request (`X-Request-Id`).

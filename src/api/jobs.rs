@@ -64,7 +64,7 @@ impl StateName {
         }
     }
 
-    fn as_state(self) -> JobState {
+    pub(crate) fn as_state(self) -> JobState {
         match self {
             StateName::Scheduled => JobState::Scheduled,
             StateName::Available => JobState::Available,

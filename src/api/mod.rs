@@ -7,6 +7,7 @@
 //! it on a listener until shutdown, together with the one LISTEN connection that feeds
 //! live events.
 
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -52,6 +53,8 @@ const EVENT_BUFFER: usize = 4096;
 pub struct ApiSettings {
     /// Accepted bearer tokens; empty = `/v1` open.
     pub tokens: Vec<String>,
+    /// Bearer tokens that may read but not change anything (403 on writes).
+    pub readonly_tokens: Vec<String>,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Most jobs per batch.
@@ -82,6 +85,10 @@ impl std::fmt::Debug for ApiSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiSettings")
             .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field(
+                "readonly_tokens",
+                &format_args!("[{} redacted]", self.readonly_tokens.len()),
+            )
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_batch", &self.max_batch)
             .finish_non_exhaustive()
@@ -89,10 +96,16 @@ impl std::fmt::Debug for ApiSettings {
 }
 
 impl ApiSettings {
+    /// True when no token of either kind is configured: `/v1` and `/ui` are open.
+    pub fn auth_disabled(&self) -> bool {
+        self.tokens.is_empty() && self.readonly_tokens.is_empty()
+    }
+
     /// Settings from the loaded configuration.
     pub fn from_config(config: &Config) -> ApiSettings {
         ApiSettings {
             tokens: config.api.tokens.clone(),
+            readonly_tokens: config.api.readonly_tokens.clone(),
             max_body_bytes: config.api.max_body_bytes,
             max_batch: config.api.max_batch,
             max_wait: Duration::from_secs_f64(config.api.max_wait),
@@ -168,8 +181,9 @@ impl AppState {
         &self.inner.stopping
     }
 
-    pub(crate) fn token_ok(&self, headers: &HeaderMap) -> bool {
-        extract::token_matches(&self.inner.settings.tokens, headers)
+    /// What the request's bearer token allows (see [`extract::Access`]).
+    pub(crate) fn access(&self, headers: &HeaderMap) -> Option<extract::Access> {
+        extract::bearer_access(&self.inner.settings, headers)
     }
 
     /// Runs the LISTEN connection that feeds `/v1/events`, `?wait=` and pull waits,
@@ -216,6 +230,12 @@ fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::pause))
         .routes(routes!(schedules::resume))
         .routes(routes!(schedules::trigger))
+        .routes(routes!(dashboard::stats))
+        .routes(routes!(dashboard::delete_job))
+        .routes(routes!(dashboard::run_now))
+        .routes(routes!(dashboard::bulk_count))
+        .routes(routes!(dashboard::bulk_run))
+        .routes(routes!(dashboard::audit_log))
         .route_layer(auth.clone());
     let mut metrics = OpenApiRouter::new().routes(routes!(health::metrics));
     if state.settings().metrics_auth {
@@ -242,6 +262,7 @@ pub fn router(state: AppState) -> Router {
     let doc = Arc::new(openapi::finish(doc));
     let max_body = state.settings().max_body_bytes;
     router
+        .merge(crate::ui::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(doc))
@@ -268,8 +289,8 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    if state.settings().tokens.is_empty() {
-        tracing::warn!("API_TOKENS is empty: /v1 accepts requests without a token");
+    if state.settings().auth_disabled() {
+        tracing::warn!("API_TOKENS is empty: /v1 and /ui accept requests without a token");
     }
     let mut tasks = JoinSet::new();
     tasks.spawn(state.clone().run_event_listener());

@@ -5,6 +5,8 @@
 //! and one database can hold several installs.
 
 pub mod attempts;
+pub mod audit;
+pub mod bulk;
 pub mod connstr;
 pub mod due_work;
 pub mod events;
@@ -12,6 +14,8 @@ pub(crate) mod fault;
 pub mod history;
 pub mod queues;
 pub mod schedules;
+pub mod sessions;
+pub mod stats;
 pub mod workers;
 
 use std::sync::Arc;

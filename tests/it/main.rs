@@ -12,4 +12,5 @@ mod maintenance;
 mod metrics;
 mod ops;
 mod poison;
+mod ui;
 mod worker;

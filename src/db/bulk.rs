@@ -1,0 +1,313 @@
+//! Actions on every job matching a filter (cancel, retry, delete) and the single-job
+//! delete: the store side of `/v1/jobs/bulk` and the dashboard's bulk actions.
+//!
+//! An action counts its jobs first ([`count_matching`]) and records the newest id it
+//! counted; [`run_batch`] then works through the matching ids at or below that bound,
+//! newest first, `limit` at a time, each batch one short statement of its own, so a
+//! million-row action never holds a long transaction or touches jobs enqueued after
+//! the operator saw the count.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{Error, Result, due_work};
+
+/// The three actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Cancel live jobs: waiting ones at once, running ones by request.
+    Cancel,
+    /// Re-enqueue failed and cancelled jobs.
+    Retry,
+    /// Delete finished and waiting jobs with their attempts.
+    Delete,
+}
+
+impl Action {
+    /// The action's name in the API and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Cancel => "cancel",
+            Action::Retry => "retry",
+            Action::Delete => "delete",
+        }
+    }
+
+    /// (reads live jobs, reads finished jobs, skips running jobs, finished states allowed)
+    fn scope(self) -> (bool, bool, bool, Option<Vec<String>>) {
+        match self {
+            Action::Cancel => (true, false, false, None),
+            Action::Retry => (
+                false,
+                true,
+                false,
+                Some(vec!["failed".to_owned(), "cancelled".to_owned()]),
+            ),
+            Action::Delete => (true, true, true, None),
+        }
+    }
+}
+
+impl std::str::FromStr for Action {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Action, String> {
+        match s {
+            "cancel" => Ok(Action::Cancel),
+            "retry" => Ok(Action::Retry),
+            "delete" => Ok(Action::Delete),
+            other => Err(format!("{other:?} is not cancel, retry or delete")),
+        }
+    }
+}
+
+/// Which jobs; all optional (an empty filter matches every job the action applies to).
+#[derive(Debug, Clone, Default)]
+pub struct BulkFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this effective state.
+    pub state: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only these jobs (a selection), within the rest of the filter.
+    pub ids: Option<Vec<Uuid>>,
+}
+
+/// What [`count_matching`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Counted {
+    /// Jobs the action would touch now.
+    pub matched: i64,
+    /// The newest of them: the action keeps to ids at or below it.
+    pub newest: Option<Uuid>,
+}
+
+/// Counts the jobs `action` would touch (at or below `bound` when given). Scans due_work and the job_history partitions
+/// with the filter (sequentially without a queue/kind index; see docs/ARCHITECTURE.md).
+pub async fn count_matching(
+    pool: &PgPool,
+    action: Action,
+    f: &BulkFilter,
+    bound: Option<Uuid>,
+) -> Result<Counted> {
+    let (live, finished, skip_running, states) = action.scope();
+    Ok(sqlx::query_as(include_str!("sql/bulk_count.sql"))
+        .bind(&f.queue)
+        .bind(&f.kind)
+        .bind(&f.state)
+        .bind(f.created_after)
+        .bind(f.created_before)
+        .bind(live)
+        .bind(finished)
+        .bind(skip_running)
+        .bind(states)
+        .bind(bound)
+        .bind(&f.ids)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// Where a bulk action is: ids below `after` are still to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Live jobs below this id remain (None: from the bound); done when `live_done`.
+    pub live_after: Option<Uuid>,
+    /// All live jobs are done.
+    pub live_done: bool,
+    /// Finished jobs below this id remain.
+    pub finished_after: Option<Uuid>,
+    /// All finished jobs are done.
+    pub finished_done: bool,
+}
+
+impl Cursor {
+    /// Nothing done yet.
+    pub fn start() -> Cursor {
+        Cursor {
+            live_after: None,
+            live_done: false,
+            finished_after: None,
+            finished_done: false,
+        }
+    }
+
+    /// Every matching job has been handled.
+    pub fn is_done(&self) -> bool {
+        self.live_done && self.finished_done
+    }
+}
+
+/// Runs one batch of up to `limit` jobs of `action` over `f`, at or below `bound`.
+/// Returns how many jobs it changed and where to go on from.
+#[tracing::instrument(skip_all, fields(action = action.as_str(), limit))]
+pub async fn run_batch(
+    pool: &PgPool,
+    action: Action,
+    f: &BulkFilter,
+    bound: Uuid,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<(u64, Cursor)> {
+    let (live, finished, skip_running, states) = action.scope();
+    let mut next = cursor;
+    if !live {
+        next.live_done = true;
+    }
+    if !finished {
+        next.finished_done = true;
+    }
+    if !next.live_done {
+        let ids: Vec<Uuid> = sqlx::query_scalar(include_str!("sql/bulk_live_ids.sql"))
+            .bind(&f.queue)
+            .bind(&f.kind)
+            .bind(&f.state)
+            .bind(f.created_after)
+            .bind(f.created_before)
+            .bind(bound)
+            .bind(cursor.live_after)
+            .bind(skip_running)
+            .bind(limit)
+            .bind(&f.ids)
+            .fetch_all(pool)
+            .await?;
+        next.live_done = (ids.len() as i64) < limit;
+        next.live_after = ids.last().copied().or(cursor.live_after);
+        let n = apply(pool, action, &ids).await?;
+        return Ok((n, next));
+    }
+    if !next.finished_done {
+        let ids: Vec<Uuid> = sqlx::query_scalar(include_str!("sql/bulk_history_ids.sql"))
+            .bind(&f.queue)
+            .bind(&f.kind)
+            .bind(&f.state)
+            .bind(f.created_after)
+            .bind(f.created_before)
+            .bind(bound)
+            .bind(cursor.finished_after)
+            .bind(states)
+            .bind(limit)
+            .bind(&f.ids)
+            .fetch_all(pool)
+            .await?;
+        next.finished_done = (ids.len() as i64) < limit;
+        next.finished_after = ids.last().copied().or(cursor.finished_after);
+        let n = apply(pool, action, &ids).await?;
+        return Ok((n, next));
+    }
+    Ok((0, next))
+}
+
+async fn apply(pool: &PgPool, action: Action, ids: &[Uuid]) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    match action {
+        Action::Cancel => cancel_many(pool, ids).await,
+        Action::Retry => retry_many(pool, ids).await,
+        Action::Delete => delete_many(pool, ids).await,
+    }
+}
+
+const REQUEST_CANCEL_MANY: &str = "\
+UPDATE due_work SET cancel_requested = true
+WHERE id = ANY($1::uuid[]) AND state = 'running' AND NOT cancel_requested
+RETURNING pg_notify('ordinaut_cancel', id::text)::text";
+
+/// Cancels the live jobs among `ids`: waiting ones move to history as cancelled, running
+/// ones are flagged and their workers told (as due_work::cancel does for one).
+pub async fn cancel_many(pool: &PgPool, ids: &[Uuid]) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    let waiting: Vec<Uuid> = sqlx::query_scalar(include_str!("sql/cancel_waiting_many.sql"))
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    let running: Vec<String> = sqlx::query_scalar(REQUEST_CANCEL_MANY)
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((waiting.len() + running.len()) as u64)
+}
+
+/// Re-enqueues the failed and cancelled jobs among `ids`. When a live job holds one's
+/// unique key the batch falls back to one job at a time, skipping those refused.
+pub async fn retry_many(pool: &PgPool, ids: &[Uuid]) -> Result<u64> {
+    let result = sqlx::query_scalar::<_, Uuid>(include_str!("sql/retry_many.sql"))
+        .bind(ids)
+        .fetch_all(pool)
+        .await;
+    match result {
+        Ok(done) => Ok(done.len() as u64),
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("due_work_unique_key_idx") => {
+            let mut done = 0;
+            for id in ids {
+                match due_work::retry(pool, *id).await {
+                    Ok(()) => done += 1,
+                    Err(Error::Conflict(_) | Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(done)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the finished and waiting jobs among `ids` with their attempts; running jobs
+/// stay.
+pub async fn delete_many(pool: &PgPool, ids: &[Uuid]) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(include_str!("sql/delete_many.sql"))
+        .bind(ids)
+        .fetch_one(pool)
+        .await?;
+    Ok(n as u64)
+}
+
+/// What deleting one job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteResult {
+    /// Gone, with its attempts.
+    Deleted,
+    /// It is running: cancel it first.
+    Running,
+}
+
+/// Deletes one finished or waiting job with its attempts.
+pub async fn delete_job(pool: &PgPool, id: Uuid) -> Result<DeleteResult> {
+    if delete_many(pool, &[id]).await? == 1 {
+        return Ok(DeleteResult::Deleted);
+    }
+    let running: Option<bool> = sqlx::query_scalar("SELECT true FROM due_work WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    match running {
+        Some(_) => Ok(DeleteResult::Running),
+        None => Err(Error::NotFound {
+            what: "job",
+            id: id.to_string(),
+        }),
+    }
+}
+
+const RUN_NOW: &str = "\
+UPDATE due_work SET run_at = now()
+WHERE id = $1 AND state = 'scheduled' AND run_at > now()
+RETURNING pg_notify('ordinaut_enqueued', queue)::text";
+
+/// Makes a job waiting for a future run_at due now, and wakes the queue's workers (the
+/// enqueue trigger only fires on insert). Primary-key update; false when the job is not
+/// waiting for a future time.
+pub async fn run_now(pool: &PgPool, id: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar::<_, String>(RUN_NOW)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .is_some())
+}

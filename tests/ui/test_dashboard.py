@@ -1,0 +1,371 @@
+"""The dashboard as a person uses it: a real headless Chromium driven by Selenium
+against a real `ordinaut dev` (API, worker and scheduler on its own throwaway
+PostgreSQL). Run by tests/ui/run.sh (from .ci/run); screenshots go to docs/screenshots/.
+
+Every wait is an "eventually" poll with a generous deadline; nothing asserts speed.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("ORDINAUT_BIN", os.path.join(ROOT, "target", "debug", "ordinaut"))
+SHOTS = os.path.join(ROOT, "docs", "screenshots")
+ADMIN = "ui-admin-token-0123456789"
+READONLY = "ui-readonly-token-0123456789"
+DEADLINE = 60.0
+
+state = {}
+
+
+def eventually(what, check, deadline=DEADLINE):
+    """Polls `check` until it returns a truthy value; fails naming `what`."""
+    end = time.monotonic() + deadline
+    last = None
+    while time.monotonic() < end:
+        try:
+            value = check()
+            if value:
+                return value
+        except (NoSuchElementException, StaleElementReferenceException, urllib.error.URLError) as e:
+            last = e
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+
+
+def api(method, path, body=None, token=ADMIN):
+    """Calls /v1 with a token; returns (status, decoded body)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(state["base"] + path, data=data, method=method)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read().decode()
+            return r.status, (json.loads(text) if text else None)
+    except urllib.error.HTTPError as e:
+        text = e.read().decode()
+        return e.code, (json.loads(text) if text.startswith("{") else text)
+
+
+def enqueue(kind, payload=None, queue="default", **extra):
+    status, body = api("POST", "/v1/jobs", dict(queue=queue, kind=kind, payload=payload or {}, **extra))
+    assert status == 201, (status, body)
+    return body["id"]
+
+
+def job(id_):
+    status, body = api("GET", "/v1/jobs/" + id_)
+    assert status == 200, (status, body)
+    return body
+
+
+def setUpModule():
+    work = tempfile.mkdtemp(prefix="ordinaut-ui-")
+    # As root the local PostgreSQL runs as nobody, who must reach its data directory.
+    os.chmod(work, 0o755)
+    marker = os.path.join(work, "recovered")
+    with open(os.path.join(work, "ordinaut.toml"), "w") as f:
+        f.write(f"""
+[kinds.echo]
+type = "command"
+program = "cat"
+timeout = "60s"
+
+[kinds.slow]
+type = "command"
+program = "sleep"
+args = ["300"]
+timeout = "600s"
+
+[kinds.always_fails]
+type = "command"
+program = "sh"
+args = ["-c", "echo boom >&2; exit 1"]
+
+[kinds.flaky]
+type = "command"
+program = "sh"
+args = ["-c", "test -e {marker} && echo recovered"]
+
+[queues.pausable]
+max_attempts = 1
+
+[schedules.nightly_report]
+cron = "30 2 * * *"
+timezone = "Europe/Berlin"
+queue = "default"
+kind = "echo"
+""")
+    log = open(os.path.join(work, "dev.log"), "w")
+    env = dict(os.environ)
+    env.update(
+        API_PORT="0",
+        API_TOKENS=ADMIN,
+        API_READONLY_TOKENS=READONLY,
+        WORKER_QUEUES="default,pausable",
+        LOG_LEVEL="info",
+    )
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.Popen([BIN, "dev"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    state.update(work=work, marker=marker, proc=proc, log=log)
+
+    def address():
+        text = open(os.path.join(work, "dev.log")).read()
+        m = re.search(r"dashboard on (http://127\.0\.0\.1:\d+)/ui", text)
+        if proc.poll() is not None:
+            raise AssertionError("ordinaut dev exited:\n" + text)
+        return m and m.group(1)
+
+    state["base"] = eventually("ordinaut dev to print the dashboard URL", address, 120)
+    eventually("the API to be ready", lambda: api("GET", "/ready", token=None)[0] == 200, 120)
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    profile = tempfile.mkdtemp(prefix="ordinaut-ui-chromium-")
+    for flag in [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", "--window-size=1280,1000", f"--user-data-dir={profile}",
+    ]:
+        options.add_argument(flag)
+    service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
+    state["driver"] = webdriver.Chrome(service=service, options=options)
+    state["profile"] = profile
+    os.makedirs(SHOTS, exist_ok=True)
+
+
+def tearDownModule():
+    driver = state.get("driver")
+    if driver:
+        driver.quit()
+    proc = state.get("proc")
+    if proc and proc.poll() is None:
+        # Ctrl-C: dev stops its parts and its PostgreSQL.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if state.get("log"):
+        state["log"].close()
+    if os.environ.get("KEEP_UI_WORKDIR") != "1":
+        shutil.rmtree(state.get("work", ""), ignore_errors=True)
+    shutil.rmtree(state.get("profile", ""), ignore_errors=True)
+
+
+class Dashboard(unittest.TestCase):
+    """In name order: later tests log in as they need."""
+
+    @property
+    def d(self):
+        return state["driver"]
+
+    def go(self, path):
+        self.d.get(state["base"] + path)
+
+    def shot(self, name):
+        self.d.save_screenshot(os.path.join(SHOTS, name + ".png"))
+
+    def text(self, css):
+        return self.d.find_element(By.CSS_SELECTOR, css).text
+
+    def present(self, css):
+        return len(self.d.find_elements(By.CSS_SELECTOR, css)) > 0
+
+    def login(self, token):
+        self.d.delete_all_cookies()
+        self.go("/ui/login")
+        box = self.d.find_element(By.ID, "token")
+        box.clear()
+        box.send_keys(token)
+        self.d.find_element(By.ID, "login").click()
+        eventually("the login to be answered", lambda: "/ui/login" not in self.d.current_url or self.present("#login-error"))
+
+    def job_state(self):
+        return self.d.find_element(By.CSS_SELECTOR, "#job").get_attribute("data-state")
+
+    def test_01_a_wrong_token_sees_nothing(self):
+        self.d.delete_all_cookies()
+        for path in ["/ui", "/ui/jobs", "/ui/queues", "/ui/workers", "/ui/fragments/overview"]:
+            self.go(path)
+            self.assertIn("/ui/login", self.d.current_url, path)
+            self.assertFalse(self.present("#queues-table"), path)
+        self.login("not-a-configured-token")
+        eventually("the refusal", lambda: "not one of API_TOKENS" in self.text("#login-error"))
+        self.go("/ui/jobs")
+        self.assertIn("/ui/login", self.d.current_url)
+        self.assertFalse(self.present("#jobs-table"))
+        self.assertEqual(api("GET", "/v1/jobs", token="not-a-configured-token")[0], 401)
+        self.shot("login")
+
+    def test_02_enqueue_from_the_ui_and_watch_it_complete_live(self):
+        self.login(ADMIN)
+        eventually("the admin badge", lambda: self.text("#role") == "admin")
+        self.go("/ui/enqueue")
+        self.d.find_element(By.ID, "kind").send_keys("echo")
+        payload = self.d.find_element(By.ID, "payload")
+        payload.clear()
+        payload.send_keys('{"greeting": "hello from the dashboard", "html": "<b>not bold</b>"')
+        eventually("the editor to flag invalid JSON", lambda: "Not valid JSON" in self.text("#payload-msg"))
+        payload.send_keys("}")
+        eventually("the editor to accept the JSON", lambda: self.text("#payload-msg") == "Valid JSON.")
+        self.shot("enqueue")
+        self.d.find_element(By.ID, "submit-enqueue").click()
+        eventually("the job page", lambda: "/ui/jobs/" in self.d.current_url)
+        # No reload from here on: the page updates itself.
+        eventually("the job to reach completed on the page", lambda: self.job_state() == "completed")
+        log = eventually("its captured output", lambda: self.text(".attempt pre.log"))
+        self.assertIn("hello from the dashboard", log)
+        # User content is text, never markup.
+        self.assertIn("<b>not bold</b>", self.text("#payload"))
+        self.assertFalse(self.present("#payload b"))
+        state["echo_job"] = self.text("#job-id")
+        self.shot("job")
+
+    def test_03_cancel_a_running_job(self):
+        self.login(ADMIN)
+        id_ = enqueue("slow")
+        self.go("/ui/jobs/" + id_)
+        eventually("the job to be running", lambda: self.job_state() == "running")
+        self.d.find_element(By.ID, "cancel").click()
+        eventually("the job to be cancelled", lambda: self.job_state() == "cancelled")
+        self.assertEqual(job(id_)["state"], "cancelled")
+
+    def test_04_retry_a_failed_job(self):
+        self.login(ADMIN)
+        id_ = enqueue("flaky", max_attempts=1)
+        self.go("/ui/jobs/" + id_)
+        eventually("the job to fail", lambda: self.job_state() == "failed")
+        open(state["marker"], "w").close()
+        self.d.find_element(By.ID, "retry").click()
+        eventually("the retried job to complete", lambda: self.job_state() == "completed")
+        self.assertEqual(job(id_)["attempt"], 2)
+
+    def test_05_bulk_retry_by_filter(self):
+        self.login(ADMIN)
+        ids = [enqueue("always_fails", {"n": n}, max_attempts=1) for n in range(3)]
+        eventually("three failed jobs", lambda: all(job(i)["state"] == "failed" for i in ids))
+        self.go("/ui/jobs?kind=always_fails&state=failed")
+        eventually("the list to show them", lambda: len(self.d.find_elements(By.CSS_SELECTOR, "#jobs-table tbody tr")) == 3)
+        self.shot("jobs")
+        Select(self.d.find_element(By.ID, "bulk-action")).select_by_value("retry")
+        self.d.find_element(By.ID, "bulk-preview").click()
+        eventually("the count of 3", lambda: self.d.find_element(By.ID, "bulk-count").get_attribute("data-count") == "3")
+        self.shot("bulk-confirm")
+        self.d.find_element(By.ID, "bulk-confirm").click()
+        eventually("3 changed", lambda: self.d.find_element(By.ID, "bulk-result").get_attribute("data-affected") == "3")
+        eventually("each to have run again", lambda: all(job(i)["attempt"] == 2 for i in ids))
+        self.go("/ui/audit")
+        row = eventually("the audit row", lambda: self.d.find_element(By.CSS_SELECTOR, '#audit-table tr[data-action="bulk_retry"]'))
+        self.assertIn("API_TOKENS #1", row.text)
+        self.assertIn("always_fails", row.text)
+        self.shot("audit")
+
+    def test_05b_bulk_cancel_of_ticked_jobs(self):
+        self.login(ADMIN)
+        ids = [enqueue("echo", {"n": n}, delay="1h") for n in range(3)]
+        self.go("/ui/jobs?state=scheduled")
+        eventually("the three delayed jobs", lambda: len(self.d.find_elements(By.CSS_SELECTOR, "#jobs-table tbody tr")) == 3)
+        for id_ in ids[:2]:
+            self.d.find_element(By.CSS_SELECTOR, f'input.pick[value="{id_}"]').click()
+        # The live refresh pauses while jobs are ticked: the ticks survive a poll.
+        time.sleep(2.5)
+        self.assertEqual(len(self.d.find_elements(By.CSS_SELECTOR, "input.pick:checked")), 2)
+        Select(self.d.find_element(By.ID, "selected-action")).select_by_value("cancel")
+        self.d.find_element(By.ID, "selected-preview").click()
+        eventually("the count of 2", lambda: self.d.find_element(By.ID, "bulk-count").get_attribute("data-count") == "2")
+        self.d.find_element(By.ID, "bulk-confirm").click()
+        eventually("2 changed", lambda: self.d.find_element(By.ID, "bulk-result").get_attribute("data-affected") == "2")
+        self.assertEqual([job(i)["state"] for i in ids], ["cancelled", "cancelled", "scheduled"])
+
+    def test_06_pause_a_queue_and_workers_stop_taking_from_it(self):
+        self.login(ADMIN)
+        first = enqueue("echo", {"before": "pause"}, queue="pausable")
+        eventually("a job on the running queue to complete", lambda: job(first)["state"] == "completed")
+        self.go("/ui/queues")
+        self.d.find_element(By.ID, "pause-pausable").click()
+        # A click does not wait for the page it leads to: every read after one polls.
+        eventually("the paused flash", lambda: "Queue paused" in self.text("#flash"))
+        self.assertIn("paused", self.text('tr[data-queue="pausable"]'))
+        held = enqueue("echo", {"while": "paused"}, queue="pausable")
+        control = enqueue("echo", {"on": "default"})
+        eventually("a job on another queue to complete", lambda: job(control)["state"] == "completed")
+        # The worker kept claiming elsewhere and left the paused queue alone.
+        self.assertEqual(job(held)["state"], "available")
+        self.shot("queues")
+        eventually("the resume button", lambda: self.d.find_element(By.ID, "resume-pausable")).click()
+        eventually("the held job to complete after resume", lambda: job(held)["state"] == "completed")
+
+    def test_07_overview_workers_and_schedules_pages(self):
+        self.login(ADMIN)
+        self.go("/ui")
+        eventually("a live worker on the overview", lambda: self.text("#workers-alive") == "1")
+        eventually("the chart", lambda: self.present(".chart canvas"))
+        self.shot("overview")
+        self.go("/ui/workers")
+        self.assertIn("default", self.text("#workers-table"))
+        self.shot("workers")
+        self.go("/ui/schedules")
+        self.assertIn("nightly_report", self.text("#schedules-table"))
+        self.assertIn("CET", self.text("#schedules-table"))
+        self.shot("schedules")
+        # The dark theme follows the system setting.
+        self.d.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                               {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        self.go("/ui/jobs")
+        self.shot("jobs-dark")
+        self.d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        # A phone-width view of the overview.
+        self.d.set_window_size(390, 844)
+        self.go("/ui")
+        self.shot("overview-phone")
+        self.d.set_window_size(1280, 1000)
+
+    def test_08_a_read_only_token_cannot_press_any_action(self):
+        self.login(READONLY)
+        eventually("the read-only badge", lambda: self.text("#role") == "read-only")
+        failed = enqueue("always_fails", max_attempts=1)
+        eventually("a failed job", lambda: job(failed)["state"] == "failed")
+        for path in ["/ui/jobs/" + failed, "/ui/jobs/" + state.get("echo_job", failed), "/ui/queues",
+                     "/ui/schedules", "/ui/jobs?state=failed", "/ui"]:
+            self.go(path)
+            for css in ["#cancel", "#retry", "#delete", "#copy", "#bulk-preview", "#selected-preview",
+                        "input.pick", "#run-now", "#new-schedule", "[id^=pause-]",
+                        "[id^=resume-]", "[id^=trigger-]", "[id^=edit-]"]:
+                self.assertFalse(self.present(css), f"{css} on {path}")
+        self.go("/ui/enqueue")
+        self.assertFalse(self.d.find_element(By.ID, "submit-enqueue").is_enabled())
+        # Even a hand-made request is refused, in the UI and in /v1.
+        self.assertEqual(api("POST", "/v1/jobs/" + failed + "/retry", token=READONLY)[0], 403)
+        self.assertEqual(api("GET", "/v1/jobs/" + failed, token=READONLY)[0], 200)
+        self.assertEqual(job(failed)["state"], "failed")
+        self.d.find_element(By.ID, "logout").click()
+        eventually("the login page after logout", lambda: "/ui/login" in self.d.current_url)
+        self.go("/ui/jobs")
+        self.assertIn("/ui/login", self.d.current_url)
+
+
+if __name__ == "__main__":
+    result = unittest.main(exit=False, verbosity=2).result
+    failed = len(result.failures) + len(result.errors)
+    print(f"{result.testsRun - failed} passed, {failed} failed")
+    sys.exit(1 if failed or result.testsRun == 0 else 0)
