@@ -1,7 +1,7 @@
 -- Hands back running jobs whose worker is dead ($1: worker ids whose advisory lock is
 -- gone) or whose lease expired, up to $4 rows per call. Each counts as a failed
--- attempt ('lost'): retried with backoff (queue's, else $2/$3 ms) while attempts
--- remain, else moved to job_history as failed; a job whose cancel was requested is
+-- attempt ('lost'): retried (at once for a dead worker, with backoff, the queue's else
+-- $2/$3 ms, for an expired lease) while attempts remain, else moved to job_history as failed; a job whose cancel was requested is
 -- moved to history as cancelled. SKIP LOCKED lets several rescuers run at once.
 -- Uses due_work_running_idx (running rows only).
 WITH victims AS (
@@ -19,16 +19,21 @@ WITH victims AS (
 ),
 requeued AS (
     UPDATE due_work d
-    SET state = 'scheduled',
+    -- A dead worker's job runs again at once: the process died, not the job (its
+    -- attempt is still spent, so a job that kills its worker cannot loop for ever). An
+    -- expired lease may be a job hanging its worker: that one waits out the backoff.
+    SET state = CASE WHEN v.owner_dead THEN 'available' ELSE 'scheduled' END,
         lease_owner = NULL,
         lease_expires_at = NULL,
         -- The exponent is clamped: 2^(attempt-1) overflows float8 from attempt 1025
         -- (sooner times a large base), and one such row would make the whole statement,
         -- and so every rescue, fail. 2^60 times any base the API accepts stays finite,
         -- and is far past any cap anyway.
-        run_at = now() + make_interval(secs => least(
+        -- A dead worker's job keeps its place in line (its old run_at): a backlog
+        -- must not push it back behind jobs enqueued after it.
+        run_at = CASE WHEN v.owner_dead THEN least(d.run_at, now()) ELSE now() + make_interval(secs => least(
             v.base_ms * power(2, least(greatest(v.attempt, 1) - 1, 60)) * (0.75 + random() * 0.5),
-            v.max_ms) / 1000.0),
+            v.max_ms) / 1000.0) END,
         last_error = CASE WHEN v.owner_dead THEN 'worker died while running the job'
                           ELSE 'lease expired (worker stopped heartbeating)' END
     FROM victims v
