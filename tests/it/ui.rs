@@ -393,7 +393,7 @@ async fn payloads_metadata_errors_and_names_are_rendered_as_text() {
     let failed = app
         .post(
             &format!("/v1/pull/jobs/{id}/fail"),
-            json!({"lease_owner": owner, "error": evil, "retryable": false, "log": evil}),
+            json!({"lease_owner": owner, "attempt": claim.body["jobs"][0]["attempt"], "error": evil, "retryable": false, "log": evil}),
         )
         .await;
     assert_eq!(failed.status, StatusCode::OK, "{}", failed.text);
@@ -580,7 +580,7 @@ async fn delete_removes_a_finished_job_with_its_attempts_and_refuses_a_running_o
     assert_eq!(r.status, StatusCode::CONFLICT);
     app.post(
         &format!("/v1/pull/jobs/{id}/fail"),
-        json!({"lease_owner": owner, "error": "boom", "retryable": false}),
+        json!({"lease_owner": owner, "attempt": claim.body["jobs"][0]["attempt"], "error": "boom", "retryable": false}),
     )
     .await;
     assert_eq!(
@@ -613,10 +613,11 @@ async fn stats_count_finished_jobs_per_minute_and_the_overview_shows_them() {
             .post("/v1/pull/claim", json!({"queues": ["statq"]}))
             .await;
         let owner = claim.body["lease_owner"].as_str().unwrap().to_owned();
+        let attempt = claim.body["jobs"][0]["attempt"].clone();
         let body = if outcome == "complete" {
-            json!({"lease_owner": owner})
+            json!({"lease_owner": owner, "attempt": attempt})
         } else {
-            json!({"lease_owner": owner, "error": "boom", "retryable": false})
+            json!({"lease_owner": owner, "attempt": attempt, "error": "boom", "retryable": false})
         };
         let r = app
             .post(&format!("/v1/pull/jobs/{id}/{outcome}"), body)
