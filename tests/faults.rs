@@ -66,6 +66,19 @@ async fn drained(pool: &PgPool, limit: Duration) {
 
 /// SIGTERM to each process; each must exit 0 within the worker's default grace (+ margin).
 fn stop_all(procs: Vec<Proc>) {
+    // A process still starting (no signal handler yet) would die of the signal itself:
+    // stop each only once it says it started.
+    for p in &procs {
+        let started = Instant::now();
+        while !p.output().contains("worker started") {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "worker never started; log: {}",
+                p.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     for p in &procs {
         p.signal(libc::SIGTERM);
     }
