@@ -393,6 +393,22 @@ async fn first_finish_after(pool: &PgPool, after: f64) -> Option<f64> {
     (finished > 0.0).then_some(finished)
 }
 
+/// SIGTERM; the process must exit 0 within `grace` and have logged fewer than 200 lines
+/// over the whole test, its shutdown included. Returns its line count.
+fn stop(p: Proc, name: &str, grace: Duration) -> usize {
+    let log = p.log.clone();
+    p.signal(libc::SIGTERM);
+    assert_eq!(
+        p.wait(grace),
+        Some(0),
+        "{name} exits on SIGTERM within its grace"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines = text.lines().count();
+    assert!(lines < 200, "{name}: {lines} lines\n{text}");
+    lines
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_auto_failover_there_and_back_mid_drain_loses_nothing_and_keeps_the_schedule() {
     let test_start = std::time::Instant::now();
@@ -496,15 +512,7 @@ async fn pg_auto_failover_there_and_back_mid_drain_loses_nothing_and_keeps_the_s
     // The scheduler stops first (so its jobs are the last), then the rest drains.
     let schedule_to = epoch_now();
     let mut exits = Vec::new();
-    scheduler.signal(libc::SIGTERM);
-    let lines = scheduler.log_lines();
-    let log = scheduler.output();
-    assert!(lines < 200, "scheduler: {lines} lines\n{log}");
-    assert_eq!(
-        scheduler.wait(Duration::from_secs(30)),
-        Some(0),
-        "scheduler exits on SIGTERM within its grace"
-    );
+    let lines = stop(scheduler, "scheduler", Duration::from_secs(30));
     exits.push(("scheduler", lines));
     eventually(Duration::from_secs(120), "every job terminal", || async {
         (count(&pool, "SELECT count(*) FROM due_work").await == 0).then_some(())
@@ -557,17 +565,23 @@ async fn pg_auto_failover_there_and_back_mid_drain_loses_nothing_and_keeps_the_s
     // The schedule: every whole second from its start to the scheduler's stop is one
     // fire, enqueued or counted missed; outside the failover windows (perform started
     // to 10 s after the promotion) every one was enqueued.
-    let fires: Vec<(f64, String, i32)> = sqlx::query_as(
-        "SELECT extract(epoch FROM fire_time)::float8, outcome, skipped FROM schedule_fires
-         ORDER BY fire_time",
+    let fires: Vec<(f64, String, i32, f64)> = sqlx::query_as(
+        "SELECT extract(epoch FROM fire_time)::float8, outcome, skipped,
+                extract(epoch FROM recorded_at - fire_time)::float8
+         FROM schedule_fires ORDER BY fire_time",
     )
     .fetch_all(&pool)
     .await
     .expect("read fires");
     let mut enqueued = BTreeSet::new();
     let mut missed = BTreeSet::new();
-    for (at, outcome, skipped) in &fires {
+    let mut lateness = std::collections::HashMap::new();
+    for (at, outcome, skipped, late) in &fires {
         let s = at.round() as i64;
+        if outcome == "enqueued" {
+            // For the report: how late each fire was enqueued.
+            lateness.insert(s, *late);
+        }
         match outcome.as_str() {
             "enqueued" => {
                 assert!(enqueued.insert(s), "two fires for second {s}");
@@ -601,19 +615,25 @@ async fn pg_auto_failover_there_and_back_mid_drain_loses_nothing_and_keeps_the_s
         missed.is_disjoint(&enqueued),
         "a second both fired and counted missed"
     );
+    let max_late_outside = (from..=to)
+        .filter(|s| !in_window(*s))
+        .filter_map(|s| lateness.get(&s).copied())
+        .fold(0.0_f64, f64::max);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM job_history WHERE queue = 'ticks'"
+        )
+        .await,
+        enqueued.len() as i64,
+        "each enqueued fire's job finished once"
+    );
 
     for (name, p) in [("api", api)]
         .into_iter()
         .chain(workers.into_iter().map(|w| ("worker", w)))
     {
-        let lines = p.log_lines();
-        assert!(lines < 200, "{name}: {lines} lines\n{}", p.output());
-        p.signal(libc::SIGTERM);
-        assert_eq!(
-            p.wait(Duration::from_secs(40)),
-            Some(0),
-            "{name} exits on SIGTERM within its grace"
-        );
+        let lines = stop(p, name, Duration::from_secs(40));
         exits.push((name, lines));
     }
     let max_lines = exits.iter().map(|e| e.1).max().unwrap_or(0);
@@ -623,6 +643,7 @@ async fn pg_auto_failover_there_and_back_mid_drain_loses_nothing_and_keeps_the_s
          failover1_seconds_to_promotion={} failover1_seconds_to_resume={} \
          failover2_seconds_to_promotion={} failover2_seconds_to_resume={} \
          jobs_left_at_failback={left_at_failback} fires_enqueued={} fires_missed={} \
+         max_fire_lateness_outside_failover_seconds={max_late_outside:.2} \
          max_log_lines={max_lines} total_seconds={:.0}",
         executions - JOBS,
         fmt(0, |s| s.1 - s.0),
