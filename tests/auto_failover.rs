@@ -509,6 +509,13 @@ async fn pg_auto_failover_there_and_back_mid_drain_loses_nothing_and_keeps_the_s
         (done(pool.clone()).await >= JOBS as i64).then_some(())
     })
     .await;
+    // The api followed the primary too: ready (it checks for a writable primary).
+    let ready = format!("http://127.0.0.1:{api_port}/ready");
+    eventually(Duration::from_secs(30), "api ready", || async {
+        let r = reqwest::get(&ready).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
     // The scheduler stops first (so its jobs are the last), then the rest drains.
     let schedule_to = epoch_now();
     let mut exits = Vec::new();
