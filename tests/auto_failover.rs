@@ -54,17 +54,15 @@ fn autoctl_bin() -> PathBuf {
     pg_ctl.parent().expect("pg_ctl has a directory").to_owned()
 }
 
+/// `pg_autoctl`: beside the server binaries, else on PATH (Debian's
+/// pg-auto-failover-cli puts it in /usr/bin).
 fn autoctl_path() -> PathBuf {
-    let local = autoctl_bin().join("pg_autoctl");
-    if local.is_file() {
-        return local;
-    }
-    let usr = PathBuf::from("/usr/bin/pg_autoctl");
-    assert!(
-        usr.is_file(),
-        "pg_autoctl not found: install Debian's postgresql-15-auto-failover (and pg-auto-failover-cli)"
-    );
-    usr
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::iter::once(autoctl_bin())
+        .chain(std::env::split_paths(&path))
+        .map(|dir| dir.join("pg_autoctl"))
+        .find(|p| p.is_file())
+        .expect("pg_autoctl not found: install Debian's postgresql-15-auto-failover (it brings pg-auto-failover-cli)")
 }
 
 /// A pg_auto_failover formation: a monitor and two nodes, each under `pg_autoctl run`.
