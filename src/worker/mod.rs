@@ -118,6 +118,13 @@ struct Lease {
     /// The attempt whose handler is running now, if any. After a re-claim this is the
     /// older attempt until its execution ends: the new one waits for it.
     running: Option<i32>,
+    /// Which claim this lease came from, unique in the process: after a crash that
+    /// lost a claim's commit, the same job can be claimed again here under the same
+    /// attempt number, and only this tells the two executions apart.
+    epoch: u64,
+    /// The heartbeat found the lease gone: this execution's outcome is not to be
+    /// written (it would be refused, or, after a lost commit, land on a new claim).
+    lost: bool,
 }
 
 /// Whether a claimed attempt may start now.
@@ -141,6 +148,8 @@ pub(crate) struct Shared {
     slot_freed: Notify,
     /// Moving average of recent execution times, in microseconds.
     avg_exec_micros: AtomicU64,
+    /// Source of [`Lease::epoch`].
+    next_epoch: AtomicU64,
     /// Slot gauges exported on /metrics.
     gauges: crate::metrics::WorkerGauges,
     /// Set by the heartbeat while the worker's advisory lock is confirmed on a live
@@ -155,6 +164,7 @@ impl Shared {
             executing: AtomicUsize::new(0),
             slot_freed: Notify::new(),
             avg_exec_micros: AtomicU64::new(0),
+            next_epoch: AtomicU64::new(0),
             gauges: crate::metrics::WorkerGauges::new(concurrency),
             lock_confirmed: AtomicBool::new(false),
         }
@@ -210,8 +220,30 @@ impl Shared {
                 attempt: job.attempt,
                 token: CancellationToken::new(),
                 running,
+                epoch: self.next_epoch.fetch_add(1, Ordering::Relaxed),
+                lost: false,
             },
         );
+    }
+
+    /// The claim `id`'s current lease came from.
+    fn epoch(&self, id: Uuid) -> Option<u64> {
+        self.owned().get(&id).map(|l| l.epoch)
+    }
+
+    /// Whether the outcome of the execution started under `epoch` is to be written: not
+    /// when its lease was lost (the lease is dropped here) or superseded by a new claim.
+    fn settle(&self, id: Uuid, epoch: Option<u64>) -> bool {
+        let mut owned = self.owned();
+        match owned.get(&id) {
+            Some(l) if Some(l.epoch) == epoch && l.lost => {
+                owned.remove(&id);
+                false
+            }
+            Some(l) => Some(l.epoch) == epoch,
+            // Nothing held: the outcome goes to the database, whose fence decides.
+            None => true,
+        }
     }
 
     /// Marks `job`'s attempt as executing, if it may start.
@@ -282,8 +314,9 @@ impl Shared {
     /// Stops `id` only if its held attempt is still `attempt` (lease lost at that
     /// attempt): a newer attempt claimed meanwhile is left running.
     pub(crate) fn cancel_attempt(&self, id: &Uuid, attempt: i32) -> bool {
-        match self.owned().get(id) {
+        match self.owned().get_mut(id) {
             Some(lease) if lease.attempt == attempt => {
+                lease.lost = true;
                 lease.token.cancel();
                 true
             }
@@ -605,6 +638,7 @@ impl Worker {
             id: job.id,
             attempt: job.attempt,
         };
+        let epoch = shared.epoch(job.id);
         let exec = executor::Execution {
             job,
             handler,
@@ -643,6 +677,12 @@ impl Worker {
             };
             let ran = started.elapsed();
             shared.record_duration(ran);
+            if !shared.settle(exec.job.id, epoch) {
+                tracing::warn!(job_id = %exec.job.id, attempt = exec.job.attempt,
+                    "outcome of an attempt whose lease was lost or claimed again dropped");
+                drop(slot);
+                return;
+            }
             // The completer only stops after every executor has been joined.
             let _ = tx.send(completer::Done {
                 finish,
