@@ -1,7 +1,5 @@
 //! `schedules` and `schedule_fires`: durable cron schedules and the record of each fire.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
@@ -9,36 +7,7 @@ use uuid::Uuid;
 
 use super::{Error, Result};
 
-/// What a schedule is: its cadence and the job it makes.
-#[derive(Debug, Clone)]
-pub struct ScheduleSpec {
-    /// Unique name.
-    pub name: String,
-    /// Cron expression (validated by scheduler::cron).
-    pub cron: String,
-    /// IANA timezone.
-    pub timezone: String,
-    /// Job queue.
-    pub queue: String,
-    /// Job kind.
-    pub kind: String,
-    /// Job payload.
-    pub payload: serde_json::Value,
-    /// Job priority.
-    pub priority: i16,
-    /// Job max attempts.
-    pub max_attempts: Option<i32>,
-    /// Job timeout.
-    pub timeout: Option<Duration>,
-    /// Job unique key.
-    pub unique_key: Option<String>,
-    /// `allow` or `skip`.
-    pub overlap: String,
-    /// Misfire grace; None = the configured default.
-    pub misfire_grace: Option<Duration>,
-    /// Declared in ordinaut.toml.
-    pub declared: bool,
-}
+pub use crate::model::schedule::ScheduleSpec;
 
 /// A schedule as stored.
 #[derive(Debug, Clone, Serialize, FromRow)]
