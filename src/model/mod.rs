@@ -147,6 +147,11 @@ pub struct ClaimedJob {
     pub attempted_at: DateTime<Utc>,
 }
 
+/// `base` scaled by a random factor in [0.8, 1.2], so replicas do not poll in lockstep.
+pub fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
 /// Exponential backoff with jitter: `min(base * 2^(attempt-1), max)`, then scaled by a
 /// random factor in [0.75, 1.25] (never above `max`).
 #[derive(Debug, Clone, Copy)]
