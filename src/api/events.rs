@@ -73,7 +73,7 @@ impl Gate {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(GATE_SETTLE).await;
-                    let _ = tx.send(Received::Reconnected);
+                    let _ = tx.send(Received::Resync);
                 });
             }
             Err(e) => tracing::warn!(error = %e, "cannot open the event gate; events may be late"),
@@ -118,7 +118,7 @@ fn renew_margin() -> Duration {
 
 /// Keeps one LISTEN connection and forwards what it hears to `tx` until `stop`.
 /// Never exits on an error: it logs, backs off and reconnects; after any gap it sends
-/// [`Received::Reconnected`] so waiters re-read instead of missing a change.
+/// [`Received::Resync`] so waiters re-read instead of missing a change.
 pub(crate) async fn run_listener(
     pool: crate::db::Pool,
     tx: broadcast::Sender<Received>,
@@ -140,7 +140,7 @@ pub(crate) async fn run_listener(
                     tracing::debug!("event listener connected");
                 }
                 // Whatever happened while we were away is unknown.
-                let _ = tx.send(Received::Reconnected);
+                let _ = tx.send(Received::Resync);
                 let since = Instant::now();
                 let error = loop {
                     let received = tokio::select! {
@@ -249,7 +249,7 @@ pub async fn stream(
                             .ok()
                     })
                     .collect(),
-                Ok(Received::Reconnected) => vec![Event::default().event("resync").data("{}")],
+                Ok(Received::Resync) => vec![Event::default().event("resync").data("{}")],
                 Err(n) => {
                     crate::metrics::events_dropped(n);
                     vec![

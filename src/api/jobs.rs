@@ -571,7 +571,7 @@ async fn changed(rx: &mut broadcast::Receiver<Received>, id: Uuid) -> bool {
         match rx.recv().await {
             Ok(Received::Events(batch)) if batch.iter().any(|e| e.id == id) => return true,
             Ok(Received::Events(_)) => {}
-            Ok(Received::Reconnected) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
+            Ok(Received::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
             // The sender lives as long as the state; never reached in practice.
             Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
         }

@@ -349,7 +349,7 @@ async fn work_arrived(rx: &mut broadcast::Receiver<Received>, queues: &[String])
                 return;
             }
             Ok(Received::Events(_)) => {}
-            Ok(Received::Reconnected) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Ok(Received::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => return,
             Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
         }
     }

@@ -214,21 +214,17 @@ async fn apply(pool: &PgPool, action: Action, ids: &[Uuid]) -> Result<u64> {
     }
 }
 
-const REQUEST_CANCEL_MANY: &str = "\
-UPDATE due_work SET cancel_requested = true
-WHERE id = ANY($1::uuid[]) AND state = 'running' AND NOT cancel_requested
-RETURNING pg_notify('ordinaut_cancel', id::text)::text";
-
 /// Cancels the live jobs among `ids`: waiting ones move to history as cancelled, running
 /// ones are flagged and their workers told (as due_work::cancel does for one).
 pub async fn cancel_many(pool: &PgPool, ids: &[Uuid]) -> Result<u64> {
     let mut tx = pool.begin().await?;
-    let waiting: Vec<Uuid> = sqlx::query_scalar(include_str!("sql/cancel_waiting_many.sql"))
+    let waiting: Vec<Uuid> = sqlx::query_scalar(due_work::CANCEL_WAITING_MANY)
         .bind(ids)
         .fetch_all(&mut *tx)
         .await?;
-    let running: Vec<String> = sqlx::query_scalar(REQUEST_CANCEL_MANY)
+    let running: Vec<String> = sqlx::query_scalar(due_work::REQUEST_CANCEL_MANY)
         .bind(ids)
+        .bind(false)
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -238,7 +234,7 @@ pub async fn cancel_many(pool: &PgPool, ids: &[Uuid]) -> Result<u64> {
 /// Re-enqueues the failed and cancelled jobs among `ids`. When a live job holds one's
 /// unique key the batch falls back to one job at a time, skipping those refused.
 pub async fn retry_many(pool: &PgPool, ids: &[Uuid]) -> Result<u64> {
-    let result = sqlx::query_scalar::<_, Uuid>(include_str!("sql/retry_many.sql"))
+    let result = sqlx::query_scalar::<_, Uuid>(due_work::RETRY_MANY)
         .bind(ids)
         .fetch_all(pool)
         .await;
@@ -299,7 +295,7 @@ pub async fn delete_job(pool: &PgPool, id: Uuid) -> Result<DeleteResult> {
 const RUN_NOW: &str = "\
 UPDATE due_work SET run_at = now()
 WHERE id = $1 AND state = 'scheduled' AND run_at > now()
-RETURNING pg_notify('ordinaut_enqueued', queue)::text";
+RETURNING pg_notify(ordinaut_channel('ordinaut_enqueued'), queue)::text";
 
 /// Makes a job waiting for a future run_at due now, and wakes the queue's workers (the
 /// enqueue trigger only fires on insert). Primary-key update; false when the job is not

@@ -645,26 +645,13 @@ pub enum CancelResult {
 
 const LOCK_LIVE: &str = "SELECT state FROM due_work WHERE id = $1 FOR UPDATE";
 
-const CANCEL_WAITING: &str = "\
-WITH c AS (
-    DELETE FROM due_work WHERE id = $1 AND state <> 'running'
-    RETURNING id, queue, kind, payload, priority, attempt, max_attempts, unique_key, schedule_id,
-              scheduled_for, metadata, run_at, created_at, attempted_at, concurrency_key
-)
-INSERT INTO job_history
-    (id, queue, kind, payload, priority, state, attempt, max_attempts, unique_key, schedule_id,
-     scheduled_for, metadata, output, last_error, run_at, created_at, attempted_at, finished_at,
-     concurrency_key)
-SELECT id, queue, kind, payload, priority, 'cancelled', attempt, max_attempts, unique_key, schedule_id,
-       scheduled_for, metadata, NULL, 'cancelled by operator', run_at, created_at, attempted_at, now(),
-       concurrency_key
-FROM c
-RETURNING id";
+/// Moves the waiting (not running) jobs among `$1` to history as cancelled; returns
+/// their ids. Shared by [`cancel`] and `bulk::cancel_many`.
+pub(super) const CANCEL_WAITING_MANY: &str = include_str!("sql/cancel_waiting_many.sql");
 
-const REQUEST_CANCEL: &str = "\
-UPDATE due_work SET cancel_requested = true
-WHERE id = $1 AND state = 'running'
-RETURNING pg_notify(ordinaut_channel('ordinaut_cancel'), id::text)::text";
+/// Flags the running jobs among `$1` and notifies their workers (`$2`: notify those
+/// already flagged again). Shared by [`cancel`] and `bulk::cancel_many`.
+pub(super) const REQUEST_CANCEL_MANY: &str = include_str!("sql/request_cancel_many.sql");
 
 const HISTORY_STATE: &str = "SELECT state FROM job_history WHERE id = $1 LIMIT 1";
 
@@ -684,16 +671,17 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<CancelResult> {
         .await?;
     match live.as_deref() {
         Some("running") => {
-            sqlx::query_scalar::<_, String>(REQUEST_CANCEL)
-                .bind(id)
+            sqlx::query_scalar::<_, String>(REQUEST_CANCEL_MANY)
+                .bind([id].as_slice())
+                .bind(true)
                 .fetch_one(&mut *tx)
                 .await?;
             tx.commit().await?;
             return Ok(CancelResult::Requested);
         }
         Some(_) => {
-            sqlx::query_scalar::<_, Uuid>(CANCEL_WAITING)
-                .bind(id)
+            sqlx::query_scalar::<_, Uuid>(CANCEL_WAITING_MANY)
+                .bind([id].as_slice())
                 .fetch_one(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -716,29 +704,17 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<CancelResult> {
     }
 }
 
-const RETRY_FINISHED: &str = "\
-WITH h AS (
-    DELETE FROM job_history WHERE id = $1 AND state IN ('failed', 'cancelled')
-    RETURNING id, queue, kind, payload, priority, attempt, max_attempts, unique_key, schedule_id,
-              scheduled_for, metadata, last_error, created_at, concurrency_key
-)
-INSERT INTO due_work
-    (id, queue, kind, payload, priority, run_at, state, attempt, max_attempts, unique_key,
-     schedule_id, scheduled_for, metadata, last_error, created_at, concurrency_key)
-SELECT id, queue, kind, payload, priority, now(), 'available', attempt,
-       -- a fresh budget of attempts on top of those already spent
-       attempt + max_attempts, unique_key, schedule_id, scheduled_for, metadata, last_error, created_at,
-       concurrency_key
-FROM h
-RETURNING id";
+/// Re-enqueues the failed and cancelled jobs among `$1` with a fresh budget of
+/// attempts; returns their ids. Shared by [`retry`] and `bulk::retry_many`.
+pub(super) const RETRY_MANY: &str = include_str!("sql/retry_many.sql");
 
 /// Re-enqueues a failed or cancelled job with a fresh budget of attempts. Its attempt
 /// records stay. Refused if another live job holds its unique key.
 #[tracing::instrument(skip(pool))]
 pub async fn retry(pool: &PgPool, id: Uuid) -> Result<()> {
     let mut tx = pool.begin().await?;
-    let result = sqlx::query_scalar::<_, Uuid>(RETRY_FINISHED)
-        .bind(id)
+    let result = sqlx::query_scalar::<_, Uuid>(RETRY_MANY)
+        .bind([id].as_slice())
         .fetch_optional(&mut *tx)
         .await;
     match result {

@@ -47,9 +47,10 @@ pub struct JobEvent {
 pub enum Received {
     /// Changes from one notification.
     Events(Vec<JobEvent>),
-    /// The connection was lost and re-established: notifications in between are gone,
-    /// so anyone waiting on a change must re-read.
-    Reconnected,
+    /// Changes may have been missed (the connection was lost and re-established, or the
+    /// event gate just opened): anyone waiting on a change must re-read. The SSE stream
+    /// sends it as a `resync` event.
+    Resync,
 }
 
 /// A dedicated connection LISTENing on [`CHANNEL`].
@@ -69,12 +70,12 @@ impl EventListener {
     }
 
     /// Waits for the next notification. Reconnects by itself after a lost connection
-    /// and then reports [`Received::Reconnected`]. Payloads that do not parse are
+    /// and then reports [`Received::Resync`]. Payloads that do not parse are
     /// skipped (only our trigger sends on the channel, but anyone may).
     pub async fn recv(&mut self) -> Result<Received> {
         loop {
             match self.inner.try_recv().await? {
-                None => return Ok(Received::Reconnected),
+                None => return Ok(Received::Resync),
                 Some(n) => {
                     if let Some(events) = parse_payload(n.payload()) {
                         return Ok(Received::Events(events));

@@ -922,3 +922,79 @@ async fn job_events_are_sent_only_while_an_api_process_subscribes() {
     run_one(&db).await;
     assert_eq!(next(&mut listener).await, None);
 }
+
+#[tokio::test]
+async fn bulk_cancel_and_run_now_notify_the_installs_own_channels() {
+    // In a schema other than public the channels are the install's own
+    // (ordinaut_channel); the bulk statements used to send on the public names, so a
+    // dashboard cancel or run-now never reached that install's workers at once.
+    let db = TestDb::new().await;
+    let config = ordinaut::db::DbConfig {
+        schema: "install_bulk".into(),
+        ..db.db_config()
+    };
+    ordinaut::db::migrate(&config).await.unwrap();
+    let pool = config.connect().await.unwrap();
+    let channels = ordinaut::db::events::install_channels(
+        &pool,
+        &[
+            ordinaut::db::events::CHANNEL_ENQUEUED,
+            ordinaut::db::events::CHANNEL_CANCEL,
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(
+        channels
+            .iter()
+            .all(|c| c != "ordinaut_enqueued" && c != "ordinaut_cancel")
+    );
+    let mut later = NewJob::new("bulkq", "k", json!({}));
+    later.run_at = Some(chrono::Utc::now() + chrono::Duration::hours(1));
+    let running = NewJob::new("bulkq", "k", json!({}));
+    let ids: Vec<Uuid> = due_work::enqueue_many(&pool, &[later, running], 4)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let claimed = due_work::claim_due(&pool, &["bulkq".into()], 10, Uuid::now_v7(), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener
+        .listen_all(channels.iter().map(String::as_str))
+        .await
+        .unwrap();
+
+    assert!(ordinaut::db::bulk::run_now(&pool, ids[0]).await.unwrap());
+    let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("run-now is heard on the install's enqueue channel")
+        .unwrap();
+    assert_eq!((n.channel(), n.payload()), (channels[0].as_str(), "bulkq"));
+
+    assert_eq!(
+        ordinaut::db::bulk::cancel_many(&pool, &[claimed[0].id])
+            .await
+            .unwrap(),
+        1
+    );
+    let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("the cancel is heard on the install's cancel channel")
+        .unwrap();
+    assert_eq!(n.channel(), channels[1]);
+    assert_eq!(n.payload(), claimed[0].id.to_string());
+    // Cancelled once: a second bulk cancel of the flagged job counts nothing.
+    assert_eq!(
+        ordinaut::db::bulk::cancel_many(&pool, &[claimed[0].id])
+            .await
+            .unwrap(),
+        0
+    );
+    pool.close().await;
+}

@@ -1,5 +1,6 @@
--- Cancels the waiting jobs among $1 at once: moved to history as cancelled, exactly as
--- due_work::cancel does for one. Running ones are left to request_cancel_many.
+-- Cancels the waiting jobs among $1 at once: moved to history as cancelled. Used by
+-- due_work::cancel (one id) and bulk::cancel_many. Running ones are left to
+-- request_cancel_many.sql.
 WITH c AS (
     DELETE FROM due_work WHERE id = ANY($1::uuid[]) AND state <> 'running'
     RETURNING id, queue, kind, payload, priority, attempt, max_attempts, unique_key, schedule_id,

@@ -1,5 +1,6 @@
--- Re-enqueues the failed or cancelled jobs among $1 with a fresh budget of attempts,
--- exactly as due_work::retry does for one. A unique key held by a live job aborts the
+-- Re-enqueues the failed or cancelled jobs among $1 with a fresh budget of attempts
+-- (attempt + max_attempts: a fresh budget on top of those already spent). Used by
+-- due_work::retry (one id) and bulk::retry_many. A unique key held by a live job aborts the
 -- statement (due_work_unique_key_idx); the caller then retries one by one.
 WITH h AS (
     DELETE FROM job_history WHERE id = ANY($1::uuid[]) AND state IN ('failed', 'cancelled')
