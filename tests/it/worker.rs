@@ -1,5 +1,7 @@
 //! The worker in-process: handlers, outcomes, timeouts, cancel, shutdown.
 
+use crate::common::jobs::Finished;
+use ordinaut::model::JobState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -66,20 +68,8 @@ pub(crate) async fn enqueue(db: &TestDb, job: NewJob) -> Uuid {
     due_work::enqueue_many(&db.pool, &[job], 4).await.unwrap()[0].id
 }
 
-pub(crate) async fn wait_finished(db: &TestDb, id: Uuid) -> (String, Option<String>) {
-    eventually(Duration::from_secs(20), "job to finish", || {
-        let pool = db.pool.clone();
-        async move {
-            sqlx::query_as::<_, (String, Option<String>)>(
-                "SELECT state, last_error FROM job_history WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&pool)
-            .await
-            .unwrap()
-        }
-    })
-    .await
+pub(crate) async fn wait_finished(db: &TestDb, id: Uuid) -> Finished {
+    crate::common::jobs::wait_finished(&db.pool, id, Duration::from_secs(20)).await
 }
 
 pub(crate) fn command(program: &str, args: &[&str], timeout: Option<Duration>) -> KindConfig {
@@ -147,7 +137,11 @@ async fn failing_job_is_retried_then_failed_with_its_last_error() {
     job.max_attempts = Some(3);
     let id = enqueue(&db, job).await;
     let w = start(&db, handlers, options());
-    let (state, error) = wait_finished(&db, id).await;
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, id).await;
     w.shutdown().await;
     assert_eq!(
         (state.as_str(), error.as_deref()),
@@ -170,9 +164,13 @@ async fn unknown_kind_fails_at_once_naming_the_kind() {
     let db = TestDb::new().await;
     let id = enqueue(&db, NewJob::new("q", "no_such_kind", json!({}))).await;
     let w = start(&db, Handlers::default(), options());
-    let (state, error) = wait_finished(&db, id).await;
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, id).await;
     w.shutdown().await;
-    assert_eq!(state, "failed");
+    assert_eq!(state, JobState::Failed);
     assert!(error.unwrap().contains("\"no_such_kind\""));
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM all_attempts").await,
@@ -192,9 +190,9 @@ async fn command_gets_payload_on_stdin_and_its_output_is_captured() {
     )
     .await;
     let w = start(&db, handlers, options());
-    let (state, _) = wait_finished(&db, id).await;
+    let Finished { state, .. } = wait_finished(&db, id).await;
     w.shutdown().await;
-    assert_eq!(state, "completed");
+    assert_eq!(state, JobState::Completed);
     let log: String = sqlx::query_scalar("SELECT log FROM all_attempts WHERE job_id = $1")
         .bind(id)
         .fetch_one(&db.pool)
@@ -273,9 +271,13 @@ async fn timeout_kills_the_whole_process_group() {
     job.max_attempts = Some(1);
     let id = enqueue(&db, job).await;
     let w = start(&db, handlers, options());
-    let (state, error) = wait_finished(&db, id).await;
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, id).await;
     w.shutdown().await;
-    assert_eq!(state, "failed");
+    assert_eq!(state, JobState::Failed);
     assert!(error.unwrap().contains("timed out after 500ms"));
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .unwrap()
@@ -309,9 +311,13 @@ async fn per_job_timeout_overrides_the_kind() {
     job.max_attempts = Some(1);
     let id = enqueue(&db, job).await;
     let w = start(&db, handlers, options());
-    let (state, error) = wait_finished(&db, id).await;
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, id).await;
     w.shutdown().await;
-    assert_eq!(state, "failed");
+    assert_eq!(state, JobState::Failed);
     assert!(error.unwrap().contains("timed out"));
 }
 
@@ -334,10 +340,10 @@ async fn cancel_stops_a_running_command_within_a_second() {
         due_work::CancelResult::Requested
     );
     let started = std::time::Instant::now();
-    let (state, _) = wait_finished(&db, id).await;
+    let Finished { state, .. } = wait_finished(&db, id).await;
     let took = started.elapsed();
     w.shutdown().await;
-    assert_eq!(state, "cancelled");
+    assert_eq!(state, JobState::Cancelled);
     // Functional bound, not a speed benchmark: the issue promises "within a second".
     assert!(took < Duration::from_secs(3), "took {took:?}");
     assert_eq!(
@@ -365,8 +371,8 @@ async fn shutdown_lets_short_jobs_finish_and_hands_long_ones_back() {
     .await;
     let worker_id = w.id;
     w.shutdown().await;
-    let (state, _) = wait_finished(&db, short).await;
-    assert_eq!(state, "completed");
+    let Finished { state, .. } = wait_finished(&db, short).await;
+    assert_eq!(state, JobState::Completed);
     let (state, attempt, owner): (String, i32, Option<Uuid>) =
         sqlx::query_as("SELECT state, attempt, lease_owner FROM due_work WHERE id = $1")
             .bind(long)
@@ -445,11 +451,15 @@ async fn http_kinds_map_status_codes_to_outcomes() {
     let down = enqueue(&db, down_job).await;
     let busy = enqueue(&db, NewJob::new("q", "busy", json!({}))).await;
     let w = start(&db, handlers, options());
-    assert_eq!(wait_finished(&db, ok).await.0, "completed");
-    let (state, error) = wait_finished(&db, bad).await;
-    assert_eq!(state, "failed", "4xx fails at once");
+    assert_eq!(wait_finished(&db, ok).await.state, JobState::Completed);
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, bad).await;
+    assert_eq!(state, JobState::Failed, "4xx fails at once");
     assert!(error.unwrap().contains("400"));
-    assert_eq!(wait_finished(&db, down).await.0, "failed");
+    assert_eq!(wait_finished(&db, down).await.state, JobState::Failed);
     eventually(Duration::from_secs(10), "busy job snoozed", || async {
         (db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'")
             .await
