@@ -196,3 +196,12 @@ pub async fn completed_at_least(pool: &PgPool, n: i64, limit: Duration) {
     })
     .await;
 }
+
+/// Waits up to `limit` until the count `sql` returns is `expected`.
+pub async fn wait_for_count(pool: &PgPool, sql: &'static str, expected: i64, limit: Duration) {
+    let what = format!("{sql} to return {expected}");
+    eventually(limit, &what, || async {
+        (count(pool, sql).await == expected).then_some(())
+    })
+    .await;
+}

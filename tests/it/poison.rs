@@ -4,6 +4,7 @@
 //! backlog. Nothing a job produces may wedge the others.
 
 use crate::common::jobs::Finished;
+use crate::common::jobs::wait_for_count;
 use ordinaut::model::JobState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -182,15 +183,12 @@ async fn huge_snooze_delay_is_clamped_not_a_panic() {
         JobState::Completed,
         "slot freed"
     );
-    eventually(Duration::from_secs(20), "the job to be snoozed", || async {
-        (count(
-            &db,
-            "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
-        )
-        .await
-            == 1)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+        1,
+        Duration::from_secs(20),
+    )
     .await;
     w.shutdown().await;
     let days: f64 = sqlx::query_scalar(
@@ -221,15 +219,12 @@ async fn snooze_shorter_than_the_floor_waits_the_floor() {
     o.snooze_min = Duration::from_secs(60);
     let w = start(&db, handlers, o);
     let id = enqueue(&db, NewJob::new("q", "again", json!({}))).await;
-    eventually(Duration::from_secs(20), "the job to be snoozed", || async {
-        (count(
-            &db,
-            "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
-        )
-        .await
-            == 1)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+        1,
+        Duration::from_secs(20),
+    )
     .await;
     w.shutdown().await;
     let wait: f64 = sqlx::query_scalar(

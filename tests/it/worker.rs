@@ -1,6 +1,7 @@
 //! The worker in-process: handlers, outcomes, timeouts, cancel, shutdown.
 
 use crate::common::jobs::Finished;
+use crate::common::jobs::wait_for_count;
 use ordinaut::model::JobState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,12 +107,12 @@ async fn rust_handler_jobs_run_once_and_complete() {
         .collect();
     due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
     let w = start(&db, handlers, options());
-    eventually(Duration::from_secs(30), "all jobs completed", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .await
-            == 200)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM job_history WHERE state = 'completed'",
+        200,
+        Duration::from_secs(30),
+    )
     .await;
     w.shutdown().await;
     assert_eq!(runs.load(Ordering::SeqCst), 200);
@@ -237,12 +238,12 @@ async fn exit_75_retries_later_without_spending_an_attempt() {
     job.max_attempts = Some(1);
     let id = enqueue(&db, job).await;
     let w = start(&db, handlers, options());
-    eventually(Duration::from_secs(20), "the job to be snoozed", || async {
-        (db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'")
-            .await
-            == 1)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+        1,
+        Duration::from_secs(20),
+    )
     .await;
     w.shutdown().await;
     let (state, attempt, delay): (String, i32, f64) =
@@ -327,12 +328,12 @@ async fn cancel_stops_a_running_command_within_a_second() {
     let handlers = handlers_from(&[("long", command("sleep", &["300"], None))]);
     let id = enqueue(&db, NewJob::new("q", "long", json!({}))).await;
     let w = start(&db, handlers, options());
-    eventually(Duration::from_secs(10), "the job to run", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
-            .await
-            == 1)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM due_work WHERE state = 'running'",
+        1,
+        Duration::from_secs(10),
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
@@ -362,12 +363,12 @@ async fn shutdown_lets_short_jobs_finish_and_hands_long_ones_back() {
     let mut o = options();
     o.shutdown_grace = Duration::from_secs(2);
     let w = start(&db, handlers, o);
-    eventually(Duration::from_secs(10), "both jobs to run", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
-            .await
-            == 2)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM due_work WHERE state = 'running'",
+        2,
+        Duration::from_secs(10),
+    )
     .await;
     let worker_id = w.id;
     w.shutdown().await;
@@ -460,12 +461,12 @@ async fn http_kinds_map_status_codes_to_outcomes() {
     assert_eq!(state, JobState::Failed, "4xx fails at once");
     assert!(error.unwrap().contains("400"));
     assert_eq!(wait_finished(&db, down).await.state, JobState::Failed);
-    eventually(Duration::from_secs(10), "busy job snoozed", || async {
-        (db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'")
-            .await
-            == 1)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+        1,
+        Duration::from_secs(10),
+    )
     .await;
     w.shutdown().await;
     server.abort();
