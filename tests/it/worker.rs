@@ -69,6 +69,20 @@ pub(crate) async fn enqueue(db: &TestDb, job: NewJob) -> Uuid {
     due_work::enqueue_many(&db.pool, &[job], 4).await.unwrap()[0].id
 }
 
+/// Enqueues `job`, runs a worker with `handlers` until it ends, stops the worker.
+pub(crate) async fn run_to_end(
+    db: &TestDb,
+    handlers: Handlers,
+    o: WorkerOptions,
+    job: NewJob,
+) -> (Uuid, Finished) {
+    let id = enqueue(db, job).await;
+    let w = start(db, handlers, o);
+    let finished = wait_finished(db, id).await;
+    w.shutdown().await;
+    (id, finished)
+}
+
 pub(crate) async fn wait_finished(db: &TestDb, id: Uuid) -> Finished {
     crate::common::jobs::wait_finished(&db.pool, id, Duration::from_secs(20)).await
 }
@@ -136,14 +150,14 @@ async fn failing_job_is_retried_then_failed_with_its_last_error() {
     });
     let mut job = NewJob::new("q", "flaky", json!({}));
     job.max_attempts = Some(3);
-    let id = enqueue(&db, job).await;
-    let w = start(&db, handlers, options());
-    let Finished {
-        state,
-        last_error: error,
-        ..
-    } = wait_finished(&db, id).await;
-    w.shutdown().await;
+    let (
+        _,
+        Finished {
+            state,
+            last_error: error,
+            ..
+        },
+    ) = run_to_end(&db, handlers, options(), job).await;
     assert_eq!(
         (state.as_str(), error.as_deref()),
         ("failed", Some("attempt 3 broke"))
@@ -270,14 +284,14 @@ async fn timeout_kills_the_whole_process_group() {
     )]);
     let mut job = NewJob::new("q", "slow", json!({}));
     job.max_attempts = Some(1);
-    let id = enqueue(&db, job).await;
-    let w = start(&db, handlers, options());
-    let Finished {
-        state,
-        last_error: error,
-        ..
-    } = wait_finished(&db, id).await;
-    w.shutdown().await;
+    let (
+        _,
+        Finished {
+            state,
+            last_error: error,
+            ..
+        },
+    ) = run_to_end(&db, handlers, options(), job).await;
     assert_eq!(state, JobState::Failed);
     assert!(error.unwrap().contains("timed out after 500ms"));
     let pid: i32 = std::fs::read_to_string(&pidfile)
@@ -310,14 +324,14 @@ async fn per_job_timeout_overrides_the_kind() {
     let mut job = NewJob::new("q", "nap", json!({"sleep_ms": 60000}));
     job.timeout = Some(Duration::from_millis(300));
     job.max_attempts = Some(1);
-    let id = enqueue(&db, job).await;
-    let w = start(&db, handlers, options());
-    let Finished {
-        state,
-        last_error: error,
-        ..
-    } = wait_finished(&db, id).await;
-    w.shutdown().await;
+    let (
+        _,
+        Finished {
+            state,
+            last_error: error,
+            ..
+        },
+    ) = run_to_end(&db, handlers, options(), job).await;
     assert_eq!(state, JobState::Failed);
     assert!(error.unwrap().contains("timed out"));
 }
