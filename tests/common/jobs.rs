@@ -132,7 +132,7 @@ pub async fn wait_finished(pool: &PgPool, id: Uuid, limit: Duration) -> Finished
 }
 
 /// One attempt of a job, live or finished.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Attempt {
     /// 1, 2, …
     pub attempt: i32,
@@ -146,22 +146,14 @@ pub struct Attempt {
 
 /// Every attempt of job `id`, in order.
 pub async fn attempts(pool: &PgPool, id: Uuid) -> Vec<Attempt> {
-    let rows: Vec<(i32, String, Option<String>, Option<String>)> = sqlx::query_as(
+    sqlx::query_as(
         "SELECT attempt, outcome, error, log FROM all_attempts WHERE job_id = $1 \
          ORDER BY attempt, started_at",
     )
     .bind(id)
     .fetch_all(pool)
     .await
-    .expect("read all_attempts");
-    rows.into_iter()
-        .map(|(attempt, outcome, error, log)| Attempt {
-            attempt,
-            outcome,
-            error,
-            log,
-        })
-        .collect()
+    .expect("read all_attempts")
 }
 
 /// A count, or -1 while the database does not answer (faults tests poll through

@@ -57,6 +57,11 @@ impl Proc {
     /// its log.
     pub fn terminate(self, what: &str, within: Duration) {
         self.signal(libc::SIGTERM);
+        self.exits_cleanly(what, within);
+    }
+
+    /// It must exit 0 within `within` (after a signal sent already).
+    pub fn exits_cleanly(self, what: &str, within: Duration) {
         let log = self.log.clone();
         let code = self.wait(within);
         assert_eq!(
@@ -124,14 +129,7 @@ pub fn stop_all(procs: Vec<Proc>, within: Duration) {
         p.signal(libc::SIGTERM);
     }
     for p in procs {
-        let log = p.log.clone();
-        let code = p.wait(within);
-        assert_eq!(
-            code,
-            Some(0),
-            "clean exit on SIGTERM; log: {}",
-            log.display()
-        );
+        p.exits_cleanly("worker", within);
     }
 }
 

@@ -75,12 +75,12 @@ pub(crate) async fn run_to_end(
     handlers: Handlers,
     o: WorkerOptions,
     job: NewJob,
-) -> (Uuid, Finished) {
+) -> Finished {
     let id = enqueue(db, job).await;
     let w = start(db, handlers, o);
     let finished = wait_finished(db, id).await;
     w.shutdown().await;
-    (id, finished)
+    finished
 }
 
 pub(crate) async fn wait_finished(db: &TestDb, id: Uuid) -> Finished {
@@ -150,16 +150,9 @@ async fn failing_job_is_retried_then_failed_with_its_last_error() {
     });
     let mut job = NewJob::new("q", "flaky", json!({}));
     job.max_attempts = Some(3);
-    let (
-        _,
-        Finished {
-            state,
-            last_error: error,
-            ..
-        },
-    ) = run_to_end(&db, handlers, options(), job).await;
+    let end = run_to_end(&db, handlers, options(), job).await;
     assert_eq!(
-        (state.as_str(), error.as_deref()),
+        (end.state.as_str(), end.last_error.as_deref()),
         ("failed", Some("attempt 3 broke"))
     );
     assert_eq!(
@@ -284,16 +277,9 @@ async fn timeout_kills_the_whole_process_group() {
     )]);
     let mut job = NewJob::new("q", "slow", json!({}));
     job.max_attempts = Some(1);
-    let (
-        _,
-        Finished {
-            state,
-            last_error: error,
-            ..
-        },
-    ) = run_to_end(&db, handlers, options(), job).await;
-    assert_eq!(state, JobState::Failed);
-    assert!(error.unwrap().contains("timed out after 500ms"));
+    let end = run_to_end(&db, handlers, options(), job).await;
+    assert_eq!(end.state, JobState::Failed);
+    assert!(end.last_error.unwrap().contains("timed out after 500ms"));
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
@@ -324,16 +310,9 @@ async fn per_job_timeout_overrides_the_kind() {
     let mut job = NewJob::new("q", "nap", json!({"sleep_ms": 60000}));
     job.timeout = Some(Duration::from_millis(300));
     job.max_attempts = Some(1);
-    let (
-        _,
-        Finished {
-            state,
-            last_error: error,
-            ..
-        },
-    ) = run_to_end(&db, handlers, options(), job).await;
-    assert_eq!(state, JobState::Failed);
-    assert!(error.unwrap().contains("timed out"));
+    let end = run_to_end(&db, handlers, options(), job).await;
+    assert_eq!(end.state, JobState::Failed);
+    assert!(end.last_error.unwrap().contains("timed out"));
 }
 
 #[tokio::test]
