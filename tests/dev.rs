@@ -388,7 +388,7 @@ async fn env_file_starts_every_process(loader: Loader) {
             ..Default::default()
         },
         &ordinaut::config::Config::default(),
-        false,
+        ordinaut::scheduler::Origin::Api,
     )
     .unwrap();
     ordinaut::scheduler::save(&db.pool, &spec).await.unwrap();

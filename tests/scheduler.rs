@@ -144,7 +144,8 @@ async fn create(db: &TestDb, name: &str, cron: &str, overlap: &str) -> Uuid {
         overlap: Some(overlap.into()),
         ..Default::default()
     };
-    let spec = ordinaut::scheduler::validate(&input, &config, false).unwrap();
+    let spec =
+        ordinaut::scheduler::validate(&input, &config, ordinaut::scheduler::Origin::Api).unwrap();
     ordinaut::scheduler::save(&db.pool, &spec).await.unwrap()
 }
 

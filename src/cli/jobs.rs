@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::db::{self, due_work, due_work::NewJob, history};
-use crate::model::{self, JobState};
+use crate::model::{self, JobState, limits};
+
+use super::invalid;
 
 /// `ordinaut jobs ...`
 #[derive(Debug, Subcommand)]
@@ -194,8 +196,8 @@ impl Action {
 
 /// Builds a job from CLI arguments, validating every field.
 pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJob> {
-    model::validate_name(&args.queue).map_err(|r| anyhow::anyhow!("invalid --queue: {r}"))?;
-    model::validate_name(&args.kind).map_err(|r| anyhow::anyhow!("invalid --kind: {r}"))?;
+    model::check_name("--queue", &args.queue).map_err(invalid)?;
+    model::check_name("--kind", &args.kind).map_err(invalid)?;
     let text = match args.payload.as_str() {
         "-" => std::io::read_to_string(std::io::stdin())
             .map_err(|e| anyhow::anyhow!("invalid --payload: reading stdin: {e}"))?,
@@ -229,15 +231,11 @@ pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJ
         }
         (None, None) => None,
     };
-    if let Some(n) = args.max_attempts
-        && !(1..=1000).contains(&n)
-    {
-        bail!("invalid --max-attempts: {n} is out of range 1..=1000");
+    if let Some(n) = args.max_attempts {
+        limits::check_max_attempts("--max-attempts", n).map_err(invalid)?;
     }
-    if let Some(k) = &args.unique_key
-        && (k.is_empty() || k.len() > 512)
-    {
-        bail!("invalid --unique-key: must be 1 to 512 characters");
+    if let Some(k) = &args.unique_key {
+        limits::check_key("--unique-key", k).map_err(invalid)?;
     }
     let timeout = match &args.timeout {
         Some(t) => {
@@ -256,10 +254,8 @@ pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJ
     job.max_attempts = args.max_attempts;
     job.unique_key = args.unique_key.clone();
     job.timeout = timeout;
-    if let Some(k) = &args.concurrency_key
-        && (k.is_empty() || k.len() > 512)
-    {
-        bail!("invalid --concurrency-key: must be 1 to 512 characters");
+    if let Some(k) = &args.concurrency_key {
+        limits::check_key("--concurrency-key", k).map_err(invalid)?;
     }
     job.concurrency_key = args.concurrency_key.clone();
     Ok(job)

@@ -95,6 +95,12 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// A command-line value that breaks a rule, as the one-line error the CLI prints
+/// (`invalid --max-attempts: 0 is out of range 1..=1000`).
+fn invalid(e: crate::model::Invalid) -> anyhow::Error {
+    anyhow::anyhow!("invalid {e}")
+}
+
 impl WorkerArgs {
     /// `config` with these overrides, validated again.
     fn apply(&self, mut config: Config) -> anyhow::Result<Config> {
