@@ -565,19 +565,15 @@ fn documented_metrics() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for line in text.lines().filter(|l| l.starts_with("| `ordinaut_")) {
         let cell = line.split('|').nth(1).unwrap_or_default();
-        let mut family = String::new();
+        // `_oldest_wait_seconds` after ordinaut_queue_available: ordinaut_queue_oldest_wait_seconds.
+        let mut base = String::new();
         for token in cell.split('`').skip(1).step_by(2) {
             if token.starts_with("ordinaut_") {
-                family = token.rsplit_once('_').map(|(f, _)| f).unwrap_or(token).to_owned();
+                base = token.split('_').take(2).collect::<Vec<_>>().join("_");
                 names.insert(token.to_owned());
-            } else if token.starts_with('_') && !family.is_empty() {
-                let short = token.trim_start_matches('_');
-                // `_oldest_wait_seconds` stands for ordinaut_queue_oldest_wait_seconds.
-                let base = family
-                    .split('_')
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join("_");
+            } else if let Some(short) = token.strip_prefix('_')
+                && !base.is_empty()
+            {
                 names.insert(format!("{base}_{short}"));
             }
         }
@@ -588,7 +584,10 @@ fn documented_metrics() -> BTreeSet<String> {
 #[test]
 fn every_metric_registered_is_in_api_md_and_every_documented_one_is_registered() {
     let registered = registered_metrics();
-    assert!(registered.contains("ordinaut_jobs_finished_total"), "{registered:?}");
+    assert!(
+        registered.contains("ordinaut_jobs_finished_total"),
+        "{registered:?}"
+    );
     let documented = documented_metrics();
     let missing: Vec<_> = registered.difference(&documented).collect();
     let stale: Vec<_> = documented.difference(&registered).collect();
