@@ -404,7 +404,7 @@ async fn run_worker_and_rescuer(
     shutdown: CancellationToken,
     rescue: bool,
 ) -> anyhow::Result<()> {
-    let handlers = Handlers::from_config(config);
+    let handlers = Handlers::from_config(config)?;
     crate::metrics::allow_from_config(config);
     let metrics_server = match &config.worker.metrics_addr {
         Some(addr) => {
