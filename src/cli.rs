@@ -19,6 +19,8 @@ use crate::pg_local::{LocalPg, StartOptions};
 use crate::scheduler::{Firer, Rescuer, RescuerOptions, Retention, ScheduleInput};
 use crate::worker::{Handlers, Worker, WorkerOptions};
 
+mod kinds;
+
 /// The example configuration `ordinaut dev` uses when there is no ordinaut.toml.
 const EXAMPLE_CONFIG: &str = include_str!("../ordinaut.example.toml");
 
@@ -63,6 +65,8 @@ pub enum Command {
     },
     /// Probe health for container and Kubernetes checks: exit 0 if healthy, 1 if not.
     Healthcheck(crate::healthcheck::HealthcheckArgs),
+    /// List the kinds workers serve, with their defaults and serving workers.
+    Kinds(kinds::KindsArgs),
 }
 
 /// Worker overrides.
@@ -119,18 +123,18 @@ pub enum JobsCommand {
 /// Arguments of `jobs enqueue`.
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
-    /// Queue name.
+    /// Queue name (default: the kind's queue, else `default`).
     #[arg(long)]
-    pub queue: String,
+    pub queue: Option<String>,
     /// Job kind (as declared in ordinaut.toml).
     #[arg(long)]
     pub kind: String,
     /// JSON payload; `@path` reads it from a file, `-` from stdin.
     #[arg(long, default_value = "{}")]
     pub payload: String,
-    /// Priority, -100..=100; lower runs first.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub priority: i32,
+    /// Priority, -100..=100; lower runs first (default: the kind's, else 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
     /// Run at this time (RFC 3339).
     #[arg(long, conflicts_with = "delay")]
     pub run_at: Option<String>,
@@ -149,6 +153,9 @@ pub struct EnqueueArgs {
     /// Jobs sharing this key obey their queue's key_concurrency (e.g. one scan per target).
     #[arg(long)]
     pub concurrency_key: Option<String>,
+    /// Accept a kind no live worker serves (workers that start later).
+    #[arg(long)]
+    pub allow_unknown_kind: bool,
 }
 
 /// `ordinaut queues ...`
@@ -244,6 +251,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             queues_cmd(command.unwrap_or(QueuesCommand::List), &config).await
         }
         Command::Healthcheck(args) => crate::healthcheck::run(&args, &config).await,
+        Command::Kinds(args) => kinds::run(&args, &config).await,
     }
 }
 
@@ -487,7 +495,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
             .extract()
             .context("while loading the example configuration")?;
         tracing::info!(
-            "no ordinaut.toml found; using ordinaut.example.toml (kinds echo, ping_api, noop)"
+            "no ordinaut.toml found; using ordinaut.example.toml (kinds echo, scan, ping_api, noop)"
         );
     }
     let local = match &config.database_url {
@@ -578,17 +586,36 @@ async fn connect_only(config: &Config) -> anyhow::Result<db::Pool> {
     }
 }
 
-/// Builds a job from CLI arguments, validating every field.
-pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJob> {
-    model::validate_name(&args.queue).map_err(|r| anyhow::anyhow!("invalid --queue: {r}"))?;
-    model::validate_name(&args.kind).map_err(|r| anyhow::anyhow!("invalid --kind: {r}"))?;
-    let text = match args.payload.as_str() {
+/// The text of `--payload`: as given, from a file (`@path`) or from stdin (`-`).
+fn payload_text(args: &EnqueueArgs) -> anyhow::Result<String> {
+    Ok(match args.payload.as_str() {
         "-" => std::io::read_to_string(std::io::stdin())
             .map_err(|e| anyhow::anyhow!("invalid --payload: reading stdin: {e}"))?,
         p if p.starts_with('@') => std::fs::read_to_string(&p[1..])
             .map_err(|e| anyhow::anyhow!("invalid --payload: reading {}: {e}", &p[1..]))?,
         p => p.to_owned(),
-    };
+    })
+}
+
+/// Builds a job from CLI arguments and the payload's `text`, validating every field; the kind's defaults and
+/// payload schema come from `kinds`.
+pub fn job_from_args(
+    args: &EnqueueArgs,
+    config: &Config,
+    kinds: &crate::kinds::registry::KindsView,
+    text: &str,
+) -> anyhow::Result<NewJob> {
+    model::validate_name(&args.kind).map_err(|r| anyhow::anyhow!("invalid --kind: {r}"))?;
+    let defaults = kinds
+        .get(&args.kind)
+        .map(|k| k.defaults.clone())
+        .unwrap_or_default();
+    let queue = args
+        .queue
+        .clone()
+        .or(defaults.queue)
+        .unwrap_or_else(|| "default".to_owned());
+    model::validate_name(&queue).map_err(|r| anyhow::anyhow!("invalid --queue: {r}"))?;
     if text.len() > config.max_payload_bytes {
         bail!(
             "invalid --payload: {} bytes exceeds the limit of {} bytes",
@@ -598,7 +625,7 @@ pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJ
     }
     let payload: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("invalid --payload: not valid JSON: {e}"))?;
-    let priority = model::validate_priority(args.priority)
+    let priority = model::validate_priority(args.priority.or(defaults.priority).unwrap_or(0))
         .map_err(|r| anyhow::anyhow!("invalid --priority: {r}"))?;
     let run_at: Option<DateTime<Utc>> = match (&args.run_at, &args.delay) {
         (Some(t), _) => Some(
@@ -636,10 +663,20 @@ pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJ
         }
         None => None,
     };
-    let mut job = NewJob::new(&args.queue, &args.kind, payload);
+    kinds
+        .check(
+            &args.kind,
+            &payload,
+            config.registry.check_unknown_kinds && !args.allow_unknown_kind,
+        )
+        .map_err(|r| match r.field.as_str() {
+            "kind" => anyhow::anyhow!("invalid --kind: {}", r.reason),
+            field => anyhow::anyhow!("invalid --payload: {field} {}", r.reason),
+        })?;
+    let mut job = NewJob::new(&queue, &args.kind, payload);
     job.priority = priority;
     job.run_at = run_at;
-    job.max_attempts = args.max_attempts;
+    job.max_attempts = args.max_attempts.or(defaults.max_attempts);
     job.unique_key = args.unique_key.clone();
     job.timeout = timeout;
     if let Some(k) = &args.concurrency_key
@@ -652,12 +689,26 @@ pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJ
 }
 
 async fn jobs(cmd: JobsCommand, config: &Config) -> anyhow::Result<()> {
-    // Validate arguments before touching the database.
-    let job = match &cmd {
-        JobsCommand::Enqueue(args) => Some(job_from_args(args, config)?),
-        _ => None,
+    // Validate what can be before touching the database (the registry check needs it).
+    let text = match &cmd {
+        JobsCommand::Enqueue(args) => {
+            let text = payload_text(args)?;
+            let local = crate::kinds::registry::KindsView::build(&[], config);
+            job_from_args(args, config, &local, &text)?;
+            text
+        }
+        _ => String::new(),
     };
     let pool = connect_only(config).await?;
+    let job = match &cmd {
+        JobsCommand::Enqueue(args) => {
+            let kinds = crate::kinds::registry::read(&pool, config)
+                .await
+                .context("while reading the kinds registry")?;
+            Some(job_from_args(args, config, &kinds, &text)?)
+        }
+        _ => None,
+    };
     match cmd {
         JobsCommand::Enqueue(_) => {
             let job = job.expect("built above for Enqueue");

@@ -67,7 +67,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("API_MAX_WAIT", "api.max_wait"),
     ("API_METRICS_AUTH", "api.metrics_auth"),
     ("API_DB_POOL_SIZE", "api.db_pool_size"),
-    ("ORDINAUT_CHECK_UNKNOWN_KINDS", "registry.check_unknown_kinds"),
+    (
+        "ORDINAUT_CHECK_UNKNOWN_KINDS",
+        "registry.check_unknown_kinds",
+    ),
     ("ORDINAUT_KINDS_WINDOW", "registry.window"),
 ];
 

@@ -63,8 +63,18 @@ pub async fn publish(pool: &PgPool, worker_id: Uuid, kinds: &[Published]) -> Res
     )
     .bind(kinds.iter().map(|k| k.kind.clone()).collect::<Vec<_>>())
     .bind(worker_id)
-    .bind(kinds.first().map(|k| k.hostname.clone()).unwrap_or_default())
-    .bind(kinds.iter().map(|k| k.kind_type.clone()).collect::<Vec<_>>())
+    .bind(
+        kinds
+            .first()
+            .map(|k| k.hostname.clone())
+            .unwrap_or_default(),
+    )
+    .bind(
+        kinds
+            .iter()
+            .map(|k| k.kind_type.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(kinds.iter().map(|k| k.queue.clone()).collect::<Vec<_>>())
     .bind(kinds.iter().map(|k| k.priority).collect::<Vec<_>>())
     .bind(kinds.iter().map(|k| k.max_attempts).collect::<Vec<_>>())

@@ -342,7 +342,10 @@ fn validate_command(k: &CommandKind, at: At<'_>) -> Result<(), (String, String)>
             ));
         }
         if value.contains('\0') {
-            return Err(at(&format!("env.{name}"), "must not contain NUL".to_owned()));
+            return Err(at(
+                &format!("env.{name}"),
+                "must not contain NUL".to_owned(),
+            ));
         }
     }
     let lists = [
@@ -415,7 +418,11 @@ impl CommandKind {
 mod tests {
     use super::*;
 
-    fn cmd(success: Option<Vec<i32>>, retry: Option<Vec<i32>>, fail: Option<Vec<i32>>) -> CommandKind {
+    fn cmd(
+        success: Option<Vec<i32>>,
+        retry: Option<Vec<i32>>,
+        fail: Option<Vec<i32>>,
+    ) -> CommandKind {
         CommandKind {
             program: "x".into(),
             success_codes: success,

@@ -335,11 +335,16 @@ mod tests {
             "properties": {"repo": {"type": "string"}, "depth": {"type": "integer", "maximum": 5}}
         });
         let view = KindsView::build(&[row("scan", Some(schema))], &Config::default());
-        let err = view.check("scan", &json!({"repo": "r", "depth": 9}), true).unwrap_err();
+        let err = view
+            .check("scan", &json!({"repo": "r", "depth": 9}), true)
+            .unwrap_err();
         assert_eq!(err.field, "payload.depth");
         let err = view.check("scan", &json!({"depth": 1}), true).unwrap_err();
         assert_eq!(err.field, "payload");
         assert!(err.reason.contains("repo"), "{}", err.reason);
-        assert!(view.check("scan", &json!({"repo": "r", "depth": 2}), true).is_ok());
+        assert!(
+            view.check("scan", &json!({"repo": "r", "depth": 2}), true)
+                .is_ok()
+        );
     }
 }

@@ -94,7 +94,9 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Payload(path) => out.push_str(&encode(&scalar(lookup(payload, path)?, path)?)),
+                Part::Payload(path) => {
+                    out.push_str(&encode(&scalar(lookup(payload, path)?, path)?))
+                }
                 Part::Job(field) => out.push_str(&encode(&job_value(*field, job))),
             }
         }
@@ -264,8 +266,10 @@ mod tests {
 
     #[test]
     fn paths_go_through_objects_and_arrays() {
-        let t = Template::parse("{{ payload.options.depth }}/{{payload.t.1}}/{{job.attempt}}/{{job.queue}}")
-            .unwrap();
+        let t = Template::parse(
+            "{{ payload.options.depth }}/{{payload.t.1}}/{{job.attempt}}/{{job.queue}}",
+        )
+        .unwrap();
         let p = json!({"options": {"depth": 3}, "t": ["a", true]});
         assert_eq!(t.render(&p, &JOB, &plain).unwrap(), "3/true/2/scans");
     }
@@ -273,8 +277,13 @@ mod tests {
     #[test]
     fn missing_and_non_scalar_paths_are_named() {
         let t = Template::parse("{{payload.options}}").unwrap();
-        let err = t.render(&json!({"options": {"a": 1}}), &JOB, &plain).unwrap_err();
-        assert_eq!(err, "payload.options is an object, not a string, number or boolean");
+        let err = t
+            .render(&json!({"options": {"a": 1}}), &JOB, &plain)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "payload.options is an object, not a string, number or boolean"
+        );
         let t = Template::parse("{{payload.a.b}}").unwrap();
         assert_eq!(
             t.render(&json!({"a": {}}), &JOB, &plain).unwrap_err(),

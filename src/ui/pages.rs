@@ -26,6 +26,29 @@ use crate::api::{AppState, schedules, workers};
 
 type Page = Result<Response, Response>;
 
+/// A running job's latest progress report: a bar with its percentage and message.
+fn progress_bar(p: &serde_json::Value) -> Markup {
+    let percent = p.get("percent").and_then(|v| v.as_f64());
+    let message = p
+        .get("message")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let attempt = p
+        .get("attempt")
+        .and_then(|v| v.as_i64())
+        .unwrap_or_default();
+    html! {
+        h2 { "Progress" }
+        p #progress {
+            @if let Some(pc) = percent {
+                progress max="100" value=(pc) { (pc) "%" } " " (pc) "% "
+            }
+            (message) " "
+            span.muted { "(attempt " (attempt) ")" }
+        }
+    }
+}
+
 /// An API refusal as a page naming the problem; our own failure as the generic page.
 fn refused(viewer: &Viewer, e: ApiError) -> Response {
     match e {
@@ -497,6 +520,7 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
             }
             h2 { "Payload" }
             pre.json #payload { (pretty(&j.payload)) }
+            @if let Some(p) = &j.progress { (progress_bar(p)) }
             @if let Some(o) = &j.output { h2 { "Output" } pre.json #output { (pretty(o)) } }
             @if let Some(e) = &j.last_error { h2 { "Last error" } pre.error #last-error { (e) } }
             h2 { "Metadata" }
@@ -688,7 +712,7 @@ pub async fn enqueue(
             ),
         };
         Ok(EnqueueRequest {
-            queue: given(&f.queue).unwrap_or_default(),
+            queue: given(&f.queue),
             kind: given(&f.kind).unwrap_or_default(),
             payload,
             priority: int_field("priority", &f.priority)?,
@@ -702,6 +726,7 @@ pub async fn enqueue(
                 serde_json::Value::String("dashboard".into()),
             )])),
             concurrency_key: None,
+            allow_unknown_kind: false,
         })
     })();
     let result = match built {

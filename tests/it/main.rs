@@ -8,6 +8,7 @@ mod cli;
 mod db_jobs;
 mod fencing;
 mod http_kind;
+mod kinds;
 mod maintenance;
 mod metrics;
 mod ops;

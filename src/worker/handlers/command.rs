@@ -459,7 +459,13 @@ async fn run_command(config: &CommandKind, templates: &[Template], ctx: JobConte
     };
     match config.exit_meaning(code) {
         ExitMeaning::Success => {
-            match result(config.output, &stdout.0, stdout_total, output_dir.as_ref(), limit) {
+            match result(
+                config.output,
+                &stdout.0,
+                stdout_total,
+                output_dir.as_ref(),
+                limit,
+            ) {
                 Ok(output) => Outcome::Succeeded { output, log },
                 Err(error) => Outcome::Retry {
                     error: format!("{program} exited {code} but {error}"),

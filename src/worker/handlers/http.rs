@@ -96,8 +96,8 @@ impl HttpHandler {
             secret("headers_from_env", n, value)?;
         }
         for (n, path) in &kind.headers_from_file {
-            let value = read_secret(path)
-                .map_err(|r| (key(&format!("headers_from_file.{n}")), r))?;
+            let value =
+                read_secret(path).map_err(|r| (key(&format!("headers_from_file.{n}")), r))?;
             secret("headers_from_file", n, value)?;
         }
         let body = kind
