@@ -16,7 +16,7 @@ pub struct KindsArgs {
 
 /// Lists the kinds some worker published within the registry window.
 pub async fn run(args: &KindsArgs, config: &Config) -> anyhow::Result<()> {
-    let pool = super::connect_only(config).await?;
+    let pool = crate::app::connect_migrated(config).await?;
     let rows = crate::db::kinds::list(&pool, config.registry.window)
         .await
         .context("while reading the kinds registry")?;
