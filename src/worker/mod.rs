@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rand::RngExt;
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
@@ -286,10 +285,8 @@ impl Worker {
     }
 }
 
-/// `base` scaled by a random factor in [0.8, 1.2], so replicas do not poll in lockstep.
-pub(crate) fn jittered(base: Duration) -> Duration {
-    base.mul_f64(rand::rng().random_range(0.8..1.2))
-}
+/// `base` scaled by a random factor in [0.8, 1.2] (lives in `model`: every service uses it).
+pub(crate) use crate::model::jittered;
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
