@@ -138,6 +138,7 @@ struct Inner {
     stopping: CancellationToken,
     gate: events::Gate,
     snapshot: snapshot::Snapshot,
+    login_limiter: crate::ui::limit::LoginLimiter,
 }
 
 impl AppState {
@@ -155,6 +156,7 @@ impl AppState {
                 stopping: CancellationToken::new(),
                 gate: events::Gate::new(),
                 snapshot: snapshot::Snapshot::new(),
+                login_limiter: Default::default(),
             }),
         }
     }
@@ -165,6 +167,11 @@ impl AppState {
 
     pub(crate) fn settings(&self) -> &ApiSettings {
         &self.inner.settings
+    }
+
+    /// Wrong dashboard logins per client (`ui::limit`).
+    pub(crate) fn login_limiter(&self) -> &crate::ui::limit::LoginLimiter {
+        &self.inner.login_limiter
     }
 
     /// A receiver of live job events (fed by [`AppState::run_event_listener`]); opens
@@ -297,6 +304,8 @@ pub async fn serve(
     tasks.spawn(state.clone().run_refresher());
     let stopping = state.stopping().clone();
     let app = router(state);
+    // The peer address is what the dashboard's login limit counts by.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.cancelled().await;
