@@ -13,12 +13,21 @@
     e.detail.headers["X-CSRF-Token"] = csrf();
   });
 
-  // A live list stops refreshing while jobs are ticked, so the selection survives.
+  // A live list stops refreshing while jobs are ticked, so the selection survives: no
+  // new request, and no swap of one already under way when the box was ticked.
+  function ticked(elt) {
+    return elt && elt.querySelector && elt.querySelector("input.pick:checked");
+  }
+  function held(e) {
+    var root = document.documentElement;
+    root.setAttribute("data-live-held", String(Number(root.getAttribute("data-live-held") || 0) + 1));
+    e.preventDefault();
+  }
   document.addEventListener("htmx:beforeRequest", function (e) {
-    var elt = e.detail.elt;
-    if (elt && elt.querySelector && elt.querySelector("input.pick:checked")) {
-      e.preventDefault();
-    }
+    if (ticked(e.detail.elt)) { held(e); }
+  });
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    if (ticked(e.detail.target)) { e.detail.shouldSwap = false; held(e); }
   });
 
   // Destructive actions ask first.
@@ -81,7 +90,9 @@
       var grid = dark ? "#3a424b" : "#e3e6ea";
       var series = [{}];
       labels.forEach(function (l, i) {
-        series.push({ label: l, stroke: colours[i % colours.length], width: 2, points: { show: false }, spanGaps: false });
+        // Gappy series (minutes without jobs are null) get dots, so a lone minute shows.
+        var dots = el.hasAttribute("data-points");
+        series.push({ label: l, stroke: colours[i % colours.length], width: 2, points: { show: dots, size: 5, fill: colours[i % colours.length] }, spanGaps: false });
       });
       el.textContent = "";
       new window.uPlot({
@@ -111,9 +122,13 @@
       if (window.htmx) { window.htmx.trigger(el, "live"); }
     });
   }
-  function onChange() {
+  // Job events received, for the browser tests to tell a stream refresh from a timed one.
+  function onEvent() {
     var root = document.documentElement;
     root.setAttribute("data-live-events", String(Number(root.getAttribute("data-live-events") || 0) + 1));
+    onChange();
+  }
+  function onChange() {
     if (pending) { return; }
     var wait = Math.max(0, 1000 - (Date.now() - lastFire));
     pending = window.setTimeout(fireLive, wait);
@@ -123,11 +138,14 @@
     if (!el || stream || typeof window.EventSource !== "function") { return; }
     var filter = el.getAttribute("data-live");
     stream = new window.EventSource("/ui/events" + (filter ? "?" + filter : ""));
-    ["job", "resync", "lagged"].forEach(function (name) {
-      stream.addEventListener(name, onChange);
-    });
+    stream.addEventListener("job", onEvent);
+    stream.addEventListener("resync", onChange);
+    stream.addEventListener("lagged", onChange);
+    // On every (re)connect, re-read once: a change between this page's render and the
+    // stream's start (or during a reconnect) sent its event to nobody here.
     stream.addEventListener("open", function () {
       document.documentElement.setAttribute("data-stream", "open");
+      onChange();
     });
   }
 

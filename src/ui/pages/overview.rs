@@ -83,7 +83,7 @@ async fn overview_body(state: &AppState, viewer: &Viewer) -> Result<Markup, Resp
                 }
                 figure {
                     figcaption { "Wait (due → start) per minute, last hour" }
-                    div.chart #chart-waits data-series=(wait_series) data-labels="p50,p95,p99" data-unit="seconds" role="img" aria-label="Wait time percentiles per minute over the last hour" {}
+                    div.chart #chart-waits data-series=(wait_series) data-labels="p50,p95,p99" data-unit="seconds" data-points role="img" aria-label="Wait time percentiles per minute over the last hour" {}
                 }
             }
             @if names.is_empty() {
