@@ -158,7 +158,7 @@ async fn fill(db: &FreshDb, history: i64, live: i64) -> anyhow::Result<()> {
             .map(|i| {
                 let g = n + i;
                 NewJob::new(
-                    &format!("q{:02}", g % QUEUES),
+                    format!("q{:02}", g % QUEUES),
                     "scan",
                     serde_json::json!({"target": format!("host-{}.example", g % 100_000), "port": g % 1000}),
                 )
