@@ -12,7 +12,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::model::{validate_name, validate_schema};
+use crate::model::schedule::{Origin, ScheduleInput, ScheduleRules, ScheduleSpec};
+use crate::model::{Invalid, limits, validate_name, validate_schema};
 
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -417,6 +418,37 @@ impl Default for MaintenanceConfig {
 }
 
 impl Config {
+    /// What schedules are checked against: TZ and the payload limit.
+    pub fn schedule_rules(&self) -> ScheduleRules {
+        ScheduleRules {
+            default_timezone: self.tz.clone(),
+            max_payload_bytes: self.max_payload_bytes,
+        }
+    }
+
+    /// The schedule `name` declared in the file, validated.
+    pub fn declared_schedule(
+        &self,
+        name: &str,
+        s: &ScheduleConfig,
+    ) -> Result<ScheduleSpec, Invalid> {
+        let input = ScheduleInput {
+            name: name.to_owned(),
+            cron: s.cron.clone(),
+            timezone: s.timezone.clone(),
+            queue: s.queue.clone(),
+            kind: s.kind.clone(),
+            payload: s.payload.clone(),
+            priority: s.priority,
+            max_attempts: s.max_attempts,
+            timeout: s.timeout,
+            unique_key: s.unique_key.clone(),
+            overlap: s.overlap.clone(),
+            misfire_grace: s.misfire_grace,
+        };
+        crate::model::schedule::validate(&input, &self.schedule_rules(), Origin::Declared)
+    }
+
     /// Loads defaults, then the file (if any), then the environment, and validates.
     ///
     /// The file is `path` if given, else `$ORDINAUT_CONFIG`, else `./ordinaut.toml` when
@@ -529,8 +561,8 @@ impl Config {
             return Err(invalid("HISTORY_RETENTION_DAYS", "must be at least 1"));
         }
         for (name, s) in &self.schedules {
-            crate::scheduler::spec_from_config(name, s, self)
-                .map_err(|reason| invalid(&format!("schedules.{name}"), &reason))?;
+            self.declared_schedule(name, s)
+                .map_err(|reason| invalid(&format!("schedules.{name}"), &reason.to_string()))?;
         }
         if w.prefetch > 100_000 {
             return Err(invalid("WORKER_PREFETCH", "must be at most 100000"));
@@ -557,7 +589,9 @@ impl Config {
             if q.burst.is_some() && q.rate_limit.is_none() {
                 return Err(invalid(&format!("{key}.burst"), "needs rate_limit"));
             }
-            if q.max_attempts.is_some_and(|n| !(1..=1000).contains(&n)) {
+            if q.max_attempts
+                .is_some_and(|n| !limits::MAX_ATTEMPTS.contains(&n))
+            {
                 return Err(invalid(
                     &format!("{key}.max_attempts"),
                     "must be between 1 and 1000",
@@ -763,9 +797,10 @@ pub mod opt_duration {
         }
         match Option::<Raw>::deserialize(d)? {
             None => Ok(None),
-            Some(Raw::Text(t)) => humantime::parse_duration(&t)
+            // The one operator grammar (model::parse_duration), which names the text.
+            Some(Raw::Text(t)) => crate::model::parse_duration(&t)
                 .map(Some)
-                .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}"))),
+                .map_err(serde::de::Error::custom),
             Some(Raw::Seconds(s)) if s.is_finite() && s > 0.0 => {
                 Ok(Some(Duration::from_secs_f64(s)))
             }

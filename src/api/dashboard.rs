@@ -341,7 +341,7 @@ pub fn parse_bulk(req: &BulkRequest) -> ApiResult<(Action, BulkFilter, Option<Uu
         ids: req.ids.clone(),
         queue: req.queue.clone(),
         kind: req.kind.clone(),
-        state: req.state.map(|s| s.as_state().as_str().to_owned()),
+        state: req.state.map(|s| s.as_str().to_owned()),
         created_after,
         created_before,
     };

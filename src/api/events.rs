@@ -169,7 +169,7 @@ pub(crate) async fn run_listener(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(crate::worker::jittered(delay)) => {}
+            _ = tokio::time::sleep(crate::model::jittered(delay)) => {}
         }
         delay = (delay * 2).min(MAX_RECONNECT_DELAY);
     }

@@ -22,57 +22,27 @@ use crate::db::attempts::AttemptView;
 use crate::db::due_work::{self, CancelResult, NewJob};
 use crate::db::events::Received;
 use crate::db::history::{self, JobFilter, JobView};
-use crate::model::{self, JobState};
+use crate::model::{self, JobState, limits};
 
 /// Pattern of queue and kind names (see `model::validate_name`).
-pub const NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$";
+pub use crate::model::NAME_PATTERN;
 /// Longest `?wait=`; longer waits are cut to it.
 pub const MAX_WAIT: Duration = Duration::from_secs(120);
 /// Default and largest page size of the list.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
-/// Longest unique key.
-const MAX_UNIQUE_KEY: usize = 512;
+/// Longest unique key (the Idempotency-Key header, visible ASCII, so bytes = characters).
+const MAX_UNIQUE_KEY: usize = limits::MAX_KEY_CHARS;
 
-/// A job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StateName {
-    /// Waiting for its run_at.
-    Scheduled,
-    /// Due, waiting for a worker.
-    Available,
-    /// Leased by a worker.
-    Running,
-    /// Finished successfully.
-    Completed,
-    /// Out of attempts or failed permanently.
-    Failed,
-    /// Cancelled.
-    Cancelled,
-}
+/// A job's state, as the API names it: [`JobState`] (the OpenAPI component keeps the
+/// name `StateName`).
+pub type StateName = JobState;
 
-impl StateName {
-    fn from_state(s: JobState) -> StateName {
-        match s {
-            JobState::Scheduled => StateName::Scheduled,
-            JobState::Available => StateName::Available,
-            JobState::Running => StateName::Running,
-            JobState::Completed => StateName::Completed,
-            JobState::Failed => StateName::Failed,
-            JobState::Cancelled => StateName::Cancelled,
-        }
-    }
-
-    pub(crate) fn as_state(self) -> JobState {
-        match self {
-            StateName::Scheduled => JobState::Scheduled,
-            StateName::Available => JobState::Available,
-            StateName::Running => JobState::Running,
-            StateName::Completed => JobState::Completed,
-            StateName::Failed => JobState::Failed,
-            StateName::Cancelled => JobState::Cancelled,
-        }
+impl JobState {
+    /// Itself. `StateName` used to be a copy of [`JobState`]; this keeps code written
+    /// against the copy (the dashboard pages) compiling until it drops the call.
+    pub fn as_state(self) -> JobState {
+        self
     }
 }
 
@@ -126,7 +96,7 @@ impl Job {
             id: v.id,
             queue: v.queue,
             kind: v.kind,
-            state: StateName::from_state(state),
+            state,
             payload: v.payload,
             priority: v.priority,
             attempt: v.attempt,
@@ -145,7 +115,7 @@ impl Job {
     }
 
     fn is_terminal(&self) -> bool {
-        self.state.as_state().is_terminal()
+        self.state.is_terminal()
     }
 }
 
@@ -290,7 +260,7 @@ pub(crate) fn parse_time(field: &str, text: &str) -> ApiResult<DateTime<Utc>> {
 
 /// Validates a queue or kind name field.
 pub(crate) fn check_name(field: &str, name: &str) -> ApiResult<()> {
-    model::validate_name(name).map_err(|r| ApiError::invalid(field, r))
+    Ok(model::check_name(field, name)?)
 }
 
 /// Turns a request into a job, naming fields as `{prefix}{field}`.
@@ -331,22 +301,12 @@ fn build_job(
         }
         None => base,
     };
-    if let Some(n) = req.max_attempts
-        && !(1..=1000).contains(&n)
-    {
-        return Err(ApiError::invalid(
-            f("max_attempts"),
-            format!("{n} is out of range 1..=1000"),
-        ));
+    if let Some(n) = req.max_attempts {
+        limits::check_max_attempts(&f("max_attempts"), n)?;
     }
     // The body's key is checked even when the header (already checked) overrides it.
     if let Some(k) = &req.unique_key {
-        if k.is_empty() || k.chars().count() > MAX_UNIQUE_KEY {
-            return Err(ApiError::invalid(
-                f("unique_key"),
-                format!("must be 1 to {MAX_UNIQUE_KEY} characters"),
-            ));
-        }
+        limits::check_key(&f("unique_key"), k)?;
         if k.contains('\0') {
             return Err(ApiError::invalid(
                 f("unique_key"),
@@ -392,13 +352,8 @@ fn build_job(
     job.unique_key = unique_key;
     job.timeout = timeout;
     job.metadata = serde_json::Value::Object(metadata);
-    if let Some(k) = &req.concurrency_key
-        && (k.is_empty() || k.chars().count() > MAX_UNIQUE_KEY)
-    {
-        return Err(ApiError::invalid(
-            f("concurrency_key"),
-            format!("must be 1 to {MAX_UNIQUE_KEY} characters"),
-        ));
+    if let Some(k) = &req.concurrency_key {
+        limits::check_key(&f("concurrency_key"), k)?;
     }
     job.concurrency_key = req.concurrency_key;
     Ok(job)
@@ -752,7 +707,7 @@ pub async fn list(
         payload_path: q.payload,
         metadata_path: q.metadata,
         text: q.text,
-        state: q.state.map(|s| s.as_state().as_str().to_owned()),
+        state: q.state.map(|s| s.as_str().to_owned()),
         created_after,
         created_before,
         before_id,

@@ -34,7 +34,10 @@ const REQUESTS: &[(&str, &str)] = &[
         "queue + metadata JSON path",
         "/v1/jobs?queue=q03&metadata=%24.team%20%3D%3D%20%22red%22",
     ),
-    ("queue + text (in errors)", "/v1/jobs?queue=q11&text=refused"),
+    (
+        "queue + text (in errors)",
+        "/v1/jobs?queue=q11&text=refused",
+    ),
     ("stats, last hour", "/v1/stats?minutes=60"),
     ("queues", "/v1/queues"),
     ("overview page", "/ui"),
@@ -61,10 +64,7 @@ pub(super) async fn run(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<()> {
     println!(
         "bench ui: {history} finished jobs in history, {live} live; server time of {REPS} requests each (ms)"
     );
-    println!(
-        "{:<34} {:>8} {:>8} {:>8}",
-        "request", "p50", "p95", "max"
-    );
+    println!("{:<34} {:>8} {:>8} {:>8}", "request", "p50", "p95", "max");
     for (label, path) in REQUESTS {
         let path = if *path == "CURSOR" {
             format!("/v1/jobs?cursor={cursor}")
@@ -123,27 +123,7 @@ async fn fill(db: &FreshDb, history: i64, live: i64) -> anyhow::Result<()> {
     while from < history {
         let to = (from + chunk).min(history);
         // g = 0 is the newest; finished_at spreads evenly over ten days.
-        sqlx::query(
-            "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts,
-                                      metadata, last_error, run_at, created_at, attempted_at, finished_at)
-             SELECT ordinaut_uuid_v7(), 'q' || lpad((g % $3)::text, 2, '0'),
-                    CASE WHEN g % 2 = 0 THEN 'scan' ELSE 'deploy' END,
-                    jsonb_build_object('target', 'host-' || (g % 100000) || '.example', 'port', g % 1000),
-                    0, CASE WHEN g % 19 = 1 THEN 'failed' WHEN g % 101 = 3 THEN 'cancelled' ELSE 'completed' END,
-                    1, 4,
-                    CASE WHEN g % 7 = 0 THEN '{\"team\": \"red\"}'::jsonb ELSE '{\"team\": \"blue\"}'::jsonb END,
-                    CASE WHEN g % 19 = 1 THEN 'connection refused by host-' || (g % 100000) END,
-                    f - interval '80 ms', f - interval '80 ms', f - interval '50 ms', f
-             FROM (SELECT g, now() - g * ($4::float8 / $5) * interval '1 second' AS f
-                   FROM generate_series($1, $2 - 1) AS g) AS s",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(QUEUES)
-        .bind(864_000.0f64)
-        .bind(history as f64)
-        .execute(&db.pool)
-        .await?;
+        crate::db::bench::fill_ui_history(&db.pool, from, to, QUEUES, history).await?;
         from = to;
         eprintln!(
             "bench ui: {from} finished jobs in history ({:.0} s)",
@@ -172,11 +152,6 @@ async fn fill(db: &FreshDb, history: i64, live: i64) -> anyhow::Result<()> {
         "bench ui: {live} live jobs enqueued ({:.0} s); VACUUM ANALYZE",
         started.elapsed().as_secs_f64()
     );
-    sqlx::query("VACUUM ANALYZE job_history")
-        .execute(&db.pool)
-        .await?;
-    sqlx::query("VACUUM ANALYZE due_work")
-        .execute(&db.pool)
-        .await?;
+    crate::db::bench::vacuum_analyze(&db.pool).await?;
     Ok(())
 }

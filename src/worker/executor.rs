@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -18,9 +18,6 @@ use crate::model::{Backoff, ClaimedJob, Outcome};
 
 /// How long a stopped handler gets to return its partial output before it is dropped.
 const STOP_GRACE: Duration = Duration::from_secs(2);
-/// Longest retry or snooze delay: longer ones (a handler's `Duration::MAX`, a queue
-/// backoff of years) are clamped to it rather than overflowing the clock.
-pub(crate) const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
 
 /// Why an attempt was stopped from outside.
 enum Stop {
@@ -175,16 +172,11 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// `now + delay`, with the delay clamped to [`MAX_DELAY`].
-fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
-    let delay = chrono::Duration::from_std(delay.min(MAX_DELAY))
-        .expect("MAX_DELAY fits in a chrono::Duration");
-    now.checked_add_signed(delay).unwrap_or(now)
-}
+use crate::model::{Settled, delayed as after, settle};
 
 /// Maps an outcome to the stored transition: retries become failures once attempts
 /// are spent, and get their backoff here; snoozes are raised to `snooze_min`; every
-/// delay is clamped to [`MAX_DELAY`].
+/// delay is clamped to [`crate::model::MAX_DELAY`].
 pub(crate) fn to_finish(
     job: &ClaimedJob,
     outcome: Outcome,
@@ -206,7 +198,9 @@ pub(crate) fn to_finish(
             finish.output = output;
             finish.log = log;
         }
-        Outcome::Retry { error, log } if job.attempt < job.max_attempts => {
+        Outcome::Retry { error, log }
+            if settle(true, job.attempt, job.max_attempts) == Settled::Retry =>
+        {
             finish.outcome = FinishKind::Retry;
             finish.next_run_at = Some(after(now, backoff.delay(job.attempt)));
             finish.error = Some(error);

@@ -1,6 +1,8 @@
 //! The http kind and caller input it sends on: request ids, and URL credentials that
 //! must never reach what the API returns (last_error, attempt errors and logs).
 
+use crate::common::jobs::Finished;
+use ordinaut::model::JobState;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::api::App;
-use crate::common::{TestDb, eventually};
+use crate::common::TestDb;
 
 #[tokio::test]
 async fn enqueue_refuses_a_request_id_no_header_can_carry() {
@@ -64,20 +66,8 @@ fn http_kind(url: String) -> KindConfig {
     }
 }
 
-async fn wait_finished(db: &TestDb, id: Uuid) -> (String, Option<String>) {
-    eventually(Duration::from_secs(30), "job to finish", || {
-        let pool = db.pool.clone();
-        async move {
-            sqlx::query_as::<_, (String, Option<String>)>(
-                "SELECT state, last_error FROM job_history WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&pool)
-            .await
-            .unwrap()
-        }
-    })
-    .await
+async fn wait_finished(db: &TestDb, id: Uuid) -> Finished {
+    crate::common::jobs::wait_finished(&db.pool, id, Duration::from_secs(30)).await
 }
 
 #[tokio::test]
@@ -147,9 +137,14 @@ async fn http_kind_hides_url_credentials_and_skips_an_unsendable_request_id() {
     let token_stop = stop.clone();
     let running = tokio::spawn(async move { worker.run(token_stop).await.expect("worker runs") });
 
-    let (state, error) = wait_finished(&db, ids[0]).await;
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, ids[0]).await;
     assert_eq!(
-        state, "completed",
+        state,
+        JobState::Completed,
         "the request went out without the id: {error:?}"
     );
     let output: serde_json::Value =
@@ -159,12 +154,20 @@ async fn http_kind_hides_url_credentials_and_skips_an_unsendable_request_id() {
             .await
             .unwrap();
     assert_eq!(output, json!({"request_id": null}));
-    let (state, error) = wait_finished(&db, ids[1]).await;
-    assert_eq!(state, "failed");
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, ids[1]).await;
+    assert_eq!(state, JobState::Failed);
     let error = error.unwrap();
     assert!(error.contains("answered HTTP 500"), "{error}");
-    let (state, refused_error) = wait_finished(&db, ids[2]).await;
-    assert_eq!(state, "failed");
+    let Finished {
+        state,
+        last_error: refused_error,
+        ..
+    } = wait_finished(&db, ids[2]).await;
+    assert_eq!(state, JobState::Failed);
     let refused_error = refused_error.unwrap();
     assert!(
         refused_error.starts_with(&format!("request to http://{closed}/x?token=***&v=***")),

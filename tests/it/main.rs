@@ -6,6 +6,7 @@ mod common;
 mod api;
 mod cli;
 mod db_jobs;
+mod docs;
 mod fencing;
 mod http_kind;
 mod maintenance;
