@@ -245,7 +245,7 @@ pub fn job_from_args(
             config.max_payload_bytes
         );
     }
-    let payload: serde_json::Value = serde_json::from_str(&text)
+    let payload: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| anyhow::anyhow!("invalid --payload: not valid JSON: {e}"))?;
     let priority = model::validate_priority(args.priority.or(defaults.priority).unwrap_or(0))
         .map_err(|r| anyhow::anyhow!("invalid --priority: {r}"))?;
