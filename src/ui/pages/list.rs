@@ -112,11 +112,7 @@ pub async fn jobs(
                 (csrf_field(&viewer))
                 input type="hidden" name="selection" value="1";
                 label { "Selected jobs: "
-                    select name="action" #selected-action {
-                        option value="retry" { "retry" }
-                        option value="cancel" { "cancel" }
-                        option value="delete" { "delete" }
-                    }
+                    (action_select("selected-action", ["retry", "cancel", "delete"]))
                 }
                 button type="submit" #selected-preview { "Act on selected…" }
                 span.hint { "Ticking a box pauses the live refresh." }
@@ -131,11 +127,11 @@ pub async fn jobs(
                         (filter_fields(&q.queue, &q.kind, &q.state))
                         (time_fields(&q.created_after, &q.created_before))
                         label { "Action "
-                            select name="action" #bulk-action {
-                                option value="retry" { "retry (failed and cancelled jobs)" }
-                                option value="cancel" { "cancel (live jobs)" }
-                                option value="delete" { "delete (finished and waiting jobs)" }
-                            }
+                            (action_select("bulk-action", [
+                                "retry (failed and cancelled jobs)",
+                                "cancel (live jobs)",
+                                "delete (finished and waiting jobs)",
+                            ]))
                         }
                         button type="submit" #bulk-preview { "Count matching jobs…" }
                     }
@@ -201,6 +197,17 @@ fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>, select: bool) -> 
                 p { a #next-page href={ "/ui/jobs?" (nq.query_string(true)) } { "Older jobs →" } }
             }
             @if !live { p { a href={ "/ui/jobs?" (q.query_string(false)) } { "← Newest jobs (live)" } } }
+        }
+    }
+}
+
+/// The bulk action picker: retry, cancel, delete, with these labels.
+fn action_select(id: &str, labels: [&str; 3]) -> Markup {
+    html! {
+        select name="action" id=(id) {
+            @for (value, label) in ["retry", "cancel", "delete"].into_iter().zip(labels) {
+                option value=(value) { (label) }
+            }
         }
     }
 }
