@@ -22,6 +22,7 @@ use crate::db::attempts::AttemptView;
 use crate::db::due_work::{self, CancelResult, NewJob};
 use crate::db::events::Received;
 use crate::db::history::{self, JobFilter, JobView};
+use crate::kinds::registry::KindsView;
 use crate::model::{self, JobState, limits};
 
 /// Pattern of queue and kind names (see `model::validate_name`).
@@ -77,6 +78,9 @@ pub struct Job {
     pub metadata: serde_json::Value,
     /// Output of a completed job.
     pub output: Option<serde_json::Value>,
+    /// Latest progress of a running job: `{"attempt", "percent", "message", "at"}`.
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<serde_json::Value>,
     /// Last error.
     pub last_error: Option<String>,
     /// Enqueue time.
@@ -107,6 +111,7 @@ impl Job {
             schedule_id: v.schedule_id,
             metadata: v.metadata,
             output: v.output,
+            progress: v.progress,
             last_error: v.last_error,
             created_at: v.created_at,
             attempted_at: v.attempted_at,
@@ -166,9 +171,9 @@ pub struct JobDetail {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
-    /// Queue name.
+    /// Queue name (default: the kind's `queue`, else `default`).
     #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", example = "emails")]
-    pub queue: String,
+    pub queue: Option<String>,
     /// Kind, as declared in ordinaut.toml.
     #[schema(
         pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
@@ -208,6 +213,10 @@ pub struct EnqueueRequest {
     /// Jobs sharing this key obey their queue's key_concurrency (e.g. one scan per target).
     #[schema(min_length = 1, max_length = 512)]
     pub concurrency_key: Option<String>,
+    /// Accept a kind no live worker serves (workers that start after the first
+    /// enqueues). Default false.
+    #[serde(default)]
+    pub allow_unknown_kind: bool,
 }
 
 /// What an enqueue did.
@@ -266,14 +275,23 @@ pub(crate) fn check_name(field: &str, name: &str) -> ApiResult<()> {
 /// Turns a request into a job, naming fields as `{prefix}{field}`.
 fn build_job(
     state: &AppState,
+    kinds: &KindsView,
     req: EnqueueRequest,
     prefix: &str,
     request_id: &str,
     idempotency_key: Option<&str>,
 ) -> ApiResult<NewJob> {
     let f = |name: &str| format!("{prefix}{name}");
-    check_name(&f("queue"), &req.queue)?;
     check_name(&f("kind"), &req.kind)?;
+    let defaults = kinds
+        .get(&req.kind)
+        .map(|k| k.defaults.clone())
+        .unwrap_or_default();
+    let queue = req
+        .queue
+        .or(defaults.queue)
+        .unwrap_or_else(|| "default".to_owned());
+    check_name(&f("queue"), &queue)?;
     let payload = req.payload.unwrap_or_else(|| serde_json::json!({}));
     let size = serde_json::to_string(&payload)
         .map(|s| s.len())
@@ -285,7 +303,7 @@ fn build_job(
             f("payload")
         )));
     }
-    let priority = model::validate_priority(req.priority.unwrap_or(0))
+    let priority = model::validate_priority(req.priority.or(defaults.priority).unwrap_or(0))
         .map_err(|r| ApiError::invalid(f("priority"), r))?;
     let base = req
         .run_at
@@ -325,6 +343,11 @@ fn build_job(
             "strings must not contain U+0000",
         ));
     }
+    let check_unknown =
+        state.settings().config.registry.check_unknown_kinds && !req.allow_unknown_kind;
+    kinds
+        .check(&req.kind, &payload, check_unknown)
+        .map_err(|r| ApiError::invalid(f(&r.field), r.reason))?;
     let mut metadata = req.metadata.unwrap_or_default();
     if metadata.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
         return Err(ApiError::invalid(
@@ -345,10 +368,10 @@ fn build_job(
     metadata
         .entry("request_id")
         .or_insert_with(|| serde_json::Value::String(request_id.to_owned()));
-    let mut job = NewJob::new(req.queue, req.kind, payload);
+    let mut job = NewJob::new(queue, req.kind, payload);
     job.priority = priority;
     job.run_at = run_at;
-    job.max_attempts = req.max_attempts;
+    job.max_attempts = req.max_attempts.or(defaults.max_attempts);
     job.unique_key = unique_key;
     job.timeout = timeout;
     job.metadata = serde_json::Value::Object(metadata);
@@ -405,7 +428,7 @@ async fn insert(state: &AppState, jobs: &[NewJob]) -> ApiResult<Vec<Enqueued>> {
     responses(
         (status = 201, description = "Enqueued", body = Enqueued),
         (status = 200, description = "A live job with this key exists; returned instead", body = Enqueued),
-        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, an invalid field, a payload not matching the kind's payload_schema (field named), or a kind no live worker serves", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 413, description = "Body or payload too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
@@ -419,7 +442,8 @@ pub async fn enqueue(
     Json(req): Json<EnqueueRequest>,
 ) -> ApiResult<(StatusCode, Json<Enqueued>)> {
     let key = idempotency_key(&headers)?;
-    let job = build_job(&state, req, "", &request_id.0, key)?;
+    let kinds = state.kinds_view([req.kind.as_str()]).await?;
+    let job = build_job(&state, &kinds, req, "", &request_id.0, key)?;
     let mut results = insert(&state, std::slice::from_ref(&job)).await?;
     let result = results
         .pop()
@@ -460,11 +484,23 @@ pub async fn enqueue_batch(
             format!("{} jobs exceed the batch limit of {max}", req.jobs.len()),
         ));
     }
+    let kinds = state
+        .kinds_view(req.jobs.iter().map(|j| j.kind.as_str()))
+        .await?;
     let jobs = req
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(i, j)| build_job(&state, j, &format!("jobs[{i}]."), &request_id.0, None))
+        .map(|(i, j)| {
+            build_job(
+                &state,
+                &kinds,
+                j,
+                &format!("jobs[{i}]."),
+                &request_id.0,
+                None,
+            )
+        })
         .collect::<ApiResult<Vec<_>>>()?;
     let results = insert(&state, &jobs).await?;
     Ok((StatusCode::CREATED, Json(BatchResponse { jobs: results })))

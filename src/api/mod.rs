@@ -13,6 +13,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod kinds;
 pub mod openapi;
 pub mod pull;
 pub mod queues;
@@ -138,6 +139,7 @@ struct Inner {
     stopping: CancellationToken,
     gate: events::Gate,
     snapshot: snapshot::Snapshot,
+    kinds: crate::kinds::registry::KindsCache,
     login_limiter: crate::ui::limit::LoginLimiter,
 }
 
@@ -156,6 +158,7 @@ impl AppState {
                 stopping: CancellationToken::new(),
                 gate: events::Gate::new(),
                 snapshot: snapshot::Snapshot::new(),
+                kinds: Default::default(),
                 login_limiter: Default::default(),
             }),
         }
@@ -167,6 +170,17 @@ impl AppState {
 
     pub(crate) fn settings(&self) -> &ApiSettings {
         &self.inner.settings
+    }
+
+    /// The kinds registry as enqueues see it, current for `kinds`.
+    pub(crate) async fn kinds_view<'a>(
+        &self,
+        kinds: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Arc<crate::kinds::registry::KindsView>, db::Error> {
+        self.inner
+            .kinds
+            .view(&self.inner.pool, &self.inner.settings.config, kinds)
+            .await
     }
 
     /// Wrong dashboard logins per client (`ui::limit`).
@@ -227,6 +241,7 @@ fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
         .routes(routes!(workers::list))
+        .routes(routes!(kinds::list))
         .routes(routes!(pull::claim))
         .routes(routes!(pull::heartbeat))
         .routes(routes!(pull::complete))

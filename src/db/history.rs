@@ -43,6 +43,9 @@ pub struct JobView {
     pub metadata: serde_json::Value,
     /// Output of a completed job.
     pub output: Option<serde_json::Value>,
+    /// Latest progress of a running job (read by the single-job lookup only).
+    #[sqlx(default)]
+    pub progress: Option<serde_json::Value>,
     /// Last error message.
     pub last_error: Option<String>,
     /// Enqueue time.
@@ -57,11 +60,13 @@ const GET_JOB: &str = "\
 SELECT id, queue, kind,
        CASE WHEN state = 'scheduled' AND run_at <= now() THEN 'available' ELSE state END AS state,
        payload, priority, attempt, max_attempts, run_at, unique_key, lease_owner, schedule_id, metadata,
-       NULL::jsonb AS output, last_error, created_at, attempted_at, NULL::timestamptz AS finished_at
+       NULL::jsonb AS output, progress, last_error, created_at, attempted_at,
+       NULL::timestamptz AS finished_at
 FROM due_work WHERE id = $1
 UNION ALL
 SELECT id, queue, kind, state, payload, priority, attempt, max_attempts, run_at, unique_key,
-       NULL::uuid, schedule_id, metadata, output, last_error, created_at, attempted_at, finished_at
+       NULL::uuid, schedule_id, metadata, output, NULL::jsonb, last_error, created_at, attempted_at,
+       finished_at
 FROM job_history WHERE id = $1
 LIMIT 1";
 

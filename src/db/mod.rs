@@ -14,6 +14,7 @@ pub mod due_work;
 pub mod events;
 pub(crate) mod fault;
 pub mod history;
+pub mod kinds;
 pub mod queues;
 pub mod schedules;
 pub mod sessions;

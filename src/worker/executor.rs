@@ -12,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::handlers::{Handler, JobContext};
+use super::handlers::{Handler, JobContext, ProgressSink};
 use crate::db::due_work::{Finish, FinishKind};
 use crate::model::{Backoff, ClaimedJob, Outcome};
 
-/// How long a stopped handler gets to return its partial output before it is dropped.
+/// How long a stopped handler gets to return its partial output before it is dropped
+/// (beyond the handler's own [`Handler::stop_grace`]).
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Why an attempt was stopped from outside.
@@ -40,6 +41,8 @@ pub(crate) struct Execution {
     pub cancel: CancellationToken,
     /// Cancelled when the shutdown grace period is over.
     pub hard_stop: CancellationToken,
+    /// Where the handler reports progress.
+    pub progress: ProgressSink,
 }
 
 /// Runs the attempt to completion and returns the transition to record.
@@ -101,6 +104,7 @@ async fn run_attempt(exec: &Execution) -> Outcome {
         worker_id: exec.worker_id,
         stop: stop.clone(),
         output_limit: exec.output_limit,
+        progress: exec.progress.clone(),
     };
     // A panicking handler is a failed attempt carrying the panic message, whether it
     // panics while building its future or while it runs.
@@ -128,21 +132,27 @@ async fn run_attempt(exec: &Execution) -> Outcome {
         _ = exec.hard_stop.cancelled() => Stop::Shutdown,
     };
     stop.cancel();
-    let log = match tokio::time::timeout(STOP_GRACE, fut)
+    // How the handler ended its work (a command: "terminated by SIGTERM", "killed
+    // with SIGKILL after ..."), kept in the attempt's error.
+    let mut how = None;
+    let log = match tokio::time::timeout(STOP_GRACE + handler.stop_grace(), fut)
         .await
         .map(|r| r.unwrap_or_else(|p| panicked(p.as_ref())))
     {
-        Ok(
-            Outcome::Succeeded { log, .. }
-            | Outcome::Retry { log, .. }
-            | Outcome::Failed { log, .. },
-        )
+        Ok(Outcome::Retry { log, error } | Outcome::Failed { log, error }) => {
+            how = Some(error).filter(|e| e != "stopped");
+            log
+        }
+        Ok(Outcome::Succeeded { log, .. })
         | Ok(Outcome::Snoozed { log, .. } | Outcome::Cancelled { log }) => log,
         Ok(Outcome::Interrupted) | Err(_) => None,
     };
     match why {
         Stop::Timeout(t) => Outcome::Retry {
-            error: format!("timed out after {}", humantime::format_duration(t)),
+            error: match how {
+                Some(how) => format!("timed out after {}; {how}", humantime::format_duration(t)),
+                None => format!("timed out after {}", humantime::format_duration(t)),
+            },
             log,
         },
         Stop::Cancelled => Outcome::Cancelled { log },

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use ordinaut::config::{Config, KindConfig};
 use ordinaut::db::due_work::{self, NewJob};
+use ordinaut::kinds::HttpKind;
 use ordinaut::worker::{Handlers, Worker, WorkerOptions};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -57,13 +58,11 @@ async fn enqueue_refuses_a_request_id_no_header_can_carry() {
 }
 
 fn http_kind(url: String) -> KindConfig {
-    KindConfig::Http {
+    KindConfig::Http(HttpKind {
         url,
-        method: "POST".into(),
         timeout: Some(Duration::from_secs(10)),
-        headers: Default::default(),
-        retry_on_4xx: false,
-    }
+        ..Default::default()
+    })
 }
 
 async fn wait_finished(db: &TestDb, id: Uuid) -> Finished {
@@ -132,7 +131,7 @@ async fn http_kind_hides_url_credentials_and_skips_an_unsendable_request_id() {
         o,
         db.db_config(),
         db.pool.clone(),
-        Handlers::from_config(&config),
+        Handlers::from_config(&config).unwrap(),
     );
     let token_stop = stop.clone();
     let running = tokio::spawn(async move { worker.run(token_stop).await.expect("worker runs") });

@@ -9,6 +9,7 @@ mod db_jobs;
 mod docs;
 mod fencing;
 mod http_kind;
+mod kinds;
 mod maintenance;
 mod metrics;
 mod ops;

@@ -28,7 +28,7 @@ async fn command_printing_nul_bytes_does_not_wedge_later_jobs() {
     let db = TestDb::new().await;
     let handlers = handlers_from(&[
         ("nul", command("sh", &["-c", "printf 'a\\0b'"], None)),
-        ("nap", KindConfig::Noop { timeout: None }),
+        ("nap", KindConfig::Noop(Default::default())),
     ]);
     let w = start(&db, handlers, options());
     let mut nul = Vec::new();
@@ -402,7 +402,7 @@ async fn jobs_claimed_before_a_failing_claim_statement_still_run() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let handlers = handlers_from(&[("nap", KindConfig::Noop { timeout: None })]);
+    let handlers = handlers_from(&[("nap", KindConfig::Noop(Default::default()))]);
     let mut o = options();
     o.queues = vec!["lim".into(), "boom".into()];
     let w = start(&db, handlers, o);
@@ -469,7 +469,7 @@ async fn limited_queue_progresses_beside_an_unlimited_backlog() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let handlers = handlers_from(&[("nap", KindConfig::Noop { timeout: None })]);
+    let handlers = handlers_from(&[("nap", KindConfig::Noop(Default::default()))]);
     let backlog: Vec<NewJob> = (0..300)
         .map(|_| NewJob::new("default", "nap", json!({"sleep_ms": 50})))
         .collect();

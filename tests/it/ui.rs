@@ -863,3 +863,45 @@ async fn bulk_actions_on_selected_jobs_touch_only_those() {
             .contains("class=\"pick\"")
     );
 }
+
+#[tokio::test]
+async fn the_job_page_and_the_api_show_a_running_jobs_latest_progress() {
+    let app = App::with(app_settings()).await;
+    let id = enqueue(&app, "q", "k", json!({})).await;
+    let claim = app.post("/v1/pull/claim", json!({"queues": ["q"]})).await;
+    let owner: uuid::Uuid = claim.body["lease_owner"].as_str().unwrap().parse().unwrap();
+    let job: uuid::Uuid = id.parse().unwrap();
+    let row = |by_attempt: i32, message: &str| ordinaut::db::kinds::ProgressRow {
+        id: job,
+        attempt: by_attempt,
+        progress: json!({"attempt": by_attempt, "percent": 40.0, "message": message, "at": "2026-12-02T06:00:00Z"}),
+    };
+    // Only the attempt holding the lease can report.
+    ordinaut::db::kinds::set_progress(&app.db.pool, uuid::Uuid::now_v7(), &[row(1, "stranger")])
+        .await
+        .unwrap();
+    ordinaut::db::kinds::set_progress(&app.db.pool, owner, &[row(7, "old attempt")])
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/jobs/{id}")).await.body["progress"],
+        Value::Null
+    );
+    ordinaut::db::kinds::set_progress(&app.db.pool, owner, &[row(1, "cloning <b>repo</b>")])
+        .await
+        .unwrap();
+    let r = app.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(r.body["progress"]["message"], "cloning <b>repo</b>");
+    let s = login(&app, TOKEN).await;
+    let page = s.get(&app, &format!("/ui/jobs/{id}")).await;
+    assert!(
+        page.text.contains(r#"<progress max="100" value="40">"#),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text.contains("cloning &lt;b&gt;repo&lt;/b&gt;"),
+        "{}",
+        page.text
+    );
+}

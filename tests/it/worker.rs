@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ordinaut::config::{Config, KindConfig};
 use ordinaut::db::due_work::{self, NewJob};
+use ordinaut::kinds::{CommandKind, HttpKind};
 use ordinaut::model::{Backoff, Outcome};
 use ordinaut::worker::{Handlers, Worker, WorkerOptions};
 use serde_json::json;
@@ -62,7 +63,7 @@ pub(crate) fn handlers_from(kinds: &[(&str, KindConfig)]) -> Handlers {
         config.kinds.insert((*name).to_owned(), kind.clone());
     }
     config.validate().expect("valid test config");
-    Handlers::from_config(&config)
+    Handlers::from_config(&config).expect("handlers build")
 }
 
 pub(crate) async fn enqueue(db: &TestDb, job: NewJob) -> Uuid {
@@ -88,14 +89,12 @@ pub(crate) async fn wait_finished(db: &TestDb, id: Uuid) -> Finished {
 }
 
 pub(crate) fn command(program: &str, args: &[&str], timeout: Option<Duration>) -> KindConfig {
-    KindConfig::Command {
+    KindConfig::Command(CommandKind {
         program: program.into(),
         args: args.iter().map(|s| s.to_string()).collect(),
         timeout,
-        env: Default::default(),
-        cwd: None,
-        inherit_env: false,
-    }
+        ..Default::default()
+    })
 }
 
 #[tokio::test]
@@ -306,7 +305,7 @@ fn is_zombie(pid: i32) -> bool {
 #[tokio::test]
 async fn per_job_timeout_overrides_the_kind() {
     let db = TestDb::new().await;
-    let handlers = handlers_from(&[("nap", KindConfig::Noop { timeout: None })]);
+    let handlers = handlers_from(&[("nap", KindConfig::Noop(Default::default()))]);
     let mut job = NewJob::new("q", "nap", json!({"sleep_ms": 60000}));
     job.timeout = Some(Duration::from_millis(300));
     job.max_attempts = Some(1);
@@ -350,7 +349,7 @@ async fn cancel_stops_a_running_command_within_a_second() {
 #[tokio::test]
 async fn shutdown_lets_short_jobs_finish_and_hands_long_ones_back() {
     let db = TestDb::new().await;
-    let handlers = handlers_from(&[("nap", KindConfig::Noop { timeout: None })]);
+    let handlers = handlers_from(&[("nap", KindConfig::Noop(Default::default()))]);
     let short = enqueue(&db, NewJob::new("q", "nap", json!({"sleep_ms": 700}))).await;
     let long = enqueue(&db, NewJob::new("q", "nap", json!({"sleep_ms": 600000}))).await;
     let mut o = options();
@@ -424,12 +423,12 @@ async fn http_kinds_map_status_codes_to_outcomes() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let http = |path: &str| KindConfig::Http {
-        url: format!("http://{addr}{path}"),
-        method: "POST".into(),
-        timeout: Some(Duration::from_secs(5)),
-        headers: Default::default(),
-        retry_on_4xx: false,
+    let http = |path: &str| {
+        KindConfig::Http(HttpKind {
+            url: format!("http://{addr}{path}"),
+            timeout: Some(Duration::from_secs(5)),
+            ..Default::default()
+        })
     };
     let handlers = handlers_from(&[
         ("ok", http("/ok")),

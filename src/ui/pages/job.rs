@@ -89,6 +89,7 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
             }
             h2 { "Payload" }
             pre.json #payload { (pretty(&j.payload)) }
+            @if let Some(p) = &j.progress { (progress_bar(p)) }
             @if let Some(o) = &j.output { h2 { "Output" } pre.json #output { (pretty(o)) } }
             @if let Some(e) = &j.last_error { h2 { "Last error" } pre.error #last-error { (e) } }
             h2 { "Metadata" }
@@ -167,4 +168,27 @@ pub async fn job_delete(
         |_| "/ui/jobs?done=deleted".into(),
     )
     .await
+}
+
+/// A running job's latest progress report: a bar with its percentage and message.
+fn progress_bar(p: &serde_json::Value) -> Markup {
+    let percent = p.get("percent").and_then(|v| v.as_f64());
+    let message = p
+        .get("message")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let attempt = p
+        .get("attempt")
+        .and_then(|v| v.as_i64())
+        .unwrap_or_default();
+    html! {
+        h2 { "Progress" }
+        p #progress {
+            @if let Some(pc) = percent {
+                progress max="100" value=(pc) { (pc) "%" } " " (pc) "% "
+            }
+            (message) " "
+            span.muted { "(attempt " (attempt) ")" }
+        }
+    }
 }
