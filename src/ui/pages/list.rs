@@ -84,7 +84,7 @@ pub async fn jobs(
     let (rows, next) = job_page(&state, &q)
         .await
         .map_err(|e| refused(&viewer, e))?;
-    let known = queue_names(&state).await;
+    let known = known_names(&state).await;
     let body = html! {
         form.filters method="get" action="/ui/jobs" role="search" {
             label { "Queue " input name="queue" list="known-queues" value=[given(&q.queue)]; }
@@ -104,7 +104,7 @@ pub async fn jobs(
             label.wide { "Metadata (JSON path) " input name="metadata" #search-metadata value=[given(&q.metadata)] placeholder="$.request_id" spellcheck="false"; }
             label.wide { "Text in payload, metadata or error " input name="text" #search-text type="search" value=[given(&q.text)] maxlength="200"; }
             button type="submit" #apply-filter { "Filter" }
-            (datalists(&state, &known))
+            (datalists(&known))
         }
         (jobs_table(&q, &rows, next.as_deref(), viewer.access.can_write()))
         @if viewer.access.can_write() {
