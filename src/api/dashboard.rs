@@ -126,9 +126,8 @@ pub async fn stats(
         ));
     }
     let counts = stats::per_minute(state.pool(), minutes).await?;
-    let waits = stats::wait_percentiles(state.pool(), minutes).await?;
-    let waits_per_minute = stats::waits_per_minute(state.pool(), minutes)
-        .await?
+    let (waits, minute_waits) = stats::waits(state.pool(), minutes).await?;
+    let waits_per_minute = minute_waits
         .into_iter()
         .map(|m| MinuteWaits {
             minute: m.minute,

@@ -54,26 +54,65 @@ pub struct WaitPercentiles {
     pub p99: Option<f64>,
 }
 
+/// Wait percentiles over the window, per queue and (all queues together) per minute,
+/// from one scan: GROUPING SETS gives the per-queue rows (minute NULL) and the
+/// per-minute rows (queue NULL).
 const WAITS: &str = "\
-SELECT queue, count(*) AS jobs,
+SELECT queue, minute, count(*) AS jobs,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY w) AS p50,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY w) AS p95,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY w) AS p99
 FROM (
-    SELECT queue, greatest(extract(epoch FROM attempted_at - run_at)::float8, 0) AS w
+    SELECT queue, date_trunc('minute', finished_at) AS minute,
+           greatest(extract(epoch FROM attempted_at - run_at)::float8, 0) AS w
     FROM job_history
     WHERE finished_at > now() - make_interval(mins => $1) AND attempted_at IS NOT NULL
 ) AS waits
-GROUP BY queue
-ORDER BY queue";
+GROUP BY GROUPING SETS ((queue), (minute))
+ORDER BY queue, minute";
 
-/// Wait percentiles per queue of the jobs finished in the last `minutes` minutes.
-pub async fn wait_percentiles(pool: &PgPool, minutes: i32) -> Result<Vec<WaitPercentiles>> {
-    Ok(sqlx::query_as(WAITS).bind(minutes).fetch_all(pool).await?)
+#[derive(FromRow)]
+struct WaitRow {
+    queue: Option<String>,
+    minute: Option<DateTime<Utc>>,
+    jobs: i64,
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+}
+
+/// Wait percentiles of the jobs finished in the last `minutes` minutes: per queue, and
+/// per minute of all queues together (minutes without finished jobs are absent).
+pub async fn waits(
+    pool: &PgPool,
+    minutes: i32,
+) -> Result<(Vec<WaitPercentiles>, Vec<MinuteWaits>)> {
+    let rows: Vec<WaitRow> = sqlx::query_as(WAITS).bind(minutes).fetch_all(pool).await?;
+    let mut per_queue = Vec::new();
+    let mut per_minute = Vec::new();
+    for r in rows {
+        match (r.queue, r.minute) {
+            (Some(queue), _) => per_queue.push(WaitPercentiles {
+                queue,
+                jobs: r.jobs,
+                p50: r.p50,
+                p95: r.p95,
+                p99: r.p99,
+            }),
+            (None, Some(minute)) => per_minute.push(MinuteWaits {
+                minute,
+                p50: r.p50,
+                p95: r.p95,
+                p99: r.p99,
+            }),
+            (None, None) => {}
+        }
+    }
+    Ok((per_queue, per_minute))
 }
 
 /// Wait percentiles, all queues together, of the jobs finished in one minute.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MinuteWaits {
     /// Start of the minute.
     pub minute: DateTime<Utc>,
@@ -83,26 +122,4 @@ pub struct MinuteWaits {
     pub p95: Option<f64>,
     /// 99th percentile in seconds.
     pub p99: Option<f64>,
-}
-
-const WAITS_PER_MINUTE: &str = "\
-SELECT date_trunc('minute', finished_at) AS minute,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY w) AS p50,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY w) AS p95,
-       percentile_cont(0.99) WITHIN GROUP (ORDER BY w) AS p99
-FROM (
-    SELECT finished_at, greatest(extract(epoch FROM attempted_at - run_at)::float8, 0) AS w
-    FROM job_history
-    WHERE finished_at > now() - make_interval(mins => $1) AND attempted_at IS NOT NULL
-) AS waits
-GROUP BY 1
-ORDER BY 1";
-
-/// Wait percentiles per minute (all queues) over the last `minutes` minutes; minutes
-/// without finished jobs are absent.
-pub async fn waits_per_minute(pool: &PgPool, minutes: i32) -> Result<Vec<MinuteWaits>> {
-    Ok(sqlx::query_as(WAITS_PER_MINUTE)
-        .bind(minutes)
-        .fetch_all(pool)
-        .await?)
 }

@@ -39,22 +39,16 @@ pub async fn enqueue_form(
         f.payload = Some(pretty(&d.job.payload));
         f.priority = Some(d.job.priority.to_string());
     }
-    let known = queue_names(&state).await;
+    let known = known_names(&state).await;
     ok(page(
         &viewer,
         "Enqueue a job",
         "/ui/enqueue",
-        enqueue_markup(&state, &viewer, &f, &known, None),
+        enqueue_markup(&viewer, &f, &known, None),
     ))
 }
 
-fn enqueue_markup(
-    state: &AppState,
-    viewer: &Viewer,
-    f: &EnqueueForm,
-    known: &[String],
-    error: Option<&str>,
-) -> Markup {
+fn enqueue_markup(viewer: &Viewer, f: &EnqueueForm, known: &Known, error: Option<&str>) -> Markup {
     html! {
         @if !viewer.access.can_write() { p.muted { "Read-only: you can look at this form but not submit it." } }
         form.card.stack method="post" action="/ui/enqueue" #enqueue-form {
@@ -74,7 +68,7 @@ fn enqueue_markup(
                 label { "Max attempts" input name="max_attempts" type="number" min="1" max="1000" value=[given(&f.max_attempts)]; }
             }
             button type="submit" #submit-enqueue disabled[!viewer.access.can_write()] { "Enqueue" }
-            (datalists(state, known))
+            (datalists(known))
         }
     }
 }
@@ -125,13 +119,16 @@ pub async fn enqueue(
         Err(e) => Err(e),
     };
     let known = match result {
-        Err(_) => queue_names(&state).await,
-        Ok(_) => Vec::new(),
+        Err(_) => known_names(&state).await,
+        Ok(_) => Known {
+            queues: Vec::new(),
+            kinds: Vec::new(),
+        },
     };
     form_outcome(
         &viewer,
         result.map(|(_, Json(done))| format!("/ui/jobs/{}", done.id)),
         ("Enqueue a job", "/ui/enqueue"),
-        |e| enqueue_markup(&state, &viewer, &f, &known, Some(e)),
+        |e| enqueue_markup(&viewer, &f, &known, Some(e)),
     )
 }

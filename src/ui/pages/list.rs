@@ -84,7 +84,7 @@ pub async fn jobs(
     let (rows, next) = job_page(&state, &q)
         .await
         .map_err(|e| refused(&viewer, e))?;
-    let known = queue_names(&state).await;
+    let known = known_names(&state).await;
     let body = html! {
         form.filters method="get" action="/ui/jobs" role="search" {
             label { "Queue " input name="queue" list="known-queues" value=[given(&q.queue)]; }
@@ -104,7 +104,7 @@ pub async fn jobs(
             label.wide { "Metadata (JSON path) " input name="metadata" #search-metadata value=[given(&q.metadata)] placeholder="$.request_id" spellcheck="false"; }
             label.wide { "Text in payload, metadata or error " input name="text" #search-text type="search" value=[given(&q.text)] maxlength="200"; }
             button type="submit" #apply-filter { "Filter" }
-            (datalists(&state, &known))
+            (datalists(&known))
         }
         (jobs_table(&q, &rows, next.as_deref(), viewer.access.can_write()))
         @if viewer.access.can_write() {
@@ -112,11 +112,7 @@ pub async fn jobs(
                 (csrf_field(&viewer))
                 input type="hidden" name="selection" value="1";
                 label { "Selected jobs: "
-                    select name="action" #selected-action {
-                        option value="retry" { "retry" }
-                        option value="cancel" { "cancel" }
-                        option value="delete" { "delete" }
-                    }
+                    (action_select("selected-action", ["retry", "cancel", "delete"]))
                 }
                 button type="submit" #selected-preview { "Act on selected…" }
                 span.hint { "Ticking a box pauses the live refresh." }
@@ -131,11 +127,11 @@ pub async fn jobs(
                         (filter_fields(&q.queue, &q.kind, &q.state))
                         (time_fields(&q.created_after, &q.created_before))
                         label { "Action "
-                            select name="action" #bulk-action {
-                                option value="retry" { "retry (failed and cancelled jobs)" }
-                                option value="cancel" { "cancel (live jobs)" }
-                                option value="delete" { "delete (finished and waiting jobs)" }
-                            }
+                            (action_select("bulk-action", [
+                                "retry (failed and cancelled jobs)",
+                                "cancel (live jobs)",
+                                "delete (finished and waiting jobs)",
+                            ]))
                         }
                         button type="submit" #bulk-preview { "Count matching jobs…" }
                     }
@@ -201,6 +197,17 @@ fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>, select: bool) -> 
                 p { a #next-page href={ "/ui/jobs?" (nq.query_string(true)) } { "Older jobs →" } }
             }
             @if !live { p { a href={ "/ui/jobs?" (q.query_string(false)) } { "← Newest jobs (live)" } } }
+        }
+    }
+}
+
+/// The bulk action picker: retry, cancel, delete, with these labels.
+fn action_select(id: &str, labels: [&str; 3]) -> Markup {
+    html! {
+        select name="action" id=(id) {
+            @for (value, label) in ["retry", "cancel", "delete"].into_iter().zip(labels) {
+                option value=(value) { (label) }
+            }
         }
     }
 }

@@ -165,17 +165,32 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-async fn queue_names(state: &AppState) -> Vec<String> {
-    queues::list(State(state.clone()))
-        .await
-        .map(|l| l.0.queues.into_iter().map(|q| q.name).collect())
-        .unwrap_or_default()
+/// Names the forms suggest: queues, and kinds (those workers serve, from `/v1/kinds`,
+/// plus those in this process's configuration).
+struct Known {
+    queues: Vec<String>,
+    kinds: Vec<String>,
 }
 
-fn datalists(state: &AppState, queues: &[String]) -> Markup {
+async fn known_names(state: &AppState) -> Known {
+    let queues = queues::list(State(state.clone()))
+        .await
+        .map(|l| l.0.queues.into_iter().map(|q| q.name).collect())
+        .unwrap_or_default();
+    let mut kinds: Vec<String> = crate::api::kinds::list(State(state.clone()))
+        .await
+        .map(|l| l.0.kinds.into_iter().map(|k| k.name).collect())
+        .unwrap_or_default();
+    kinds.extend(state.settings().config.kinds.keys().cloned());
+    kinds.sort();
+    kinds.dedup();
+    Known { queues, kinds }
+}
+
+fn datalists(known: &Known) -> Markup {
     html! {
-        datalist #known-queues { @for q in queues { option value=(q) {} } }
-        datalist #known-kinds { @for k in state.settings().config.kinds.keys() { option value=(k) {} } }
+        datalist #known-queues { @for q in &known.queues { option value=(q) {} } }
+        datalist #known-kinds { @for k in &known.kinds { option value=(k) {} } }
     }
 }
 

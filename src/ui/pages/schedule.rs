@@ -160,7 +160,7 @@ pub async fn schedule_form(
         &viewer,
         "Schedule",
         "/ui/schedules",
-        schedule_markup(&state, &viewer, &f, None),
+        schedule_markup(&state, &viewer, &f, &known_names(&state).await, None),
     ))
 }
 
@@ -168,6 +168,7 @@ fn schedule_markup(
     state: &AppState,
     viewer: &Viewer,
     f: &ScheduleForm,
+    known: &Known,
     error: Option<&str>,
 ) -> Markup {
     html! {
@@ -193,7 +194,7 @@ fn schedule_markup(
                 }
             }
             button type="submit" #save-schedule disabled[!viewer.access.can_write()] { "Save" }
-            (datalists(state, &[]))
+            (datalists(known))
         }
     }
 }
@@ -232,11 +233,12 @@ pub async fn schedule_save(
         }
         Err(e) => Err(e),
     };
+    let known = known_names(&state).await;
     form_outcome(
         &viewer,
         result.map(|name| format!("/ui/schedules/{}", urlencoded(&name))),
         ("Schedule", "/ui/schedules"),
-        |e| schedule_markup(&state, &viewer, &f, Some(e)),
+        |e| schedule_markup(&state, &viewer, &f, &known, Some(e)),
     )
 }
 
