@@ -28,15 +28,9 @@ struct Report {
 
 /// Where handlers send progress. Cheap to clone; a sink with no writer (a handler
 /// run outside a worker) drops reports.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ProgressSink {
     tx: Option<mpsc::UnboundedSender<Report>>,
-}
-
-impl Default for ProgressSink {
-    fn default() -> Self {
-        ProgressSink { tx: None }
-    }
 }
 
 impl std::fmt::Debug for Report {
