@@ -16,6 +16,8 @@ use crate::db::bench::Latency;
 use crate::db::{self, DbConfig, due_work, due_work::NewJob};
 use crate::pg_local::{LocalPg, StartOptions};
 
+mod ui;
+
 /// The queue every scenario uses.
 const QUEUE: &str = "bench";
 
@@ -33,6 +35,9 @@ pub enum Scenario {
     /// Sustained, with `--history` finished jobs present and a REPEATABLE READ
     /// transaction held open through the middle third.
     Bloat,
+    /// The dashboard's reads (jobs list, filters, searches, overview) with `--history`
+    /// finished (default 10,000,000) and `--live` waiting jobs: server time.
+    Ui,
 }
 
 /// Options of `ordinaut bench`.
@@ -72,6 +77,13 @@ pub struct BenchArgs {
     /// command and sustained: default none), to measure with a full history.
     #[arg(long)]
     pub history: Option<u64>,
+    /// Waiting jobs put in due_work before the run (ui).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub live: u64,
+    /// Drop this index after migrating (repeatable): to measure what an index costs,
+    /// alternating runs with and without it.
+    #[arg(long)]
+    pub drop_index: Vec<String>,
 }
 
 /// One run's figures.
@@ -143,12 +155,24 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
     let mut results = Vec::new();
     for rep in 0..args.reps.max(1) {
         let bench_db = FreshDb::create(&admin_url).await?;
+        for index in &args.drop_index {
+            db::bench::drop_index(&bench_db.pool, index)
+                .await
+                .with_context(|| format!("while dropping index {index}"))?;
+        }
         let result = match args.scenario {
             Scenario::BurnDown => burn_down(&bench_db, &args, "noop").await,
             Scenario::Command => burn_down(&bench_db, &args, "true_cmd").await,
             Scenario::Latency => latency(&bench_db, &args).await,
             Scenario::Sustained => sustained(&bench_db, &args, false).await,
             Scenario::Bloat => sustained(&bench_db, &args, true).await,
+            Scenario::Ui => {
+                // Prints its own table (per request, not one BenchResult).
+                let r = ui::run(&bench_db, &args).await;
+                bench_db.drop_db().await;
+                r?;
+                continue;
+            }
         };
         bench_db.drop_db().await;
         let result = result?;

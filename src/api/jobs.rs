@@ -625,6 +625,16 @@ pub struct ListQuery {
     /// Created before this RFC 3339 time.
     #[param(format = DateTime)]
     pub created_before: Option<String>,
+    /// Only jobs fired by the schedule of this name.
+    pub schedule: Option<String>,
+    /// Only jobs whose payload matches this SQL/JSON path: a predicate
+    /// (`$.port > 1024`) when it is true, any other path (`$.tags[*] ? (@ == "prod")`)
+    /// when it finds something.
+    pub payload: Option<String>,
+    /// Only jobs whose metadata matches this SQL/JSON path (as `payload`).
+    pub metadata: Option<String>,
+    /// Only jobs with this text (case-insensitive) in payload, metadata or last error.
+    pub text: Option<String>,
     /// `next_cursor` of the previous page.
     #[param(format = Uuid)]
     pub cursor: Option<String>,
@@ -688,9 +698,44 @@ pub async fn list(
             format!("{limit} is out of range 1..={MAX_LIMIT}"),
         ));
     }
+    let schedule_id = match q.schedule.as_deref() {
+        None => None,
+        Some(name) => {
+            check_name("schedule", name)?;
+            match crate::db::schedules::get(state.pool(), name).await? {
+                Some(s) => Some(s.id),
+                None => {
+                    return Err(ApiError::invalid(
+                        "schedule",
+                        format!("no schedule is named {name:?}"),
+                    ));
+                }
+            }
+        }
+    };
+    for (field, path) in [("payload", &q.payload), ("metadata", &q.metadata)] {
+        if let Some(path) = path
+            && let Err(reason) = history::check_json_path(state.pool(), path).await?
+        {
+            return Err(ApiError::invalid(
+                field,
+                format!("is not a JSON path ({reason})"),
+            ));
+        }
+    }
+    if q.text
+        .as_deref()
+        .is_some_and(|t| t.is_empty() || t.len() > 200)
+    {
+        return Err(ApiError::invalid("text", "must be 1 to 200 bytes"));
+    }
     let filter = JobFilter {
         queue: q.queue,
         kind: q.kind,
+        schedule_id,
+        payload_path: q.payload,
+        metadata_path: q.metadata,
+        text: q.text,
         state: q.state.map(|s| s.as_str().to_owned()),
         created_after,
         created_before,

@@ -140,6 +140,7 @@ struct Inner {
     gate: events::Gate,
     snapshot: snapshot::Snapshot,
     kinds: crate::kinds::registry::KindsCache,
+    login_limiter: crate::ui::limit::LoginLimiter,
 }
 
 impl AppState {
@@ -158,6 +159,7 @@ impl AppState {
                 gate: events::Gate::new(),
                 snapshot: snapshot::Snapshot::new(),
                 kinds: Default::default(),
+                login_limiter: Default::default(),
             }),
         }
     }
@@ -179,6 +181,11 @@ impl AppState {
             .kinds
             .view(&self.inner.pool, &self.inner.settings.config, kinds)
             .await
+    }
+
+    /// Wrong dashboard logins per client (`ui::limit`).
+    pub(crate) fn login_limiter(&self) -> &crate::ui::limit::LoginLimiter {
+        &self.inner.login_limiter
     }
 
     /// A receiver of live job events (fed by [`AppState::run_event_listener`]); opens
@@ -312,6 +319,8 @@ pub async fn serve(
     tasks.spawn(state.clone().run_refresher());
     let stopping = state.stopping().clone();
     let app = router(state);
+    // The peer address is what the dashboard's login limit counts by.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.cancelled().await;

@@ -201,3 +201,65 @@ pub async fn hold_snapshot(
     tx.commit().await?;
     Ok(())
 }
+
+/// Drops index `name` (the bench's `--drop-index`, to measure what an index costs).
+#[doc(hidden)]
+pub async fn drop_index(pool: &PgPool, name: &str) -> Result<()> {
+    crate::model::validate_name(name)
+        .ok()
+        .filter(|_| name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .ok_or_else(|| super::Error::Invalid {
+            field: "index".to_owned(),
+            reason: format!("{name:?} is not an index name (letters, digits and '_')"),
+        })?;
+    // Checked above: letters, digits and '_' only.
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX {name}")))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Rows `from..to` of `ordinaut bench ui`'s history of `total` finished jobs: g = 0 is
+/// the newest, finished_at spread evenly over ten days, `queues` queues `q00`.., kinds
+/// scan/deploy, about 5% failed (with an error naming a host) and 1% cancelled,
+/// metadata team red (1 in 7) or blue, 80 ms from due to finish.
+#[doc(hidden)]
+pub async fn fill_ui_history(
+    pool: &PgPool,
+    from: i64,
+    to: i64,
+    queues: i64,
+    total: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts,
+                                  metadata, last_error, run_at, created_at, attempted_at, finished_at)
+         SELECT ordinaut_uuid_v7(), 'q' || lpad((g % $3)::text, 2, '0'),
+                CASE WHEN g % 2 = 0 THEN 'scan' ELSE 'deploy' END,
+                jsonb_build_object('target', 'host-' || (g % 100000) || '.example', 'port', g % 1000),
+                0, CASE WHEN g % 19 = 1 THEN 'failed' WHEN g % 101 = 3 THEN 'cancelled' ELSE 'completed' END,
+                1, 4,
+                CASE WHEN g % 7 = 0 THEN '{\"team\": \"red\"}'::jsonb ELSE '{\"team\": \"blue\"}'::jsonb END,
+                CASE WHEN g % 19 = 1 THEN 'connection refused by host-' || (g % 100000) END,
+                f - interval '80 ms', f - interval '80 ms', f - interval '50 ms', f
+         FROM (SELECT g, now() - g * (864000.0 / $4) * interval '1 second' AS f
+               FROM generate_series($1, $2 - 1) AS g) AS s",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(queues)
+    .bind(total as f64)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// VACUUM ANALYZE of job_history and due_work (after a bulk fill).
+#[doc(hidden)]
+pub async fn vacuum_analyze(pool: &PgPool) -> Result<()> {
+    sqlx::query("VACUUM ANALYZE job_history")
+        .execute(pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE due_work").execute(pool).await?;
+    Ok(())
+}

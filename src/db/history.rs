@@ -92,10 +92,55 @@ pub struct JobFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Created before.
     pub created_before: Option<DateTime<Utc>>,
+    /// Only jobs fired by this schedule.
+    pub schedule_id: Option<Uuid>,
+    /// Only jobs whose payload matches this SQL/JSON path (see [`JSON_PATH_MATCH`]).
+    pub payload_path: Option<String>,
+    /// Only jobs whose metadata matches this SQL/JSON path.
+    pub metadata_path: Option<String>,
+    /// Only jobs with this text (case-insensitive) in payload, metadata or last error.
+    pub text: Option<String>,
     /// Keyset cursor: only ids below this one (ids are time-ordered UUIDv7).
     pub before_id: Option<Uuid>,
     /// Page size.
     pub limit: i64,
+}
+
+/// How a JSON path matches a document (`{column}` is replaced by the column; the path, cast
+/// to jsonpath, and a closing parenthesis follow): a predicate (`$.port > 1024`) matches when it is true, any
+/// other path (`$.tags[*] ? (@ == "prod")`) when it finds something. Errors inside the
+/// document (a missing key in strict mode, a type mismatch) do not match instead of
+/// failing the query.
+pub const JSON_PATH_MATCH: &str = "ordinaut_json_path_match({column}, ";
+
+/// `text` with LIKE's wildcards escaped, to be matched literally.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Whether `path` is a valid SQL/JSON path (Postgres's own parser), and why not.
+pub async fn check_json_path(pool: &PgPool, path: &str) -> Result<std::result::Result<(), String>> {
+    match sqlx::query("SELECT $1::jsonpath")
+        .bind(path)
+        .execute(pool)
+        .await
+    {
+        Ok(_) => Ok(Ok(())),
+        Err(sqlx::Error::Database(e))
+            if e.code()
+                .is_some_and(|c| c.starts_with("42") || c.starts_with("22")) =>
+        {
+            Ok(Err(e.message().to_owned()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Columns of a live job as a [`JobView`] (`state` is the effective one).
@@ -139,6 +184,30 @@ fn list_jobs_query(filter: &JobFilter, explain: bool) -> sqlx::QueryBuilder<sqlx
         }
         if let Some(t) = filter.created_before {
             q.push(" AND created_at < ").push_bind(t);
+        }
+        if let Some(id) = filter.schedule_id {
+            q.push(" AND schedule_id = ").push_bind(id);
+        }
+        for (column, path) in [
+            ("payload", &filter.payload_path),
+            ("metadata", &filter.metadata_path),
+        ] {
+            if let Some(path) = path {
+                q.push(" AND ")
+                    .push(JSON_PATH_MATCH.replace("{column}", column))
+                    .push_bind(path.clone())
+                    .push("::jsonpath)");
+            }
+        }
+        if let Some(text) = &filter.text {
+            let pattern = format!("%{}%", like_escape(text));
+            q.push(" AND (payload::text ILIKE ")
+                .push_bind(pattern.clone())
+                .push(" OR metadata::text ILIKE ")
+                .push_bind(pattern.clone())
+                .push(" OR last_error ILIKE ")
+                .push_bind(pattern)
+                .push(")");
         }
         if let Some(id) = filter.before_id {
             q.push(" AND id < ").push_bind(id);

@@ -537,3 +537,67 @@ fn best_template<'a>(path: &str, templates: &'a [String]) -> Option<&'a str> {
         .max_by_key(|(literal, _)| *literal)
         .map(|(_, t)| t)
 }
+
+/// Metric names `src/metrics.rs` registers.
+fn registered_metrics() -> BTreeSet<String> {
+    literals_after_quote(&read("src/metrics.rs"), "ordinaut_")
+}
+
+/// Every `"<prefix>…"` string literal (lower case, digits, `_`) in `text`.
+fn literals_after_quote(text: &str, prefix: &str) -> BTreeSet<String> {
+    let needle = format!("\"{prefix}");
+    text.match_indices(&needle)
+        .filter_map(|(i, _)| {
+            let rest = &text[i + 1..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest[name.len()..].starts_with('"').then_some(name)
+        })
+        .collect()
+}
+
+/// The metric names in docs/API.md's metrics table: full names, and `_suffix` short
+/// forms that stand for the row's first name with its last word replaced.
+fn documented_metrics() -> BTreeSet<String> {
+    let text = read("docs/API.md");
+    let mut names = BTreeSet::new();
+    for line in text.lines().filter(|l| l.starts_with("| `ordinaut_")) {
+        let cell = line.split('|').nth(1).unwrap_or_default();
+        // `_oldest_wait_seconds` after ordinaut_queue_available: ordinaut_queue_oldest_wait_seconds.
+        let mut base = String::new();
+        for token in cell.split('`').skip(1).step_by(2) {
+            if token.starts_with("ordinaut_") {
+                base = token.split('_').take(2).collect::<Vec<_>>().join("_");
+                names.insert(token.to_owned());
+            } else if let Some(short) = token.strip_prefix('_')
+                && !base.is_empty()
+            {
+                names.insert(format!("{base}_{short}"));
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_metric_registered_is_in_api_md_and_every_documented_one_is_registered() {
+    let registered = registered_metrics();
+    assert!(
+        registered.contains("ordinaut_jobs_finished_total"),
+        "{registered:?}"
+    );
+    let documented = documented_metrics();
+    let missing: Vec<_> = registered.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&registered).collect();
+    assert!(
+        missing.is_empty(),
+        "metrics src/metrics.rs registers that docs/API.md's metrics table (\"Health and \
+         metrics\") lacks: add a row `| `name` | labels |` for {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "docs/API.md's metrics table names {stale:?}, which src/metrics.rs does not register"
+    );
+}

@@ -15,4 +15,5 @@ mod metrics;
 mod ops;
 mod poison;
 mod ui;
+mod ui_live;
 mod worker;

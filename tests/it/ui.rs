@@ -11,14 +11,14 @@ use crate::api::{App, Reply, TOKEN, settings};
 
 const READONLY: &str = "read-only-token-0123456789";
 
-fn app_settings() -> ordinaut::api::ApiSettings {
+pub(crate) fn app_settings() -> ordinaut::api::ApiSettings {
     let mut s = settings();
     s.readonly_tokens = vec![READONLY.to_owned()];
     s
 }
 
 /// A browser's view: the session cookie and the page's CSRF token.
-struct Session {
+pub(crate) struct Session {
     cookie: String,
     csrf: String,
 }
@@ -56,7 +56,7 @@ fn set_cookie(r: &Reply) -> String {
         .to_owned()
 }
 
-async fn login(app: &App, token: &str) -> Session {
+pub(crate) async fn login(app: &App, token: &str) -> Session {
     let r = app
         .send(form_request(
             "/ui/login",
@@ -75,11 +75,11 @@ async fn login(app: &App, token: &str) -> Session {
 }
 
 impl Session {
-    async fn get(&self, app: &App, path: &str) -> Reply {
+    pub(crate) async fn get(&self, app: &App, path: &str) -> Reply {
         app.send(page_request(path, Some(&self.cookie))).await
     }
 
-    async fn post(&self, app: &App, path: &str, fields: &str) -> Reply {
+    pub(crate) async fn post(&self, app: &App, path: &str, fields: &str) -> Reply {
         let sep = if fields.is_empty() { "" } else { "&" };
         let body = format!("{fields}{sep}_csrf={}", self.csrf);
         app.send(form_request(path, Some(&self.cookie), &body))
@@ -87,7 +87,7 @@ impl Session {
     }
 }
 
-async fn enqueue(app: &App, queue: &str, kind: &str, payload: Value) -> String {
+pub(crate) async fn enqueue(app: &App, queue: &str, kind: &str, payload: Value) -> String {
     let r = app
         .post(
             "/v1/jobs",

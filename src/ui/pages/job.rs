@@ -44,6 +44,7 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
     let s = state_name(j.state);
     let terminal = j.state.as_state().is_terminal();
     let fragment = format!("/ui/fragments/jobs/{}", j.id);
+    let events = format!("job_id={}", j.id);
     let meta = |key: &str| {
         j.metadata
             .get(key)
@@ -51,7 +52,7 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
             .map(str::to_owned)
     };
     Ok(html! {
-        div #job data-state=(s) hx-get=[(!terminal).then_some(&fragment)] hx-trigger=[(!terminal).then_some("every 1s")] hx-swap="outerHTML" {
+        div #job data-state=(s) data-live=[(!terminal).then_some(&events)] hx-get=[(!terminal).then_some(&fragment)] hx-trigger=[(!terminal).then_some(LIVE_TRIGGER)] hx-swap="outerHTML" {
             dl.facts {
                 dt { "Id" } dd.mono #job-id { (j.id) }
                 dt { "State" } dd #job-state { (state_badge(s)) }
