@@ -283,14 +283,7 @@ fn build_job(
 ) -> ApiResult<NewJob> {
     let f = |name: &str| format!("{prefix}{name}");
     check_name(&f("kind"), &req.kind)?;
-    let defaults = kinds
-        .get(&req.kind)
-        .map(|k| k.defaults.clone())
-        .unwrap_or_default();
-    let queue = req
-        .queue
-        .or(defaults.queue)
-        .unwrap_or_else(|| "default".to_owned());
+    let (queue, defaults) = kinds.resolve(&req.kind, req.queue);
     check_name(&f("queue"), &queue)?;
     let payload = req.payload.unwrap_or_else(|| serde_json::json!({}));
     let size = serde_json::to_string(&payload)

@@ -228,15 +228,7 @@ pub fn job_from_args(
     text: &str,
 ) -> anyhow::Result<NewJob> {
     model::check_name("--kind", &args.kind).map_err(invalid)?;
-    let defaults = kinds
-        .get(&args.kind)
-        .map(|k| k.defaults.clone())
-        .unwrap_or_default();
-    let queue = args
-        .queue
-        .clone()
-        .or(defaults.queue)
-        .unwrap_or_else(|| "default".to_owned());
+    let (queue, defaults) = kinds.resolve(&args.kind, args.queue.clone());
     model::check_name("--queue", &queue).map_err(invalid)?;
     if text.len() > config.max_payload_bytes {
         bail!(

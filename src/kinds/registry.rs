@@ -107,6 +107,19 @@ impl KindsView {
         self.kinds.get(kind)
     }
 
+    /// The queue an enqueue of `kind` goes to (`given`, else the kind's, else
+    /// `default`) and the kind's other defaults.
+    pub fn resolve(&self, kind: &str, given: Option<String>) -> (String, KindDefaults) {
+        let defaults = self
+            .get(kind)
+            .map(|k| k.defaults.clone())
+            .unwrap_or_default();
+        let queue = given
+            .or_else(|| defaults.queue.clone())
+            .unwrap_or_else(|| "default".to_owned());
+        (queue, defaults)
+    }
+
     /// Whether the unknown-kind check refuses `kind` (it applies once any worker has
     /// published within the window).
     pub fn refuses(&self, kind: &str) -> bool {

@@ -22,6 +22,18 @@ pub struct JobFields<'a> {
     pub kind: &'a str,
 }
 
+impl<'a> JobFields<'a> {
+    /// The fields of `job`, whose id the caller formatted as `id`.
+    pub fn of(job: &'a crate::model::ClaimedJob, id: &'a str) -> JobFields<'a> {
+        JobFields {
+            id,
+            attempt: job.attempt,
+            queue: &job.queue,
+            kind: &job.kind,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),

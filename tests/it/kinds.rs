@@ -600,8 +600,13 @@ async fn the_registry_lists_served_kinds_and_refuses_unknown_ones_once_any_is_se
     let r = open.post("/v1/jobs", json!({"kind": "gamma"})).await;
     assert_eq!(r.status, 201, "{}", r.text);
     w2.shutdown().await;
-    // After the worker exits its kinds stay known for the window, shown as gone.
+    // After the worker is gone (exited, or judged dead by the rescuer, whose removal
+    // of its row is what this does) its kinds stay known for the window, shown as gone.
     w.shutdown().await;
+    sqlx::query("DELETE FROM workers")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
     let after = app.get("/v1/kinds").await;
     assert_eq!(after.body["kinds"][0]["workers"][0]["alive"], false);
     let r = app.post("/v1/jobs", json!({"kind": "alpha"})).await;

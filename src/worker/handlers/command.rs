@@ -255,12 +255,7 @@ async fn run_command(config: &CommandKind, templates: &[Template], ctx: JobConte
     let job = &ctx.job;
     let program = &config.program;
     let id = job.id.to_string();
-    let fields = JobFields {
-        id: &id,
-        attempt: job.attempt,
-        queue: &job.queue,
-        kind: &job.kind,
-    };
+    let fields = JobFields::of(job, &id);
     let mut args = Vec::with_capacity(templates.len());
     for t in templates {
         match t.render(&job.payload, &fields, &|s| s.to_owned()) {

@@ -184,12 +184,7 @@ pub fn signature(key: &ring::hmac::Key, timestamp: i64, body: &[u8]) -> String {
 async fn send(client: reqwest::Client, p: &Prepared, ctx: JobContext) -> Outcome {
     let job = &ctx.job;
     let id = job.id.to_string();
-    let fields = JobFields {
-        id: &id,
-        attempt: job.attempt,
-        queue: &job.queue,
-        kind: &job.kind,
-    };
+    let fields = JobFields::of(job, &id);
     let not_sent = |reason: String| Outcome::Failed {
         error: format!("not sent: {reason}"),
         log: None,
