@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use tracing::Instrument as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -660,8 +661,10 @@ async fn jobs(cmd: JobsCommand, config: &Config) -> anyhow::Result<()> {
     let pool = connect_only(config).await?;
     match cmd {
         JobsCommand::Enqueue(_) => {
-            let job = job.expect("built above for Enqueue");
+            let mut job = job.expect("built above for Enqueue");
+            let span = crate::otel::trace_cli_enqueue(&mut job);
             let result = due_work::enqueue_many(&pool, &[job], config.default_max_attempts())
+                .instrument(span)
                 .await
                 .context("while enqueueing")?;
             println!("{}", result[0].id);

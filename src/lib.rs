@@ -12,6 +12,7 @@ pub mod db;
 pub mod healthcheck;
 pub mod metrics;
 pub mod model;
+pub mod otel;
 pub mod pg_local;
 pub mod scheduler;
 pub mod shutdown;

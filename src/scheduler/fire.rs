@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::cron::{CronExpr, parse_timezone};
 use crate::db::schedules::{self, ScheduleRow};
@@ -160,12 +161,14 @@ impl Firer {
         outcome: &str,
         report: &mut FireReport,
     ) -> db::Result<()> {
-        let job = job_for(row, fire);
+        let (job, span) = job_for(row, fire);
         let id = job.id;
         if !schedules::record_fire(tx, row.id, fire, outcome, Some(id), 0).await? {
             return Ok(());
         }
-        let inserted = due_work::insert_jobs(tx, &[job], self.options.default_max_attempts).await?;
+        let inserted = due_work::insert_jobs(tx, &[job], self.options.default_max_attempts)
+            .instrument(span)
+            .await?;
         if inserted.is_empty() {
             // The template's unique key matched a live job: nothing new was made.
             sqlx::query("UPDATE schedule_fires SET outcome = 'deduplicated', job_id = NULL WHERE schedule_id = $1 AND fire_time = $2")
@@ -189,16 +192,20 @@ impl Firer {
             });
         };
         let fire = schedules::db_now(&mut tx).await?;
-        let job = job_for(&row, fire);
+        let (job, span) = job_for(&row, fire);
         let id = job.id;
         schedules::record_fire(&mut tx, row.id, fire, "triggered", Some(id), 0).await?;
-        due_work::insert_jobs(&mut tx, &[job], self.options.default_max_attempts).await?;
+        due_work::insert_jobs(&mut tx, &[job], self.options.default_max_attempts)
+            .instrument(span)
+            .await?;
         tx.commit().await?;
         Ok(id)
     }
 }
 
-fn job_for(row: &ScheduleRow, fire: DateTime<Utc>) -> NewJob {
+/// The job of one fire, and its `send` span: each fire starts a trace of its own,
+/// linked to nothing (the job stores the span's context while spans are exported).
+fn job_for(row: &ScheduleRow, fire: DateTime<Utc>) -> (NewJob, tracing::Span) {
     let mut job = NewJob::new(&row.queue, &row.kind, row.payload.clone());
     job.priority = row.priority;
     job.max_attempts = row.max_attempts;
@@ -206,5 +213,8 @@ fn job_for(row: &ScheduleRow, fire: DateTime<Utc>) -> NewJob {
     job.unique_key = row.unique_key.clone();
     job.schedule_id = Some(row.id);
     job.scheduled_for = Some(fire);
-    job
+    let span = crate::otel::enqueue_span([row.queue.as_str()], &[job.id], crate::otel::Parent::Root);
+    let carrier = crate::otel::enqueue_context(&span, None);
+    crate::otel::stamp_jobs(std::slice::from_mut(&mut job), carrier.as_ref());
+    (job, span)
 }

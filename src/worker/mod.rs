@@ -603,6 +603,7 @@ impl Worker {
                 queue: job.queue,
                 kind: job.kind,
                 ran: Duration::ZERO,
+                trace: None,
             });
         }
         shared.gauges.prefetched.set(0.0);
@@ -649,6 +650,7 @@ impl Worker {
             snooze_min: o.snooze_min,
             cancel,
             hard_stop: hard_stop.clone(),
+            span_context: Default::default(),
         };
         let tx = tx.clone();
         let shared = shared.clone();
@@ -689,6 +691,7 @@ impl Worker {
                 queue: exec.job.queue,
                 kind: exec.job.kind,
                 ran,
+                trace: exec.span_context.into_inner(),
             });
             drop(slot);
         });
