@@ -438,7 +438,11 @@ fn set_queue_depth(queue: String, depth: QueueDepth) {
 
 /// Jobs rescued in one pass, by what became of them.
 pub fn jobs_rescued(retried: u64, failed: u64, cancelled: u64) {
-    for (outcome, n) in [("retried", retried), ("failed", failed), ("cancelled", cancelled)] {
+    for (outcome, n) in [
+        ("retried", retried),
+        ("failed", failed),
+        ("cancelled", cancelled),
+    ] {
         if n > 0 {
             counter!(JOBS_RESCUED, "outcome" => outcome).increment(n);
         }

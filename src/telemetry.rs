@@ -166,7 +166,11 @@ fn otlp_provider(
         inner: exporter,
         pending: pending.clone(),
     })
-    .with_batch_config(BatchConfigBuilder::default().with_max_queue_size(queue).build())
+    .with_batch_config(
+        BatchConfigBuilder::default()
+            .with_max_queue_size(queue)
+            .build(),
+    )
     .build();
     let processor = BoundedProcessor {
         inner: batch,

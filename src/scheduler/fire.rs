@@ -213,7 +213,8 @@ fn job_for(row: &ScheduleRow, fire: DateTime<Utc>) -> (NewJob, tracing::Span) {
     job.unique_key = row.unique_key.clone();
     job.schedule_id = Some(row.id);
     job.scheduled_for = Some(fire);
-    let span = crate::otel::enqueue_span([row.queue.as_str()], &[job.id], crate::otel::Parent::Root);
+    let span =
+        crate::otel::enqueue_span([row.queue.as_str()], &[job.id], crate::otel::Parent::Root);
     let carrier = crate::otel::enqueue_context(&span, None);
     crate::otel::stamp_jobs(std::slice::from_mut(&mut job), carrier.as_ref());
     (job, span)

@@ -168,13 +168,13 @@ fn settle_spans(batch: &[Done]) -> Option<crate::otel::SettleSpans> {
     if !batch.iter().any(|d| d.trace.is_some()) {
         return None;
     }
-    Some(crate::otel::SettleSpans::start(batch.iter().enumerate().filter_map(
-        |(i, d)| {
+    Some(crate::otel::SettleSpans::start(
+        batch.iter().enumerate().filter_map(|(i, d)| {
             d.trace
                 .as_ref()
                 .map(|sc| (i, sc, d.queue.as_str(), d.finish.id, d.finish.attempt))
-        },
-    )))
+        }),
+    ))
 }
 
 /// Ends the settle spans with each attempt's stored outcome.

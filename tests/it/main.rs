@@ -11,6 +11,7 @@ mod http_kind;
 mod maintenance;
 mod metrics;
 mod ops;
+mod otel;
 mod poison;
 mod ui;
 mod worker;
