@@ -59,7 +59,7 @@ impl Telemetry {
 /// Installs the global subscriber, with an OpenTelemetry layer when an OTLP endpoint is
 /// configured. `level` is an EnvFilter directive (validated by Config); `service` is
 /// the default `service.name` (`ordinaut-<subcommand>`); `runtime` runs the gRPC
-/// client. Call it outside the runtime's context (the HTTP client has its own). A broken OTLP configuration is reported on
+/// client. A broken OTLP configuration is reported on
 /// stderr and leaves export off: tracing never stops a process from running jobs.
 pub fn init(
     level: &str,
