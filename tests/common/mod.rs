@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod otlp;
 pub mod procs;
 pub mod recorder;
 
