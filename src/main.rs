@@ -59,5 +59,6 @@ fn subcommand(command: &Command) -> &'static str {
         Command::Bench(_) => "bench",
         Command::Queues { .. } => "queues",
         Command::Healthcheck(_) => "healthcheck",
+        Command::Kinds(_) => "kinds",
     }
 }

@@ -53,11 +53,12 @@ fn rust_handler_spans_nest_under_the_attempt_span() {
             }
         });
         let parent = "00-5bf92f3577b34da6a3ce929d0e0e4736-10f067aa0ba902b7-01";
-        let id: Uuid = sqlx::query_scalar("SELECT ordinaut_enqueue('q', 'traced', traceparent => $1)")
-            .bind(parent)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+        let id: Uuid =
+            sqlx::query_scalar("SELECT ordinaut_enqueue('q', 'traced', traceparent => $1)")
+                .bind(parent)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
         let mut o = WorkerOptions::from_config(&Config::default());
         o.queues = vec!["q".into()];
         o.poll_interval = Duration::from_millis(200);
@@ -81,8 +82,16 @@ fn rust_handler_spans_nest_under_the_attempt_span() {
         assert_eq!(attempt.parent(), "10f067aa0ba902b7");
         let inner = span_where(&spans, "handler span", |g| g.span.name == "resize image").await;
         assert_eq!(inner.trace(), attempt.trace());
-        assert_eq!(inner.parent(), attempt.id(), "the handler's span is the attempt's child");
-        let handed = seen.lock().unwrap().clone().expect("the handler got a context");
+        assert_eq!(
+            inner.parent(),
+            attempt.id(),
+            "the handler's span is the attempt's child"
+        );
+        let handed = seen
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the handler got a context");
         assert_eq!(
             handed.traceparent,
             format!("00-{}-{}-01", attempt.trace(), attempt.id())

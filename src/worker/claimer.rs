@@ -205,6 +205,7 @@ impl Worker {
             cancel,
             hard_stop: hard_stop.clone(),
             span_context: Default::default(),
+            progress: self.progress.clone(),
         };
         let tx = tx.clone();
         let shared = shared.clone();

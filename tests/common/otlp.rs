@@ -98,11 +98,14 @@ pub async fn receiver() -> (String, Arc<Mutex<Vec<Got>>>) {
 }
 
 /// Waits until a span matching `pick` has arrived.
-pub async fn span_where(spans: &Arc<Mutex<Vec<Got>>>, what: &str, pick: impl Fn(&Got) -> bool) -> Got {
+pub async fn span_where(
+    spans: &Arc<Mutex<Vec<Got>>>,
+    what: &str,
+    pick: impl Fn(&Got) -> bool,
+) -> Got {
     eventually(Duration::from_secs(30), what, || {
         let found = spans.lock().unwrap().iter().find(|g| pick(g)).cloned();
         async move { found }
     })
     .await
 }
-
