@@ -16,7 +16,14 @@ use ordinaut::worker::{Handlers, Worker, WorkerOptions};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::load(None).context("while loading configuration")?;
-    ordinaut::telemetry::init(&config.log_level, config.log_format);
+    // Logs, and traces over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set: the handler
+    // below runs inside each attempt's `process` span, so its own spans nest under it.
+    let telemetry = ordinaut::telemetry::init(
+        &config.log_level,
+        config.log_format,
+        "ordinaut-rust-worker",
+        &tokio::runtime::Handle::current(),
+    );
     let url = config
         .database_url
         .clone()
@@ -59,5 +66,7 @@ async fn main() -> anyhow::Result<()> {
         .run(ordinaut::shutdown::on_signal())
         .await
         .context("while running the worker")?;
+    // Exporting the last spans blocks: off the async threads.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())
 }

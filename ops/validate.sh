@@ -223,11 +223,18 @@ compose_bin="$("${bin}/python" -c 'import compose, pathlib; print(pathlib.Path(c
 "${compose_bin}" version >/dev/null
 compose() { (cd "${ops_dir}" && "${compose_bin}" "$@"); }
 # dev-json: the dev stack with LOG_FORMAT=json, as `LOG_FORMAT=json ops/start.sh dev`.
-for variant in base dev dev-json prod; do
+# tracing: the base stack with the optional Jaeger profile wired to every process.
+for variant in base dev dev-json prod tracing; do
     files=(-f docker-compose.yml)
     extra=()
     log_format=""
-    if [[ "${variant}" != base ]]; then
+    otlp=""
+    trace_url=""
+    if [[ "${variant}" == tracing ]]; then
+        extra=(--profile tracing)
+        otlp="http://jaeger:4318"
+        trace_url="http://localhost:16686/trace/{trace_id}"
+    elif [[ "${variant}" != base ]]; then
         files+=(-f "docker-compose.${variant%-json}.yml")
     fi
     if [[ "${variant}" == prod ]]; then
@@ -237,7 +244,7 @@ for variant in base dev dev-json prod; do
         log_format=json
     fi
     step "docker compose config (${variant})"
-    LOG_FORMAT="${log_format}" ORDINAUT_ENV_FILE="${env_file}" compose "${files[@]}" "${extra[@]}" \
+    LOG_FORMAT="${log_format}" OTEL_EXPORTER_OTLP_ENDPOINT="${otlp}" ORDINAUT_TRACE_URL="${trace_url}" ORDINAUT_ENV_FILE="${env_file}" compose "${files[@]}" "${extra[@]}" \
         config --format json >"${scratch}/compose-${variant}.json"
     "${bin}/python" - "${scratch}/compose-${variant}.json" "${variant}" "${ops_dir}" "${commands}" <<'PY'
 import json, os, sys
@@ -246,7 +253,7 @@ path, variant, ops, commands = sys.argv[1:]
 c = json.load(open(path))
 with open(commands, "a") as out:
     for name, svc in c["services"].items():
-        if name == "postgres":
+        if name in ("postgres", "jaeger"):
             continue
         test = svc.get("healthcheck", {}).get("test", [])
         out.write(f"probe\tcompose {variant} {name} healthcheck\t{json.dumps(test[2:])}\n")
@@ -254,9 +261,24 @@ with open(commands, "a") as out:
 s = c["services"]
 errors = []
 need = {"postgres", "api", "scheduler", "worker"}
+if variant == "tracing":
+    need.add("jaeger")
 if set(s) != need:
     errors.append(f"services are {sorted(s)}, expected {sorted(need)}")
+if variant == "tracing":
+    if "16686" not in {str(p.get("target")) for p in s["jaeger"].get("ports", [])}:
+        errors.append("jaeger: UI port 16686 not published")
+    for name in ("api", "scheduler", "worker"):
+        env = s[name].get("environment", {})
+        if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") != "http://jaeger:4318":
+            errors.append(f"{name}: traces not sent to the jaeger service")
+        if "{trace_id}" not in env.get("ORDINAUT_TRACE_URL", ""):
+            errors.append(f"{name}: ORDINAUT_TRACE_URL has no {{trace_id}}")
+elif "jaeger" in s:
+    errors.append("jaeger runs without the tracing profile")
 for name, svc in s.items():
+    if name == "jaeger":
+        continue
     if "container_name" in svc:
         errors.append(f"{name}: container_name prevents scaling")
     hc = svc.get("healthcheck", {}).get("test", [])

@@ -35,6 +35,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("LOG_FORMAT", "log_format"),
     ("TZ", "tz"),
     ("ORDINAUT_MAX_PAYLOAD_BYTES", "max_payload_bytes"),
+    ("ORDINAUT_TRACE_URL", "trace_url"),
     ("WORKER_CONCURRENCY", "worker.concurrency"),
     ("WORKER_QUEUES", "worker.queues"),
     ("WORKER_LEASE_SECONDS", "worker.lease_seconds"),
@@ -101,6 +102,9 @@ pub struct Config {
     pub tz: String,
     /// Largest accepted job payload, in bytes of JSON text.
     pub max_payload_bytes: usize,
+    /// Trace UI link for a job's trace id in the dashboard, with `{trace_id}` in it
+    /// (`https://jaeger.example/trace/{trace_id}`).
+    pub trace_url: Option<String>,
     /// Worker settings.
     pub worker: WorkerConfig,
     /// Lease rescue and other maintenance.
@@ -339,6 +343,7 @@ impl Default for Config {
             log_format: LogFormat::Pretty,
             tz: "UTC".to_owned(),
             max_payload_bytes: 1024 * 1024,
+            trace_url: None,
             worker: WorkerConfig::default(),
             maintenance: MaintenanceConfig::default(),
             api: ApiConfig::default(),
@@ -468,6 +473,15 @@ impl Config {
         }
         if self.max_payload_bytes == 0 {
             return Err(invalid("ORDINAUT_MAX_PAYLOAD_BYTES", "must be positive"));
+        }
+        if let Some(url) = &self.trace_url
+            && (!url.contains("{trace_id}")
+                || !(url.starts_with("https://") || url.starts_with("http://")))
+        {
+            return Err(invalid(
+                "ORDINAUT_TRACE_URL",
+                "must be an http(s) URL containing {trace_id}",
+            ));
         }
         let w = &self.worker;
         if w.concurrency == 0 || w.concurrency > 10_000 {

@@ -14,6 +14,7 @@ pub mod healthcheck;
 pub mod kinds;
 pub mod metrics;
 pub mod model;
+pub mod otel;
 pub mod pg_local;
 pub mod scheduler;
 pub mod shutdown;

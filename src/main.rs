@@ -20,7 +20,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    ordinaut::telemetry::init(&config.log_level, config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -28,11 +27,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, config)) {
+    let service = format!("ordinaut-{}", subcommand(&cli.command));
+    let telemetry = ordinaut::telemetry::init(
+        &config.log_level,
+        config.log_format,
+        &service,
+        runtime.handle(),
+    );
+    let code = match runtime.block_on(run(cli, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ordinaut: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // Queued spans are exported before the runtime (and the gRPC client on it) stops.
+    telemetry.shutdown();
+    code
+}
+
+/// The subcommand's name, for the default OpenTelemetry `service.name`.
+fn subcommand(command: &Command) -> &'static str {
+    match command {
+        Command::Api => "api",
+        Command::Migrate => "migrate",
+        Command::Worker(_) => "worker",
+        Command::Scheduler => "scheduler",
+        Command::Dev(_) => "dev",
+        Command::Jobs(_) => "jobs",
+        Command::Schedules(_) => "schedules",
+        Command::Bench(_) => "bench",
+        Command::Queues { .. } => "queues",
+        Command::Healthcheck(_) => "healthcheck",
+        Command::Kinds(_) => "kinds",
     }
 }

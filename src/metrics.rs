@@ -60,6 +60,13 @@ pub const WORKER_SLOTS_TOTAL: &str = "ordinaut_worker_slots_total";
 /// Jobs this worker process holds leased but has not started (prefetched).
 pub const WORKER_PREFETCHED: &str = "ordinaut_worker_prefetched_jobs";
 
+/// Jobs the rescuer took back from dead workers or expired leases, by what became of
+/// them (`retried`, `failed`, `cancelled`).
+pub const JOBS_RESCUED: &str = "ordinaut_jobs_rescued_total";
+/// Spans dropped instead of exported: the export queue was full or the collector did
+/// not take a batch (tracing never waits for a collector).
+pub const OTEL_SPANS_DROPPED: &str = "ordinaut_otel_spans_dropped_total";
+
 /// Histogram buckets in seconds: 1 ms to 10 minutes, roughly x2.5 apart.
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -456,6 +463,24 @@ fn set_queue_depth(queue: String, depth: QueueDepth) {
     gauge!(QUEUE_FAILED_RECENTLY, &q()).set(depth.failed_recently as f64);
     gauge!(QUEUE_OLDEST_WAIT, &q()).set(depth.oldest_wait_seconds.unwrap_or(0.0));
     gauge!(QUEUE_PAUSED, &q()).set(if depth.paused { 1.0 } else { 0.0 });
+}
+
+/// Jobs rescued in one pass, by what became of them.
+pub fn jobs_rescued(retried: u64, failed: u64, cancelled: u64) {
+    for (outcome, n) in [
+        ("retried", retried),
+        ("failed", failed),
+        ("cancelled", cancelled),
+    ] {
+        if n > 0 {
+            counter!(JOBS_RESCUED, "outcome" => outcome).increment(n);
+        }
+    }
+}
+
+/// Spans dropped by the trace pipeline.
+pub fn otel_spans_dropped(count: u64) {
+    counter!(OTEL_SPANS_DROPPED).increment(count);
 }
 
 /// A slow event-stream client missed `count` event batches.

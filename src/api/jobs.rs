@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -358,6 +359,7 @@ fn build_job(
             "must be printable ASCII (no CR, LF or other control characters)",
         ));
     }
+    crate::otel::check_metadata(&metadata).map_err(|r| ApiError::invalid(f("metadata"), r))?;
     metadata
         .entry("request_id")
         .or_insert_with(|| serde_json::Value::String(request_id.to_owned()));
@@ -373,6 +375,21 @@ fn build_job(
     }
     job.concurrency_key = req.concurrency_key;
     Ok(job)
+}
+
+/// The enqueue's `send` span (a child of the server span), with its context stored in
+/// every job; without an exporter, the request's own `traceparent` is stored instead.
+fn traced(jobs: &mut [NewJob], headers: &HeaderMap) -> tracing::Span {
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let span = crate::otel::enqueue_span(
+        jobs.iter().map(|j| j.queue.as_str()),
+        &ids,
+        crate::otel::Parent::Current,
+    );
+    let outside = crate::otel::from_headers(headers);
+    let carrier = crate::otel::enqueue_context(&span, outside.as_ref());
+    crate::otel::stamp_jobs(jobs, carrier.as_ref());
+    span
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
@@ -436,8 +453,11 @@ pub async fn enqueue(
 ) -> ApiResult<(StatusCode, Json<Enqueued>)> {
     let key = idempotency_key(&headers)?;
     let kinds = state.kinds_view([req.kind.as_str()]).await?;
-    let job = build_job(&state, &kinds, req, "", &request_id.0, key)?;
-    let mut results = insert(&state, std::slice::from_ref(&job)).await?;
+    let mut job = build_job(&state, &kinds, req, "", &request_id.0, key)?;
+    let span = traced(std::slice::from_mut(&mut job), &headers);
+    let mut results = insert(&state, std::slice::from_ref(&job))
+        .instrument(span)
+        .await?;
     let result = results
         .pop()
         .ok_or_else(|| ApiError::Internal("enqueue returned no result".to_owned()))?;
@@ -465,6 +485,7 @@ pub async fn enqueue(
 pub async fn enqueue_batch(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
     Json(req): Json<BatchRequest>,
 ) -> ApiResult<(StatusCode, Json<BatchResponse>)> {
     let max = state.settings().max_batch;
@@ -480,7 +501,7 @@ pub async fn enqueue_batch(
     let kinds = state
         .kinds_view(req.jobs.iter().map(|j| j.kind.as_str()))
         .await?;
-    let jobs = req
+    let mut jobs = req
         .jobs
         .into_iter()
         .enumerate()
@@ -495,7 +516,8 @@ pub async fn enqueue_batch(
             )
         })
         .collect::<ApiResult<Vec<_>>>()?;
-    let results = insert(&state, &jobs).await?;
+    let span = traced(&mut jobs, &headers);
+    let results = insert(&state, &jobs).instrument(span).await?;
     Ok((StatusCode::CREATED, Json(BatchResponse { jobs: results })))
 }
 

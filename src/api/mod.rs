@@ -340,6 +340,9 @@ fn make_span(request: &Request) -> tracing::Span {
         .extensions()
         .get::<RequestId>()
         .map(|r| r.0.as_str());
+    if crate::otel::exporting() {
+        return crate::otel::server_span(request, matched_path, request_id);
+    }
     tracing::info_span!(
         "http_request",
         method = %request.method(),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -146,8 +147,10 @@ impl Action {
                 let kinds = crate::kinds::registry::read(pool, config)
                     .await
                     .context("while reading the kinds registry")?;
-                let job = job_from_args(&args, config, &kinds, &text)?;
+                let mut job = job_from_args(&args, config, &kinds, &text)?;
+                let span = crate::otel::trace_cli_enqueue(&mut job);
                 let result = due_work::enqueue_many(pool, &[job], config.default_max_attempts())
+                    .instrument(span)
                     .await
                     .context("while enqueueing")?;
                 println!("{}", result[0].id);

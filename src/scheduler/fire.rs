@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::cron::{CronExpr, parse_timezone};
 use crate::db::schedules::{self, Fire, FireOutcome, ScheduleRow};
@@ -178,7 +179,7 @@ impl Firer {
         outcome: FireOutcome,
         report: &mut FireReport,
     ) -> db::Result<()> {
-        let job = job_for(row, fire);
+        let (job, span) = job_for(row, fire);
         let id = job.id;
         let record = Fire {
             schedule_id: row.id,
@@ -190,7 +191,9 @@ impl Firer {
         if !schedules::record_fire(tx, record).await? {
             return Ok(());
         }
-        let inserted = due_work::insert_jobs(tx, &[job], self.options.default_max_attempts).await?;
+        let inserted = due_work::insert_jobs(tx, &[job], self.options.default_max_attempts)
+            .instrument(span)
+            .await?;
         if inserted.is_empty() {
             // The template's unique key matched a live job: nothing new was made.
             schedules::mark_fire_deduplicated(tx, row.id, fire).await?;
@@ -210,7 +213,7 @@ impl Firer {
             });
         };
         let fire = schedules::db_now(&mut tx).await?;
-        let job = job_for(&row, fire);
+        let (job, span) = job_for(&row, fire);
         let id = job.id;
         let record = Fire {
             schedule_id: row.id,
@@ -220,13 +223,17 @@ impl Firer {
             skipped: 0,
         };
         schedules::record_fire(&mut tx, record).await?;
-        due_work::insert_jobs(&mut tx, &[job], self.options.default_max_attempts).await?;
+        due_work::insert_jobs(&mut tx, &[job], self.options.default_max_attempts)
+            .instrument(span)
+            .await?;
         tx.commit().await?;
         Ok(id)
     }
 }
 
-fn job_for(row: &ScheduleRow, fire: DateTime<Utc>) -> NewJob {
+/// The job of one fire, and its `send` span: each fire starts a trace of its own,
+/// linked to nothing (the job stores the span's context while spans are exported).
+fn job_for(row: &ScheduleRow, fire: DateTime<Utc>) -> (NewJob, tracing::Span) {
     let mut job = NewJob::new(&row.queue, &row.kind, row.payload.clone());
     job.priority = row.priority;
     job.max_attempts = row.max_attempts;
@@ -234,5 +241,9 @@ fn job_for(row: &ScheduleRow, fire: DateTime<Utc>) -> NewJob {
     job.unique_key = row.unique_key.clone();
     job.schedule_id = Some(row.id);
     job.scheduled_for = Some(fire);
-    job
+    let span =
+        crate::otel::enqueue_span([row.queue.as_str()], &[job.id], crate::otel::Parent::Root);
+    let carrier = crate::otel::enqueue_context(&span, None);
+    crate::otel::stamp_jobs(std::slice::from_mut(&mut job), carrier.as_ref());
+    (job, span)
 }

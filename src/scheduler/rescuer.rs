@@ -239,6 +239,7 @@ impl Rescuer {
             report.jobs.retried += r.retried;
             report.jobs.failed += r.failed;
             report.jobs.cancelled += r.cancelled;
+            crate::metrics::jobs_rescued(r.retried as u64, r.failed as u64, r.cancelled as u64);
             if r.total() < self.options.batch {
                 break;
             }

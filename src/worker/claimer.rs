@@ -163,6 +163,7 @@ impl Worker {
                 queue: job.queue,
                 kind: job.kind,
                 ran: Duration::ZERO,
+                trace: None,
             });
         }
         shared.gauges.prefetched.set(0.0);
@@ -203,6 +204,7 @@ impl Worker {
             snooze_min: o.snooze_min,
             cancel,
             hard_stop: hard_stop.clone(),
+            span_context: Default::default(),
             progress: self.progress.clone(),
         };
         let tx = tx.clone();
@@ -244,6 +246,7 @@ impl Worker {
                 queue: exec.job.queue,
                 kind: exec.job.kind,
                 ran,
+                trace: exec.span_context.into_inner(),
             });
             drop(slot);
         });

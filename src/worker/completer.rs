@@ -29,6 +29,8 @@ pub(crate) struct Done {
     pub kind: String,
     /// Time the handler ran.
     pub ran: Duration,
+    /// The attempt span's context, while spans are exported (parent of the settle span).
+    pub trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 /// Most outcomes written by one statement.
@@ -75,6 +77,7 @@ impl Completer {
             }
             let this = this.clone();
             writing.spawn(async move {
+                let settle = settle_spans(&batch);
                 let (mut finishes, labels): (Vec<Finish>, Vec<_>) = batch
                     .into_iter()
                     .map(|d| (d.finish, (d.queue, d.kind, d.ran)))
@@ -86,13 +89,21 @@ impl Completer {
                 }
                 match this.write(&finishes).await {
                     Some(applied) => {
+                        if let Some(spans) = settle {
+                            end_settle_spans(spans, &finishes, &applied);
+                        }
                         this.report_refused(&finishes, &applied).await;
                         record(&finishes, &labels, &applied);
                     }
-                    None => tracing::error!(
-                        jobs = finishes.len(),
-                        "gave up recording job outcomes; their leases will expire and be rescued"
-                    ),
+                    None => {
+                        if let Some(spans) = settle {
+                            spans.end(|_| "abandoned");
+                        }
+                        tracing::error!(
+                            jobs = finishes.len(),
+                            "gave up recording job outcomes; their leases will expire and be rescued"
+                        )
+                    }
                 }
                 let attempts: Vec<(Uuid, i32)> =
                     finishes.iter().map(|f| (f.id, f.attempt)).collect();
@@ -149,6 +160,35 @@ impl Completer {
             );
         }
     }
+}
+
+/// One `settle {queue}` span per traced attempt of the batch, built from the batch
+/// itself (no query); None when no attempt of it is traced.
+fn settle_spans(batch: &[Done]) -> Option<crate::otel::SettleSpans> {
+    if !batch.iter().any(|d| d.trace.is_some()) {
+        return None;
+    }
+    Some(crate::otel::SettleSpans::start(
+        batch.iter().enumerate().filter_map(|(i, d)| {
+            d.trace
+                .as_ref()
+                .map(|sc| (i, sc, d.queue.as_str(), d.finish.id, d.finish.attempt))
+        }),
+    ))
+}
+
+/// Ends the settle spans with each attempt's stored outcome.
+fn end_settle_spans(spans: crate::otel::SettleSpans, finishes: &[Finish], applied: &[Applied]) {
+    let stored: HashMap<(Uuid, i32), FinishKind> = applied
+        .iter()
+        .map(|a| ((a.id, a.attempt), a.outcome))
+        .collect();
+    spans.end(|i| {
+        finishes
+            .get(i)
+            .and_then(|f| stored.get(&(f.id, f.attempt)))
+            .map_or("refused", |o| o.as_str())
+    });
 }
 
 /// Counts the outcomes that were stored, as stored; a lost lease's outcome did not happen.

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::handlers::{Handler, JobContext, ProgressSink};
 use crate::db::due_work::{Finish, FinishKind};
 use crate::model::{Backoff, ClaimedJob, Outcome};
+use crate::otel::Carrier;
 
 /// How long a stopped handler gets to return its partial output before it is dropped
 /// (beyond the handler's own [`Handler::stop_grace`]).
@@ -41,6 +42,9 @@ pub(crate) struct Execution {
     pub cancel: CancellationToken,
     /// Cancelled when the shutdown grace period is over.
     pub hard_stop: CancellationToken,
+    /// The attempt span's context once it exists (only while spans are exported), for
+    /// the finish write's span.
+    pub span_context: std::sync::OnceLock<opentelemetry::trace::SpanContext>,
     /// Where the handler reports progress.
     pub progress: ProgressSink,
 }
@@ -48,20 +52,40 @@ pub(crate) struct Execution {
 /// Runs the attempt to completion and returns the transition to record.
 pub(crate) async fn execute(exec: &Execution) -> Finish {
     let job = &exec.job;
-    let span = tracing::info_span!(
-        "job",
-        job_id = %job.id,
-        queue = %job.queue,
-        kind = %job.kind,
-        attempt = job.attempt,
-        worker_id = %exec.worker_id,
-        schedule_id = tracing::field::Empty,
-    );
+    let stored = Carrier::from_metadata(&job.metadata);
+    let span = if crate::otel::exporting() {
+        let span = attempt_span(exec);
+        crate::otel::place_attempt(&span, job.attempt, stored.as_ref());
+        if let Some(sc) = crate::otel::span_context(&span) {
+            let _ = exec.span_context.set(sc);
+        }
+        span
+    } else {
+        // Without an exporter the span stays as small as it was: log context only.
+        tracing::info_span!(
+            "job",
+            job_id = %job.id,
+            queue = %job.queue,
+            kind = %job.kind,
+            attempt = job.attempt,
+            worker_id = %exec.worker_id,
+            schedule_id = tracing::field::Empty,
+        )
+    };
     if let Some(schedule) = job.schedule_id {
         span.record("schedule_id", tracing::field::display(schedule));
     }
-    let outcome = run_attempt(exec).instrument(span.clone()).await;
+    // Downstream gets the attempt's span, or the enqueuer's context passed through.
+    let trace = Carrier::of_span(&span).or(stored);
+    let outcome = run_attempt(exec, trace).instrument(span.clone()).await;
     let finish = to_finish(job, outcome, exec.backoff, exec.snooze_min);
+    span.record("ordinaut.outcome", finish.outcome.as_str());
+    if matches!(finish.outcome, FinishKind::Retry | FinishKind::Failed) {
+        span.record("otel.status_code", "error");
+        if let Some(error) = &finish.error {
+            span.record("otel.status_description", error.as_str());
+        }
+    }
     let _enter = span.enter();
     match finish.outcome {
         FinishKind::Completed => tracing::debug!("job completed"),
@@ -83,7 +107,39 @@ pub(crate) async fn execute(exec: &Execution) -> Finish {
     finish
 }
 
-async fn run_attempt(exec: &Execution) -> Outcome {
+/// The `process {queue}` consumer span of an attempt, with the messaging attributes and
+/// the time the job waited in the queue (due to started) as `ordinaut.queue_wait_ms`.
+fn attempt_span(exec: &Execution) -> tracing::Span {
+    let job = &exec.job;
+    let wait_ms = (job.attempted_at - job.run_at).num_milliseconds().max(0);
+    tracing::info_span!(
+        parent: None,
+        "job",
+        otel.name = %format_args!("process {}", job.queue),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        messaging.system = crate::otel::SYSTEM,
+        messaging.operation.name = "process",
+        messaging.operation.type = "process",
+        messaging.destination.name = %job.queue,
+        messaging.message.id = %job.id,
+        messaging.client.id = %exec.worker_id,
+        ordinaut.kind = %job.kind,
+        ordinaut.attempt = job.attempt,
+        ordinaut.max_attempts = job.max_attempts,
+        ordinaut.queue_wait_ms = wait_ms,
+        ordinaut.outcome = tracing::field::Empty,
+        job_id = %job.id,
+        queue = %job.queue,
+        kind = %job.kind,
+        attempt = job.attempt,
+        worker_id = %exec.worker_id,
+        schedule_id = tracing::field::Empty,
+    )
+}
+
+async fn run_attempt(exec: &Execution, trace: Option<Carrier>) -> Outcome {
     let Some(handler) = exec.handler.clone() else {
         return Outcome::Failed {
             error: format!(
@@ -104,6 +160,7 @@ async fn run_attempt(exec: &Execution) -> Outcome {
         worker_id: exec.worker_id,
         stop: stop.clone(),
         output_limit: exec.output_limit,
+        trace,
         progress: exec.progress.clone(),
     };
     // A panicking handler is a failed attempt carrying the panic message, whether it

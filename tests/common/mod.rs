@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod jobs;
+pub mod otlp;
 pub mod procs;
 pub mod recorder;
 

@@ -13,6 +13,7 @@ mod kinds;
 mod maintenance;
 mod metrics;
 mod ops;
+mod otel;
 mod poison;
 mod ui;
 mod ui_live;

@@ -905,3 +905,32 @@ async fn the_job_page_and_the_api_show_a_running_jobs_latest_progress() {
         page.text
     );
 }
+
+#[tokio::test]
+async fn job_detail_links_the_trace_id_to_the_trace_url() {
+    let mut s = app_settings();
+    s.config = std::sync::Arc::new(ordinaut::config::Config {
+        trace_url: Some("https://jaeger.example/trace/{trace_id}".to_owned()),
+        ..Default::default()
+    });
+    let app = App::with(s).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = app
+        .post(
+            "/v1/jobs",
+            json!({"queue": "q", "kind": "k",
+                   "metadata": {"traceparent": format!("00-{trace}-00f067aa0ba902b7-01")}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let s = login(&app, TOKEN).await;
+    let page = s.get(&app, &format!("/ui/jobs/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(
+        page.text
+            .contains(&format!("href=\"https://jaeger.example/trace/{trace}\"")),
+        "{}",
+        page.text
+    );
+}

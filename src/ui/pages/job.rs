@@ -68,7 +68,16 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
                 @if let Some(k) = &j.unique_key { dt { "Unique key" } dd.mono { (k) } }
                 @if let Some(sid) = j.schedule_id { dt { "Schedule" } dd.mono { (sid) } }
                 @if let Some(r) = meta("request_id") { dt { "Request id" } dd.mono { (r) } }
-                @if let Some(t) = meta("traceparent").or_else(|| meta("trace_id")) { dt { "Trace" } dd.mono { (t) } }
+                @if let Some(t) = crate::otel::Carrier::from_metadata(&j.metadata) {
+                    @let id = t.trace_id().unwrap_or_default();
+                    dt { "Trace" }
+                    dd.mono #trace-id {
+                        @match &state.settings().config.trace_url {
+                            Some(url) => a href=(url.replace("{trace_id}", id)) rel="noopener" target="_blank" { (id) },
+                            None => (id),
+                        }
+                    }
+                }
             }
             @if viewer.access.can_write() {
                 div.actions #job-actions {

@@ -332,6 +332,15 @@ async fn run_command(config: &CommandKind, templates: &[Template], ctx: JobConte
     {
         cmd.env("ORDINAUT_REQUEST_ID", request_id);
     }
+    // The job's trace context, never the worker's own (an inherited TRACEPARENT would
+    // join the program to an unrelated trace).
+    cmd.env_remove("TRACEPARENT").env_remove("TRACESTATE");
+    if let Some(trace) = &ctx.trace {
+        cmd.env("TRACEPARENT", &trace.traceparent);
+        if let Some(state) = &trace.tracestate {
+            cmd.env("TRACESTATE", state);
+        }
+    }
     if let Some(dir) = &config.cwd {
         cmd.current_dir(dir);
     }

@@ -249,6 +249,17 @@ async fn send(client: reqwest::Client, p: &Prepared, ctx: JobContext) -> Outcome
     {
         request = request.header("X-Request-Id", request_id);
     }
+    // W3C trace context; parsed and normalised, so always a valid header value.
+    if let Some(trace) = &ctx.trace {
+        request = request.header("traceparent", trace.traceparent.as_str());
+        if let Some(state) = trace
+            .tracestate
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            request = request.header("tracestate", state);
+        }
+    }
     let response = tokio::select! {
         r = request.send() => r,
         _ = ctx.stop.cancelled() => return Outcome::Failed { error: "stopped".to_owned(), log: None },

@@ -34,6 +34,9 @@ pub struct JobContext {
     pub stop: CancellationToken,
     /// Bytes of output to keep.
     pub output_limit: usize,
+    /// Trace context to hand to the program (`traceparent` header, `TRACEPARENT`
+    /// variable): the attempt's span while spans are exported, else the enqueuer's.
+    pub trace: Option<crate::otel::Carrier>,
     /// Where the attempt reports progress (stored at most once per second per job).
     pub progress: ProgressSink,
 }
