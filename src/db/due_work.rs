@@ -649,15 +649,15 @@ const CANCEL_WAITING: &str = "\
 WITH c AS (
     DELETE FROM due_work WHERE id = $1 AND state <> 'running'
     RETURNING id, queue, kind, payload, priority, attempt, max_attempts, unique_key, schedule_id,
-              scheduled_for, metadata, run_at, created_at, attempted_at, concurrency_key
+              scheduled_for, metadata, run_at, created_at, attempted_at, concurrency_key, workflow_id
 )
 INSERT INTO job_history
     (id, queue, kind, payload, priority, state, attempt, max_attempts, unique_key, schedule_id,
      scheduled_for, metadata, output, last_error, run_at, created_at, attempted_at, finished_at,
-     concurrency_key)
+     concurrency_key, workflow_id)
 SELECT id, queue, kind, payload, priority, 'cancelled', attempt, max_attempts, unique_key, schedule_id,
        scheduled_for, metadata, NULL, 'cancelled by operator', run_at, created_at, attempted_at, now(),
-       concurrency_key
+       concurrency_key, workflow_id
 FROM c
 RETURNING id";
 
@@ -720,15 +720,15 @@ const RETRY_FINISHED: &str = "\
 WITH h AS (
     DELETE FROM job_history WHERE id = $1 AND state IN ('failed', 'cancelled')
     RETURNING id, queue, kind, payload, priority, attempt, max_attempts, unique_key, schedule_id,
-              scheduled_for, metadata, last_error, created_at, concurrency_key
+              scheduled_for, metadata, last_error, created_at, concurrency_key, workflow_id
 )
 INSERT INTO due_work
     (id, queue, kind, payload, priority, run_at, state, attempt, max_attempts, unique_key,
-     schedule_id, scheduled_for, metadata, last_error, created_at, concurrency_key)
+     schedule_id, scheduled_for, metadata, last_error, created_at, concurrency_key, workflow_id)
 SELECT id, queue, kind, payload, priority, now(), 'available', attempt,
        -- a fresh budget of attempts on top of those already spent
        attempt + max_attempts, unique_key, schedule_id, scheduled_for, metadata, last_error, created_at,
-       concurrency_key
+       concurrency_key, workflow_id
 FROM h
 RETURNING id";
 
