@@ -44,6 +44,8 @@ CREATE INDEX workflows_running_idx ON workflows (id) WHERE state = 'running';
 CREATE TABLE workflow_steps (
     workflow_id     uuid NOT NULL REFERENCES workflows (id) ON DELETE CASCADE,
     name            text NOT NULL,
+    -- Submit order, for display.
+    seq             bigint GENERATED ALWAYS AS IDENTITY,
     -- The id the step's job has (or will have) in due_work / job_history.
     job_id          uuid NOT NULL,
     -- waiting: dependencies pending (not claimable, not in due_work); enqueued: its job

@@ -19,6 +19,8 @@ use crate::pg_local::{LocalPg, StartOptions};
 use crate::scheduler::{Firer, Rescuer, RescuerOptions, Retention, ScheduleInput};
 use crate::worker::{Handlers, Worker, WorkerOptions};
 
+mod workflows;
+
 /// The example configuration `ordinaut dev` uses when there is no ordinaut.toml.
 const EXAMPLE_CONFIG: &str = include_str!("../ordinaut.example.toml");
 
@@ -53,6 +55,9 @@ pub enum Command {
     /// Create, list, pause, resume, trigger and delete cron schedules.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
+    /// Submit, show, list, cancel, retry and append to workflows (jobs with dependencies).
+    #[command(subcommand)]
+    Workflows(workflows::WorkflowsCommand),
     /// Measure throughput and latency on a real Postgres (a local one if DATABASE_URL is unset).
     Bench(crate::bench::BenchArgs),
     /// List queues with live counts, pause, resume, set defaults.
@@ -239,6 +244,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Schedules(cmd) => schedules_cmd(cmd, &config).await,
         Command::Dev(args) => dev(apply_worker_args(config, &args)?).await,
         Command::Jobs(cmd) => jobs(cmd, &config).await,
+        Command::Workflows(cmd) => workflows::run(cmd, &config).await,
         Command::Bench(args) => crate::bench::run(args, config.database_url.clone()).await,
         Command::Queues { command } => {
             queues_cmd(command.unwrap_or(QueuesCommand::List), &config).await

@@ -14,3 +14,4 @@ mod ops;
 mod poison;
 mod ui;
 mod worker;
+mod workflows;
