@@ -5,6 +5,7 @@
 //! [`worker::Handlers`] and enqueue through [`db::due_work::enqueue_many`].
 
 pub mod api;
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;

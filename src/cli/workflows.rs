@@ -59,7 +59,7 @@ fn read_json(file: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 /// Runs one `workflows` subcommand.
-pub async fn run(cmd: WorkflowsCommand, config: &Config) -> anyhow::Result<()> {
+pub(super) async fn run(cmd: WorkflowsCommand, config: &Config) -> anyhow::Result<()> {
     // Read and check input before touching the database.
     let input = match &cmd {
         WorkflowsCommand::Submit { file } | WorkflowsCommand::Append { file, .. } => {
@@ -80,8 +80,19 @@ pub async fn run(cmd: WorkflowsCommand, config: &Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let pool = super::connect_only(config).await?;
-    let spec = input.unwrap_or_default();
+    let pool = crate::app::connect_migrated(config).await?;
+    let result = execute(cmd, input.unwrap_or_default(), &pool, config).await;
+    pool.close().await;
+    result
+}
+
+async fn execute(
+    cmd: WorkflowsCommand,
+    spec: serde_json::Value,
+    pool: &crate::db::Pool,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let pool = pool.clone();
     match cmd {
         WorkflowsCommand::Submit { .. } => {
             let id = workflows::submit(&pool, &spec, config.default_max_attempts()).await?;

@@ -658,6 +658,26 @@ mod tests {
     }
 
     #[test]
+    fn redact_hides_passwords_in_the_user_part_and_the_query() {
+        // The redacted form is the parsed string written back (scheme `postgresql://`).
+        assert_eq!(
+            parse("postgres://app:hunter2@db:5432/jobs").redacted(),
+            "postgresql://app:***@db:5432/jobs"
+        );
+        let shown =
+            parse("postgres://app@db/jobs?sslmode=require&password=hunter2&sslpassword=k3y")
+                .redacted();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        assert!(shown.contains("app:***@db"), "{shown}");
+        let plain = parse("postgres://db/jobs?sslmode=disable").redacted();
+        assert!(plain.contains("db/jobs"), "{plain}");
+        assert!(!plain.contains("***"), "{plain}");
+    }
+
+    #[test]
     fn attributes_accept_the_servers_libpq_would() {
         use SessionAttrs::*;
         // (in_recovery, read_only)

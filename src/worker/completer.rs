@@ -96,7 +96,7 @@ impl Completer {
                 }
                 let attempts: Vec<(Uuid, i32)> =
                     finishes.iter().map(|f| (f.id, f.attempt)).collect();
-                this.shared.forget(&attempts);
+                this.shared.leases.forget(&attempts);
             });
         }
         while writing.join_next().await.is_some() {}

@@ -2,7 +2,7 @@
 //! advisory lock, used to refresh the worker row and extend all of its leases in one
 //! statement per tick.
 //!
-//! The claim loop claims only while this lock is confirmed (`Shared::lock_confirmed`):
+//! The claim loop claims only while this lock is confirmed (`Shared::lock`):
 //! the flag drops the moment a beat fails or does not answer within [`Heartbeat::
 //! timeout`] (shorter than a third of the lease), and comes back once a beat succeeds
 //! again. A connection that fails or hangs is dropped and the lock re-taken on a fresh
@@ -60,7 +60,7 @@ impl Heartbeat {
     /// Beats until `stop`; returns the lock connection (if up) for deregistration.
     pub async fn run(self, conn: PgConnection, stop: CancellationToken) -> Option<PgConnection> {
         let mut conn = Some(conn);
-        self.shared.set_lock_confirmed(true);
+        self.shared.lock.set_confirmed(true);
         let mut delay = RECONNECT_MIN;
         // One log line per kind of failure per backoff step, with a count.
         let mut failures: u64 = 0;
@@ -121,13 +121,13 @@ impl Heartbeat {
                             "worker lock confirmed again; claiming resumes"
                         );
                     }
-                    self.shared.set_lock_confirmed(true);
+                    self.shared.lock.set_confirmed(true);
                     failures = 0;
                     delay = RECONNECT_MIN;
                     last_ok = Instant::now();
                 }
                 Err((kind, error)) => {
-                    self.shared.set_lock_confirmed(false);
+                    self.shared.lock.set_confirmed(false);
                     failures += 1;
                     let message = match kind {
                         Failure::Beat => "worker heartbeat failed; not claiming",
@@ -208,20 +208,20 @@ impl Heartbeat {
             tracing::warn!(worker_id = %id, "worker row was removed (judged dead); re-registering");
             workers::register(conn, &self.registration).await?;
         }
-        let owned = self.shared.owned_attempts();
+        let owned = self.shared.leases.attempts();
         if owned.is_empty() {
             return Ok(());
         }
         let extended = due_work::extend_leases(conn, id, &owned, self.lease).await?;
         let kept: HashSet<Uuid> = extended.iter().map(|e| e.id).collect();
         for e in extended.iter().filter(|e| e.cancel_requested) {
-            if self.shared.cancel(&e.id) {
+            if self.shared.leases.cancel(&e.id) {
                 tracing::info!(job_id = %e.id, "cancel requested; stopping job");
             }
         }
         // A lease we no longer hold was rescued or finished elsewhere: stop the work.
         for (lost, attempt) in owned.iter().filter(|(i, _)| !kept.contains(i)) {
-            if self.shared.cancel_attempt(lost, *attempt) {
+            if self.shared.leases.cancel_attempt(lost, *attempt) {
                 tracing::warn!(job_id = %lost, attempt, "lease lost; stopping job");
             }
         }

@@ -103,7 +103,7 @@ async fn receive(
             }
             Ok(Some(n)) => {
                 if let Ok(id) = n.payload().parse::<Uuid>()
-                    && shared.cancel(&id)
+                    && shared.leases.cancel(&id)
                 {
                     tracing::info!(job_id = %id, "cancel requested; stopping job");
                 }

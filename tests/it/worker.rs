@@ -482,3 +482,53 @@ async fn http_kinds_map_status_codes_to_outcomes() {
     assert_eq!(attempt, 0);
     assert!(delay > 100.0, "Retry-After honoured ({delay}s)");
 }
+
+/// One claim round driven alone: the limited queue gets its share of the free slots
+/// (never beyond its limit), the unlimited queue the rest of the room, and every job
+/// handed over is leased to the claiming worker.
+#[tokio::test]
+async fn one_claim_round_shares_the_free_slots_and_leases_what_it_returns() {
+    use ordinaut::worker::claim::{ClaimPlan, ClaimSize};
+    let db = TestDb::new().await;
+    sqlx::query("INSERT INTO queues (name, concurrency_limit) VALUES ('limited', 3)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let jobs: Vec<NewJob> = (0..10)
+        .flat_map(|_| {
+            [
+                NewJob::new("limited", "k", json!({})),
+                NewJob::new("q", "k", json!({})),
+            ]
+        })
+        .collect();
+    due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
+    let worker = Uuid::now_v7();
+    let plan = ClaimPlan {
+        pool: db.pool.clone(),
+        queues: vec!["limited".into(), "q".into()],
+        limited: vec!["limited".into()],
+        size: ClaimSize { room: 8, free: 8 },
+        worker,
+        lease: Duration::from_secs(30),
+    };
+    let mut got = Vec::new();
+    let report = plan.run_once(|jobs| got.extend(jobs)).await;
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert!(
+        report.full,
+        "the unlimited queue had more than it was asked for"
+    );
+    let from = |q: &str| got.iter().filter(|j| j.queue == q).count();
+    // Half the free slots for the limited queue, capped at its limit of 3; the
+    // unlimited queue fills the room.
+    assert_eq!((from("limited"), from("q")), (3, 5));
+    let leased: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM due_work WHERE state = 'running' AND lease_owner = $1",
+    )
+    .bind(worker)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(leased, 8);
+}

@@ -1,0 +1,51 @@
+//! `ordinaut api`: bind, connect (waiting for a writable primary), serve until a signal.
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::{db_config, start, wait_for_primary};
+use crate::config::Config;
+use crate::db::{self, DbConfig};
+
+/// `ordinaut api`: migrate, bind, serve until a signal, then shut down gracefully.
+pub async fn api(config: &Config) -> anyhow::Result<()> {
+    let db = DbConfig {
+        max_connections: config.api.db_pool_size,
+        ..db_config(config)?
+    };
+    let shutdown = crate::shutdown::on_signal();
+    let listener = bind(config).await?;
+    let Some(pool) = wait_for_primary(&db, &shutdown, || start(&db)).await? else {
+        return Ok(());
+    };
+    serve(config, pool.clone(), listener, shutdown).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Binds API_HOST:API_PORT.
+pub(super) async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr = format!("{}:{}", config.api.host, config.api.port);
+    tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("while binding the API to {addr}"))
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub(super) async fn serve(
+    config: &Config,
+    pool: db::Pool,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let local = listener
+        .local_addr()
+        .context("while reading the bound address")?;
+    tracing::info!(address = %local, "api listening");
+    let state = crate::api::AppState::new(pool, crate::api::ApiSettings::from_config(config));
+    crate::api::serve(listener, state, shutdown)
+        .await
+        .context("while serving the API")?;
+    tracing::info!("api stopped");
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! One job's page and its actions (cancel, retry, run now, delete).
+
+#![allow(clippy::result_large_err)]
+
+use super::*;
+
+// ---------------------------------------------------------------- job detail
+
+/// One job: everything about it and its attempts, live until it ends; actions.
+pub async fn job(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(done): Query<Done>,
+) -> Page {
+    let body = job_body(&state, &viewer, id).await?;
+    ok(page(
+        &viewer,
+        "Job",
+        "/ui/jobs",
+        html! { (flash_banner(done.done.as_deref())) (body) },
+    ))
+}
+
+/// The live part of the job page, polled while the job is not finished.
+pub async fn job_fragment(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Page {
+    ok(job_body(&state, &viewer, id).await?)
+}
+
+async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Markup, Response> {
+    let detail = jobs::get(
+        State(state.clone()),
+        Path(id.clone()),
+        crate::api::extract::Query(GetQuery { wait: None }),
+    )
+    .await
+    .map_err(|e| refused(viewer, e))?
+    .0;
+    let j = &detail.job;
+    let s = state_name(j.state);
+    let terminal = j.state.as_state().is_terminal();
+    let fragment = format!("/ui/fragments/jobs/{}", j.id);
+    let meta = |key: &str| {
+        j.metadata
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    Ok(html! {
+        div #job data-state=(s) hx-get=[(!terminal).then_some(&fragment)] hx-trigger=[(!terminal).then_some("every 1s")] hx-swap="outerHTML" {
+            dl.facts {
+                dt { "Id" } dd.mono #job-id { (j.id) }
+                dt { "State" } dd #job-state { (state_badge(s)) }
+                dt { "Queue" } dd { a href={ "/ui/jobs?queue=" (j.queue) } { (j.queue) } }
+                dt { "Kind" } dd { (j.kind) }
+                dt { "Attempt" } dd { (j.attempt) " of " (j.max_attempts) }
+                dt { "Priority" } dd { (j.priority) }
+                dt { "Run at" } dd { (time(&j.run_at)) }
+                dt { "Created" } dd { (time(&j.created_at)) }
+                dt { "Started" } dd { (time_opt(&j.attempted_at)) }
+                dt { "Finished" } dd { (time_opt(&j.finished_at)) }
+                @if let Some(w) = j.lease_owner { dt { "Worker" } dd.mono { (w) } }
+                @if let Some(k) = &j.unique_key { dt { "Unique key" } dd.mono { (k) } }
+                @if let Some(sid) = j.schedule_id { dt { "Schedule" } dd.mono { (sid) } }
+                @if let Some(r) = meta("request_id") { dt { "Request id" } dd.mono { (r) } }
+                @if let Some(t) = meta("traceparent").or_else(|| meta("trace_id")) { dt { "Trace" } dd.mono { (t) } }
+            }
+            @if viewer.access.can_write() {
+                div.actions #job-actions {
+                    @if !terminal {
+                        (action_button(viewer, &format!("/ui/jobs/{}/cancel", j.id), "Cancel", "cancel", None))
+                    }
+                    @if j.state == StateName::Scheduled {
+                        (action_button(viewer, &format!("/ui/jobs/{}/run-now", j.id), "Run now", "run-now", None))
+                    }
+                    @if matches!(j.state, StateName::Failed | StateName::Cancelled) {
+                        (action_button(viewer, &format!("/ui/jobs/{}/retry", j.id), "Retry", "retry", None))
+                    }
+                    @if j.state != StateName::Running {
+                        (action_button(viewer, &format!("/ui/jobs/{}/delete", j.id), "Delete", "delete", Some("Delete this job and its attempts for good?")))
+                    }
+                    a.button #copy href={ "/ui/enqueue?copy=" (j.id) } { "Enqueue a copy…" }
+                }
+            }
+            h2 { "Payload" }
+            pre.json #payload { (pretty(&j.payload)) }
+            @if let Some(o) = &j.output { h2 { "Output" } pre.json #output { (pretty(o)) } }
+            @if let Some(e) = &j.last_error { h2 { "Last error" } pre.error #last-error { (e) } }
+            h2 { "Metadata" }
+            pre.json { (pretty(&j.metadata)) }
+            h2 { "Attempts" }
+            @if detail.attempts.is_empty() {
+                p.muted { @if j.state == StateName::Running { "The first attempt is running." } @else { "No finished attempt yet." } }
+            }
+            @for a in &detail.attempts {
+                section.attempt data-attempt=(a.attempt) {
+                    h3 { "Attempt " (a.attempt) " · " (state_badge(&a.outcome)) }
+                    dl.facts {
+                        dt { "Worker" } dd.mono { (a.worker_id.map(|w| w.to_string()).unwrap_or_else(|| "—".into())) }
+                        dt { "Started" } dd { (time_opt(&a.started_at)) }
+                        dt { "Finished" } dd { (time(&a.finished_at)) }
+                        @if let Some(st) = a.started_at {
+                            dt { "Took" } dd { (seconds((a.finished_at - st).num_milliseconds() as f64 / 1000.0)) }
+                        }
+                    }
+                    @if let Some(e) = &a.error { pre.error { (e) } }
+                    @if let Some(l) = &a.log { details open { summary { "Captured log" } pre.log { (l) } } }
+                }
+            }
+        }
+    })
+}
+
+/// Cancel a job (the API's rules and answers).
+pub async fn job_cancel(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Page {
+    act(&viewer, jobs::cancel(State(state), Path(id.clone())), |r| {
+        format!("/ui/jobs/{id}?done={}", r.0.result)
+    })
+    .await
+}
+
+/// Retry a failed or cancelled job.
+pub async fn job_retry(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Page {
+    act(&viewer, jobs::retry(State(state), Path(id.clone())), |_| {
+        format!("/ui/jobs/{id}?done=retried")
+    })
+    .await
+}
+
+/// Make a job waiting for a future time due now.
+pub async fn job_run_now(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Page {
+    act(
+        &viewer,
+        dashboard::run_now(State(state), Path(id.clone())),
+        |_| format!("/ui/jobs/{id}?done=run_now"),
+    )
+    .await
+}
+
+/// Delete a finished or waiting job.
+pub async fn job_delete(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Extension(access): Extension<Access>,
+    Path(id): Path<String>,
+) -> Page {
+    act(
+        &viewer,
+        dashboard::delete_job(State(state), Extension(access), Path(id)),
+        |_| "/ui/jobs?done=deleted".into(),
+    )
+    .await
+}

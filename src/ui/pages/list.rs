@@ -1,0 +1,179 @@
+//! The jobs list: filters, search, a live first page, cursor pages.
+
+#![allow(clippy::result_large_err)]
+
+use super::*;
+
+// ---------------------------------------------------------------- jobs
+
+/// Filters of the jobs page.
+#[derive(Debug, Default, Deserialize)]
+pub struct JobsQuery {
+    queue: Option<String>,
+    kind: Option<String>,
+    state: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    cursor: Option<String>,
+}
+
+impl JobsQuery {
+    fn query_string(&self, with_cursor: bool) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        for (k, v) in [
+            ("queue", &self.queue),
+            ("kind", &self.kind),
+            ("state", &self.state),
+            ("created_after", &self.created_after),
+            ("created_before", &self.created_before),
+        ] {
+            if let Some(v) = given(v) {
+                pairs.push((k, v));
+            }
+        }
+        if with_cursor && let Some(c) = given(&self.cursor) {
+            pairs.push(("cursor", c));
+        }
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+}
+
+async fn job_page(state: &AppState, q: &JobsQuery) -> Result<(Vec<Job>, Option<String>), ApiError> {
+    let page = jobs::list(
+        State(state.clone()),
+        crate::api::extract::Query(ListQuery {
+            queue: given(&q.queue),
+            kind: given(&q.kind),
+            state: parse_state(&q.state)?,
+            created_after: utc_time(&q.created_after),
+            created_before: utc_time(&q.created_before),
+            cursor: given(&q.cursor),
+            limit: Some(50),
+        }),
+    )
+    .await?
+    .0;
+    Ok((page.jobs, page.next_cursor))
+}
+
+/// Jobs: filters, a live first page, cursor pages, and bulk actions on the filter.
+pub async fn jobs(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<JobsQuery>,
+) -> Page {
+    let (rows, next) = job_page(&state, &q)
+        .await
+        .map_err(|e| refused(&viewer, e))?;
+    let known = queue_names(&state).await;
+    let body = html! {
+        form.filters method="get" action="/ui/jobs" role="search" {
+            label { "Queue " input name="queue" list="known-queues" value=[given(&q.queue)]; }
+            label { "Kind " input name="kind" list="known-kinds" value=[given(&q.kind)]; }
+            label { "State "
+                select name="state" {
+                    option value="" { "any" }
+                    @for s in STATES {
+                        option value=(s) selected[given(&q.state).as_deref() == Some(s)] { (s) }
+                    }
+                }
+            }
+            label { "Created after (UTC) " input name="created_after" type="datetime-local" value=[given(&q.created_after)]; }
+            label { "before " input name="created_before" type="datetime-local" value=[given(&q.created_before)]; }
+            button type="submit" #apply-filter { "Filter" }
+            (datalists(&state, &known))
+        }
+        (jobs_table(&q, &rows, next.as_deref(), viewer.access.can_write()))
+        @if viewer.access.can_write() {
+            form.actions method="post" action="/ui/bulk/preview" #selected-form {
+                (csrf_field(&viewer))
+                input type="hidden" name="selection" value="1";
+                label { "Selected jobs: "
+                    select name="action" #selected-action {
+                        option value="retry" { "retry" }
+                        option value="cancel" { "cancel" }
+                        option value="delete" { "delete" }
+                    }
+                }
+                button type="submit" #selected-preview { "Act on selected…" }
+                span.hint { "Ticking a box pauses the live refresh." }
+            }
+            section.bulk aria-labelledby="bulk-h" {
+                h2 #bulk-h { "Act on every job matching this filter" }
+                form method="post" action="/ui/bulk/preview" {
+                    (csrf_field(&viewer))
+                    (filter_fields(&q.queue, &q.kind, &q.state))
+                    (time_fields(&q.created_after, &q.created_before))
+                    label { "Action "
+                        select name="action" #bulk-action {
+                            option value="retry" { "retry (failed and cancelled jobs)" }
+                            option value="cancel" { "cancel (live jobs)" }
+                            option value="delete" { "delete (finished and waiting jobs)" }
+                        }
+                    }
+                    button type="submit" #bulk-preview { "Count matching jobs…" }
+                }
+            }
+        }
+    };
+    ok(page(&viewer, "Jobs", "/ui/jobs", body))
+}
+
+/// The live first page of the jobs list.
+pub async fn jobs_fragment(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<JobsQuery>,
+) -> Page {
+    let (rows, next) = job_page(&state, &q)
+        .await
+        .map_err(|e| refused(&viewer, e))?;
+    ok(jobs_table(
+        &q,
+        &rows,
+        next.as_deref(),
+        viewer.access.can_write(),
+    ))
+}
+
+fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>, select: bool) -> Markup {
+    let live = given(&q.cursor).is_none();
+    let fragment = format!("/ui/fragments/jobs?{}", q.query_string(false));
+    html! {
+        div #jobs hx-get=[live.then_some(&fragment)] hx-trigger=[live.then_some("every 2s")] hx-swap="outerHTML" {
+            @if rows.is_empty() {
+                p.muted #no-jobs { "No jobs match." }
+            } @else {
+                div.scroll {
+                table #jobs-table {
+                    thead { tr { @if select { th { span.visually-hidden { "Select" } } } th { "Job" } th { "Queue" } th { "Kind" } th { "State" } th { "Attempt" } th { "Created" } th { "Finished" } th { "Last error" } } }
+                    tbody {
+                        @for j in rows {
+                            @let s = state_name(j.state);
+                            tr data-job=(j.id) data-state=(s) {
+                                @if select {
+                                    td { input.pick type="checkbox" name="ids" value=(j.id) form="selected-form" aria-label={ "select job " (j.id) }; }
+                                }
+                                td { a.mono href={ "/ui/jobs/" (j.id) } { (short(&j.id.to_string())) } }
+                                td { (j.queue) } td { (j.kind) } td { (state_badge(s)) }
+                                td.num { (j.attempt) " / " (j.max_attempts) }
+                                td { (time(&j.created_at)) } td { (time_opt(&j.finished_at)) }
+                                td.error-cell { (j.last_error.as_deref().map(|e| truncate(e, 120)).unwrap_or_default()) }
+                            }
+                        }
+                    }
+                }
+                }
+            }
+            @if let Some(c) = next {
+                @let nq = JobsQuery {
+                    queue: q.queue.clone(), kind: q.kind.clone(), state: q.state.clone(),
+                    created_after: q.created_after.clone(), created_before: q.created_before.clone(),
+                    cursor: Some(c.to_owned()),
+                };
+                p { a #next-page href={ "/ui/jobs?" (nq.query_string(true)) } { "Older jobs →" } }
+            }
+            @if !live { p { a href={ "/ui/jobs?" (q.query_string(false)) } { "← Newest jobs (live)" } } }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Page and action handlers. Each reads through, or acts by calling, the `/v1` handler
+//! that does the same (so validation and messages are the API's); these modules only turn
+//! forms into requests and answers into HTML.
+
+// Handlers answer with a Response either way (a page or an error page); boxing the
+// error side would only add an allocation per refused request.
+#![allow(clippy::result_large_err)]
+
+use axum::extract::{Extension, Form, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::auth::Viewer;
+use super::layout::{
+    self, csrf_field, flash_banner, page, pretty, respond, seconds, state_badge, time, time_opt,
+};
+use crate::api::dashboard::{self, AuditQuery, BulkRequest, StatsQuery};
+use crate::api::error::ApiError;
+use crate::api::extract::{Access, Json, Path, RequestId};
+use crate::api::jobs::{self, EnqueueRequest, GetQuery, Job, ListQuery, StateName};
+use crate::api::queues::{self, QueueSettingsRequest};
+use crate::api::{AppState, schedules, workers};
+
+mod bulk;
+mod enqueue;
+mod job;
+mod list;
+mod overview;
+mod queue;
+mod schedule;
+mod worker;
+
+pub use self::{
+    bulk::*, enqueue::*, job::*, list::*, overview::*, queue::*, schedule::*, worker::*,
+};
+
+type Page = Result<Response, Response>;
+
+/// An API refusal as a page naming the problem; our own failure as the generic page.
+fn refused(viewer: &Viewer, e: ApiError) -> Response {
+    match e {
+        ApiError::Internal(detail) => layout::internal(&detail),
+        other => layout::error_page(viewer, other.status(), &other.to_string()),
+    }
+}
+
+/// Runs an action through its `/v1` handler, then redirects to where `to` says (or
+/// shows the refusal).
+async fn act<T>(
+    viewer: &Viewer,
+    call: impl std::future::Future<Output = Result<T, ApiError>>,
+    to: impl FnOnce(T) -> String,
+) -> Page {
+    let done = call.await.map_err(|e| refused(viewer, e))?;
+    Ok(Redirect::to(&to(done)).into_response())
+}
+
+/// A submitted form's outcome: a redirect to the `Ok` address, or the form again
+/// (`form(message)`, on the page `(title, nav)`) with the API's refusal and status.
+fn form_outcome(
+    viewer: &Viewer,
+    result: Result<String, ApiError>,
+    (title, nav): (&str, &str),
+    form: impl FnOnce(&str) -> Markup,
+) -> Page {
+    match result {
+        Ok(to) => Ok(Redirect::to(&to).into_response()),
+        Err(ApiError::Internal(d)) => Err(layout::internal(&d)),
+        Err(e) => Ok(respond(
+            e.status(),
+            page(viewer, title, nav, form(&e.to_string())),
+        )),
+    }
+}
+
+fn ok(markup: Markup) -> Page {
+    Ok(respond(StatusCode::OK, markup))
+}
+
+/// A time field: RFC 3339 as is; a browser's `datetime-local` value
+/// ("2026-12-01T09:30") is read as UTC; anything else goes to the API to refuse.
+fn utc_time(v: &Option<String>) -> Option<String> {
+    let text = given(v)?;
+    let local = text.len() == 16 && text.as_bytes().get(10) == Some(&b'T');
+    Some(if local { format!("{text}:00Z") } else { text })
+}
+
+/// Empty form and query fields mean "not given".
+fn given(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn parse_state(v: &Option<String>) -> Result<Option<StateName>, ApiError> {
+    given(v)
+        .map(|s| {
+            serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|_| {
+                ApiError::invalid(
+                    "state",
+                    format!(
+                        "{s:?} is not scheduled, available, running, completed, failed or cancelled"
+                    ),
+                )
+            })
+        })
+        .transpose()
+}
+
+const STATES: [&str; 6] = [
+    "scheduled",
+    "available",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+];
+
+/// `?done=` after a redirecting action.
+#[derive(Debug, Deserialize)]
+pub struct Done {
+    done: Option<String>,
+}
+
+fn filter_fields(queue: &Option<String>, kind: &Option<String>, state: &Option<String>) -> Markup {
+    html! {
+        @if let Some(v) = given(queue) { input type="hidden" name="queue" value=(v); }
+        @if let Some(v) = given(kind) { input type="hidden" name="kind" value=(v); }
+        @if let Some(v) = given(state) { input type="hidden" name="state" value=(v); }
+    }
+}
+
+fn time_fields(after: &Option<String>, before: &Option<String>) -> Markup {
+    html! {
+        @if let Some(v) = given(after) { input type="hidden" name="created_after" value=(v); }
+        @if let Some(v) = given(before) { input type="hidden" name="created_before" value=(v); }
+    }
+}
+
+fn state_name(s: StateName) -> &'static str {
+    s.as_state().as_str()
+}
+
+fn short(id: &str) -> String {
+    // UUIDv7: the first groups are the time, the last are random; show the tail.
+    id.get(24..).unwrap_or(id).to_owned()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+async fn queue_names(state: &AppState) -> Vec<String> {
+    queues::list(State(state.clone()))
+        .await
+        .map(|l| l.0.queues.into_iter().map(|q| q.name).collect())
+        .unwrap_or_default()
+}
+
+fn datalists(state: &AppState, queues: &[String]) -> Markup {
+    html! {
+        datalist #known-queues { @for q in queues { option value=(q) {} } }
+        datalist #known-kinds { @for k in state.settings().config.kinds.keys() { option value=(k) {} } }
+    }
+}
+
+fn action_button(
+    viewer: &Viewer,
+    action: &str,
+    label: &str,
+    id: &str,
+    confirm: Option<&str>,
+) -> Markup {
+    html! {
+        form.inline method="post" action=(action) data-confirm=[confirm] {
+            (csrf_field(viewer))
+            button type="submit" id=(id) { (label) }
+        }
+    }
+}
+
+fn int_field(name: &str, v: &Option<String>) -> Result<Option<i32>, ApiError> {
+    given(v)
+        .map(|s| {
+            s.parse::<i32>()
+                .map_err(|_| ApiError::invalid(name, format!("{s:?} is not a whole number")))
+        })
+        .transpose()
+}

@@ -1,0 +1,295 @@
+//! Schedules: the list with next fires, one schedule's fires, the form, actions.
+
+#![allow(clippy::result_large_err)]
+
+use super::*;
+
+// ---------------------------------------------------------------- schedules
+
+/// Schedules with next fire times (UTC, the schedule's zone, the viewer's); actions.
+pub async fn schedules(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(done): Query<Done>,
+) -> Page {
+    let list = schedules::list(State(state))
+        .await
+        .map_err(|e| refused(&viewer, e))?
+        .0
+        .schedules;
+    let body = html! {
+        (flash_banner(done.done.as_deref()))
+        @if list.is_empty() { p.muted { "No schedules. Declare them in ordinaut.toml or POST /v1/schedules." } } @else {
+        div.scroll {
+        table #schedules-table {
+            thead { tr { th { "Schedule" } th { "Cron" } th { "Job" } th { "State" } th { "Next fire (UTC)" } th { "In its zone" } th { "Last fire" } th { span.visually-hidden { "Actions" } } } }
+            tbody {
+                @for s in &list {
+                    @let zoned = s.timezone.parse::<chrono_tz::Tz>().ok().map(|tz| s.next_run_at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string());
+                    tr data-schedule=(s.name) {
+                        td { a href={ "/ui/schedules/" (s.name) } { (s.name) } @if s.declared { " " span.badge title="declared in ordinaut.toml" { "file" } } }
+                        td.mono { (s.cron) }
+                        td { (s.queue) " / " (s.kind) }
+                        td { @if s.paused { span.badge.warn { "paused" } } @else { "active" } }
+                        td { (time(&s.next_run_at)) }
+                        td { (zoned.unwrap_or_default()) " " span.muted { (s.timezone) } }
+                        td { (time_opt(&s.last_run_at)) }
+                        td.actions {
+                            @if viewer.access.can_write() {
+                                @if s.paused {
+                                    (action_button(&viewer, &format!("/ui/schedules/{}/resume", s.name), "Resume", &format!("resume-{}", s.name), None))
+                                } @else {
+                                    (action_button(&viewer, &format!("/ui/schedules/{}/pause", s.name), "Pause", &format!("pause-{}", s.name), None))
+                                }
+                                (action_button(&viewer, &format!("/ui/schedules/{}/trigger", s.name), "Run now", &format!("trigger-{}", s.name), None))
+                                a.button href={ "/ui/schedules-new?edit=" (s.name) } id={ "edit-" (s.name) } { "Edit" }
+                                (action_button(&viewer, &format!("/ui/schedules/{}/delete", s.name), "Delete", &format!("delete-{}", s.name), Some("Delete this schedule? Its jobs stay.")))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        }
+        }
+        p.hint { "Hover a time to see it in your own time zone." }
+        @if viewer.access.can_write() { p { a.button #new-schedule href="/ui/schedules-new" { "New schedule…" } } }
+    };
+    ok(page(&viewer, "Schedules", "/ui/schedules", body))
+}
+
+/// One schedule: its job template and its recent fires (with their jobs, misses and
+/// overlap skips).
+pub async fn schedule(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    let s = schedules::get(State(state), Path(name.clone()))
+        .await
+        .map_err(|e| refused(&viewer, e))?
+        .0;
+    let zoned = |t: &chrono::DateTime<Utc>| {
+        s.timezone
+            .parse::<chrono_tz::Tz>()
+            .map(|tz| {
+                t.with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M:%S %Z")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    let body = html! {
+        dl.facts {
+            dt { "Cron" } dd.mono { (s.cron) }
+            dt { "Zone" } dd { (s.timezone) }
+            dt { "Job" } dd { (s.queue) " / " (s.kind) }
+            dt { "State" } dd { @if s.paused { span.badge.warn { "paused" } } @else { "active" } }
+            dt { "Overlap" } dd { (s.overlap) }
+            dt { "Next fire" } dd { (time(&s.next_run_at)) " UTC · " (zoned(&s.next_run_at)) }
+            dt { "Last fire" } dd { (time_opt(&s.last_run_at)) }
+        }
+        h2 { "Payload" }
+        pre.json { (pretty(&s.payload)) }
+        h2 { "Recent fires" }
+        @let fires = s.recent_fires.as_deref().unwrap_or_default();
+        @if fires.is_empty() { p.muted #no-fires { "It has not fired yet." } } @else {
+            div.scroll {
+            table #fires-table {
+                thead { tr { th { "Fire time (UTC)" } th { "In its zone" } th { "Outcome" } th { "Job" } th { "Skipped" } } }
+                tbody {
+                    @for f in fires {
+                        tr {
+                            td { (time(&f.fire_time)) } td { (zoned(&f.fire_time)) }
+                            td { (f.outcome) }
+                            td { @if let Some(j) = f.job_id { a.mono href={ "/ui/jobs/" (j) } { (short(&j.to_string())) } } }
+                            td.num { @if f.skipped > 0 { (f.skipped) } }
+                        }
+                    }
+                }
+            }
+            }
+        }
+    };
+    ok(page(
+        &viewer,
+        &format!("Schedule {name}"),
+        "/ui/schedules",
+        body,
+    ))
+}
+
+/// Fields of the schedule form (create, or replace by name).
+#[derive(Debug, Default, Deserialize)]
+pub struct ScheduleForm {
+    name: Option<String>,
+    cron: Option<String>,
+    timezone: Option<String>,
+    queue: Option<String>,
+    kind: Option<String>,
+    payload: Option<String>,
+    overlap: Option<String>,
+    /// Prefill from this schedule (GET only).
+    edit: Option<String>,
+}
+
+/// The schedule form, empty or prefilled from `?edit=<name>`.
+pub async fn schedule_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(mut f): Query<ScheduleForm>,
+) -> Page {
+    if let Some(name) = given(&f.edit) {
+        let s = schedules::get(State(state.clone()), Path(name))
+            .await
+            .map_err(|e| refused(&viewer, e))?
+            .0;
+        f = ScheduleForm {
+            name: Some(s.name),
+            cron: Some(s.cron),
+            timezone: Some(s.timezone),
+            queue: Some(s.queue),
+            kind: Some(s.kind),
+            payload: Some(pretty(&s.payload)),
+            overlap: Some(s.overlap),
+            edit: None,
+        };
+    }
+    ok(page(
+        &viewer,
+        "Schedule",
+        "/ui/schedules",
+        schedule_markup(&state, &viewer, &f, None),
+    ))
+}
+
+fn schedule_markup(
+    state: &AppState,
+    viewer: &Viewer,
+    f: &ScheduleForm,
+    error: Option<&str>,
+) -> Markup {
+    html! {
+        p.hint { "Saving a name that exists replaces that schedule. Schedules declared in ordinaut.toml are rewritten from the file when the scheduler starts." }
+        form.card.stack method="post" action="/ui/schedules" #schedule-form {
+            (csrf_field(viewer))
+            @if let Some(e) = error { p.error role="alert" #form-error { (e) } }
+            label { "Name" input name="name" #name required value=[given(&f.name)]; }
+            label { "Cron" input name="cron" #cron required value=[given(&f.cron)] placeholder="30 2 * * *"; }
+            label { "Time zone" input name="timezone" #timezone value=[given(&f.timezone)] placeholder=(state.settings().config.tz); }
+            label { "Queue" input name="queue" #queue required value=(given(&f.queue).unwrap_or_else(|| "default".into())); }
+            label { "Kind" input name="kind" #kind list="known-kinds" required value=[given(&f.kind)]; }
+            label { "Payload (JSON)"
+                textarea name="payload" #payload rows="6" spellcheck="false" data-json aria-describedby="payload-msg" {
+                    (given(&f.payload).unwrap_or_else(|| "{}".into()))
+                }
+            }
+            p.hint #payload-msg aria-live="polite" {}
+            label { "While the previous job is live"
+                select name="overlap" {
+                    option value="allow" selected[f.overlap.as_deref() != Some("skip")] { "fire anyway (allow)" }
+                    option value="skip" selected[f.overlap.as_deref() == Some("skip")] { "skip (skip)" }
+                }
+            }
+            button type="submit" #save-schedule disabled[!viewer.access.can_write()] { "Save" }
+            (datalists(state, &[]))
+        }
+    }
+}
+
+/// Saves a schedule through `POST /v1/schedules`'s handler; errors come back on the form.
+pub async fn schedule_save(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Form(f): Form<ScheduleForm>,
+) -> Page {
+    let payload = match given(&f.payload) {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| ApiError::invalid("payload", format!("is not valid JSON: {e}"))),
+    };
+    let result = match payload {
+        Ok(payload) => {
+            let req = schedules::ScheduleRequest {
+                name: given(&f.name).unwrap_or_default(),
+                cron: given(&f.cron).unwrap_or_default(),
+                timezone: given(&f.timezone),
+                queue: given(&f.queue).unwrap_or_default(),
+                kind: given(&f.kind).unwrap_or_default(),
+                payload,
+                priority: None,
+                max_attempts: None,
+                timeout: None,
+                unique_key: None,
+                overlap: given(&f.overlap),
+                misfire_grace: None,
+            };
+            schedules::create(State(state.clone()), Json(req))
+                .await
+                .map(|s| s.0.name)
+        }
+        Err(e) => Err(e),
+    };
+    form_outcome(
+        &viewer,
+        result.map(|name| format!("/ui/schedules/{}", urlencoded(&name))),
+        ("Schedule", "/ui/schedules"),
+        |e| schedule_markup(&state, &viewer, &f, Some(e)),
+    )
+}
+
+fn urlencoded(s: &str) -> String {
+    // Names are validated ([A-Za-z0-9_.:-]); nothing in them needs escaping in a path.
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+        .collect()
+}
+
+/// Pause a schedule.
+pub async fn schedule_pause(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    act(&viewer, schedules::pause(State(state), Path(name)), |_| {
+        "/ui/schedules?done=schedule_paused".into()
+    })
+    .await
+}
+
+/// Resume a schedule.
+pub async fn schedule_resume(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    act(&viewer, schedules::resume(State(state), Path(name)), |_| {
+        "/ui/schedules?done=schedule_resumed".into()
+    })
+    .await
+}
+
+/// Fire a schedule once now.
+pub async fn schedule_trigger(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    act(&viewer, schedules::trigger(State(state), Path(name)), |t| {
+        format!("/ui/jobs/{}", t.0.job_id)
+    })
+    .await
+}
+
+/// Delete a schedule.
+pub async fn schedule_delete(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Page {
+    act(&viewer, schedules::delete(State(state), Path(name)), |_| {
+        "/ui/schedules?done=schedule_deleted".into()
+    })
+    .await
+}

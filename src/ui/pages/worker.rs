@@ -1,0 +1,41 @@
+//! Live worker processes.
+
+#![allow(clippy::result_large_err)]
+
+use super::*;
+
+// ---------------------------------------------------------------- workers
+
+/// Live worker processes: host, queues, slots, heartbeat, the jobs they run.
+pub async fn workers(State(state): State<AppState>, viewer: Viewer) -> Page {
+    let list = workers::list(State(state))
+        .await
+        .map_err(|e| refused(&viewer, e))?
+        .0
+        .workers;
+    let now = Utc::now();
+    let body = html! {
+        @if list.is_empty() { p.muted #no-workers { "No worker is running." } } @else {
+        div.scroll {
+        table #workers-table {
+            thead { tr { th { "Worker" } th { "Host" } th { "Queues" } th { "Slots busy / total" } th { "Last heartbeat" } th { "Started" } th { "Version" } th { "Running jobs" } } }
+            tbody {
+                @for w in &list {
+                    tr {
+                        td.mono { (short(&w.id.to_string())) }
+                        td { (w.hostname) " (pid " (w.pid) ")" }
+                        td { (w.queues.join(", ")) }
+                        td.num { (w.running) " / " (w.concurrency) }
+                        td { (time(&w.last_heartbeat_at)) " " span.muted { "(" (seconds((now - w.last_heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0)) " ago)" } }
+                        td { (time(&w.started_at)) }
+                        td { (w.version) }
+                        td { @for j in w.running_jobs.iter().take(20) { a.mono href={ "/ui/jobs/" (j) } { (short(&j.to_string())) } " " } }
+                    }
+                }
+            }
+        }
+        }
+        }
+    };
+    ok(page(&viewer, "Workers", "/ui/workers", body))
+}
