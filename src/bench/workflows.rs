@@ -15,7 +15,8 @@ use crate::db::workflows;
 
 /// Latency from each dependent's last dependency finishing to the dependent's claim,
 /// over the workflows whose name starts with `prefix`.
-const ACTIVATION: &str = "(SELECT extract(epoch FROM c.attempted_at - max(p.finished_at)) * 1000 AS v
+const ACTIVATION: &str =
+    "(SELECT extract(epoch FROM c.attempted_at - max(p.finished_at)) * 1000 AS v
      FROM workflows w
      JOIN workflow_edges e ON e.workflow_id = w.id
      JOIN workflow_steps cs ON cs.workflow_id = e.workflow_id AND cs.name = e.child
@@ -101,12 +102,8 @@ pub(super) async fn run(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchR
     wait_done(&db.pool, "diamond-", count as i64).await?;
     let diamond_secs = started.elapsed().as_secs_f64();
     let wal_per_workflow = (wal_lsn(&db.pool).await? - wal_before) as f64 / count as f64;
-    let (d50, _, d99, dmax) = percentiles(
-        &db.pool,
-        "v",
-        &ACTIVATION.replace("{prefix}", "diamond-"),
-    )
-    .await?;
+    let (d50, _, d99, dmax) =
+        percentiles(&db.pool, "v", &ACTIVATION.replace("{prefix}", "diamond-")).await?;
 
     // One fan-out/fan-in of 1,000 steps: root -> part-0..999 -> join.
     let parts: Vec<String> = (0..1000).map(|i| format!("part-{i}")).collect();

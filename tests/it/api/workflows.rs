@@ -96,7 +96,10 @@ async fn bad_workflows_get_a_400_naming_the_problem() {
             json!({"name": "w", "jobs": [{"name": "a", "queue": "q", "kind": "k", "timeout": "soon"}]}),
             "jobs[0].timeout",
         ),
-        (json!({"name": "w", "jobs": [{"name": "a", "queue": "q", "kind": "k", "bogus": 1}]}), "bogus"),
+        (
+            json!({"name": "w", "jobs": [{"name": "a", "queue": "q", "kind": "k", "bogus": 1}]}),
+            "bogus",
+        ),
         (json!({"name": "w"}), "jobs"),
     ];
     for (body, want) in cases {
