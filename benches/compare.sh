@@ -4,12 +4,14 @@
 # shared_buffers 1GB, fsync and synchronous_commit on), in one run, on this machine.
 # Writes the generated part of docs/BENCHMARKS.md (between the compare.sh markers; the
 # analysis around it is kept). After the peers' suite, the best peer (graphile_worker_rs,
-# tuned) is measured again alternating with Ordinaut, rep by rep, so the headline ratio
-# comes from the same minutes.
+# tuned) and Ordinaut are measured by the peers' own W1 method (benches/peers_method.py),
+# alternating rep by rep, so the headline ratio comes from the same minutes, with WAL
+# bytes, dead tuples and Postgres CPU per job for both.
 #
 # usage: benches/compare.sh                      all peers (about 40 minutes)
 #        PEERS_ONLY="graphile_worker_rs:tuned" benches/compare.sh   a subset of peers (W1 only)
-#        REPS=3 benches/compare.sh               repetitions of each Ordinaut scenario
+#        REPS=3 benches/compare.sh               alternating W1 reps (default 3)
+#        PEERS_SUITE=0 benches/compare.sh        skip the peers' suite (peers built already)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 peers_src=${PEERS_SRC:-$here/../shared/bench/peers}
@@ -25,7 +27,13 @@ echo "== peers" >&2
 # run.sh re-creates the cluster's data directory; its own stop is skipped when pg.sh is
 # not on PATH, so stop a cluster left running here first.
 [ -f "$PEERS_DIR/bench/pg.sh" ] && bash "$PEERS_DIR/bench/pg.sh" stop >&2 || true
-bash "$peers_src/run.sh" >&2
+if [ "${PEERS_SUITE:-1}" = 1 ]; then
+  bash "$peers_src/run.sh" >&2
+else
+  # The side-by-side part only, on the peers already built in $PEERS_DIR (their suite's
+  # RESULTS.md from an earlier run, if any, is kept).
+  mkdir -p "$PEERS_DIR" && cp -r "$peers_src/bench" "$PEERS_DIR/"
+fi
 
 echo "== ordinaut, on the same cluster" >&2
 cd "$PEERS_DIR/bench"
@@ -33,22 +41,34 @@ bash pg.sh start >&2
 trap 'bash "$PEERS_DIR/bench/pg.sh" stop >&2' EXIT
 ./machine.sh >/dev/null 2>&1 || true
 export DATABASE_URL="postgres://postgres@localhost/postgres?host=/tmp&port=55432"
-# Alternate Ordinaut and the best peer rep by rep: the machine drifts over the 40
-# minutes of the peers' suite, so only side-by-side reps give a fair ratio.
-orch=("$PEERS_DIR/python/.venv/bin/python" orchestrate.py)
-ours=()
-theirs=()
-for _ in $(seq 1 "$reps"); do
-  theirs+=("$("${orch[@]}" graphile_worker_rs tuned w1 1 2>/dev/null | tail -1 | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["worked_jobs_s"]))')")
-  ours+=("$("$bin" bench burn-down --jobs 100000 --concurrency 32 --json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["worked_jobs_per_sec"]))')")
-done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# W1 by the peers' method for both, alternating rep by rep (the machine drifts over the
+# 40 minutes of the peers' suite, so only side-by-side reps give a fair ratio): the
+# peers' orchestrator with Ordinaut added as one more system (benches/peers_method.py).
+py="$PEERS_DIR/python/.venv/bin/python"
+orch=("$py" orchestrate.py)
+runs=$("$py" "$here/benches/peers_method.py" "$bin" "$reps" graphile_worker_rs tuned 2>/dev/null)
+col() { printf '%s\n' "$runs" | python3 -c "import json,sys; n=int(sys.argv[3]); print(' '.join(str(round(d[sys.argv[2]], n) if n else round(d[sys.argv[2]])) for d in map(json.loads, sys.stdin) if d['system'] == sys.argv[1]))" "$1" "$2" "$3"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+read -ra ours <<<"$(col ordinaut worked_jobs_s 0)"
+read -ra theirs <<<"$(col graphile_worker_rs worked_jobs_s 0)"
 ours_med=$(median "${ours[@]}")
 theirs_med=$(median "${theirs[@]}")
 ratio=$(python3 -c "print(f'{$ours_med/$theirs_med:.2f}')")
+# Per-job footprint, medians over the reps.
+for m in wal_bytes_per_job:0 dead_tuples_per_job:2 pg_cpu_s_per_1000:4; do
+  declare "ours_${m%%:*}=$(median $(col ordinaut "${m%%:*}" "${m##*:}"))"
+  declare "theirs_${m%%:*}=$(median $(col graphile_worker_rs "${m%%:*}" "${m##*:}"))"
+done
 theirs_w2=$("${orch[@]}" graphile_worker_rs tuned w2 2>/dev/null | tail -1)
 w2=$("$bin" bench latency --count 500 --rate 50 --json)
+# Secondary: Ordinaut's own bench (no CHECKPOINT, end read from the worker's /metrics),
+# one and four worker processes back to back.
+own1=$("$bin" bench burn-down --jobs 100000 --concurrency 32 --json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["worked_jobs_per_sec"]))')
+own4=$("$bin" bench burn-down --jobs 100000 --concurrency 32 --workers 4 --json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["worked_jobs_per_sec"]))')
 cmd=$("$bin" bench command --jobs 2000 --json)
+# The physical limit of a process per job on this machine, measured in the same run.
+t0=$(date +%s.%N); seq 2000 | xargs -P 32 -n 1 true; t1=$(date +%s.%N)
+xargs_rate=$(python3 -c "print(round(2000/($t1-$t0)))")
 
 field() { python3 -c "import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print('-' if v is None else (f'{v:.0f}' if isinstance(v,float) and v>100 else (f'{v:.2f}' if isinstance(v,float) else v)))" "$1" "$2"; }
 
@@ -57,12 +77,16 @@ generated=$(
   echo
   echo "### Side by side, alternating rep by rep"
   echo
-  echo "| system | W1 worked jobs/s, each rep | median | W2 p50 / p99 / max ms |"
-  echo "|---|---|---|---|"
-  echo "| Ordinaut (defaults, history and attempt records kept) | ${ours[*]} | **$ours_med** | $(field "$w2" p50_ms) / $(field "$w2" p99_ms) / $(field "$w2" max_ms) |"
-  echo "| graphile_worker_rs 0.14, tuned | ${theirs[*]} | $theirs_med | $(field "$theirs_w2" p50_ms) / $(field "$theirs_w2" p99_ms) / $(field "$theirs_w2" max_ms) |"
+  echo "W1 by the peers' method for both (\`benches/peers_method.py\`: fresh database, migrate, 100,000 jobs enqueued in chunks of 10,000 through a public path, CHECKPOINT, one worker process with concurrency 32 spawned, remaining count polled from outside every 0.2 s), load average at the start $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
-  echo "W1 ratio: **${ratio}x** the best peer. A process per job (\`ordinaut bench command\`, 2,000 jobs running \`true\`): $(field "$cmd" worked_jobs_per_sec) jobs/s."
+  echo "| system | W1 worked jobs/s, each rep | median | WAL bytes/job | dead tuples/job | Postgres CPU s/1,000 jobs | W2 p50 / p99 / max ms |"
+  echo "|---|---|---|---|---|---|---|"
+  echo "| Ordinaut (defaults, history and attempt records kept) | ${ours[*]} | **$ours_med** | $ours_wal_bytes_per_job | $ours_dead_tuples_per_job | $ours_pg_cpu_s_per_1000 | $(field "$w2" p50_ms) / $(field "$w2" p99_ms) / $(field "$w2" max_ms) |"
+  echo "| graphile_worker_rs 0.14, tuned | ${theirs[*]} | $theirs_med | $theirs_wal_bytes_per_job | $theirs_dead_tuples_per_job | $theirs_pg_cpu_s_per_1000 | $(field "$theirs_w2" p50_ms) / $(field "$theirs_w2" p99_ms) / $(field "$theirs_w2" max_ms) |"
+  echo
+  echo "W1 ratio: **${ratio}x** the best peer. (Ordinaut's W2 from \`ordinaut bench latency\`, 500 enqueues at 50/s.)"
+  echo
+  echo "Secondary (Ordinaut's own \`ordinaut bench burn-down\`, no CHECKPOINT, end read from the worker's /metrics; not comparable with the peers): $own1 jobs/s with one worker process, $own4 with four. A process per job (\`ordinaut bench command\`, 2,000 jobs running \`true\`): $(field "$cmd" worked_jobs_per_sec) jobs/s, against $xargs_rate/s for \`seq 2000 | xargs -P 32 -n 1 true\` in the same run."
   echo
   echo "### Machine"
   echo
@@ -72,7 +96,11 @@ generated=$(
   echo
   echo "### Every peer, from the peers' suite in the same run"
   echo
-  sed -n '/^## Results/,$p' "$PEERS_DIR/RESULTS.md" | sed 's/^## /#### /; s/^### /#### /'
+  if [ "${PEERS_SUITE:-1}" = 1 ]; then
+    sed -n '/^## Results/,$p' "$PEERS_DIR/RESULTS.md" | sed 's/^## /#### /; s/^### /#### /'
+  else
+    echo "@@KEEP_PEERS@@"
+  fi
   echo
   echo "<!-- compare.sh:end -->"
 )
@@ -81,6 +109,10 @@ import re, sys
 path, block = sys.argv[1], sys.argv[2]
 text = open(path).read()
 pattern = re.compile(r"<!-- compare\.sh:begin.*?<!-- compare\.sh:end -->", re.S)
+old = pattern.search(text)
+# PEERS_SUITE=0: the peers' suite was not run; keep its tables from the previous run.
+kept = re.search(r"### Every peer.*?\n(.*?)\n<!-- compare\.sh:end -->", old.group(0), re.S) if old else None
+block = block.replace("@@KEEP_PEERS@@", (kept.group(1).rstrip() + "\n\n(From an earlier full run: this run skipped the peers' suite.)") if kept else "(The peers' suite was not run.)")
 text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n## Latest side-by-side run\n\n" + block + "\n"
 open(path, "w").write(text)
 PY

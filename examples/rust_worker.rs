@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let pool = db.connect().await.context("while connecting")?;
 
     // Kinds from ordinaut.toml (http, command) plus our own.
-    let mut handlers = Handlers::from_config(&config);
+    let mut handlers = Handlers::from_config(&config)?;
     handlers.register("resize_image", |ctx| async move {
         let Some(width) = ctx.job.payload["width"].as_u64() else {
             // A bad payload will not get better with retries.

@@ -12,9 +12,11 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::db::bench::Latency;
 use crate::db::{self, DbConfig, due_work, due_work::NewJob};
 use crate::pg_local::{LocalPg, StartOptions};
 
+mod ui;
 mod workflows;
 
 /// The queue every scenario uses.
@@ -37,6 +39,9 @@ pub enum Scenario {
     /// `--count` diamond workflows at `--target-rate` per second, then a fan-out/fan-in
     /// of 1,000 steps: workflows/s, activation latency, WAL per workflow.
     Workflows,
+    /// The dashboard's reads (jobs list, filters, searches, overview) with `--history`
+    /// finished (default 10,000,000) and `--live` waiting jobs: server time.
+    Ui,
 }
 
 /// Options of `ordinaut bench`.
@@ -76,6 +81,13 @@ pub struct BenchArgs {
     /// command and sustained: default none), to measure with a full history.
     #[arg(long)]
     pub history: Option<u64>,
+    /// Waiting jobs put in due_work before the run (ui).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub live: u64,
+    /// Drop this index after migrating (repeatable): to measure what an index costs,
+    /// alternating runs with and without it.
+    #[arg(long)]
+    pub drop_index: Vec<String>,
 }
 
 /// One run's figures.
@@ -147,6 +159,11 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
     let mut results = Vec::new();
     for rep in 0..args.reps.max(1) {
         let bench_db = FreshDb::create(&admin_url).await?;
+        for index in &args.drop_index {
+            db::bench::drop_index(&bench_db.pool, index)
+                .await
+                .with_context(|| format!("while dropping index {index}"))?;
+        }
         let result = match args.scenario {
             Scenario::BurnDown => burn_down(&bench_db, &args, "noop").await,
             Scenario::Command => burn_down(&bench_db, &args, "true_cmd").await,
@@ -154,6 +171,13 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
             Scenario::Sustained => sustained(&bench_db, &args, false).await,
             Scenario::Bloat => sustained(&bench_db, &args, true).await,
             Scenario::Workflows => workflows::run(&bench_db, &args).await,
+            Scenario::Ui => {
+                // Prints its own table (per request, not one BenchResult).
+                let r = ui::run(&bench_db, &args).await;
+                bench_db.drop_db().await;
+                r?;
+                continue;
+            }
         };
         bench_db.drop_db().await;
         let result = result?;
@@ -184,7 +208,6 @@ struct FreshDb {
 
 impl FreshDb {
     async fn create(admin_url: &str) -> anyhow::Result<FreshDb> {
-        let name = format!("ordinaut_bench_{}", uuid::Uuid::now_v7().simple());
         let admin = DbConfig {
             url: admin_url.to_owned(),
             schema: "public".into(),
@@ -195,10 +218,7 @@ impl FreshDb {
             .connect()
             .await
             .context("while connecting to the bench server")?;
-        // The name is generated from a UUID: safe to interpolate.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&pool)
-            .await?;
+        let name = db::bench::create_database(&pool, uuid::Uuid::now_v7()).await?;
         pool.close().await;
         let mut url = reqwest::Url::parse(admin_url).context("bench DATABASE_URL")?;
         url.set_path(&format!("/{name}"));
@@ -235,12 +255,7 @@ impl FreshDb {
             hot_path: false,
         };
         if let Ok(pool) = admin.connect().await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&pool)
-            .await;
+            let _ = db::bench::drop_database(&pool, &self.name).await;
             pool.close().await;
         }
     }
@@ -377,29 +392,16 @@ async fn burn_down(db: &FreshDb, args: &BenchArgs, kind: &str) -> anyhow::Result
     for w in workers {
         w.stop();
     }
-    let completed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM job_history WHERE state = 'completed' AND queue = $1",
-    )
-    .bind(QUEUE)
-    .fetch_one(&db.pool)
-    .await?;
+    let completed = db::bench::completed_in(&db.pool, QUEUE).await?;
     if completed != jobs as i64 {
         bail!("only {completed} of {jobs} jobs completed");
     }
     // The prefilled history rows count as one completed attempt each.
-    let attempts = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM all_attempts")
-        .fetch_one(&db.pool)
-        .await?
-        - history as i64;
+    let attempts = db::bench::attempts(&db.pool).await? - history as i64;
     if attempts != jobs as i64 {
         bail!("{attempts} attempts for {jobs} jobs: some job ran more than once");
     }
-    let (p50, p95, p99, max) = percentiles(
-        &db.pool,
-        "extract(epoch FROM attempted_at - run_at) * 1000",
-        "job_history WHERE queue = 'bench'",
-    )
-    .await?;
+    let (p50, p95, p99, max) = db::bench::percentiles(&db.pool, Latency::ClaimDelay).await?;
     Ok(BenchResult {
         scenario: if kind == "noop" {
             "burn-down"
@@ -445,9 +447,7 @@ async fn latency(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchResult> 
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM job_history")
-            .fetch_one(&db.pool)
-            .await?;
+        let done = db::bench::finished(&db.pool).await?;
         if done as usize >= args.count {
             break;
         }
@@ -460,12 +460,7 @@ async fn latency(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchResult> 
     for w in workers {
         w.stop();
     }
-    let (p50, p95, p99, max) = percentiles(
-        &db.pool,
-        "extract(epoch FROM attempted_at - (payload->>'t0')::timestamptz) * 1000",
-        "job_history",
-    )
-    .await?;
+    let (p50, p95, p99, max) = db::bench::percentiles(&db.pool, Latency::SinceEnqueue).await?;
     Ok(BenchResult {
         scenario: "latency".into(),
         jobs: args.count,
@@ -486,9 +481,7 @@ async fn latency(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchResult> 
 async fn wait_for_workers(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let live: i64 = sqlx::query_scalar("SELECT count(*) FROM workers")
-            .fetch_one(pool)
-            .await?;
+        let live = db::bench::workers(pool).await?;
         if live as usize >= n {
             return Ok(());
         }
@@ -499,48 +492,13 @@ async fn wait_for_workers(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     }
 }
 
-async fn percentiles(
-    pool: &PgPool,
-    expr: &str,
-    table: &str,
-) -> anyhow::Result<(f64, f64, f64, f64)> {
-    // Only our own constant expressions and table names reach this format!.
-    let sql = format!(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v), percentile_cont(0.95) WITHIN GROUP (ORDER BY v),
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY v), max(v)
-         FROM (SELECT ({expr})::float8 AS v FROM {table}) s"
-    );
-    let row: (Option<f64>, Option<f64>, Option<f64>, Option<f64>) =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_one(pool)
-            .await?;
-    Ok((
-        row.0.unwrap_or(0.0),
-        row.1.unwrap_or(0.0),
-        row.2.unwrap_or(0.0),
-        row.3.unwrap_or(0.0),
-    ))
-}
-
 /// Puts `n` finished jobs (queue `old`, spread over the last day) into history.
 async fn fill_history(db: &FreshDb, n: u64) -> anyhow::Result<()> {
     if n == 0 {
         return Ok(());
     }
     eprintln!("bench: inserting {n} finished jobs into history");
-    sqlx::query(
-        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
-                                  run_at, created_at, attempted_at, finished_at)
-         SELECT ordinaut_uuid_v7(), 'old', 'noop', '{}', 0, 'completed', 1, 4, '{}', now(), now(), now(),
-                now() - (g % 86400) * interval '1 second'
-         FROM generate_series(1, $1) AS g",
-    )
-    .bind(n as i64)
-    .execute(&db.pool)
-    .await?;
-    sqlx::query("VACUUM ANALYZE job_history")
-        .execute(&db.pool)
-        .await?;
+    db::bench::fill_history(&db.pool, n).await?;
     Ok(())
 }
 
@@ -563,16 +521,7 @@ async fn sustained(db: &FreshDb, args: &BenchArgs, bloat: bool) -> anyhow::Resul
         let pool = db.pool.clone();
         Some(tokio::spawn(async move {
             tokio::time::sleep(third).await;
-            let mut tx = pool.begin().await?;
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("SELECT count(*) FROM queues")
-                .execute(&mut *tx)
-                .await?;
-            eprintln!("bench: holding a REPEATABLE READ transaction open");
-            tokio::time::sleep(third).await;
-            tx.commit().await?;
+            db::bench::hold_snapshot(&pool, tokio::time::sleep(third)).await?;
             eprintln!("bench: released the transaction");
             anyhow::Ok(())
         }))
@@ -609,11 +558,7 @@ async fn sustained(db: &FreshDb, args: &BenchArgs, bloat: bool) -> anyhow::Resul
         h.await??;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM due_work")
-        .fetch_one(&db.pool)
-        .await?
-        > 0
-    {
+    while db::bench::live(&db.pool).await? > 0 {
         if Instant::now() > deadline {
             bail!("the backlog did not drain within 60 s after the producers stopped");
         }
@@ -650,21 +595,7 @@ async fn sustained(db: &FreshDb, args: &BenchArgs, bloat: bool) -> anyhow::Resul
     };
     let mut phases = Vec::new();
     for (name, from, to) in bounds {
-        let row: (i64, Option<f64>, Option<f64>) = sqlx::query_as(
-            "SELECT count(*),
-                    percentile_cont(0.5) WITHIN GROUP (ORDER BY lat),
-                    percentile_cont(0.99) WITHIN GROUP (ORDER BY lat)
-             FROM (SELECT extract(epoch FROM attempted_at - (payload->>'t0')::timestamptz) * 1000 AS lat
-                   FROM job_history
-                   WHERE queue = 'bench'
-                     AND attempted_at >= $1 + make_interval(secs => $2 / 1000.0)
-                     AND attempted_at < $1 + make_interval(secs => $3 / 1000.0)) s",
-        )
-        .bind(start)
-        .bind(from as f64)
-        .bind(to as f64)
-        .fetch_one(&db.pool)
-        .await?;
+        let row = db::bench::phase(&db.pool, start, from, to).await?;
         phases.push(Phase {
             name,
             started_per_sec: row.0 as f64 / ((to - from) as f64 / 1000.0),
@@ -672,18 +603,8 @@ async fn sustained(db: &FreshDb, args: &BenchArgs, bloat: bool) -> anyhow::Resul
             p99_ms: row.2.unwrap_or(0.0),
         });
     }
-    let (dead, table, index): (i64, i64, i64) = sqlx::query_as(
-        "SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'due_work'), 0),
-                pg_relation_size('due_work'), pg_indexes_size('due_work')",
-    )
-    .fetch_one(&db.pool)
-    .await?;
-    let (p50, p95, p99, max) = percentiles(
-        &db.pool,
-        "extract(epoch FROM attempted_at - (payload->>'t0')::timestamptz) * 1000",
-        "job_history WHERE queue = 'bench'",
-    )
-    .await?;
+    let (dead, table, index) = db::bench::due_work_size(&db.pool).await?;
+    let (p50, p95, p99, max) = db::bench::percentiles(&db.pool, Latency::SinceEnqueue).await?;
     Ok(BenchResult {
         scenario: if bloat { "bloat" } else { "sustained" }.into(),
         jobs: sent,

@@ -12,7 +12,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::model::{validate_name, validate_schema};
+pub use crate::kinds::KindConfig;
+use crate::model::schedule::{Origin, ScheduleInput, ScheduleRules, ScheduleSpec};
+use crate::model::{Invalid, limits, validate_name, validate_schema};
 
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("API_MAX_WAIT", "api.max_wait"),
     ("API_METRICS_AUTH", "api.metrics_auth"),
     ("API_DB_POOL_SIZE", "api.db_pool_size"),
+    (
+        "ORDINAUT_CHECK_UNKNOWN_KINDS",
+        "registry.check_unknown_kinds",
+    ),
+    ("ORDINAUT_KINDS_WINDOW", "registry.window"),
 ];
 
 /// Log output format.
@@ -102,12 +109,35 @@ pub struct Config {
     pub api: ApiConfig,
     /// Job kinds and how to run them.
     pub kinds: BTreeMap<String, KindConfig>,
+    /// The kinds registry: which kinds enqueues may name.
+    pub registry: RegistryConfig,
     /// Queue settings declared in the file, applied at start by every long-running process.
     pub queues: BTreeMap<String, QueueConfig>,
     /// Scheduler settings.
     pub scheduler: SchedulerConfig,
     /// Schedules declared in the file, synced by `ordinaut scheduler` at start.
     pub schedules: BTreeMap<String, ScheduleConfig>,
+}
+
+/// The kinds registry (see [`crate::kinds::registry`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Refuse enqueues (API and CLI) of a kind no worker published within `window`,
+    /// once any worker has published at all.
+    pub check_unknown_kinds: bool,
+    /// How long a kind stays known after its last publish.
+    #[serde(with = "duration")]
+    pub window: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            check_unknown_kinds: true,
+            window: Duration::from_secs(600),
+        }
+    }
 }
 
 /// Settings of `ordinaut scheduler`.
@@ -300,72 +330,6 @@ impl Default for ApiConfig {
     }
 }
 
-/// How a job kind runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum KindConfig {
-    /// POST (or another method) the payload to a URL.
-    Http {
-        /// Target URL.
-        url: String,
-        /// HTTP method; POST by default.
-        #[serde(default = "default_method")]
-        method: String,
-        /// Request timeout, e.g. "30s".
-        #[serde(default, with = "opt_duration")]
-        timeout: Option<Duration>,
-        /// Extra request headers.
-        #[serde(default)]
-        headers: BTreeMap<String, String>,
-        /// Treat a 4xx response as retryable instead of a permanent failure.
-        #[serde(default)]
-        retry_on_4xx: bool,
-    },
-    /// Run a program (no shell) with the payload on stdin.
-    Command {
-        /// Program, looked up on PATH.
-        program: String,
-        /// Arguments.
-        #[serde(default)]
-        args: Vec<String>,
-        /// Kill the process group after this long, e.g. "600s".
-        #[serde(default, with = "opt_duration")]
-        timeout: Option<Duration>,
-        /// Extra environment variables.
-        #[serde(default)]
-        env: BTreeMap<String, String>,
-        /// Working directory.
-        #[serde(default)]
-        cwd: Option<PathBuf>,
-        /// Pass the worker's whole environment (secrets included) instead of only PATH,
-        /// HOME, LANG, LC_*, TZ.
-        #[serde(default)]
-        inherit_env: bool,
-    },
-    /// Built in: does nothing (after `sleep_ms` from the payload, if given). For
-    /// benchmarks and smoke tests.
-    Noop {
-        /// Per-attempt timeout.
-        #[serde(default, with = "opt_duration")]
-        timeout: Option<Duration>,
-    },
-}
-
-fn default_method() -> String {
-    "POST".to_owned()
-}
-
-impl KindConfig {
-    /// The configured per-attempt timeout, if any.
-    pub fn timeout(&self) -> Option<Duration> {
-        match self {
-            KindConfig::Http { timeout, .. }
-            | KindConfig::Command { timeout, .. }
-            | KindConfig::Noop { timeout } => *timeout,
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -379,6 +343,7 @@ impl Default for Config {
             maintenance: MaintenanceConfig::default(),
             api: ApiConfig::default(),
             kinds: BTreeMap::new(),
+            registry: RegistryConfig::default(),
             queues: BTreeMap::new(),
             scheduler: SchedulerConfig::default(),
             schedules: BTreeMap::new(),
@@ -417,6 +382,37 @@ impl Default for MaintenanceConfig {
 }
 
 impl Config {
+    /// What schedules are checked against: TZ and the payload limit.
+    pub fn schedule_rules(&self) -> ScheduleRules {
+        ScheduleRules {
+            default_timezone: self.tz.clone(),
+            max_payload_bytes: self.max_payload_bytes,
+        }
+    }
+
+    /// The schedule `name` declared in the file, validated.
+    pub fn declared_schedule(
+        &self,
+        name: &str,
+        s: &ScheduleConfig,
+    ) -> Result<ScheduleSpec, Invalid> {
+        let input = ScheduleInput {
+            name: name.to_owned(),
+            cron: s.cron.clone(),
+            timezone: s.timezone.clone(),
+            queue: s.queue.clone(),
+            kind: s.kind.clone(),
+            payload: s.payload.clone(),
+            priority: s.priority,
+            max_attempts: s.max_attempts,
+            timeout: s.timeout,
+            unique_key: s.unique_key.clone(),
+            overlap: s.overlap.clone(),
+            misfire_grace: s.misfire_grace,
+        };
+        crate::model::schedule::validate(&input, &self.schedule_rules(), Origin::Declared)
+    }
+
     /// Loads defaults, then the file (if any), then the environment, and validates.
     ///
     /// The file is `path` if given, else `$ORDINAUT_CONFIG`, else `./ordinaut.toml` when
@@ -529,8 +525,8 @@ impl Config {
             return Err(invalid("HISTORY_RETENTION_DAYS", "must be at least 1"));
         }
         for (name, s) in &self.schedules {
-            crate::scheduler::spec_from_config(name, s, self)
-                .map_err(|reason| invalid(&format!("schedules.{name}"), &reason))?;
+            self.declared_schedule(name, s)
+                .map_err(|reason| invalid(&format!("schedules.{name}"), &reason.to_string()))?;
         }
         if w.prefetch > 100_000 {
             return Err(invalid("WORKER_PREFETCH", "must be at most 100000"));
@@ -557,7 +553,9 @@ impl Config {
             if q.burst.is_some() && q.rate_limit.is_none() {
                 return Err(invalid(&format!("{key}.burst"), "needs rate_limit"));
             }
-            if q.max_attempts.is_some_and(|n| !(1..=1000).contains(&n)) {
+            if q.max_attempts
+                .is_some_and(|n| !limits::MAX_ATTEMPTS.contains(&n))
+            {
                 return Err(invalid(
                     &format!("{key}.max_attempts"),
                     "must be between 1 and 1000",
@@ -566,46 +564,15 @@ impl Config {
         }
         self.validate_api()?;
         for (name, kind) in &self.kinds {
-            let key = format!("kinds.{name}");
-            validate_name(name).map_err(|reason| invalid(&key, &reason))?;
-            match kind {
-                KindConfig::Http { url, method, .. } => {
-                    let parsed = reqwest::Url::parse(url)
-                        .map_err(|e| invalid(&format!("{key}.url"), &e.to_string()))?;
-                    if !matches!(parsed.scheme(), "http" | "https") {
-                        return Err(invalid(
-                            &format!("{key}.url"),
-                            "must be an http or https URL",
-                        ));
-                    }
-                    if reqwest::Method::from_bytes(method.as_bytes()).is_err() {
-                        return Err(invalid(&format!("{key}.method"), "not an HTTP method"));
-                    }
-                }
-                KindConfig::Command { program, env, .. } => {
-                    if program.is_empty() {
-                        return Err(invalid(&format!("{key}.program"), "must not be empty"));
-                    }
-                    for (name, value) in env {
-                        // Such a variable cannot be set: every spawn would fail.
-                        if name.is_empty() || name.contains(['=', '\0']) {
-                            return Err(invalid(
-                                &format!("{key}.env"),
-                                &format!(
-                                    "{name:?} is not a variable name (empty, or has = or NUL)"
-                                ),
-                            ));
-                        }
-                        if value.contains('\0') {
-                            return Err(invalid(
-                                &format!("{key}.env.{name}"),
-                                "must not contain NUL",
-                            ));
-                        }
-                    }
-                }
-                KindConfig::Noop { .. } => {}
-            }
+            crate::kinds::validate_kind(name, kind)
+                .map_err(|(key, reason)| invalid(&key, &reason))?;
+        }
+        // Workers re-publish every minute: a shorter window would forget live kinds.
+        if self.registry.window < crate::kinds::registry::PUBLISH_INTERVAL * 2 {
+            return Err(invalid(
+                "ORDINAUT_KINDS_WINDOW",
+                "must be at least 2m (workers re-publish their kinds every minute)",
+            ));
         }
         Ok(())
     }
@@ -739,6 +706,22 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
     })
 }
 
+/// A required duration: "30s"-style strings or a number of seconds.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        super::opt_duration::serialize(&Some(*value), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        super::opt_duration::deserialize(d)?
+            .ok_or_else(|| serde::de::Error::custom("a duration is required"))
+    }
+}
+
 /// Durations written the way people write them: "30s", "5m", "1h 30m".
 pub mod opt_duration {
     use std::time::Duration;
@@ -763,9 +746,10 @@ pub mod opt_duration {
         }
         match Option::<Raw>::deserialize(d)? {
             None => Ok(None),
-            Some(Raw::Text(t)) => humantime::parse_duration(&t)
+            // The one operator grammar (model::parse_duration), which names the text.
+            Some(Raw::Text(t)) => crate::model::parse_duration(&t)
                 .map(Some)
-                .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}"))),
+                .map_err(serde::de::Error::custom),
             Some(Raw::Seconds(s)) if s.is_finite() && s > 0.0 => {
                 Ok(Some(Duration::from_secs_f64(s)))
             }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod healthcheck;
+pub mod kinds;
 pub mod metrics;
 pub mod model;
 pub mod pg_local;

@@ -280,9 +280,38 @@ fn finished_labels(queue: &str, kind: &str, outcome: &str) -> [(&'static str, St
 #[derive(Clone)]
 pub struct WorkerGauges {
     /// Handlers running.
-    pub busy: Gauge,
+    pub busy: ReadableGauge,
     /// Leased jobs not yet started.
-    pub prefetched: Gauge,
+    pub prefetched: ReadableGauge,
+}
+
+/// A gauge whose last value this process can read back (the heartbeat reports it);
+/// clones share it.
+#[derive(Clone)]
+pub struct ReadableGauge {
+    gauge: Gauge,
+    last: std::sync::Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl ReadableGauge {
+    fn new(gauge: Gauge) -> ReadableGauge {
+        ReadableGauge {
+            gauge,
+            last: Default::default(),
+        }
+    }
+
+    /// Sets the gauge.
+    pub fn set(&self, value: f64) {
+        self.gauge.set(value);
+        self.last
+            .store(value as i32, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The last value set.
+    pub fn get(&self) -> i32 {
+        self.last.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl WorkerGauges {
@@ -290,8 +319,8 @@ impl WorkerGauges {
     pub fn new(concurrency: usize) -> WorkerGauges {
         gauge!(WORKER_SLOTS_TOTAL).set(concurrency as f64);
         WorkerGauges {
-            busy: gauge!(WORKER_SLOTS_BUSY),
-            prefetched: gauge!(WORKER_PREFETCHED),
+            busy: ReadableGauge::new(gauge!(WORKER_SLOTS_BUSY)),
+            prefetched: ReadableGauge::new(gauge!(WORKER_PREFETCHED)),
         }
     }
 }

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cluster::{Durability, PrivateCluster};
+use common::jobs::{attempts, completed_at_least, jobs, wait_finished};
 use common::procs::{Proc, spawn};
 use common::{TestDb, binary, eventually};
 use ordinaut::db::due_work::{self, NewJob};
-use ordinaut::pg_local::{LocalPg, StartOptions};
+use ordinaut::model::JobState;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -24,23 +26,14 @@ fn workdir() -> PathBuf {
 }
 
 async fn enqueue_naps(db: &TestDb, n: usize, sleep_ms: u64) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
-        let jobs: Vec<NewJob> = chunk
-            .iter()
-            .map(|_| NewJob::new("q", "nap", json!({"sleep_ms": sleep_ms})))
-            .collect();
-        due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
-    }
+    jobs("q", "nap")
+        .payload(json!({ "sleep_ms": sleep_ms }))
+        .enqueue_n(&db.pool, n)
+        .await;
 }
 
 async fn wait_drained(db: &TestDb, n: i64, limit: Duration) {
-    eventually(limit, "all jobs completed", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .await
-            >= n)
-            .then_some(())
-    })
-    .await;
+    completed_at_least(&db.pool, n, limit).await;
 }
 
 #[tokio::test]
@@ -137,8 +130,7 @@ async fn sigterm_lets_the_running_job_finish_within_the_grace_period() {
             .then_some(())
     })
     .await;
-    w.signal(libc::SIGTERM);
-    assert_eq!(w.wait(Duration::from_secs(20)), Some(0));
+    w.terminate("worker", Duration::from_secs(20));
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
             .await,
@@ -166,8 +158,7 @@ async fn sigterm_past_the_grace_hands_the_job_to_another_worker_at_once() {
     })
     .await;
     let second = spawn(&dir, &db.url, &["worker"], &[]);
-    first.signal(libc::SIGTERM);
-    assert_eq!(first.wait(Duration::from_secs(20)), Some(0));
+    first.terminate("worker", Duration::from_secs(20));
     wait_drained(&db, 1, Duration::from_secs(20)).await;
     let outcomes: Vec<String> =
         sqlx::query_scalar("SELECT outcome FROM all_attempts ORDER BY finished_at")
@@ -230,32 +221,18 @@ fn command_workdir() -> PathBuf {
 
 /// Enqueues one job of `kind` and returns its id.
 async fn enqueue_kind(db: &TestDb, kind: &str) -> Uuid {
-    due_work::enqueue_many(&db.pool, &[NewJob::new("q", kind, json!({}))], 1)
-        .await
-        .unwrap()[0]
-        .id
+    jobs("q", kind).enqueue(&db.pool).await
 }
 
-/// Waits for job `id` to be in history; returns (state, last_error, its attempts' logs).
-async fn finished(db: &TestDb, id: Uuid, limit: Duration) -> (String, Option<String>, String) {
-    let (state, error) = eventually(limit, "job finished", || async {
-        sqlx::query_as::<_, (String, Option<String>)>(
-            "SELECT state, last_error FROM job_history WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&db.pool)
+/// Waits for job `id` to end; returns (state, last_error, its attempts' logs).
+async fn finished(db: &TestDb, id: Uuid, limit: Duration) -> (JobState, Option<String>, String) {
+    let job = wait_finished(&db.pool, id, limit).await;
+    let logs: Vec<String> = attempts(&db.pool, id)
         .await
-        .unwrap()
-    })
-    .await;
-    let logs: Vec<Option<String>> =
-        sqlx::query_scalar("SELECT log FROM all_attempts WHERE job_id = $1 ORDER BY attempt")
-            .bind(id)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    let log = logs.into_iter().flatten().collect::<Vec<_>>().join("\n");
-    (state, error, log)
+        .into_iter()
+        .filter_map(|a| a.log)
+        .collect();
+    (job.state, job.last_error, logs.join("\n"))
 }
 
 #[tokio::test]
@@ -278,7 +255,7 @@ async fn command_environment_is_clean_unless_the_kind_inherits_it() {
         ],
     );
     let (state, _, env) = finished(&db, clean, Duration::from_secs(30)).await;
-    assert_eq!(state, "completed", "{env}");
+    assert_eq!(state, JobState::Completed, "{env}");
     for wanted in [
         "PATH=",
         "HOME=/home/ordinaut-test",
@@ -309,7 +286,7 @@ async fn command_environment_is_clean_unless_the_kind_inherits_it() {
         );
     }
     let (state, _, env) = finished(&db, inherited, Duration::from_secs(30)).await;
-    assert_eq!(state, "completed", "{env}");
+    assert_eq!(state, JobState::Completed, "{env}");
     for wanted in [
         &format!("DATABASE_URL={}", db.url),
         "API_TOKENS=secret-token-0123456789",
@@ -367,7 +344,7 @@ async fn command_that_leaves_a_daemon_holding_its_pipes_completes_once() {
         .await;
     }
     for (state, error, log) in results {
-        assert_eq!(state, "completed", "error {error:?}, log {log}");
+        assert_eq!(state, JobState::Completed, "error {error:?}, log {log}");
         assert_eq!(error, None);
         assert!(log.contains("done"), "output kept: {log}");
     }
@@ -381,39 +358,20 @@ async fn command_that_leaves_a_daemon_holding_its_pipes_completes_once() {
             .await,
         0
     );
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.wait(Duration::from_secs(20)), Some(0));
+    worker.terminate("worker", Duration::from_secs(20));
 }
 
 #[tokio::test]
 async fn postgres_restart_while_draining_loses_and_repeats_nothing() {
-    let base_name = format!("restart-pg-{}", Uuid::now_v7());
-    let base = common::cluster_dir(&base_name);
-    let pg = tokio::task::spawn_blocking(move || {
-        LocalPg::start(
-            &base,
-            &StartOptions {
-                unsafe_fast: false,
-                max_connections: 100,
-            },
-        )
-    })
-    .await
-    .unwrap()
-    .expect("private cluster");
-    let url = pg.url("postgres");
-    let db_cfg = ordinaut::db::DbConfig {
-        url: url.clone(),
-        schema: "public".into(),
-        max_connections: 4,
-        hot_path: false,
-    };
-    ordinaut::db::migrate(&db_cfg).await.unwrap();
-    let pool = db_cfg.connect().await.unwrap();
-    let jobs: Vec<NewJob> = (0..3000)
-        .map(|_| NewJob::new("q", "nap", json!({"sleep_ms": 20})))
-        .collect();
-    due_work::enqueue_many(&pool, &jobs, 4).await.unwrap();
+    let cluster = PrivateCluster::start("restart-pg", Durability::Durable).await;
+    let pg = cluster.pg.clone();
+    let url = cluster.url();
+    let db_cfg = cluster.db_config(4);
+    let pool = cluster.migrated_pool(4).await;
+    jobs("q", "nap")
+        .payload(json!({ "sleep_ms": 20 }))
+        .enqueue_n(&pool, 3000)
+        .await;
     pool.close().await;
     let dir = workdir();
     let workers: Vec<Proc> = (0..2)
@@ -492,8 +450,8 @@ async fn postgres_restart_while_draining_loses_and_repeats_nothing() {
         3000
     );
     pool.close().await;
-    let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
-    let _ = std::fs::remove_dir_all(common::cluster_dir(&base_name));
+    drop(pg);
+    let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
 }
 
 #[tokio::test]
@@ -657,8 +615,7 @@ async fn worker_process_survives_commands_printing_nul_bytes() {
     wait_drained(&db, 2, Duration::from_secs(30)).await;
     enqueue_naps(&db, 20, 0).await;
     wait_drained(&db, 22, Duration::from_secs(30)).await;
-    w.signal(libc::SIGTERM);
-    assert_eq!(w.wait(Duration::from_secs(30)), Some(0));
+    w.terminate("worker", Duration::from_secs(30));
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM job_history WHERE kind = 'nul' AND log LIKE '%a' || chr(65533) || 'b%'")
             .await,
@@ -682,8 +639,7 @@ async fn restarting_a_worker_does_not_refill_a_declared_rate_limit() {
     let completed = "SELECT count(*) FROM job_history WHERE state = 'completed'";
     let first = spawn(&dir, &db.url, &["worker"], &[]);
     wait_drained(&db, 1, Duration::from_secs(30)).await;
-    first.signal(libc::SIGTERM);
-    assert_eq!(first.wait(Duration::from_secs(20)), Some(0));
+    first.terminate("worker", Duration::from_secs(20));
     for restart in 0..2 {
         let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
             .fetch_one(&db.pool)

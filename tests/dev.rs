@@ -9,38 +9,21 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::procs::{self, Launch, Proc};
 use common::{TestDb, binary, eventually};
 use ordinaut::db::due_work::{self, NewJob};
 use serde_json::{Value, json};
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start_dev(dir: &Path, log: &str) -> Proc {
-    let file = std::fs::File::create(dir.join(log)).unwrap();
-    Proc(
-        Command::new(binary())
-            .arg("dev")
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("API_PORT", "0")
-            .env("API_HOST", "127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap(),
-    )
+    procs::ordinaut(dir, &["dev"])
+        .clean_env()
+        .env("API_PORT", "0")
+        .env("API_HOST", "127.0.0.1")
+        .log_name(log)
+        .start()
 }
 
 async fn api_port(dir: &Path, log: &str) -> u16 {
@@ -135,18 +118,11 @@ async fn dev_starts_everything_on_its_own_postgres_and_keeps_data_across_restart
     assert!(ui.text().await.unwrap().contains("workers alive"));
 
     // Ctrl-C: everything stops, Postgres included.
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(dev.0.id() as i32, libc::SIGINT);
-    }
-    let mut dev = dev;
-    let status = tokio::task::spawn_blocking(move || {
-        let s = dev.0.wait();
-        (s, dev)
-    })
-    .await
-    .unwrap();
-    assert!(status.0.unwrap().success());
+    dev.signal(libc::SIGINT);
+    let code = tokio::task::spawn_blocking(move || dev.wait(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
     assert!(
         !dir.join(".ordinaut/pg/data/postmaster.pid").exists(),
         "postgres stopped"
@@ -235,18 +211,11 @@ async fn dev_as_root_works_from_a_private_0700_directory() {
         assert!(!log.contains("local postgres data moved"), "{log}");
         requested
     };
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(dev.0.id() as i32, libc::SIGINT);
-    }
-    let mut dev = dev;
-    let status = tokio::task::spawn_blocking(move || {
-        let s = dev.0.wait();
-        (s, dev)
-    })
-    .await
-    .unwrap();
-    assert!(status.0.unwrap().success(), "{log}");
+    dev.signal(libc::SIGINT);
+    let code = tokio::task::spawn_blocking(move || dev.wait(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{log}");
     assert!(
         !data_home.join("data/postmaster.pid").exists(),
         "postgres stopped"
@@ -363,7 +332,6 @@ fn parse_shell(path: &Path, keys: &BTreeMap<String, String>) -> BTreeMap<String,
 /// host `postgres`) and API_PORT (8080 may be taken here).
 fn spawn_with_env_file(loader: Loader, dir: &Path, cmd: &str, url: &str, port: u16) -> Proc {
     let file = env_example();
-    let log = std::fs::File::create(dir.join(format!("{cmd}-{loader:?}.log"))).unwrap();
     let mut command = match loader {
         Loader::Shell => {
             let mut c = Command::new("bash");
@@ -392,13 +360,10 @@ fn spawn_with_env_file(loader: Loader, dir: &Path, cmd: &str, url: &str, port: u
             c
         }
     };
-    command
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    Proc(command.spawn().unwrap())
+    command.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    Launch::command(dir, command)
+        .log_name(&format!("{cmd}-{loader:?}.log"))
+        .start()
 }
 
 /// The api answers /ready, the scheduler fires a per-second schedule and the worker runs
@@ -423,7 +388,7 @@ async fn env_file_starts_every_process(loader: Loader) {
             ..Default::default()
         },
         &ordinaut::config::Config::default(),
-        false,
+        ordinaut::scheduler::Origin::Api,
     )
     .unwrap();
     ordinaut::scheduler::save(&db.pool, &spec).await.unwrap();

@@ -7,15 +7,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use common::cluster::{Durability, PrivateCluster};
+use common::jobs::{count, jobs};
 use common::procs::{Proc, spawn, workdir};
 use common::{TestDb, eventually};
-use ordinaut::db::due_work::{self, NewJob};
 use ordinaut::db::{self, DbConfig};
-use ordinaut::pg_local::{LocalPg, StartOptions};
-use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -75,80 +74,6 @@ fn cfg(url: &str) -> DbConfig {
     }
 }
 
-async fn enqueue(pool: &db::Pool, kind: &str, n: usize) {
-    enqueue_to(pool, "q", kind, n).await
-}
-
-async fn enqueue_to(pool: &db::Pool, queue: &str, kind: &str, n: usize) {
-    let jobs: Vec<NewJob> = (0..n)
-        .map(|_| NewJob::new(queue, kind, json!({})))
-        .collect();
-    due_work::enqueue_many(pool, &jobs, 4).await.unwrap();
-}
-
-/// A count, or -1 while the database does not answer. Errors go through the store's
-/// error type, as every product query does, so the pool sees the fault and moves.
-async fn count(pool: &db::Pool, sql: &'static str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(pool)
-        .await
-        .map_err(db::Error::from)
-        .unwrap_or(-1)
-}
-
-/// A private cluster (faults here must not touch the shared test cluster).
-struct Cluster {
-    pg: LocalPg,
-    base: PathBuf,
-}
-
-impl Cluster {
-    async fn start(name: &str) -> Cluster {
-        let base = common::cluster_dir(&format!("{name}-{}", Uuid::now_v7()));
-        let b = base.clone();
-        let pg = tokio::task::spawn_blocking(move || {
-            LocalPg::start(
-                &b,
-                &StartOptions {
-                    unsafe_fast: true,
-                    max_connections: 100,
-                },
-            )
-        })
-        .await
-        .unwrap()
-        .expect("private cluster");
-        Cluster { pg, base }
-    }
-
-    async fn standby(&self) -> Cluster {
-        let base = self.base.with_extension("standby");
-        let (pg, b) = (self.pg.clone(), base.clone());
-        let standby = tokio::task::spawn_blocking(move || pg.start_standby(&b))
-            .await
-            .unwrap()
-            .expect("standby");
-        Cluster { pg: standby, base }
-    }
-
-    fn url(&self) -> String {
-        self.pg.url("postgres")
-    }
-
-    async fn admin(&self) -> PgConnection {
-        PgConnection::connect(&self.url()).await.unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.pg.stop();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.base);
-        }
-    }
-}
-
 async fn server_port(conn: &mut PgConnection) -> i32 {
     sqlx::query_scalar("SELECT inet_server_port()")
         .fetch_one(conn)
@@ -167,7 +92,7 @@ fn dead_port() -> u16 {
 
 #[tokio::test]
 async fn multi_host_strings_reach_the_primary_past_a_dead_host_and_a_standby() {
-    let primary = Cluster::start("fo-multi").await;
+    let primary = PrivateCluster::start("fo-multi", Durability::Fast).await;
     let standby = primary.standby().await;
     let (p, s, dead) = (primary.pg.port(), standby.pg.port(), dead_port());
 
@@ -256,7 +181,7 @@ async fn multi_host_strings_reach_the_primary_past_a_dead_host_and_a_standby() {
 
 #[tokio::test]
 async fn a_worker_started_against_a_standby_waits_quietly_and_exits_on_sigterm() {
-    let primary = Cluster::start("fo-standby").await;
+    let primary = PrivateCluster::start("fo-standby", Durability::Fast).await;
     db::migrate(&cfg(&primary.url())).await.unwrap();
     let standby = primary.standby().await;
     let dir = workdir("fo-standby", "");
@@ -283,20 +208,19 @@ async fn a_worker_started_against_a_standby_waits_quietly_and_exits_on_sigterm()
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a writable primary"), "{err}");
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
+    worker.terminate("worker", Duration::from_secs(10));
 }
 
 #[tokio::test]
 async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_resumes() {
-    let primary = Cluster::start("fo-readonly").await;
+    let primary = PrivateCluster::start("fo-readonly", Durability::Fast).await;
     let url = format!("{}?target_session_attrs=read-write", primary.url());
     db::migrate(&cfg(&url)).await.unwrap();
     let pool = cfg(&url).connect().await.unwrap();
     let dir = workdir("fo-readonly", "");
     let file = dir.join("runs.log");
     std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
-    enqueue(&pool, "slow", 8).await;
+    jobs("q", "slow").enqueue_n(&pool, 8).await;
     let metrics = format!("127.0.0.1:{}", dead_port());
     let worker = spawn(
         &dir,
@@ -385,8 +309,7 @@ async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_
         0
     );
     assert!(worker.log_lines() < 200, "{}", worker.output());
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.wait(Duration::from_secs(30)), Some(0));
+    worker.terminate("worker", Duration::from_secs(30));
     pool.close().await;
 }
 
@@ -411,7 +334,7 @@ async fn a_terminated_lock_connection_stops_claiming_and_it_resumes_with_no_job_
     let dir = workdir("fo-term", "");
     let file = dir.join("runs.log");
     std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
-    enqueue(&db.pool, "slow", 12).await;
+    jobs("q", "slow").enqueue_n(&db.pool, 12).await;
     let worker = spawn(&dir, &db.url, &["worker"], &[("WORKER_CONCURRENCY", "4")]);
     let first = eventually(
         Duration::from_secs(30),
@@ -454,8 +377,7 @@ async fn a_terminated_lock_connection_stops_claiming_and_it_resumes_with_no_job_
         "{}",
         worker.output()
     );
-    worker.signal(libc::SIGTERM);
-    assert_eq!(worker.wait(Duration::from_secs(30)), Some(0));
+    worker.terminate("worker", Duration::from_secs(30));
 }
 
 #[tokio::test]
@@ -464,7 +386,7 @@ async fn a_lock_backend_stopped_longer_than_the_lease_does_not_get_jobs_run_twic
     let dir = workdir("fo-stop", "");
     let file = dir.join("runs.log");
     std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
-    enqueue(&db.pool, "long", 4).await;
+    jobs("q", "long").enqueue_n(&db.pool, 4).await;
     // Lease 3 s: heartbeat every second, each call bounded at 0.75 s.
     let env = [("WORKER_CONCURRENCY", "4"), ("WORKER_LEASE_SECONDS", "3")];
     let worker = spawn(&dir, &db.url, &["worker"], &env);
@@ -520,21 +442,20 @@ async fn a_lock_backend_stopped_longer_than_the_lease_does_not_get_jobs_run_twic
     assert_each_ran_once(&file, 4);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts").await, 4);
     for w in [worker, other] {
-        w.signal(libc::SIGTERM);
-        assert_eq!(w.wait(Duration::from_secs(30)), Some(0));
+        w.terminate("worker", Duration::from_secs(30));
     }
 }
 
 #[tokio::test]
 async fn a_crash_reset_while_long_jobs_run_hands_nothing_back_and_each_runs_once() {
-    let cluster = Cluster::start("fo-crash").await;
+    let cluster = PrivateCluster::start("fo-crash", Durability::Fast).await;
     let url = cluster.url();
     db::migrate(&cfg(&url)).await.unwrap();
     let pool = cfg(&url).connect().await.unwrap();
     let dir = workdir("fo-crash", "");
     let file = dir.join("runs.log");
     std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
-    enqueue(&pool, "long", 6).await;
+    jobs("q", "long").enqueue_n(&pool, 6).await;
     let env = [("WORKER_CONCURRENCY", "3")];
     let workers: Vec<Proc> = (0..2)
         .map(|_| spawn(&dir, &url, &["worker"], &env))
@@ -593,8 +514,7 @@ async fn a_crash_reset_while_long_jobs_run_hands_nothing_back_and_each_runs_once
     assert_eq!(count(&pool, "SELECT count(*) FROM all_attempts").await, 6);
     for p in workers.into_iter().chain([scheduler]) {
         assert!(p.log_lines() < 200, "{}", p.output());
-        p.signal(libc::SIGTERM);
-        assert_eq!(p.wait(Duration::from_secs(30)), Some(0));
+        p.terminate("worker", Duration::from_secs(30));
     }
     pool.close().await;
 }
@@ -656,8 +576,8 @@ async fn two_schemas_in_one_database_share_neither_locks_nor_channels() {
         .unwrap();
     listener.listen(&names_a[0]).await.unwrap();
     // B's commits first: had it been sent on A's channel, it would arrive first.
-    enqueue_to(&pool_b, "from_b", "x", 1).await;
-    enqueue_to(&pool_a, "from_a", "x", 1).await;
+    jobs("from_b", "x").enqueue_n(&pool_b, 1).await;
+    jobs("from_a", "x").enqueue_n(&pool_a, 1).await;
     let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
         .await
         .expect("A's enqueue is heard")
@@ -676,7 +596,7 @@ fn now_secs() -> f64 {
 
 #[tokio::test]
 async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() {
-    let primary = Cluster::start("fo-promote").await;
+    let primary = PrivateCluster::start("fo-promote", Durability::Fast).await;
     let standby = primary.standby().await;
     let (p, s) = (primary.pg.port(), standby.pg.port());
     let url = format!(
@@ -688,7 +608,7 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
     let file = dir.join("runs.log");
     std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
     const JOBS: usize = 2000;
-    enqueue(&pool, "quick", JOBS).await;
+    jobs("q", "quick").enqueue_n(&pool, JOBS).await;
     let api_port = dead_port().to_string();
     let env = [("WORKER_CONCURRENCY", "8")];
     let mut procs: Vec<(&str, Proc)> = vec![
@@ -790,14 +710,14 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
 
 #[tokio::test]
 async fn sigterm_while_the_primary_is_read_only_stops_every_process() {
-    let primary = Cluster::start("fo-term-ro").await;
+    let primary = PrivateCluster::start("fo-term-ro", Durability::Fast).await;
     let url = format!("{}?target_session_attrs=read-write", primary.url());
     db::migrate(&cfg(&url)).await.unwrap();
     let pool = cfg(&url).connect().await.unwrap();
     let dir = workdir("fo-term-ro", "");
     let file = dir.join("runs.log");
     std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
-    enqueue(&pool, "slow", 4).await;
+    jobs("q", "slow").enqueue_n(&pool, 4).await;
     let api_port = dead_port().to_string();
     let worker = spawn(
         &dir,

@@ -10,88 +10,22 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::procs::{Proc, spawn};
+use common::cluster::{Durability, PrivateCluster};
+use common::jobs::{count, drained, jobs};
+use common::procs::{Proc, spawn, stop_all};
 use common::recorder::{Recorder, epoch_now};
 use common::{TestDb, eventually};
-use ordinaut::db::DbConfig;
-use ordinaut::db::due_work::{self, NewJob};
-use ordinaut::pg_local::{LocalPg, StartOptions};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
-
-/// Enqueues one `rec` job per payload; returns their ids.
-async fn enqueue(pool: &PgPool, payloads: Vec<Value>) -> Vec<Uuid> {
-    let jobs: Vec<NewJob> = payloads
-        .into_iter()
-        .map(|p| {
-            let mut j = NewJob::new("q", "rec", p);
-            // Faults may cut several attempts of one job; none of them is the job's fault.
-            j.max_attempts = Some(50);
-            j
-        })
-        .collect();
-    for chunk in jobs.chunks(5000) {
-        due_work::enqueue_many(pool, chunk, 4)
-            .await
-            .expect("enqueue");
-    }
-    jobs.iter().map(|j| j.id).collect()
-}
 
 /// Payloads sleeping `secs[i % len]` seconds.
 fn sleeps(n: usize, secs: &[f64]) -> Vec<Value> {
     (0..n)
         .map(|i| json!({ "sleep": secs[i % secs.len()] }))
         .collect()
-}
-
-async fn count(pool: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap_or(-1)
-}
-
-/// Waits until nothing is left in due_work (every job terminal).
-async fn drained(pool: &PgPool, limit: Duration) {
-    eventually(limit, "every job terminal", || async {
-        (count(pool, "SELECT count(*) FROM due_work").await == 0).then_some(())
-    })
-    .await;
-}
-
-/// SIGTERM to each process; each must exit 0 within the worker's default grace (+ margin).
-fn stop_all(procs: Vec<Proc>) {
-    // A process still starting (no signal handler yet) would die of the signal itself:
-    // stop each only once it says it started.
-    for p in &procs {
-        let started = Instant::now();
-        while !p.output().contains("worker started") {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "worker never started; log: {}",
-                p.log.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    for p in &procs {
-        p.signal(libc::SIGTERM);
-    }
-    for p in procs {
-        let log = p.log.clone();
-        let code = p.wait(Duration::from_secs(40));
-        assert_eq!(
-            code,
-            Some(0),
-            "clean exit on SIGTERM; log: {}",
-            log.display()
-        );
-    }
 }
 
 /// The figures of one scenario.
@@ -178,56 +112,13 @@ fn report(scenario: &str, r: &Report, extra: &[(&str, String)]) {
     eprintln!("{line}");
 }
 
-/// A cluster of the test's own, for faults that hit every session of a server.
-struct PrivatePg {
-    pg: LocalPg,
-    base: PathBuf,
-    url: String,
-    pool: PgPool,
-}
-
-impl PrivatePg {
-    async fn start(name: &str) -> PrivatePg {
-        let base = common::cluster_dir(&format!("{name}-{}", Uuid::now_v7()));
-        let b = base.clone();
-        let pg = tokio::task::spawn_blocking(move || {
-            LocalPg::start(
-                &b,
-                &StartOptions {
-                    // Durable, as in production: crash recovery must replay real WAL.
-                    unsafe_fast: false,
-                    max_connections: 100,
-                },
-            )
-        })
+/// One `rec` job per payload; faults may cut several attempts of one job, none of them
+/// the job's fault.
+async fn enqueue(pool: &PgPool, payloads: Vec<Value>) -> Vec<Uuid> {
+    jobs("q", "rec")
+        .max_attempts(50)
+        .enqueue_payloads(pool, payloads)
         .await
-        .expect("join")
-        .expect("start a private cluster");
-        let url = pg.url("postgres");
-        let cfg = DbConfig {
-            url: url.clone(),
-            schema: "public".into(),
-            max_connections: 4,
-            hot_path: false,
-        };
-        ordinaut::db::migrate(&cfg).await.expect("migrate");
-        let pool = cfg.connect().await.expect("connect");
-        PrivatePg {
-            pg,
-            base,
-            url,
-            pool,
-        }
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = self.pg.stop();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.base);
-        }
-    }
 }
 
 fn worker(rec: &Recorder, url: &str, env: &[(&str, &str)]) -> Proc {
@@ -250,7 +141,7 @@ async fn workers_killed_again_and_again_lose_nothing_and_never_overlap() {
         workers.push(worker(&rec, &db.url, &env));
     }
     drained(&db.pool, Duration::from_secs(180)).await;
-    stop_all(workers);
+    stop_all(workers, Duration::from_secs(40));
     let r = verify(&rec, &db.pool, &ids).await;
     let recovery = recovery_seconds(&rec, &kills);
     report(
@@ -267,11 +158,12 @@ async fn workers_killed_again_and_again_lose_nothing_and_never_overlap() {
 }
 
 async fn restart_mid_drain(mode: &'static str) {
-    let pg = PrivatePg::start(&format!("faults-restart-{mode}")).await;
+    let pg = PrivateCluster::start(&format!("faults-restart-{mode}"), Durability::Durable).await;
+    let pool = pg.migrated_pool(4).await;
     let rec = Recorder::new(&format!("faults-restart-{mode}"), "");
-    let ids = enqueue(&pg.pool, sleeps(800, &[0.02, 0.1, 0.3])).await;
+    let ids = enqueue(&pool, sleeps(800, &[0.02, 0.1, 0.3])).await;
     let env = [("WORKER_CONCURRENCY", "16")];
-    let workers: Vec<Proc> = (0..2).map(|_| worker(&rec, &pg.url, &env)).collect();
+    let workers: Vec<Proc> = (0..2).map(|_| worker(&rec, &pg.url(), &env)).collect();
     eventually(Duration::from_secs(60), "draining under way", || async {
         (rec.ends().len() >= 150).then_some(())
     })
@@ -282,15 +174,15 @@ async fn restart_mid_drain(mode: &'static str) {
         .expect("join")
         .expect("pg_ctl restart");
     let back = epoch_now();
-    drained(&pg.pool, Duration::from_secs(180)).await;
+    drained(&pool, Duration::from_secs(180)).await;
     let resumed = rec
         .starts()
         .iter()
         .filter(|s| s.at > back)
         .map(|s| s.at - back)
         .reduce(f64::min);
-    stop_all(workers);
-    let r = verify(&rec, &pg.pool, &ids).await;
+    stop_all(workers, Duration::from_secs(40));
+    let r = verify(&rec, &pool, &ids).await;
     report(
         &format!("pg-restart-{mode}"),
         &r,
@@ -313,11 +205,12 @@ async fn postgres_immediate_restart_mid_drain_loses_and_overlaps_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_backend_crash_restart_does_not_hand_back_running_jobs() {
-    let pg = PrivatePg::start("faults-backend-kill").await;
+    let pg = PrivateCluster::start("faults-backend-kill", Durability::Durable).await;
+    let pool = pg.migrated_pool(4).await;
     let rec = Recorder::new("faults-backend-kill", "");
-    let ids = enqueue(&pg.pool, sleeps(30, &[8.0])).await;
+    let ids = enqueue(&pool, sleeps(30, &[8.0])).await;
     let env = [("WORKER_CONCURRENCY", "20")];
-    let workers: Vec<Proc> = (0..2).map(|_| worker(&rec, &pg.url, &env)).collect();
+    let workers: Vec<Proc> = (0..2).map(|_| worker(&rec, &pg.url(), &env)).collect();
     eventually(Duration::from_secs(30), "all 30 running", || async {
         (rec.starts().len() == 30).then_some(())
     })
@@ -331,16 +224,16 @@ async fn a_killed_backend_crash_restart_does_not_hand_back_running_jobs() {
            AND application_name = 'ordinaut'
          ORDER BY backend_start LIMIT 1",
     )
-    .fetch_one(&pg.pool)
+    .fetch_one(&pool)
     .await
     .expect("a worker backend");
     // SAFETY: kill(2) of a Postgres backend of our own private cluster.
     unsafe {
         libc::kill(victim, libc::SIGKILL);
     }
-    drained(&pg.pool, Duration::from_secs(120)).await;
-    stop_all(workers);
-    let r = verify(&rec, &pg.pool, &ids).await;
+    drained(&pool, Duration::from_secs(120)).await;
+    stop_all(workers, Duration::from_secs(40));
+    let r = verify(&rec, &pool, &ids).await;
     report("backend-sigkill-crash-recovery", &r, &[]);
     assert_eq!(
         r.executions, r.jobs,
@@ -409,7 +302,7 @@ async fn each_worker_connection_terminated_in_turn_loses_and_overlaps_nothing() 
         }
     }
     drained(&db.pool, Duration::from_secs(180)).await;
-    stop_all(workers);
+    stop_all(workers, Duration::from_secs(40));
     let r = verify(&rec, &db.pool, &ids).await;
     report(
         "terminate-each-connection",
@@ -460,7 +353,7 @@ async fn a_stopped_lock_backend_longer_than_the_lease_never_runs_a_job_twice_at_
         tokio::time::sleep(Duration::from_secs(12)).await;
     }
     drained(&db.pool, Duration::from_secs(180)).await;
-    stop_all(vec![victim, other]);
+    stop_all(vec![victim, other], Duration::from_secs(40));
     let r = verify(&rec, &db.pool, &ids).await;
     report(
         "sigstop-lock-backend-12s-lease-6s",
@@ -525,7 +418,7 @@ async fn retention_behind_a_long_reader_never_stalls_completion() {
         (partitions().await < before).then_some(())
     })
     .await;
-    stop_all(vec![w]);
+    stop_all(vec![w], Duration::from_secs(40));
     let r = verify(&rec, &db.pool, &ids).await;
     report("retention-behind-access-share-reader", &r, &[]);
 }
@@ -544,7 +437,7 @@ async fn nul_bytes_and_ten_megabytes_of_output_do_not_wedge_1000_other_jobs() {
     let ids = enqueue(&db.pool, payloads).await;
     let w = worker(&rec, &db.url, &[("WORKER_CONCURRENCY", "16")]);
     drained(&db.pool, Duration::from_secs(120)).await;
-    stop_all(vec![w]);
+    stop_all(vec![w], Duration::from_secs(40));
     let r = verify(&rec, &db.pool, &ids).await;
     report("nul-and-10mb-output-among-1000", &r, &[]);
     assert_eq!(r.executions, r.jobs, "no job ran twice");

@@ -5,23 +5,14 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestDb, binary, eventually};
+use common::procs::{self, Proc};
+use common::{TestDb, eventually};
 use ordinaut::db::due_work::{self, NewJob};
 use ordinaut::db::queues::{self, Change, QueueSettings, RateLimit};
 use serde_json::json;
 use uuid::Uuid;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A work dir with an ordinaut.toml whose `timed` kind logs start/end times per job.
 fn workdir(sleep: &str) -> PathBuf {
@@ -40,22 +31,13 @@ fn workdir(sleep: &str) -> PathBuf {
 }
 
 fn spawn_worker(dir: &Path, url: &str, concurrency: usize) -> Proc {
-    let log = std::fs::File::create(dir.join(format!("worker-{}.log", Uuid::now_v7()))).unwrap();
-    Proc(
-        Command::new(binary())
-            .arg("worker")
-            .current_dir(dir)
-            .env("DATABASE_URL", url)
-            .env("WORKER_QUEUES", "q")
-            .env("WORKER_CONCURRENCY", concurrency.to_string())
-            .env("WORKER_POLL_INTERVAL", "0.2")
-            .env("LOG_LEVEL", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
+    procs::ordinaut(dir, &["worker"])
+        .env("DATABASE_URL", url)
+        .env("WORKER_QUEUES", "q")
+        .env("WORKER_CONCURRENCY", concurrency.to_string())
+        .env("WORKER_POLL_INTERVAL", "0.2")
+        .env("LOG_LEVEL", "info")
+        .start()
 }
 
 /// (job id, start ns, end ns) from the handlers' own log.

@@ -3,32 +3,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use common::procs::{self, Proc};
 use common::{TestDb, binary};
 use uuid::Uuid;
-
-struct Proc(Child);
-
-impl Proc {
-    fn stop(mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn run_cli(db: &TestDb, args: &[&str]) -> std::process::Output {
     Command::new(binary())
@@ -40,20 +22,11 @@ fn run_cli(db: &TestDb, args: &[&str]) -> std::process::Output {
 }
 
 fn spawn_scheduler(db: &TestDb, env: &[(&str, &str)]) -> Proc {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let log = std::fs::File::create(dir.join(format!("scheduler-{}.log", Uuid::now_v7()))).unwrap();
-    let mut cmd = Command::new(binary());
-    cmd.arg("scheduler")
-        .current_dir(&dir)
+    procs::ordinaut(Path::new(env!("CARGO_TARGET_TMPDIR")), &["scheduler"])
         .env("DATABASE_URL", &db.url)
         .env("LOG_LEVEL", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Proc(cmd.spawn().unwrap())
+        .envs(env.iter().copied())
+        .start()
 }
 
 async fn fire_times(db: &TestDb) -> Vec<DateTime<Utc>> {
@@ -171,7 +144,8 @@ async fn create(db: &TestDb, name: &str, cron: &str, overlap: &str) -> Uuid {
         overlap: Some(overlap.into()),
         ..Default::default()
     };
-    let spec = ordinaut::scheduler::validate(&input, &config, false).unwrap();
+    let spec =
+        ordinaut::scheduler::validate(&input, &config, ordinaut::scheduler::Origin::Api).unwrap();
     ordinaut::scheduler::save(&db.pool, &spec).await.unwrap()
 }
 
@@ -522,7 +496,7 @@ async fn the_scheduler_health_check_fails_while_its_fire_loop_is_stopped() {
     // heartbeat can tell.
     // SAFETY: kill(2) on our own child.
     unsafe {
-        libc::kill(scheduler.0.id() as i32, libc::SIGSTOP);
+        libc::kill(scheduler.pid(), libc::SIGSTOP);
     }
     let stale = common::eventually(
         Duration::from_secs(60),
@@ -538,7 +512,7 @@ async fn the_scheduler_health_check_fails_while_its_fire_loop_is_stopped() {
 
     // SAFETY: as above.
     unsafe {
-        libc::kill(scheduler.0.id() as i32, libc::SIGCONT);
+        libc::kill(scheduler.pid(), libc::SIGCONT);
     }
     common::eventually(Duration::from_secs(60), "healthy again", || async {
         (scheduler_probe(&db, &file).0 == Some(0)).then_some(())
@@ -578,8 +552,8 @@ async fn the_scheduler_notifies_systemd_ready_and_pings_the_watchdog() {
     assert_eq!(recv(), "WATCHDOG=1", "pings go on while the loop ticks");
     // SAFETY: kill(2) on our own child.
     unsafe {
-        libc::kill(scheduler.0.id() as i32, libc::SIGSTOP);
-        libc::kill(scheduler.0.id() as i32, libc::SIGCONT);
+        libc::kill(scheduler.pid(), libc::SIGSTOP);
+        libc::kill(scheduler.pid(), libc::SIGCONT);
     }
     assert_eq!(recv(), "WATCHDOG=1", "pings resume with the loop");
     scheduler.stop();

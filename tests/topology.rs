@@ -6,54 +6,26 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestDb, binary, eventually};
+use common::procs::{self, Proc};
+use common::{TestDb, eventually};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 const TOKEN: &str = "topology-token";
 
-struct Proc(Child);
-
-impl Proc {
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child.
-        unsafe {
-            libc::kill(self.0.id() as i32, sig);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn(dir: &Path, db: &TestDb, args: &[&str], port: u16) -> Proc {
-    let log =
-        std::fs::File::create(dir.join(format!("{}-{}.log", args[0], Uuid::now_v7()))).unwrap();
-    Proc(
-        Command::new(binary())
-            .args(args)
-            .current_dir(dir)
-            .env("DATABASE_URL", &db.url)
-            .env("API_HOST", "127.0.0.1")
-            .env("API_PORT", port.to_string())
-            .env("API_TOKENS", TOKEN)
-            .env("WORKER_QUEUES", "work")
-            .env("WORKER_CONCURRENCY", "8")
-            .env("WORKER_POLL_INTERVAL", "0.2")
-            .env("LOG_LEVEL", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
+    procs::ordinaut(dir, args)
+        .env("DATABASE_URL", &db.url)
+        .env("API_HOST", "127.0.0.1")
+        .env("API_PORT", port.to_string())
+        .env("API_TOKENS", TOKEN)
+        .env("WORKER_QUEUES", "work")
+        .env("WORKER_CONCURRENCY", "8")
+        .env("WORKER_POLL_INTERVAL", "0.2")
+        .env("LOG_LEVEL", "info")
+        .start()
 }
 
 #[tokio::test]

@@ -83,8 +83,24 @@ pub struct Stats {
     pub minutes: i32,
     /// Queues with finished jobs in the window or a live worker, by name.
     pub queues: Vec<QueueFigures>,
+    /// Wait percentiles per minute, all queues together, oldest first (minutes without
+    /// finished jobs are absent).
+    pub waits_per_minute: Vec<MinuteWaits>,
     /// Live worker processes.
     pub workers_alive: i64,
+}
+
+/// Wait from due to start, in seconds, of the jobs finished in one minute.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MinuteWaits {
+    /// Start of the minute.
+    pub minute: DateTime<Utc>,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
 }
 
 /// Completed and failed jobs per queue and minute, and wait-time percentiles.
@@ -111,6 +127,16 @@ pub async fn stats(
     }
     let counts = stats::per_minute(state.pool(), minutes).await?;
     let waits = stats::wait_percentiles(state.pool(), minutes).await?;
+    let waits_per_minute = stats::waits_per_minute(state.pool(), minutes)
+        .await?
+        .into_iter()
+        .map(|m| MinuteWaits {
+            minute: m.minute,
+            p50: m.p50,
+            p95: m.p95,
+            p99: m.p99,
+        })
+        .collect();
     let workers = crate::db::workers::list_workers(state.pool()).await?;
     let mut queues: std::collections::BTreeMap<String, QueueFigures> = Default::default();
     let entry = |queues: &mut std::collections::BTreeMap<String, QueueFigures>, name: &str| {
@@ -157,6 +183,7 @@ pub async fn stats(
     Ok(Json(Stats {
         minutes,
         queues: queues.into_values().collect(),
+        waits_per_minute,
         workers_alive: workers.len() as i64,
     }))
 }
@@ -314,7 +341,7 @@ pub fn parse_bulk(req: &BulkRequest) -> ApiResult<(Action, BulkFilter, Option<Uu
         ids: req.ids.clone(),
         queue: req.queue.clone(),
         kind: req.kind.clone(),
-        state: req.state.map(|s| s.as_state().as_str().to_owned()),
+        state: req.state.map(|s| s.as_str().to_owned()),
         created_after,
         created_before,
     };

@@ -75,6 +75,12 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<crate::model::Invalid> for ApiError {
+    fn from(e: crate::model::Invalid) -> ApiError {
+        ApiError::invalid(e.field, e.reason)
+    }
+}
+
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
 

@@ -169,7 +169,7 @@ pub(crate) async fn run_listener(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(crate::worker::jittered(delay)) => {}
+            _ = tokio::time::sleep(crate::model::jittered(delay)) => {}
         }
         delay = (delay * 2).min(MAX_RECONNECT_DELAY);
     }
@@ -198,9 +198,23 @@ pub struct JobEventBody {
     pub state: String,
 }
 
+/// A running job's progress report, the data of an `event: progress` message.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProgressEventBody {
+    /// Job id.
+    pub id: Uuid,
+    /// Queue.
+    pub queue: String,
+    /// `{"attempt", "percent", "message", "at"}`, as in the job's `progress`.
+    #[schema(value_type = Object)]
+    pub progress: serde_json::Value,
+}
+
 /// Stream job state changes (Server-Sent Events).
 ///
-/// Each change is an `event: job` with a JSON [`JobEventBody`]. `event: lagged` (data:
+/// Each change is an `event: job` with a JSON [`JobEventBody`]; a running job's
+/// progress report (at most one per second per job) is an `event: progress` with a
+/// [`ProgressEventBody`]. `event: lagged` (data:
 /// how many batches were missed) means this client was too slow and missed changes;
 /// `event: resync` means the server's database connection was re-established and
 /// changes may have been missed. In both cases re-read what you care about.
@@ -238,15 +252,23 @@ pub async fn stream(
                     .into_iter()
                     .filter(|e| q.queue.as_ref().is_none_or(|queue| &e.queue == queue))
                     .filter(|e| q.job_id.is_none_or(|id| e.id == id))
-                    .filter_map(|e| {
-                        Event::default()
+                    .filter_map(|e| match e.progress {
+                        Some(progress) => Event::default()
+                            .event("progress")
+                            .json_data(ProgressEventBody {
+                                id: e.id,
+                                queue: e.queue,
+                                progress,
+                            })
+                            .ok(),
+                        None => Event::default()
                             .event("job")
                             .json_data(JobEventBody {
                                 id: e.id,
                                 queue: e.queue,
                                 state: e.state,
                             })
-                            .ok()
+                            .ok(),
                     })
                     .collect(),
                 Ok(Received::Reconnected) => vec![Event::default().event("resync").data("{}")],

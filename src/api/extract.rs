@@ -247,46 +247,15 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// Durations as the API accepts them, exactly the documented pattern
-/// `^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$` (a bare number is seconds), so the server
-/// accepts what the OpenAPI document allows and nothing else. `positive` also refuses
-/// zero.
+/// Durations as the API accepts them: exactly the documented pattern
+/// (`model::parse_wire_duration`). `positive` also refuses zero.
 pub fn parse_duration(field: &str, text: &str, positive: bool) -> ApiResult<Duration> {
-    let invalid = || {
-        ApiError::invalid(
-            field,
-            format!(
-                "{text:?} is not a duration: use seconds or a number with ms, s, m or h (\"30s\", \"5m\")"
-            ),
-        )
+    let zero = if positive {
+        crate::model::Zero::Refused
+    } else {
+        crate::model::Zero::Allowed
     };
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let factor = match unit {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(invalid()),
-    };
-    let (whole, fraction) = match number.split_once('.') {
-        Some((w, f)) => (w, Some(f)),
-        None => (number, None),
-    };
-    let digits = |s: &str, max: usize| {
-        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
-    };
-    if !digits(whole, 6) || fraction.is_some_and(|f| !digits(f, 3)) {
-        return Err(invalid());
-    }
-    let value: f64 = number.parse().map_err(|_| invalid())?;
-    let duration = Duration::from_secs_f64(value * factor);
-    if positive && duration.is_zero() {
-        return Err(ApiError::invalid(field, "must be greater than zero"));
-    }
-    Ok(duration)
+    Ok(crate::model::parse_wire_duration(field, text, zero)?)
 }
 
 /// Integer fields that also take `3.0`: JSON Schema's `integer` admits a number with a

@@ -22,57 +22,28 @@ use crate::db::attempts::AttemptView;
 use crate::db::due_work::{self, CancelResult, NewJob};
 use crate::db::events::Received;
 use crate::db::history::{self, JobFilter, JobView};
-use crate::model::{self, JobState};
+use crate::kinds::registry::KindsView;
+use crate::model::{self, JobState, limits};
 
 /// Pattern of queue and kind names (see `model::validate_name`).
-pub const NAME_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$";
+pub use crate::model::NAME_PATTERN;
 /// Longest `?wait=`; longer waits are cut to it.
 pub const MAX_WAIT: Duration = Duration::from_secs(120);
 /// Default and largest page size of the list.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
-/// Longest unique key.
-const MAX_UNIQUE_KEY: usize = 512;
+/// Longest unique key (the Idempotency-Key header, visible ASCII, so bytes = characters).
+const MAX_UNIQUE_KEY: usize = limits::MAX_KEY_CHARS;
 
-/// A job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StateName {
-    /// Waiting for its run_at.
-    Scheduled,
-    /// Due, waiting for a worker.
-    Available,
-    /// Leased by a worker.
-    Running,
-    /// Finished successfully.
-    Completed,
-    /// Out of attempts or failed permanently.
-    Failed,
-    /// Cancelled.
-    Cancelled,
-}
+/// A job's state, as the API names it: [`JobState`] (the OpenAPI component keeps the
+/// name `StateName`).
+pub type StateName = JobState;
 
-impl StateName {
-    fn from_state(s: JobState) -> StateName {
-        match s {
-            JobState::Scheduled => StateName::Scheduled,
-            JobState::Available => StateName::Available,
-            JobState::Running => StateName::Running,
-            JobState::Completed => StateName::Completed,
-            JobState::Failed => StateName::Failed,
-            JobState::Cancelled => StateName::Cancelled,
-        }
-    }
-
-    pub(crate) fn as_state(self) -> JobState {
-        match self {
-            StateName::Scheduled => JobState::Scheduled,
-            StateName::Available => JobState::Available,
-            StateName::Running => JobState::Running,
-            StateName::Completed => JobState::Completed,
-            StateName::Failed => JobState::Failed,
-            StateName::Cancelled => JobState::Cancelled,
-        }
+impl JobState {
+    /// Itself. `StateName` used to be a copy of [`JobState`]; this keeps code written
+    /// against the copy (the dashboard pages) compiling until it drops the call.
+    pub fn as_state(self) -> JobState {
+        self
     }
 }
 
@@ -107,6 +78,9 @@ pub struct Job {
     pub metadata: serde_json::Value,
     /// Output of a completed job.
     pub output: Option<serde_json::Value>,
+    /// Latest progress of a running job: `{"attempt", "percent", "message", "at"}`.
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<serde_json::Value>,
     /// Last error.
     pub last_error: Option<String>,
     /// Enqueue time.
@@ -126,7 +100,7 @@ impl Job {
             id: v.id,
             queue: v.queue,
             kind: v.kind,
-            state: StateName::from_state(state),
+            state,
             payload: v.payload,
             priority: v.priority,
             attempt: v.attempt,
@@ -137,6 +111,7 @@ impl Job {
             schedule_id: v.schedule_id,
             metadata: v.metadata,
             output: v.output,
+            progress: v.progress,
             last_error: v.last_error,
             created_at: v.created_at,
             attempted_at: v.attempted_at,
@@ -145,7 +120,7 @@ impl Job {
     }
 
     fn is_terminal(&self) -> bool {
-        self.state.as_state().is_terminal()
+        self.state.is_terminal()
     }
 }
 
@@ -196,9 +171,9 @@ pub struct JobDetail {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
-    /// Queue name.
+    /// Queue name (default: the kind's `queue`, else `default`).
     #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", example = "emails")]
-    pub queue: String,
+    pub queue: Option<String>,
     /// Kind, as declared in ordinaut.toml.
     #[schema(
         pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
@@ -238,6 +213,10 @@ pub struct EnqueueRequest {
     /// Jobs sharing this key obey their queue's key_concurrency (e.g. one scan per target).
     #[schema(min_length = 1, max_length = 512)]
     pub concurrency_key: Option<String>,
+    /// Accept a kind no live worker serves (workers that start after the first
+    /// enqueues). Default false.
+    #[serde(default)]
+    pub allow_unknown_kind: bool,
 }
 
 /// What an enqueue did.
@@ -290,20 +269,29 @@ pub(crate) fn parse_time(field: &str, text: &str) -> ApiResult<DateTime<Utc>> {
 
 /// Validates a queue or kind name field.
 pub(crate) fn check_name(field: &str, name: &str) -> ApiResult<()> {
-    model::validate_name(name).map_err(|r| ApiError::invalid(field, r))
+    Ok(model::check_name(field, name)?)
 }
 
 /// Turns a request into a job, naming fields as `{prefix}{field}`.
 fn build_job(
     state: &AppState,
+    kinds: &KindsView,
     req: EnqueueRequest,
     prefix: &str,
     request_id: &str,
     idempotency_key: Option<&str>,
 ) -> ApiResult<NewJob> {
     let f = |name: &str| format!("{prefix}{name}");
-    check_name(&f("queue"), &req.queue)?;
     check_name(&f("kind"), &req.kind)?;
+    let defaults = kinds
+        .get(&req.kind)
+        .map(|k| k.defaults.clone())
+        .unwrap_or_default();
+    let queue = req
+        .queue
+        .or(defaults.queue)
+        .unwrap_or_else(|| "default".to_owned());
+    check_name(&f("queue"), &queue)?;
     let payload = req.payload.unwrap_or_else(|| serde_json::json!({}));
     let size = serde_json::to_string(&payload)
         .map(|s| s.len())
@@ -315,7 +303,7 @@ fn build_job(
             f("payload")
         )));
     }
-    let priority = model::validate_priority(req.priority.unwrap_or(0))
+    let priority = model::validate_priority(req.priority.or(defaults.priority).unwrap_or(0))
         .map_err(|r| ApiError::invalid(f("priority"), r))?;
     let base = req
         .run_at
@@ -331,22 +319,12 @@ fn build_job(
         }
         None => base,
     };
-    if let Some(n) = req.max_attempts
-        && !(1..=1000).contains(&n)
-    {
-        return Err(ApiError::invalid(
-            f("max_attempts"),
-            format!("{n} is out of range 1..=1000"),
-        ));
+    if let Some(n) = req.max_attempts {
+        limits::check_max_attempts(&f("max_attempts"), n)?;
     }
     // The body's key is checked even when the header (already checked) overrides it.
     if let Some(k) = &req.unique_key {
-        if k.is_empty() || k.chars().count() > MAX_UNIQUE_KEY {
-            return Err(ApiError::invalid(
-                f("unique_key"),
-                format!("must be 1 to {MAX_UNIQUE_KEY} characters"),
-            ));
-        }
+        limits::check_key(&f("unique_key"), k)?;
         if k.contains('\0') {
             return Err(ApiError::invalid(
                 f("unique_key"),
@@ -365,6 +343,11 @@ fn build_job(
             "strings must not contain U+0000",
         ));
     }
+    let check_unknown =
+        state.settings().config.registry.check_unknown_kinds && !req.allow_unknown_kind;
+    kinds
+        .check(&req.kind, &payload, check_unknown)
+        .map_err(|r| ApiError::invalid(f(&r.field), r.reason))?;
     let mut metadata = req.metadata.unwrap_or_default();
     if metadata.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
         return Err(ApiError::invalid(
@@ -385,20 +368,15 @@ fn build_job(
     metadata
         .entry("request_id")
         .or_insert_with(|| serde_json::Value::String(request_id.to_owned()));
-    let mut job = NewJob::new(req.queue, req.kind, payload);
+    let mut job = NewJob::new(queue, req.kind, payload);
     job.priority = priority;
     job.run_at = run_at;
-    job.max_attempts = req.max_attempts;
+    job.max_attempts = req.max_attempts.or(defaults.max_attempts);
     job.unique_key = unique_key;
     job.timeout = timeout;
     job.metadata = serde_json::Value::Object(metadata);
-    if let Some(k) = &req.concurrency_key
-        && (k.is_empty() || k.chars().count() > MAX_UNIQUE_KEY)
-    {
-        return Err(ApiError::invalid(
-            f("concurrency_key"),
-            format!("must be 1 to {MAX_UNIQUE_KEY} characters"),
-        ));
+    if let Some(k) = &req.concurrency_key {
+        limits::check_key(&f("concurrency_key"), k)?;
     }
     job.concurrency_key = req.concurrency_key;
     Ok(job)
@@ -450,7 +428,7 @@ async fn insert(state: &AppState, jobs: &[NewJob]) -> ApiResult<Vec<Enqueued>> {
     responses(
         (status = 201, description = "Enqueued", body = Enqueued),
         (status = 200, description = "A live job with this key exists; returned instead", body = Enqueued),
-        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, an invalid field, a payload not matching the kind's payload_schema (field named), or a kind no live worker serves", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 413, description = "Body or payload too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
@@ -464,7 +442,8 @@ pub async fn enqueue(
     Json(req): Json<EnqueueRequest>,
 ) -> ApiResult<(StatusCode, Json<Enqueued>)> {
     let key = idempotency_key(&headers)?;
-    let job = build_job(&state, req, "", &request_id.0, key)?;
+    let kinds = state.kinds_view([req.kind.as_str()]).await?;
+    let job = build_job(&state, &kinds, req, "", &request_id.0, key)?;
     let mut results = insert(&state, std::slice::from_ref(&job)).await?;
     let result = results
         .pop()
@@ -505,11 +484,23 @@ pub async fn enqueue_batch(
             format!("{} jobs exceed the batch limit of {max}", req.jobs.len()),
         ));
     }
+    let kinds = state
+        .kinds_view(req.jobs.iter().map(|j| j.kind.as_str()))
+        .await?;
     let jobs = req
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(i, j)| build_job(&state, j, &format!("jobs[{i}]."), &request_id.0, None))
+        .map(|(i, j)| {
+            build_job(
+                &state,
+                &kinds,
+                j,
+                &format!("jobs[{i}]."),
+                &request_id.0,
+                None,
+            )
+        })
         .collect::<ApiResult<Vec<_>>>()?;
     let results = insert(&state, &jobs).await?;
     Ok((StatusCode::CREATED, Json(BatchResponse { jobs: results })))
@@ -641,6 +632,16 @@ pub struct ListQuery {
     /// Created before this RFC 3339 time.
     #[param(format = DateTime)]
     pub created_before: Option<String>,
+    /// Only jobs fired by the schedule of this name.
+    pub schedule: Option<String>,
+    /// Only jobs whose payload matches this SQL/JSON path: a predicate
+    /// (`$.port > 1024`) when it is true, any other path (`$.tags[*] ? (@ == "prod")`)
+    /// when it finds something.
+    pub payload: Option<String>,
+    /// Only jobs whose metadata matches this SQL/JSON path (as `payload`).
+    pub metadata: Option<String>,
+    /// Only jobs with this text (case-insensitive) in payload, metadata or last error.
+    pub text: Option<String>,
     /// `next_cursor` of the previous page.
     #[param(format = Uuid)]
     pub cursor: Option<String>,
@@ -704,10 +705,45 @@ pub async fn list(
             format!("{limit} is out of range 1..={MAX_LIMIT}"),
         ));
     }
+    let schedule_id = match q.schedule.as_deref() {
+        None => None,
+        Some(name) => {
+            check_name("schedule", name)?;
+            match crate::db::schedules::get(state.pool(), name).await? {
+                Some(s) => Some(s.id),
+                None => {
+                    return Err(ApiError::invalid(
+                        "schedule",
+                        format!("no schedule is named {name:?}"),
+                    ));
+                }
+            }
+        }
+    };
+    for (field, path) in [("payload", &q.payload), ("metadata", &q.metadata)] {
+        if let Some(path) = path
+            && let Err(reason) = history::check_json_path(state.pool(), path).await?
+        {
+            return Err(ApiError::invalid(
+                field,
+                format!("is not a JSON path ({reason})"),
+            ));
+        }
+    }
+    if q.text
+        .as_deref()
+        .is_some_and(|t| t.is_empty() || t.len() > 200)
+    {
+        return Err(ApiError::invalid("text", "must be 1 to 200 bytes"));
+    }
     let filter = JobFilter {
         queue: q.queue,
         kind: q.kind,
-        state: q.state.map(|s| s.as_state().as_str().to_owned()),
+        schedule_id,
+        payload_path: q.payload,
+        metadata_path: q.metadata,
+        text: q.text,
+        state: q.state.map(|s| s.as_str().to_owned()),
         created_after,
         created_before,
         before_id,

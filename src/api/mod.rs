@@ -13,6 +13,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod kinds;
 pub mod openapi;
 pub mod pull;
 pub mod queues;
@@ -139,6 +140,8 @@ struct Inner {
     stopping: CancellationToken,
     gate: events::Gate,
     snapshot: snapshot::Snapshot,
+    kinds: crate::kinds::registry::KindsCache,
+    login_limiter: crate::ui::limit::LoginLimiter,
 }
 
 impl AppState {
@@ -156,6 +159,8 @@ impl AppState {
                 stopping: CancellationToken::new(),
                 gate: events::Gate::new(),
                 snapshot: snapshot::Snapshot::new(),
+                kinds: Default::default(),
+                login_limiter: Default::default(),
             }),
         }
     }
@@ -166,6 +171,22 @@ impl AppState {
 
     pub(crate) fn settings(&self) -> &ApiSettings {
         &self.inner.settings
+    }
+
+    /// The kinds registry as enqueues see it, current for `kinds`.
+    pub(crate) async fn kinds_view<'a>(
+        &self,
+        kinds: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Arc<crate::kinds::registry::KindsView>, db::Error> {
+        self.inner
+            .kinds
+            .view(&self.inner.pool, &self.inner.settings.config, kinds)
+            .await
+    }
+
+    /// Wrong dashboard logins per client (`ui::limit`).
+    pub(crate) fn login_limiter(&self) -> &crate::ui::limit::LoginLimiter {
+        &self.inner.login_limiter
     }
 
     /// A receiver of live job events (fed by [`AppState::run_event_listener`]); opens
@@ -221,6 +242,7 @@ fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
         .routes(routes!(workers::list))
+        .routes(routes!(kinds::list))
         .routes(routes!(pull::claim))
         .routes(routes!(pull::heartbeat))
         .routes(routes!(pull::complete))
@@ -303,6 +325,8 @@ pub async fn serve(
     tasks.spawn(state.clone().run_refresher());
     let stopping = state.stopping().clone();
     let app = router(state);
+    // The peer address is what the dashboard's login limit counts by.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.cancelled().await;

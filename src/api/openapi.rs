@@ -22,6 +22,7 @@ Every error is `{\"error\":{\"code\",\"message\"}}`. `/v1` requires `Authorizati
         (name = "jobs", description = "Enqueue, inspect, cancel and retry jobs"),
         (name = "queues", description = "Queue counts, pause and resume, defaults"),
         (name = "workers", description = "Live worker processes"),
+        (name = "kinds", description = "The kinds registry: kinds workers serve"),
         (name = "schedules", description = "Cron schedules: create, pause, resume, trigger, delete"),
         (name = "workflows", description = "Jobs with dependencies: submit, show, list, cancel, retry, append"),
         (name = "pull", description = "Claim and finish jobs from any language over HTTP"),

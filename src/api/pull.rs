@@ -29,7 +29,7 @@ use super::jobs::{check_name, has_nul};
 use crate::db::due_work::{self, Finish, FinishKind};
 use crate::db::events::Received;
 use crate::db::{history, queues};
-use crate::model::Backoff;
+use crate::model::{self, Backoff, Settled};
 
 /// A queue name (`model::validate_name`), for the OpenAPI document.
 #[derive(ToSchema)]
@@ -668,10 +668,7 @@ pub async fn fail(
     let retry_after = req
         .retry_after
         .as_deref()
-        .map(|t| {
-            let d = parse_duration("retry_after", t, false)?;
-            chrono::Duration::from_std(d).map_err(|e| ApiError::invalid("retry_after", e))
-        })
+        .map(|t| parse_duration("retry_after", t, false))
         .transpose()?;
     let job = leased_job(&state, id, req.lease_owner, req.attempt).await?;
     // apply() sanitizes and bounds the error and log.
@@ -684,21 +681,18 @@ pub async fn fail(
         output: None,
         log: req.log,
     };
-    // The same mapping as the built-in worker's executor: a retryable failure with
+    // The built-in worker's decision (model::settle): a retryable failure with
     // attempts left is rescheduled with the queue's (else the configured) backoff.
+    let retryable = req.retryable != Some(false);
     if req.cancelled == Some(true) {
         finish.outcome = FinishKind::Cancelled;
-    } else if req.retryable != Some(false) && job.attempt < job.max_attempts {
+    } else if model::settle(retryable, job.attempt, job.max_attempts) == Settled::Retry {
         let delay = match retry_after {
             Some(d) => d,
-            None => {
-                let backoff = queue_backoff(&state, &job.queue).await?;
-                chrono::Duration::from_std(backoff.delay(job.attempt))
-                    .unwrap_or_else(|_| chrono::Duration::seconds(60))
-            }
+            None => queue_backoff(&state, &job.queue).await?.delay(job.attempt),
         };
         finish.outcome = FinishKind::Retry;
-        finish.next_run_at = Some(Utc::now() + delay);
+        finish.next_run_at = Some(model::delayed(Utc::now(), delay));
     }
     apply(&state, req.lease_owner, &job, finish).await
 }

@@ -256,13 +256,8 @@ pub async fn update(
     Json(req): Json<QueueSettingsRequest>,
 ) -> ApiResult<Json<Queue>> {
     check_name("name", &name)?;
-    if let Some(n) = req.max_attempts
-        && !(1..=1000).contains(&n)
-    {
-        return Err(ApiError::invalid(
-            "max_attempts",
-            format!("{n} is out of range 1..=1000"),
-        ));
+    if let Some(n) = req.max_attempts {
+        crate::model::limits::check_max_attempts("max_attempts", n)?;
     }
     let rate_limit = match &req.rate_limit {
         None => {

@@ -12,7 +12,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Json, Path, int, parse_duration};
 use super::jobs::check_name;
 use crate::db::schedules::{self, FireRow, ScheduleRow};
-use crate::scheduler::{self, Firer, SaveError, ScheduleInput};
+use crate::scheduler::{self, Firer, Origin, SaveError, ScheduleInput};
 
 /// A schedule.
 #[derive(Debug, Serialize, ToSchema)]
@@ -226,24 +226,11 @@ pub async fn create(
             .map(|t| parse_duration("misfire_grace", t, false))
             .transpose()?,
     };
-    if input
-        .unique_key
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.chars().count() > 512)
-    {
-        return Err(ApiError::invalid(
-            "unique_key",
-            "must be 1 to 512 characters",
-        ));
-    }
     let config = &state.settings().config;
-    let spec = scheduler::validate(&input, config, false).map_err(|r| {
-        let (field, reason) = r.split_once(": ").unwrap_or(("schedule", r.as_str()));
-        ApiError::invalid(field, reason)
-    })?;
+    let spec = scheduler::validate(&input, config, Origin::Api)?;
     match scheduler::save(state.pool(), &spec).await {
         Ok(_) => {}
-        Err(SaveError::Invalid(r)) => return Err(ApiError::invalid("cron", r)),
+        Err(SaveError::Invalid(r)) => return Err(r.into()),
         Err(SaveError::Declared(message)) => {
             return Err(ApiError::Conflict {
                 code: "schedule_declared",

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::AppState;
 use crate::db;
 use crate::metrics::QueueDepth;
-use crate::worker::jittered;
+use crate::model::jittered;
 
 /// Time between two refreshes of the cached state.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);

@@ -33,8 +33,12 @@ pub struct Worker {
     pub started_at: DateTime<Utc>,
     /// Last heartbeat.
     pub last_heartbeat_at: DateTime<Utc>,
-    /// Number of jobs it is running.
+    /// Jobs it holds a lease on (running or prefetched).
     pub running: i64,
+    /// Handlers running, as of its last heartbeat (absent until it reported one).
+    pub busy: Option<i32>,
+    /// Jobs claimed and not started yet, as of its last heartbeat.
+    pub prefetched: Option<i32>,
     /// Ids of the jobs it is running.
     pub running_jobs: Vec<Uuid>,
 }
@@ -75,6 +79,8 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<WorkerList>> 
             started_at: w.started_at,
             last_heartbeat_at: w.last_heartbeat_at,
             running: w.running,
+            busy: w.busy,
+            prefetched: w.prefetched,
         })
         .collect();
     Ok(Json(WorkerList { workers }))

@@ -25,7 +25,7 @@ pub async fn dev(mut config: Config) -> anyhow::Result<()> {
             .extract()
             .context("while loading the example configuration")?;
         tracing::info!(
-            "no ordinaut.toml found; using ordinaut.example.toml (kinds echo, ping_api, noop)"
+            "no ordinaut.toml found; using ordinaut.example.toml (kinds echo, scan, ping_api, noop)"
         );
     }
     let local = match &config.database_url {

@@ -130,7 +130,7 @@ where
                     "no writable primary yet; waiting"
                 );
                 tokio::select! {
-                    _ = tokio::time::sleep(crate::worker::jittered(delay)) => {}
+                    _ = tokio::time::sleep(crate::model::jittered(delay)) => {}
                     _ = shutdown.cancelled() => return Ok(None),
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));

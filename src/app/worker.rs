@@ -40,7 +40,7 @@ pub(super) async fn run(
     shutdown: CancellationToken,
     rescue: Rescue,
 ) -> anyhow::Result<()> {
-    let handlers = Handlers::from_config(config);
+    let handlers = Handlers::from_config(config)?;
     crate::metrics::allow_from_config(config);
     let metrics_server = match &config.worker.metrics_addr {
         Some(addr) => {

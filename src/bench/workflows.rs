@@ -10,46 +10,14 @@ use anyhow::bail;
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{BenchArgs, BenchResult, FreshDb, Phase, QUEUE, percentiles, wait_for_workers};
+use super::{BenchArgs, BenchResult, FreshDb, Phase, QUEUE, wait_for_workers};
 use crate::db::workflows;
-
-/// Latency from each dependent's last dependency finishing to the dependent's claim,
-/// over the workflows whose name starts with `prefix`.
-const ACTIVATION: &str =
-    "(SELECT extract(epoch FROM c.attempted_at - max(p.finished_at)) * 1000 AS v
-     FROM workflows w
-     JOIN workflow_edges e ON e.workflow_id = w.id
-     JOIN workflow_steps cs ON cs.workflow_id = e.workflow_id AND cs.name = e.child
-     JOIN workflow_steps ps ON ps.workflow_id = e.workflow_id AND ps.name = e.parent
-     JOIN job_history c ON c.id = cs.job_id
-     JOIN job_history p ON p.id = ps.job_id
-     WHERE w.name LIKE '{prefix}%'
-     GROUP BY c.id, c.attempted_at) x";
-
-async fn wal_lsn(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")
-            .fetch_one(pool)
-            .await?,
-    )
-}
 
 async fn wait_done(pool: &PgPool, prefix: &str, n: i64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM workflows WHERE name LIKE $1 || '%' AND state <> 'running'",
-        )
-        .bind(prefix)
-        .fetch_one(pool)
-        .await?;
+        let (done, failed) = workflows::finished_named(pool, prefix).await?;
         if done >= n {
-            let failed: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM workflows WHERE name LIKE $1 || '%' AND state <> 'completed'",
-            )
-            .bind(prefix)
-            .fetch_one(pool)
-            .await?;
             if failed > 0 {
                 bail!("{failed} {prefix} workflows did not complete");
             }
@@ -77,7 +45,7 @@ pub(super) async fn run(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchR
     // Diamonds, paced by four submitters.
     let count = args.count.max(1);
     let rate = f64::from(args.target_rate.max(1));
-    let wal_before = wal_lsn(&db.pool).await?;
+    let wal_before = workflows::wal_bytes(&db.pool).await?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..4 {
@@ -101,9 +69,9 @@ pub(super) async fn run(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchR
     let submit_secs = started.elapsed().as_secs_f64();
     wait_done(&db.pool, "diamond-", count as i64).await?;
     let diamond_secs = started.elapsed().as_secs_f64();
-    let wal_per_workflow = (wal_lsn(&db.pool).await? - wal_before) as f64 / count as f64;
-    let (d50, _, d99, dmax) =
-        percentiles(&db.pool, "v", &ACTIVATION.replace("{prefix}", "diamond-")).await?;
+    let wal_per_workflow =
+        (workflows::wal_bytes(&db.pool).await? - wal_before) as f64 / count as f64;
+    let (d50, d99, dmax) = workflows::activation_percentiles(&db.pool, "diamond-").await?;
 
     // One fan-out/fan-in of 1,000 steps: root -> part-0..999 -> join.
     let parts: Vec<String> = (0..1000).map(|i| format!("part-{i}")).collect();
@@ -114,16 +82,7 @@ pub(super) async fn run(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchR
     workflows::submit(&db.pool, &json!({"name": "fan-1000", "jobs": jobs}), 4).await?;
     wait_done(&db.pool, "fan-", 1).await?;
     let fan_secs = fan_started.elapsed().as_secs_f64();
-    let (f50, _, f99, _) =
-        percentiles(&db.pool, "v", &ACTIVATION.replace("{prefix}", "fan-")).await?;
-    let join: f64 = sqlx::query_scalar(
-        "SELECT (extract(epoch FROM h.attempted_at - (SELECT max(p.finished_at) FROM workflow_steps ps
-                 JOIN job_history p ON p.id = ps.job_id WHERE ps.workflow_id = s.workflow_id AND ps.name LIKE 'part-%')) * 1000)::float8
-         FROM workflow_steps s JOIN job_history h ON h.id = s.job_id
-         WHERE s.name = 'join' AND s.workflow_id = (SELECT id FROM workflows WHERE name = 'fan-1000')",
-    )
-    .fetch_one(&db.pool)
-    .await?;
+    let (f50, f99, _) = workflows::activation_percentiles(&db.pool, "fan-").await?;
     let rss = workers[0].peak_rss_kib();
     for w in workers {
         w.stop();
@@ -137,7 +96,7 @@ pub(super) async fn run(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchR
     );
     eprintln!(
         "bench: fan-out/fan-in of 1,000: {fan_secs:.2}s submit to join completed, \
-         activation of the parts p50 {f50:.1} ms p99 {f99:.1} ms, join claimed {join:.1} ms after the last part finished"
+         activation of the parts p50 {f50:.1} ms p99 {f99:.1} ms"
     );
     Ok(BenchResult {
         scenario: "workflows".into(),
@@ -157,7 +116,7 @@ pub(super) async fn run(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchR
                 p99_ms: d99,
             },
             Phase {
-                name: format!("fan-out-1000 (join {join:.1} ms)"),
+                name: "fan-out-1000".to_owned(),
                 started_per_sec: 1002.0 / fan_secs,
                 p50_ms: f50,
                 p99_ms: f99,

@@ -9,7 +9,10 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::db::{self, due_work, due_work::NewJob, history};
-use crate::model::{self, JobState};
+use crate::kinds::registry::KindsView;
+use crate::model::{self, JobState, limits};
+
+use super::invalid;
 
 /// `ordinaut jobs ...`
 #[derive(Debug, Subcommand)]
@@ -51,18 +54,18 @@ pub enum JobsCommand {
 /// Arguments of `jobs enqueue`.
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
-    /// Queue name.
+    /// Queue name (default: the kind's queue, else `default`).
     #[arg(long)]
-    pub queue: String,
+    pub queue: Option<String>,
     /// Job kind (as declared in ordinaut.toml).
     #[arg(long)]
     pub kind: String,
     /// JSON payload; `@path` reads it from a file, `-` from stdin.
     #[arg(long, default_value = "{}")]
     pub payload: String,
-    /// Priority, -100..=100; lower runs first.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub priority: i32,
+    /// Priority, -100..=100; lower runs first (default: the kind's, else 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
     /// Run at this time (RFC 3339).
     #[arg(long, conflicts_with = "delay")]
     pub run_at: Option<String>,
@@ -81,11 +84,16 @@ pub struct EnqueueArgs {
     /// Jobs sharing this key obey their queue's key_concurrency (e.g. one scan per target).
     #[arg(long)]
     pub concurrency_key: Option<String>,
+    /// Accept a kind no live worker serves (workers that start later).
+    #[arg(long)]
+    pub allow_unknown_kind: bool,
 }
 
 /// A `jobs` command with its arguments validated.
 enum Action {
-    Enqueue(NewJob),
+    /// Checked against the kinds in the local configuration; the registry check and
+    /// the registry's kind defaults need the database.
+    Enqueue(Box<EnqueueArgs>, String),
     List(history::JobFilter),
     Show(Uuid),
     Cancel(Uuid),
@@ -104,7 +112,11 @@ pub(super) async fn run(cmd: JobsCommand, config: &Config) -> anyhow::Result<()>
 impl Action {
     fn parse(cmd: JobsCommand, config: &Config) -> anyhow::Result<Self> {
         Ok(match cmd {
-            JobsCommand::Enqueue(args) => Action::Enqueue(job_from_args(&args, config)?),
+            JobsCommand::Enqueue(args) => {
+                let text = payload_text(&args)?;
+                job_from_args(&args, config, &KindsView::build(&[], config), &text)?;
+                Action::Enqueue(Box::new(args), text)
+            }
             JobsCommand::List {
                 queue,
                 kind,
@@ -130,7 +142,11 @@ impl Action {
 
     async fn run(self, pool: &db::Pool, config: &Config) -> anyhow::Result<()> {
         match self {
-            Action::Enqueue(job) => {
+            Action::Enqueue(args, text) => {
+                let kinds = crate::kinds::registry::read(pool, config)
+                    .await
+                    .context("while reading the kinds registry")?;
+                let job = job_from_args(&args, config, &kinds, &text)?;
                 let result = due_work::enqueue_many(pool, &[job], config.default_max_attempts())
                     .await
                     .context("while enqueueing")?;
@@ -192,17 +208,36 @@ impl Action {
     }
 }
 
-/// Builds a job from CLI arguments, validating every field.
-pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJob> {
-    model::validate_name(&args.queue).map_err(|r| anyhow::anyhow!("invalid --queue: {r}"))?;
-    model::validate_name(&args.kind).map_err(|r| anyhow::anyhow!("invalid --kind: {r}"))?;
-    let text = match args.payload.as_str() {
+/// The text of `--payload`: as given, from a file (`@path`) or from stdin (`-`).
+fn payload_text(args: &EnqueueArgs) -> anyhow::Result<String> {
+    Ok(match args.payload.as_str() {
         "-" => std::io::read_to_string(std::io::stdin())
             .map_err(|e| anyhow::anyhow!("invalid --payload: reading stdin: {e}"))?,
         p if p.starts_with('@') => std::fs::read_to_string(&p[1..])
             .map_err(|e| anyhow::anyhow!("invalid --payload: reading {}: {e}", &p[1..]))?,
         p => p.to_owned(),
-    };
+    })
+}
+
+/// Builds a job from CLI arguments and the payload's `text`, validating every field;
+/// the kind's defaults and payload schema come from `kinds`.
+pub fn job_from_args(
+    args: &EnqueueArgs,
+    config: &Config,
+    kinds: &KindsView,
+    text: &str,
+) -> anyhow::Result<NewJob> {
+    model::check_name("--kind", &args.kind).map_err(invalid)?;
+    let defaults = kinds
+        .get(&args.kind)
+        .map(|k| k.defaults.clone())
+        .unwrap_or_default();
+    let queue = args
+        .queue
+        .clone()
+        .or(defaults.queue)
+        .unwrap_or_else(|| "default".to_owned());
+    model::check_name("--queue", &queue).map_err(invalid)?;
     if text.len() > config.max_payload_bytes {
         bail!(
             "invalid --payload: {} bytes exceeds the limit of {} bytes",
@@ -210,9 +245,9 @@ pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJ
             config.max_payload_bytes
         );
     }
-    let payload: serde_json::Value = serde_json::from_str(&text)
+    let payload: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| anyhow::anyhow!("invalid --payload: not valid JSON: {e}"))?;
-    let priority = model::validate_priority(args.priority)
+    let priority = model::validate_priority(args.priority.or(defaults.priority).unwrap_or(0))
         .map_err(|r| anyhow::anyhow!("invalid --priority: {r}"))?;
     let run_at: Option<DateTime<Utc>> = match (&args.run_at, &args.delay) {
         (Some(t), _) => Some(
@@ -229,15 +264,11 @@ pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJ
         }
         (None, None) => None,
     };
-    if let Some(n) = args.max_attempts
-        && !(1..=1000).contains(&n)
-    {
-        bail!("invalid --max-attempts: {n} is out of range 1..=1000");
+    if let Some(n) = args.max_attempts {
+        limits::check_max_attempts("--max-attempts", n).map_err(invalid)?;
     }
-    if let Some(k) = &args.unique_key
-        && (k.is_empty() || k.len() > 512)
-    {
-        bail!("invalid --unique-key: must be 1 to 512 characters");
+    if let Some(k) = &args.unique_key {
+        limits::check_key("--unique-key", k).map_err(invalid)?;
     }
     let timeout = match &args.timeout {
         Some(t) => {
@@ -250,16 +281,24 @@ pub fn job_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewJ
         }
         None => None,
     };
-    let mut job = NewJob::new(&args.queue, &args.kind, payload);
+    kinds
+        .check(
+            &args.kind,
+            &payload,
+            config.registry.check_unknown_kinds && !args.allow_unknown_kind,
+        )
+        .map_err(|r| match r.field.as_str() {
+            "kind" => anyhow::anyhow!("invalid --kind: {}", r.reason),
+            field => anyhow::anyhow!("invalid --payload: {field} {}", r.reason),
+        })?;
+    let mut job = NewJob::new(&queue, &args.kind, payload);
     job.priority = priority;
     job.run_at = run_at;
-    job.max_attempts = args.max_attempts;
+    job.max_attempts = args.max_attempts.or(defaults.max_attempts);
     job.unique_key = args.unique_key.clone();
     job.timeout = timeout;
-    if let Some(k) = &args.concurrency_key
-        && (k.is_empty() || k.len() > 512)
-    {
-        bail!("invalid --concurrency-key: must be 1 to 512 characters");
+    if let Some(k) = &args.concurrency_key {
+        limits::check_key("--concurrency-key", k).map_err(invalid)?;
     }
     job.concurrency_key = args.concurrency_key.clone();
     Ok(job)

@@ -7,6 +7,7 @@
 //! and print. They hold no SQL.
 
 pub mod jobs;
+pub mod kinds;
 pub mod queues;
 pub mod schedules;
 pub mod workflows;
@@ -65,6 +66,8 @@ pub enum Command {
     },
     /// Probe health for container and Kubernetes checks: exit 0 if healthy, 1 if not.
     Healthcheck(crate::healthcheck::HealthcheckArgs),
+    /// List the kinds workers serve, with their defaults and serving workers.
+    Kinds(kinds::KindsArgs),
 }
 
 /// Worker overrides.
@@ -97,7 +100,14 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Bench(args) => crate::bench::run(args, config.database_url.clone()).await,
         Command::Healthcheck(args) => crate::healthcheck::run(&args, &config).await,
+        Command::Kinds(args) => kinds::run(&args, &config).await,
     }
+}
+
+/// A command-line value that breaks a rule, as the one-line error the CLI prints
+/// (`invalid --max-attempts: 0 is out of range 1..=1000`).
+fn invalid(e: crate::model::Invalid) -> anyhow::Error {
+    anyhow::anyhow!("invalid {e}")
 }
 
 impl WorkerArgs {

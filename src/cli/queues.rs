@@ -8,7 +8,9 @@ use clap::Subcommand;
 
 use crate::config::Config;
 use crate::db::{self, queues};
-use crate::model;
+use crate::model::{self, limits};
+
+use super::invalid;
 
 /// `ordinaut queues ...`
 #[derive(Debug, Subcommand)]
@@ -77,7 +79,7 @@ pub(super) async fn run(cmd: QueuesCommand, config: &Config) -> anyhow::Result<(
 }
 
 fn queue_name(name: String) -> anyhow::Result<String> {
-    model::validate_name(&name).map_err(|r| anyhow::anyhow!("invalid queue name: {r}"))?;
+    model::check_name("queue name", &name).map_err(invalid)?;
     Ok(name)
 }
 
@@ -109,10 +111,8 @@ impl Action {
                         })
                         .transpose()
                 };
-                if let Some(n) = max_attempts
-                    && !(1..=1000).contains(&n)
-                {
-                    bail!("invalid --max-attempts: {n} is out of range 1..=1000");
+                if let Some(n) = max_attempts {
+                    limits::check_max_attempts("--max-attempts", n).map_err(invalid)?;
                 }
                 let rate_limit = match rate_limit.as_deref() {
                     None => queues::Change::Keep,

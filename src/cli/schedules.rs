@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::db;
 use crate::db::schedules::ScheduleSpec;
 use crate::model;
-use crate::scheduler::{Firer, ScheduleInput};
+use crate::scheduler::{Firer, Origin, ScheduleInput};
 
 /// `ordinaut schedules ...`
 #[derive(Debug, Subcommand)]
@@ -129,7 +129,7 @@ fn spec_from_args(a: &ScheduleArgs, config: &Config) -> anyhow::Result<ScheduleS
         overlap: a.overlap.clone(),
         misfire_grace: duration("--misfire-grace", &a.misfire_grace)?,
     };
-    crate::scheduler::validate(&input, config, false)
+    crate::scheduler::validate(&input, config, Origin::Api)
         .map_err(|r| anyhow::anyhow!("invalid schedule: {r}"))
 }
 

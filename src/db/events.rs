@@ -40,6 +40,9 @@ pub struct JobEvent {
     pub queue: String,
     /// Effective state after the change.
     pub state: String,
+    /// Set for a progress report of a running job (its `due_work.progress`), not a
+    /// state change.
+    pub progress: Option<serde_json::Value>,
 }
 
 /// What the listener delivers next.
@@ -118,15 +121,28 @@ pub async fn close_gate(pool: &PgPool, id: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// Decodes a trigger payload: a JSON array of `[id, queue, state]`.
+/// Decodes a payload: a JSON array of `[id, queue, state]` (the triggers) or
+/// `[id, queue, "running", progress]` (a worker's progress reports).
 pub fn parse_payload(payload: &str) -> Option<Vec<JobEvent>> {
-    let triples: Vec<(Uuid, String, String)> = serde_json::from_str(payload).ok()?;
-    Some(
-        triples
-            .into_iter()
-            .map(|(id, queue, state)| JobEvent { id, queue, state })
-            .collect(),
-    )
+    // Entries read as plain values: an untagged enum would buffer numbers, which the
+    // arbitrary_precision feature turns into maps.
+    let entries: Vec<Vec<serde_json::Value>> = serde_json::from_str(payload).ok()?;
+    entries
+        .into_iter()
+        .map(|entry| {
+            let mut items = entry.into_iter();
+            let id = items.next()?.as_str()?.parse().ok()?;
+            let queue = items.next()?.as_str()?.to_owned();
+            let state = items.next()?.as_str()?.to_owned();
+            let progress = items.next();
+            Some(JobEvent {
+                id,
+                queue,
+                state,
+                progress,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -140,5 +156,8 @@ mod tests {
         assert_eq!(events[0].queue, "q");
         assert_eq!(events[0].state, "running");
         assert!(parse_payload("nonsense").is_none());
+        let p = r#"[["0190f6f0-0000-7000-8000-000000000001","q","running",{"percent":40}]]"#;
+        let events = parse_payload(p).expect("parses");
+        assert_eq!(events[0].progress, Some(serde_json::json!({"percent": 40})));
     }
 }

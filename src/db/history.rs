@@ -43,6 +43,9 @@ pub struct JobView {
     pub metadata: serde_json::Value,
     /// Output of a completed job.
     pub output: Option<serde_json::Value>,
+    /// Latest progress of a running job (read by the single-job lookup only).
+    #[sqlx(default)]
+    pub progress: Option<serde_json::Value>,
     /// Last error message.
     pub last_error: Option<String>,
     /// Enqueue time.
@@ -57,11 +60,13 @@ const GET_JOB: &str = "\
 SELECT id, queue, kind,
        CASE WHEN state = 'scheduled' AND run_at <= now() THEN 'available' ELSE state END AS state,
        payload, priority, attempt, max_attempts, run_at, unique_key, lease_owner, schedule_id, metadata,
-       NULL::jsonb AS output, last_error, created_at, attempted_at, NULL::timestamptz AS finished_at
+       NULL::jsonb AS output, progress, last_error, created_at, attempted_at,
+       NULL::timestamptz AS finished_at
 FROM due_work WHERE id = $1
 UNION ALL
 SELECT id, queue, kind, state, payload, priority, attempt, max_attempts, run_at, unique_key,
-       NULL::uuid, schedule_id, metadata, output, last_error, created_at, attempted_at, finished_at
+       NULL::uuid, schedule_id, metadata, output, NULL::jsonb, last_error, created_at, attempted_at,
+       finished_at
 FROM job_history WHERE id = $1
 LIMIT 1";
 
@@ -87,10 +92,55 @@ pub struct JobFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Created before.
     pub created_before: Option<DateTime<Utc>>,
+    /// Only jobs fired by this schedule.
+    pub schedule_id: Option<Uuid>,
+    /// Only jobs whose payload matches this SQL/JSON path (see [`JSON_PATH_MATCH`]).
+    pub payload_path: Option<String>,
+    /// Only jobs whose metadata matches this SQL/JSON path.
+    pub metadata_path: Option<String>,
+    /// Only jobs with this text (case-insensitive) in payload, metadata or last error.
+    pub text: Option<String>,
     /// Keyset cursor: only ids below this one (ids are time-ordered UUIDv7).
     pub before_id: Option<Uuid>,
     /// Page size.
     pub limit: i64,
+}
+
+/// How a JSON path matches a document (`{column}` is replaced by the column; the path, cast
+/// to jsonpath, and a closing parenthesis follow): a predicate (`$.port > 1024`) matches when it is true, any
+/// other path (`$.tags[*] ? (@ == "prod")`) when it finds something. Errors inside the
+/// document (a missing key in strict mode, a type mismatch) do not match instead of
+/// failing the query.
+pub const JSON_PATH_MATCH: &str = "ordinaut_json_path_match({column}, ";
+
+/// `text` with LIKE's wildcards escaped, to be matched literally.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Whether `path` is a valid SQL/JSON path (Postgres's own parser), and why not.
+pub async fn check_json_path(pool: &PgPool, path: &str) -> Result<std::result::Result<(), String>> {
+    match sqlx::query("SELECT $1::jsonpath")
+        .bind(path)
+        .execute(pool)
+        .await
+    {
+        Ok(_) => Ok(Ok(())),
+        Err(sqlx::Error::Database(e))
+            if e.code()
+                .is_some_and(|c| c.starts_with("42") || c.starts_with("22")) =>
+        {
+            Ok(Err(e.message().to_owned()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Columns of a live job as a [`JobView`] (`state` is the effective one).
@@ -134,6 +184,30 @@ fn list_jobs_query(filter: &JobFilter, explain: bool) -> sqlx::QueryBuilder<sqlx
         }
         if let Some(t) = filter.created_before {
             q.push(" AND created_at < ").push_bind(t);
+        }
+        if let Some(id) = filter.schedule_id {
+            q.push(" AND schedule_id = ").push_bind(id);
+        }
+        for (column, path) in [
+            ("payload", &filter.payload_path),
+            ("metadata", &filter.metadata_path),
+        ] {
+            if let Some(path) = path {
+                q.push(" AND ")
+                    .push(JSON_PATH_MATCH.replace("{column}", column))
+                    .push_bind(path.clone())
+                    .push("::jsonpath)");
+            }
+        }
+        if let Some(text) = &filter.text {
+            let pattern = format!("%{}%", like_escape(text));
+            q.push(" AND (payload::text ILIKE ")
+                .push_bind(pattern.clone())
+                .push(" OR metadata::text ILIKE ")
+                .push_bind(pattern.clone())
+                .push(" OR last_error ILIKE ")
+                .push_bind(pattern)
+                .push(")");
         }
         if let Some(id) = filter.before_id {
             q.push(" AND id < ").push_bind(id);

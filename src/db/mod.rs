@@ -6,12 +6,15 @@
 
 pub mod attempts;
 pub mod audit;
+#[doc(hidden)]
+pub mod bench;
 pub mod bulk;
 pub mod connstr;
 pub mod due_work;
 pub mod events;
 pub(crate) mod fault;
 pub mod history;
+pub mod kinds;
 pub mod queues;
 pub mod schedules;
 pub mod sessions;
@@ -388,7 +391,7 @@ async fn retarget(pool: PgPool, config: DbConfig, conn: Arc<ConnStr>, mut curren
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "no database server available; retrying");
-                    tokio::time::sleep(crate::worker::jittered(delay)).await;
+                    tokio::time::sleep(crate::model::jittered(delay)).await;
                     delay = (delay * 2).min(RETARGET_MAX_DELAY);
                 }
             }

@@ -1,7 +1,5 @@
 //! `schedules` and `schedule_fires`: durable cron schedules and the record of each fire.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
@@ -9,36 +7,7 @@ use uuid::Uuid;
 
 use super::{Error, Result};
 
-/// What a schedule is: its cadence and the job it makes.
-#[derive(Debug, Clone)]
-pub struct ScheduleSpec {
-    /// Unique name.
-    pub name: String,
-    /// Cron expression (validated by scheduler::cron).
-    pub cron: String,
-    /// IANA timezone.
-    pub timezone: String,
-    /// Job queue.
-    pub queue: String,
-    /// Job kind.
-    pub kind: String,
-    /// Job payload.
-    pub payload: serde_json::Value,
-    /// Job priority.
-    pub priority: i16,
-    /// Job max attempts.
-    pub max_attempts: Option<i32>,
-    /// Job timeout.
-    pub timeout: Option<Duration>,
-    /// Job unique key.
-    pub unique_key: Option<String>,
-    /// `allow` or `skip`.
-    pub overlap: String,
-    /// Misfire grace; None = the configured default.
-    pub misfire_grace: Option<Duration>,
-    /// Declared in ordinaut.toml.
-    pub declared: bool,
-}
+pub use crate::model::schedule::ScheduleSpec;
 
 /// A schedule as stored.
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -275,27 +244,90 @@ pub async fn lock_by_name(conn: &mut PgConnection, name: &str) -> Result<Option<
         .await?)
 }
 
+/// What became of one fire time, as stored in `schedule_fires.outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FireOutcome {
+    /// The fire loop enqueued the schedule's job.
+    Enqueued,
+    /// An operator's trigger enqueued it, outside the cadence.
+    Triggered,
+    /// Fire times missed by more than the misfire grace (counted in `skipped`).
+    SkippedMisfire,
+    /// Skipped: the previous job of an `overlap = "skip"` schedule was still live.
+    SkippedOverlap,
+    /// The job's unique key matched a live job: nothing new was made.
+    Deduplicated,
+}
+
+impl FireOutcome {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FireOutcome::Enqueued => "enqueued",
+            FireOutcome::Triggered => "triggered",
+            FireOutcome::SkippedMisfire => "skipped_misfire",
+            FireOutcome::SkippedOverlap => "skipped_overlap",
+            FireOutcome::Deduplicated => "deduplicated",
+        }
+    }
+}
+
+/// One row of `schedule_fires` to record.
+#[derive(Debug, Clone, Copy)]
+pub struct Fire {
+    /// The schedule.
+    pub schedule_id: Uuid,
+    /// The cron time fired (the first one, for a run of misfires).
+    pub fire_time: DateTime<Utc>,
+    /// What became of it.
+    pub outcome: FireOutcome,
+    /// The job made, if any.
+    pub job_id: Option<Uuid>,
+    /// Fire times this row stands for beyond the first (misfires).
+    pub skipped: i32,
+}
+
 /// Records a fire; false if that fire time was already recorded (a double fire).
-pub async fn record_fire(
-    conn: &mut PgConnection,
-    schedule_id: Uuid,
-    fire_time: DateTime<Utc>,
-    outcome: &str,
-    job_id: Option<Uuid>,
-    skipped: i32,
-) -> Result<bool> {
+pub async fn record_fire(conn: &mut PgConnection, fire: Fire) -> Result<bool> {
     let n = sqlx::query(
         "INSERT INTO schedule_fires (schedule_id, fire_time, outcome, job_id, skipped) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (schedule_id, fire_time) DO NOTHING",
     )
-    .bind(schedule_id)
-    .bind(fire_time)
-    .bind(outcome)
-    .bind(job_id)
-    .bind(skipped)
+    .bind(fire.schedule_id)
+    .bind(fire.fire_time)
+    .bind(fire.outcome.as_str())
+    .bind(fire.job_id)
+    .bind(fire.skipped)
     .execute(conn)
     .await?;
     Ok(n.rows_affected() == 1)
+}
+
+/// Marks a recorded fire as deduplicated (its job's unique key matched a live job, so
+/// no job was made).
+pub async fn mark_fire_deduplicated(
+    conn: &mut PgConnection,
+    schedule_id: Uuid,
+    fire_time: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE schedule_fires SET outcome = 'deduplicated', job_id = NULL WHERE schedule_id = $1 AND fire_time = $2",
+    )
+    .bind(schedule_id)
+    .bind(fire_time)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Pauses a schedule by id (one whose stored cron or timezone cannot be evaluated, so
+/// the fire loop does not spin on it).
+pub async fn pause_by_id(conn: &mut PgConnection, id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE schedules SET paused = true WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Whether a job made by this schedule is still live: a lookup of the partial index

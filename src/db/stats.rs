@@ -71,3 +71,38 @@ ORDER BY queue";
 pub async fn wait_percentiles(pool: &PgPool, minutes: i32) -> Result<Vec<WaitPercentiles>> {
     Ok(sqlx::query_as(WAITS).bind(minutes).fetch_all(pool).await?)
 }
+
+/// Wait percentiles, all queues together, of the jobs finished in one minute.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct MinuteWaits {
+    /// Start of the minute.
+    pub minute: DateTime<Utc>,
+    /// Median wait in seconds.
+    pub p50: Option<f64>,
+    /// 95th percentile in seconds.
+    pub p95: Option<f64>,
+    /// 99th percentile in seconds.
+    pub p99: Option<f64>,
+}
+
+const WAITS_PER_MINUTE: &str = "\
+SELECT date_trunc('minute', finished_at) AS minute,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY w) AS p50,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY w) AS p95,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY w) AS p99
+FROM (
+    SELECT finished_at, greatest(extract(epoch FROM attempted_at - run_at)::float8, 0) AS w
+    FROM job_history
+    WHERE finished_at > now() - make_interval(mins => $1) AND attempted_at IS NOT NULL
+) AS waits
+GROUP BY 1
+ORDER BY 1";
+
+/// Wait percentiles per minute (all queues) over the last `minutes` minutes; minutes
+/// without finished jobs are absent.
+pub async fn waits_per_minute(pool: &PgPool, minutes: i32) -> Result<Vec<MinuteWaits>> {
+    Ok(sqlx::query_as(WAITS_PER_MINUTE)
+        .bind(minutes)
+        .fetch_all(pool)
+        .await?)
+}

@@ -70,13 +70,27 @@ pub async fn register(conn: &mut PgConnection, reg: &Registration) -> Result<i32
     Ok(lock_key)
 }
 
-/// Refreshes the worker's heartbeat; false if its row is gone (it was judged dead).
-pub async fn heartbeat(conn: &mut PgConnection, id: Uuid) -> Result<bool> {
-    let n = sqlx::query("UPDATE workers SET last_heartbeat_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(conn)
-        .await?;
+/// Refreshes the worker's heartbeat with its busy slots and prefetched jobs; false if
+/// its row is gone (it was judged dead).
+pub async fn heartbeat(conn: &mut PgConnection, id: Uuid, slots: Slots) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE workers SET last_heartbeat_at = now(), busy = $2, prefetched = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(slots.busy)
+    .bind(slots.prefetched)
+    .execute(conn)
+    .await?;
     Ok(n.rows_affected() == 1)
+}
+
+/// What a worker reports of its slots with each heartbeat.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Slots {
+    /// Handlers running.
+    pub busy: i32,
+    /// Jobs claimed and not started yet.
+    pub prefetched: i32,
 }
 
 /// Removes the worker's row (graceful exit).
@@ -188,15 +202,19 @@ pub struct WorkerView {
     pub started_at: DateTime<Utc>,
     /// Last heartbeat.
     pub last_heartbeat_at: DateTime<Utc>,
-    /// Jobs it is running now.
+    /// Jobs it holds a lease on now (running or prefetched).
     pub running: i64,
+    /// Handlers running, as of its last heartbeat (None before one reported it).
+    pub busy: Option<i32>,
+    /// Jobs claimed and not started, as of its last heartbeat.
+    pub prefetched: Option<i32>,
 }
 
 /// Registered workers with their running job counts.
 pub async fn list_workers(pool: &PgPool) -> Result<Vec<WorkerView>> {
     Ok(sqlx::query_as(
         "SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.version, w.started_at, w.last_heartbeat_at,
-                (SELECT count(*) FROM due_work d WHERE d.state = 'running' AND d.lease_owner = w.id) AS running
+                w.busy, w.prefetched, (SELECT count(*) FROM due_work d WHERE d.state = 'running' AND d.lease_owner = w.id) AS running
          FROM workers w ORDER BY w.started_at",
     )
     .fetch_all(pool)

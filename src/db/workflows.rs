@@ -289,3 +289,50 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Workflow> {
     let jobs = sqlx::query_as(STEPS).bind(id).fetch_all(pool).await?;
     Ok(Workflow { summary, jobs })
 }
+
+/// Bench figures (`ordinaut bench workflows`): the latency from each dependent's last
+/// dependency finishing to the dependent's claim, over the workflows named `prefix…`:
+/// (p50, p99, max) in ms.
+pub async fn activation_percentiles(pool: &PgPool, prefix: &str) -> Result<(f64, f64, f64)> {
+    let row: (Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v), percentile_cont(0.99) WITHIN GROUP (ORDER BY v), max(v)
+         FROM (SELECT (extract(epoch FROM c.attempted_at - max(p.finished_at)) * 1000)::float8 AS v
+               FROM workflows w
+               JOIN workflow_edges e ON e.workflow_id = w.id
+               JOIN workflow_steps cs ON cs.workflow_id = e.workflow_id AND cs.name = e.child
+               JOIN workflow_steps ps ON ps.workflow_id = e.workflow_id AND ps.name = e.parent
+               JOIN job_history c ON c.id = cs.job_id
+               JOIN job_history p ON p.id = ps.job_id
+               WHERE w.name LIKE $1 || '%'
+               GROUP BY c.id, c.attempted_at) x",
+    )
+    .bind(prefix)
+    .fetch_one(pool)
+    .await?;
+    Ok((
+        row.0.unwrap_or(0.0),
+        row.1.unwrap_or(0.0),
+        row.2.unwrap_or(0.0),
+    ))
+}
+
+/// Bench figures: (finished, finished but not completed) workflows named `prefix…`.
+pub async fn finished_named(pool: &PgPool, prefix: &str) -> Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state <> 'running'),
+                count(*) FILTER (WHERE state NOT IN ('running', 'completed'))
+         FROM workflows WHERE name LIKE $1 || '%'",
+    )
+    .bind(prefix)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Bench figures: the server's WAL position in bytes.
+pub async fn wal_bytes(pool: &PgPool) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")
+            .fetch_one(pool)
+            .await?,
+    )
+}

@@ -10,9 +10,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::cron::{CronExpr, parse_timezone};
-use crate::db::schedules::{self, ScheduleRow};
+use crate::db::schedules::{self, Fire, FireOutcome, ScheduleRow};
 use crate::db::{self, due_work, due_work::NewJob};
-use crate::worker::jittered;
+use crate::model::jittered;
 
 /// Most fire records per misfire (the rest are counted in `skipped`).
 const SCHEDULES_PER_TICK: i64 = 100;
@@ -104,10 +104,7 @@ impl Firer {
             (Err(e), _) | (_, Err(e)) => {
                 // Stored rows were validated on the way in; pause rather than spin.
                 tracing::error!(schedule = %row.name, error = %e, "schedule cannot be evaluated; pausing it");
-                sqlx::query("UPDATE schedules SET paused = true WHERE id = $1")
-                    .bind(row.id)
-                    .execute(&mut *tx)
-                    .await?;
+                schedules::pause_by_id(tx, row.id).await?;
                 return Ok(());
             }
         };
@@ -131,11 +128,22 @@ impl Firer {
                     continue;
                 }
             } else if row.overlap == "skip" && schedules::has_live_job(tx, row.id).await? {
-                schedules::record_fire(tx, row.id, fire, "skipped_overlap", None, 0).await?;
+                schedules::record_fire(
+                    tx,
+                    Fire {
+                        schedule_id: row.id,
+                        fire_time: fire,
+                        outcome: FireOutcome::SkippedOverlap,
+                        job_id: None,
+                        skipped: 0,
+                    },
+                )
+                .await?;
                 report.overlapped += 1;
                 last_fired = Some(fire);
             } else {
-                self.enqueue(tx, row, fire, "enqueued", report).await?;
+                self.enqueue(tx, row, fire, FireOutcome::Enqueued, report)
+                    .await?;
                 last_fired = Some(fire);
             }
             match cron.next_after(fire, tz) {
@@ -144,7 +152,17 @@ impl Firer {
             }
         }
         if let Some((first, count)) = missed {
-            schedules::record_fire(tx, row.id, first, "skipped_misfire", None, count).await?;
+            schedules::record_fire(
+                tx,
+                Fire {
+                    schedule_id: row.id,
+                    fire_time: first,
+                    outcome: FireOutcome::SkippedMisfire,
+                    job_id: None,
+                    skipped: count,
+                },
+            )
+            .await?;
             tracing::warn!(schedule = %row.name, skipped = count, first_missed = %first, "missed fire times skipped");
         }
         schedules::advance(tx, row.id, fire, last_fired).await
@@ -157,22 +175,25 @@ impl Firer {
         tx: &mut sqlx::PgConnection,
         row: &ScheduleRow,
         fire: DateTime<Utc>,
-        outcome: &str,
+        outcome: FireOutcome,
         report: &mut FireReport,
     ) -> db::Result<()> {
         let job = job_for(row, fire);
         let id = job.id;
-        if !schedules::record_fire(tx, row.id, fire, outcome, Some(id), 0).await? {
+        let record = Fire {
+            schedule_id: row.id,
+            fire_time: fire,
+            outcome,
+            job_id: Some(id),
+            skipped: 0,
+        };
+        if !schedules::record_fire(tx, record).await? {
             return Ok(());
         }
         let inserted = due_work::insert_jobs(tx, &[job], self.options.default_max_attempts).await?;
         if inserted.is_empty() {
             // The template's unique key matched a live job: nothing new was made.
-            sqlx::query("UPDATE schedule_fires SET outcome = 'deduplicated', job_id = NULL WHERE schedule_id = $1 AND fire_time = $2")
-                .bind(row.id)
-                .bind(fire)
-                .execute(&mut *tx)
-                .await?;
+            schedules::mark_fire_deduplicated(tx, row.id, fire).await?;
         } else {
             report.enqueued += 1;
         }
@@ -191,7 +212,14 @@ impl Firer {
         let fire = schedules::db_now(&mut tx).await?;
         let job = job_for(&row, fire);
         let id = job.id;
-        schedules::record_fire(&mut tx, row.id, fire, "triggered", Some(id), 0).await?;
+        let record = Fire {
+            schedule_id: row.id,
+            fire_time: fire,
+            outcome: FireOutcome::Triggered,
+            job_id: Some(id),
+            skipped: 0,
+        };
+        schedules::record_fire(&mut tx, record).await?;
         due_work::insert_jobs(&mut tx, &[job], self.options.default_max_attempts).await?;
         tx.commit().await?;
         Ok(id)

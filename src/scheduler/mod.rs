@@ -3,7 +3,6 @@
 //!
 //! Every service here is safe to run in any number of processes at once.
 
-pub mod cron;
 pub mod fire;
 pub mod heartbeat;
 pub mod rescuer;
@@ -11,7 +10,6 @@ pub mod retention;
 
 use std::time::Duration;
 
-use chrono::Utc;
 use sqlx::PgPool;
 
 pub use fire::{FireOptions, Firer};
@@ -19,121 +17,21 @@ pub use heartbeat::Heartbeat;
 pub use rescuer::{Rescuer, RescuerOptions};
 pub use retention::Retention;
 
-use crate::config::{Config, ScheduleConfig};
+use crate::config::Config;
 use crate::db::{self, schedules::ScheduleSpec};
-use crate::model;
+use crate::model::Invalid;
+pub use crate::model::cron;
+use crate::model::schedule::{self, first_fire};
+pub use crate::model::schedule::{Origin, ScheduleInput};
 
-/// A schedule's fields as given by a caller (CLI, API, file), before validation.
-#[derive(Debug, Clone, Default)]
-pub struct ScheduleInput {
-    /// Name.
-    pub name: String,
-    /// Cron expression.
-    pub cron: String,
-    /// IANA timezone; None = TZ.
-    pub timezone: Option<String>,
-    /// Job queue.
-    pub queue: String,
-    /// Job kind.
-    pub kind: String,
-    /// Job payload.
-    pub payload: Option<serde_json::Value>,
-    /// Job priority.
-    pub priority: i32,
-    /// Job max attempts.
-    pub max_attempts: Option<i32>,
-    /// Job timeout.
-    pub timeout: Option<Duration>,
-    /// Job unique key.
-    pub unique_key: Option<String>,
-    /// allow | skip.
-    pub overlap: Option<String>,
-    /// Misfire grace.
-    pub misfire_grace: Option<Duration>,
-}
-
-/// Validates a schedule; the error names the field and the problem.
+/// Validates a schedule against the configuration; the error names the field and the
+/// problem.
 pub fn validate(
     input: &ScheduleInput,
     config: &Config,
-    declared: bool,
-) -> Result<ScheduleSpec, String> {
-    model::validate_name(&input.name).map_err(|r| format!("name: {r}"))?;
-    cron::CronExpr::parse(&input.cron).map_err(|r| format!("cron: {r}"))?;
-    let timezone = input.timezone.clone().unwrap_or_else(|| config.tz.clone());
-    cron::parse_timezone(&timezone).map_err(|r| format!("timezone: {r}"))?;
-    model::validate_name(&input.queue).map_err(|r| format!("queue: {r}"))?;
-    model::validate_name(&input.kind).map_err(|r| format!("kind: {r}"))?;
-    let priority =
-        model::validate_priority(input.priority).map_err(|r| format!("priority: {r}"))?;
-    if let Some(n) = input.max_attempts
-        && !(1..=1000).contains(&n)
-    {
-        return Err(format!("max_attempts: {n} is out of range 1..=1000"));
-    }
-    let overlap = input.overlap.clone().unwrap_or_else(|| "allow".to_owned());
-    if overlap != "allow" && overlap != "skip" {
-        return Err(format!("overlap: {overlap:?} must be allow or skip"));
-    }
-    let payload = input
-        .payload
-        .clone()
-        .unwrap_or_else(|| serde_json::json!({}));
-    if payload.to_string().len() > config.max_payload_bytes {
-        return Err(format!(
-            "payload: exceeds the limit of {} bytes",
-            config.max_payload_bytes
-        ));
-    }
-    Ok(ScheduleSpec {
-        name: input.name.clone(),
-        cron: input.cron.trim().to_owned(),
-        timezone,
-        queue: input.queue.clone(),
-        kind: input.kind.clone(),
-        payload,
-        priority,
-        max_attempts: input.max_attempts,
-        timeout: input.timeout,
-        unique_key: input.unique_key.clone(),
-        overlap,
-        misfire_grace: input.misfire_grace,
-        declared,
-    })
-}
-
-/// Validates a schedule declared in ordinaut.toml.
-pub fn spec_from_config(
-    name: &str,
-    s: &ScheduleConfig,
-    config: &Config,
-) -> Result<ScheduleSpec, String> {
-    let input = ScheduleInput {
-        name: name.to_owned(),
-        cron: s.cron.clone(),
-        timezone: s.timezone.clone(),
-        queue: s.queue.clone(),
-        kind: s.kind.clone(),
-        payload: s.payload.clone(),
-        priority: s.priority,
-        max_attempts: s.max_attempts,
-        timeout: s.timeout,
-        unique_key: s.unique_key.clone(),
-        overlap: s.overlap.clone(),
-        misfire_grace: s.misfire_grace,
-    };
-    validate(&input, config, true)
-}
-
-/// The first fire time of `spec` after `now`.
-pub fn first_fire(
-    spec: &ScheduleSpec,
-    now: chrono::DateTime<Utc>,
-) -> Result<chrono::DateTime<Utc>, String> {
-    let cron = cron::CronExpr::parse(&spec.cron)?;
-    let tz = cron::parse_timezone(&spec.timezone)?;
-    cron.next_after(now, tz)
-        .ok_or_else(|| format!("cron expression {:?} never fires again", spec.cron))
+    origin: Origin,
+) -> Result<ScheduleSpec, Invalid> {
+    schedule::validate(input, &config.schedule_rules(), origin)
 }
 
 /// Creates or updates a schedule. Its first fire is computed from the database's clock,
@@ -164,7 +62,7 @@ fn hostname() -> String {
 pub enum SaveError {
     /// The schedule is not valid.
     #[error("{0}")]
-    Invalid(String),
+    Invalid(Invalid),
     /// The name belongs to a schedule declared in ordinaut.toml (the message says whose).
     #[error("{0}")]
     Declared(String),
@@ -178,8 +76,9 @@ pub enum SaveError {
 /// schedules removes nothing.
 pub async fn sync_declared(pool: &PgPool, config: &Config) -> Result<(), SaveError> {
     for (name, s) in &config.schedules {
-        let spec = spec_from_config(name, s, config)
-            .map_err(|r| SaveError::Invalid(format!("schedules.{name}: {r}")))?;
+        let spec = config
+            .declared_schedule(name, s)
+            .map_err(|r| SaveError::Invalid(Invalid::new(format!("schedules.{name}"), r)))?;
         save(pool, &spec).await?;
     }
     if config.schedules.is_empty() {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db::{self, due_work::Rescued};
 use crate::model::Backoff;
-use crate::worker::jittered;
+use crate::model::jittered;
 
 /// Rescuer settings.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, history::PartitionChange};
-use crate::worker::jittered;
+use crate::model::jittered;
 
 /// How often partitions are rotated.
 const INTERVAL: Duration = Duration::from_secs(3600);

@@ -304,9 +304,11 @@ pub struct LoginForm {
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Option<axum::extract::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     axum::extract::Form(form): axum::extract::Form<LoginForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref()).to_owned();
+    let client = peer.map(|p| p.0.0.ip());
     if state.settings().auth_disabled() {
         return Redirect::to(&next).into_response();
     }
@@ -318,9 +320,22 @@ pub async fn login(
             &next,
         );
     }
+    if let Some(wait) = state.login_limiter().retry_after(client) {
+        tracing::warn!(client = ?client, "dashboard login refused: too many wrong tokens");
+        let mut response = layout::login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("too many wrong tokens from this address: try again in a few minutes"),
+            &next,
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, (wait.as_secs() + 1).into());
+        return response;
+    }
     let token = form.token.trim();
     let Some(access) = token_access(state.settings(), token) else {
-        tracing::info!("dashboard login refused");
+        state.login_limiter().failed(client);
+        tracing::info!(client = ?client, "dashboard login refused");
         return layout::login_page(
             StatusCode::UNAUTHORIZED,
             Some("that token is not one of API_TOKENS or API_READONLY_TOKENS"),

@@ -152,6 +152,11 @@ pub fn time(t: &DateTime<Utc>) -> Markup {
     html! { time datetime=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S")) } }
 }
 
+/// A timestamp app.js rewrites into the viewer's own time zone (UTC until it runs).
+pub fn viewer_time(t: &DateTime<Utc>) -> Markup {
+    html! { time.viewer datetime=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S")) " UTC" } }
+}
+
 /// An optional timestamp.
 pub fn time_opt(t: &Option<DateTime<Utc>>) -> Markup {
     match t {

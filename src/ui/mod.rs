@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod layout;
+pub mod limit;
 mod pages;
 mod workflows;
 
@@ -33,6 +34,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui", get(pages::overview))
         .route("/ui/", get(pages::overview))
         .route("/ui/fragments/overview", get(pages::overview_fragment))
+        // The /v1 event stream under the session: pages refresh their live part on it.
+        .route("/ui/events", get(crate::api::events::stream))
         .route("/ui/jobs", get(pages::jobs))
         .route("/ui/fragments/jobs", get(pages::jobs_fragment))
         .route("/ui/jobs/{id}", get(pages::job))

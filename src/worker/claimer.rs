@@ -203,6 +203,7 @@ impl Worker {
             snooze_min: o.snooze_min,
             cancel,
             hard_stop: hard_stop.clone(),
+            progress: self.progress.clone(),
         };
         let tx = tx.clone();
         let shared = shared.clone();

@@ -6,21 +6,19 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::handlers::{Handler, JobContext};
+use super::handlers::{Handler, JobContext, ProgressSink};
 use crate::db::due_work::{Finish, FinishKind};
 use crate::model::{Backoff, ClaimedJob, Outcome};
 
-/// How long a stopped handler gets to return its partial output before it is dropped.
+/// How long a stopped handler gets to return its partial output before it is dropped
+/// (beyond the handler's own [`Handler::stop_grace`]).
 const STOP_GRACE: Duration = Duration::from_secs(2);
-/// Longest retry or snooze delay: longer ones (a handler's `Duration::MAX`, a queue
-/// backoff of years) are clamped to it rather than overflowing the clock.
-pub(crate) const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
 
 /// Why an attempt was stopped from outside.
 enum Stop {
@@ -43,6 +41,8 @@ pub(crate) struct Execution {
     pub cancel: CancellationToken,
     /// Cancelled when the shutdown grace period is over.
     pub hard_stop: CancellationToken,
+    /// Where the handler reports progress.
+    pub progress: ProgressSink,
 }
 
 /// Runs the attempt to completion and returns the transition to record.
@@ -104,6 +104,7 @@ async fn run_attempt(exec: &Execution) -> Outcome {
         worker_id: exec.worker_id,
         stop: stop.clone(),
         output_limit: exec.output_limit,
+        progress: exec.progress.clone(),
     };
     // A panicking handler is a failed attempt carrying the panic message, whether it
     // panics while building its future or while it runs.
@@ -131,21 +132,27 @@ async fn run_attempt(exec: &Execution) -> Outcome {
         _ = exec.hard_stop.cancelled() => Stop::Shutdown,
     };
     stop.cancel();
-    let log = match tokio::time::timeout(STOP_GRACE, fut)
+    // How the handler ended its work (a command: "terminated by SIGTERM", "killed
+    // with SIGKILL after ..."), kept in the attempt's error.
+    let mut how = None;
+    let log = match tokio::time::timeout(STOP_GRACE + handler.stop_grace(), fut)
         .await
         .map(|r| r.unwrap_or_else(|p| panicked(p.as_ref())))
     {
-        Ok(
-            Outcome::Succeeded { log, .. }
-            | Outcome::Retry { log, .. }
-            | Outcome::Failed { log, .. },
-        )
+        Ok(Outcome::Retry { log, error } | Outcome::Failed { log, error }) => {
+            how = Some(error).filter(|e| e != "stopped");
+            log
+        }
+        Ok(Outcome::Succeeded { log, .. })
         | Ok(Outcome::Snoozed { log, .. } | Outcome::Cancelled { log }) => log,
         Ok(Outcome::Interrupted) | Err(_) => None,
     };
     match why {
         Stop::Timeout(t) => Outcome::Retry {
-            error: format!("timed out after {}", humantime::format_duration(t)),
+            error: match how {
+                Some(how) => format!("timed out after {}; {how}", humantime::format_duration(t)),
+                None => format!("timed out after {}", humantime::format_duration(t)),
+            },
             log,
         },
         Stop::Cancelled => Outcome::Cancelled { log },
@@ -175,16 +182,11 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// `now + delay`, with the delay clamped to [`MAX_DELAY`].
-fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
-    let delay = chrono::Duration::from_std(delay.min(MAX_DELAY))
-        .expect("MAX_DELAY fits in a chrono::Duration");
-    now.checked_add_signed(delay).unwrap_or(now)
-}
+use crate::model::{Settled, delayed as after, settle};
 
 /// Maps an outcome to the stored transition: retries become failures once attempts
 /// are spent, and get their backoff here; snoozes are raised to `snooze_min`; every
-/// delay is clamped to [`MAX_DELAY`].
+/// delay is clamped to [`crate::model::MAX_DELAY`].
 pub(crate) fn to_finish(
     job: &ClaimedJob,
     outcome: Outcome,
@@ -206,7 +208,9 @@ pub(crate) fn to_finish(
             finish.output = output;
             finish.log = log;
         }
-        Outcome::Retry { error, log } if job.attempt < job.max_attempts => {
+        Outcome::Retry { error, log }
+            if settle(true, job.attempt, job.max_attempts) == Settled::Retry =>
+        {
             finish.outcome = FinishKind::Retry;
             finish.next_run_at = Some(after(now, backoff.delay(job.attempt)));
             finish.error = Some(error);

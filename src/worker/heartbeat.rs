@@ -204,7 +204,11 @@ impl Heartbeat {
 
     async fn beat(&self, conn: &mut PgConnection) -> crate::db::Result<()> {
         let id = self.registration.id;
-        if !workers::heartbeat(conn, id).await? {
+        let slots = workers::Slots {
+            busy: self.shared.gauges.busy.get(),
+            prefetched: self.shared.gauges.prefetched.get(),
+        };
+        if !workers::heartbeat(conn, id, slots).await? {
             tracing::warn!(worker_id = %id, "worker row was removed (judged dead); re-registering");
             workers::register(conn, &self.registration).await?;
         }

@@ -14,13 +14,14 @@ pub mod handlers;
 mod heartbeat;
 mod leases;
 mod listen;
+pub mod progress;
+mod publish;
 mod slots;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::RngExt;
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
@@ -159,16 +160,21 @@ pub struct Worker {
     db: DbConfig,
     pool: PgPool,
     handlers: Arc<Handlers>,
+    progress: progress::ProgressSink,
+    progress_rx: Mutex<Option<progress::ProgressReceiver>>,
 }
 
 impl Worker {
     /// A worker over `pool` (connections from `db` for its lock and LISTEN sessions).
     pub fn new(options: WorkerOptions, db: DbConfig, pool: PgPool, handlers: Handlers) -> Worker {
+        let (progress, progress_rx) = progress::ProgressSink::channel();
         Worker {
             options,
             db,
             pool,
             handlers: Arc::new(handlers),
+            progress,
+            progress_rx: Mutex::new(Some(progress_rx)),
         }
     }
 
@@ -196,6 +202,21 @@ impl Worker {
         let abandon = CancellationToken::new();
 
         let mut background = JoinSet::new();
+        if let Some(rx) = self.progress_rx.lock().ok().and_then(|mut r| r.take()) {
+            background.spawn(progress::write(
+                self.pool.clone(),
+                o.id,
+                rx,
+                stop_background.clone(),
+            ));
+        }
+        let kinds = self.handlers.published(o.id, &registration.hostname);
+        publish::first(&self.pool, &kinds).await;
+        background.spawn(publish::refresh(
+            self.pool.clone(),
+            kinds,
+            stop_background.clone(),
+        ));
         background.spawn(listen::listen(
             self.pool.clone(),
             o.queues.clone(),
@@ -286,10 +307,8 @@ impl Worker {
     }
 }
 
-/// `base` scaled by a random factor in [0.8, 1.2], so replicas do not poll in lockstep.
-pub(crate) fn jittered(base: Duration) -> Duration {
-    base.mul_f64(rand::rng().random_range(0.8..1.2))
-}
+/// `base` scaled by a random factor in [0.8, 1.2] (lives in `model`: every service uses it).
+pub(crate) use crate::model::jittered;
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

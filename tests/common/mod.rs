@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod jobs;
 pub mod procs;
 pub mod recorder;
 

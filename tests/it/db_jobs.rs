@@ -1,5 +1,6 @@
 //! Store-level lifecycle: enqueue, claim, finish, rescue, cancel, retry.
 
+use crate::common::jobs::jobs;
 use std::time::Duration;
 
 use ordinaut::db::due_work::{self, Finish, FinishKind, NewJob};
@@ -240,7 +241,7 @@ async fn claims_follow_priority_then_run_at_across_queues() {
 #[tokio::test]
 async fn paused_queues_are_not_claimed_and_keep_their_jobs() {
     let db = TestDb::new().await;
-    enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await;
+    jobs("q", "k").enqueue_n(&db.pool, 1).await;
     ordinaut::db::queues::set_paused(&db.pool, "q", true)
         .await
         .unwrap();
@@ -303,7 +304,7 @@ async fn concurrent_claimers_never_share_a_job() {
 #[tokio::test]
 async fn retry_outcome_reschedules_and_spends_the_attempt() {
     let db = TestDb::new().await;
-    let id = enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await[0];
+    let id = jobs("q", "k").enqueue_n(&db.pool, 1).await[0];
     let w = Uuid::now_v7();
     due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
         .await
@@ -342,14 +343,7 @@ async fn retry_outcome_reschedules_and_spends_the_attempt() {
 #[tokio::test]
 async fn snoozed_and_interrupted_attempts_are_given_back() {
     let db = TestDb::new().await;
-    let ids = enqueue(
-        &db,
-        vec![
-            NewJob::new("q", "k", json!({})),
-            NewJob::new("q", "k", json!({})),
-        ],
-    )
-    .await;
+    let ids = jobs("q", "k").enqueue_n(&db.pool, 2).await;
     let w = Uuid::now_v7();
     due_work::claim_due(&db.pool, &["q".into()], 2, w, LEASE)
         .await
@@ -395,7 +389,7 @@ async fn snoozed_and_interrupted_attempts_are_given_back() {
 #[tokio::test]
 async fn failed_job_goes_to_history_and_can_be_retried_by_hand() {
     let db = TestDb::new().await;
-    let id = enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await[0];
+    let id = jobs("q", "k").enqueue_n(&db.pool, 1).await[0];
     let w = Uuid::now_v7();
     due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
         .await
@@ -440,7 +434,7 @@ async fn failed_job_goes_to_history_and_can_be_retried_by_hand() {
 #[tokio::test]
 async fn outcome_from_a_worker_that_lost_the_lease_is_ignored() {
     let db = TestDb::new().await;
-    let id = enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await[0];
+    let id = jobs("q", "k").enqueue_n(&db.pool, 1).await[0];
     due_work::claim_due(&db.pool, &["q".into()], 1, Uuid::now_v7(), LEASE)
         .await
         .unwrap();
@@ -548,7 +542,7 @@ async fn retry_delay_follows_backoff_within_jitter() {
 async fn dead_workers_jobs_are_handed_back_through_the_advisory_lock() {
     use ordinaut::db::workers;
     let db = TestDb::new().await;
-    enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await;
+    jobs("q", "k").enqueue_n(&db.pool, 1).await;
     let reg = workers::Registration {
         id: Uuid::now_v7(),
         hostname: "h".into(),
@@ -601,14 +595,7 @@ async fn dead_workers_jobs_are_handed_back_through_the_advisory_lock() {
 #[tokio::test]
 async fn cancel_stops_waiting_jobs_at_once_and_flags_running_ones() {
     let db = TestDb::new().await;
-    let ids = enqueue(
-        &db,
-        vec![
-            NewJob::new("q", "k", json!({})),
-            NewJob::new("q", "k", json!({})),
-        ],
-    )
-    .await;
+    let ids = jobs("q", "k").enqueue_n(&db.pool, 2).await;
     let w = Uuid::now_v7();
     let claimed = due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
         .await
@@ -720,7 +707,7 @@ async fn queue_without_keep_completed_drops_finished_jobs() {
     )
     .await
     .unwrap();
-    let id = enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await[0];
+    let id = jobs("q", "k").enqueue_n(&db.pool, 1).await[0];
     let w = Uuid::now_v7();
     due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
         .await
@@ -815,7 +802,7 @@ async fn schema_is_configurable() {
 #[tokio::test]
 async fn finished_jobs_land_in_the_daily_partition() {
     let db = TestDb::new().await;
-    let id = enqueue(&db, vec![NewJob::new("q", "k", json!({}))]).await[0];
+    let id = jobs("q", "k").enqueue_n(&db.pool, 1).await[0];
     let w = Uuid::now_v7();
     due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
         .await

@@ -1,6 +1,8 @@
 //! The http kind and caller input it sends on: request ids, and URL credentials that
 //! must never reach what the API returns (last_error, attempt errors and logs).
 
+use crate::common::jobs::Finished;
+use ordinaut::model::JobState;
 use std::time::Duration;
 
 use axum::Router;
@@ -8,13 +10,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use ordinaut::config::{Config, KindConfig};
 use ordinaut::db::due_work::{self, NewJob};
+use ordinaut::kinds::HttpKind;
 use ordinaut::worker::{Handlers, Worker, WorkerOptions};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::api::App;
-use crate::common::{TestDb, eventually};
+use crate::common::TestDb;
 
 #[tokio::test]
 async fn enqueue_refuses_a_request_id_no_header_can_carry() {
@@ -55,29 +58,15 @@ async fn enqueue_refuses_a_request_id_no_header_can_carry() {
 }
 
 fn http_kind(url: String) -> KindConfig {
-    KindConfig::Http {
+    KindConfig::Http(HttpKind {
         url,
-        method: "POST".into(),
         timeout: Some(Duration::from_secs(10)),
-        headers: Default::default(),
-        retry_on_4xx: false,
-    }
+        ..Default::default()
+    })
 }
 
-async fn wait_finished(db: &TestDb, id: Uuid) -> (String, Option<String>) {
-    eventually(Duration::from_secs(30), "job to finish", || {
-        let pool = db.pool.clone();
-        async move {
-            sqlx::query_as::<_, (String, Option<String>)>(
-                "SELECT state, last_error FROM job_history WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&pool)
-            .await
-            .unwrap()
-        }
-    })
-    .await
+async fn wait_finished(db: &TestDb, id: Uuid) -> Finished {
+    crate::common::jobs::wait_finished(&db.pool, id, Duration::from_secs(30)).await
 }
 
 #[tokio::test]
@@ -142,14 +131,19 @@ async fn http_kind_hides_url_credentials_and_skips_an_unsendable_request_id() {
         o,
         db.db_config(),
         db.pool.clone(),
-        Handlers::from_config(&config),
+        Handlers::from_config(&config).unwrap(),
     );
     let token_stop = stop.clone();
     let running = tokio::spawn(async move { worker.run(token_stop).await.expect("worker runs") });
 
-    let (state, error) = wait_finished(&db, ids[0]).await;
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, ids[0]).await;
     assert_eq!(
-        state, "completed",
+        state,
+        JobState::Completed,
         "the request went out without the id: {error:?}"
     );
     let output: serde_json::Value =
@@ -159,12 +153,20 @@ async fn http_kind_hides_url_credentials_and_skips_an_unsendable_request_id() {
             .await
             .unwrap();
     assert_eq!(output, json!({"request_id": null}));
-    let (state, error) = wait_finished(&db, ids[1]).await;
-    assert_eq!(state, "failed");
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, ids[1]).await;
+    assert_eq!(state, JobState::Failed);
     let error = error.unwrap();
     assert!(error.contains("answered HTTP 500"), "{error}");
-    let (state, refused_error) = wait_finished(&db, ids[2]).await;
-    assert_eq!(state, "failed");
+    let Finished {
+        state,
+        last_error: refused_error,
+        ..
+    } = wait_finished(&db, ids[2]).await;
+    assert_eq!(state, JobState::Failed);
     let refused_error = refused_error.unwrap();
     assert!(
         refused_error.starts_with(&format!("request to http://{closed}/x?token=***&v=***")),

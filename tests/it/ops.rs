@@ -176,7 +176,7 @@ async fn metrics_report_how_far_the_most_overdue_schedule_lags() {
             ..Default::default()
         },
         &ordinaut::config::Config::default(),
-        false,
+        ordinaut::scheduler::Origin::Api,
     )
     .unwrap();
     ordinaut::scheduler::save(&app.db.pool, &spec)
@@ -303,7 +303,7 @@ async fn processes_write_nowhere_but_tmp() {
             ..Default::default()
         },
         &ordinaut::config::Config::default(),
-        false,
+        ordinaut::scheduler::Origin::Api,
     )
     .unwrap();
     ordinaut::scheduler::save(&db.pool, &spec).await.unwrap();

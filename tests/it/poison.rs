@@ -3,6 +3,9 @@
 //! rescued jobs, claim errors, cancels racing outcomes, and limited queues beside a
 //! backlog. Nothing a job produces may wedge the others.
 
+use crate::common::jobs::Finished;
+use crate::common::jobs::wait_for_count;
+use ordinaut::model::JobState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -25,7 +28,7 @@ async fn command_printing_nul_bytes_does_not_wedge_later_jobs() {
     let db = TestDb::new().await;
     let handlers = handlers_from(&[
         ("nul", command("sh", &["-c", "printf 'a\\0b'"], None)),
-        ("nap", KindConfig::Noop { timeout: None }),
+        ("nap", KindConfig::Noop(Default::default())),
     ]);
     let w = start(&db, handlers, options());
     let mut nul = Vec::new();
@@ -33,14 +36,14 @@ async fn command_printing_nul_bytes_does_not_wedge_later_jobs() {
         nul.push(enqueue(&db, NewJob::new("q", "nul", json!({}))).await);
     }
     for id in &nul {
-        assert_eq!(wait_finished(&db, *id).await.0, "completed");
+        assert_eq!(wait_finished(&db, *id).await.state, JobState::Completed);
     }
     let mut later = Vec::new();
     for _ in 0..5 {
         later.push(enqueue(&db, NewJob::new("q", "nap", json!({}))).await);
     }
     for id in later {
-        assert_eq!(wait_finished(&db, id).await.0, "completed");
+        assert_eq!(wait_finished(&db, id).await.state, JobState::Completed);
     }
     w.shutdown().await;
     let log: String = sqlx::query_scalar("SELECT log FROM job_history WHERE id = $1")
@@ -73,8 +76,8 @@ async fn rust_handler_output_with_nul_and_a_number_beyond_numeric_is_stored() {
     let w = start(&db, handlers, options());
     let weird = enqueue(&db, NewJob::new("q", "weird", json!({}))).await;
     let plain = enqueue(&db, NewJob::new("q", "plain", json!({}))).await;
-    assert_eq!(wait_finished(&db, weird).await.0, "completed");
-    assert_eq!(wait_finished(&db, plain).await.0, "completed");
+    assert_eq!(wait_finished(&db, weird).await.state, JobState::Completed);
+    assert_eq!(wait_finished(&db, plain).await.state, JobState::Completed);
     w.shutdown().await;
     let (output, log): (serde_json::Value, String) =
         sqlx::query_as("SELECT output, log FROM job_history WHERE id = $1")
@@ -121,17 +124,29 @@ async fn panicking_handler_fails_its_attempt_and_frees_its_slot() {
     for _ in 0..3 {
         oks.push(enqueue(&db, NewJob::new("q", "ok", json!({}))).await);
     }
-    let (state, error) = wait_finished(&db, boom).await;
-    assert_eq!(state, "failed");
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, boom).await;
+    assert_eq!(state, JobState::Failed);
     assert_eq!(
         error.as_deref(),
         Some("handler panicked: kaboom on attempt 2")
     );
-    let (state, error) = wait_finished(&db, at_once).await;
-    assert_eq!(state, "failed");
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, at_once).await;
+    assert_eq!(state, JobState::Failed);
     assert_eq!(error.as_deref(), Some("handler panicked: no future built"));
     for id in oks {
-        assert_eq!(wait_finished(&db, id).await.0, "completed", "slot freed");
+        assert_eq!(
+            wait_finished(&db, id).await.state,
+            JobState::Completed,
+            "slot freed"
+        );
     }
     w.shutdown().await;
     assert_eq!(
@@ -163,16 +178,17 @@ async fn huge_snooze_delay_is_clamped_not_a_panic() {
     let w = start(&db, handlers, o);
     let forever = enqueue(&db, NewJob::new("q", "forever", json!({}))).await;
     let ok = enqueue(&db, NewJob::new("q", "ok", json!({}))).await;
-    assert_eq!(wait_finished(&db, ok).await.0, "completed", "slot freed");
-    eventually(Duration::from_secs(20), "the job to be snoozed", || async {
-        (count(
-            &db,
-            "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
-        )
-        .await
-            == 1)
-            .then_some(())
-    })
+    assert_eq!(
+        wait_finished(&db, ok).await.state,
+        JobState::Completed,
+        "slot freed"
+    );
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+        1,
+        Duration::from_secs(20),
+    )
     .await;
     w.shutdown().await;
     let days: f64 = sqlx::query_scalar(
@@ -203,15 +219,12 @@ async fn snooze_shorter_than_the_floor_waits_the_floor() {
     o.snooze_min = Duration::from_secs(60);
     let w = start(&db, handlers, o);
     let id = enqueue(&db, NewJob::new("q", "again", json!({}))).await;
-    eventually(Duration::from_secs(20), "the job to be snoozed", || async {
-        (count(
-            &db,
-            "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
-        )
-        .await
-            == 1)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+        1,
+        Duration::from_secs(20),
+    )
     .await;
     w.shutdown().await;
     let wait: f64 = sqlx::query_scalar(
@@ -247,9 +260,13 @@ async fn snoozes_past_the_budget_count_as_attempts_then_fail() {
     let mut job = NewJob::new("q", "busy", json!({}));
     job.max_attempts = Some(2);
     let id = enqueue(&db, job).await;
-    let (state, error) = wait_finished(&db, id).await;
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, id).await;
     w.shutdown().await;
-    assert_eq!(state, "failed");
+    assert_eq!(state, JobState::Failed);
     assert!(
         error
             .as_deref()
@@ -338,9 +355,9 @@ async fn worker_that_reclaims_its_own_rescued_job_never_runs_it_twice_at_once() 
         },
     )
     .await;
-    let (state, _) = wait_finished(&db, id).await;
+    let Finished { state, .. } = wait_finished(&db, id).await;
     w.shutdown().await;
-    assert_eq!(state, "completed");
+    assert_eq!(state, JobState::Completed);
     assert_eq!(
         most.load(Ordering::SeqCst),
         1,
@@ -385,7 +402,7 @@ async fn jobs_claimed_before_a_failing_claim_statement_still_run() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let handlers = handlers_from(&[("nap", KindConfig::Noop { timeout: None })]);
+    let handlers = handlers_from(&[("nap", KindConfig::Noop(Default::default()))]);
     let mut o = options();
     o.queues = vec!["lim".into(), "boom".into()];
     let w = start(&db, handlers, o);
@@ -395,7 +412,7 @@ async fn jobs_claimed_before_a_failing_claim_statement_still_run() {
         limited.push(enqueue(&db, NewJob::new("lim", "nap", json!({}))).await);
     }
     for id in limited {
-        assert_eq!(wait_finished(&db, id).await.0, "completed");
+        assert_eq!(wait_finished(&db, id).await.state, JobState::Completed);
     }
     w.shutdown().await;
     assert_eq!(
@@ -434,9 +451,13 @@ async fn cancel_landing_as_the_handler_returns_retry_ends_cancelled_and_never_re
     let mut job = NewJob::new("q", "flaky", json!({}));
     job.max_attempts = Some(3);
     let id = enqueue(&db, job).await;
-    let (state, error) = wait_finished(&db, id).await;
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, id).await;
     w.shutdown().await;
-    assert_eq!(state, "cancelled", "{error:?}");
+    assert_eq!(state, JobState::Cancelled, "{error:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 1, "not run again");
     assert_eq!(count(&db, "SELECT count(*) FROM due_work").await, 0);
 }
@@ -448,7 +469,7 @@ async fn limited_queue_progresses_beside_an_unlimited_backlog() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let handlers = handlers_from(&[("nap", KindConfig::Noop { timeout: None })]);
+    let handlers = handlers_from(&[("nap", KindConfig::Noop(Default::default()))]);
     let backlog: Vec<NewJob> = (0..300)
         .map(|_| NewJob::new("default", "nap", json!({"sleep_ms": 50})))
         .collect();
@@ -458,7 +479,7 @@ async fn limited_queue_progresses_beside_an_unlimited_backlog() {
     o.queues = vec!["default".into(), "lim".into()];
     o.concurrency = 2;
     let w = start(&db, handlers, o);
-    assert_eq!(wait_finished(&db, limited).await.0, "completed");
+    assert_eq!(wait_finished(&db, limited).await.state, JobState::Completed);
     let left = count(&db, "SELECT count(*) FROM due_work WHERE queue = 'default'").await;
     w.shutdown().await;
     assert!(
@@ -495,7 +516,11 @@ async fn retry_delay_beyond_the_clock_is_clamped_not_a_panic() {
     let w = start(&db, handlers, o);
     let flaky = enqueue(&db, NewJob::new("q", "flaky", json!({}))).await;
     let ok = enqueue(&db, NewJob::new("q", "ok", json!({}))).await;
-    assert_eq!(wait_finished(&db, ok).await.0, "completed", "slot freed");
+    assert_eq!(
+        wait_finished(&db, ok).await.state,
+        JobState::Completed,
+        "slot freed"
+    );
     eventually(
         Duration::from_secs(20),
         "the retry to be recorded",

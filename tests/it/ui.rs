@@ -11,14 +11,14 @@ use crate::api::{App, Reply, TOKEN, settings};
 
 const READONLY: &str = "read-only-token-0123456789";
 
-fn app_settings() -> ordinaut::api::ApiSettings {
+pub(crate) fn app_settings() -> ordinaut::api::ApiSettings {
     let mut s = settings();
     s.readonly_tokens = vec![READONLY.to_owned()];
     s
 }
 
 /// A browser's view: the session cookie and the page's CSRF token.
-struct Session {
+pub(crate) struct Session {
     cookie: String,
     csrf: String,
 }
@@ -56,7 +56,7 @@ fn set_cookie(r: &Reply) -> String {
         .to_owned()
 }
 
-async fn login(app: &App, token: &str) -> Session {
+pub(crate) async fn login(app: &App, token: &str) -> Session {
     let r = app
         .send(form_request(
             "/ui/login",
@@ -75,11 +75,11 @@ async fn login(app: &App, token: &str) -> Session {
 }
 
 impl Session {
-    async fn get(&self, app: &App, path: &str) -> Reply {
+    pub(crate) async fn get(&self, app: &App, path: &str) -> Reply {
         app.send(page_request(path, Some(&self.cookie))).await
     }
 
-    async fn post(&self, app: &App, path: &str, fields: &str) -> Reply {
+    pub(crate) async fn post(&self, app: &App, path: &str, fields: &str) -> Reply {
         let sep = if fields.is_empty() { "" } else { "&" };
         let body = format!("{fields}{sep}_csrf={}", self.csrf);
         app.send(form_request(path, Some(&self.cookie), &body))
@@ -87,7 +87,7 @@ impl Session {
     }
 }
 
-async fn enqueue(app: &App, queue: &str, kind: &str, payload: Value) -> String {
+pub(crate) async fn enqueue(app: &App, queue: &str, kind: &str, payload: Value) -> String {
     let r = app
         .post(
             "/v1/jobs",
@@ -861,6 +861,48 @@ async fn bulk_actions_on_selected_jobs_touch_only_those() {
             .await
             .text
             .contains("class=\"pick\"")
+    );
+}
+
+#[tokio::test]
+async fn the_job_page_and_the_api_show_a_running_jobs_latest_progress() {
+    let app = App::with(app_settings()).await;
+    let id = enqueue(&app, "q", "k", json!({})).await;
+    let claim = app.post("/v1/pull/claim", json!({"queues": ["q"]})).await;
+    let owner: uuid::Uuid = claim.body["lease_owner"].as_str().unwrap().parse().unwrap();
+    let job: uuid::Uuid = id.parse().unwrap();
+    let row = |by_attempt: i32, message: &str| ordinaut::db::kinds::ProgressRow {
+        id: job,
+        attempt: by_attempt,
+        progress: json!({"attempt": by_attempt, "percent": 40.0, "message": message, "at": "2026-12-02T06:00:00Z"}),
+    };
+    // Only the attempt holding the lease can report.
+    ordinaut::db::kinds::set_progress(&app.db.pool, uuid::Uuid::now_v7(), &[row(1, "stranger")])
+        .await
+        .unwrap();
+    ordinaut::db::kinds::set_progress(&app.db.pool, owner, &[row(7, "old attempt")])
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/jobs/{id}")).await.body["progress"],
+        Value::Null
+    );
+    ordinaut::db::kinds::set_progress(&app.db.pool, owner, &[row(1, "cloning <b>repo</b>")])
+        .await
+        .unwrap();
+    let r = app.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(r.body["progress"]["message"], "cloning <b>repo</b>");
+    let s = login(&app, TOKEN).await;
+    let page = s.get(&app, &format!("/ui/jobs/{id}")).await;
+    assert!(
+        page.text.contains(r#"<progress max="100" value="40">"#),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text.contains("cloning &lt;b&gt;repo&lt;/b&gt;"),
+        "{}",
+        page.text
     );
 }
 

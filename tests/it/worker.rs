@@ -1,11 +1,15 @@
 //! The worker in-process: handlers, outcomes, timeouts, cancel, shutdown.
 
+use crate::common::jobs::Finished;
+use crate::common::jobs::wait_for_count;
+use ordinaut::model::JobState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ordinaut::config::{Config, KindConfig};
 use ordinaut::db::due_work::{self, NewJob};
+use ordinaut::kinds::{CommandKind, HttpKind};
 use ordinaut::model::{Backoff, Outcome};
 use ordinaut::worker::{Handlers, Worker, WorkerOptions};
 use serde_json::json;
@@ -59,38 +63,38 @@ pub(crate) fn handlers_from(kinds: &[(&str, KindConfig)]) -> Handlers {
         config.kinds.insert((*name).to_owned(), kind.clone());
     }
     config.validate().expect("valid test config");
-    Handlers::from_config(&config)
+    Handlers::from_config(&config).expect("handlers build")
 }
 
 pub(crate) async fn enqueue(db: &TestDb, job: NewJob) -> Uuid {
     due_work::enqueue_many(&db.pool, &[job], 4).await.unwrap()[0].id
 }
 
-pub(crate) async fn wait_finished(db: &TestDb, id: Uuid) -> (String, Option<String>) {
-    eventually(Duration::from_secs(20), "job to finish", || {
-        let pool = db.pool.clone();
-        async move {
-            sqlx::query_as::<_, (String, Option<String>)>(
-                "SELECT state, last_error FROM job_history WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&pool)
-            .await
-            .unwrap()
-        }
-    })
-    .await
+/// Enqueues `job`, runs a worker with `handlers` until it ends, stops the worker.
+pub(crate) async fn run_to_end(
+    db: &TestDb,
+    handlers: Handlers,
+    o: WorkerOptions,
+    job: NewJob,
+) -> Finished {
+    let id = enqueue(db, job).await;
+    let w = start(db, handlers, o);
+    let finished = wait_finished(db, id).await;
+    w.shutdown().await;
+    finished
+}
+
+pub(crate) async fn wait_finished(db: &TestDb, id: Uuid) -> Finished {
+    crate::common::jobs::wait_finished(&db.pool, id, Duration::from_secs(20)).await
 }
 
 pub(crate) fn command(program: &str, args: &[&str], timeout: Option<Duration>) -> KindConfig {
-    KindConfig::Command {
+    KindConfig::Command(CommandKind {
         program: program.into(),
         args: args.iter().map(|s| s.to_string()).collect(),
         timeout,
-        env: Default::default(),
-        cwd: None,
-        inherit_env: false,
-    }
+        ..Default::default()
+    })
 }
 
 #[tokio::test]
@@ -116,12 +120,12 @@ async fn rust_handler_jobs_run_once_and_complete() {
         .collect();
     due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
     let w = start(&db, handlers, options());
-    eventually(Duration::from_secs(30), "all jobs completed", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .await
-            == 200)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM job_history WHERE state = 'completed'",
+        200,
+        Duration::from_secs(30),
+    )
     .await;
     w.shutdown().await;
     assert_eq!(runs.load(Ordering::SeqCst), 200);
@@ -145,12 +149,9 @@ async fn failing_job_is_retried_then_failed_with_its_last_error() {
     });
     let mut job = NewJob::new("q", "flaky", json!({}));
     job.max_attempts = Some(3);
-    let id = enqueue(&db, job).await;
-    let w = start(&db, handlers, options());
-    let (state, error) = wait_finished(&db, id).await;
-    w.shutdown().await;
+    let end = run_to_end(&db, handlers, options(), job).await;
     assert_eq!(
-        (state.as_str(), error.as_deref()),
+        (end.state.as_str(), end.last_error.as_deref()),
         ("failed", Some("attempt 3 broke"))
     );
     assert_eq!(
@@ -170,9 +171,13 @@ async fn unknown_kind_fails_at_once_naming_the_kind() {
     let db = TestDb::new().await;
     let id = enqueue(&db, NewJob::new("q", "no_such_kind", json!({}))).await;
     let w = start(&db, Handlers::default(), options());
-    let (state, error) = wait_finished(&db, id).await;
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, id).await;
     w.shutdown().await;
-    assert_eq!(state, "failed");
+    assert_eq!(state, JobState::Failed);
     assert!(error.unwrap().contains("\"no_such_kind\""));
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM all_attempts").await,
@@ -192,9 +197,9 @@ async fn command_gets_payload_on_stdin_and_its_output_is_captured() {
     )
     .await;
     let w = start(&db, handlers, options());
-    let (state, _) = wait_finished(&db, id).await;
+    let Finished { state, .. } = wait_finished(&db, id).await;
     w.shutdown().await;
-    assert_eq!(state, "completed");
+    assert_eq!(state, JobState::Completed);
     let log: String = sqlx::query_scalar("SELECT log FROM all_attempts WHERE job_id = $1")
         .bind(id)
         .fetch_one(&db.pool)
@@ -239,12 +244,12 @@ async fn exit_75_retries_later_without_spending_an_attempt() {
     job.max_attempts = Some(1);
     let id = enqueue(&db, job).await;
     let w = start(&db, handlers, options());
-    eventually(Duration::from_secs(20), "the job to be snoozed", || async {
-        (db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'")
-            .await
-            == 1)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+        1,
+        Duration::from_secs(20),
+    )
     .await;
     w.shutdown().await;
     let (state, attempt, delay): (String, i32, f64) =
@@ -271,12 +276,9 @@ async fn timeout_kills_the_whole_process_group() {
     )]);
     let mut job = NewJob::new("q", "slow", json!({}));
     job.max_attempts = Some(1);
-    let id = enqueue(&db, job).await;
-    let w = start(&db, handlers, options());
-    let (state, error) = wait_finished(&db, id).await;
-    w.shutdown().await;
-    assert_eq!(state, "failed");
-    assert!(error.unwrap().contains("timed out after 500ms"));
+    let end = run_to_end(&db, handlers, options(), job).await;
+    assert_eq!(end.state, JobState::Failed);
+    assert!(end.last_error.unwrap().contains("timed out after 500ms"));
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
@@ -303,16 +305,13 @@ fn is_zombie(pid: i32) -> bool {
 #[tokio::test]
 async fn per_job_timeout_overrides_the_kind() {
     let db = TestDb::new().await;
-    let handlers = handlers_from(&[("nap", KindConfig::Noop { timeout: None })]);
+    let handlers = handlers_from(&[("nap", KindConfig::Noop(Default::default()))]);
     let mut job = NewJob::new("q", "nap", json!({"sleep_ms": 60000}));
     job.timeout = Some(Duration::from_millis(300));
     job.max_attempts = Some(1);
-    let id = enqueue(&db, job).await;
-    let w = start(&db, handlers, options());
-    let (state, error) = wait_finished(&db, id).await;
-    w.shutdown().await;
-    assert_eq!(state, "failed");
-    assert!(error.unwrap().contains("timed out"));
+    let end = run_to_end(&db, handlers, options(), job).await;
+    assert_eq!(end.state, JobState::Failed);
+    assert!(end.last_error.unwrap().contains("timed out"));
 }
 
 #[tokio::test]
@@ -321,12 +320,12 @@ async fn cancel_stops_a_running_command_within_a_second() {
     let handlers = handlers_from(&[("long", command("sleep", &["300"], None))]);
     let id = enqueue(&db, NewJob::new("q", "long", json!({}))).await;
     let w = start(&db, handlers, options());
-    eventually(Duration::from_secs(10), "the job to run", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
-            .await
-            == 1)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM due_work WHERE state = 'running'",
+        1,
+        Duration::from_secs(10),
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
@@ -334,10 +333,10 @@ async fn cancel_stops_a_running_command_within_a_second() {
         due_work::CancelResult::Requested
     );
     let started = std::time::Instant::now();
-    let (state, _) = wait_finished(&db, id).await;
+    let Finished { state, .. } = wait_finished(&db, id).await;
     let took = started.elapsed();
     w.shutdown().await;
-    assert_eq!(state, "cancelled");
+    assert_eq!(state, JobState::Cancelled);
     // Functional bound, not a speed benchmark: the issue promises "within a second".
     assert!(took < Duration::from_secs(3), "took {took:?}");
     assert_eq!(
@@ -350,23 +349,23 @@ async fn cancel_stops_a_running_command_within_a_second() {
 #[tokio::test]
 async fn shutdown_lets_short_jobs_finish_and_hands_long_ones_back() {
     let db = TestDb::new().await;
-    let handlers = handlers_from(&[("nap", KindConfig::Noop { timeout: None })]);
+    let handlers = handlers_from(&[("nap", KindConfig::Noop(Default::default()))]);
     let short = enqueue(&db, NewJob::new("q", "nap", json!({"sleep_ms": 700}))).await;
     let long = enqueue(&db, NewJob::new("q", "nap", json!({"sleep_ms": 600000}))).await;
     let mut o = options();
     o.shutdown_grace = Duration::from_secs(2);
     let w = start(&db, handlers, o);
-    eventually(Duration::from_secs(10), "both jobs to run", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
-            .await
-            == 2)
-            .then_some(())
-    })
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM due_work WHERE state = 'running'",
+        2,
+        Duration::from_secs(10),
+    )
     .await;
     let worker_id = w.id;
     w.shutdown().await;
-    let (state, _) = wait_finished(&db, short).await;
-    assert_eq!(state, "completed");
+    let Finished { state, .. } = wait_finished(&db, short).await;
+    assert_eq!(state, JobState::Completed);
     let (state, attempt, owner): (String, i32, Option<Uuid>) =
         sqlx::query_as("SELECT state, attempt, lease_owner FROM due_work WHERE id = $1")
             .bind(long)
@@ -424,12 +423,12 @@ async fn http_kinds_map_status_codes_to_outcomes() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let http = |path: &str| KindConfig::Http {
-        url: format!("http://{addr}{path}"),
-        method: "POST".into(),
-        timeout: Some(Duration::from_secs(5)),
-        headers: Default::default(),
-        retry_on_4xx: false,
+    let http = |path: &str| {
+        KindConfig::Http(HttpKind {
+            url: format!("http://{addr}{path}"),
+            timeout: Some(Duration::from_secs(5)),
+            ..Default::default()
+        })
     };
     let handlers = handlers_from(&[
         ("ok", http("/ok")),
@@ -445,17 +444,21 @@ async fn http_kinds_map_status_codes_to_outcomes() {
     let down = enqueue(&db, down_job).await;
     let busy = enqueue(&db, NewJob::new("q", "busy", json!({}))).await;
     let w = start(&db, handlers, options());
-    assert_eq!(wait_finished(&db, ok).await.0, "completed");
-    let (state, error) = wait_finished(&db, bad).await;
-    assert_eq!(state, "failed", "4xx fails at once");
+    assert_eq!(wait_finished(&db, ok).await.state, JobState::Completed);
+    let Finished {
+        state,
+        last_error: error,
+        ..
+    } = wait_finished(&db, bad).await;
+    assert_eq!(state, JobState::Failed, "4xx fails at once");
     assert!(error.unwrap().contains("400"));
-    assert_eq!(wait_finished(&db, down).await.0, "failed");
-    eventually(Duration::from_secs(10), "busy job snoozed", || async {
-        (db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'")
-            .await
-            == 1)
-            .then_some(())
-    })
+    assert_eq!(wait_finished(&db, down).await.state, JobState::Failed);
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+        1,
+        Duration::from_secs(10),
+    )
     .await;
     w.shutdown().await;
     server.abort();

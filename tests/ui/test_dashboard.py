@@ -22,6 +22,7 @@ from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -287,8 +288,12 @@ class Dashboard(unittest.TestCase):
         eventually("the three delayed jobs", lambda: len(self.d.find_elements(By.CSS_SELECTOR, "#jobs-table tbody tr")) == 3)
         for id_ in ids[:2]:
             self.d.find_element(By.CSS_SELECTOR, f'input.pick[value="{id_}"]').click()
-        # The live refresh pauses while jobs are ticked: the ticks survive a poll.
-        time.sleep(2.5)
+        # The live refresh pauses while jobs are ticked: a change (another delayed job)
+        # makes the page try to refresh, the refresh is held, and the ticks survive.
+        root = self.d.find_element(By.TAG_NAME, "html")
+        before = int(root.get_attribute("data-live-held") or 0)
+        enqueue("echo", {"n": "later"}, delay="1h")
+        eventually("the refresh to be held", lambda: int(root.get_attribute("data-live-held") or 0) > before)
         self.assertEqual(len(self.d.find_elements(By.CSS_SELECTOR, "input.pick:checked")), 2)
         Select(self.d.find_element(By.ID, "selected-action")).select_by_value("cancel")
         self.d.find_element(By.ID, "selected-preview").click()
@@ -319,14 +324,22 @@ class Dashboard(unittest.TestCase):
         self.login(ADMIN)
         self.go("/ui")
         eventually("a live worker on the overview", lambda: self.text("#workers-alive") == "1")
-        eventually("the chart", lambda: self.present(".chart canvas"))
+        eventually("the charts", lambda: self.present("#chart-finished canvas") and self.present("#chart-waits canvas"))
         self.shot("overview")
         self.go("/ui/workers")
         self.assertIn("default", self.text("#workers-table"))
+        # Busy and prefetched come with the worker's heartbeat (every few seconds).
+        def reported():
+            self.go("/ui/workers")
+            return re.fullmatch(r"\d+", self.text("#workers-table td.prefetched"))
+        eventually("the worker's prefetched count", reported)
         self.shot("workers")
         self.go("/ui/schedules")
         self.assertIn("nightly_report", self.text("#schedules-table"))
         self.assertIn("CET", self.text("#schedules-table"))
+        # The next fire in the viewer's own zone (the browser's; UTC in this container).
+        eventually("the next fire in the viewer's zone",
+                   lambda: self.present('tr[data-schedule="nightly_report"] td.yours time[data-local]'))
         self.shot("schedules")
         # The dark theme follows the system setting.
         self.d.execute_cdp_cmd("Emulation.setEmulatedMedia",
@@ -362,6 +375,58 @@ class Dashboard(unittest.TestCase):
         eventually("the login page after logout", lambda: "/ui/login" in self.d.current_url)
         self.go("/ui/jobs")
         self.assertIn("/ui/login", self.d.current_url)
+
+    def test_09_live_list_search_keyboard_and_contrast(self):
+        self.login(ADMIN)
+        # The jobs list follows the event stream: a new job shows up without a reload.
+        self.go("/ui/jobs?queue=livelist")
+        eventually("the event stream to open", lambda: self.d.find_element(By.TAG_NAME, "html").get_attribute("data-stream") == "open")
+        live = enqueue("echo", {"target": "alpha.example"}, queue="livelist")
+        eventually("the new job in the list", lambda: self.present(f'tr[data-job="{live}"]'))
+        self.assertGreater(int(self.d.find_element(By.TAG_NAME, "html").get_attribute("data-live-events") or 0), 0)
+        other = enqueue("echo", {"target": "beta.example"}, queue="livelist")
+        eventually("the other job in the list", lambda: self.present(f'tr[data-job="{other}"]'))
+        # Search by JSON path in the payload, submitted from the keyboard.
+        box = self.d.find_element(By.ID, "search-payload")
+        box.send_keys('$.target == "beta.example"')
+        box.send_keys(Keys.ENTER)
+        eventually("the search's answer", lambda: "payload=" in self.d.current_url and self.present(f'tr[data-job="{other}"]'))
+        self.assertFalse(self.present(f'tr[data-job="{live}"]'))
+        self.shot("jobs-search")
+        # Keyboard: the first Tab reaches the skip link, which leads to the content; a
+        # focused control shows a visible outline.
+        self.go("/ui/jobs")
+        self.d.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+        focused = self.d.switch_to.active_element
+        self.assertEqual(focused.text, "Skip to content")
+        focused.send_keys(Keys.TAB)
+        nav = self.d.switch_to.active_element
+        self.assertEqual(nav.tag_name, "a")
+        self.assertNotEqual(nav.value_of_css_property("outline-style"), "none")
+        # Contrast of text and form fields in both themes (WCAG: 4.5:1 text, 3:1 fields).
+        ratios = """
+            function lum(c) {
+              var v = c.match(/[\\d.]+/g).slice(0, 3).map(Number).map(function (x) {
+                x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+              return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2];
+            }
+            function ratio(a, b) { var x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); }
+            var bg = getComputedStyle(document.body).backgroundColor;
+            var out = {};
+            [["text", "body", "color"], ["muted", ".hint", "color"], ["link", "header nav a", "color"],
+             ["field", "#search-text", "borderTopColor"]].forEach(function (p) {
+              var el = document.querySelector(p[1]);
+              out[p[0]] = el ? ratio(getComputedStyle(el)[p[2]], bg) : 0;
+            });
+            return out;"""
+        for scheme in ["light", "dark"]:
+            self.d.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                                   {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+            r = self.d.execute_script(ratios)
+            for name in ["text", "muted", "link"]:
+                self.assertGreaterEqual(r[name], 4.5, f"{name} contrast in {scheme}: {r}")
+            self.assertGreaterEqual(r["field"], 3.0, f"field border contrast in {scheme}: {r}")
+        self.d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
 
 if __name__ == "__main__":

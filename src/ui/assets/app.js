@@ -13,12 +13,21 @@
     e.detail.headers["X-CSRF-Token"] = csrf();
   });
 
-  // A live list stops refreshing while jobs are ticked, so the selection survives.
+  // A live list stops refreshing while jobs are ticked, so the selection survives: no
+  // new request, and no swap of one already under way when the box was ticked.
+  function ticked(elt) {
+    return elt && elt.querySelector && elt.querySelector("input.pick:checked");
+  }
+  function held(e) {
+    var root = document.documentElement;
+    root.setAttribute("data-live-held", String(Number(root.getAttribute("data-live-held") || 0) + 1));
+    e.preventDefault();
+  }
   document.addEventListener("htmx:beforeRequest", function (e) {
-    var elt = e.detail.elt;
-    if (elt && elt.querySelector && elt.querySelector("input.pick:checked")) {
-      e.preventDefault();
-    }
+    if (ticked(e.detail.elt)) { held(e); }
+  });
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    if (ticked(e.detail.target)) { e.detail.shouldSwap = false; held(e); }
   });
 
   // Destructive actions ask first.
@@ -30,8 +39,17 @@
     }
   });
 
-  // Times: UTC in the page, the viewer's local time on hover.
+  // Times: UTC in the page, the viewer's local time on hover; time.viewer elements
+  // show the viewer's zone outright (with its name).
+  var viewerFormat = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+    second: "2-digit", hour12: false, timeZoneName: "short"
+  });
   function localTimes(root) {
+    root.querySelectorAll("time.viewer[datetime]").forEach(function (t) {
+      var d = new Date(t.getAttribute("datetime"));
+      if (!isNaN(d)) { t.textContent = viewerFormat.format(d); t.setAttribute("data-local", "1"); }
+    });
     root.querySelectorAll("time[datetime]").forEach(function (t) {
       var d = new Date(t.getAttribute("datetime"));
       if (!isNaN(d)) {
@@ -66,19 +84,68 @@
       var data;
       try { data = JSON.parse(el.getAttribute("data-series")); } catch (err) { return; }
       var labels = (el.getAttribute("data-labels") || "").split(",");
-      var colours = ["#2f7d4f", "#b3261e", "#1f5fa8", "#8a5a00"];
+      var dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+      var colours = dark ? ["#6fcf97", "#ff8a80", "#8ab4f8", "#f2c94c"] : ["#2f7d4f", "#b3261e", "#1f5fa8", "#8a5a00"];
+      var ink = dark ? "#d8dde3" : "#1d2329";
+      var grid = dark ? "#3a424b" : "#e3e6ea";
       var series = [{}];
       labels.forEach(function (l, i) {
-        series.push({ label: l, stroke: colours[i % colours.length], width: 2, points: { show: false } });
+        // Gappy series (minutes without jobs are null) get dots, so a lone minute shows.
+        var dots = el.hasAttribute("data-points");
+        series.push({ label: l, stroke: colours[i % colours.length], width: 2, points: { show: dots, size: 5, fill: colours[i % colours.length] }, spanGaps: false });
       });
       el.textContent = "";
       new window.uPlot({
         width: Math.max(280, el.clientWidth || 600),
         height: 180,
         series: series,
-        axes: [{}, { label: "jobs / min" }],
+        axes: [
+          { stroke: ink, grid: { stroke: grid } },
+          { label: el.getAttribute("data-unit") || "", stroke: ink, grid: { stroke: grid } }
+        ],
         legend: { live: false }
       }, data, el);
+    });
+  }
+
+  // Live parts: an element with data-live re-reads itself (hx-trigger "live") when the
+  // event stream says a job changed. One stream per page, filtered by the first live
+  // element's data-live query; re-reads are at most one a second, and one more after a
+  // burst so the last change is always shown. The browser reconnects a dropped stream.
+  var stream = null;
+  var lastFire = 0;
+  var pending = null;
+  function fireLive() {
+    pending = null;
+    lastFire = Date.now();
+    document.querySelectorAll("[data-live]").forEach(function (el) {
+      if (window.htmx) { window.htmx.trigger(el, "live"); }
+    });
+  }
+  // Job events received, for the browser tests to tell a stream refresh from a timed one.
+  function onEvent() {
+    var root = document.documentElement;
+    root.setAttribute("data-live-events", String(Number(root.getAttribute("data-live-events") || 0) + 1));
+    onChange();
+  }
+  function onChange() {
+    if (pending) { return; }
+    var wait = Math.max(0, 1000 - (Date.now() - lastFire));
+    pending = window.setTimeout(fireLive, wait);
+  }
+  function liveStream() {
+    var el = document.querySelector("[data-live]");
+    if (!el || stream || typeof window.EventSource !== "function") { return; }
+    var filter = el.getAttribute("data-live");
+    stream = new window.EventSource("/ui/events" + (filter ? "?" + filter : ""));
+    stream.addEventListener("job", onEvent);
+    stream.addEventListener("resync", onChange);
+    stream.addEventListener("lagged", onChange);
+    // On every (re)connect, re-read once: a change between this page's render and the
+    // stream's start (or during a reconnect) sent its event to nobody here.
+    stream.addEventListener("open", function () {
+      document.documentElement.setAttribute("data-stream", "open");
+      onChange();
     });
   }
 
@@ -86,6 +153,7 @@
     localTimes(root);
     jsonEditors(root);
     charts(root);
+    liveStream();
   }
 
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });

@@ -95,7 +95,7 @@ pub async fn enqueue(
             ),
         };
         Ok(EnqueueRequest {
-            queue: given(&f.queue).unwrap_or_default(),
+            queue: given(&f.queue),
             kind: given(&f.kind).unwrap_or_default(),
             payload,
             priority: int_field("priority", &f.priority)?,
@@ -109,6 +109,7 @@ pub async fn enqueue(
                 serde_json::Value::String("dashboard".into()),
             )])),
             concurrency_key: None,
+            allow_unknown_kind: false,
         })
     })();
     let result = match built {

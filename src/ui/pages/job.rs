@@ -44,6 +44,7 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
     let s = state_name(j.state);
     let terminal = j.state.as_state().is_terminal();
     let fragment = format!("/ui/fragments/jobs/{}", j.id);
+    let events = format!("job_id={}", j.id);
     let meta = |key: &str| {
         j.metadata
             .get(key)
@@ -51,7 +52,7 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
             .map(str::to_owned)
     };
     Ok(html! {
-        div #job data-state=(s) hx-get=[(!terminal).then_some(&fragment)] hx-trigger=[(!terminal).then_some("every 1s")] hx-swap="outerHTML" {
+        div #job data-state=(s) data-live=[(!terminal).then_some(&events)] hx-get=[(!terminal).then_some(&fragment)] hx-trigger=[(!terminal).then_some(LIVE_TRIGGER)] hx-swap="outerHTML" {
             dl.facts {
                 dt { "Id" } dd.mono #job-id { (j.id) }
                 dt { "State" } dd #job-state { (state_badge(s)) }
@@ -88,6 +89,7 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
             }
             h2 { "Payload" }
             pre.json #payload { (pretty(&j.payload)) }
+            @if let Some(p) = &j.progress { (progress_bar(p)) }
             @if let Some(o) = &j.output { h2 { "Output" } pre.json #output { (pretty(o)) } }
             @if let Some(e) = &j.last_error { h2 { "Last error" } pre.error #last-error { (e) } }
             h2 { "Metadata" }
@@ -166,4 +168,27 @@ pub async fn job_delete(
         |_| "/ui/jobs?done=deleted".into(),
     )
     .await
+}
+
+/// A running job's latest progress report: a bar with its percentage and message.
+fn progress_bar(p: &serde_json::Value) -> Markup {
+    let percent = p.get("percent").and_then(|v| v.as_f64());
+    let message = p
+        .get("message")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let attempt = p
+        .get("attempt")
+        .and_then(|v| v.as_i64())
+        .unwrap_or_default();
+    html! {
+        h2 { "Progress" }
+        p #progress {
+            @if let Some(pc) = percent {
+                progress max="100" value=(pc) { (pc) "%" } " " (pc) "% "
+            }
+            (message) " "
+            span.muted { "(attempt " (attempt) ")" }
+        }
+    }
 }

@@ -7,17 +7,28 @@ use super::*;
 // ---------------------------------------------------------------- jobs
 
 /// Filters of the jobs page.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct JobsQuery {
     queue: Option<String>,
     kind: Option<String>,
     state: Option<String>,
     created_after: Option<String>,
     created_before: Option<String>,
+    schedule: Option<String>,
+    payload: Option<String>,
+    metadata: Option<String>,
+    text: Option<String>,
     cursor: Option<String>,
 }
 
 impl JobsQuery {
+    /// A search the bulk forms cannot carry (they act on queue, kind, state and time).
+    fn searches(&self) -> bool {
+        [&self.schedule, &self.payload, &self.metadata, &self.text]
+            .iter()
+            .any(|v| given(v).is_some())
+    }
+
     fn query_string(&self, with_cursor: bool) -> String {
         let mut pairs: Vec<(&str, String)> = Vec::new();
         for (k, v) in [
@@ -26,6 +37,10 @@ impl JobsQuery {
             ("state", &self.state),
             ("created_after", &self.created_after),
             ("created_before", &self.created_before),
+            ("schedule", &self.schedule),
+            ("payload", &self.payload),
+            ("metadata", &self.metadata),
+            ("text", &self.text),
         ] {
             if let Some(v) = given(v) {
                 pairs.push((k, v));
@@ -47,6 +62,10 @@ async fn job_page(state: &AppState, q: &JobsQuery) -> Result<(Vec<Job>, Option<S
             state: parse_state(&q.state)?,
             created_after: utc_time(&q.created_after),
             created_before: utc_time(&q.created_before),
+            schedule: given(&q.schedule),
+            payload: given(&q.payload),
+            metadata: given(&q.metadata),
+            text: given(&q.text),
             cursor: given(&q.cursor),
             limit: Some(50),
         }),
@@ -80,6 +99,10 @@ pub async fn jobs(
             }
             label { "Created after (UTC) " input name="created_after" type="datetime-local" value=[given(&q.created_after)]; }
             label { "before " input name="created_before" type="datetime-local" value=[given(&q.created_before)]; }
+            label { "Schedule " input name="schedule" value=[given(&q.schedule)]; }
+            label.wide { "Payload (JSON path) " input name="payload" #search-payload value=[given(&q.payload)] placeholder="$.target == \"example.com\"" spellcheck="false"; }
+            label.wide { "Metadata (JSON path) " input name="metadata" #search-metadata value=[given(&q.metadata)] placeholder="$.request_id" spellcheck="false"; }
+            label.wide { "Text in payload, metadata or error " input name="text" #search-text type="search" value=[given(&q.text)] maxlength="200"; }
             button type="submit" #apply-filter { "Filter" }
             (datalists(&state, &known))
         }
@@ -98,20 +121,24 @@ pub async fn jobs(
                 button type="submit" #selected-preview { "Act on selected…" }
                 span.hint { "Ticking a box pauses the live refresh." }
             }
-            section.bulk aria-labelledby="bulk-h" {
-                h2 #bulk-h { "Act on every job matching this filter" }
-                form method="post" action="/ui/bulk/preview" {
-                    (csrf_field(&viewer))
-                    (filter_fields(&q.queue, &q.kind, &q.state))
-                    (time_fields(&q.created_after, &q.created_before))
-                    label { "Action "
-                        select name="action" #bulk-action {
-                            option value="retry" { "retry (failed and cancelled jobs)" }
-                            option value="cancel" { "cancel (live jobs)" }
-                            option value="delete" { "delete (finished and waiting jobs)" }
+            @if q.searches() {
+                p.hint #bulk-needs-plain-filter { "Bulk actions by filter act on queue, kind, state and creation time: clear the schedule and search fields to use them, or tick jobs above." }
+            } @else {
+                section.bulk aria-labelledby="bulk-h" {
+                    h2 #bulk-h { "Act on every job matching this filter" }
+                    form method="post" action="/ui/bulk/preview" {
+                        (csrf_field(&viewer))
+                        (filter_fields(&q.queue, &q.kind, &q.state))
+                        (time_fields(&q.created_after, &q.created_before))
+                        label { "Action "
+                            select name="action" #bulk-action {
+                                option value="retry" { "retry (failed and cancelled jobs)" }
+                                option value="cancel" { "cancel (live jobs)" }
+                                option value="delete" { "delete (finished and waiting jobs)" }
+                            }
                         }
+                        button type="submit" #bulk-preview { "Count matching jobs…" }
                     }
-                    button type="submit" #bulk-preview { "Count matching jobs…" }
                 }
             }
         }
@@ -139,8 +166,12 @@ pub async fn jobs_fragment(
 fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>, select: bool) -> Markup {
     let live = given(&q.cursor).is_none();
     let fragment = format!("/ui/fragments/jobs?{}", q.query_string(false));
+    // The stream can narrow to one queue; other filters are applied by the re-read.
+    let events = given(&q.queue)
+        .map(|queue| serde_urlencoded::to_string([("queue", queue)]).unwrap_or_default())
+        .unwrap_or_default();
     html! {
-        div #jobs hx-get=[live.then_some(&fragment)] hx-trigger=[live.then_some("every 2s")] hx-swap="outerHTML" {
+        div #jobs data-live=[live.then_some(&events)] hx-get=[live.then_some(&fragment)] hx-trigger=[live.then_some(LIVE_TRIGGER)] hx-swap="outerHTML" {
             @if rows.is_empty() {
                 p.muted #no-jobs { "No jobs match." }
             } @else {
@@ -166,11 +197,7 @@ fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>, select: bool) -> 
                 }
             }
             @if let Some(c) = next {
-                @let nq = JobsQuery {
-                    queue: q.queue.clone(), kind: q.kind.clone(), state: q.state.clone(),
-                    created_after: q.created_after.clone(), created_before: q.created_before.clone(),
-                    cursor: Some(c.to_owned()),
-                };
+                @let nq = JobsQuery { cursor: Some(c.to_owned()), ..q.clone() };
                 p { a #next-page href={ "/ui/jobs?" (nq.query_string(true)) } { "Older jobs →" } }
             }
             @if !live { p { a href={ "/ui/jobs?" (q.query_string(false)) } { "← Newest jobs (live)" } } }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use super::auth::Viewer;
 use super::layout::{
     self, csrf_field, flash_banner, page, pretty, respond, seconds, state_badge, time, time_opt,
+    viewer_time,
 };
 use crate::api::dashboard::{self, AuditQuery, BulkRequest, StatsQuery};
 use crate::api::error::ApiError;
@@ -38,6 +39,12 @@ pub use self::{
 };
 
 type Page = Result<Response, Response>;
+
+/// When a live part of a page re-reads itself: on `live`, which app.js fires (at most
+/// once a second) when the page's event stream (`/ui/events`, the `data-live` filter)
+/// says a job changed; and every 30 s for what sends no event (a delayed job falling
+/// due, the minute rolling over on the charts).
+const LIVE_TRIGGER: &str = "live, every 30s";
 
 /// An API refusal as a page naming the problem; our own failure as the generic page.
 fn refused(viewer: &Viewer, e: ApiError) -> Response {

@@ -55,14 +55,37 @@ async fn overview_body(state: &AppState, viewer: &Viewer) -> Result<Markup, Resp
         failed.push(f);
     }
     let series = serde_json::json!([xs, done, failed]).to_string();
+    // Waits per minute; a minute without finished jobs is a gap (null), not zero.
+    let mut p50 = Vec::new();
+    let mut p95 = Vec::new();
+    let mut p99 = Vec::new();
+    for t in &xs {
+        let m = stats
+            .waits_per_minute
+            .iter()
+            .find(|m| m.minute.timestamp() == *t);
+        p50.push(m.and_then(|m| m.p50));
+        p95.push(m.and_then(|m| m.p95));
+        p99.push(m.and_then(|m| m.p99));
+    }
+    let wait_series = serde_json::json!([xs, p50, p95, p99]).to_string();
     Ok(html! {
-        div #overview hx-get="/ui/fragments/overview" hx-trigger="every 2s" hx-swap="outerHTML" {
+        div #overview data-live="" hx-get="/ui/fragments/overview" hx-trigger=(LIVE_TRIGGER) hx-swap="outerHTML" {
             p.summary {
                 strong #workers-alive { (stats.workers_alive) } " workers alive · "
                 (queues.iter().map(|q| q.running).sum::<i64>()) " running · "
                 (queues.iter().map(|q| q.available).sum::<i64>()) " waiting"
             }
-            div.chart data-series=(series) data-labels="completed,failed" aria-label="Finished jobs per minute, last hour" {}
+            div.charts {
+                figure {
+                    figcaption { "Finished per minute, last hour" }
+                    div.chart #chart-finished data-series=(series) data-labels="completed,failed" data-unit="jobs / min" role="img" aria-label="Completed and failed jobs per minute over the last hour" {}
+                }
+                figure {
+                    figcaption { "Wait (due → start) per minute, last hour" }
+                    div.chart #chart-waits data-series=(wait_series) data-labels="p50,p95,p99" data-unit="seconds" data-points role="img" aria-label="Wait time percentiles per minute over the last hour" {}
+                }
+            }
             @if names.is_empty() {
                 p.muted { "No queues yet: enqueue a job to see one." }
             } @else {

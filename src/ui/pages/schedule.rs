@@ -22,7 +22,7 @@ pub async fn schedules(
         @if list.is_empty() { p.muted { "No schedules. Declare them in ordinaut.toml or POST /v1/schedules." } } @else {
         div.scroll {
         table #schedules-table {
-            thead { tr { th { "Schedule" } th { "Cron" } th { "Job" } th { "State" } th { "Next fire (UTC)" } th { "In its zone" } th { "Last fire" } th { span.visually-hidden { "Actions" } } } }
+            thead { tr { th { "Schedule" } th { "Cron" } th { "Job" } th { "State" } th { "Next fire (UTC)" } th { "In its zone" } th { "In yours" } th { "Last fire" } th { span.visually-hidden { "Actions" } } } }
             tbody {
                 @for s in &list {
                     @let zoned = s.timezone.parse::<chrono_tz::Tz>().ok().map(|tz| s.next_run_at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string());
@@ -32,7 +32,8 @@ pub async fn schedules(
                         td { (s.queue) " / " (s.kind) }
                         td { @if s.paused { span.badge.warn { "paused" } } @else { "active" } }
                         td { (time(&s.next_run_at)) }
-                        td { (zoned.unwrap_or_default()) " " span.muted { (s.timezone) } }
+                        td.zoned { (zoned.unwrap_or_default()) " " span.muted { (s.timezone) } }
+                        td.yours { (viewer_time(&s.next_run_at)) }
                         td { (time_opt(&s.last_run_at)) }
                         td.actions {
                             @if viewer.access.can_write() {
@@ -52,7 +53,7 @@ pub async fn schedules(
         }
         }
         }
-        p.hint { "Hover a time to see it in your own time zone." }
+        p.hint { "\"In yours\" is your browser's time zone; hover any other time to see it there too." }
         @if viewer.access.can_write() { p { a.button #new-schedule href="/ui/schedules-new" { "New schedule…" } } }
     };
     ok(page(&viewer, "Schedules", "/ui/schedules", body))
@@ -86,7 +87,7 @@ pub async fn schedule(
             dt { "Job" } dd { (s.queue) " / " (s.kind) }
             dt { "State" } dd { @if s.paused { span.badge.warn { "paused" } } @else { "active" } }
             dt { "Overlap" } dd { (s.overlap) }
-            dt { "Next fire" } dd { (time(&s.next_run_at)) " UTC · " (zoned(&s.next_run_at)) }
+            dt { "Next fire" } dd { (time(&s.next_run_at)) " UTC · " (zoned(&s.next_run_at)) " · yours: " (viewer_time(&s.next_run_at)) }
             dt { "Last fire" } dd { (time_opt(&s.last_run_at)) }
         }
         h2 { "Payload" }

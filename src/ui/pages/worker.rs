@@ -18,14 +18,15 @@ pub async fn workers(State(state): State<AppState>, viewer: Viewer) -> Page {
         @if list.is_empty() { p.muted #no-workers { "No worker is running." } } @else {
         div.scroll {
         table #workers-table {
-            thead { tr { th { "Worker" } th { "Host" } th { "Queues" } th { "Slots busy / total" } th { "Last heartbeat" } th { "Started" } th { "Version" } th { "Running jobs" } } }
+            thead { tr { th { "Worker" } th { "Host" } th { "Queues" } th { "Slots busy / total" } th title="claimed, not started yet" { "Prefetched" } th { "Last heartbeat" } th { "Started" } th { "Version" } th { "Running jobs" } } }
             tbody {
                 @for w in &list {
                     tr {
                         td.mono { (short(&w.id.to_string())) }
                         td { (w.hostname) " (pid " (w.pid) ")" }
                         td { (w.queues.join(", ")) }
-                        td.num { (w.running) " / " (w.concurrency) }
+                        td.num.busy { (w.busy.map_or(w.running, i64::from)) " / " (w.concurrency) }
+                        td.num.prefetched { (w.prefetched.map_or_else(|| "—".to_owned(), |p| p.to_string())) }
                         td { (time(&w.last_heartbeat_at)) " " span.muted { "(" (seconds((now - w.last_heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0)) " ago)" } }
                         td { (time(&w.started_at)) }
                         td { (w.version) }

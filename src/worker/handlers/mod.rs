@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{Config, KindConfig};
+use crate::db::kinds::Published;
 use crate::model::{ClaimedJob, Outcome};
+pub use crate::worker::progress::ProgressSink;
 
 /// Everything a handler gets for one attempt.
 #[derive(Debug, Clone)]
@@ -32,6 +34,17 @@ pub struct JobContext {
     pub stop: CancellationToken,
     /// Bytes of output to keep.
     pub output_limit: usize,
+    /// Where the attempt reports progress (stored at most once per second per job).
+    pub progress: ProgressSink,
+}
+
+impl JobContext {
+    /// Reports progress: a percentage (0..=100) and a short message. Cheap; the
+    /// worker keeps only the latest and stores it at most once per second.
+    pub fn report_progress(&self, percent: Option<f64>, message: Option<&str>) {
+        self.progress
+            .report(self.job.id, self.job.attempt, percent, message);
+    }
 }
 
 /// A boxed handler future.
@@ -44,6 +57,48 @@ pub trait Handler: Send + Sync + 'static {
     /// Timeout configured for the kind, if any.
     fn timeout(&self) -> Option<Duration> {
         None
+    }
+    /// How long the handler needs after `stop` fires to end its work and return
+    /// (a command's SIGTERM-to-SIGKILL grace); the executor waits that long, plus a
+    /// little, for its outcome.
+    fn stop_grace(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// What the worker publishes about the kind in the registry (type `custom`
+    /// without defaults unless the handler says more).
+    fn describe(&self) -> KindSpec {
+        KindSpec {
+            kind_type: "custom".to_owned(),
+            ..KindSpec::default()
+        }
+    }
+}
+
+/// A kind as published in the registry.
+#[derive(Debug, Clone, Default)]
+pub struct KindSpec {
+    /// http, command, noop or custom.
+    pub kind_type: String,
+    /// Enqueue defaults.
+    pub defaults: crate::kinds::KindDefaults,
+    /// Per-attempt timeout.
+    pub timeout: Option<Duration>,
+    /// SIGTERM-to-SIGKILL grace.
+    pub kill_grace: Option<Duration>,
+    /// Payload schema.
+    pub payload_schema: Option<serde_json::Value>,
+}
+
+impl KindSpec {
+    /// The spec of a configured kind.
+    pub fn of(kind: &KindConfig) -> KindSpec {
+        KindSpec {
+            kind_type: kind.type_name().to_owned(),
+            defaults: kind.defaults(),
+            timeout: kind.timeout(),
+            kill_grace: kind.kill_grace(),
+            payload_schema: kind.payload_schema().cloned(),
+        }
     }
 }
 
@@ -61,7 +116,7 @@ where
 
 /// The built-in `noop` type: completes at once, or after `payload.sleep_ms`.
 struct NoopHandler {
-    timeout: Option<Duration>,
+    config: KindConfig,
 }
 
 impl Handler for NoopHandler {
@@ -87,7 +142,11 @@ impl Handler for NoopHandler {
     }
 
     fn timeout(&self) -> Option<Duration> {
-        self.timeout
+        self.config.timeout()
+    }
+
+    fn describe(&self) -> KindSpec {
+        KindSpec::of(&self.config)
     }
 }
 
@@ -104,18 +163,54 @@ impl std::fmt::Debug for Handlers {
 }
 
 impl Handlers {
-    /// The `http` and `command` kinds declared in the configuration.
-    pub fn from_config(config: &Config) -> Handlers {
+    /// The kinds declared in the configuration. Fails (naming the key) when an http
+    /// kind's header or signing secret cannot be read from the environment or its file.
+    pub fn from_config(config: &Config) -> Result<Handlers, crate::config::ConfigError> {
         let mut handlers = Handlers::default();
+        let invalid = |(key, reason)| crate::config::ConfigError::Invalid { key, reason };
         for (name, kind) in &config.kinds {
             let handler: Arc<dyn Handler> = match kind {
-                KindConfig::Http { .. } => Arc::new(http::HttpHandler::new(kind.clone())),
-                KindConfig::Command { .. } => Arc::new(command::CommandHandler::new(kind.clone())),
-                KindConfig::Noop { timeout } => Arc::new(NoopHandler { timeout: *timeout }),
+                KindConfig::Http(k) => {
+                    Arc::new(http::HttpHandler::new(name, k.clone()).map_err(invalid)?)
+                }
+                KindConfig::Command(k) => {
+                    Arc::new(command::CommandHandler::new(name, k.clone()).map_err(invalid)?)
+                }
+                KindConfig::Noop(_) => Arc::new(NoopHandler {
+                    config: kind.clone(),
+                }),
             };
             handlers.map.insert(name.clone(), handler);
         }
-        handlers
+        Ok(handlers)
+    }
+
+    /// What the worker publishes in the registry, one row per kind.
+    pub fn published(&self, worker_id: Uuid, hostname: &str) -> Vec<Published> {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_millis().min(i64::MAX as u128) as i64);
+        let mut rows: Vec<Published> = self
+            .map
+            .iter()
+            .map(|(name, h)| {
+                let spec = h.describe();
+                Published {
+                    kind: name.clone(),
+                    worker_id,
+                    hostname: hostname.to_owned(),
+                    kind_type: spec.kind_type,
+                    queue: spec.defaults.queue,
+                    priority: spec.defaults.priority,
+                    max_attempts: spec.defaults.max_attempts,
+                    timeout_ms: ms(spec.timeout.or_else(|| h.timeout())),
+                    kill_grace_ms: ms(spec.kill_grace),
+                    payload_schema: spec.payload_schema,
+                    published_at: chrono::Utc::now(),
+                    worker_alive: true,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.kind.cmp(&b.kind));
+        rows
     }
 
     /// Registers an async function as the handler of `kind` (replacing any other).

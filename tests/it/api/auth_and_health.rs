@@ -76,7 +76,7 @@ fn declaring(queue: &str, kind: &str) -> ordinaut::api::ApiSettings {
     config.queues.insert(queue.into(), Default::default());
     config.kinds.insert(
         kind.into(),
-        ordinaut::config::KindConfig::Noop { timeout: None },
+        ordinaut::config::KindConfig::Noop(Default::default()),
     );
     s.config = std::sync::Arc::new(config);
     s

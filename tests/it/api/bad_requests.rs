@@ -188,14 +188,15 @@ fn cases(live: &str, unknown: &str) -> Vec<Case> {
             "invalid_field",
             "queue",
         ),
+        // A missing queue is no mistake: the kind's queue, else `default` (issue 17).
         case(
-            "queue missing",
+            "allow_unknown_kind not a boolean",
             "POST",
             "/v1/jobs",
-            json!({"kind": "k"}),
+            json!({"kind": "k", "allow_unknown_kind": "yes"}),
             400,
             "invalid_field",
-            "queue",
+            "allow_unknown_kind",
         ),
         case(
             "kind missing",

@@ -41,24 +41,16 @@ async fn event_stream_reports_state_changes_of_the_filtered_queue() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    let other = client
-        .post(server.url("/v1/jobs"))
-        .json(&json!({"queue": "other", "kind": "k"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
-    let mine = client
-        .post(server.url("/v1/jobs"))
-        .json(&json!({"queue": "ev", "kind": "k"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let enqueue = |queue: &'static str| {
+        client
+            .post(server.url("/v1/jobs"))
+            .json(&json!({"queue": queue, "kind": "k"}))
+            .send()
+    };
+    let other = enqueue("other").await.unwrap();
+    let other = other.json::<serde_json::Value>().await.unwrap();
+    let mine = enqueue("ev").await.unwrap();
+    let mine = mine.json::<serde_json::Value>().await.unwrap();
     let id = mine["id"].as_str().unwrap().to_owned();
     let mut seen = String::new();
     read_until(&mut stream, &mut seen, |s| {

@@ -1,6 +1,23 @@
-//! Domain vocabulary shared by every layer: job states, outcomes, names, backoff.
+//! Domain vocabulary shared by every layer: job states, outcomes, names, limits,
+//! durations, schedules, backoff. The rules for a caller's values are written here once;
+//! the API, CLI, configuration, worker and scheduler convert into these types and report
+//! [`Invalid`].
 //!
 //! Nothing here touches the database or the network.
+
+pub mod cron;
+mod duration;
+mod invalid;
+pub mod limits;
+mod names;
+pub mod schedule;
+mod settle;
+
+pub use duration::{Zero, parse_duration, parse_wire_duration};
+pub use invalid::Invalid;
+pub use limits::{PRIORITY_MAX, PRIORITY_MIN, validate_priority};
+pub use names::{MAX_NAME_LEN, NAME_PATTERN, check_name, validate_name, validate_schema};
+pub use settle::{MAX_DELAY, Settled, delayed, settle};
 
 use std::fmt;
 use std::time::Duration;
@@ -10,70 +27,11 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Longest queue or kind name.
-pub const MAX_NAME_LEN: usize = 128;
-/// Lowest (first-served) priority value.
-pub const PRIORITY_MIN: i16 = -100;
-/// Highest (last-served) priority value.
-pub const PRIORITY_MAX: i16 = 100;
-
-/// Checks a queue or kind name: 1-128 characters of `A-Z a-z 0-9 _ . : -`, starting
-/// with a letter or digit.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    match chars.next() {
-        None => return Err("must not be empty".to_owned()),
-        Some(c) if !c.is_ascii_alphanumeric() => {
-            return Err(format!("{name:?} must start with a letter or digit"));
-        }
-        _ => {}
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(format!("must be at most {MAX_NAME_LEN} characters"));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
-    {
-        return Err(format!(
-            "{name:?} contains {bad:?}; allowed are letters, digits, '_', '.', ':' and '-'"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a schema name: a plain lowercase SQL identifier.
-pub fn validate_schema(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 63)"
-        ))
-    }
-}
-
-/// Checks a priority value.
-pub fn validate_priority(p: i32) -> Result<i16, String> {
-    if (PRIORITY_MIN as i32..=PRIORITY_MAX as i32).contains(&p) {
-        Ok(p as i16)
-    } else {
-        Err(format!(
-            "{p} is out of range {PRIORITY_MIN}..={PRIORITY_MAX}"
-        ))
-    }
-}
-
 /// Where a job is in its life. `Scheduled`, `Available` and `Running` rows live in
 /// `due_work`; the rest in `job_history`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = StateName, description = "A job's state.")]
 pub enum JobState {
     /// Waiting for its run_at.
     Scheduled,
@@ -189,6 +147,11 @@ pub struct ClaimedJob {
     pub attempted_at: DateTime<Utc>,
 }
 
+/// `base` scaled by a random factor in [0.8, 1.2], so replicas do not poll in lockstep.
+pub fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
 /// Exponential backoff with jitter: `min(base * 2^(attempt-1), max)`, then scaled by a
 /// random factor in [0.75, 1.25] (never above `max`).
 #[derive(Debug, Clone, Copy)]
@@ -213,19 +176,6 @@ impl Backoff {
         let factor: f64 = rand::rng().random_range(0.75..=1.25);
         Duration::from_secs_f64((nominal * factor).min(self.max.as_secs_f64()))
     }
-}
-
-/// Parses "30s", "5m", "1h" or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if let Ok(secs) = text.parse::<f64>() {
-        if (0.0..1e10).contains(&secs) {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-        return Err(format!(
-            "invalid duration {text:?}: must be a non-negative number of seconds"
-        ));
-    }
-    humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
 /// Parses a rate: `10/s`, `100/m`, `5/h`, `1/d` or `20/10s` (count per duration).
@@ -350,16 +300,6 @@ fn storable_number(n: &serde_json::Number) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_follow_the_documented_pattern() {
-        assert!(validate_name("emails").is_ok());
-        assert!(validate_name("scan.slither-v2:eu_1").is_ok());
-        assert!(validate_name("").is_err());
-        assert!(validate_name("-x").is_err());
-        assert!(validate_name("a b").is_err());
-        assert!(validate_name(&"a".repeat(129)).is_err());
-    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -1,0 +1,199 @@
+//! Jobs for tests: a factory that enqueues jobs of one queue and kind with the test's
+//! defaults, and typed reads of what became of them (state, attempts, output), so tests
+//! assert on Rust values instead of SQL text with escaped JSON.
+
+use std::time::Duration;
+
+use ordinaut::db::due_work::{self, NewJob};
+use ordinaut::model::JobState;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::eventually;
+
+/// Enqueues jobs of one queue and kind with shared defaults.
+#[derive(Clone)]
+pub struct JobFactory {
+    queue: String,
+    kind: String,
+    payload: Value,
+    max_attempts: Option<i32>,
+}
+
+/// Jobs of `kind` on `queue`, payload `{}`, the queue's attempts.
+pub fn jobs(queue: &str, kind: &str) -> JobFactory {
+    JobFactory {
+        queue: queue.to_owned(),
+        kind: kind.to_owned(),
+        payload: Value::Object(Default::default()),
+        max_attempts: None,
+    }
+}
+
+impl JobFactory {
+    /// The payload of every job this builds (unless given per job).
+    pub fn payload(mut self, payload: Value) -> JobFactory {
+        self.payload = payload;
+        self
+    }
+
+    /// Attempts per job.
+    pub fn max_attempts(mut self, n: i32) -> JobFactory {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// One job with the defaults, to adjust before enqueueing.
+    pub fn build(&self) -> NewJob {
+        self.with_payload(self.payload.clone())
+    }
+
+    /// One job with the defaults and `payload`.
+    pub fn with_payload(&self, payload: Value) -> NewJob {
+        let mut job = NewJob::new(&self.queue, &self.kind, payload);
+        job.max_attempts = self.max_attempts;
+        job
+    }
+
+    /// Enqueues one job; its id.
+    pub async fn enqueue(&self, pool: &PgPool) -> Uuid {
+        enqueue_all(pool, vec![self.build()]).await[0]
+    }
+
+    /// Enqueues `n` jobs; their ids.
+    pub async fn enqueue_n(&self, pool: &PgPool, n: usize) -> Vec<Uuid> {
+        enqueue_all(pool, (0..n).map(|_| self.build()).collect()).await
+    }
+
+    /// Enqueues one job per payload; their ids, in order.
+    pub async fn enqueue_payloads(
+        &self,
+        pool: &PgPool,
+        payloads: impl IntoIterator<Item = Value>,
+    ) -> Vec<Uuid> {
+        enqueue_all(
+            pool,
+            payloads.into_iter().map(|p| self.with_payload(p)).collect(),
+        )
+        .await
+    }
+}
+
+/// Enqueues `jobs` in statements of 5,000; their ids, in order.
+pub async fn enqueue_all(pool: &PgPool, jobs: Vec<NewJob>) -> Vec<Uuid> {
+    for chunk in jobs.chunks(5000) {
+        due_work::enqueue_many(pool, chunk, 4)
+            .await
+            .expect("enqueue test jobs");
+    }
+    jobs.iter().map(|j| j.id).collect()
+}
+
+/// A job in `job_history`: how it ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// `completed`, `failed` or `cancelled`.
+    pub state: JobState,
+    /// The error of its last failed attempt.
+    pub last_error: Option<String>,
+    /// Attempts it took.
+    pub attempt: i32,
+    /// What its handler returned.
+    pub output: Option<Value>,
+    /// Its last attempt's captured log.
+    pub log: Option<String>,
+}
+
+/// state, last_error, attempt, output, log.
+type HistoryRow = (String, Option<String>, i32, Option<Value>, Option<String>);
+
+/// How job `id` ended, if it has.
+pub async fn finished(pool: &PgPool, id: Uuid) -> Option<Finished> {
+    let row: Option<HistoryRow> = sqlx::query_as(
+        "SELECT state, last_error, attempt, output, log FROM job_history WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .expect("read job_history");
+    row.map(|(state, last_error, attempt, output, log)| Finished {
+        state: state.parse().expect("a job state"),
+        last_error,
+        attempt,
+        output,
+        log,
+    })
+}
+
+/// Waits up to `limit` for job `id` to end.
+pub async fn wait_finished(pool: &PgPool, id: Uuid, limit: Duration) -> Finished {
+    eventually(limit, "job to finish", || finished(pool, id)).await
+}
+
+/// One attempt of a job, live or finished.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Attempt {
+    /// 1, 2, …
+    pub attempt: i32,
+    /// `completed`, `retry`, `failed`, `snoozed`, `cancelled`, `lost`, …
+    pub outcome: String,
+    /// Its error.
+    pub error: Option<String>,
+    /// Its captured output.
+    pub log: Option<String>,
+}
+
+/// Every attempt of job `id`, in order.
+pub async fn attempts(pool: &PgPool, id: Uuid) -> Vec<Attempt> {
+    sqlx::query_as(
+        "SELECT attempt, outcome, error, log FROM all_attempts WHERE job_id = $1 \
+         ORDER BY attempt, started_at",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .expect("read all_attempts")
+}
+
+/// A count, or -1 while the database does not answer (faults tests poll through
+/// outages). Errors go through the store's error type, as every product query does, so
+/// the pool sees the fault and moves.
+pub async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .map_err(ordinaut::db::Error::from)
+        .unwrap_or(-1)
+}
+
+/// Waits until nothing is left in `due_work` (every job terminal).
+pub async fn drained(pool: &PgPool, limit: Duration) {
+    eventually(limit, "every job terminal", || async {
+        (count(pool, "SELECT count(*) FROM due_work").await == 0).then_some(())
+    })
+    .await;
+}
+
+/// Waits until at least `n` jobs are completed.
+pub async fn completed_at_least(pool: &PgPool, n: i64, limit: Duration) {
+    eventually(limit, "all jobs completed", || async {
+        (count(
+            pool,
+            "SELECT count(*) FROM job_history WHERE state = 'completed'",
+        )
+        .await
+            >= n)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits up to `limit` until the count `sql` returns is `expected`.
+pub async fn wait_for_count(pool: &PgPool, sql: &'static str, expected: i64, limit: Duration) {
+    let what = format!("{sql} to return {expected}");
+    eventually(limit, &what, || async {
+        (count(pool, sql).await == expected).then_some(())
+    })
+    .await;
+}
