@@ -563,7 +563,7 @@ async fn workflow_joins_activate_once_when_their_last_two_dependencies_end_toget
         &[env[0], ("WORKER_QUEUES", "q2")],
     );
     drained(&db.pool, Duration::from_secs(120)).await;
-    stop_all(vec![w1, w2]);
+    stop_all(vec![w1, w2], Duration::from_secs(40));
     let d_runs = verify_diamonds(&rec, &db.pool, &diamonds).await;
     let twice: Vec<_> = d_runs.iter().filter(|(_, n)| **n != 1).collect();
     assert!(
@@ -613,7 +613,7 @@ async fn workflows_survive_workers_killed_mid_flight() {
         workers.push(worker(&rec, &db.url, &env));
     }
     drained(&db.pool, Duration::from_secs(180)).await;
-    stop_all(workers);
+    stop_all(workers, Duration::from_secs(40));
     let d_runs = verify_diamonds(&rec, &db.pool, &diamonds).await;
     eprintln!(
         "fault-report scenario=workflow-kill-9 workflows={} kills={kills} executions={} d_reruns={}",
@@ -625,11 +625,12 @@ async fn workflows_survive_workers_killed_mid_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflows_survive_a_postgres_immediate_restart() {
-    let pg = PrivatePg::start("faults-wf-restart").await;
+    let pg = PrivateCluster::start("faults-wf-restart", Durability::Durable).await;
+    let pool = pg.migrated_pool(4).await;
     let rec = Recorder::new("faults-wf-restart", "");
-    let diamonds = submit_diamonds(&pg.pool, 200, 0.2).await;
+    let diamonds = submit_diamonds(&pool, 200, 0.2).await;
     let env = [("WORKER_CONCURRENCY", "16"), ("WORKER_QUEUES", "q,q2")];
-    let workers: Vec<Proc> = (0..2).map(|_| worker(&rec, &pg.url, &env)).collect();
+    let workers: Vec<Proc> = (0..2).map(|_| worker(&rec, &pg.url(), &env)).collect();
     eventually(Duration::from_secs(60), "workflows under way", || async {
         (rec.ends().len() >= 200).then_some(())
     })
@@ -639,9 +640,9 @@ async fn workflows_survive_a_postgres_immediate_restart() {
         .await
         .expect("join")
         .expect("pg_ctl restart");
-    drained(&pg.pool, Duration::from_secs(180)).await;
-    stop_all(workers);
-    let d_runs = verify_diamonds(&rec, &pg.pool, &diamonds).await;
+    drained(&pool, Duration::from_secs(180)).await;
+    stop_all(workers, Duration::from_secs(40));
+    let d_runs = verify_diamonds(&rec, &pool, &diamonds).await;
     eprintln!(
         "fault-report scenario=workflow-pg-restart-immediate workflows={} executions={} d_reruns={}",
         diamonds.len(),
