@@ -17,6 +17,7 @@ use crate::db::{self, DbConfig, due_work, due_work::NewJob};
 use crate::pg_local::{LocalPg, StartOptions};
 
 mod ui;
+mod workflows;
 
 /// The queue every scenario uses.
 const QUEUE: &str = "bench";
@@ -35,6 +36,9 @@ pub enum Scenario {
     /// Sustained, with `--history` finished jobs present and a REPEATABLE READ
     /// transaction held open through the middle third.
     Bloat,
+    /// `--count` diamond workflows at `--target-rate` per second, then a fan-out/fan-in
+    /// of 1,000 steps: workflows/s, activation latency, WAL per workflow.
+    Workflows,
     /// The dashboard's reads (jobs list, filters, searches, overview) with `--history`
     /// finished (default 10,000,000) and `--live` waiting jobs: server time.
     Ui,
@@ -58,7 +62,7 @@ pub struct BenchArgs {
     /// Enqueues per second (latency).
     #[arg(long, default_value_t = 50)]
     pub rate: u32,
-    /// Single enqueues to send (latency).
+    /// Single enqueues to send (latency); workflows to submit (workflows).
     #[arg(long, default_value_t = 500)]
     pub count: usize,
     /// Repetitions; the median is reported.
@@ -70,7 +74,7 @@ pub struct BenchArgs {
     /// Duration of the sustained and bloat scenarios, in seconds.
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
-    /// Enqueue rate of the sustained and bloat scenarios, jobs/s.
+    /// Enqueue rate of the sustained and bloat scenarios, jobs/s (workflows: workflows/s).
     #[arg(long, default_value_t = 2000)]
     pub target_rate: u32,
     /// Finished jobs put in history before the run (bloat: default 1,000,000; burn-down,
@@ -166,6 +170,7 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
             Scenario::Latency => latency(&bench_db, &args).await,
             Scenario::Sustained => sustained(&bench_db, &args, false).await,
             Scenario::Bloat => sustained(&bench_db, &args, true).await,
+            Scenario::Workflows => workflows::run(&bench_db, &args).await,
             Scenario::Ui => {
                 // Prints its own table (per request, not one BenchResult).
                 let r = ui::run(&bench_db, &args).await;

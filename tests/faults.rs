@@ -448,3 +448,205 @@ async fn nul_bytes_and_ten_megabytes_of_output_do_not_wedge_1000_other_jobs() {
     .await;
     assert_eq!(nul_logs, 3, "the NUL jobs' output is kept, sanitized");
 }
+
+// Workflows (issue 19): dependents activated exactly once, in the transaction that
+// records the last dependency's outcome, whatever the processes and the server do.
+
+/// Submits `n` diamonds of `rec` steps: a -> b, c -> d, with b on queue `q` and c on
+/// `q2` (so with one worker per queue they always run on different workers), both
+/// sleeping `sleep` seconds so that they end together. Returns each one's job ids by step.
+async fn submit_diamonds(pool: &PgPool, n: usize, sleep: f64) -> Vec<HashMap<String, Uuid>> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let step = |name: &str, queue: &str, sleep: f64, deps: &[&str]| {
+            json!({"name": name, "queue": queue, "kind": "rec", "max_attempts": 50,
+                   "payload": {"sleep": sleep}, "depends_on": deps})
+        };
+        let spec = json!({"name": format!("diamond-{i}"), "jobs": [
+            step("a", "q", 0.0, &[]),
+            step("b", "q", sleep, &["a"]),
+            step("c", "q2", sleep, &["a"]),
+            step("d", "q", 0.0, &["b", "c"]),
+        ]});
+        let id = ordinaut::db::workflows::submit(pool, &spec, 4)
+            .await
+            .expect("submit");
+        let w = ordinaut::db::workflows::get(pool, id)
+            .await
+            .expect("read back");
+        out.push(w.jobs.into_iter().map(|s| (s.name, s.job_id)).collect());
+    }
+    out
+}
+
+/// Every workflow completed, every step's job completed exactly once, no execution
+/// overlapped another of the same job, and no `d` started before both `b` and `c` had
+/// run to their end. Returns the executions of `d` by job.
+async fn verify_diamonds(
+    rec: &Recorder,
+    pool: &PgPool,
+    diamonds: &[HashMap<String, Uuid>],
+) -> HashMap<Uuid, usize> {
+    assert_eq!(count(pool, "SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM workflows WHERE state <> 'completed'"
+        )
+        .await,
+        0,
+        "every workflow completed"
+    );
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM job_history WHERE state = 'completed'"
+        )
+        .await,
+        4 * diamonds.len() as i64,
+        "each step's job completed once"
+    );
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM job_history").await,
+        4 * diamonds.len() as i64
+    );
+    let overlaps = rec.overlaps();
+    assert!(overlaps.is_empty(), "overlapping executions: {overlaps:?}");
+    let mut first_end: HashMap<Uuid, f64> = HashMap::new();
+    for (job, _, at) in rec.ends_at() {
+        let e = first_end.entry(job).or_insert(at);
+        *e = e.min(at);
+    }
+    let mut first_start: HashMap<Uuid, f64> = HashMap::new();
+    for s in rec.starts() {
+        let e = first_start.entry(s.job).or_insert(s.at);
+        *e = e.min(s.at);
+    }
+    let by_job = rec.executions_by_job();
+    let mut d_runs = HashMap::new();
+    for steps in diamonds {
+        let d = steps["d"];
+        let started = first_start[&d];
+        for dep in ["b", "c"] {
+            let ended = first_end
+                .get(&steps[dep])
+                .unwrap_or_else(|| panic!("{dep} of a diamond never ran to its end"));
+            assert!(
+                started > *ended,
+                "d {d} started at {started} before {dep} ended at {ended}"
+            );
+        }
+        d_runs.insert(d, by_job[&d]);
+    }
+    d_runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_joins_activate_once_when_their_last_two_dependencies_end_together() {
+    let db = TestDb::new().await;
+    let rec = Recorder::new("faults-wf-join", "");
+    let diamonds = submit_diamonds(&db.pool, 60, 0.5).await;
+    // One worker per queue, with a slot for every job it may hold at once: every b and
+    // c of a diamond run at once on two processes and their outcomes reach Postgres from
+    // two completers at nearly the same moment.
+    let env = [("WORKER_CONCURRENCY", "128")];
+    let w1 = spawn(
+        &rec.dir,
+        &db.url,
+        &["worker"],
+        &[env[0], ("WORKER_QUEUES", "q")],
+    );
+    let w2 = spawn(
+        &rec.dir,
+        &db.url,
+        &["worker"],
+        &[env[0], ("WORKER_QUEUES", "q2")],
+    );
+    drained(&db.pool, Duration::from_secs(120)).await;
+    stop_all(vec![w1, w2], Duration::from_secs(40));
+    let d_runs = verify_diamonds(&rec, &db.pool, &diamonds).await;
+    let twice: Vec<_> = d_runs.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "joins not executed exactly once: {twice:?}"
+    );
+    // b and c really ended together: count the diamonds whose ends are within 100 ms.
+    let ends: HashMap<Uuid, f64> = rec
+        .ends_at()
+        .into_iter()
+        .map(|(j, _, at)| (j, at))
+        .collect();
+    let together = diamonds
+        .iter()
+        .filter(|s| (ends[&s["b"]] - ends[&s["c"]]).abs() < 0.1)
+        .count();
+    let mut gaps: Vec<f64> = diamonds
+        .iter()
+        .map(|s| (ends[&s["b"]] - ends[&s["c"]]).abs())
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    assert!(
+        together > 0,
+        "no diamond had b and c end together; gaps {:?}",
+        &gaps[..gaps.len().min(10)]
+    );
+    eprintln!(
+        "fault-report scenario=workflow-join-race workflows={} joins_executed_once={} b_c_within_100ms={together}",
+        diamonds.len(),
+        d_runs.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_survive_workers_killed_mid_flight() {
+    let db = TestDb::new().await;
+    let rec = Recorder::new("faults-wf-kill9", "");
+    let diamonds = submit_diamonds(&db.pool, 200, 0.4).await;
+    let env = [("WORKER_CONCURRENCY", "16"), ("WORKER_QUEUES", "q,q2")];
+    let mut workers: Vec<Proc> = (0..3).map(|_| worker(&rec, &db.url, &env)).collect();
+    let mut kills = 0;
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let victim = workers.remove(round % workers.len());
+        victim.kill9();
+        kills += 1;
+        workers.push(worker(&rec, &db.url, &env));
+    }
+    drained(&db.pool, Duration::from_secs(180)).await;
+    stop_all(workers, Duration::from_secs(40));
+    let d_runs = verify_diamonds(&rec, &db.pool, &diamonds).await;
+    eprintln!(
+        "fault-report scenario=workflow-kill-9 workflows={} kills={kills} executions={} d_reruns={}",
+        diamonds.len(),
+        rec.starts().len(),
+        d_runs.values().map(|n| n - 1).sum::<usize>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_survive_a_postgres_immediate_restart() {
+    let pg = PrivateCluster::start("faults-wf-restart", Durability::Durable).await;
+    let pool = pg.migrated_pool(4).await;
+    let rec = Recorder::new("faults-wf-restart", "");
+    let diamonds = submit_diamonds(&pool, 200, 0.2).await;
+    let env = [("WORKER_CONCURRENCY", "16"), ("WORKER_QUEUES", "q,q2")];
+    let workers: Vec<Proc> = (0..2).map(|_| worker(&rec, &pg.url(), &env)).collect();
+    eventually(Duration::from_secs(60), "workflows under way", || async {
+        (rec.ends().len() >= 200).then_some(())
+    })
+    .await;
+    let cluster = pg.pg.clone();
+    tokio::task::spawn_blocking(move || cluster.restart_mode("immediate"))
+        .await
+        .expect("join")
+        .expect("pg_ctl restart");
+    drained(&pool, Duration::from_secs(180)).await;
+    stop_all(workers, Duration::from_secs(40));
+    let d_runs = verify_diamonds(&rec, &pool, &diamonds).await;
+    eprintln!(
+        "fault-report scenario=workflow-pg-restart-immediate workflows={} executions={} d_reruns={}",
+        diamonds.len(),
+        rec.starts().len(),
+        d_runs.values().map(|n| n - 1).sum::<usize>()
+    );
+}

@@ -20,6 +20,7 @@ pub mod queues;
 pub mod schedules;
 pub mod snapshot;
 pub mod workers;
+pub mod workflows;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -258,6 +259,11 @@ fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(dashboard::bulk_count))
         .routes(routes!(dashboard::bulk_run))
         .routes(routes!(dashboard::audit_log))
+        .routes(routes!(workflows::submit, workflows::list))
+        .routes(routes!(workflows::get))
+        .routes(routes!(workflows::cancel))
+        .routes(routes!(workflows::retry))
+        .routes(routes!(workflows::append))
         .route_layer(auth.clone());
     let mut metrics = OpenApiRouter::new().routes(routes!(health::metrics));
     if state.settings().metrics_auth {

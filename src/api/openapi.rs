@@ -24,6 +24,7 @@ Every error is `{\"error\":{\"code\",\"message\"}}`. `/v1` requires `Authorizati
         (name = "workers", description = "Live worker processes"),
         (name = "kinds", description = "The kinds registry: kinds workers serve"),
         (name = "schedules", description = "Cron schedules: create, pause, resume, trigger, delete"),
+        (name = "workflows", description = "Jobs with dependencies: submit, show, list, cancel, retry, append"),
         (name = "pull", description = "Claim and finish jobs from any language over HTTP"),
         (name = "events", description = "Live job state changes"),
         (name = "health", description = "Liveness, readiness, metrics, this document"),

@@ -1,5 +1,5 @@
 //! The command line: clap definitions and dispatch. Each operator command group lives in
-//! its own file ([`jobs`], [`queues`], [`schedules`]) and turns its arguments into a
+//! its own file ([`jobs`], [`queues`], [`schedules`], [`workflows`]) and turns its arguments into a
 //! validated action before it connects; the long-running subcommands (`api`, `worker`,
 //! `scheduler`, `dev`) are wired in [`crate::app`].
 //!
@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod kinds;
 pub mod queues;
 pub mod schedules;
+pub mod workflows;
 
 use std::path::PathBuf;
 
@@ -52,6 +53,9 @@ pub enum Command {
     /// Create, list, pause, resume, trigger and delete cron schedules.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
+    /// Submit, show, list, cancel, retry and append to workflows (jobs with dependencies).
+    #[command(subcommand)]
+    Workflows(workflows::WorkflowsCommand),
     /// Measure throughput and latency on a real Postgres (a local one if DATABASE_URL is unset).
     Bench(crate::bench::BenchArgs),
     /// List queues with live counts, pause, resume, set defaults.
@@ -90,6 +94,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Dev(args) => crate::app::dev(args.apply(config)?).await,
         Command::Jobs(cmd) => jobs::run(cmd, &config).await,
         Command::Schedules(cmd) => schedules::run(cmd, &config).await,
+        Command::Workflows(cmd) => workflows::run(cmd, &config).await,
         Command::Queues { command } => {
             queues::run(command.unwrap_or(QueuesCommand::List), &config).await
         }

@@ -20,6 +20,7 @@ pub mod schedules;
 pub mod sessions;
 pub mod stats;
 pub mod workers;
+pub mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;

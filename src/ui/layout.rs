@@ -33,6 +33,7 @@ fn head(title: &str, csrf: Option<&str>) -> Markup {
 const NAV: &[(&str, &str)] = &[
     ("/ui", "Overview"),
     ("/ui/jobs", "Jobs"),
+    ("/ui/workflows", "Workflows"),
     ("/ui/enqueue", "Enqueue"),
     ("/ui/queues", "Queues"),
     ("/ui/schedules", "Schedules"),

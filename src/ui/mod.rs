@@ -12,6 +12,7 @@ pub mod auth;
 mod layout;
 pub mod limit;
 mod pages;
+mod workflows;
 
 use axum::Router;
 use axum::extract::{Path, Request};
@@ -65,6 +66,21 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/ui/schedules/{name}/delete", post(pages::schedule_delete))
         .route("/ui/workers", get(pages::workers))
+        .route("/ui/workflows", get(workflows::workflows))
+        .route(
+            "/ui/fragments/workflows",
+            get(workflows::workflows_fragment),
+        )
+        .route("/ui/workflows/{id}", get(workflows::workflow))
+        .route(
+            "/ui/fragments/workflows/{id}",
+            get(workflows::workflow_fragment),
+        )
+        .route(
+            "/ui/workflows/{id}/cancel",
+            post(workflows::workflow_cancel),
+        )
+        .route("/ui/workflows/{id}/retry", post(workflows::workflow_retry))
         .route("/ui/bulk/preview", post(pages::bulk_preview))
         .route("/ui/bulk/run", post(pages::bulk_run))
         .route("/ui/audit", get(pages::audit))

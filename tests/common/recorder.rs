@@ -98,6 +98,20 @@ impl Recorder {
             .collect()
     }
 
+    /// Executions that ran to their end line, with the time: (job, attempt, epoch seconds).
+    pub fn ends_at(&self) -> Vec<(Uuid, i32, f64)> {
+        self.lines("ends")
+            .into_iter()
+            .filter_map(|f| {
+                Some((
+                    f.first()?.parse().ok()?,
+                    f.get(1)?.parse().ok()?,
+                    f.get(2)?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
     /// Executions that started while another execution of the same job was alive.
     pub fn overlaps(&self) -> Vec<String> {
         self.lines("overlaps")

@@ -18,3 +18,4 @@ mod poison;
 mod ui;
 mod ui_live;
 mod worker;
+mod workflows;

@@ -934,3 +934,62 @@ async fn job_detail_links_the_trace_id_to_the_trace_url() {
         page.text
     );
 }
+
+#[tokio::test]
+async fn the_workflow_page_shows_the_graph_by_stage_and_cancels_and_retries() {
+    let app = App::with(app_settings()).await;
+    let r = app
+        .post(
+            "/v1/workflows",
+            json!({"name": "scan <acme>", "jobs": [
+                {"name": "clone", "queue": "q", "kind": "k"},
+                {"name": "tool", "queue": "q", "kind": "k", "depends_on": ["clone"]},
+                {"name": "report", "queue": "q", "kind": "k", "depends_on": [{"name": "tool", "on_failure": "ignore"}]}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let s = login(&app, TOKEN).await;
+    let list = s.get(&app, "/ui/workflows").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.text.contains(&id) && list.text.contains("scan &lt;acme&gt;"));
+    let page = s.get(&app, &format!("/ui/workflows/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    // Three stages, live while running, the edge's policy shown.
+    for stage in ["data-stage=\"0\"", "data-stage=\"1\"", "data-stage=\"2\""] {
+        assert!(page.text.contains(stage), "{stage}");
+    }
+    assert!(page.text.contains("every 1s"));
+    assert!(page.text.contains("(ignore)"));
+    assert!(page.text.contains("waiting for 1"));
+    let r = s
+        .post(&app, &format!("/ui/workflows/{id}/cancel"), "")
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let page = s
+        .get(&app, &format!("/ui/workflows/{id}?done=cancelled"))
+        .await;
+    assert!(
+        page.text.contains("data-state=\"cancelled\""),
+        "{}",
+        page.text
+    );
+    assert!(
+        !page.text.contains("every 1s"),
+        "a finished workflow stops polling"
+    );
+    let r = s.post(&app, &format!("/ui/workflows/{id}/retry"), "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(
+        app.get(&format!("/v1/workflows/{id}")).await.body["state"],
+        "running"
+    );
+    // A read-only session sees the page without the actions, and cannot act.
+    let ro = login(&app, READONLY).await;
+    let page = ro.get(&app, &format!("/ui/workflows/{id}")).await;
+    assert!(!page.text.contains("id=\"cancel\""));
+    let r = ro
+        .post(&app, &format!("/ui/workflows/{id}/cancel"), "")
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}

@@ -65,7 +65,7 @@ ended AS (
       AND d.attempt = i.attempt
     RETURNING d.id, d.queue, d.kind, d.payload, d.priority, d.attempt, d.max_attempts,
               d.unique_key, d.schedule_id, d.scheduled_for, d.metadata, d.run_at,
-              d.created_at, d.attempted_at, d.last_error, d.concurrency_key,
+              d.created_at, d.attempted_at, d.last_error, d.concurrency_key, d.workflow_id,
               i.outcome, i.error, i.output, i.log
 ),
 stopped AS (
@@ -81,7 +81,7 @@ stopped AS (
            OR (i.outcome = 'snoozed' AND d.snoozes >= $9::int4 AND d.attempt >= d.max_attempts))
     RETURNING d.id, d.queue, d.kind, d.payload, d.priority, d.attempt, d.max_attempts,
               d.unique_key, d.schedule_id, d.scheduled_for, d.metadata, d.run_at,
-              d.created_at, d.attempted_at, d.last_error, d.concurrency_key,
+              d.created_at, d.attempted_at, d.last_error, d.concurrency_key, d.workflow_id,
               CASE WHEN d.cancel_requested THEN 'cancelled' ELSE 'failed' END AS outcome,
               CASE WHEN d.cancel_requested
                    THEN 'cancelled by operator (the attempt ended as ' || i.outcome || coalesce(': ' || i.error, '') || ')'
@@ -98,14 +98,17 @@ history AS (
     INSERT INTO job_history
         (id, queue, kind, payload, priority, state, attempt, max_attempts, unique_key,
          schedule_id, scheduled_for, metadata, output, last_error, run_at, created_at,
-         attempted_at, finished_at, worker_id, log, concurrency_key)
+         attempted_at, finished_at, worker_id, log, concurrency_key, workflow_id)
     SELECT f.id, f.queue, f.kind, f.payload, f.priority, f.outcome, f.attempt, f.max_attempts,
            f.unique_key, f.schedule_id, f.scheduled_for, f.metadata, f.output,
            CASE WHEN f.outcome = 'completed' THEN NULL ELSE coalesce(f.error, f.last_error) END,
            f.run_at, f.created_at, f.attempted_at, now(), $1,
-           CASE WHEN f.outcome = 'completed' THEN f.log END, f.concurrency_key
+           CASE WHEN f.outcome = 'completed' THEN f.log END, f.concurrency_key, f.workflow_id
     FROM finished f
     WHERE f.outcome <> 'completed'
+       -- A workflow step's completion is always recorded: it settles its dependents
+       -- (migration 0016's trigger on job_history).
+       OR f.workflow_id IS NOT NULL
        OR coalesce((SELECT q.keep_completed FROM queues q WHERE q.name = f.queue), true)
 ),
 attempts AS (

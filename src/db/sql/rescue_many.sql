@@ -46,7 +46,7 @@ finished AS (
     WHERE d.id = v.id AND (v.cancel_requested OR v.attempt >= v.max_attempts)
     RETURNING d.id, d.queue, d.kind, d.payload, d.priority, d.attempt, d.max_attempts,
               d.unique_key, d.schedule_id, d.scheduled_for, d.metadata, d.run_at,
-              d.created_at, d.attempted_at, d.concurrency_key, v.lease_owner AS worker_id,
+              d.created_at, d.attempted_at, d.concurrency_key, d.workflow_id, v.lease_owner AS worker_id,
               CASE WHEN v.cancel_requested THEN 'cancelled' ELSE 'failed' END AS final_state,
               CASE WHEN v.cancel_requested THEN 'cancelled by operator'
                    WHEN v.owner_dead THEN 'worker died while running the job'
@@ -56,10 +56,10 @@ history AS (
     INSERT INTO job_history
         (id, queue, kind, payload, priority, state, attempt, max_attempts, unique_key,
          schedule_id, scheduled_for, metadata, output, last_error, run_at, created_at,
-         attempted_at, finished_at, worker_id, concurrency_key)
+         attempted_at, finished_at, worker_id, concurrency_key, workflow_id)
     SELECT f.id, f.queue, f.kind, f.payload, f.priority, f.final_state, f.attempt, f.max_attempts,
            f.unique_key, f.schedule_id, f.scheduled_for, f.metadata, NULL, f.error,
-           f.run_at, f.created_at, f.attempted_at, now(), f.worker_id, f.concurrency_key
+           f.run_at, f.created_at, f.attempted_at, now(), f.worker_id, f.concurrency_key, f.workflow_id
     FROM finished f
 ),
 attempts AS (

@@ -5,13 +5,13 @@
 WITH h AS (
     DELETE FROM job_history WHERE id = ANY($1::uuid[]) AND state IN ('failed', 'cancelled')
     RETURNING id, queue, kind, payload, priority, attempt, max_attempts, unique_key, schedule_id,
-              scheduled_for, metadata, last_error, created_at, concurrency_key
+              scheduled_for, metadata, last_error, created_at, concurrency_key, workflow_id
 )
 INSERT INTO due_work
     (id, queue, kind, payload, priority, run_at, state, attempt, max_attempts, unique_key,
-     schedule_id, scheduled_for, metadata, last_error, created_at, concurrency_key)
+     schedule_id, scheduled_for, metadata, last_error, created_at, concurrency_key, workflow_id)
 SELECT id, queue, kind, payload, priority, now(), 'available', attempt,
        attempt + max_attempts, unique_key, schedule_id, scheduled_for, metadata, last_error, created_at,
-       concurrency_key
+       concurrency_key, workflow_id
 FROM h
 RETURNING id

@@ -10,6 +10,7 @@ mod pull;
 mod pull_claim;
 mod queues_workers;
 mod schedules;
+mod workflows;
 
 use std::net::SocketAddr;
 

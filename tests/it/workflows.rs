@@ -1,0 +1,643 @@
+//! Workflows against real Postgres, driven through the real claim and finish
+//! statements (and the rescue, cancel and retry ones): activation, policies, outputs,
+//! cancel, retry, append, the chord shorthand, SQL in the caller's transaction, and a
+//! randomized check that no step is ever left waiting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use ordinaut::db::due_work::{self, Finish, FinishKind};
+use ordinaut::db::{self, workflows};
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::common::TestDb;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+async fn submit(db: &TestDb, spec: Value) -> Uuid {
+    workflows::submit(&db.pool, &spec, 4)
+        .await
+        .expect("workflow submits")
+}
+
+fn step_of(payload: &Value) -> String {
+    payload["_workflow"]["step"]
+        .as_str()
+        .expect("a workflow job names its step")
+        .to_owned()
+}
+
+/// Claims what is available on queue `q` as one worker and finishes each job with the
+/// outcome `decide` gives its step, until nothing is available. Returns the rounds:
+/// the steps claimed together, and every claimed job's payload by step.
+async fn drive(
+    db: &TestDb,
+    mut decide: impl FnMut(&str) -> FinishKind,
+) -> (Vec<Vec<String>>, HashMap<String, Value>) {
+    let worker = Uuid::now_v7();
+    let mut rounds = Vec::new();
+    let mut payloads = HashMap::new();
+    loop {
+        let claimed = due_work::claim_due(&db.pool, &["q".to_owned()], 1000, worker, LEASE)
+            .await
+            .expect("claims");
+        if claimed.is_empty() {
+            return (rounds, payloads);
+        }
+        let mut round = Vec::new();
+        let mut batch = Vec::new();
+        for job in claimed {
+            let step = step_of(&job.payload);
+            let outcome = decide(&step);
+            batch.push(Finish {
+                id: job.id,
+                attempt: job.attempt,
+                outcome,
+                next_run_at: None,
+                error: (outcome != FinishKind::Completed)
+                    .then(|| format!("{step} did not complete")),
+                output: Some(json!({ "from": step })),
+                log: None,
+            });
+            payloads.insert(step.clone(), job.payload);
+            round.push(step);
+        }
+        round.sort();
+        due_work::finish_many(&db.pool, worker, 100, &batch)
+            .await
+            .expect("finishes");
+        rounds.push(round);
+    }
+}
+
+fn states(w: &workflows::Workflow) -> BTreeMap<String, String> {
+    w.jobs
+        .iter()
+        .map(|s| (s.name.clone(), s.state.clone()))
+        .collect()
+}
+
+fn job(name: &str, deps: Value) -> Value {
+    json!({"name": name, "queue": "q", "kind": "k", "depends_on": deps})
+}
+
+fn diamond() -> Value {
+    json!({"name": "diamond", "jobs": [
+        job("a", json!([])), job("b", json!(["a"])), job("c", json!(["a"])), job("d", json!(["b", "c"])),
+    ]})
+}
+
+#[tokio::test]
+async fn a_diamond_runs_in_dependency_order_and_the_join_reads_both_outputs() {
+    let db = TestDb::new().await;
+    let id = submit(&db, diamond()).await;
+    // Only the root is a live job; the others wait outside due_work, visibly.
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 1);
+    let w = workflows::get(&db.pool, id).await.unwrap();
+    assert_eq!(w.summary.state, "running");
+    assert_eq!(states(&w)["d"], "waiting");
+    assert_eq!(w.jobs.iter().find(|s| s.name == "d").unwrap().pending, 2);
+
+    let (rounds, payloads) = drive(&db, |_| FinishKind::Completed).await;
+    assert_eq!(rounds, vec![vec!["a"], vec!["b", "c"], vec!["d"]]);
+    let deps = &payloads["d"]["_workflow"]["deps"];
+    assert_eq!(deps["b"]["output"], json!({"from": "b"}));
+    assert_eq!(deps["c"]["output"], json!({"from": "c"}));
+    assert_eq!(deps["c"]["state"], "completed");
+    assert_eq!(payloads["d"]["_workflow"]["id"], json!(id));
+
+    let w = workflows::get(&db.pool, id).await.unwrap();
+    assert_eq!(w.summary.state, "completed");
+    assert!(w.summary.finished_at.is_some());
+    assert!(states(&w).values().all(|s| s == "completed"));
+}
+
+#[tokio::test]
+async fn failure_policies_cancel_ignore_and_cleanup() {
+    let db = TestDb::new().await;
+    let id = submit(
+        &db,
+        json!({"name": "policies", "jobs": [
+            job("a", json!([])),
+            job("cancelled", json!(["a"])),
+            job("after_cancelled", json!(["cancelled"])),
+            job("ignores", json!([{"name": "a", "on_failure": "ignore"}])),
+            {"name": "cleanup", "queue": "q", "kind": "k", "on_failure": "cleanup", "depends_on": ["a"]},
+        ]}),
+    )
+    .await;
+    let (_, payloads) = drive(&db, |s| {
+        if s == "a" {
+            FinishKind::Failed
+        } else {
+            FinishKind::Completed
+        }
+    })
+    .await;
+    let w = workflows::get(&db.pool, id).await.unwrap();
+    let s = states(&w);
+    assert_eq!(s["a"], "failed");
+    assert_eq!(s["cancelled"], "cancelled");
+    assert_eq!(s["after_cancelled"], "cancelled");
+    assert_eq!(s["ignores"], "completed");
+    assert_eq!(s["cleanup"], "completed");
+    assert_eq!(
+        payloads["cleanup"]["_workflow"]["deps"]["a"]["state"],
+        "failed"
+    );
+    assert_eq!(w.summary.state, "failed");
+
+    // Nothing failed: the cleanup step is skipped, and the workflow completed.
+    let id = submit(
+        &db,
+        json!({"name": "clean", "jobs": [
+            job("a", json!([])),
+            {"name": "cleanup", "queue": "q", "kind": "k", "on_failure": "cleanup", "depends_on": ["a"]},
+            job("after_cleanup", json!(["cleanup"])),
+        ]}),
+    )
+    .await;
+    drive(&db, |_| FinishKind::Completed).await;
+    let w = workflows::get(&db.pool, id).await.unwrap();
+    let s = states(&w);
+    assert_eq!(s["cleanup"], "skipped");
+    assert_eq!(s["after_cleanup"], "completed");
+    assert_eq!(w.summary.state, "completed");
+}
+
+#[tokio::test]
+async fn a_workflow_wide_policy_applies_to_every_edge() {
+    let db = TestDb::new().await;
+    let mut spec = diamond();
+    spec["on_failure"] = json!("ignore");
+    let id = submit(&db, spec).await;
+    drive(&db, |s| {
+        if s == "b" {
+            FinishKind::Failed
+        } else {
+            FinishKind::Completed
+        }
+    })
+    .await;
+    let s = states(&workflows::get(&db.pool, id).await.unwrap());
+    assert_eq!(s["d"], "completed");
+}
+
+/// Random graphs, policies and outcomes: every step ends, in the state the rules give.
+#[tokio::test]
+async fn no_step_is_ever_left_waiting_random_graphs() {
+    let db = TestDb::new().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    for round in 0..40 {
+        let n = rng.random_range(1..12);
+        let mut jobs = Vec::new();
+        let mut deps_of: Vec<Vec<(usize, &str)>> = Vec::new();
+        let mut outcome: Vec<FinishKind> = Vec::new();
+        for i in 0..n {
+            let mut deps = Vec::new();
+            for p in 0..i {
+                if rng.random_bool(0.3) {
+                    let pol = ["cancel", "ignore", "cleanup"][rng.random_range(0..3)];
+                    deps.push((p, pol));
+                }
+            }
+            let o = match rng.random_range(0..10) {
+                0..=5 => FinishKind::Completed,
+                6..=8 => FinishKind::Failed,
+                _ => FinishKind::Cancelled,
+            };
+            jobs.push(json!({"name": format!("s{i}"), "queue": "q", "kind": "k",
+                "depends_on": deps.iter().map(|(p, pol)| json!({"name": format!("s{p}"), "on_failure": pol})).collect::<Vec<_>>()}));
+            deps_of.push(deps);
+            outcome.push(o);
+        }
+        let id = submit(
+            &db,
+            json!({"name": format!("random-{round}"), "jobs": jobs}),
+        )
+        .await;
+        drive(&db, |s| outcome[s[1..].parse::<usize>().unwrap()]).await;
+
+        // The oracle, in topological (index) order.
+        let mut expect: Vec<&str> = Vec::new();
+        for i in 0..n {
+            let bad = |p: usize| matches!(expect[p], "failed" | "cancelled");
+            let deps = &deps_of[i];
+            let state = if deps.iter().any(|&(p, pol)| pol == "cancel" && bad(p)) {
+                "cancelled"
+            } else if deps.iter().any(|&(_, pol)| pol == "cleanup")
+                && !deps.iter().any(|&(p, pol)| pol == "cleanup" && bad(p))
+            {
+                "skipped"
+            } else {
+                outcome[i].as_str()
+            };
+            expect.push(state);
+        }
+        let w = workflows::get(&db.pool, id).await.unwrap();
+        for (i, want) in expect.iter().enumerate() {
+            assert_eq!(
+                states(&w)[&format!("s{i}")],
+                *want,
+                "round {round}, step s{i}, graph {deps_of:?}, outcomes {outcome:?}"
+            );
+        }
+        let want = if expect.contains(&"failed") {
+            "failed"
+        } else if expect.contains(&"cancelled") {
+            "cancelled"
+        } else {
+            "completed"
+        };
+        assert_eq!(w.summary.state, want, "round {round}");
+    }
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM workflow_steps WHERE state IN ('waiting', 'enqueued')")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn retry_runs_the_failed_step_and_its_cancelled_dependents_again() {
+    let db = TestDb::new().await;
+    let id = submit(&db, diamond()).await;
+    drive(&db, |s| {
+        if s == "c" {
+            FinishKind::Failed
+        } else {
+            FinishKind::Completed
+        }
+    })
+    .await;
+    let w = workflows::get(&db.pool, id).await.unwrap();
+    assert_eq!(states(&w)["d"], "cancelled");
+    assert_eq!(w.summary.state, "failed");
+
+    assert_eq!(workflows::retry(&db.pool, id).await.unwrap(), 1);
+    let w = workflows::get(&db.pool, id).await.unwrap();
+    assert_eq!(w.summary.state, "running");
+    assert_eq!(states(&w)["d"], "waiting");
+    let (rounds, _) = drive(&db, |_| FinishKind::Completed).await;
+    assert_eq!(rounds, vec![vec!["c"], vec!["d"]]);
+    assert_eq!(
+        workflows::get(&db.pool, id).await.unwrap().summary.state,
+        "completed"
+    );
+
+    // `jobs retry` of one step does the same.
+    let id = submit(&db, diamond()).await;
+    drive(&db, |s| {
+        if s == "b" {
+            FinishKind::Failed
+        } else {
+            FinishKind::Completed
+        }
+    })
+    .await;
+    let b = workflows::get(&db.pool, id).await.unwrap().jobs[1].clone();
+    assert_eq!(b.name, "b");
+    due_work::retry(&db.pool, b.job_id).await.unwrap();
+    let (rounds, _) = drive(&db, |_| FinishKind::Completed).await;
+    assert_eq!(rounds, vec![vec!["b"], vec!["d"]]);
+    assert_eq!(
+        workflows::get(&db.pool, id).await.unwrap().summary.state,
+        "completed"
+    );
+}
+
+#[tokio::test]
+async fn cancel_stops_waiting_and_running_steps_and_retry_resumes_it() {
+    let db = TestDb::new().await;
+    let id = submit(
+        &db,
+        json!({"name": "c", "jobs": [
+            job("a", json!([])), job("b", json!([])), job("c", json!(["a", "b"])),
+        ]}),
+    )
+    .await;
+    // a is running, b is available, c waits.
+    let worker = Uuid::now_v7();
+    let claimed = due_work::claim_due(&db.pool, &["q".to_owned()], 1, worker, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    workflows::cancel(&db.pool, id).await.unwrap();
+    let w = workflows::get(&db.pool, id).await.unwrap();
+    let s = states(&w);
+    let running = step_of(&claimed[0].payload);
+    let other = if running == "a" { "b" } else { "a" };
+    assert_eq!(s[other], "cancelled");
+    assert_eq!(s["c"], "cancelled");
+    assert_eq!(
+        s[&running], "enqueued",
+        "a running step ends when its worker stops it"
+    );
+    let flagged: bool = sqlx::query_scalar("SELECT cancel_requested FROM due_work WHERE id = $1")
+        .bind(claimed[0].id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(flagged);
+    // The worker reports the stop: the workflow is cancelled, nothing is available.
+    due_work::finish_many(
+        &db.pool,
+        worker,
+        100,
+        &[Finish {
+            id: claimed[0].id,
+            attempt: claimed[0].attempt,
+            outcome: FinishKind::Cancelled,
+            next_run_at: None,
+            error: Some("cancelled".into()),
+            output: None,
+            log: None,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        workflows::get(&db.pool, id).await.unwrap().summary.state,
+        "cancelled"
+    );
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    // Appending to a cancelled workflow is refused.
+    let err = workflows::append(&db.pool, id, &json!([job("late", json!([]))]), 4)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, db::Error::Conflict(_)), "{err}");
+
+    // Retry: both roots run again, then c.
+    assert_eq!(workflows::retry(&db.pool, id).await.unwrap(), 2);
+    let (rounds, _) = drive(&db, |_| FinishKind::Completed).await;
+    assert_eq!(rounds, vec![vec!["a", "b"], vec!["c"]]);
+    assert_eq!(
+        workflows::get(&db.pool, id).await.unwrap().summary.state,
+        "completed"
+    );
+}
+
+#[tokio::test]
+async fn a_running_step_appends_a_fan_out_and_a_join() {
+    let db = TestDb::new().await;
+    let id = submit(
+        &db,
+        json!({"name": "dyn", "jobs": [job("split", json!([]))]}),
+    )
+    .await;
+    let worker = Uuid::now_v7();
+    let split = due_work::claim_due(&db.pool, &["q".to_owned()], 10, worker, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    // While split runs, it adds five parts after itself and a join after them.
+    let mut jobs: Vec<Value> = (0..5)
+        .map(|i| job(&format!("part-{i}"), json!(["split"])))
+        .collect();
+    jobs.push(job(
+        "join",
+        json!((0..5).map(|i| format!("part-{i}")).collect::<Vec<_>>()),
+    ));
+    let refs = workflows::append(&db.pool, id, &Value::Array(jobs), 4)
+        .await
+        .unwrap();
+    assert_eq!(refs.len(), 6);
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 1);
+    due_work::finish_many(
+        &db.pool,
+        worker,
+        100,
+        &[Finish {
+            id: split.id,
+            attempt: split.attempt,
+            outcome: FinishKind::Completed,
+            next_run_at: None,
+            error: None,
+            output: None,
+            log: None,
+        }],
+    )
+    .await
+    .unwrap();
+    let (rounds, payloads) = drive(&db, |_| FinishKind::Completed).await;
+    assert_eq!(rounds.len(), 2);
+    assert_eq!(rounds[0].len(), 5);
+    assert_eq!(rounds[1], vec!["join"]);
+    assert_eq!(
+        payloads["join"]["_workflow"]["deps"]
+            .as_object()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        workflows::get(&db.pool, id).await.unwrap().summary.state,
+        "completed"
+    );
+    // A finished workflow takes no more steps.
+    let err = workflows::append(&db.pool, id, &json!([job("late", json!([]))]), 4)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, db::Error::Conflict(_)), "{err}");
+}
+
+#[tokio::test]
+async fn the_chord_shorthand_calls_back_with_every_outcome() {
+    let db = TestDb::new().await;
+    let id = submit(
+        &db,
+        json!({"name": "chord",
+               "group": [{"queue": "q", "kind": "k"}, {"queue": "q", "kind": "k"}, {"queue": "q", "kind": "k"}],
+               "callback": {"queue": "q", "kind": "k"}}),
+    )
+    .await;
+    let (rounds, payloads) = drive(&db, |s| {
+        if s == "group-1" {
+            FinishKind::Failed
+        } else {
+            FinishKind::Completed
+        }
+    })
+    .await;
+    assert_eq!(rounds[1], vec!["callback"]);
+    let deps = &payloads["callback"]["_workflow"]["deps"];
+    assert_eq!(deps["group-0"]["state"], "completed");
+    assert_eq!(deps["group-1"]["state"], "failed");
+    assert_eq!(deps["group-2"]["output"], json!({"from": "group-2"}));
+    let w = workflows::get(&db.pool, id).await.unwrap();
+    assert_eq!(states(&w)["callback"], "completed");
+}
+
+#[tokio::test]
+async fn sql_submit_belongs_to_the_callers_transaction() {
+    let db = TestDb::new().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    workflows::submit_on(&mut tx, &diamond(), 4).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM workflows").await, 0);
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let id: Uuid = sqlx::query_scalar("SELECT ordinaut_enqueue_workflow($1)")
+        .bind(diamond())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(workflows::get(&db.pool, id).await.unwrap().jobs.len(), 4);
+}
+
+#[tokio::test]
+async fn bad_workflows_are_refused_with_the_problem_named() {
+    let db = TestDb::new().await;
+    let cases = [
+        (
+            json!({"name": "w", "jobs": [job("a", json!(["b"])), job("b", json!(["a"]))]}),
+            "a cycle runs through a, b",
+        ),
+        (
+            json!({"name": "w", "jobs": [job("a", json!(["nope"]))]}),
+            "no step named nope",
+        ),
+        (
+            json!({"name": "w", "jobs": [job("a", json!([])), job("a", json!([]))]}),
+            "already has a step named a",
+        ),
+        (
+            json!({"name": "w", "jobs": [job("a", json!(["a"]))]}),
+            "cannot depend on itself",
+        ),
+        (
+            json!({"name": "w", "jobs": [{"name": "a", "queue": "q", "kind": "k", "unique_key": "x"}]}),
+            "unknown field(s) unique_key",
+        ),
+        (
+            json!({"name": "w", "jobs": [{"name": "a", "queue": "q", "kind": "k", "payload": [1]}]}),
+            "must be a JSON object",
+        ),
+        (json!({"name": "w", "jobs": []}), "non-empty array"),
+        (json!({"jobs": [job("a", json!([]))]}), "name: required"),
+        (
+            json!({"name": "w", "jobs": [{"name": "a", "queue": "q", "kind": "k", "on_failure": "maybe"}]}),
+            "must be cancel, ignore or cleanup",
+        ),
+    ];
+    for (spec, want) in cases {
+        let err = workflows::submit(&db.pool, &spec, 4).await.unwrap_err();
+        assert!(
+            matches!(err, db::Error::Invalid { .. }) && err.to_string().contains(want),
+            "{spec}: {err}"
+        );
+    }
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM workflow_steps").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn rescue_and_keep_completed_false_settle_dependents_too() {
+    let db = TestDb::new().await;
+    sqlx::query("INSERT INTO queues (name, keep_completed) VALUES ('q', false)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let id = submit(
+        &db,
+        json!({"name": "r", "jobs": [
+            {"name": "a", "queue": "q", "kind": "k", "max_attempts": 1},
+            job("b", json!(["a"])),
+            job("ok", json!([])),
+            job("after_ok", json!(["ok"])),
+        ]}),
+    )
+    .await;
+    let dead = Uuid::now_v7();
+    let claimed = due_work::claim_due(&db.pool, &["q".to_owned()], 10, dead, LEASE)
+        .await
+        .unwrap();
+    let ok = claimed
+        .iter()
+        .find(|j| step_of(&j.payload) == "ok")
+        .unwrap();
+    due_work::finish_many(
+        &db.pool,
+        dead,
+        100,
+        &[Finish {
+            id: ok.id,
+            attempt: ok.attempt,
+            outcome: FinishKind::Completed,
+            next_run_at: None,
+            error: None,
+            output: Some(json!(1)),
+            log: None,
+        }],
+    )
+    .await
+    .unwrap();
+    // The worker dies with a; the rescue fails it (no attempts left).
+    let rescued = due_work::rescue_many(
+        &db.pool,
+        &[dead],
+        ordinaut::model::Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(10),
+        },
+        100,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rescued.failed, 1);
+    let (_, payloads) = drive(&db, |_| FinishKind::Completed).await;
+    assert_eq!(
+        payloads["after_ok"]["_workflow"]["deps"]["ok"]["output"],
+        json!(1)
+    );
+    let s = states(&workflows::get(&db.pool, id).await.unwrap());
+    assert_eq!(s["a"], "failed");
+    assert_eq!(s["b"], "cancelled");
+    assert_eq!(s["after_ok"], "completed");
+}
+
+#[tokio::test]
+async fn plain_jobs_never_enter_the_workflow_tables() {
+    let db = TestDb::new().await;
+    let id: Uuid = sqlx::query_scalar("SELECT ordinaut_enqueue('q', 'k')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    drive_plain(&db).await;
+    let wf: Option<Uuid> = sqlx::query_scalar("SELECT workflow_id FROM job_history WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(wf.is_none());
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM workflows").await, 0);
+}
+
+async fn drive_plain(db: &TestDb) {
+    let worker = Uuid::now_v7();
+    let claimed = due_work::claim_due(&db.pool, &["q".to_owned()], 10, worker, LEASE)
+        .await
+        .unwrap();
+    let batch: Vec<Finish> = claimed
+        .iter()
+        .map(|j| Finish {
+            id: j.id,
+            attempt: j.attempt,
+            outcome: FinishKind::Completed,
+            next_run_at: None,
+            error: None,
+            output: None,
+            log: None,
+        })
+        .collect();
+    due_work::finish_many(&db.pool, worker, 100, &batch)
+        .await
+        .unwrap();
+}
