@@ -60,5 +60,6 @@ fn subcommand(command: &Command) -> &'static str {
         Command::Queues { .. } => "queues",
         Command::Healthcheck(_) => "healthcheck",
         Command::Kinds(_) => "kinds",
+        Command::Workflows(_) => "workflows",
     }
 }
