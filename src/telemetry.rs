@@ -121,8 +121,10 @@ fn otlp_provider(
     service: &str,
     runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<Option<SdkTracerProvider>> {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+    let set = |v: Result<String, std::env::VarError>| v.is_ok_and(|v| !v.trim().is_empty());
+    if !set(std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        && !set(std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    {
         return Ok(None);
     }
     let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
