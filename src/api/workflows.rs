@@ -179,6 +179,8 @@ fn spec_value<T: Serialize>(req: &T) -> ApiResult<serde_json::Value> {
         (status = 201, description = "Submitted", body = Submitted),
         (status = 400, description = "Invalid workflow: a field, an unknown dependency or a cycle, named", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -315,6 +317,8 @@ pub async fn retry(
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such workflow", body = ErrorBody),
         (status = 409, description = "The workflow has finished or was cancelled", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
