@@ -54,11 +54,18 @@ read -ra theirs <<<"$(col graphile_worker_rs worked_jobs_s 0)"
 ours_med=$(median "${ours[@]}")
 theirs_med=$(median "${theirs[@]}")
 ratio=$(python3 -c "print(f'{$ours_med/$theirs_med:.2f}')")
-# Per-job footprint, medians over the reps.
-for m in wal_bytes_per_job:0 dead_tuples_per_job:2 pg_cpu_s_per_1000:4; do
-  declare "ours_${m%%:*}=$(median $(col ordinaut "${m%%:*}" "${m##*:}"))"
-  declare "theirs_${m%%:*}=$(median $(col graphile_worker_rs "${m%%:*}" "${m##*:}"))"
-done
+# Per-job footprint, medians over the reps (col prints one value per rep, split on purpose).
+footprint() {
+  local values
+  read -ra values <<<"$(col "$1" "$2" "$3")"
+  median "${values[@]}"
+}
+ours_wal_bytes_per_job=$(footprint ordinaut wal_bytes_per_job 0)
+ours_dead_tuples_per_job=$(footprint ordinaut dead_tuples_per_job 2)
+ours_pg_cpu_s_per_1000=$(footprint ordinaut pg_cpu_s_per_1000 4)
+theirs_wal_bytes_per_job=$(footprint graphile_worker_rs wal_bytes_per_job 0)
+theirs_dead_tuples_per_job=$(footprint graphile_worker_rs dead_tuples_per_job 2)
+theirs_pg_cpu_s_per_1000=$(footprint graphile_worker_rs pg_cpu_s_per_1000 4)
 theirs_w2=$("${orch[@]}" graphile_worker_rs tuned w2 2>/dev/null | tail -1)
 w2=$("$bin" bench latency --count 500 --rate 50 --json)
 # Secondary: Ordinaut's own bench (no CHECKPOINT, end read from the worker's /metrics),
