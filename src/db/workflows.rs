@@ -294,9 +294,16 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Workflow> {
 /// dependency finishing to the dependent's claim, over the workflows named `prefix…`:
 /// (p50, p99, max) in ms.
 pub async fn activation_percentiles(pool: &PgPool, prefix: &str) -> Result<(f64, f64, f64)> {
+    // The finish's commit time when the server records commit timestamps
+    // (track_commit_timestamp = on): the dependent becomes visible then, not when the
+    // finishing transaction started. The claim's now() is its transaction's start,
+    // which is after the commit it saw.
     let row: (Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v), percentile_cont(0.99) WITHIN GROUP (ORDER BY v), max(v)
-         FROM (SELECT (extract(epoch FROM c.attempted_at - max(p.finished_at)) * 1000)::float8 AS v
+         FROM (SELECT (extract(epoch FROM c.attempted_at - max(
+                   CASE WHEN current_setting('track_commit_timestamp') = 'on'
+                        THEN coalesce(pg_xact_commit_timestamp(p.xmin), p.finished_at)
+                        ELSE p.finished_at END)) * 1000)::float8 AS v
                FROM workflows w
                JOIN workflow_edges e ON e.workflow_id = w.id
                JOIN workflow_steps cs ON cs.workflow_id = e.workflow_id AND cs.name = e.child
@@ -314,6 +321,39 @@ pub async fn activation_percentiles(pool: &PgPool, prefix: &str) -> Result<(f64,
         row.1.unwrap_or(0.0),
         row.2.unwrap_or(0.0),
     ))
+}
+
+/// Retention: deletes up to `batch` workflows that ended more than `keep_days` days ago,
+/// with their steps and edges (their jobs age out of history by the same retention).
+/// A workflow retried meanwhile is running again and is left alone.
+pub async fn prune_finished(pool: &PgPool, keep_days: i32, batch: i64) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM workflows w
+         WHERE w.id IN (SELECT x.id FROM workflows x
+                        WHERE x.state <> 'running'
+                          AND x.finished_at < now() - make_interval(days => $1)
+                        ORDER BY x.finished_at
+                        LIMIT $2)
+           AND w.state <> 'running'",
+    )
+    .bind(keep_days)
+    .bind(batch)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Bench: submits `specs` (a JSON array of workflow specs) in one statement and one
+/// transaction; returns how many were submitted.
+pub async fn submit_batch(pool: &PgPool, specs: &Value, default_max_attempts: i32) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(ordinaut_enqueue_workflow(s, $2)) FROM jsonb_array_elements($1) AS s",
+    )
+    .bind(specs)
+    .bind(default_max_attempts)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| map(e, None))
 }
 
 /// Bench figures: (finished, finished but not completed) workflows named `prefix…`.

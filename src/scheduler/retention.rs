@@ -1,6 +1,7 @@
 //! History retention: creates daily partitions ahead of time, drops whole ones past the
-//! retention, ages out the default partitions' rows and prunes old schedule fire
-//! records, so finished jobs age out without a mass DELETE.
+//! retention, ages out the default partitions' rows, prunes old schedule fire records
+//! and deletes workflows that ended before the retention, so finished jobs age out
+//! without a mass DELETE.
 //!
 //! It must never stall the fleet: every partition change waits for its locks at most
 //! [`LOCK_WAIT`] and is retried [`RETRY_INTERVAL`] later instead (a `pg_dump` or a long
@@ -44,6 +45,8 @@ pub struct RotationReport {
     pub default_rows_deleted: i64,
     /// Schedule fire records pruned.
     pub fires_pruned: u64,
+    /// Finished workflows deleted (with their steps and edges).
+    pub workflows_pruned: u64,
 }
 
 impl RotationReport {
@@ -52,6 +55,7 @@ impl RotationReport {
             || self.dropped > 0
             || self.default_rows_deleted > 0
             || self.fires_pruned > 0
+            || self.workflows_pruned > 0
     }
 
     fn count(&mut self, change: PartitionChange, done: impl FnOnce(&mut RotationReport)) {
@@ -87,6 +91,7 @@ impl Retention {
                             dropped = r.dropped,
                             default_rows_deleted = r.default_rows_deleted,
                             fires_pruned = r.fires_pruned,
+                            workflows_pruned = r.workflows_pruned,
                             "history retention ran"
                         );
                     }
@@ -142,6 +147,15 @@ impl Retention {
             let n =
                 db::schedules::prune_fires(&self.pool, FIRES_KEPT, i64::from(PRUNE_BATCH)).await?;
             report.fires_pruned += n;
+            if n < PRUNE_BATCH as u64 {
+                break;
+            }
+            tokio::time::sleep(jittered(Duration::from_millis(20))).await;
+        }
+        for _ in 0..MAX_BATCHES {
+            let n = db::workflows::prune_finished(&self.pool, keep_days, i64::from(PRUNE_BATCH))
+                .await?;
+            report.workflows_pruned += n;
             if n < PRUNE_BATCH as u64 {
                 break;
             }

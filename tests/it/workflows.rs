@@ -641,3 +641,52 @@ async fn drive_plain(db: &TestDb) {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn retention_deletes_workflows_that_ended_before_the_keep_period_and_no_other() {
+    let db = TestDb::new().await;
+    let old = submit(&db, diamond()).await;
+    let recent = submit(&db, diamond()).await;
+    drive(&db, |_| FinishKind::Completed).await;
+    // A workflow still running, submitted long ago: never pruned, whatever its age.
+    let running = submit(&db, diamond()).await;
+    sqlx::query("UPDATE workflows SET finished_at = now() - interval '31 days' WHERE id = $1")
+        .bind(old)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE workflows SET created_at = now() - interval '90 days' WHERE id = $1")
+        .bind(running)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(report.workflows_pruned, 1);
+    let left = |sql: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>(sql)
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let mut want = vec![recent, running];
+    want.sort();
+    assert_eq!(left("SELECT id FROM workflows ORDER BY 1").await, want);
+    assert_eq!(
+        left("SELECT DISTINCT workflow_id FROM workflow_steps ORDER BY 1").await,
+        want
+    );
+    assert_eq!(
+        left("SELECT DISTINCT workflow_id FROM workflow_edges ORDER BY 1").await,
+        want
+    );
+    assert!(matches!(
+        workflows::get(&db.pool, old).await,
+        Err(db::Error::NotFound { .. })
+    ));
+}
