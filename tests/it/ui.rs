@@ -1017,5 +1017,8 @@ async fn queue_counts_come_from_the_snapshot_when_counting_is_slow() {
     // One queue by name still counts now.
     assert_eq!(app.get("/v1/queues/snap-q").await.body["available"], 2);
     app.state.refresh_once().await;
-    assert_eq!(app.get("/v1/queues").await.body["queues"][0]["available"], 2);
+    assert_eq!(
+        app.get("/v1/queues").await.body["queues"][0]["available"],
+        2
+    );
 }
