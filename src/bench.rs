@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// alternating runs with and without it.
     #[arg(long)]
     pub drop_index: Vec<String>,
+    /// ui: keep the filled database (named after --history and --live) and reuse it on
+    /// the next run instead of filling a fresh one (the fill takes ~10 minutes).
+    #[arg(long)]
+    pub keep_db: bool,
 }
 
 /// One run's figures.
@@ -158,6 +162,19 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
     };
     let mut results = Vec::new();
     for rep in 0..args.reps.max(1) {
+        if matches!(args.scenario, Scenario::Ui) && args.keep_db {
+            let name = format!(
+                "ordinaut_bench_ui_{}_{}",
+                args.history.unwrap_or(ui::HISTORY),
+                args.live
+            );
+            let (bench_db, filled) = FreshDb::open_or_create(&admin_url, &name).await?;
+            // Kept for the next run: not dropped, only disconnected.
+            let r = ui::run(&bench_db, &args, filled).await;
+            bench_db.pool.close().await;
+            r?;
+            continue;
+        }
         let bench_db = FreshDb::create(&admin_url).await?;
         for index in &args.drop_index {
             db::bench::drop_index(&bench_db.pool, index)
@@ -173,7 +190,7 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
             Scenario::Workflows => workflows::run(&bench_db, &args).await,
             Scenario::Ui => {
                 // Prints its own table (per request, not one BenchResult).
-                let r = ui::run(&bench_db, &args).await;
+                let r = ui::run(&bench_db, &args, false).await;
                 bench_db.drop_db().await;
                 r?;
                 continue;
@@ -188,6 +205,10 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
     }
     if let Some(pg) = local {
         let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+    }
+    if results.is_empty() {
+        // ui printed its own table.
+        return Ok(());
     }
     let median = median_of(results);
     if args.json {
@@ -243,6 +264,56 @@ impl FreshDb {
             pool,
             dir,
         })
+    }
+
+    /// The kept database `name` (see `--keep-db`), created and migrated if missing;
+    /// true when it already holds a filled bench (its fill finished: the marker table
+    /// `bench_ui_filled` is made last).
+    async fn open_or_create(admin_url: &str, name: &str) -> anyhow::Result<(FreshDb, bool)> {
+        let admin = DbConfig {
+            url: admin_url.to_owned(),
+            schema: "public".into(),
+            max_connections: 1,
+            hot_path: false,
+        };
+        let pool = admin
+            .connect()
+            .await
+            .context("while connecting to the bench server")?;
+        db::bench::create_database_named(&pool, name).await?;
+        pool.close().await;
+        let mut url = reqwest::Url::parse(admin_url).context("bench DATABASE_URL")?;
+        url.set_path(&format!("/{name}"));
+        let config = DbConfig {
+            url: url.to_string(),
+            schema: "public".into(),
+            max_connections: 4,
+            hot_path: false,
+        };
+        db::migrate(&config).await?;
+        let mut pool = config.connect().await?;
+        let filled = db::bench::ui_filled(&pool).await?;
+        if !filled {
+            // A fill that was interrupted: start again from an empty database.
+            pool.close().await;
+            let admin_pool = admin.connect().await?;
+            db::bench::drop_database(&admin_pool, name).await?;
+            db::bench::create_database_named(&admin_pool, name).await?;
+            admin_pool.close().await;
+            db::migrate(&config).await?;
+            pool = config.connect().await?;
+        }
+        let dir = std::env::temp_dir().join(name);
+        Ok((
+            FreshDb {
+                admin_url: admin_url.to_owned(),
+                name: name.to_owned(),
+                config,
+                pool,
+                dir,
+            },
+            filled,
+        ))
     }
 
     async fn drop_db(self) {

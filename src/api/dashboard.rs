@@ -125,8 +125,7 @@ pub async fn stats(
             format!("{minutes} is out of range 1..={MAX_MINUTES}"),
         ));
     }
-    let counts = stats::per_minute(state.pool(), minutes).await?;
-    let (waits, minute_waits) = stats::waits(state.pool(), minutes).await?;
+    let (counts, waits, minute_waits) = stats::window(state.pool(), minutes).await?;
     let waits_per_minute = minute_waits
         .into_iter()
         .map(|m| MinuteWaits {

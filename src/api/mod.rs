@@ -78,6 +78,10 @@ pub struct ApiSettings {
     /// Fallback re-check interval for pull claims waiting for work (jobs whose run_at
     /// passes send no event).
     pub poll_interval: Duration,
+    /// `/v1/queues` answers from the refresher's snapshot (at most two refresh
+    /// intervals old) once counting the live jobs took this long: on a small database
+    /// the counts stay exact, on a million live jobs no request counts them again.
+    pub cached_counts_after: Duration,
     /// The whole configuration, for schedule validation (TZ, limits) and triggers.
     pub config: std::sync::Arc<Config>,
 }
@@ -121,6 +125,7 @@ impl ApiSettings {
             },
             output_limit: config.worker.output_limit_bytes,
             poll_interval: Duration::from_secs_f64(config.worker.poll_interval),
+            cached_counts_after: snapshot::CACHED_COUNTS_AFTER,
             config: std::sync::Arc::new(config.clone()),
         }
     }

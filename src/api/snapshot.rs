@@ -20,6 +20,8 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// runs the one check (others wait for its result), so probes cost at most one query and
 /// one connection per second however many arrive.
 pub const READY_MAX_AGE: Duration = Duration::from_secs(1);
+/// Default of [`super::ApiSettings::cached_counts_after`].
+pub const CACHED_COUNTS_AFTER: Duration = Duration::from_millis(50);
 /// Longest one refresh query may take before it counts as a failure.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -54,6 +56,15 @@ pub(crate) struct Snapshot {
     health: watch::Sender<DbHealth>,
     /// Held by the one request re-checking readiness.
     checking: tokio::sync::Mutex<()>,
+    /// The last refresh's queue counts, when they were read and how long that took.
+    queues: watch::Sender<Option<CachedQueues>>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedQueues {
+    at: Instant,
+    took: Duration,
+    rows: std::sync::Arc<Vec<db::queues::QueueStats>>,
 }
 
 impl Snapshot {
@@ -61,6 +72,7 @@ impl Snapshot {
         Snapshot {
             health: watch::Sender::new(DbHealth::default()),
             checking: tokio::sync::Mutex::new(()),
+            queues: watch::Sender::new(None),
         }
     }
 }
@@ -69,6 +81,16 @@ impl AppState {
     /// The database's health as the refresher last saw it (no database call).
     pub fn db_health(&self) -> DbHealth {
         self.inner.snapshot.health.borrow().clone()
+    }
+
+    /// Every queue with its counts from the last refresh, when that is at most two
+    /// refresh intervals old and counting took at least
+    /// [`super::ApiSettings::cached_counts_after`] (else the caller counts itself).
+    pub(crate) fn cached_queue_stats(&self) -> Option<std::sync::Arc<Vec<db::queues::QueueStats>>> {
+        let cached = self.inner.snapshot.queues.borrow();
+        let c = cached.as_ref()?;
+        (c.at.elapsed() < 2 * REFRESH_INTERVAL && c.took >= self.settings().cached_counts_after)
+            .then(|| c.rows.clone())
     }
 
     /// The database's health no older than [`READY_MAX_AGE`], for `/ready`.
@@ -174,20 +196,29 @@ impl AppState {
                 )
             }
         }
+        let started = Instant::now();
         match tokio::time::timeout(QUERY_TIMEOUT, db::queues::queue_stats(pool, None)).await {
-            Ok(Ok(queues)) => crate::metrics::queue_depths(queues.into_iter().map(|q| {
-                (
-                    q.name,
-                    QueueDepth {
-                        available: q.available,
-                        scheduled: q.scheduled,
-                        running: q.running,
-                        failed_recently: q.failed_recently,
-                        oldest_wait_seconds: q.oldest_wait_seconds,
-                        paused: q.paused,
-                    },
-                )
-            })),
+            Ok(Ok(queues)) => {
+                let rows = std::sync::Arc::new(queues);
+                self.inner.snapshot.queues.send_replace(Some(CachedQueues {
+                    at: started,
+                    took: started.elapsed(),
+                    rows: rows.clone(),
+                }));
+                crate::metrics::queue_depths(rows.iter().map(|q| {
+                    (
+                        q.name.clone(),
+                        QueueDepth {
+                            available: q.available,
+                            scheduled: q.scheduled,
+                            running: q.running,
+                            failed_recently: q.failed_recently,
+                            oldest_wait_seconds: q.oldest_wait_seconds,
+                            paused: q.paused,
+                        },
+                    )
+                }));
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot refresh queue gauges"),
             Err(_) => {
                 tracing::warn!("cannot refresh queue gauges: database did not answer in time")

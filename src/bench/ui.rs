@@ -15,6 +15,8 @@ use tower::ServiceExt;
 use super::{BenchArgs, FreshDb};
 use crate::db::due_work::{self, NewJob};
 
+/// Finished jobs put in history unless `--history` says otherwise.
+pub(super) const HISTORY: u64 = 10_000_000;
 /// Queues the rows are spread over (`q00`..`q19`).
 const QUEUES: i64 = 20;
 /// Timed repetitions of each request (after two untimed ones).
@@ -48,13 +50,22 @@ const REQUESTS: &[(&str, &str)] = &[
 ];
 
 /// Fills the database, times each request and prints one line per request.
-pub(super) async fn run(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<()> {
-    let history = args.history.unwrap_or(10_000_000) as i64;
+/// `filled`: the database is a kept one (`--keep-db`) already filled by an earlier run.
+pub(super) async fn run(db: &FreshDb, args: &BenchArgs, filled: bool) -> anyhow::Result<()> {
+    let history = args.history.unwrap_or(HISTORY) as i64;
     let live = args.live as i64;
-    fill(db, history, live).await?;
+    if filled {
+        eprintln!("bench ui: reusing the filled database {}", db.name);
+    } else {
+        fill(db, history, live).await?;
+        crate::db::bench::mark_ui_filled(&db.pool).await?;
+    }
     let config = crate::config::Config::default();
     let settings = crate::api::ApiSettings::from_config(&config);
     let state = crate::api::AppState::new(db.pool.clone(), settings);
+    // As `serve` does: the refresher's snapshot answers the queue counts.
+    state.refresh_once().await;
+    tokio::spawn(state.clone().run_refresher());
     let router = crate::api::router(state);
     let first = call(&router, "/v1/jobs").await?;
     let cursor = serde_json::from_slice::<serde_json::Value>(&first)?["next_cursor"]

@@ -21,9 +21,45 @@ pub async fn create_database(admin: &PgPool, id: Uuid) -> Result<String> {
     Ok(name)
 }
 
-/// Drops a database made by [`create_database`], disconnecting its sessions.
+/// Creates the bench database `name` unless it exists (`ordinaut bench ui --keep-db`).
 #[doc(hidden)]
-pub async fn drop_database(admin: &PgPool, name: &str) -> Result<()> {
+pub async fn create_database_named(admin: &PgPool, name: &str) -> Result<()> {
+    bench_name(name)?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(admin)
+            .await?;
+    if !exists {
+        // Checked by bench_name: letters, digits and '_' only.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(admin)
+            .await?;
+    }
+    Ok(())
+}
+
+/// True when `ordinaut bench ui` finished filling this database (its last step makes
+/// the marker table).
+#[doc(hidden)]
+pub async fn ui_filled(pool: &PgPool) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT to_regclass('bench_ui_filled') IS NOT NULL")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Marks the database as filled (see [`ui_filled`]).
+#[doc(hidden)]
+pub async fn mark_ui_filled(pool: &PgPool) -> Result<()> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_ui_filled ()")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+fn bench_name(name: &str) -> Result<()> {
     if !name.starts_with("ordinaut_bench_")
         || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
     {
@@ -32,6 +68,13 @@ pub async fn drop_database(admin: &PgPool, name: &str) -> Result<()> {
             reason: format!("{name:?} is not a bench database"),
         });
     }
+    Ok(())
+}
+
+/// Drops a database made by [`create_database`], disconnecting its sessions.
+#[doc(hidden)]
+pub async fn drop_database(admin: &PgPool, name: &str) -> Result<()> {
+    bench_name(name)?;
     // Checked above to be one of ours: letters, digits and '_' only.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"

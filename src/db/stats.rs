@@ -21,24 +21,6 @@ pub struct MinuteCount {
     pub failed: i64,
 }
 
-const PER_MINUTE: &str = "\
-SELECT queue, date_trunc('minute', finished_at) AS minute,
-       count(*) FILTER (WHERE state = 'completed') AS completed,
-       count(*) FILTER (WHERE state = 'failed') AS failed
-FROM job_history
-WHERE finished_at > now() - make_interval(mins => $1)
-GROUP BY 1, 2
-ORDER BY 1, 2";
-
-/// Completed and failed jobs per queue and minute over the last `minutes` minutes;
-/// minutes without any are absent. Partition pruning keeps this to the recent days.
-pub async fn per_minute(pool: &PgPool, minutes: i32) -> Result<Vec<MinuteCount>> {
-    Ok(sqlx::query_as(PER_MINUTE)
-        .bind(minutes)
-        .fetch_all(pool)
-        .await?)
-}
-
 /// Percentiles of the wait from due (run_at) to start of the final attempt.
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct WaitPercentiles {
@@ -54,61 +36,78 @@ pub struct WaitPercentiles {
     pub p99: Option<f64>,
 }
 
-/// Wait percentiles over the window, per queue and (all queues together) per minute,
-/// from one scan: GROUPING SETS gives the per-queue rows (minute NULL) and the
-/// per-minute rows (queue NULL).
-const WAITS: &str = "\
-SELECT queue, minute, count(*) AS jobs,
+/// The window's three figures from one scan of it: GROUPING SETS gives the counts per
+/// queue and minute (both set), the wait percentiles per queue (minute NULL) and per
+/// minute of all queues (queue NULL). Two scans of the last hour were most of
+/// `/v1/stats`'s time on a big history.
+const WINDOW: &str = "\
+SELECT queue, minute,
+       count(*) FILTER (WHERE state = 'completed') AS completed,
+       count(*) FILTER (WHERE state = 'failed') AS failed,
+       count(w) AS jobs,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY w) AS p50,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY w) AS p95,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY w) AS p99
 FROM (
-    SELECT queue, date_trunc('minute', finished_at) AS minute,
-           greatest(extract(epoch FROM attempted_at - run_at)::float8, 0) AS w
+    SELECT queue, date_trunc('minute', finished_at) AS minute, state,
+           CASE WHEN attempted_at IS NOT NULL
+                THEN greatest(extract(epoch FROM attempted_at - run_at)::float8, 0) END AS w
     FROM job_history
-    WHERE finished_at > now() - make_interval(mins => $1) AND attempted_at IS NOT NULL
-) AS waits
-GROUP BY GROUPING SETS ((queue), (minute))
+    WHERE finished_at > now() - make_interval(mins => $1)
+) AS finished
+GROUP BY GROUPING SETS ((queue, minute), (queue), (minute))
 ORDER BY queue, minute";
 
 #[derive(FromRow)]
 struct WaitRow {
     queue: Option<String>,
     minute: Option<DateTime<Utc>>,
+    completed: i64,
+    failed: i64,
     jobs: i64,
     p50: Option<f64>,
     p95: Option<f64>,
     p99: Option<f64>,
 }
 
-/// Wait percentiles of the jobs finished in the last `minutes` minutes: per queue, and
-/// per minute of all queues together (minutes without finished jobs are absent).
-pub async fn waits(
+/// The jobs finished in the last `minutes` minutes: completed and failed per queue and
+/// minute, wait percentiles per queue, and per minute of all queues together (minutes
+/// without finished jobs are absent). Partition pruning keeps this to the recent days.
+pub async fn window(
     pool: &PgPool,
     minutes: i32,
-) -> Result<(Vec<WaitPercentiles>, Vec<MinuteWaits>)> {
-    let rows: Vec<WaitRow> = sqlx::query_as(WAITS).bind(minutes).fetch_all(pool).await?;
+) -> Result<(Vec<MinuteCount>, Vec<WaitPercentiles>, Vec<MinuteWaits>)> {
+    let rows: Vec<WaitRow> = sqlx::query_as(WINDOW).bind(minutes).fetch_all(pool).await?;
+    let mut counts = Vec::new();
     let mut per_queue = Vec::new();
     let mut per_minute = Vec::new();
     for r in rows {
         match (r.queue, r.minute) {
-            (Some(queue), _) => per_queue.push(WaitPercentiles {
+            (Some(queue), Some(minute)) => counts.push(MinuteCount {
+                queue,
+                minute,
+                completed: r.completed,
+                failed: r.failed,
+            }),
+            // Only jobs that started count towards waits (cancelled before a start
+            // did not wait for a worker).
+            (Some(queue), None) if r.jobs > 0 => per_queue.push(WaitPercentiles {
                 queue,
                 jobs: r.jobs,
                 p50: r.p50,
                 p95: r.p95,
                 p99: r.p99,
             }),
-            (None, Some(minute)) => per_minute.push(MinuteWaits {
+            (None, Some(minute)) if r.jobs > 0 => per_minute.push(MinuteWaits {
                 minute,
                 p50: r.p50,
                 p95: r.p95,
                 p99: r.p99,
             }),
-            (None, None) => {}
+            _ => {}
         }
     }
-    Ok((per_queue, per_minute))
+    Ok((counts, per_queue, per_minute))
 }
 
 /// Wait percentiles, all queues together, of the jobs finished in one minute.

@@ -993,3 +993,32 @@ async fn the_workflow_page_shows_the_graph_by_stage_and_cancels_and_retries() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+/// Once counting the live jobs is slow (here: always, threshold zero), `/v1/queues` and
+/// the pages built on it answer from the refresher's snapshot, not a count per request:
+/// a job enqueued after the refresh shows only after the next one.
+#[tokio::test]
+async fn queue_counts_come_from_the_snapshot_when_counting_is_slow() {
+    let mut s = app_settings();
+    s.cached_counts_after = std::time::Duration::ZERO;
+    let app = App::with(s).await;
+    let first = app
+        .post("/v1/jobs", json!({"queue": "snap-q", "kind": "k"}))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    app.state.refresh_once().await;
+    let r = app
+        .post("/v1/jobs", json!({"queue": "snap-q", "kind": "k"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let list = app.get("/v1/queues").await;
+    assert_eq!(list.body["queues"][0]["name"], "snap-q");
+    assert_eq!(list.body["queues"][0]["available"], 1, "{:?}", list.body);
+    // One queue by name still counts now.
+    assert_eq!(app.get("/v1/queues/snap-q").await.body["available"], 2);
+    app.state.refresh_once().await;
+    assert_eq!(
+        app.get("/v1/queues").await.body["queues"][0]["available"],
+        2
+    );
+}
