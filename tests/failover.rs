@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::cluster::{Durability, PrivateCluster};
-use common::jobs::{count, jobs, wait_for_count};
-use common::procs::{Proc, spawn, workdir};
+use common::jobs::{count, jobs, wait_completed, wait_running};
+use common::procs::{Proc, assert_success, spawn, workdir};
 use common::{TestDb, eventually};
 use ordinaut::db::{self, DbConfig};
 use sqlx::{Connection, PgConnection};
@@ -104,18 +104,6 @@ async fn migrated_pool(url: &str) -> db::Pool {
     cfg(url).connect().await.unwrap()
 }
 
-/// Waits until exactly `n` jobs are running.
-async fn running(pool: &db::Pool, n: i64) {
-    let sql = "SELECT count(*) FROM due_work WHERE state = 'running'";
-    wait_for_count(pool, sql, n, Duration::from_secs(30)).await;
-}
-
-/// Waits until exactly `n` jobs have completed.
-async fn completed(pool: &db::Pool, n: i64, limit: Duration) {
-    let sql = "SELECT count(*) FROM job_history WHERE state = 'completed'";
-    wait_for_count(pool, sql, n, limit).await;
-}
-
 /// Runs each statement on `conn`, in order.
 async fn execute_all(conn: &mut PgConnection, statements: &[&'static str]) {
     for sql in statements {
@@ -155,15 +143,6 @@ fn cli(dir: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> std::proce
         .envs(env.iter().copied())
         .output()
         .unwrap()
-}
-
-/// Asserts the command succeeded, showing its stderr if not.
-fn assert_success(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test]
@@ -276,7 +255,7 @@ async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_
         ],
     );
     let ready = format!("http://{metrics}/ready");
-    running(&pool, 4).await;
+    wait_running(&pool, 4, Duration::from_secs(30)).await;
     let mut admin = primary.admin().await;
     make_read_only(&mut admin).await;
     wait_status(&ready, "worker not ready", |s| s == 503).await;
@@ -302,7 +281,7 @@ async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_
         "read-only figures: worker ready {:.1} s after the server became writable",
         writable_at.elapsed().as_secs_f64()
     );
-    completed(&pool, 8, Duration::from_secs(60)).await;
+    wait_completed(&pool, 8, Duration::from_secs(60)).await;
     assert_each_ran_once(&file, 8);
     assert_eq!(
         count(
@@ -368,7 +347,7 @@ async fn a_terminated_lock_connection_stops_claiming_and_it_resumes_with_no_job_
             .then_some(())
     })
     .await;
-    completed(&db.pool, 12, Duration::from_secs(60)).await;
+    wait_completed(&db.pool, 12, Duration::from_secs(60)).await;
     assert_each_ran_once(&file, 12);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts").await, 12);
     assert!(
@@ -415,7 +394,7 @@ async fn a_lock_backend_stopped_longer_than_the_lease_does_not_get_jobs_run_twic
     })
     .await;
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    completed(&db.pool, 4, Duration::from_secs(60)).await;
+    wait_completed(&db.pool, 4, Duration::from_secs(60)).await;
     assert_each_ran_once(&file, 4);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts").await, 4);
     for w in [worker, other] {
@@ -435,7 +414,7 @@ async fn a_crash_reset_while_long_jobs_run_hands_nothing_back_and_each_runs_once
         .map(|_| spawn(&dir, &url, &["worker"], &env))
         .collect();
     let scheduler = spawn(&dir, &url, &["scheduler"], &[]);
-    running(&pool, 6).await;
+    wait_running(&pool, 6, Duration::from_secs(30)).await;
     // The workers' claims commit asynchronously: a crash within ~0.6 s of them would
     // lose them and the jobs would (rightly) run again. Flush the WAL with one
     // synchronous commit so that what is tested here is the rescuer's grace alone.
@@ -456,7 +435,7 @@ async fn a_crash_reset_while_long_jobs_run_hands_nothing_back_and_each_runs_once
         .unwrap();
     unsafe { libc::kill(pid, libc::SIGKILL) };
     drop(victim);
-    completed(&pool, 6, Duration::from_secs(90)).await;
+    wait_completed(&pool, 6, Duration::from_secs(90)).await;
     assert_each_ran_once(&file, 6);
     assert_eq!(
         count(
@@ -677,7 +656,7 @@ async fn sigterm_while_the_primary_is_read_only_stops_every_process() {
     );
     let scheduler = spawn(&dir, &url, &["scheduler"], &[]);
     let api = spawn(&dir, &url, &["api"], &[("API_PORT", &api_port)]);
-    running(&pool, 2).await;
+    wait_running(&pool, 2, Duration::from_secs(30)).await;
     let mut admin = primary.admin().await;
     make_read_only(&mut admin).await;
     eventually(Duration::from_secs(30), "the worker noticed", || async {
