@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Durability, PrivateCluster};
-use common::jobs::{attempts, completed_at_least, jobs, wait_finished};
+use common::jobs::{attempts, completed_at_least, jobs, wait_finished, wait_running};
 use common::procs::{Proc, spawn};
 use common::{TestDb, binary, eventually};
 use ordinaut::db::due_work::{self, NewJob};
@@ -81,13 +81,7 @@ async fn killed_worker_jobs_are_handed_back_within_seconds_and_complete_elsewher
     let dir = workdir();
     enqueue_naps(&db, 5, 3000).await;
     let victim = spawn(&dir, &db.url, &["worker"], &[("WORKER_CONCURRENCY", "5")]);
-    eventually(Duration::from_secs(20), "five jobs running", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
-            .await
-            == 5)
-            .then_some(())
-    })
-    .await;
+    wait_running(&db.pool, 5, Duration::from_secs(20)).await;
     victim.signal(libc::SIGKILL);
     victim.wait(Duration::from_secs(10));
     let killed_at = Instant::now();
@@ -123,13 +117,7 @@ async fn sigterm_lets_the_running_job_finish_within_the_grace_period() {
         &["worker"],
         &[("WORKER_SHUTDOWN_GRACE", "20")],
     );
-    eventually(Duration::from_secs(20), "job running", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    wait_running(&db.pool, 1, Duration::from_secs(20)).await;
     w.terminate("worker", Duration::from_secs(20));
     assert_eq!(
         db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
@@ -150,13 +138,7 @@ async fn sigterm_past_the_grace_hands_the_job_to_another_worker_at_once() {
         &["worker"],
         &[("WORKER_SHUTDOWN_GRACE", "0.5")],
     );
-    eventually(Duration::from_secs(20), "job running", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    wait_running(&db.pool, 1, Duration::from_secs(20)).await;
     let second = spawn(&dir, &db.url, &["worker"], &[]);
     first.terminate("worker", Duration::from_secs(20));
     wait_drained(&db, 1, Duration::from_secs(20)).await;
@@ -502,19 +484,7 @@ async fn bench_scenarios_complete_with_every_job_run_once() {
         ],
         vec!["bench", "command", "--jobs", "50", "--json"],
     ] {
-        let out = Command::new(binary())
-            .args(&args)
-            .env("DATABASE_URL", &db.url)
-            .env("LOG_LEVEL", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let result: serde_json::Value =
-            serde_json::from_slice(&out.stdout).expect("bench prints JSON");
+        let result = bench_json(&db, &args);
         let expected: u64 = args[args
             .iter()
             .position(|a| *a == "--jobs" || *a == "--count")
@@ -526,19 +496,29 @@ async fn bench_scenarios_complete_with_every_job_run_once() {
     }
 }
 
+/// Runs `ordinaut bench ...` with `args`, asserts it succeeded, returns its JSON result.
+fn bench_json(db: &TestDb, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(binary())
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bench prints JSON")
+}
+
 #[tokio::test]
 async fn one_ctrl_c_stops_the_worker_gracefully() {
     let db = TestDb::new().await;
     let dir = workdir();
     enqueue_naps(&db, 1, 1000).await;
     let w = spawn(&dir, &db.url, &["worker"], &[]);
-    eventually(Duration::from_secs(20), "job running", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    wait_running(&db.pool, 1, Duration::from_secs(20)).await;
     w.signal(libc::SIGINT);
     assert_eq!(
         w.wait(Duration::from_secs(20)),
@@ -553,7 +533,7 @@ async fn one_ctrl_c_stops_the_worker_gracefully() {
 }
 
 #[tokio::test]
-async fn sustained_and_bloat_scenarios_complete() {
+async fn bench_sustained_and_bloat_run_their_load_and_report_phases_and_dead_tuples() {
     let db = TestDb::new().await;
     for args in [
         vec![
@@ -577,19 +557,7 @@ async fn sustained_and_bloat_scenarios_complete() {
             "--json",
         ],
     ] {
-        let out = Command::new(binary())
-            .args(&args)
-            .env("DATABASE_URL", &db.url)
-            .env("LOG_LEVEL", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let result: serde_json::Value =
-            serde_json::from_slice(&out.stdout).expect("bench prints JSON");
+        let result = bench_json(&db, &args);
         assert!(result["jobs"].as_u64().unwrap() >= 500, "{result}");
         assert!(
             result["phases"].as_array().is_some_and(|p| !p.is_empty()),

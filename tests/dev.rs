@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::http::Http;
 use common::procs::{self, Launch, Proc};
 use common::{TestDb, binary, eventually};
 use ordinaut::db::due_work::{self, NewJob};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn start_dev(dir: &Path, log: &str) -> Proc {
     procs::ordinaut(dir, &["dev"])
@@ -49,35 +50,11 @@ async fn dev_starts_everything_on_its_own_postgres_and_keeps_data_across_restart
     std::fs::create_dir_all(&dir).unwrap();
     let dev = start_dev(&dir, "first.log");
     let port = api_port(&dir, "first.log").await;
-    let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let created: Value = client
-        .post(format!("{base}/v1/jobs"))
-        .json(&json!({"queue": "default", "kind": "echo", "payload": {"hello": "world"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    let done: Value = client
-        .get(format!("{base}/v1/jobs/{id}?wait=20s"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = Http::local(port);
+    let job = json!({"queue": "default", "kind": "echo", "payload": {"hello": "world"}});
+    let (id, done) = api.enqueue_and_wait(&job).await;
     assert_eq!(done["state"], "completed", "{done}");
-    let attempts: Value = client
-        .get(format!("{base}/v1/jobs/{id}/attempts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let attempts = api.get_json(&format!("/v1/jobs/{id}/attempts")).await;
     assert!(
         attempts.to_string().contains(r#"{\"hello\":\"world\"}"#),
         "the example echo kind printed the payload: {attempts}"
@@ -85,14 +62,7 @@ async fn dev_starts_everything_on_its_own_postgres_and_keeps_data_across_restart
     // One process, one /metrics: the worker's counters show on the API's endpoint.
     let mut metrics = String::new();
     for _ in 0..50 {
-        metrics = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        metrics = api.get_text("/metrics").await;
         if metrics.contains(
             r#"ordinaut_jobs_finished_total{queue="default",kind="echo",outcome="completed"} 1"#,
         ) {
@@ -113,7 +83,8 @@ async fn dev_starts_everything_on_its_own_postgres_and_keeps_data_across_restart
         log.contains(&format!("dashboard on http://127.0.0.1:{port}/ui")),
         "{log}"
     );
-    let ui = client.get(format!("{base}/ui")).send().await.unwrap();
+    let ui = api.client.get(format!("{}/ui", api.base)).send();
+    let ui = ui.await.unwrap();
     assert_eq!(ui.status(), 200);
     assert!(ui.text().await.unwrap().contains("workers alive"));
 
@@ -131,14 +102,7 @@ async fn dev_starts_everything_on_its_own_postgres_and_keeps_data_across_restart
     // A second start reuses the data.
     let _again = start_dev(&dir, "second.log");
     let port = api_port(&dir, "second.log").await;
-    let job: Value = client
-        .get(format!("http://127.0.0.1:{port}/v1/jobs/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = Http::local(port).get_json(&format!("/v1/jobs/{id}")).await;
     assert_eq!(job["state"], "completed");
     drop(_again);
     // SIGKILLed above: stop its Postgres by hand before removing the directory.
@@ -166,26 +130,8 @@ async fn dev_as_root_works_from_a_private_0700_directory() {
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
     let dev = start_dev(&repo, "dev.log");
     let port = api_port(&repo, "dev.log").await;
-    let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let created: Value = client
-        .post(format!("{base}/v1/jobs"))
-        .json(&json!({"queue": "default", "kind": "echo", "payload": {"from": "root"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    let done: Value = client
-        .get(format!("{base}/v1/jobs/{id}?wait=20s"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = json!({"queue": "default", "kind": "echo", "payload": {"from": "root"}});
+    let (_, done) = Http::local(port).enqueue_and_wait(&job).await;
     assert_eq!(done["state"], "completed", "{done}");
     let log = std::fs::read_to_string(repo.join("dev.log")).unwrap();
     let requested = repo.canonicalize().unwrap().join(".ordinaut/pg");

@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::cluster::{Durability, PrivateCluster};
-use common::jobs::{count, jobs};
-use common::procs::{Proc, spawn, workdir};
+use common::jobs::{count, jobs, wait_completed, wait_running};
+use common::procs::{Proc, assert_success, spawn, workdir};
 use common::{TestDb, eventually};
 use ordinaut::db::{self, DbConfig};
 use sqlx::{Connection, PgConnection};
@@ -90,6 +90,61 @@ fn dead_port() -> u16 {
         .port()
 }
 
+/// A work directory whose `ordinaut.toml` holds the recording kinds, and its runs file.
+fn recording_dir(name: &str) -> (PathBuf, PathBuf) {
+    let dir = workdir(name, "");
+    let file = dir.join("runs.log");
+    std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
+    (dir, file)
+}
+
+/// Migrates the database `url` names and opens a pool on it.
+async fn migrated_pool(url: &str) -> db::Pool {
+    db::migrate(&cfg(url)).await.unwrap();
+    cfg(url).connect().await.unwrap()
+}
+
+/// Runs each statement on `conn`, in order.
+async fn execute_all(conn: &mut PgConnection, statements: &[&'static str]) {
+    for sql in statements {
+        sqlx::query(*sql).execute(&mut *conn).await.unwrap();
+    }
+}
+
+/// Switches the server to read-only and ends every client session, as an operator
+/// fencing an old primary would.
+async fn make_read_only(admin: &mut PgConnection) {
+    execute_all(
+        admin,
+        &[
+            "ALTER SYSTEM SET default_transaction_read_only = on",
+            "SELECT pg_reload_conf()",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        ],
+    )
+    .await;
+}
+
+/// Waits until `GET url` answers a status `accept` takes.
+async fn wait_status(url: &str, what: &str, accept: impl Fn(reqwest::StatusCode) -> bool) {
+    eventually(Duration::from_secs(30), what, || async {
+        let r = reqwest::get(url).await.ok()?;
+        accept(r.status()).then_some(())
+    })
+    .await;
+}
+
+/// Runs the CLI in `dir` against `url` with extra environment.
+fn cli(dir: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(common::binary())
+        .args(args)
+        .current_dir(dir)
+        .env("DATABASE_URL", url)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn multi_host_strings_reach_the_primary_past_a_dead_host_and_a_standby() {
     let primary = PrivateCluster::start("fo-multi", Durability::Fast).await;
@@ -140,38 +195,14 @@ async fn multi_host_strings_reach_the_primary_past_a_dead_host_and_a_standby() {
 
     // Every process takes it: the CLI migrates and lists over it.
     let dir = workdir("fo-multi", "");
-    let out = std::process::Command::new(common::binary())
-        .args(["jobs", "list"])
-        .current_dir(&dir)
-        .env("DATABASE_URL", &url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&cli(&dir, &url, &["jobs", "list"], &[]));
     // PGTARGETSESSIONATTRS applies when the string says nothing.
     let plain = format!("postgresql://postgres@127.0.0.1:{s},127.0.0.1:{p}/postgres");
-    let out = std::process::Command::new(common::binary())
-        .args(["healthcheck", "--db"])
-        .current_dir(&dir)
-        .env("DATABASE_URL", &plain)
-        .env("PGTARGETSESSIONATTRS", "read-write")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let env = [("PGTARGETSESSIONATTRS", "read-write")];
+    assert_success(&cli(&dir, &plain, &["healthcheck", "--db"], &env));
     // A bad string: one line naming the bad part, non-zero exit.
-    let out = std::process::Command::new(common::binary())
-        .args(["jobs", "list"])
-        .current_dir(&dir)
-        .env("DATABASE_URL", "postgresql://u:hunter2@h1:5432,h2:54x2/db")
-        .output()
-        .unwrap();
+    let bad = "postgresql://u:hunter2@h1:5432,h2:54x2/db";
+    let out = cli(&dir, bad, &["jobs", "list"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("\"54x2\""), "{err}");
@@ -199,12 +230,7 @@ async fn a_worker_started_against_a_standby_waits_quietly_and_exits_on_sigterm()
     let waits = worker.output().matches("no writable primary yet").count();
     assert!(lines <= waits + 2, "{}", worker.output());
     // The probe says so too.
-    let out = std::process::Command::new(common::binary())
-        .args(["healthcheck", "--db"])
-        .current_dir(&dir)
-        .env("DATABASE_URL", standby.url())
-        .output()
-        .unwrap();
+    let out = cli(&dir, &standby.url(), &["healthcheck", "--db"], &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a writable primary"), "{err}");
@@ -215,11 +241,8 @@ async fn a_worker_started_against_a_standby_waits_quietly_and_exits_on_sigterm()
 async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_resumes() {
     let primary = PrivateCluster::start("fo-readonly", Durability::Fast).await;
     let url = format!("{}?target_session_attrs=read-write", primary.url());
-    db::migrate(&cfg(&url)).await.unwrap();
-    let pool = cfg(&url).connect().await.unwrap();
-    let dir = workdir("fo-readonly", "");
-    let file = dir.join("runs.log");
-    std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
+    let pool = migrated_pool(&url).await;
+    let (dir, file) = recording_dir("fo-readonly");
     jobs("q", "slow").enqueue_n(&pool, 8).await;
     let metrics = format!("127.0.0.1:{}", dead_port());
     let worker = spawn(
@@ -232,34 +255,10 @@ async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_
         ],
     );
     let ready = format!("http://{metrics}/ready");
-    eventually(Duration::from_secs(30), "four jobs running", || async {
-        (count(
-            &pool,
-            "SELECT count(*) FROM due_work WHERE state = 'running'",
-        )
-        .await
-            == 4)
-            .then_some(())
-    })
-    .await;
+    wait_running(&pool, 4, Duration::from_secs(30)).await;
     let mut admin = primary.admin().await;
-    sqlx::query("ALTER SYSTEM SET default_transaction_read_only = on")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_reload_conf()")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(30), "worker not ready", || async {
-        let r = reqwest::get(&ready).await.ok()?;
-        (r.status() == 503).then_some(())
-    })
-    .await;
+    make_read_only(&mut admin).await;
+    wait_status(&ready, "worker not ready", |s| s == 503).await;
     // Stays down (no primary) for a while without a flood of log lines.
     eventually(
         Duration::from_secs(30),
@@ -267,38 +266,22 @@ async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_
         || async { (worker.output().matches("not claiming").count() >= 3).then_some(()) },
     )
     .await;
-    sqlx::query("SET default_transaction_read_only = off")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query("ALTER SYSTEM RESET default_transaction_read_only")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_reload_conf()")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let writable_at = std::time::Instant::now();
-    eventually(Duration::from_secs(30), "worker ready again", || async {
-        let r = reqwest::get(&ready).await.ok()?;
-        r.status().is_success().then_some(())
-    })
+    execute_all(
+        &mut admin,
+        &[
+            "SET default_transaction_read_only = off",
+            "ALTER SYSTEM RESET default_transaction_read_only",
+            "SELECT pg_reload_conf()",
+        ],
+    )
     .await;
+    let writable_at = std::time::Instant::now();
+    wait_status(&ready, "worker ready again", |s| s.is_success()).await;
     eprintln!(
         "read-only figures: worker ready {:.1} s after the server became writable",
         writable_at.elapsed().as_secs_f64()
     );
-    eventually(Duration::from_secs(60), "all jobs done", || async {
-        (count(
-            &pool,
-            "SELECT count(*) FROM job_history WHERE state = 'completed'",
-        )
-        .await
-            == 8)
-            .then_some(())
-    })
-    .await;
+    wait_completed(&pool, 8, Duration::from_secs(60)).await;
     assert_each_ran_once(&file, 8);
     assert_eq!(
         count(
@@ -328,29 +311,30 @@ async fn lock_backend(pool: &db::Pool) -> Option<i32> {
     .flatten()
 }
 
-#[tokio::test]
-async fn a_terminated_lock_connection_stops_claiming_and_it_resumes_with_no_job_twice() {
-    let db = TestDb::new().await;
-    let dir = workdir("fo-term", "");
-    let file = dir.join("runs.log");
-    std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
-    jobs("q", "slow").enqueue_n(&db.pool, 12).await;
-    let worker = spawn(&dir, &db.url, &["worker"], &[("WORKER_CONCURRENCY", "4")]);
-    let first = eventually(
+/// Waits until a worker holds its lock and `n` jobs run; returns the lock's backend pid.
+async fn lock_held_and_running(pool: &db::Pool, n: i64) -> i32 {
+    eventually(
         Duration::from_secs(30),
         "lock held and jobs running",
         || async {
-            let pid = lock_backend(&db.pool).await?;
-            (count(
-                &db.pool,
+            let pid = lock_backend(pool).await?;
+            let running = count(
+                pool,
                 "SELECT count(*) FROM due_work WHERE state = 'running'",
-            )
-            .await
-                == 4)
-                .then_some(pid)
+            );
+            (running.await == n).then_some(pid)
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_terminated_lock_connection_stops_claiming_and_it_resumes_with_no_job_twice() {
+    let db = TestDb::new().await;
+    let (dir, file) = recording_dir("fo-term");
+    jobs("q", "slow").enqueue_n(&db.pool, 12).await;
+    let worker = spawn(&dir, &db.url, &["worker"], &[("WORKER_CONCURRENCY", "4")]);
+    let first = lock_held_and_running(&db.pool, 4).await;
     let key_before = count(&db.pool, "SELECT lock_key::int8 FROM workers").await;
     sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(first)
@@ -363,13 +347,7 @@ async fn a_terminated_lock_connection_stops_claiming_and_it_resumes_with_no_job_
             .then_some(())
     })
     .await;
-    eventually(Duration::from_secs(60), "all jobs done", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .await
-            == 12)
-            .then_some(())
-    })
-    .await;
+    wait_completed(&db.pool, 12, Duration::from_secs(60)).await;
     assert_each_ran_once(&file, 12);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts").await, 12);
     assert!(
@@ -383,28 +361,12 @@ async fn a_terminated_lock_connection_stops_claiming_and_it_resumes_with_no_job_
 #[tokio::test]
 async fn a_lock_backend_stopped_longer_than_the_lease_does_not_get_jobs_run_twice() {
     let db = TestDb::new().await;
-    let dir = workdir("fo-stop", "");
-    let file = dir.join("runs.log");
-    std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
+    let (dir, file) = recording_dir("fo-stop");
     jobs("q", "long").enqueue_n(&db.pool, 4).await;
     // Lease 3 s: heartbeat every second, each call bounded at 0.75 s.
     let env = [("WORKER_CONCURRENCY", "4"), ("WORKER_LEASE_SECONDS", "3")];
     let worker = spawn(&dir, &db.url, &["worker"], &env);
-    let pid = eventually(
-        Duration::from_secs(30),
-        "four long jobs running",
-        || async {
-            let pid = lock_backend(&db.pool).await?;
-            (count(
-                &db.pool,
-                "SELECT count(*) FROM due_work WHERE state = 'running'",
-            )
-            .await
-                == 4)
-                .then_some(pid)
-        },
-    )
-    .await;
+    let pid = lock_held_and_running(&db.pool, 4).await;
     // A second worker that would take any job handed back.
     let other = spawn(&dir, &db.url, &["worker"], &env);
     // SAFETY: kill(2) on a backend of our own test cluster.
@@ -432,13 +394,7 @@ async fn a_lock_backend_stopped_longer_than_the_lease_does_not_get_jobs_run_twic
     })
     .await;
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    eventually(Duration::from_secs(60), "all jobs done", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .await
-            == 4)
-            .then_some(())
-    })
-    .await;
+    wait_completed(&db.pool, 4, Duration::from_secs(60)).await;
     assert_each_ran_once(&file, 4);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts").await, 4);
     for w in [worker, other] {
@@ -450,27 +406,15 @@ async fn a_lock_backend_stopped_longer_than_the_lease_does_not_get_jobs_run_twic
 async fn a_crash_reset_while_long_jobs_run_hands_nothing_back_and_each_runs_once() {
     let cluster = PrivateCluster::start("fo-crash", Durability::Fast).await;
     let url = cluster.url();
-    db::migrate(&cfg(&url)).await.unwrap();
-    let pool = cfg(&url).connect().await.unwrap();
-    let dir = workdir("fo-crash", "");
-    let file = dir.join("runs.log");
-    std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
+    let pool = migrated_pool(&url).await;
+    let (dir, file) = recording_dir("fo-crash");
     jobs("q", "long").enqueue_n(&pool, 6).await;
     let env = [("WORKER_CONCURRENCY", "3")];
     let workers: Vec<Proc> = (0..2)
         .map(|_| spawn(&dir, &url, &["worker"], &env))
         .collect();
     let scheduler = spawn(&dir, &url, &["scheduler"], &[]);
-    eventually(Duration::from_secs(30), "six long jobs running", || async {
-        (count(
-            &pool,
-            "SELECT count(*) FROM due_work WHERE state = 'running'",
-        )
-        .await
-            == 6)
-            .then_some(())
-    })
-    .await;
+    wait_running(&pool, 6, Duration::from_secs(30)).await;
     // The workers' claims commit asynchronously: a crash within ~0.6 s of them would
     // lose them and the jobs would (rightly) run again. Flush the WAL with one
     // synchronous commit so that what is tested here is the rescuer's grace alone.
@@ -491,16 +435,7 @@ async fn a_crash_reset_while_long_jobs_run_hands_nothing_back_and_each_runs_once
         .unwrap();
     unsafe { libc::kill(pid, libc::SIGKILL) };
     drop(victim);
-    eventually(Duration::from_secs(90), "all jobs done", || async {
-        (count(
-            &pool,
-            "SELECT count(*) FROM job_history WHERE state = 'completed'",
-        )
-        .await
-            == 6)
-            .then_some(())
-    })
-    .await;
+    wait_completed(&pool, 6, Duration::from_secs(90)).await;
     assert_each_ran_once(&file, 6);
     assert_eq!(
         count(
@@ -602,11 +537,8 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
     let url = format!(
         "postgresql://postgres@127.0.0.1:{p},127.0.0.1:{s}/postgres?target_session_attrs=read-write"
     );
-    db::migrate(&cfg(&url)).await.unwrap();
-    let pool = cfg(&url).connect().await.unwrap();
-    let dir = workdir("fo-promote", "");
-    let file = dir.join("runs.log");
-    std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
+    let pool = migrated_pool(&url).await;
+    let (dir, file) = recording_dir("fo-promote");
     const JOBS: usize = 2000;
     jobs("q", "quick").enqueue_n(&pool, JOBS).await;
     let api_port = dead_port().to_string();
@@ -712,11 +644,8 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
 async fn sigterm_while_the_primary_is_read_only_stops_every_process() {
     let primary = PrivateCluster::start("fo-term-ro", Durability::Fast).await;
     let url = format!("{}?target_session_attrs=read-write", primary.url());
-    db::migrate(&cfg(&url)).await.unwrap();
-    let pool = cfg(&url).connect().await.unwrap();
-    let dir = workdir("fo-term-ro", "");
-    let file = dir.join("runs.log");
-    std::fs::write(dir.join("ordinaut.toml"), config(&file)).unwrap();
+    let pool = migrated_pool(&url).await;
+    let (dir, _runs) = recording_dir("fo-term-ro");
     jobs("q", "slow").enqueue_n(&pool, 4).await;
     let api_port = dead_port().to_string();
     let worker = spawn(
@@ -727,34 +656,15 @@ async fn sigterm_while_the_primary_is_read_only_stops_every_process() {
     );
     let scheduler = spawn(&dir, &url, &["scheduler"], &[]);
     let api = spawn(&dir, &url, &["api"], &[("API_PORT", &api_port)]);
-    eventually(Duration::from_secs(30), "two jobs running", || async {
-        (count(
-            &pool,
-            "SELECT count(*) FROM due_work WHERE state = 'running'",
-        )
-        .await
-            == 2)
-            .then_some(())
-    })
-    .await;
+    wait_running(&pool, 2, Duration::from_secs(30)).await;
     let mut admin = primary.admin().await;
-    for sql in [
-        "ALTER SYSTEM SET default_transaction_read_only = on",
-        "SELECT pg_reload_conf()",
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
-    ] {
-        sqlx::query(sql).execute(&mut admin).await.unwrap();
-    }
+    make_read_only(&mut admin).await;
     eventually(Duration::from_secs(30), "the worker noticed", || async {
         worker.output().contains("not claiming").then_some(())
     })
     .await;
     let ready = format!("http://127.0.0.1:{api_port}/ready");
-    eventually(Duration::from_secs(30), "api not ready", || async {
-        let r = reqwest::get(&ready).await.ok()?;
-        (r.status() == 503).then_some(())
-    })
-    .await;
+    wait_status(&ready, "api not ready", |s| s == 503).await;
     // Unfinished jobs are left to the lease rules; every process still exits.
     for p in [&worker, &scheduler, &api] {
         p.signal(libc::SIGTERM);

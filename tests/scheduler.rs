@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::procs::{self, Proc};
+use common::procs::{self, Proc, assert_success};
 use common::{TestDb, binary};
 use uuid::Uuid;
 
@@ -19,6 +19,20 @@ fn run_cli(db: &TestDb, args: &[&str]) -> std::process::Output {
         .env("LOG_LEVEL", "warn")
         .output()
         .unwrap()
+}
+
+/// Creates schedule `name` firing every second (queue `q`, kind `k`) through the CLI.
+fn every_second_schedule(db: &TestDb, name: &str) {
+    let args = [
+        "schedules",
+        "create",
+        "--name",
+        name,
+        "--cron",
+        "* * * * * *",
+    ];
+    let out = run_cli(db, &[&args[..], &["--queue", "q", "--kind", "k"]].concat());
+    assert_success(&out);
 }
 
 fn spawn_scheduler(db: &TestDb, env: &[(&str, &str)]) -> Proc {
@@ -41,26 +55,7 @@ async fn fire_times(db: &TestDb) -> Vec<DateTime<Utc>> {
 #[tokio::test]
 async fn three_schedulers_fire_every_second_exactly_once() {
     let db = TestDb::new().await;
-    let out = run_cli(
-        &db,
-        &[
-            "schedules",
-            "create",
-            "--name",
-            "tick",
-            "--cron",
-            "* * * * * *",
-            "--queue",
-            "q",
-            "--kind",
-            "k",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    every_second_schedule(&db, "tick");
     let procs: Vec<Proc> = (0..3).map(|_| spawn_scheduler(&db, &[])).collect();
     tokio::time::sleep(Duration::from_secs(21)).await;
     for p in procs {
@@ -87,22 +82,7 @@ async fn three_schedulers_fire_every_second_exactly_once() {
 #[tokio::test]
 async fn a_scheduler_down_past_the_grace_skips_and_records_missed_fires() {
     let db = TestDb::new().await;
-    let out = run_cli(
-        &db,
-        &[
-            "schedules",
-            "create",
-            "--name",
-            "tick",
-            "--cron",
-            "* * * * * *",
-            "--queue",
-            "q",
-            "--kind",
-            "k",
-        ],
-    );
-    assert!(out.status.success());
+    every_second_schedule(&db, "tick");
     let env = [("SCHEDULER_MISFIRE_GRACE_TIME", "1")];
     let first = spawn_scheduler(&db, &env);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -187,12 +167,7 @@ async fn trigger_now_enqueues_without_moving_the_cadence() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    let out = run_cli(&db, &["schedules", "trigger", "report"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&run_cli(&db, &["schedules", "trigger", "report"]));
     assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work WHERE schedule_id IS NOT NULL AND scheduled_for IS NOT NULL").await, 1);
     let after: DateTime<Utc> = sqlx::query_scalar("SELECT next_run_at FROM schedules")
         .fetch_one(&db.pool)
@@ -367,26 +342,7 @@ async fn a_scheduler_started_without_its_file_leaves_declared_schedules_alone() 
         .unwrap();
     // A per-second schedule made by hand: once the scheduler fires it, its start-up
     // sync of declared schedules is over.
-    let out = run_cli(
-        &db,
-        &[
-            "schedules",
-            "create",
-            "--name",
-            "beat",
-            "--cron",
-            "* * * * * *",
-            "--queue",
-            "q",
-            "--kind",
-            "k",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    every_second_schedule(&db, "beat");
     // Its working directory holds no ordinaut.toml.
     let scheduler = spawn_scheduler(&db, &[]);
     common::eventually(
@@ -414,26 +370,7 @@ async fn a_scheduler_whose_clock_runs_ahead_fires_nothing_early() {
         "{FAKETIME_LIB} is missing: apt-get install faketime (.ci/run installs it)"
     );
     let db = TestDb::new().await;
-    let out = run_cli(
-        &db,
-        &[
-            "schedules",
-            "create",
-            "--name",
-            "beat",
-            "--cron",
-            "* * * * * *",
-            "--queue",
-            "q",
-            "--kind",
-            "k",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    every_second_schedule(&db, "beat");
     // The scheduler's host clock is 30 s ahead of the database's (timers, which use the
     // monotonic clock, are left alone).
     let scheduler = spawn_scheduler(

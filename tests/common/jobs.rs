@@ -197,3 +197,15 @@ pub async fn wait_for_count(pool: &PgPool, sql: &'static str, expected: i64, lim
     })
     .await;
 }
+
+/// Waits up to `limit` until exactly `n` jobs are running.
+pub async fn wait_running(pool: &PgPool, n: i64, limit: Duration) {
+    let sql = "SELECT count(*) FROM due_work WHERE state = 'running'";
+    wait_for_count(pool, sql, n, limit).await;
+}
+
+/// Waits up to `limit` until exactly `n` jobs have completed.
+pub async fn wait_completed(pool: &PgPool, n: i64, limit: Duration) {
+    let sql = "SELECT count(*) FROM job_history WHERE state = 'completed'";
+    wait_for_count(pool, sql, n, limit).await;
+}

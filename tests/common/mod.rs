@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod http;
 pub mod jobs;
 pub mod otlp;
 pub mod procs;

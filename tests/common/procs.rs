@@ -214,3 +214,12 @@ pub fn spawn(dir: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> Proc
         .envs(env.iter().copied())
         .start()
 }
+
+/// Asserts a finished command succeeded, showing its stderr if not.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
