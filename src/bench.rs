@@ -227,28 +227,38 @@ struct FreshDb {
     dir: PathBuf,
 }
 
+/// The bench server's maintenance database, one connection (create and drop databases).
+fn admin_config(admin_url: &str) -> DbConfig {
+    DbConfig {
+        url: admin_url.to_owned(),
+        schema: "public".into(),
+        max_connections: 1,
+        hot_path: false,
+    }
+}
+
+/// The database `name` on the bench server of `admin_url`.
+fn database_config(admin_url: &str, name: &str) -> anyhow::Result<DbConfig> {
+    let mut url = reqwest::Url::parse(admin_url).context("bench DATABASE_URL")?;
+    url.set_path(&format!("/{name}"));
+    Ok(DbConfig {
+        url: url.to_string(),
+        schema: "public".into(),
+        max_connections: 4,
+        hot_path: false,
+    })
+}
+
 impl FreshDb {
     async fn create(admin_url: &str) -> anyhow::Result<FreshDb> {
-        let admin = DbConfig {
-            url: admin_url.to_owned(),
-            schema: "public".into(),
-            max_connections: 1,
-            hot_path: false,
-        };
+        let admin = admin_config(admin_url);
         let pool = admin
             .connect()
             .await
             .context("while connecting to the bench server")?;
         let name = db::bench::create_database(&pool, uuid::Uuid::now_v7()).await?;
         pool.close().await;
-        let mut url = reqwest::Url::parse(admin_url).context("bench DATABASE_URL")?;
-        url.set_path(&format!("/{name}"));
-        let config = DbConfig {
-            url: url.to_string(),
-            schema: "public".into(),
-            max_connections: 4,
-            hot_path: false,
-        };
+        let config = database_config(admin_url, &name)?;
         db::migrate(&config).await?;
         let pool = config.connect().await?;
         let dir = std::env::temp_dir().join(&name);
@@ -270,26 +280,14 @@ impl FreshDb {
     /// true when it already holds a filled bench (its fill finished: the marker table
     /// `bench_ui_filled` is made last).
     async fn open_or_create(admin_url: &str, name: &str) -> anyhow::Result<(FreshDb, bool)> {
-        let admin = DbConfig {
-            url: admin_url.to_owned(),
-            schema: "public".into(),
-            max_connections: 1,
-            hot_path: false,
-        };
+        let admin = admin_config(admin_url);
         let pool = admin
             .connect()
             .await
             .context("while connecting to the bench server")?;
         db::bench::create_database_named(&pool, name).await?;
         pool.close().await;
-        let mut url = reqwest::Url::parse(admin_url).context("bench DATABASE_URL")?;
-        url.set_path(&format!("/{name}"));
-        let config = DbConfig {
-            url: url.to_string(),
-            schema: "public".into(),
-            max_connections: 4,
-            hot_path: false,
-        };
+        let config = database_config(admin_url, name)?;
         db::migrate(&config).await?;
         let mut pool = config.connect().await?;
         let filled = db::bench::ui_filled(&pool).await?;
@@ -319,12 +317,7 @@ impl FreshDb {
     async fn drop_db(self) {
         self.pool.close().await;
         let _ = std::fs::remove_dir_all(&self.dir);
-        let admin = DbConfig {
-            url: self.admin_url,
-            schema: "public".into(),
-            max_connections: 1,
-            hot_path: false,
-        };
+        let admin = admin_config(&self.admin_url);
         if let Ok(pool) = admin.connect().await {
             let _ = db::bench::drop_database(&pool, &self.name).await;
             pool.close().await;

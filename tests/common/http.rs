@@ -17,24 +17,20 @@ impl Http {
         }
     }
 
+    /// `GET path`, the answer.
+    async fn get(&self, path: &str) -> reqwest::Response {
+        let r = self.client.get(format!("{}{path}", self.base)).send();
+        r.await.expect("GET answers")
+    }
+
     /// `GET path`, its body as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
-        let r = self.client.get(format!("{}{path}", self.base)).send();
-        r.await
-            .expect("GET answers")
-            .json()
-            .await
-            .expect("JSON body")
+        self.get(path).await.json().await.expect("JSON body")
     }
 
     /// `GET path`, its body as text.
     pub async fn get_text(&self, path: &str) -> String {
-        let r = self.client.get(format!("{}{path}", self.base)).send();
-        r.await
-            .expect("GET answers")
-            .text()
-            .await
-            .expect("text body")
+        self.get(path).await.text().await.expect("text body")
     }
 
     /// `POST path` with a JSON body, the answer's body as JSON.
