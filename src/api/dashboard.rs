@@ -327,6 +327,12 @@ pub fn parse_bulk(req: &BulkRequest) -> ApiResult<(Action, BulkFilter, Option<Uu
         .as_deref()
         .map(|n| parse_id("newest", n))
         .transpose()?;
+    if req.state == Some(StateName::Waiting) {
+        return Err(ApiError::invalid(
+            "state",
+            "waiting workflow steps are not acted on in bulk; cancel or retry their workflows",
+        ));
+    }
     if let Some(ids) = &req.ids
         && ids.len() > BULK_BATCH as usize
     {

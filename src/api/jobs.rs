@@ -23,6 +23,7 @@ use crate::db::attempts::AttemptView;
 use crate::db::due_work::{self, CancelResult, NewJob};
 use crate::db::events::Received;
 use crate::db::history::{self, JobFilter, JobView};
+use crate::db::workflows::StepOfJob;
 use crate::kinds::registry::KindsView;
 use crate::model::{self, JobState, limits};
 
@@ -90,6 +91,8 @@ pub struct Job {
     pub attempted_at: Option<DateTime<Utc>>,
     /// Terminal time.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The workflow it is a step of.
+    pub workflow_id: Option<Uuid>,
 }
 
 impl Job {
@@ -117,6 +120,7 @@ impl Job {
             created_at: v.created_at,
             attempted_at: v.attempted_at,
             finished_at: v.finished_at,
+            workflow_id: v.workflow_id,
         })
     }
 
@@ -166,6 +170,9 @@ pub struct JobDetail {
     pub job: Job,
     /// Its finished attempts, oldest first.
     pub attempts: Vec<Attempt>,
+    /// For a workflow step: its workflow, its name there and its dependencies with
+    /// their states (what a waiting step waits on).
+    pub workflow_step: Option<StepOfJob>,
 }
 
 /// A job to enqueue.
@@ -533,7 +540,8 @@ pub struct GetQuery {
     pub wait: Option<String>,
 }
 
-/// Get a job, live or finished, with its attempts; optionally wait for it to finish.
+/// Get a job, live or finished, with its attempts; optionally wait for it to finish. A
+/// workflow step still waiting for its dependencies is a job in state `waiting`.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id"), GetQuery),
@@ -564,9 +572,15 @@ pub async fn get(
     };
     let job = job.ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
     let attempts = crate::db::attempts::list_attempts(state.pool(), id).await?;
+    // Only a workflow's job pays for the step lookup.
+    let workflow_step = match job.workflow_id {
+        Some(_) => crate::db::workflows::step_of_job(state.pool(), id).await?,
+        None => None,
+    };
     Ok(Json(JobDetail {
         job,
         attempts: attempts.into_iter().map(Attempt::from).collect(),
+        workflow_step,
     }))
 }
 
@@ -639,7 +653,7 @@ pub struct ListQuery {
     /// Only this kind.
     #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
     pub kind: Option<String>,
-    /// Only this state.
+    /// Only this state (`waiting`: workflow steps waiting for their dependencies).
     pub state: Option<StateName>,
     /// Created at or after this RFC 3339 time.
     #[param(format = DateTime)]
@@ -674,7 +688,8 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
-/// List jobs, live and finished, newest first, with filters and a cursor.
+/// List jobs, live and finished, and workflow steps waiting for their dependencies
+/// (state `waiting`), newest first, with filters and a cursor.
 #[utoipa::path(
     get, path = "/v1/jobs", tag = "jobs",
     params(ListQuery),
@@ -786,7 +801,9 @@ pub struct CancelResponse {
     pub result: String,
 }
 
-/// Cancel a job: at once if waiting; a running one is stopped by its worker.
+/// Cancel a job: at once if waiting; a running one is stopped by its worker. A workflow
+/// step waiting for its dependencies ends cancelled without running; its dependents follow
+/// their failure policies (cancelled over `cancel` edges, run over `ignore` edges).
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
@@ -838,7 +855,7 @@ pub struct RetryResponse {
         (status = 400, description = "Invalid id", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "Not failed or cancelled, or its unique key is taken", body = ErrorBody),
+        (status = 409, description = "Not failed or cancelled (a waiting workflow step, or one that ended without running: retry its workflow), or its unique key is taken", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

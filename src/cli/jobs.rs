@@ -28,7 +28,8 @@ pub enum JobsCommand {
         /// Only this kind.
         #[arg(long)]
         kind: Option<String>,
-        /// Only this state (scheduled, available, running, completed, failed, cancelled).
+        /// Only this state (waiting, scheduled, available, running, completed, failed,
+        /// cancelled; waiting: workflow steps whose dependencies have not all ended).
         #[arg(long)]
         state: Option<JobState>,
         /// At most this many.
@@ -186,8 +187,15 @@ impl Action {
                 let attempts = db::attempts::list_attempts(pool, id)
                     .await
                     .context("while reading attempts")?;
+                let step = match job.workflow_id {
+                    Some(_) => db::workflows::step_of_job(pool, id)
+                        .await
+                        .context("while reading the workflow step")?,
+                    None => None,
+                };
                 let mut value = serde_json::to_value(&job)?;
                 value["attempts"] = serde_json::to_value(&attempts)?;
+                value["workflow_step"] = serde_json::to_value(&step)?;
                 println!("{}", serde_json::to_string_pretty(&value)?);
             }
             Action::Cancel(id) => match due_work::cancel(pool, id).await {

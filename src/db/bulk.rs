@@ -274,21 +274,38 @@ pub enum DeleteResult {
     Running,
 }
 
-/// Deletes one finished or waiting job with its attempts.
+/// Deletes one finished or waiting job with its attempts. A workflow step's job is kept
+/// while it is live or waits for its dependencies (its dependents wait for its outcome):
+/// refused with a conflict naming the workflow.
 pub async fn delete_job(pool: &PgPool, id: Uuid) -> Result<DeleteResult> {
     if delete_many(pool, &[id]).await? == 1 {
         return Ok(DeleteResult::Deleted);
     }
-    let running: Option<bool> = sqlx::query_scalar("SELECT true FROM due_work WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    match running {
+    let live: Option<(String, Option<Uuid>)> =
+        sqlx::query_as("SELECT state, workflow_id FROM due_work WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    match live {
+        Some((state, Some(wf))) if state != "running" => Err(Error::Conflict(format!(
+            "job {id} is a live step of workflow {wf}; cancel it first"
+        ))),
         Some(_) => Ok(DeleteResult::Running),
-        None => Err(Error::NotFound {
-            what: "job",
-            id: id.to_string(),
-        }),
+        None => match super::workflows::step_of_job(pool, id).await? {
+            Some(step) if step.state == "waiting" => Err(Error::Conflict(format!(
+                "job {id} is step {} of workflow {}, waiting for its dependencies; cancel it first",
+                step.step, step.workflow_id
+            ))),
+            Some(step) => Err(Error::Conflict(format!(
+                "job {id} is step {} of workflow {}, which ended {} without running: it has no \
+                 job to delete and goes with its workflow",
+                step.step, step.workflow_id, step.state
+            ))),
+            None => Err(Error::NotFound {
+                what: "job",
+                id: id.to_string(),
+            }),
+        },
     }
 }
 

@@ -656,52 +656,77 @@ pub(super) const REQUEST_CANCEL_MANY: &str = include_str!("sql/request_cancel_ma
 const HISTORY_STATE: &str = "SELECT state FROM job_history WHERE id = $1 LIMIT 1";
 
 /// Cancels a job: a waiting one at once (moved to history), a running one by flagging it
-/// and notifying the install's `ordinaut_cancel` so its worker stops it within a second.
+/// and notifying the install's `ordinaut_cancel` so its worker stops it within a second;
+/// a workflow step still waiting for its dependencies ends cancelled without running
+/// (its dependents follow their edges' policies, as for a live step's job).
 ///
 /// Locks the live row first (FOR UPDATE, by primary key) and then branches on its
 /// state, so a concurrent rescue or finish cannot move it between the checks: a live
 /// job is always cancelled or flagged, never reported as missing. The rescuer skips the
-/// locked row (SKIP LOCKED); a finish waits for this short transaction.
+/// locked row (SKIP LOCKED); a finish waits for this short transaction. A waiting step
+/// activated between the reads is found live on the next round (a step is activated
+/// once, so two rounds suffice).
 #[tracing::instrument(skip(pool))]
 pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<CancelResult> {
-    let mut tx = pool.begin().await?;
-    let live: Option<String> = sqlx::query_scalar(LOCK_LIVE)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    match live.as_deref() {
-        Some("running") => {
-            sqlx::query_scalar::<_, String>(REQUEST_CANCEL_MANY)
-                .bind([id].as_slice())
-                .bind(true)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Ok(CancelResult::Requested);
+    for _ in 0..3 {
+        let mut tx = pool.begin().await?;
+        let live: Option<String> = sqlx::query_scalar(LOCK_LIVE)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match live.as_deref() {
+            Some("running") => {
+                sqlx::query_scalar::<_, String>(REQUEST_CANCEL_MANY)
+                    .bind([id].as_slice())
+                    .bind(true)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(CancelResult::Requested);
+            }
+            Some(_) => {
+                sqlx::query_scalar::<_, Uuid>(CANCEL_WAITING_MANY)
+                    .bind([id].as_slice())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(CancelResult::Cancelled);
+            }
+            None => {}
         }
-        Some(_) => {
-            sqlx::query_scalar::<_, Uuid>(CANCEL_WAITING_MANY)
-                .bind([id].as_slice())
-                .fetch_one(&mut *tx)
-                .await?;
+        // Not live: finished (its history row committed before our read), a workflow
+        // step waiting or ended without running, or unknown.
+        let state: Option<String> = sqlx::query_scalar(HISTORY_STATE)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(state) = state.and_then(|s| s.parse::<JobState>().ok()) {
             tx.commit().await?;
-            return Ok(CancelResult::Cancelled);
+            return Ok(CancelResult::AlreadyFinished(state));
         }
-        None => {}
+        let step = super::workflows::cancel_waiting_step(&mut tx, id).await?;
+        tx.commit().await?;
+        match step.as_ref().map(|(c, s)| (*c, s.as_str())) {
+            Some((true, _)) => return Ok(CancelResult::Cancelled),
+            // Activated meanwhile: its job is live now.
+            Some((false, "enqueued" | "waiting")) => continue,
+            Some((false, "completed")) => {
+                return Ok(CancelResult::AlreadyFinished(JobState::Completed));
+            }
+            Some((false, "failed")) => return Ok(CancelResult::AlreadyFinished(JobState::Failed)),
+            // Cancelled or skipped without running.
+            Some((false, _)) => return Ok(CancelResult::AlreadyFinished(JobState::Cancelled)),
+            None => {
+                return Err(Error::NotFound {
+                    what: "job",
+                    id: id.to_string(),
+                });
+            }
+        }
     }
-    // Not live: finished (its history row committed before our read) or unknown.
-    let state: Option<String> = sqlx::query_scalar(HISTORY_STATE)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    match state.and_then(|s| s.parse::<JobState>().ok()) {
-        Some(state) => Ok(CancelResult::AlreadyFinished(state)),
-        None => Err(Error::NotFound {
-            what: "job",
-            id: id.to_string(),
-        }),
-    }
+    Err(Error::Conflict(format!(
+        "job {id} kept changing state; cancel again"
+    )))
 }
 
 /// Re-enqueues the failed and cancelled jobs among `$1` with a fresh budget of
@@ -739,9 +764,21 @@ pub async fn retry(pool: &PgPool, id: Uuid) -> Result<()> {
                 (None, Some(state)) => Err(Error::Conflict(format!(
                     "job {id} is {state}; only failed or cancelled jobs can be retried"
                 ))),
-                (None, None) => Err(Error::NotFound {
-                    what: "job",
-                    id: id.to_string(),
+                (None, None) => Err(match super::workflows::step_of_job(pool, id).await? {
+                    Some(step) if step.state == "waiting" => Error::Conflict(format!(
+                        "job {id} is waiting: step {} of workflow {} has dependencies that have \
+                         not ended; only failed or cancelled jobs can be retried",
+                        step.step, step.workflow_id
+                    )),
+                    Some(step) => Error::Conflict(format!(
+                        "job {id} never ran: step {} of workflow {} ended {} without running; \
+                         retry the workflow to run it",
+                        step.step, step.workflow_id, step.state
+                    )),
+                    None => Error::NotFound {
+                        what: "job",
+                        id: id.to_string(),
+                    },
                 }),
             }
         }

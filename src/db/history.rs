@@ -54,6 +54,9 @@ pub struct JobView {
     pub attempted_at: Option<DateTime<Utc>>,
     /// Terminal time.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The workflow it is a step of.
+    #[sqlx(default)]
+    pub workflow_id: Option<Uuid>,
 }
 
 const GET_JOB: &str = "\
@@ -61,17 +64,24 @@ SELECT id, queue, kind,
        CASE WHEN state = 'scheduled' AND run_at <= now() THEN 'available' ELSE state END AS state,
        payload, priority, attempt, max_attempts, run_at, unique_key, lease_owner, schedule_id, metadata,
        NULL::jsonb AS output, progress, last_error, created_at, attempted_at,
-       NULL::timestamptz AS finished_at
+       NULL::timestamptz AS finished_at, workflow_id
 FROM due_work WHERE id = $1
 UNION ALL
 SELECT id, queue, kind, state, payload, priority, attempt, max_attempts, run_at, unique_key,
        NULL::uuid, schedule_id, metadata, output, NULL::jsonb, last_error, created_at, attempted_at,
-       finished_at
+       finished_at, workflow_id
 FROM job_history WHERE id = $1
+UNION ALL
+SELECT job_id, queue, kind, CASE state WHEN 'skipped' THEN 'cancelled' ELSE state END, payload,
+       priority, 0, max_attempts, created_at, NULL::text, NULL::uuid, NULL::uuid, metadata, output,
+       NULL::jsonb, reason, created_at, NULL::timestamptz, finished_at, workflow_id
+FROM workflow_steps WHERE job_id = $1
 LIMIT 1";
 
-/// One job by id, live or finished. Primary-key lookup on due_work, then the id index
-/// of each job_history partition.
+/// One job by id, live or finished, or a workflow step without a job row (waiting for
+/// its dependencies, or ended without running: skipped reads as cancelled). Primary-key
+/// lookup on due_work, then the id index of each job_history partition, then the
+/// steps' job index (reached only when neither has the job).
 pub async fn get_job(pool: &PgPool, id: Uuid) -> Result<Option<JobView>> {
     Ok(sqlx::query_as(GET_JOB)
         .bind(id)
@@ -148,25 +158,50 @@ const LIVE_COLUMNS: &str = "\
 SELECT id, queue, kind,
        CASE WHEN state = 'scheduled' AND run_at <= now() THEN 'available' ELSE state END AS state,
        payload, priority, attempt, max_attempts, run_at, unique_key, lease_owner, schedule_id, metadata,
-       NULL::jsonb AS output, last_error, created_at, attempted_at, NULL::timestamptz AS finished_at
+       NULL::jsonb AS output, last_error, created_at, attempted_at, NULL::timestamptz AS finished_at,
+       workflow_id
 FROM due_work WHERE true";
 
 /// Columns of a finished job as a [`JobView`].
 const FINISHED_COLUMNS: &str = "\
 SELECT id, queue, kind, state, payload, priority, attempt, max_attempts, run_at, unique_key,
-       NULL::uuid AS lease_owner, schedule_id, metadata, output, last_error, created_at, attempted_at, finished_at
+       NULL::uuid AS lease_owner, schedule_id, metadata, output, last_error, created_at, attempted_at, finished_at,
+       workflow_id
 FROM job_history WHERE true";
+
+/// Columns of a waiting workflow step as a [`JobView`]. Found through the running
+/// workflows (a partial index; a waiting step's workflow is always running), so the
+/// list's third side costs one index probe when no workflow runs; the fence (OFFSET 0)
+/// keeps the planner from walking every step's job index instead.
+const WAITING_COLUMNS: &str = "\
+SELECT * FROM (
+    SELECT s.job_id AS id, s.queue, s.kind, 'waiting'::text AS state, s.payload, s.priority,
+           0 AS attempt, s.max_attempts, s.created_at AS run_at, NULL::text AS unique_key,
+           NULL::uuid AS lease_owner, NULL::uuid AS schedule_id, s.metadata, NULL::jsonb AS output,
+           NULL::text AS last_error, s.created_at, NULL::timestamptz AS attempted_at,
+           NULL::timestamptz AS finished_at, s.workflow_id
+    FROM workflows w JOIN workflow_steps s ON s.workflow_id = w.id
+    WHERE w.state = 'running' AND s.state = 'waiting'
+    OFFSET 0) AS waiting
+WHERE true";
 
 /// Builds the list statement: each side (live, finished) only with the predicates the
 /// filter has, ordered by id and limited on its own, so that each is an ordered index
 /// scan that stops after a page: `due_work`'s primary key (or its claim index for a
 /// queue), and per history partition `(queue, id)` / `(kind, id)` (migration 0010) or
-/// the id index. A side that cannot match the state filter is left out.
+/// the id index; the waiting workflow steps through the running workflows (see
+/// [`WAITING_COLUMNS`]). A side that cannot match the state filter is left out.
 fn list_jobs_query(filter: &JobFilter, explain: bool) -> sqlx::QueryBuilder<sqlx::Postgres> {
     let live_states = ["scheduled", "available", "running"];
     let state = filter.state.as_deref();
     let live = state.is_none_or(|s| live_states.contains(&s));
-    let finished = state.is_none_or(|s| !live_states.contains(&s));
+    // A step never comes from a schedule: a schedule filter leaves waiting steps out
+    // (unless they are asked for, and then none matches).
+    let waiting = match state {
+        Some(s) => s == "waiting",
+        None => filter.schedule_id.is_none(),
+    };
+    let finished = state.is_none_or(|s| !live_states.contains(&s) && s != "waiting");
     let mut q = sqlx::QueryBuilder::new(if explain {
         "EXPLAIN SELECT * FROM ("
     } else {
@@ -239,6 +274,14 @@ fn list_jobs_query(filter: &JobFilter, explain: bool) -> sqlx::QueryBuilder<sqlx
         if let Some(s) = state {
             q.push(" AND state = ").push_bind(s.to_owned());
         }
+        common(&mut q);
+        q.push(")");
+    }
+    if waiting {
+        if live || finished {
+            q.push(" UNION ALL ");
+        }
+        q.push("(").push(WAITING_COLUMNS);
         common(&mut q);
         q.push(")");
     }

@@ -224,6 +224,60 @@ pub async fn retry(pool: &PgPool, id: Uuid) -> Result<i32> {
         .map_err(|e| map(e, Some(id)))
 }
 
+/// The workflow step a job belongs to, with what it waits on.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct StepOfJob {
+    /// Its workflow's id.
+    pub workflow_id: Uuid,
+    /// Its workflow's name.
+    pub workflow_name: String,
+    /// The step's name within the workflow.
+    pub step: String,
+    /// The step's state (waiting, enqueued, completed, failed, cancelled, skipped).
+    pub state: String,
+    /// Dependencies not yet ended.
+    pub pending: i32,
+    /// The steps it depends on, each `{"name", "state", "on_failure"}`.
+    #[schema(value_type = Vec<Object>)]
+    pub depends_on: Value,
+}
+
+/// The step whose job is `job_id`, if that job belongs to a workflow: one lookup by the
+/// steps' job index. Callers ask only for jobs with a workflow_id (or none found).
+pub async fn step_of_job(pool: &PgPool, job_id: Uuid) -> Result<Option<StepOfJob>> {
+    Ok(sqlx::query_as(
+        "SELECT s.workflow_id, w.name AS workflow_name, s.name AS step, s.state, s.pending,
+                coalesce((SELECT jsonb_agg(jsonb_build_object('name', p.name, 'state', p.state,
+                                                              'on_failure', e.on_failure)
+                                           ORDER BY p.seq)
+                          FROM workflow_edges e
+                          JOIN workflow_steps p ON p.workflow_id = e.workflow_id AND p.name = e.parent
+                          WHERE e.workflow_id = s.workflow_id AND e.child = s.name),
+                         '[]'::jsonb) AS depends_on
+         FROM workflow_steps s JOIN workflows w ON w.id = s.workflow_id
+         WHERE s.job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Cancels the workflow step whose job is `job_id` if it is still waiting for its
+/// dependencies (migration 0021): it ends cancelled without running and its dependents
+/// follow their edges' policies, as when a live step's job is cancelled. Returns
+/// (cancelled by this call, the step's state), or None when no step has this job id.
+pub async fn cancel_waiting_step(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+) -> Result<Option<(bool, String)>> {
+    let (cancelled, state): (bool, Option<String>) =
+        sqlx::query_as("SELECT * FROM ordinaut_workflow_cancel_step($1)")
+            .bind(job_id)
+            .fetch_one(conn)
+            .await?;
+    Ok(state.map(|s| (cancelled, s)))
+}
+
 /// The summary columns; a macro so that the statements stay `&'static str`.
 macro_rules! summary_sql {
     () => {

@@ -28,11 +28,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Where a job is in its life. `Scheduled`, `Available` and `Running` rows live in
-/// `due_work`; the rest in `job_history`.
+/// `due_work`; `Completed`, `Failed` and `Cancelled` in `job_history`; a `Waiting` job is
+/// a workflow step whose dependencies have not all ended (a `workflow_steps` row only:
+/// visible, never claimable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[schema(as = StateName, description = "A job's state.")]
 pub enum JobState {
+    /// A workflow step waiting for its dependencies; not claimable.
+    Waiting,
     /// Waiting for its run_at.
     Scheduled,
     /// Due, waiting for a worker.
@@ -51,6 +55,7 @@ impl JobState {
     /// The name stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
+            JobState::Waiting => "waiting",
             JobState::Scheduled => "scheduled",
             JobState::Available => "available",
             JobState::Running => "running",
@@ -79,6 +84,7 @@ impl std::str::FromStr for JobState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(match s {
+            "waiting" => JobState::Waiting,
             "scheduled" => JobState::Scheduled,
             "available" => JobState::Available,
             "running" => JobState::Running,
@@ -87,7 +93,7 @@ impl std::str::FromStr for JobState {
             "cancelled" => JobState::Cancelled,
             other => {
                 return Err(format!(
-                    "unknown state {other:?}; expected scheduled, available, running, completed, failed or cancelled"
+                    "unknown state {other:?}; expected waiting, scheduled, available, running, completed, failed or cancelled"
                 ));
             }
         })

@@ -207,7 +207,7 @@ fn graph(w: &Workflow) -> Markup {
                                     @if let Some(js) = &s.job_state { " " (state_badge(js)) }
                                     @if s.state == "waiting" { br; span.muted { "waiting for " (s.pending) } }
                                 }
-                                td.mono { @if s.state != "waiting" { a href={ "/ui/jobs/" (s.job_id) } { (s.job_id) } } @else { (s.job_id) } }
+                                td.mono { a href={ "/ui/jobs/" (s.job_id) } { (s.job_id) } }
                                 td { @if let Some(a) = s.depends_on.as_array() { @for d in a {
                                     @let name = d["name"].as_str().unwrap_or("");
                                     @let pol = d["on_failure"].as_str().unwrap_or("cancel");

@@ -690,3 +690,68 @@ async fn retention_deletes_workflows_that_ended_before_the_keep_period_and_no_ot
         Err(db::Error::NotFound { .. })
     ));
 }
+
+/// Cancelling a waiting step while its last dependency finishes on another connection:
+/// whichever commits first, the step ends cancelled exactly once (without running, or
+/// its freshly activated job cancelled), nothing of it stays live, and the workflow ends.
+#[tokio::test]
+async fn cancelling_a_waiting_step_races_its_activation_and_always_ends_it_once() {
+    let db = TestDb::new().await;
+    for round in 0..30 {
+        let id = submit(
+            &db,
+            json!({"name": format!("race-{round}"), "jobs": [job("a", json!([])), job("b", json!(["a"]))]}),
+        )
+        .await;
+        let b = workflows::get(&db.pool, id).await.unwrap().jobs[1].job_id;
+        let worker = Uuid::now_v7();
+        let claimed = due_work::claim_due(&db.pool, &["q".to_owned()], 1, worker, LEASE)
+            .await
+            .unwrap();
+        let finish = Finish {
+            id: claimed[0].id,
+            attempt: claimed[0].attempt,
+            outcome: FinishKind::Completed,
+            next_run_at: None,
+            error: None,
+            output: None,
+            log: None,
+        };
+        let pool = db.pool.clone();
+        let finishing = tokio::spawn(async move {
+            due_work::finish_many(&pool, worker, 100, &[finish])
+                .await
+                .expect("finishes")
+        });
+        let cancelled = due_work::cancel(&db.pool, b).await.expect("cancels");
+        finishing.await.unwrap();
+        assert_eq!(
+            cancelled,
+            due_work::CancelResult::Cancelled,
+            "round {round}"
+        );
+        let w = workflows::get(&db.pool, id).await.unwrap();
+        assert_eq!(states(&w)["b"], "cancelled", "round {round}");
+        assert_eq!(w.summary.state, "cancelled", "round {round}");
+        let live: i64 = sqlx::query_scalar("SELECT count(*) FROM due_work WHERE id = $1")
+            .bind(b)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(live, 0, "round {round}");
+        let ran: bool = sqlx::query_scalar("SELECT ran FROM workflow_steps WHERE job_id = $1")
+            .bind(b)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let history: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM job_history WHERE id = $1 AND state = 'cancelled'",
+        )
+        .bind(b)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        // Cancelled while waiting (no job row) or after activation (one history row).
+        assert_eq!(history, i64::from(ran), "round {round}");
+    }
+}

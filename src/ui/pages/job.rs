@@ -43,6 +43,12 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
     let j = &detail.job;
     let s = state_name(j.state);
     let terminal = j.state.as_state().is_terminal();
+    // A waiting step can end without an event naming it (a dependency failed): poll.
+    let trigger = if j.state == StateName::Waiting {
+        "live, every 2s"
+    } else {
+        LIVE_TRIGGER
+    };
     let fragment = format!("/ui/fragments/jobs/{}", j.id);
     let events = format!("job_id={}", j.id);
     let meta = |key: &str| {
@@ -52,7 +58,7 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
             .map(str::to_owned)
     };
     Ok(html! {
-        div #job data-state=(s) data-live=[(!terminal).then_some(&events)] hx-get=[(!terminal).then_some(&fragment)] hx-trigger=[(!terminal).then_some(LIVE_TRIGGER)] hx-swap="outerHTML" {
+        div #job data-state=(s) data-live=[(!terminal).then_some(&events)] hx-get=[(!terminal).then_some(&fragment)] hx-trigger=[(!terminal).then_some(trigger)] hx-swap="outerHTML" {
             dl.facts {
                 dt { "Id" } dd.mono #job-id { (j.id) }
                 dt { "State" } dd #job-state { (state_badge(s)) }
@@ -67,6 +73,29 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
                 @if let Some(w) = j.lease_owner { dt { "Worker" } dd.mono { (w) } }
                 @if let Some(k) = &j.unique_key { dt { "Unique key" } dd.mono { (k) } }
                 @if let Some(sid) = j.schedule_id { dt { "Schedule" } dd.mono { (sid) } }
+                @if let Some(step) = &detail.workflow_step {
+                    dt { "Workflow" }
+                    dd #job-workflow { a href={ "/ui/workflows/" (step.workflow_id) } { (step.workflow_name) } }
+                    dt { "Step" } dd #job-step { (step.step) " · " (state_badge(&step.state)) }
+                    @if let Some(deps) = step.depends_on.as_array().filter(|d| !d.is_empty()) {
+                        dt { @if j.state == StateName::Waiting { "Waits on" } @else { "Depends on" } }
+                        dd #job-waits-on {
+                            @for d in deps {
+                                @let name = d["name"].as_str().unwrap_or("");
+                                @let st = d["state"].as_str().unwrap_or("");
+                                @let pol = d["on_failure"].as_str().unwrap_or("cancel");
+                                span.dep data-dep=(name) data-state=(st) {
+                                    (name) " " (state_badge(st))
+                                    @if pol != "cancel" { span.muted { " (" (pol) ")" } }
+                                }
+                                " "
+                            }
+                            @if j.state == StateName::Waiting {
+                                br; span.muted { (step.pending) " not ended yet" }
+                            }
+                        }
+                    }
+                }
                 @if let Some(r) = meta("request_id") { dt { "Request id" } dd.mono { (r) } }
                 @if let Some(t) = crate::otel::Carrier::from_metadata(&j.metadata) {
                     @let id = t.trace_id().unwrap_or_default();
@@ -90,7 +119,7 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
                     @if matches!(j.state, StateName::Failed | StateName::Cancelled) {
                         (action_button(viewer, &format!("/ui/jobs/{}/retry", j.id), "Retry", "retry", None))
                     }
-                    @if j.state != StateName::Running {
+                    @if !matches!(j.state, StateName::Running | StateName::Waiting) {
                         (action_button(viewer, &format!("/ui/jobs/{}/delete", j.id), "Delete", "delete", Some("Delete this job and its attempts for good?")))
                     }
                     a.button #copy href={ "/ui/enqueue?copy=" (j.id) } { "Enqueue a copy…" }

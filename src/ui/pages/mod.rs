@@ -110,7 +110,7 @@ fn parse_state(v: &Option<String>) -> Result<Option<StateName>, ApiError> {
                 ApiError::invalid(
                     "state",
                     format!(
-                        "{s:?} is not scheduled, available, running, completed, failed or cancelled"
+                        "{s:?} is not waiting, scheduled, available, running, completed, failed or cancelled"
                     ),
                 )
             })
@@ -118,7 +118,8 @@ fn parse_state(v: &Option<String>) -> Result<Option<StateName>, ApiError> {
         .transpose()
 }
 
-const STATES: [&str; 6] = [
+const STATES: [&str; 7] = [
+    "waiting",
     "scheduled",
     "available",
     "running",

@@ -128,3 +128,183 @@ async fn bad_workflows_get_a_400_naming_the_problem() {
     let bad = app.get("/v1/workflows?state=done").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+/// A step waiting for its dependencies is a job in state `waiting`: shown with its
+/// workflow and what it waits on, listed (and filtered by `state=waiting`), refused by
+/// retry, delete and bulk actions with a 4xx naming why, and cancelled as its job would be
+/// (its dependents follow their edges' policies).
+#[tokio::test]
+async fn a_waiting_step_is_a_visible_job_that_can_be_cancelled() {
+    let app = App::new().await;
+    let created = app
+        .post(
+            "/v1/workflows",
+            json!({"name": "scan", "jobs": [
+                {"name": "clone", "queue": "q", "kind": "k"},
+                {"name": "tool", "queue": "q", "kind": "k", "depends_on": ["clone"]},
+                {"name": "report", "queue": "q", "kind": "k",
+                 "depends_on": [{"name": "tool", "on_failure": "ignore"}]},
+                {"name": "notify", "queue": "q", "kind": "k", "depends_on": ["tool"]}]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let wf = created.body["id"].as_str().unwrap().to_owned();
+    let shown = app.get(&format!("/v1/workflows/{wf}")).await;
+    let job_of = |name: &str| {
+        shown.body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (clone, tool, report, notify) = (
+        job_of("clone"),
+        job_of("tool"),
+        job_of("report"),
+        job_of("notify"),
+    );
+
+    let got = app.get(&format!("/v1/jobs/{tool}")).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text);
+    assert_eq!(got.body["state"], "waiting");
+    assert_eq!(got.body["workflow_id"], wf.as_str());
+    assert_eq!(got.body["queue"], "q");
+    assert_eq!(got.body["attempt"], 0);
+    assert_eq!(got.body["workflow_step"]["step"], "tool");
+    assert_eq!(got.body["workflow_step"]["workflow_name"], "scan");
+    assert_eq!(got.body["workflow_step"]["pending"], 1);
+    assert_eq!(
+        got.body["workflow_step"]["depends_on"],
+        json!([{"name": "clone", "state": "enqueued", "on_failure": "cancel"}])
+    );
+    // A live step's job names its workflow too; a plain job has none.
+    let live = app.get(&format!("/v1/jobs/{clone}")).await;
+    assert_eq!(live.body["state"], "available");
+    assert_eq!(live.body["workflow_id"], wf.as_str());
+    assert_eq!(live.body["workflow_step"]["step"], "clone");
+
+    let ids = |r: &super::Reply| -> Vec<String> {
+        r.body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Newest first (ids are time-ordered), as every list.
+    let desc = |mut v: Vec<String>| {
+        v.sort_by(|a, b| b.cmp(a));
+        v
+    };
+    let waiting = app.get("/v1/jobs?state=waiting").await;
+    assert_eq!(waiting.status, StatusCode::OK, "{}", waiting.text);
+    let expected = desc(vec![tool.clone(), report.clone(), notify.clone()]);
+    assert_eq!(ids(&waiting), expected);
+    assert!(
+        waiting.body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["state"] == "waiting" && j["workflow_id"] == wf.as_str())
+    );
+    let all = app.get("/v1/jobs").await;
+    assert_eq!(
+        ids(&all),
+        desc(vec![
+            tool.clone(),
+            report.clone(),
+            notify.clone(),
+            clone.clone()
+        ])
+    );
+    let paged = app
+        .get(&format!(
+            "/v1/jobs?state=waiting&cursor={}&limit=1",
+            expected[0]
+        ))
+        .await;
+    assert_eq!(ids(&paged), vec![expected[1].clone()]);
+    assert!(ids(&app.get("/v1/jobs?state=waiting&queue=other").await).is_empty());
+    assert!(ids(&app.get("/v1/jobs?state=available").await) == vec![clone.clone()]);
+
+    let bulk = app
+        .post(
+            "/v1/jobs/bulk/count",
+            json!({"action": "cancel", "state": "waiting"}),
+        )
+        .await;
+    assert_eq!(bulk.status, StatusCode::BAD_REQUEST, "{}", bulk.text);
+    assert!(bulk.text.contains("workflows"), "{}", bulk.text);
+    let retry = app
+        .call(Method::POST, &format!("/v1/jobs/{tool}/retry"), None)
+        .await;
+    assert_eq!(retry.status, StatusCode::CONFLICT, "{}", retry.text);
+    assert!(retry.text.contains("is waiting"), "{}", retry.text);
+    let delete = app
+        .call(Method::DELETE, &format!("/v1/jobs/{tool}"), None)
+        .await;
+    assert_eq!(delete.status, StatusCode::CONFLICT, "{}", delete.text);
+    assert!(delete.text.contains("cancel it first"), "{}", delete.text);
+    let delete = app
+        .call(Method::DELETE, &format!("/v1/jobs/{clone}"), None)
+        .await;
+    assert_eq!(delete.status, StatusCode::CONFLICT, "{}", delete.text);
+    assert!(delete.text.contains("live step"), "{}", delete.text);
+
+    // Cancelling the waiting step: it ends without running; `notify` (a cancel edge) is
+    // cancelled with it, `report` (ignore) no longer waits for it and is enqueued.
+    let cancel = app
+        .call(Method::POST, &format!("/v1/jobs/{tool}/cancel"), None)
+        .await;
+    assert_eq!(cancel.status, StatusCode::OK, "{}", cancel.text);
+    assert_eq!(cancel.body["result"], "cancelled");
+    let got = app.get(&format!("/v1/jobs/{tool}")).await;
+    assert_eq!(got.body["state"], "cancelled");
+    assert_eq!(
+        got.body["last_error"],
+        "cancelled by an operator while waiting"
+    );
+    let got = app.get(&format!("/v1/jobs/{notify}")).await;
+    assert_eq!(got.body["state"], "cancelled");
+    assert_eq!(
+        got.body["last_error"],
+        "a dependency failed or was cancelled"
+    );
+    let got = app.get(&format!("/v1/jobs/{report}")).await;
+    assert_eq!(got.body["state"], "available", "{}", got.text);
+    let shown = app.get(&format!("/v1/workflows/{wf}")).await;
+    assert_eq!(shown.body["state"], "running");
+    assert!(ids(&app.get("/v1/jobs?state=waiting").await).is_empty());
+    let again = app
+        .call(Method::POST, &format!("/v1/jobs/{tool}/cancel"), None)
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    let retry = app
+        .call(Method::POST, &format!("/v1/jobs/{tool}/retry"), None)
+        .await;
+    assert_eq!(retry.status, StatusCode::CONFLICT, "{}", retry.text);
+    assert!(retry.text.contains("retry the workflow"), "{}", retry.text);
+
+    // The workflow's retry runs what never ran: both wait for `clone` again.
+    let retried = app
+        .call(Method::POST, &format!("/v1/workflows/{wf}/retry"), None)
+        .await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.text);
+    assert_eq!(
+        ids(&app.get("/v1/jobs?state=waiting").await),
+        desc(vec![notify.clone(), tool.clone()])
+    );
+
+    let missing = app
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{}/cancel", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
+}
