@@ -129,6 +129,98 @@ async fn enqueue_list_show_cancel_and_retry() {
     );
 }
 
+/// `ordinaut workflows submit/show/list/cancel/retry`, and a waiting step through
+/// `jobs show`, `jobs list --state waiting` and `jobs cancel`.
+#[tokio::test]
+async fn workflows_and_their_waiting_steps_from_the_command_line() {
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("ordinaut-cli-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("scan.json");
+    std::fs::write(
+        &file,
+        r#"{"name": "scan", "jobs": [
+            {"name": "clone", "queue": "scans", "kind": "git_clone", "timeout": "5m"},
+            {"name": "semgrep", "queue": "scans", "kind": "semgrep", "depends_on": ["clone"]},
+            {"name": "report", "queue": "scans", "kind": "merge", "depends_on": ["semgrep"]}]}"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let submit = run(Some(&db), &["workflows", "submit", file], &[]);
+    assert!(submit.status.success(), "{}", stderr(&submit));
+    let wf = stdout(&submit).trim().to_owned();
+    let show = run(Some(&db), &["workflows", "show", &wf], &[]);
+    let w: serde_json::Value = serde_json::from_slice(&show.stdout).expect("show prints JSON");
+    assert_eq!(w["state"], "running");
+    assert_eq!(w["jobs"][1]["state"], "waiting");
+    let semgrep = w["jobs"][1]["job_id"].as_str().unwrap().to_owned();
+    let list = run(Some(&db), &["workflows", "list", "--state", "running"], &[]);
+    assert!(stdout(&list).contains(&wf), "{}", stdout(&list));
+
+    let job = run(Some(&db), &["jobs", "show", &semgrep], &[]);
+    assert!(job.status.success(), "{}", stderr(&job));
+    let job: serde_json::Value = serde_json::from_slice(&job.stdout).expect("show prints JSON");
+    assert_eq!(job["state"], "waiting");
+    assert_eq!(job["workflow_id"], wf.as_str());
+    assert_eq!(job["workflow_step"]["depends_on"][0]["name"], "clone");
+    let waiting = run(Some(&db), &["jobs", "list", "--state", "waiting"], &[]);
+    assert!(waiting.status.success(), "{}", stderr(&waiting));
+    assert_eq!(stdout(&waiting).lines().count(), 3, "{}", stdout(&waiting));
+    assert!(stdout(&waiting).contains(&semgrep));
+
+    // Cancelling the waiting step cancels its dependent (a cancel edge); with clone
+    // cancelled too the workflow ends cancelled, and its retry brings all three back.
+    let cancel = run(Some(&db), &["jobs", "cancel", &semgrep], &[]);
+    assert!(cancel.status.success(), "{}", stderr(&cancel));
+    assert_eq!(stdout(&cancel).trim(), format!("cancelled {semgrep}"));
+    let again = run(Some(&db), &["jobs", "cancel", &semgrep], &[]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already finished (cancelled)"),
+        "{}",
+        stderr(&again)
+    );
+    let retry = run(Some(&db), &["jobs", "retry", &semgrep], &[]);
+    assert!(!retry.status.success());
+    assert!(
+        stderr(&retry).contains("retry the workflow"),
+        "{}",
+        stderr(&retry)
+    );
+    let cancel = run(Some(&db), &["workflows", "cancel", &wf], &[]);
+    assert!(cancel.status.success(), "{}", stderr(&cancel));
+    let show = run(Some(&db), &["workflows", "show", &wf], &[]);
+    let w: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(w["state"], "cancelled");
+    let retry = run(Some(&db), &["workflows", "retry", &wf], &[]);
+    assert!(retry.status.success(), "{}", stderr(&retry));
+    assert_eq!(stdout(&retry).trim(), "retried 1 job(s)");
+    let waiting = run(Some(&db), &["jobs", "list", "--state", "waiting"], &[]);
+    assert_eq!(stdout(&waiting).lines().count(), 3, "{}", stdout(&waiting));
+
+    let bad = run(Some(&db), &["workflows", "list", "--state", "done"], &[]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("invalid --state"), "{}", stderr(&bad));
+    std::fs::write(dir.join("bad.json"), r#"{"name": "w", "jobs": [{"name": "a", "queue": "q", "kind": "k", "depends_on": ["zz"]}]}"#).unwrap();
+    let bad = run(
+        Some(&db),
+        &[
+            "workflows",
+            "submit",
+            dir.join("bad.json").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("jobs[0].depends_on: no step named zz"),
+        "{}",
+        stderr(&bad)
+    );
+    assert_eq!(stderr(&bad).lines().count(), 1, "{}", stderr(&bad));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn bad_enqueue_arguments_fail_clearly_and_change_nothing() {
     let db = TestDb::new().await;

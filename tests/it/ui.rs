@@ -994,6 +994,67 @@ async fn the_workflow_page_shows_the_graph_by_stage_and_cancels_and_retries() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
+/// A waiting step's job page names its workflow (a link), its step and what it waits
+/// on with their states, polls (it can end without an event), offers Cancel but not
+/// Delete, and cancelling it there ends it; the jobs list filters `state=waiting`.
+#[tokio::test]
+async fn a_waiting_steps_job_page_shows_its_workflow_and_what_it_waits_on() {
+    let app = App::with(app_settings()).await;
+    let r = app
+        .post(
+            "/v1/workflows",
+            json!({"name": "scan <acme>", "jobs": [
+                {"name": "clone", "queue": "q", "kind": "k"},
+                {"name": "tool", "queue": "q", "kind": "k", "depends_on": ["clone"]}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let wf = r.body["id"].as_str().unwrap().to_owned();
+    let w = app.get(&format!("/v1/workflows/{wf}")).await;
+    let tool = w.body["jobs"][1]["job_id"].as_str().unwrap().to_owned();
+    let s = login(&app, TOKEN).await;
+    let page = s.get(&app, &format!("/ui/jobs/{tool}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(
+        page.text.contains("data-state=\"waiting\""),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text.contains(&format!(
+            "href=\"/ui/workflows/{wf}\">scan &lt;acme&gt;</a>"
+        )),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("Waits on"), "{}", page.text);
+    assert!(
+        page.text
+            .contains("data-dep=\"clone\" data-state=\"enqueued\""),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("live, every 2s"));
+    assert!(page.text.contains(&format!("/ui/jobs/{tool}/cancel")));
+    assert!(!page.text.contains(&format!("/ui/jobs/{tool}/delete")));
+    // The workflow page links the waiting step's job.
+    let graph = s.get(&app, &format!("/ui/workflows/{wf}")).await;
+    assert!(graph.text.contains(&format!("href=\"/ui/jobs/{tool}\"")));
+    let list = s.get(&app, "/ui/jobs?state=waiting").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert!(list.text.contains(&tool[24..]), "{}", list.text);
+
+    let r = s.post(&app, &format!("/ui/jobs/{tool}/cancel"), "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let page = s.get(&app, &format!("/ui/jobs/{tool}")).await;
+    assert!(
+        page.text.contains("data-state=\"cancelled\""),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("cancelled by an operator while waiting"));
+}
+
 /// Once counting the live jobs is slow (here: always, threshold zero), `/v1/queues` and
 /// the pages built on it answer from the refresher's snapshot, not a count per request:
 /// a job enqueued after the refresh shows only after the next one.
