@@ -84,6 +84,8 @@ def setUpModule():
     # As root the local PostgreSQL runs as nobody, who must reach its data directory.
     os.chmod(work, 0o755)
     marker = os.path.join(work, "recovered")
+    gate = os.path.join(work, "cloned")
+    merge_ok = os.path.join(work, "merge-ok")
     with open(os.path.join(work, "ordinaut.toml"), "w") as f:
         f.write(f"""
 [kinds.echo]
@@ -107,6 +109,17 @@ type = "command"
 program = "sh"
 args = ["-c", "test -e {marker} && echo recovered"]
 
+[kinds.wait_gate]
+type = "command"
+program = "sh"
+args = ["-c", "while ! test -e {gate}; do sleep 0.2; done; echo cloned"]
+timeout = "120s"
+
+[kinds.merge]
+type = "command"
+program = "sh"
+args = ["-c", "test -e {merge_ok} && echo merged"]
+
 [queues.pausable]
 max_attempts = 1
 
@@ -127,7 +140,7 @@ kind = "echo"
     )
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen([BIN, "dev"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-    state.update(work=work, marker=marker, proc=proc, log=log)
+    state.update(work=work, marker=marker, gate=gate, merge_ok=merge_ok, proc=proc, log=log)
 
     def address():
         text = open(os.path.join(work, "dev.log")).read()
@@ -189,6 +202,14 @@ class Dashboard(unittest.TestCase):
     def text(self, css):
         return self.d.find_element(By.CSS_SELECTOR, css).text
 
+    def press(self, by, selector):
+        """Clicks an element, finding it again when a live refresh replaced it between
+        the find and the click."""
+        def attempt():
+            self.d.find_element(by, selector).click()
+            return True
+        eventually(f"a click on {selector}", attempt)
+
     def present(self, css):
         return len(self.d.find_elements(By.CSS_SELECTOR, css)) > 0
 
@@ -247,7 +268,7 @@ class Dashboard(unittest.TestCase):
         id_ = enqueue("slow")
         self.go("/ui/jobs/" + id_)
         eventually("the job to be running", lambda: self.job_state() == "running")
-        self.d.find_element(By.ID, "cancel").click()
+        self.press(By.ID, "cancel")
         eventually("the job to be cancelled", lambda: self.job_state() == "cancelled")
         self.assertEqual(job(id_)["state"], "cancelled")
 
@@ -287,7 +308,7 @@ class Dashboard(unittest.TestCase):
         self.go("/ui/jobs?state=scheduled")
         eventually("the three delayed jobs", lambda: len(self.d.find_elements(By.CSS_SELECTOR, "#jobs-table tbody tr")) == 3)
         for id_ in ids[:2]:
-            self.d.find_element(By.CSS_SELECTOR, f'input.pick[value="{id_}"]').click()
+            self.press(By.CSS_SELECTOR, f'input.pick[value="{id_}"]')
         # The live refresh pauses while jobs are ticked: a change (another delayed job)
         # makes the page try to refresh, the refresh is held, and the ticks survive.
         root = self.d.find_element(By.TAG_NAME, "html")
@@ -427,6 +448,58 @@ class Dashboard(unittest.TestCase):
                 self.assertGreaterEqual(r[name], 4.5, f"{name} contrast in {scheme}: {r}")
             self.assertGreaterEqual(r["field"], 3.0, f"field border contrast in {scheme}: {r}")
         self.d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+    def workflow_state(self):
+        return self.d.find_element(By.CSS_SELECTOR, "#workflow").get_attribute("data-state")
+
+    def step_states(self):
+        rows = self.d.find_elements(By.CSS_SELECTOR, "#workflow tr[data-step]")
+        return {r.get_attribute("data-step"): r.get_attribute("data-state") for r in rows}
+
+    def test_10_a_workflow_graph_updates_live_and_is_retried_from_the_ui(self):
+        self.login(ADMIN)
+        # The README's scan: clone, three tools in parallel, a merged report, a notification.
+        tools = ["semgrep", "trivy", "gitleaks"]
+        status, body = api("POST", "/v1/workflows", {"name": "scan acme/app", "jobs": [
+            {"name": "clone", "queue": "default", "kind": "wait_gate", "payload": {"repo": "acme/app"}},
+            *[{"name": t, "queue": "default", "kind": "echo", "payload": {"tool": t}, "depends_on": ["clone"]}
+              for t in tools],
+            {"name": "report", "queue": "default", "kind": "merge", "max_attempts": 1, "depends_on": tools},
+            {"name": "notify", "queue": "default", "kind": "echo", "depends_on": ["report"]},
+        ]})
+        self.assertEqual(status, 201, body)
+        wf = body["id"]
+        steps = {s["name"]: s["job_id"] for s in api("GET", "/v1/workflows/" + wf)[1]["jobs"]}
+
+        # A waiting step's job page names its workflow and what it waits on.
+        self.go("/ui/jobs/" + steps["report"])
+        eventually("the waiting step's page", lambda: self.job_state() == "waiting")
+        self.assertEqual(self.text("#job-workflow"), "scan acme/app")
+        for t in tools:
+            self.assertTrue(self.present(f'#job-waits-on [data-dep="{t}"][data-state="waiting"]'), t)
+        self.press(By.CSS_SELECTOR, "#job-workflow a")
+
+        # The graph by stage while clone runs; no reload from here until the retry.
+        eventually("the workflow page", lambda: "/ui/workflows/" + wf in self.d.current_url)
+        eventually("clone to run", lambda: self.step_states().get("clone") == "enqueued")
+        self.assertEqual(len(self.d.find_elements(By.CSS_SELECTOR, "#workflow section.stage")), 4)
+        self.assertEqual(self.workflow_state(), "running")
+        self.assertEqual({self.step_states()[t] for t in tools}, {"waiting"})
+        open(state["gate"], "w").close()
+        eventually("the tools to complete and the report to fail, live",
+                   lambda: self.workflow_state() == "failed")
+        states = self.step_states()
+        self.assertEqual({states[t] for t in tools}, {"completed"}, states)
+        self.assertEqual((states["report"], states["notify"]), ("failed", "cancelled"), states)
+
+        # Retry from the UI: the report runs again, and the notification it had cancelled.
+        open(state["merge_ok"], "w").close()
+        self.press(By.ID, "retry")
+        eventually("the retried flash", lambda: "enqueued again" in self.text("#flash"))
+        eventually("the workflow to complete, live", lambda: self.workflow_state() == "completed")
+        self.assertEqual(set(self.step_states().values()), {"completed"})
+        self.assertEqual(api("GET", "/v1/jobs/" + steps["notify"])[1]["state"], "completed")
+        self.shot("workflow")
 
 
 if __name__ == "__main__":
