@@ -345,9 +345,13 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Workflow> {
 }
 
 /// Bench figures (`ordinaut bench workflows`): the latency from each dependent's last
-/// dependency finishing to the dependent's claim, over the workflows named `prefix…`:
-/// (p50, p99, max) in ms.
-pub async fn activation_percentiles(pool: &PgPool, prefix: &str) -> Result<(f64, f64, f64)> {
+/// dependency finishing to the dependent's claim, over the workflows named `prefix…`
+/// (only the dependents named `step` when given): (p50, p99, max) in ms.
+pub async fn activation_percentiles(
+    pool: &PgPool,
+    prefix: &str,
+    step: Option<&str>,
+) -> Result<(f64, f64, f64)> {
     // The finish's commit time when the server records commit timestamps
     // (track_commit_timestamp = on): the dependent becomes visible then, not when the
     // finishing transaction started. The claim's now() is its transaction's start,
@@ -364,10 +368,11 @@ pub async fn activation_percentiles(pool: &PgPool, prefix: &str) -> Result<(f64,
                JOIN workflow_steps ps ON ps.workflow_id = e.workflow_id AND ps.name = e.parent
                JOIN job_history c ON c.id = cs.job_id
                JOIN job_history p ON p.id = ps.job_id
-               WHERE w.name LIKE $1 || '%'
+               WHERE w.name LIKE $1 || '%' AND ($2::text IS NULL OR cs.name = $2)
                GROUP BY c.id, c.attempted_at) x",
     )
     .bind(prefix)
+    .bind(step)
     .fetch_one(pool)
     .await?;
     Ok((
