@@ -51,6 +51,24 @@ async fn openapi_document_matches_the_router() {
     ] {
         assert!(paths.contains_key(expected), "{expected} is not documented");
     }
+    // A workflow step waiting for its dependencies is a job state like the others.
+    assert_eq!(
+        doc["components"]["schemas"]["StateName"]["enum"],
+        serde_json::json!([
+            "waiting",
+            "scheduled",
+            "available",
+            "running",
+            "completed",
+            "failed",
+            "cancelled"
+        ]),
+        "{}",
+        doc["components"]["schemas"]["StateName"]
+    );
+    let detail = doc["components"]["schemas"]["JobDetail"].to_string();
+    assert!(detail.contains("\"workflow_step\""), "{detail}");
+    assert!(doc["components"]["schemas"]["StepOfJob"].is_object());
     let mut problems = Vec::new();
     for (path, item) in paths {
         for method in METHODS {
