@@ -755,3 +755,74 @@ async fn cancelling_a_waiting_step_races_its_activation_and_always_ends_it_once(
         assert_eq!(history, i64::from(ran), "round {round}");
     }
 }
+
+/// The README's worked example (the scan), read from README.md and submitted as written
+/// (its queues mapped onto the test's): with every tool passing, the report merges the
+/// three outputs, the notification runs and the cleanup is skipped; with a tool failing,
+/// the report still runs and sees the failure, and the cleanup runs.
+#[tokio::test]
+async fn the_readmes_scan_example_runs_as_the_readme_says() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = &readme[readme
+        .find("### Chain, fan out, join: workflows")
+        .expect("the workflows section")..];
+    let start = section.find("```json\n").expect("its JSON example") + "```json\n".len();
+    let end = start + section[start..].find("```").expect("the example's end");
+    let mut spec: Value = serde_json::from_str(&section[start..end]).expect("valid JSON");
+    for j in spec["jobs"].as_array_mut().unwrap() {
+        j["queue"] = json!("q");
+    }
+    let names: Vec<String> = spec["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "clone", "semgrep", "trivy", "gitleaks", "report", "notify", "cleanup"
+        ]
+    );
+
+    let db = TestDb::new().await;
+    let id = submit(&db, spec.clone()).await;
+    let (rounds, payloads) = drive(&db, |_| FinishKind::Completed).await;
+    assert_eq!(
+        rounds,
+        vec![
+            vec!["clone"],
+            vec!["gitleaks", "semgrep", "trivy"],
+            vec!["report"],
+            vec!["notify"]
+        ]
+    );
+    let deps = &payloads["report"]["_workflow"]["deps"];
+    for tool in ["semgrep", "trivy", "gitleaks"] {
+        assert_eq!(deps[tool]["output"], json!({ "from": tool }));
+    }
+    let w = workflows::get(&db.pool, id).await.unwrap();
+    assert_eq!(states(&w)["cleanup"], "skipped");
+    assert_eq!(w.summary.state, "completed");
+
+    let db = TestDb::new().await;
+    let id = submit(&db, spec).await;
+    let (rounds, payloads) = drive(&db, |step| {
+        if step == "trivy" {
+            FinishKind::Failed
+        } else {
+            FinishKind::Completed
+        }
+    })
+    .await;
+    assert_eq!(rounds[2], vec!["report"]);
+    assert_eq!(rounds[3], vec!["cleanup", "notify"]);
+    assert_eq!(
+        payloads["report"]["_workflow"]["deps"]["trivy"]["state"],
+        "failed"
+    );
+    let w = workflows::get(&db.pool, id).await.unwrap();
+    assert_eq!(states(&w)["cleanup"], "completed");
+    assert_eq!(w.summary.state, "failed");
+}
