@@ -198,6 +198,36 @@ async fn workflows_and_their_waiting_steps_from_the_command_line() {
     let waiting = run(Some(&db), &["jobs", "list", "--state", "waiting"], &[]);
     assert_eq!(stdout(&waiting).lines().count(), 3, "{}", stdout(&waiting));
 
+    // `-` reads the workflow from stdin.
+    let mut child = Command::new(binary())
+        .args(["workflows", "submit", "-"])
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ordinaut");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(br#"{"name": "from-stdin", "group": [{"queue": "q", "kind": "k"}], "callback": {"queue": "q", "kind": "k"}}"#)
+            .unwrap();
+    }
+    let piped = child.wait_with_output().unwrap();
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    let show = run(
+        Some(&db),
+        &["workflows", "show", stdout(&piped).trim()],
+        &[],
+    );
+    let w: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(w["name"], "from-stdin");
+    assert_eq!(w["jobs"][1]["name"], "callback");
+
     let bad = run(Some(&db), &["workflows", "list", "--state", "done"], &[]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("invalid --state"), "{}", stderr(&bad));
