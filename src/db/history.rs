@@ -170,9 +170,10 @@ SELECT id, queue, kind, state, payload, priority, attempt, max_attempts, run_at,
 FROM job_history WHERE true";
 
 /// Columns of a waiting workflow step as a [`JobView`]. Found through the running
-/// workflows (a partial index; a waiting step's workflow is always running), so the
-/// list's third side costs one index probe when no workflow runs; the fence (OFFSET 0)
-/// keeps the planner from walking every step's job index instead.
+/// workflows (a partial index; a waiting step's workflow is always running), then each
+/// one's steps by primary key, so the list's third side costs one probe of an empty
+/// index when no workflow runs. The fence (OFFSET 0) keeps the planner from scanning
+/// every step ever kept instead.
 const WAITING_COLUMNS: &str = "\
 SELECT * FROM (
     SELECT s.job_id AS id, s.queue, s.kind, 'waiting'::text AS state, s.payload, s.priority,
@@ -180,9 +181,10 @@ SELECT * FROM (
            NULL::uuid AS lease_owner, NULL::uuid AS schedule_id, s.metadata, NULL::jsonb AS output,
            NULL::text AS last_error, s.created_at, NULL::timestamptz AS attempted_at,
            NULL::timestamptz AS finished_at, s.workflow_id
-    FROM workflows w JOIN workflow_steps s ON s.workflow_id = w.id
-    WHERE w.state = 'running' AND s.state = 'waiting'
-    OFFSET 0) AS waiting
+    FROM workflows w
+    CROSS JOIN LATERAL (SELECT * FROM workflow_steps x
+                        WHERE x.workflow_id = w.id AND x.state = 'waiting' OFFSET 0) s
+    WHERE w.state = 'running') AS waiting
 WHERE true";
 
 /// Builds the list statement: each side (live, finished) only with the predicates the

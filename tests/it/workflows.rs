@@ -826,3 +826,33 @@ async fn the_readmes_scan_example_runs_as_the_readme_says() {
     assert_eq!(states(&w)["cleanup"], "completed");
     assert_eq!(w.summary.state, "failed");
 }
+
+/// The job list reads waiting steps only when the filter can match them, and then
+/// through the running workflows' partial index and each one's steps by primary key,
+/// never by scanning every step kept.
+#[tokio::test]
+async fn the_job_list_reaches_waiting_steps_through_the_running_workflows_only() {
+    use ordinaut::db::history::{JobFilter, explain_list_jobs};
+    let db = TestDb::new().await;
+    submit(&db, diamond()).await;
+    let filter = |state: Option<&str>| JobFilter {
+        state: state.map(str::to_owned),
+        limit: 50,
+        ..Default::default()
+    };
+    for state in [None, Some("waiting")] {
+        let plan = explain_list_jobs(&db.pool, &filter(state)).await.unwrap();
+        assert!(plan.contains("workflows_running_idx"), "{state:?}: {plan}");
+        assert!(plan.contains("workflow_steps_pkey"), "{state:?}: {plan}");
+        assert!(
+            !plan.contains("Seq Scan on workflow_steps"),
+            "{state:?}: {plan}"
+        );
+    }
+    for state in ["available", "failed", "completed"] {
+        let plan = explain_list_jobs(&db.pool, &filter(Some(state)))
+            .await
+            .unwrap();
+        assert!(!plan.contains("workflow"), "{state}: {plan}");
+    }
+}
