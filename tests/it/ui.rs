@@ -1053,6 +1053,9 @@ async fn a_waiting_steps_job_page_shows_its_workflow_and_what_it_waits_on() {
         page.text
     );
     assert!(page.text.contains("cancelled by an operator while waiting"));
+    // It never ran: nothing to retry or delete here (the workflow's retry runs it).
+    assert!(!page.text.contains(&format!("/ui/jobs/{tool}/retry")));
+    assert!(!page.text.contains(&format!("/ui/jobs/{tool}/delete")));
 }
 
 /// Once counting the live jobs is slow (here: always, threshold zero), `/v1/queues` and

@@ -43,6 +43,9 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
     let j = &detail.job;
     let s = state_name(j.state);
     let terminal = j.state.as_state().is_terminal();
+    // A workflow step that ended without running has no job row to retry or delete:
+    // its workflow's retry runs it.
+    let never_ran = terminal && j.attempt == 0 && detail.workflow_step.is_some();
     // A waiting step can end without an event naming it (a dependency failed): poll.
     let trigger = if j.state == StateName::Waiting {
         "live, every 2s"
@@ -116,10 +119,10 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
                     @if j.state == StateName::Scheduled {
                         (action_button(viewer, &format!("/ui/jobs/{}/run-now", j.id), "Run now", "run-now", None))
                     }
-                    @if matches!(j.state, StateName::Failed | StateName::Cancelled) {
+                    @if matches!(j.state, StateName::Failed | StateName::Cancelled) && !never_ran {
                         (action_button(viewer, &format!("/ui/jobs/{}/retry", j.id), "Retry", "retry", None))
                     }
-                    @if !matches!(j.state, StateName::Running | StateName::Waiting) {
+                    @if !matches!(j.state, StateName::Running | StateName::Waiting) && !never_ran {
                         (action_button(viewer, &format!("/ui/jobs/{}/delete", j.id), "Delete", "delete", Some("Delete this job and its attempts for good?")))
                     }
                     a.button #copy href={ "/ui/enqueue?copy=" (j.id) } { "Enqueue a copy…" }
