@@ -23,14 +23,15 @@ use crate::db::stats;
 /// transaction is short (one index range of due_work or job_history), large enough
 /// that a million-row action is a thousand statements, not a million.
 pub const BULK_BATCH: i64 = 1000;
-/// Longest window of `/v1/stats`.
-const MAX_MINUTES: i32 = 1440;
+/// Longest window of `/v1/stats` (what the rollups keep).
+const MAX_MINUTES: i32 = stats::MAX_MINUTES;
 
 /// Window of the statistics.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatsQuery {
-    /// Minutes back from now, 1..=1440 (default 60).
+    /// Whole minutes before the current one, 1..=1440 (default 60): the window is the
+    /// current minute and these.
     #[param(minimum = 1, maximum = 1440)]
     pub minutes: Option<i32>,
 }

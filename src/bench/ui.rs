@@ -63,6 +63,14 @@ pub(super) async fn run(db: &FreshDb, args: &BenchArgs, filled: bool) -> anyhow:
     let config = crate::config::Config::default();
     let settings = crate::api::ApiSettings::from_config(&config);
     let state = crate::api::AppState::new(db.pool.clone(), settings);
+    // As a running `serve` has: the statistics' rollups caught up (the first pass
+    // after the fill rolls up the last day; printed, not timed with the requests).
+    let t = Instant::now();
+    let rolled = crate::db::stats::roll_up(&db.pool).await?;
+    eprintln!(
+        "bench ui: statistics rolled up ({rolled:?}, {:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
     // As `serve` does: the refresher's snapshot answers the queue counts.
     state.refresh_once().await;
     tokio::spawn(state.clone().run_refresher());
