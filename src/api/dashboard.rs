@@ -23,14 +23,15 @@ use crate::db::stats;
 /// transaction is short (one index range of due_work or job_history), large enough
 /// that a million-row action is a thousand statements, not a million.
 pub const BULK_BATCH: i64 = 1000;
-/// Longest window of `/v1/stats`.
-const MAX_MINUTES: i32 = 1440;
+/// Longest window of `/v1/stats` (what the rollups keep).
+const MAX_MINUTES: i32 = stats::MAX_MINUTES;
 
 /// Window of the statistics.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatsQuery {
-    /// Minutes back from now, 1..=1440 (default 60).
+    /// Whole minutes before the current one, 1..=1440 (default 60): the window is the
+    /// current minute and these.
     #[param(minimum = 1, maximum = 1440)]
     pub minutes: Option<i32>,
 }
@@ -137,7 +138,11 @@ pub async fn stats(
         .collect();
     let workers = crate::db::workers::list_workers(state.pool()).await?;
     let mut queues: std::collections::BTreeMap<String, QueueFigures> = Default::default();
-    let entry = |queues: &mut std::collections::BTreeMap<String, QueueFigures>, name: &str| {
+    // In place: one entry per queue, however many minutes it has.
+    fn entry<'a>(
+        queues: &'a mut std::collections::BTreeMap<String, QueueFigures>,
+        name: &str,
+    ) -> &'a mut QueueFigures {
         queues
             .entry(name.to_owned())
             .or_insert_with(|| QueueFigures {
@@ -148,10 +153,9 @@ pub async fn stats(
                 wait: None,
                 workers: 0,
             })
-            .clone()
-    };
+    }
     for c in counts {
-        let mut f = entry(&mut queues, &c.queue);
+        let f = entry(&mut queues, &c.queue);
         f.completed += c.completed;
         f.failed += c.failed;
         f.per_minute.push(Minute {
@@ -159,23 +163,18 @@ pub async fn stats(
             completed: c.completed,
             failed: c.failed,
         });
-        queues.insert(c.queue, f);
     }
     for w in waits {
-        let mut f = entry(&mut queues, &w.queue);
-        f.wait = Some(Waits {
+        entry(&mut queues, &w.queue).wait = Some(Waits {
             jobs: w.jobs,
             p50: w.p50,
             p95: w.p95,
             p99: w.p99,
         });
-        queues.insert(w.queue, f);
     }
     for w in &workers {
         for name in &w.queues {
-            let mut f = entry(&mut queues, name);
-            f.workers += 1;
-            queues.insert(name.clone(), f);
+            entry(&mut queues, name).workers += 1;
         }
     }
     Ok(Json(Stats {

@@ -34,6 +34,10 @@ pub const MAX_WAIT: Duration = Duration::from_secs(120);
 /// Default and largest page size of the list.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 1000;
+/// Default of [`super::ApiSettings::search_scan_budget`]: a page of a rare search
+/// examines at most this many live and this many finished jobs (tens of milliseconds
+/// of JSON path or text matching; docs/BENCHMARKS.md).
+pub const SEARCH_SCAN_BUDGET: i64 = 10_000;
 /// Longest unique key (the Idempotency-Key header, visible ASCII, so bytes = characters).
 const MAX_UNIQUE_KEY: usize = limits::MAX_KEY_CHARS;
 
@@ -686,10 +690,20 @@ pub struct JobPage {
     pub jobs: Vec<Job>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
+    /// Present only on a partial page of a search (`payload`, `metadata`, `text`): the
+    /// search examined its budget of jobs (10,000 live and 10,000 finished by default)
+    /// before finding `limit` matches, and stopped. Every job newer than or equal to
+    /// this id was searched and `jobs` holds the matches among them, possibly none;
+    /// older jobs were not searched yet. Continue with it as `cursor` (it equals
+    /// `next_cursor`).
+    #[schema(format = Uuid)]
+    pub searched_to: Option<String>,
 }
 
 /// List jobs, live and finished, and workflow steps waiting for their dependencies
-/// (state `waiting`), newest first, with filters and a cursor.
+/// (state `waiting`), newest first, with filters and a cursor. A search (`payload`,
+/// `metadata`, `text`) examines a bounded number of jobs per page: when that ends
+/// before `limit` matches are found the page is partial (`searched_to`).
 #[utoipa::path(
     get, path = "/v1/jobs", tag = "jobs",
     params(ListQuery),
@@ -779,15 +793,26 @@ pub async fn list(
         before_id,
         limit,
     };
-    let rows = history::list_jobs(state.pool(), &filter).await?;
-    let jobs = rows
+    let page =
+        history::list_jobs_budgeted(state.pool(), &filter, state.settings().search_scan_budget)
+            .await?;
+    let jobs = page
+        .jobs
         .into_iter()
         .map(Job::from_view)
         .collect::<ApiResult<Vec<_>>>()?;
-    let next_cursor = (jobs.len() as i64 == limit)
-        .then(|| jobs.last().map(|j| j.id.to_string()))
-        .flatten();
-    Ok(Json(JobPage { jobs, next_cursor }))
+    let searched_to = page.searched_to.map(|id| id.to_string());
+    let next_cursor = match &searched_to {
+        Some(mark) => Some(mark.clone()),
+        None => (jobs.len() as i64 == limit)
+            .then(|| jobs.last().map(|j| j.id.to_string()))
+            .flatten(),
+    };
+    Ok(Json(JobPage {
+        jobs,
+        next_cursor,
+        searched_to,
+    }))
 }
 
 /// What a cancel did.

@@ -82,6 +82,9 @@ pub struct ApiSettings {
     /// intervals old) once counting the live jobs took this long: on a small database
     /// the counts stay exact, on a million live jobs no request counts them again.
     pub cached_counts_after: Duration,
+    /// Jobs a search of `/v1/jobs` (payload, metadata, text) examines per page on each
+    /// side (live, finished) before it answers with a partial page.
+    pub search_scan_budget: i64,
     /// The whole configuration, for schedule validation (TZ, limits) and triggers.
     pub config: std::sync::Arc<Config>,
 }
@@ -126,6 +129,7 @@ impl ApiSettings {
             output_limit: config.worker.output_limit_bytes,
             poll_interval: Duration::from_secs_f64(config.worker.poll_interval),
             cached_counts_after: snapshot::CACHED_COUNTS_AFTER,
+            search_scan_budget: jobs::SEARCH_SCAN_BUDGET,
             config: std::sync::Arc::new(config.clone()),
         }
     }

@@ -24,6 +24,8 @@ pub const READY_MAX_AGE: Duration = Duration::from_secs(1);
 pub const CACHED_COUNTS_AFTER: Duration = Duration::from_millis(50);
 /// Longest one refresh query may take before it counts as a failure.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest one roll-up pass may take (a catch-up continues on the next pass).
+const ROLL_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The database as the last refresh saw it.
 #[derive(Debug, Clone, Default)]
@@ -154,14 +156,40 @@ impl AppState {
     }
 
     /// Refreshes the cached state now and then every [`REFRESH_INTERVAL`] until the
-    /// server stops. [`super::serve`] runs it; tests driving the router spawn it.
+    /// server stops, and beside it rolls up the closed minutes of job_history for the
+    /// statistics ([`db::stats::roll_up`]) as often. [`super::serve`] runs it; tests
+    /// driving the router spawn it.
     pub async fn run_refresher(self) {
+        // The roll-up has its own loop: a catch-up after downtime (up to a day of
+        // history, ten minutes per statement) must not hold back readiness and gauges.
+        tokio::join!(
+            self.every_interval(|| self.refresh_once()),
+            self.every_interval(|| self.roll_up_once())
+        );
+    }
+
+    /// Runs `step` now and then every [`REFRESH_INTERVAL`] until the server stops.
+    async fn every_interval<F, Fut>(&self, step: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         loop {
-            self.refresh_once().await;
+            step().await;
             tokio::select! {
                 _ = tokio::time::sleep(jittered(REFRESH_INTERVAL)) => {}
                 _ = self.stopping().cancelled() => return,
             }
+        }
+    }
+
+    /// One [`db::stats::roll_up`]; failures are logged (the statistics then read more
+    /// minutes from job_history, still correct).
+    pub async fn roll_up_once(&self) {
+        match tokio::time::timeout(ROLL_UP_TIMEOUT, db::stats::roll_up(self.pool())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot roll up the statistics"),
+            Err(_) => tracing::warn!("rolling up the statistics took over {ROLL_UP_TIMEOUT:?}"),
         }
     }
 

@@ -22,10 +22,11 @@ const QUEUES: i64 = 20;
 /// Timed repetitions of each request (after two untimed ones).
 const REPS: usize = 15;
 
-/// What is timed: label and path.
+/// What is timed: label and path. A path after `NEXT:` is requested once untimed and
+/// its `next_cursor` page is timed (the next page, or where a partial search continues).
 const REQUESTS: &[(&str, &str)] = &[
     ("jobs list, first page", "/v1/jobs"),
-    ("jobs list, 2nd page (cursor)", "CURSOR"),
+    ("jobs list, 2nd page (cursor)", "NEXT:/v1/jobs"),
     ("queue + failed", "/v1/jobs?queue=q07&state=failed"),
     ("kind, finished", "/v1/jobs?kind=scan&state=completed"),
     (
@@ -37,8 +38,16 @@ const REQUESTS: &[(&str, &str)] = &[
         "/v1/jobs?queue=q03&metadata=%24.team%20%3D%3D%20%22red%22",
     ),
     (
+        "  the same, search further",
+        "NEXT:/v1/jobs?queue=q03&metadata=%24.team%20%3D%3D%20%22red%22",
+    ),
+    (
         "queue + text (in errors)",
         "/v1/jobs?queue=q11&text=refused",
+    ),
+    (
+        "  the same, search further",
+        "NEXT:/v1/jobs?queue=q11&text=refused",
     ),
     ("stats, last hour", "/v1/stats?minutes=60"),
     ("queues", "/v1/queues"),
@@ -63,44 +72,75 @@ pub(super) async fn run(db: &FreshDb, args: &BenchArgs, filled: bool) -> anyhow:
     let config = crate::config::Config::default();
     let settings = crate::api::ApiSettings::from_config(&config);
     let state = crate::api::AppState::new(db.pool.clone(), settings);
+    // As a running `serve` has: the statistics' rollups caught up (the first pass
+    // after the fill rolls up the last day; printed, not timed with the requests).
+    let t = Instant::now();
+    let rolled = crate::db::stats::roll_up(&db.pool).await?;
+    eprintln!(
+        "bench ui: statistics rolled up ({rolled:?}, {:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
     // As `serve` does: the refresher's snapshot answers the queue counts.
     state.refresh_once().await;
     tokio::spawn(state.clone().run_refresher());
     let router = crate::api::router(state);
-    let first = call(&router, "/v1/jobs").await?;
-    let cursor = serde_json::from_slice::<serde_json::Value>(&first)?["next_cursor"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no second page")?;
     println!(
         "bench ui: {history} finished jobs in history, {live} live; server time of {REPS} requests each (ms)"
     );
-    println!("{:<34} {:>8} {:>8} {:>8}", "request", "p50", "p95", "max");
+    println!(
+        "{:<34} {:>8} {:>8} {:>8}  answer",
+        "request", "p50", "p95", "max"
+    );
     for (label, path) in REQUESTS {
-        let path = if *path == "CURSOR" {
-            format!("/v1/jobs?cursor={cursor}")
-        } else {
-            (*path).to_owned()
+        let path = match path.strip_prefix("NEXT:") {
+            Some(first) => {
+                let body: serde_json::Value = serde_json::from_slice(&call(&router, first).await?)?;
+                let cursor = body["next_cursor"]
+                    .as_str()
+                    .with_context(|| format!("{first}: no next page"))?;
+                let sep = if first.contains('?') { '&' } else { '?' };
+                format!("{first}{sep}cursor={cursor}")
+            }
+            None => (*path).to_owned(),
         };
         for _ in 0..2 {
             call(&router, &path).await?;
         }
         let mut ms = Vec::with_capacity(REPS);
+        let mut last = axum::body::Bytes::new();
         for _ in 0..REPS {
             let t = Instant::now();
-            call(&router, &path).await?;
+            last = call(&router, &path).await?;
             ms.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         ms.sort_by(f64::total_cmp);
         let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
         println!(
-            "{label:<34} {:>8.1} {:>8.1} {:>8.1}",
+            "{label:<34} {:>8.1} {:>8.1} {:>8.1}  {}",
             at(0.5),
             at(0.95),
-            at(1.0)
+            at(1.0),
+            answer(&last)
         );
     }
     Ok(())
+}
+
+/// What a JSON list answered: jobs on the page, and whether it was a partial search
+/// page (a page of HTML or statistics: its size).
+fn answer(body: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) if v["jobs"].is_array() => format!(
+            "{} jobs{}",
+            v["jobs"].as_array().map_or(0, Vec::len),
+            if v["searched_to"].is_string() {
+                ", partial (searched_to)"
+            } else {
+                ""
+            }
+        ),
+        _ => format!("{} bytes", body.len()),
+    }
 }
 
 async fn call(router: &axum::Router, path: &str) -> anyhow::Result<axum::body::Bytes> {

@@ -15,6 +15,8 @@ mod metrics;
 mod ops;
 mod otel;
 mod poison;
+mod search;
+mod stats;
 mod ui;
 mod ui_live;
 mod worker;

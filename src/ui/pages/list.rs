@@ -53,7 +53,7 @@ impl JobsQuery {
     }
 }
 
-async fn job_page(state: &AppState, q: &JobsQuery) -> Result<(Vec<Job>, Option<String>), ApiError> {
+async fn job_page(state: &AppState, q: &JobsQuery) -> Result<JobPage, ApiError> {
     let page = jobs::list(
         State(state.clone()),
         crate::api::extract::Query(ListQuery {
@@ -72,7 +72,7 @@ async fn job_page(state: &AppState, q: &JobsQuery) -> Result<(Vec<Job>, Option<S
     )
     .await?
     .0;
-    Ok((page.jobs, page.next_cursor))
+    Ok(page)
 }
 
 /// Jobs: filters, a live first page, cursor pages, and bulk actions on the filter.
@@ -81,7 +81,7 @@ pub async fn jobs(
     viewer: Viewer,
     Query(q): Query<JobsQuery>,
 ) -> Page {
-    let (rows, next) = job_page(&state, &q)
+    let found = job_page(&state, &q)
         .await
         .map_err(|e| refused(&viewer, e))?;
     let known = known_names(&state).await;
@@ -106,7 +106,7 @@ pub async fn jobs(
             button type="submit" #apply-filter { "Filter" }
             (datalists(&known))
         }
-        (jobs_table(&q, &rows, next.as_deref(), viewer.access.can_write()))
+        (jobs_table(&q, &found, viewer.access.can_write()))
         @if viewer.access.can_write() {
             form.actions method="post" action="/ui/bulk/preview" #selected-form {
                 (csrf_field(&viewer))
@@ -148,18 +148,14 @@ pub async fn jobs_fragment(
     viewer: Viewer,
     Query(q): Query<JobsQuery>,
 ) -> Page {
-    let (rows, next) = job_page(&state, &q)
+    let found = job_page(&state, &q)
         .await
         .map_err(|e| refused(&viewer, e))?;
-    ok(jobs_table(
-        &q,
-        &rows,
-        next.as_deref(),
-        viewer.access.can_write(),
-    ))
+    ok(jobs_table(&q, &found, viewer.access.can_write()))
 }
 
-fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>, select: bool) -> Markup {
+fn jobs_table(q: &JobsQuery, found: &JobPage, select: bool) -> Markup {
+    let rows = &found.jobs;
     let live = given(&q.cursor).is_none();
     let fragment = format!("/ui/fragments/jobs?{}", q.query_string(false));
     // The stream can narrow to one queue; other filters are applied by the re-read.
@@ -168,9 +164,16 @@ fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>, select: bool) -> 
         .unwrap_or_default();
     html! {
         div #jobs data-live=[live.then_some(&events)] hx-get=[live.then_some(&fragment)] hx-trigger=[live.then_some(LIVE_TRIGGER)] hx-swap="outerHTML" {
-            @if rows.is_empty() {
+            @if let Some(mark) = &found.searched_to {
+                // A partial page: the search stopped at its budget (see /v1/jobs).
+                p.hint #searched-to {
+                    (rows.len()) " found among the newest jobs searched so far, down to job "
+                    span.mono { (short(mark)) } "."
+                }
+            } @else if rows.is_empty() {
                 p.muted #no-jobs { "No jobs match." }
-            } @else {
+            }
+            @if !rows.is_empty() {
                 div.scroll {
                 table #jobs-table {
                     thead { tr { @if select { th { span.visually-hidden { "Select" } } } th { "Job" } th { "Queue" } th { "Kind" } th { "State" } th { "Attempt" } th { "Created" } th { "Finished" } th { "Last error" } } }
@@ -192,9 +195,13 @@ fn jobs_table(q: &JobsQuery, rows: &[Job], next: Option<&str>, select: bool) -> 
                 }
                 }
             }
-            @if let Some(c) = next {
+            @if let Some(c) = &found.next_cursor {
                 @let nq = JobsQuery { cursor: Some(c.to_owned()), ..q.clone() };
-                p { a #next-page href={ "/ui/jobs?" (nq.query_string(true)) } { "Older jobs →" } }
+                @if found.searched_to.is_some() {
+                    p { a #search-further href={ "/ui/jobs?" (nq.query_string(true)) } { "Search further →" } }
+                } @else {
+                    p { a #next-page href={ "/ui/jobs?" (nq.query_string(true)) } { "Older jobs →" } }
+                }
             }
             @if !live { p { a href={ "/ui/jobs?" (q.query_string(false)) } { "← Newest jobs (live)" } } }
         }

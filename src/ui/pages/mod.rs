@@ -21,7 +21,7 @@ use super::layout::{
 use crate::api::dashboard::{self, AuditQuery, BulkRequest, StatsQuery};
 use crate::api::error::ApiError;
 use crate::api::extract::{Access, Json, Path, RequestId};
-use crate::api::jobs::{self, EnqueueRequest, GetQuery, Job, ListQuery, StateName};
+use crate::api::jobs::{self, EnqueueRequest, GetQuery, JobPage, ListQuery, StateName};
 use crate::api::queues::{self, QueueSettingsRequest};
 use crate::api::{AppState, schedules, workers};
 
