@@ -7,7 +7,7 @@ experiment hook of peers_driver.py, ORDINAUT_BENCH_EXTRA_SQL), so a schema chang
 measured against the shipped schema with one binary, or two binaries against each other.
 Reps alternate A, B, A, B, ... (B first on even reps, so neither always runs right after
 a checkpoint of the other), through benches/peers_method.py's w1 (the peers' own
-orchestrator, with WAL, dead tuples and Postgres CPU per job). The peers' cluster must be
+orchestrator, with WAL, dead tuples, Postgres CPU and worker CPU per job). The peers' cluster must be
 running ($PEERS_DIR/bench/pg.sh start). Prints one JSON line per run, then the medians
 and the median ratio B/A of worked jobs/s.
 """
@@ -47,7 +47,8 @@ def main():
     for label, rs in runs.items():
         summary[label] = {k: statistics.median(r[k] for r in rs)
                           for k in ("worked_jobs_s", "wal_bytes_per_job", "dead_tuples_per_job",
-                                    "pg_cpu_s_per_1000")}
+                                    "pg_cpu_s_per_1000", "worker_cpu_s_per_1000")
+                          if all(r.get(k) is not None for r in rs)}
     pairs = [rb["worked_jobs_s"] / ra["worked_jobs_s"] for ra, rb in zip(runs[a], runs[b])]
     summary["ratio_b_over_a"] = summary[b]["worked_jobs_s"] / summary[a]["worked_jobs_s"]
     summary["pair_ratios"] = pairs

@@ -14,6 +14,8 @@ moment the worker is spawned to the moment the queue is empty:
                         reaped children's included), per 1,000 jobs
   dead_tuples_per_job   n_dead_tup over the database's tables once the worker has
                         stopped (its statistics flushed), per job
+  worker_cpu_s_per_1000 user + system CPU seconds of the worker process (all its
+                        threads, from its spawn), per 1,000 jobs
 Prints one JSON line per run (the orchestrator's fields plus these).
 """
 import json, os, sys, time
@@ -54,6 +56,16 @@ def pg_cpu_seconds():
     return total / TICK
 
 
+def process_cpu_seconds(pid):
+    """User + system CPU time of one live process (all its threads), or None once gone."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    f = stat[stat.rindex(")") + 2:].split()
+    return (int(f[11]) + int(f[12])) / TICK
+
+
 def footprint(db):
     with psycopg.connect(f"host=/tmp port=55432 user=postgres dbname={db}", autocommit=True) as c:
         row = c.execute(sql("footprint.sql")).fetchone()
@@ -73,13 +85,16 @@ def start_worker(sysname, cfg, db, latfile, logf):
     state["db"] = db
     state["before"] = footprint(db)
     state["cpu_before"] = pg_cpu_seconds()
-    return orig_start(sysname, cfg, db, latfile, logf)
+    p = orig_start(sysname, cfg, db, latfile, logf)
+    state["pid"] = p.pid
+    return p
 
 
 def stop_worker(p):
     # Called by the orchestrator right after the queue drained (or timed out).
     state["after"] = footprint(state["db"])
     state["cpu_after"] = pg_cpu_seconds()
+    state["worker_cpu"] = process_cpu_seconds(state["pid"])
     r = orig_stop(p)
     time.sleep(1.5)  # backends flush their table statistics at exit; let them land
     state["dead_after"] = footprint(state["db"])["dead_tuples"]
@@ -95,6 +110,8 @@ def w1(sysname, cfg, rep):
     res["wal_bytes_per_job"] = (state["after"]["wal_bytes"] - state["before"]["wal_bytes"]) / done
     res["pg_cpu_s_per_1000"] = (state["cpu_after"] - state["cpu_before"]) * 1000 / done
     res["dead_tuples_per_job"] = state["dead_after"] / done
+    cpu = state.get("worker_cpu")
+    res["worker_cpu_s_per_1000"] = None if cpu is None else cpu * 1000 / done
     return res
 
 
