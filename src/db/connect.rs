@@ -72,6 +72,11 @@ impl DbConfig {
         let mut options = conn
             .options_for(i)?
             .options([("search_path", self.schema.as_str())])
+            // No JIT: every Ordinaut statement is short, and on a big partitioned
+            // history the planner's estimates cross jit_above_cost, so Postgres spent
+            // 30-200 ms compiling for queries that run in a few (the dashboard's
+            // statistics: 207 ms with JIT, 2.5 ms without; docs/BENCHMARKS.md).
+            .options([("jit", "off")])
             .options(KEEPALIVE);
         if self.hot_path {
             options = options.options([

@@ -7,6 +7,7 @@ use ordinaut::db::stats::{self, RollUp};
 use serde_json::Value;
 
 use crate::api::App;
+use crate::common::TestDb;
 use crate::ui::app_settings;
 
 /// 3,000 finished jobs over the last 50 closed minutes and 30 in the current one, in
@@ -195,4 +196,25 @@ async fn a_row_committed_after_a_roll_up_is_counted_once_its_minute_is_sealed() 
         1
     );
     assert_eq!(completed(agrees_with_direct_count(&app).await), 1);
+}
+
+/// Every pool Ordinaut opens (the API's and the worker's hot-path one) runs with JIT
+/// off: on a big partitioned history the planner's estimates cross `jit_above_cost`
+/// and compiling took longer than the dashboard's statistics query itself.
+#[tokio::test]
+async fn ordinaut_connections_run_without_jit() {
+    let db = TestDb::new().await;
+    for hot_path in [false, true] {
+        let config = ordinaut::db::DbConfig {
+            hot_path,
+            ..db.db_config()
+        };
+        let pool = config.connect().await.expect("connect");
+        let jit: String = sqlx::query_scalar("SHOW jit")
+            .fetch_one(&pool)
+            .await
+            .expect("SHOW jit");
+        assert_eq!(jit, "off", "hot_path = {hot_path}");
+        pool.close().await;
+    }
 }
