@@ -296,7 +296,7 @@ fn literals_after(text: &str, needle: &str) -> Vec<String> {
 fn variables_read() -> BTreeMap<String, String> {
     let mut read_at: BTreeMap<String, String> = ordinaut::config::ENV_KEYS
         .iter()
-        .map(|(k, _)| ((*k).to_owned(), "src/config.rs ENV_KEYS".to_owned()))
+        .map(|(k, _)| ((*k).to_owned(), "src/config/load.rs ENV_KEYS".to_owned()))
         .collect();
     let mut files = Vec::new();
     rust_files(&root().join("src"), &mut files);
