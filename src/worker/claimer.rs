@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -55,26 +54,18 @@ impl Worker {
             }
             // Without a confirmed lock the rescuer may be handing these jobs back.
             let confirmed = shared.lock.confirmed();
-            // Attempts that finish on their first poll free their slot at once, so a
-            // bound per round keeps this loop from running a whole prefetched batch
-            // before it looks at claims and outcomes again.
-            let mut started = 0;
             while confirmed
-                && started < o.concurrency
                 && shared.slots.busy() < o.concurrency
                 && let Some(job) = buffer.pop_front()
             {
-                started += 1;
                 match shared.leases.start(&job) {
-                    Start::Now(cancel, epoch) => self.start_execution(
-                        job, cancel, epoch, shared, hard_stop, tx, executors, &defaults,
-                    ),
+                    Start::Now(cancel) => self
+                        .spawn_execution(job, cancel, shared, hard_stop, tx, executors, &defaults),
                     Start::Wait => waiting.push(job),
                     Start::Stale => tracing::debug!(job_id = %job.id, attempt = job.attempt,
                         "claimed attempt superseded before it started; dropped"),
                 }
             }
-            let more = confirmed && !buffer.is_empty() && shared.slots.busy() < o.concurrency;
             shared.gauges.prefetched.set(buffer.len() as f64);
             if claiming.is_none() && want_claim && confirmed && Instant::now() >= retry_at {
                 let size = claim_size(Holding {
@@ -137,8 +128,6 @@ impl Worker {
                         }
                     }
                 }
-                // Startable jobs are left (the bound above): start them next round.
-                _ = std::future::ready(()), if more => want_claim = want_claim || backlog,
                 _ = wake.notified() => want_claim = true,
                 _ = shared.slots.freed.notified() => want_claim = want_claim || backlog,
                 _ = tokio::time::sleep_until(next_poll.max(retry_at).into()) => {
@@ -180,17 +169,11 @@ impl Worker {
         shared.gauges.prefetched.set(0.0);
     }
 
-    /// Runs `job`'s attempt in a task of its own; for a handler whose first poll is
-    /// cheap ([`Handler::quick_first_poll`](super::Handler::quick_first_poll): noop),
-    /// that poll runs here and the task is spawned only if the attempt has to wait, so
-    /// an attempt that ends at once costs no task spawn, no wake-up of another thread
-    /// and no join.
     #[allow(clippy::too_many_arguments)]
-    fn start_execution(
+    fn spawn_execution(
         &self,
         job: ClaimedJob,
         cancel: CancellationToken,
-        epoch: u64,
         shared: &Arc<Shared>,
         hard_stop: &CancellationToken,
         tx: &mpsc::UnboundedSender<completer::Done>,
@@ -199,7 +182,6 @@ impl Worker {
     ) {
         let o = &self.options;
         let handler = self.handlers.get(&job.kind).cloned();
-        let quick = handler.as_ref().is_none_or(|h| h.quick_first_poll());
         let queue = defaults.get(&job.queue);
         let timeout = job
             .timeout
@@ -211,6 +193,7 @@ impl Worker {
             .or_else(|| handler.as_ref().and_then(|h| h.timeout()));
         let backoff = QueueDefaults::backoff(queue, o.backoff);
         let slot = Slot::take(shared, job.id, job.attempt);
+        let epoch = shared.leases.epoch(job.id);
         let exec = executor::Execution {
             job,
             handler,
@@ -226,7 +209,7 @@ impl Worker {
         };
         let tx = tx.clone();
         let shared = shared.clone();
-        let mut run = Box::pin(async move {
+        executors.spawn(async move {
             let started = Instant::now();
             // The executor catches handler panics itself; this catches any other, so
             // the attempt still gets an outcome and its slot is freed (by `slot`).
@@ -251,7 +234,7 @@ impl Worker {
             };
             let ran = started.elapsed();
             shared.timing.record(ran);
-            if !shared.leases.settle(exec.job.id, Some(epoch)) {
+            if !shared.leases.settle(exec.job.id, epoch) {
                 tracing::warn!(job_id = %exec.job.id, attempt = exec.job.attempt,
                     "outcome of an attempt whose lease was lost or claimed again dropped");
                 drop(slot);
@@ -267,12 +250,5 @@ impl Worker {
             });
             drop(slot);
         });
-        // Polled with a waker that does nothing: if the attempt is not done, the task
-        // spawned below polls it again at once, registering its own waker, so no
-        // wake-up is lost (a future only owes its wake-up to the latest poll's waker).
-        let mut cx = Context::from_waker(Waker::noop());
-        if !quick || run.as_mut().poll(&mut cx).is_pending() {
-            executors.spawn(run);
-        }
     }
 }

@@ -30,8 +30,8 @@ struct Lease {
 
 /// Whether a claimed attempt may start now.
 pub(crate) enum Start {
-    /// Run it with this cancel token; the claim its lease came from (see [`Lease::epoch`]).
-    Now(CancellationToken, u64),
+    /// Run it with this cancel token.
+    Now(CancellationToken),
     /// An older attempt of the job is still executing here: start it later.
     Wait,
     /// Its lease is no longer ours at this attempt (claimed again since): drop it.
@@ -85,7 +85,6 @@ impl Leases {
     }
 
     /// The claim `id`'s current lease came from.
-    #[cfg(test)]
     pub(crate) fn epoch(&self, id: Uuid) -> Option<u64> {
         self.owned().get(&id).map(|l| l.epoch)
     }
@@ -113,7 +112,7 @@ impl Leases {
                     Start::Wait
                 } else {
                     lease.running = Some(job.attempt);
-                    Start::Now(lease.token.clone(), lease.epoch)
+                    Start::Now(lease.token.clone())
                 }
             }
             _ => Start::Stale,
@@ -203,7 +202,7 @@ mod tests {
         let leases = Leases::default();
         let id = Uuid::now_v7();
         leases.adopt(&job(id, 1));
-        let Start::Now(old, _) = leases.start(&job(id, 1)) else {
+        let Start::Now(old) = leases.start(&job(id, 1)) else {
             panic!("a fresh lease starts at once")
         };
         let old_epoch = leases.epoch(id);
@@ -216,7 +215,7 @@ mod tests {
             "the old execution's outcome is dropped"
         );
         leases.stopped(id, 1);
-        assert!(matches!(leases.start(&job(id, 2)), Start::Now(..)));
+        assert!(matches!(leases.start(&job(id, 2)), Start::Now(_)));
         assert!(leases.settle(id, leases.epoch(id)));
         leases.forget(&[(id, 1)]);
         assert!(leases.holds(id, 2), "forgetting attempt 1 keeps attempt 2");

@@ -67,12 +67,6 @@ pub trait Handler: Send + Sync + 'static {
     fn stop_grace(&self) -> Duration {
         Duration::ZERO
     }
-    /// Whether an attempt's first poll is cheap (no blocking work, no process spawn),
-    /// so the claim loop may run it itself and spawn a task only if it has to wait.
-    /// Off by default: a first poll that blocks would hold up claiming.
-    fn quick_first_poll(&self) -> bool {
-        false
-    }
     /// What the worker publishes about the kind in the registry (type `custom`
     /// without defaults unless the handler says more).
     fn describe(&self) -> KindSpec {
@@ -152,11 +146,6 @@ impl Handler for NoopHandler {
 
     fn timeout(&self) -> Option<Duration> {
         self.config.timeout()
-    }
-
-    fn quick_first_poll(&self) -> bool {
-        // It completes at once or registers a timer.
-        true
     }
 
     fn describe(&self) -> KindSpec {
