@@ -176,12 +176,16 @@ pub async fn roll_up_sealing(pool: &PgPool, grace_seconds: f64) -> Result<RollUp
             .bind(grace_seconds)
             .fetch_optional(&mut *tx)
             .await?;
-        sqlx::query(
-            "DELETE FROM job_minutes WHERE minute < now() - make_interval(mins => $1 + 60)",
-        )
-        .bind(MAX_MINUTES)
-        .execute(&mut *tx)
-        .await?;
+        let caught_up = more != Some(true);
+        if caught_up {
+            // Once per pass, with its last step: the window has moved on by then.
+            sqlx::query(
+                "DELETE FROM job_minutes WHERE minute < now() - make_interval(mins => $1 + 60)",
+            )
+            .bind(MAX_MINUTES)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         match more {
             None => return Ok(RollUp::CaughtUp(steps)),
