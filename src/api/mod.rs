@@ -7,7 +7,7 @@
 //! it on a listener until shutdown, together with the one LISTEN connection that feeds
 //! live events.
 
-pub mod dashboard;
+pub mod audit;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -19,6 +19,7 @@ pub mod pull;
 pub mod queues;
 pub mod schedules;
 pub mod snapshot;
+pub mod stats;
 pub mod workers;
 pub mod workflows;
 
@@ -262,12 +263,12 @@ fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::pause))
         .routes(routes!(schedules::resume))
         .routes(routes!(schedules::trigger))
-        .routes(routes!(dashboard::stats))
-        .routes(routes!(dashboard::delete_job))
-        .routes(routes!(dashboard::run_now))
-        .routes(routes!(dashboard::bulk_count))
-        .routes(routes!(dashboard::bulk_run))
-        .routes(routes!(dashboard::audit_log))
+        .routes(routes!(stats::stats))
+        .routes(routes!(jobs::delete_job))
+        .routes(routes!(jobs::run_now))
+        .routes(routes!(jobs::bulk_count))
+        .routes(routes!(jobs::bulk_run))
+        .routes(routes!(audit::audit_log))
         .routes(routes!(workflows::submit, workflows::list))
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::cancel))
