@@ -7,7 +7,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Query};
+use super::extract::{Json, Query, check_range};
+use super::paging::next_key;
 use crate::db::audit::{self, AuditRow};
 
 /// Page of the audit log.
@@ -83,13 +84,7 @@ pub async fn audit_log(
     State(state): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("{limit} is out of range 1..=500"),
-        ));
-    }
+    let limit = check_range("limit", q.limit.unwrap_or(50), 1..=500)?;
     if let Some(b) = q.before
         && b < 1
     {
@@ -99,9 +94,7 @@ pub async fn audit_log(
         ));
     }
     let rows = audit::list_entries(state.pool(), q.before, limit).await?;
-    let next_before = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| r.id))
-        .flatten();
+    let next_before = next_key(&rows, limit, |r| r.id);
     Ok(Json(AuditPage {
         entries: rows.into_iter().map(AuditEntry::from).collect(),
         next_before,

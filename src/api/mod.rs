@@ -15,6 +15,7 @@ pub mod health;
 pub mod jobs;
 pub mod kinds;
 pub mod openapi;
+pub mod paging;
 pub mod pull;
 pub mod queues;
 pub mod schedules;
@@ -42,7 +43,7 @@ use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::Config;
+use crate::config::{Config, Redacted};
 use crate::db::{self, events::Received};
 use crate::model::Backoff;
 use error::ApiError;
@@ -94,11 +95,8 @@ pub struct ApiSettings {
 impl std::fmt::Debug for ApiSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiSettings")
-            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
-            .field(
-                "readonly_tokens",
-                &format_args!("[{} redacted]", self.readonly_tokens.len()),
-            )
+            .field("tokens", &Redacted(&self.tokens))
+            .field("readonly_tokens", &Redacted(&self.readonly_tokens))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_batch", &self.max_batch)
             .finish_non_exhaustive()

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Query};
+use super::error::{ApiResult, ErrorBody};
+use super::extract::{Json, Query, check_range};
 use crate::db::stats;
 
 /// Longest window of `/v1/stats` (what the rollups keep).
@@ -107,13 +107,7 @@ pub async fn stats(
     State(state): State<AppState>,
     Query(q): Query<StatsQuery>,
 ) -> ApiResult<Json<Stats>> {
-    let minutes = q.minutes.unwrap_or(60);
-    if !(1..=MAX_MINUTES).contains(&minutes) {
-        return Err(ApiError::invalid(
-            "minutes",
-            format!("{minutes} is out of range 1..={MAX_MINUTES}"),
-        ));
-    }
+    let minutes = check_range("minutes", q.minutes.unwrap_or(60), 1..=MAX_MINUTES)?;
     let (counts, waits, minute_waits) = stats::window(state.pool(), minutes).await?;
     let waits_per_minute = minute_waits
         .into_iter()

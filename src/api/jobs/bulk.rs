@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{StateName, check_name, parse_time};
+use super::{StateName, check_filter};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{Access, Json, parse_id};
@@ -55,22 +55,12 @@ pub fn parse_bulk(req: &BulkRequest) -> ApiResult<(Action, BulkFilter, Option<Uu
         .action
         .parse()
         .map_err(|e: String| ApiError::invalid("action", e))?;
-    if let Some(q) = &req.queue {
-        check_name("queue", q)?;
-    }
-    if let Some(k) = &req.kind {
-        check_name("kind", k)?;
-    }
-    let created_after = req
-        .created_after
-        .as_deref()
-        .map(|t| parse_time("created_after", t))
-        .transpose()?;
-    let created_before = req
-        .created_before
-        .as_deref()
-        .map(|t| parse_time("created_before", t))
-        .transpose()?;
+    let (created_after, created_before) = check_filter(
+        &req.queue,
+        &req.kind,
+        &req.created_after,
+        &req.created_before,
+    )?;
     let newest = req
         .newest
         .as_deref()

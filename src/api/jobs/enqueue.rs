@@ -10,7 +10,7 @@ use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{check_name, has_nul, parse_time};
+use super::{check_name, check_no_nul, check_size, has_nul, parse_time};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{Json, RequestId, int, parse_duration};
@@ -112,16 +112,7 @@ fn build_job(
     let (queue, defaults) = kinds.resolve(&req.kind, req.queue);
     check_name(&f("queue"), &queue)?;
     let payload = req.payload.unwrap_or_else(|| serde_json::json!({}));
-    let size = serde_json::to_string(&payload)
-        .map(|s| s.len())
-        .unwrap_or(usize::MAX);
-    let limit = state.settings().max_payload_bytes;
-    if size > limit {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "{}: {size} bytes exceeds the limit of {limit} bytes",
-            f("payload")
-        )));
-    }
+    check_size(&f("payload"), &payload, state.settings().max_payload_bytes)?;
     let priority = model::validate_priority(req.priority.or(defaults.priority).unwrap_or(0))
         .map_err(|r| ApiError::invalid(f("priority"), r))?;
     let base = req
@@ -156,12 +147,7 @@ fn build_job(
         Some(t) => Some(parse_duration(&f("timeout"), t, true)?),
         None => None,
     };
-    if has_nul(&payload) {
-        return Err(ApiError::invalid(
-            f("payload"),
-            "strings must not contain U+0000",
-        ));
-    }
+    check_no_nul(&f("payload"), &payload)?;
     let check_unknown =
         state.settings().config.registry.check_unknown_kinds && !req.allow_unknown_kind;
     kinds

@@ -4,12 +4,12 @@
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
-use super::{Job, StateName, check_name, parse_time};
+use super::{Job, StateName, check_filter, check_name};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
-use crate::api::extract::{Json, Query};
+use crate::api::extract::{Json, Query, check_range};
+use crate::api::paging::{next_key, parse_cursor};
 use crate::db::history::{self, JobFilter};
 
 /// Default and largest page size of the list.
@@ -91,37 +91,10 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<JobPage>> {
-    if let Some(queue) = &q.queue {
-        check_name("queue", queue)?;
-    }
-    if let Some(kind) = &q.kind {
-        check_name("kind", kind)?;
-    }
-    let created_after = q
-        .created_after
-        .as_deref()
-        .map(|t| parse_time("created_after", t))
-        .transpose()?;
-    let created_before = q
-        .created_before
-        .as_deref()
-        .map(|t| parse_time("created_before", t))
-        .transpose()?;
-    let before_id = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Uuid::parse_str(c)
-                .map_err(|_| ApiError::invalid("cursor", "not a cursor returned by this API"))
-        })
-        .transpose()?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("{limit} is out of range 1..={MAX_LIMIT}"),
-        ));
-    }
+    let (created_after, created_before) =
+        check_filter(&q.queue, &q.kind, &q.created_after, &q.created_before)?;
+    let before_id = parse_cursor(q.cursor.as_deref())?;
+    let limit = check_range("limit", q.limit.unwrap_or(DEFAULT_LIMIT), 1..=MAX_LIMIT)?;
     let schedule_id = match q.schedule.as_deref() {
         None => None,
         Some(name) => {
@@ -177,9 +150,7 @@ pub async fn list(
     let searched_to = page.searched_to.map(|id| id.to_string());
     let next_cursor = match &searched_to {
         Some(mark) => Some(mark.clone()),
-        None => (jobs.len() as i64 == limit)
-            .then(|| jobs.last().map(|j| j.id.to_string()))
-            .flatten(),
+        None => next_key(&jobs, limit, |j| j.id.to_string()),
     };
     Ok(Json(JobPage {
         jobs,

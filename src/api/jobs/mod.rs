@@ -173,6 +173,27 @@ pub(crate) fn has_nul(value: &serde_json::Value) -> bool {
     }
 }
 
+/// 400 when a string or key anywhere in `value` holds U+0000 (see [`has_nul`]).
+pub(crate) fn check_no_nul(field: &str, value: &serde_json::Value) -> ApiResult<()> {
+    if has_nul(value) {
+        return Err(ApiError::invalid(field, "strings must not contain U+0000"));
+    }
+    Ok(())
+}
+
+/// 413 when `value` as JSON text is longer than `limit` bytes (payloads, outputs).
+pub(crate) fn check_size(field: &str, value: &serde_json::Value, limit: usize) -> ApiResult<()> {
+    let size = serde_json::to_string(value)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX);
+    if size > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{field}: {size} bytes exceeds the limit of {limit} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Parses an RFC 3339 timestamp field.
 pub(crate) fn parse_time(field: &str, text: &str) -> ApiResult<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
@@ -183,6 +204,31 @@ pub(crate) fn parse_time(field: &str, text: &str) -> ApiResult<DateTime<Utc>> {
                 format!("{text:?} is not an RFC 3339 timestamp ({e})"),
             )
         })
+}
+
+/// A filter's creation-time bounds: at or after, before.
+pub(crate) type CreatedBetween = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// Checks the filter fields the job list and bulk actions share (queue and kind names,
+/// the creation-time bounds, in this order); returns the bounds.
+pub(crate) fn check_filter(
+    queue: &Option<String>,
+    kind: &Option<String>,
+    created_after: &Option<String>,
+    created_before: &Option<String>,
+) -> ApiResult<CreatedBetween> {
+    if let Some(queue) = queue {
+        check_name("queue", queue)?;
+    }
+    if let Some(kind) = kind {
+        check_name("kind", kind)?;
+    }
+    let time =
+        |field: &str, t: &Option<String>| t.as_deref().map(|t| parse_time(field, t)).transpose();
+    Ok((
+        time("created_after", created_after)?,
+        time("created_before", created_before)?,
+    ))
 }
 
 /// Validates a queue or kind name field.
