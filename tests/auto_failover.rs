@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::eventually;
+use common::http::free_port;
 use common::procs::{Proc, spawn};
 use common::recorder::{Recorder, epoch_now};
 use ordinaut::db::due_work::{self, NewJob};
@@ -34,13 +35,6 @@ const NOBODY: u32 = 65534;
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// The directory of the server binaries, symlinks resolved: pg_autoctl looks for

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::http::Http;
+use common::http::{Http, free_port};
 use common::procs::{self, Launch, Proc};
 use common::{TestDb, binary, eventually};
 use ordinaut::db::due_work::{self, NewJob};
@@ -320,11 +320,7 @@ async fn env_file_starts_every_process(loader: Loader) {
     std::fs::create_dir_all(&dir).unwrap();
     // ORDINAUT_CONFIG= in the file means "unset": ./ordinaut.toml is read.
     std::fs::write(dir.join("ordinaut.toml"), "[kinds.nap]\ntype = \"noop\"\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let spec = ordinaut::scheduler::validate(
         &ordinaut::scheduler::ScheduleInput {
             name: "every-second".into(),
@@ -365,10 +361,8 @@ async fn env_file_starts_every_process(loader: Loader) {
         })
         .await;
         eventually(Duration::from_secs(60), "the scheduler to fire", || async {
-            (db.scalar_i64("SELECT count(*) FROM due_work WHERE schedule_id IS NOT NULL")
-                .await
-                + db.scalar_i64("SELECT count(*) FROM job_history WHERE schedule_id IS NOT NULL")
-                    .await
+            (db.count("due_work WHERE schedule_id IS NOT NULL").await
+                + db.count("job_history WHERE schedule_id IS NOT NULL").await
                 > 0)
             .then_some(())
         })
@@ -377,12 +371,10 @@ async fn env_file_starts_every_process(loader: Loader) {
             Duration::from_secs(60),
             "the worker to run the job",
             || async {
-                (db.scalar_i64(
-                "SELECT count(*) FROM job_history WHERE queue = 'default' AND state = 'completed'",
-            )
-            .await
-                == 1)
-                .then_some(())
+                (db.count("job_history WHERE queue = 'default' AND state = 'completed'")
+                    .await
+                    == 1)
+                    .then_some(())
             },
         )
         .await;

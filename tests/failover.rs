@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::cluster::{Durability, PrivateCluster};
+use common::http::free_port;
 use common::jobs::{count, jobs, wait_completed, wait_running};
 use common::procs::{Proc, assert_success, spawn, workdir};
 use common::{TestDb, eventually};
@@ -81,15 +82,6 @@ async fn server_port(conn: &mut PgConnection) -> i32 {
         .unwrap()
 }
 
-fn dead_port() -> u16 {
-    // Bound and released at once: nothing listens there.
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A work directory whose `ordinaut.toml` holds the recording kinds, and its runs file.
 fn recording_dir(name: &str) -> (PathBuf, PathBuf) {
     let dir = workdir(name, "");
@@ -149,7 +141,7 @@ fn cli(dir: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> std::proce
 async fn multi_host_strings_reach_the_primary_past_a_dead_host_and_a_standby() {
     let primary = PrivateCluster::start("fo-multi", Durability::Fast).await;
     let standby = primary.standby().await;
-    let (p, s, dead) = (primary.pg.port(), standby.pg.port(), dead_port());
+    let (p, s, dead) = (primary.pg.port(), standby.pg.port(), free_port());
 
     // The URL shape of issue 21, with a dead host and the standby listed first.
     let url = format!(
@@ -244,7 +236,7 @@ async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_
     let pool = migrated_pool(&url).await;
     let (dir, file) = recording_dir("fo-readonly");
     jobs("q", "slow").enqueue_n(&pool, 8).await;
-    let metrics = format!("127.0.0.1:{}", dead_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
     let worker = spawn(
         &dir,
         &url,
@@ -349,7 +341,7 @@ async fn a_terminated_lock_connection_stops_claiming_and_it_resumes_with_no_job_
     .await;
     wait_completed(&db.pool, 12, Duration::from_secs(60)).await;
     assert_each_ran_once(&file, 12);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts").await, 12);
+    assert_eq!(db.all_attempts().await, 12);
     assert!(
         worker.output().contains("worker re-registered"),
         "{}",
@@ -396,7 +388,7 @@ async fn a_lock_backend_stopped_longer_than_the_lease_does_not_get_jobs_run_twic
     unsafe { libc::kill(pid, libc::SIGCONT) };
     wait_completed(&db.pool, 4, Duration::from_secs(60)).await;
     assert_each_ran_once(&file, 4);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts").await, 4);
+    assert_eq!(db.all_attempts().await, 4);
     for w in [worker, other] {
         w.terminate("worker", Duration::from_secs(30));
     }
@@ -541,7 +533,7 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
     let (dir, file) = recording_dir("fo-promote");
     const JOBS: usize = 2000;
     jobs("q", "quick").enqueue_n(&pool, JOBS).await;
-    let api_port = dead_port().to_string();
+    let api_port = free_port().to_string();
     let env = [("WORKER_CONCURRENCY", "8")];
     let mut procs: Vec<(&str, Proc)> = vec![
         (
@@ -647,7 +639,7 @@ async fn sigterm_while_the_primary_is_read_only_stops_every_process() {
     let pool = migrated_pool(&url).await;
     let (dir, _runs) = recording_dir("fo-term-ro");
     jobs("q", "slow").enqueue_n(&pool, 4).await;
-    let api_port = dead_port().to_string();
+    let api_port = free_port().to_string();
     let worker = spawn(
         &dir,
         &url,

@@ -73,8 +73,7 @@ async fn three_schedulers_fire_every_second_exactly_once() {
         );
     }
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM schedule_fires WHERE outcome = 'enqueued'")
-            .await as usize,
+        db.count("schedule_fires WHERE outcome = 'enqueued'").await as usize,
         fires.len()
     );
 }
@@ -168,17 +167,18 @@ async fn trigger_now_enqueues_without_moving_the_cadence() {
         .await
         .unwrap();
     assert_success(&run_cli(&db, &["schedules", "trigger", "report"]));
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work WHERE schedule_id IS NOT NULL AND scheduled_for IS NOT NULL").await, 1);
+    db.assert_rows(
+        "due_work WHERE schedule_id IS NOT NULL AND scheduled_for IS NOT NULL",
+        1,
+    )
+    .await;
     let after: DateTime<Utc> = sqlx::query_scalar("SELECT next_run_at FROM schedules")
         .fetch_one(&db.pool)
         .await
         .unwrap();
     assert_eq!(before, after);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM schedule_fires WHERE outcome = 'triggered'")
-            .await,
-        1
-    );
+    db.assert_rows("schedule_fires WHERE outcome = 'triggered'", 1)
+        .await;
 }
 
 #[tokio::test]
@@ -244,7 +244,7 @@ async fn schedule_cli_refuses_bad_input_naming_the_problem() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{all:?}: {err}");
     }
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM schedules").await, 0);
+    db.assert_rows("schedules", 0).await;
     let missing = run_cli(&db, &["schedules", "pause", "nope"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
 }
@@ -272,11 +272,7 @@ async fn declared_schedules_follow_the_file() {
         .await
         .unwrap();
     create(&db, "by-hand", "@hourly", "allow").await;
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM schedules WHERE declared")
-            .await,
-        2
-    );
+    db.assert_rows("schedules WHERE declared", 2).await;
     config.schedules.remove("b");
     config.schedules.insert("a".into(), declared("@weekly"));
     ordinaut::scheduler::sync_declared(&db.pool, &config)
@@ -299,10 +295,8 @@ async fn declared_schedules_follow_the_file() {
 #[tokio::test]
 async fn retention_drops_old_partitions_and_keeps_recent_ones() {
     let db = TestDb::new().await;
-    sqlx::query("SELECT ordinaut_ensure_partitions(current_date - 40, current_date - 38)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("SELECT ordinaut_ensure_partitions(current_date - 40, current_date - 38)")
+        .await;
     let count =
         "SELECT count(*) FROM pg_class WHERE relname ~ '^job_(history|attempts)_p[0-9]{8}$'";
     let before = db.scalar_i64(count).await;
@@ -353,7 +347,7 @@ async fn a_scheduler_started_without_its_file_leaves_declared_schedules_alone() 
     .await;
     scheduler.stop();
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM schedules WHERE declared AND name = 'nightly'")
+        db.count("schedules WHERE declared AND name = 'nightly'")
             .await,
         1,
         "the declared schedule survived a scheduler without the file"
@@ -388,9 +382,7 @@ async fn a_scheduler_whose_clock_runs_ahead_fires_nothing_early() {
     .await;
     scheduler.stop();
     let early = db
-        .scalar_i64(
-            "SELECT count(*) FROM due_work WHERE schedule_id IS NOT NULL AND created_at < scheduled_for",
-        )
+        .count("due_work WHERE schedule_id IS NOT NULL AND created_at < scheduled_for")
         .await;
     assert_eq!(early, 0, "jobs were enqueued before their fire time");
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::eventually;
+use super::{TestDb, eventually};
 
 /// Enqueues jobs of one queue and kind with shared defaults.
 #[derive(Clone)]
@@ -208,4 +208,46 @@ pub async fn wait_running(pool: &PgPool, n: i64, limit: Duration) {
 pub async fn wait_completed(pool: &PgPool, n: i64, limit: Duration) {
     let sql = "SELECT count(*) FROM job_history WHERE state = 'completed'";
     wait_for_count(pool, sql, n, limit).await;
+}
+
+/// Counts of what became of the jobs, each one question a test asks of the store.
+impl TestDb {
+    /// Jobs still live: waiting, scheduled or running (rows of `due_work`).
+    pub async fn live_jobs(&self) -> i64 {
+        self.count("due_work").await
+    }
+
+    /// Jobs running now.
+    pub async fn running_jobs(&self) -> i64 {
+        self.count("due_work WHERE state = 'running'").await
+    }
+
+    /// Jobs that have ended, in any state (rows of `job_history`).
+    pub async fn ended_jobs(&self) -> i64 {
+        self.count("job_history").await
+    }
+
+    /// Jobs that ended in `state`: `completed`, `failed` or `cancelled` (a literal: it
+    /// goes into the SQL text).
+    pub async fn ended_in(&self, state: &'static str) -> i64 {
+        self.count(&format!("job_history WHERE state = '{state}'"))
+            .await
+    }
+
+    /// Attempts of every job, live or finished.
+    pub async fn all_attempts(&self) -> i64 {
+        self.count("all_attempts").await
+    }
+
+    /// Attempts, live or finished, whose outcome is `outcome` (`retry`, `lost`, …; a
+    /// literal: it goes into the SQL text).
+    pub async fn attempts_ending(&self, outcome: &'static str) -> i64 {
+        self.count(&format!("all_attempts WHERE outcome = '{outcome}'"))
+            .await
+    }
+
+    /// Registered workers.
+    pub async fn workers(&self) -> i64 {
+        self.count("workers").await
+    }
 }

@@ -184,6 +184,34 @@ impl TestDb {
             .await
             .expect(sql)
     }
+
+    /// Rows of `from`, which names a table and may go on with a filter:
+    /// `"queues WHERE paused"`.
+    pub async fn count(&self, from: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {from}");
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.clone()))
+            .fetch_one(&self.pool)
+            .await
+            .expect(&sql)
+    }
+
+    /// Asserts that `from` (as for [`TestDb::count`]) has `n` rows.
+    pub async fn assert_rows(&self, from: &str, n: i64) {
+        assert_eq!(self.count(from).await, n, "rows of {from}");
+    }
+
+    /// Runs a statement that sets the scene (a queue's settings, a lock, a fault).
+    pub async fn exec(&self, sql: &'static str) {
+        sqlx::query(sql).execute(&self.pool).await.expect(sql);
+    }
+
+    /// Opens a transaction that runs `sql` and holds what it took (a table lock) until
+    /// it is dropped.
+    pub async fn hold(&self, sql: &'static str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut tx = self.pool.begin().await.expect("begin");
+        sqlx::query(sql).execute(&mut *tx).await.expect(sql);
+        tx
+    }
 }
 
 fn db_config_for(url: &str) -> DbConfig {

@@ -54,15 +54,13 @@ async fn completed_job_moves_to_history_with_its_attempt() {
         .await
         .unwrap();
     assert_eq!(applied.iter().map(|a| a.id).collect::<Vec<_>>(), ids);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(db.live_jobs().await, 0);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed' AND output = '{\"ok\": true}'").await, 1);
-    assert_eq!(
-        db.scalar_i64(
-            "SELECT count(*) FROM all_attempts WHERE outcome = 'completed' AND attempt = 1"
-        )
-        .await,
-        1
-    );
+    db.assert_rows(
+        "all_attempts WHERE outcome = 'completed' AND attempt = 1",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -72,7 +70,7 @@ async fn batch_enqueue_is_one_statement_and_all_or_nothing() {
         .map(|i| NewJob::new("q", "k", json!({ "i": i })))
         .collect();
     enqueue(&db, jobs.clone()).await;
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 5000);
+    assert_eq!(db.live_jobs().await, 5000);
     // One bad row (priority outside the check constraint) refuses the whole batch.
     for j in &mut jobs {
         j.id = Uuid::now_v7();
@@ -82,7 +80,7 @@ async fn batch_enqueue_is_one_statement_and_all_or_nothing() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("priority"), "{err}");
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 5000);
+    assert_eq!(db.live_jobs().await, 5000);
 }
 
 #[tokio::test]
@@ -108,7 +106,7 @@ async fn duplicate_unique_key_returns_the_live_job() {
     d.id = Uuid::now_v7();
     let r = due_work::enqueue_many(&db.pool, &[c, d], 4).await.unwrap();
     assert_eq!(r[0].id, r[1].id);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 2);
+    assert_eq!(db.live_jobs().await, 2);
 }
 
 #[tokio::test]
@@ -129,7 +127,7 @@ async fn racing_enqueues_with_one_unique_key_create_one_job() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "all racers got the same id");
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 1);
+    assert_eq!(db.live_jobs().await, 1);
 }
 
 #[tokio::test]
@@ -157,19 +155,14 @@ async fn future_jobs_wait_for_run_at() {
     let mut later = NewJob::new("q", "k", json!({}));
     later.run_at = Some(chrono::Utc::now() + chrono::Duration::seconds(3600));
     enqueue(&db, vec![later]).await;
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'scheduled'")
-            .await,
-        1
-    );
+    db.assert_rows("due_work WHERE state = 'scheduled'", 1)
+        .await;
     let claimed = due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE)
         .await
         .unwrap();
     assert!(claimed.is_empty());
-    sqlx::query("UPDATE due_work SET run_at = now() - interval '1 second'")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("UPDATE due_work SET run_at = now() - interval '1 second'")
+        .await;
     let claimed = due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE)
         .await
         .unwrap();
@@ -337,7 +330,11 @@ async fn retry_outcome_reschedules_and_spends_the_attempt() {
         (state.as_str(), attempt, err.as_deref(), owner),
         ("scheduled", 1, Some("boom"), None)
     );
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'retry' AND error = 'boom' AND log = 'out'").await, 1);
+    db.assert_rows(
+        "all_attempts WHERE outcome = 'retry' AND error = 'boom' AND log = 'out'",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -383,7 +380,11 @@ async fn snoozed_and_interrupted_attempts_are_given_back() {
             .unwrap();
     assert!(rows.contains(&(ids[0], "scheduled".into(), 0)));
     assert!(rows.contains(&(ids[1], "available".into(), 0)));
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts WHERE attempt = 1 AND outcome IN ('snoozed', 'interrupted')").await, 2);
+    db.assert_rows(
+        "all_attempts WHERE attempt = 1 AND outcome IN ('snoozed', 'interrupted')",
+        2,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -404,13 +405,11 @@ async fn failed_job_goes_to_history_and_can_be_retried_by_hand() {
         log: None,
     };
     due_work::finish_many(&db.pool, w, 100, &[f]).await.unwrap();
-    assert_eq!(
-        db.scalar_i64(
-            "SELECT count(*) FROM job_history WHERE state = 'failed' AND last_error = 'bad input'"
-        )
-        .await,
-        1
-    );
+    db.assert_rows(
+        "job_history WHERE state = 'failed' AND last_error = 'bad input'",
+        1,
+    )
+    .await;
     due_work::retry(&db.pool, id).await.unwrap();
     let (state, attempt, max): (String, i32, i32) =
         sqlx::query_as("SELECT state, attempt, max_attempts FROM due_work WHERE id = $1")
@@ -419,7 +418,7 @@ async fn failed_job_goes_to_history_and_can_be_retried_by_hand() {
             .await
             .unwrap();
     assert_eq!((state.as_str(), attempt, max), ("available", 1, 5));
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history").await, 0);
+    assert_eq!(db.ended_jobs().await, 0);
     // A live job cannot be retried; an unknown one is not found.
     assert!(matches!(
         due_work::retry(&db.pool, id).await,
@@ -442,12 +441,8 @@ async fn outcome_from_a_worker_that_lost_the_lease_is_ignored() {
         .await
         .unwrap();
     assert!(applied.is_empty());
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
-            .await,
-        1
-    );
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history").await, 0);
+    assert_eq!(db.running_jobs().await, 1);
+    assert_eq!(db.ended_jobs().await, 0);
 }
 
 #[tokio::test]
@@ -469,10 +464,8 @@ async fn expired_lease_is_rescued_as_a_failed_attempt() {
         .await
         .unwrap();
     assert_eq!(nothing.total(), 0, "live leases are left alone");
-    sqlx::query("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
+        .await;
     let r = due_work::rescue_many(&db.pool, &[], backoff(), 100)
         .await
         .unwrap();
@@ -483,16 +476,8 @@ async fn expired_lease_is_rescued_as_a_failed_attempt() {
         .await
         .unwrap();
     assert_eq!(state, "scheduled");
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'failed'")
-            .await,
-        1
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'lost'")
-            .await,
-        2
-    );
+    assert_eq!(db.ended_in("failed").await, 1);
+    assert_eq!(db.attempts_ending("lost").await, 2);
 }
 
 #[tokio::test]
@@ -506,10 +491,7 @@ async fn retry_delay_follows_backoff_within_jitter() {
         max: Duration::from_secs(1000),
     };
     for attempt in 1..=4 {
-        sqlx::query("UPDATE due_work SET run_at = now()")
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        db.exec("UPDATE due_work SET run_at = now()").await;
         let claimed = due_work::claim_due(
             &db.pool,
             &["q".into()],
@@ -520,10 +502,8 @@ async fn retry_delay_follows_backoff_within_jitter() {
         .await
         .unwrap();
         assert_eq!(claimed[0].attempt, attempt);
-        sqlx::query("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        db.exec("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
+            .await;
         due_work::rescue_many(&db.pool, &[], b, 100).await.unwrap();
         let delay: f64 =
             sqlx::query_scalar("SELECT extract(epoch FROM run_at - now())::float8 FROM due_work")
@@ -583,13 +563,11 @@ async fn dead_workers_jobs_are_handed_back_through_the_advisory_lock() {
         .unwrap();
     assert_eq!(r.retried, 1);
     assert_eq!(workers::delete_dead(&db.pool, &dead).await.unwrap(), 1);
-    assert_eq!(
-        db.scalar_i64(
-            "SELECT count(*) FROM all_attempts WHERE outcome = 'lost' AND error LIKE 'worker died%'"
-        )
-        .await,
-        1
-    );
+    db.assert_rows(
+        "all_attempts WHERE outcome = 'lost' AND error LIKE 'worker died%'",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -626,19 +604,13 @@ async fn cancel_stops_waiting_jobs_at_once_and_flags_running_ones() {
         Err(ordinaut::db::Error::NotFound { .. })
     ));
     // A cancel-requested job whose worker died is recorded as cancelled, not retried.
-    sqlx::query("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
+        .await;
     let r = due_work::rescue_many(&db.pool, &[], backoff(), 100)
         .await
         .unwrap();
     assert_eq!(r.cancelled, 1);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'cancelled'")
-            .await,
-        2
-    );
+    assert_eq!(db.ended_in("cancelled").await, 2);
 }
 
 #[tokio::test]
@@ -650,7 +622,7 @@ async fn sql_enqueue_function_follows_the_callers_transaction() {
         .await
         .unwrap();
     tx.rollback().await.unwrap();
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(db.live_jobs().await, 0);
     let mut tx = db.pool.begin().await.unwrap();
     let id: Uuid =
         sqlx::query_scalar("SELECT ordinaut_enqueue('q', 'k', '{\"a\":1}', unique_key => 'u1')")
@@ -668,7 +640,7 @@ async fn sql_enqueue_function_follows_the_callers_transaction() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("invalid queue name"), "{err}");
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 1);
+    assert_eq!(db.live_jobs().await, 1);
     assert_eq!(id.get_version_num(), 7);
 }
 
@@ -715,8 +687,8 @@ async fn queue_without_keep_completed_drops_finished_jobs() {
     due_work::finish_many(&db.pool, w, 100, &[done(id)])
         .await
         .unwrap();
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history").await, 0);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(db.ended_jobs().await, 0);
+    assert_eq!(db.live_jobs().await, 0);
 }
 
 #[tokio::test]
@@ -746,20 +718,13 @@ async fn queue_stats_count_live_work() {
         (1, 1, 1, false)
     );
     assert!(q.oldest_wait_seconds.is_some());
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM due_work").await,
-        3,
-        "psql's backlog query"
-    );
+    assert_eq!(db.live_jobs().await, 3, "psql's backlog query");
 }
 
 #[tokio::test]
 async fn newer_schema_is_refused() {
     let db = TestDb::new().await;
-    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'future', true, '\\x00', 0)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'future', true, '\\x00', 0)").await;
     let err = ordinaut::db::migrate(&db.db_config()).await.unwrap_err();
     assert!(
         err.to_string().contains("newer than this ordinaut"),
@@ -777,26 +742,15 @@ async fn schema_is_configurable() {
     due_work::enqueue_many(&pool, &[NewJob::new("q", "k", json!({}))], 4)
         .await
         .unwrap();
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM jobs_here.due_work")
-            .await,
-        1
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM public.due_work").await,
-        0
-    );
+    db.assert_rows("jobs_here.due_work", 1).await;
+    db.assert_rows("public.due_work", 0).await;
     // The transactional function works for an application whose search_path lacks the schema.
     let id: Uuid = sqlx::query_scalar("SELECT jobs_here.ordinaut_enqueue('q', 'k')")
         .fetch_one(&db.pool)
         .await
         .unwrap();
     assert_eq!(id.get_version_num(), 7);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM jobs_here.due_work")
-            .await,
-        2
-    );
+    db.assert_rows("jobs_here.due_work", 2).await;
 }
 
 #[tokio::test]

@@ -23,8 +23,7 @@ use crate::common::TestDb;
 async fn enqueue_refuses_a_request_id_no_header_can_carry() {
     let app = App::new().await;
     let one = app
-        .post(
-            "/v1/jobs",
+        .enqueue(
             json!({"queue": "q", "kind": "k", "metadata": {"request_id": "a\r\nX-Injected: 1"}}),
         )
         .await;
@@ -36,23 +35,17 @@ async fn enqueue_refuses_a_request_id_no_header_can_carry() {
         "names the field: {message}"
     );
     let batch = app
-        .post(
-            "/v1/jobs/batch",
-            json!({"jobs": [
-                {"queue": "q", "kind": "k", "metadata": {"request_id": "fine-1"}},
-                {"queue": "q", "kind": "k", "metadata": {"request_id": "bad\n"}}
-            ]}),
-        )
+        .enqueue_batch(json!({"jobs": [
+            {"queue": "q", "kind": "k", "metadata": {"request_id": "fine-1"}},
+            {"queue": "q", "kind": "k", "metadata": {"request_id": "bad\n"}}
+        ]}))
         .await;
     assert_eq!(batch.status, StatusCode::BAD_REQUEST, "{}", batch.text);
     let message = batch.body["error"]["message"].as_str().unwrap();
     assert!(message.contains("metadata.request_id"), "{message}");
-    assert_eq!(app.db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(app.db.live_jobs().await, 0);
     let fine = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "q", "kind": "k", "metadata": {"request_id": "req-42"}}),
-        )
+        .enqueue(json!({"queue": "q", "kind": "k", "metadata": {"request_id": "req-42"}}))
         .await;
     assert_eq!(fine.status, StatusCode::CREATED, "{}", fine.text);
 }

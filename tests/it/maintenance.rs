@@ -16,10 +16,7 @@ async fn rescue_survives_a_huge_attempt_number_and_queue_backoff() {
     let db = TestDb::new().await;
     // The largest backoff the API accepts (999999 h), and an attempt far past float8's
     // 2^1024: both made the whole rescue statement fail before the exponent was clamped.
-    sqlx::query("INSERT INTO queues (name, backoff_base_ms, backoff_max_ms) VALUES ('huge', 3599996400000, 3599996400000)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("INSERT INTO queues (name, backoff_base_ms, backoff_max_ms) VALUES ('huge', 3599996400000, 3599996400000)").await;
     let mut a = NewJob::new("huge", "k", json!({}));
     a.max_attempts = Some(1000);
     let b = NewJob::new("q", "k", json!({}));
@@ -89,11 +86,7 @@ async fn a_large_batch_of_unique_keys_resolves_every_duplicate() {
         }
     }
     assert_eq!(by_key.len(), 4000);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM due_work").await,
-        4000,
-        "one row per key"
-    );
+    assert_eq!(db.live_jobs().await, 4000, "one row per key");
     assert_eq!(results.iter().filter(|r| !r.duplicate).count(), 2000);
 }
 
@@ -114,10 +107,8 @@ fn completed(id: Uuid) -> due_work::Finish {
 async fn partition_rotation_behind_a_reader_defers_and_never_stalls_finishing() {
     let db = TestDb::new().await;
     // An old day to drop and a missing day ahead to create, for both tables.
-    sqlx::query("SELECT ordinaut_ensure_partitions(current_date - 40, current_date - 40)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("SELECT ordinaut_ensure_partitions(current_date - 40, current_date - 40)")
+        .await;
     for parent in ["job_history", "job_attempts"] {
         sqlx::query(
             "SELECT ordinaut_drop_partition($1 || '_p' || to_char(current_date + 7, 'YYYYMMDD'))",
@@ -180,11 +171,7 @@ async fn partition_rotation_behind_a_reader_defers_and_never_stalls_finishing() 
         .await
         .unwrap();
     assert_eq!((again.created, again.dropped, again.deferred), (1, 1, 0));
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .await,
-        1
-    );
+    assert_eq!(db.ended_in("completed").await, 1);
 }
 
 #[tokio::test]
@@ -209,27 +196,20 @@ async fn retention_ages_out_old_rows_of_the_default_partitions() {
     .execute(&db.pool)
     .await
     .unwrap();
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history_default")
-            .await,
-        4
-    );
+    db.assert_rows("job_history_default", 4).await;
     let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
         .run_once()
         .await
         .unwrap();
     assert_eq!(report.default_rows_deleted, 5);
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history_default WHERE finished_at > now()")
+        db.count("job_history_default WHERE finished_at > now()")
             .await,
         1,
         "rows inside the retention stay"
     );
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history_default")
-            .await
-            + db.scalar_i64("SELECT count(*) FROM job_attempts_default")
-                .await,
+        db.count("job_history_default").await + db.count("job_attempts_default").await,
         1
     );
 }
@@ -261,20 +241,11 @@ async fn retention_keeps_the_newest_thousand_fire_records_per_schedule() {
         .await
         .unwrap();
     assert_eq!(report.fires_pruned, 500);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM schedule_fires").await,
-        1010
-    );
+    db.assert_rows("schedule_fires", 1010).await;
     // The newest 1,000 of the per-second schedule: g = 1..=1000.
-    assert_eq!(
-        db.scalar_i64(
-            "SELECT count(*) FROM schedule_fires f JOIN schedules s ON s.id = f.schedule_id
+    db.assert_rows("schedule_fires f JOIN schedules s ON s.id = f.schedule_id
              WHERE s.name = 'every-second'
-               AND f.fire_time >= (SELECT max(fire_time) - interval '999 seconds' FROM schedule_fires)"
-        )
-        .await,
-        1000
-    );
+               AND f.fire_time >= (SELECT max(fire_time) - interval '999 seconds' FROM schedule_fires)", 1000).await;
 }
 
 /// The plan of `sql` with `$1` bound to `arg`, as text.
@@ -295,10 +266,7 @@ async fn the_overlap_check_is_an_index_lookup_whatever_the_backlog() {
         .map(|_| NewJob::new("q", "k", json!({})))
         .collect();
     due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
-    sqlx::query("ANALYZE due_work")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("ANALYZE due_work").await;
     // The statement of db::schedules::has_live_job.
     let p = plan(
         &db,
@@ -324,10 +292,7 @@ async fn listing_a_rare_queue_walks_its_index_not_the_whole_history() {
     .execute(&db.pool)
     .await
     .unwrap();
-    sqlx::query("ANALYZE job_history")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("ANALYZE job_history").await;
     // The partition holding the rows (the empty ones are scanned for free).
     let full: String =
         sqlx::query_scalar("SELECT tableoid::regclass::text FROM job_history LIMIT 1")
@@ -402,9 +367,5 @@ async fn a_day_already_in_the_default_partition_is_left_there_without_locking_it
             .unwrap();
     assert_eq!(answer, "occupied");
     reader.commit().await.unwrap();
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history_default")
-            .await,
-        1
-    );
+    db.assert_rows("job_history_default", 1).await;
 }

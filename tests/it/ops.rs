@@ -5,6 +5,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::api::Server;
+use crate::common::http::free_port;
 use crate::common::{TestDb, binary};
 
 fn healthcheck(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -183,10 +184,9 @@ async fn metrics_report_how_far_the_most_overdue_schedule_lags() {
         .await
         .unwrap();
     // No scheduler runs here: a fire two minutes overdue is two minutes of lag.
-    sqlx::query("UPDATE schedules SET next_run_at = now() - interval '120 seconds'")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    app.db
+        .exec("UPDATE schedules SET next_run_at = now() - interval '120 seconds'")
+        .await;
     // The gauge is process-wide: another test's scrape may set it between ours, so
     // scrape until ours shows.
     let lag = crate::common::eventually(
@@ -307,11 +307,7 @@ async fn processes_write_nowhere_but_tmp() {
     )
     .unwrap();
     ordinaut::scheduler::save(&db.pool, &spec).await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut children = Vec::new();
     for cmd in ["api", "scheduler", "worker"] {
         let trace = dir.join(format!("{cmd}.strace"));
@@ -350,10 +346,8 @@ async fn processes_write_nowhere_but_tmp() {
         Duration::from_secs(60),
         "scheduled command jobs to complete",
         || async {
-            (db.scalar_i64(
-                "SELECT count(*) FROM job_history WHERE queue = 'rofs' AND state = 'completed'",
-            )
-            .await
+            (db.count("job_history WHERE queue = 'rofs' AND state = 'completed'")
+                .await
                 >= 3)
                 .then_some(())
         },

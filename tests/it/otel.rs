@@ -16,6 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::api::App;
+use crate::common::http::{Http, free_port};
 use crate::common::otlp::{Got, hex, receiver, span_where};
 use crate::common::procs::{Proc, spawn, workdir};
 use crate::common::{TestDb, eventually};
@@ -54,14 +55,6 @@ fn header(headers: &HeaderMap, name: &str) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn finished(db: &TestDb, id: Uuid) -> String {
@@ -110,13 +103,9 @@ async fn one_trace_from_the_enqueuer_to_the_program() {
     api_env.extend([("API_PORT", port.as_str()), ("API_HOST", "127.0.0.1")]);
     let _api: Proc = spawn(&dir, &db.url, &["api"], &api_env);
     let _worker: Proc = spawn(&dir, &db.url, &["worker"], &otel_env);
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    eventually(Duration::from_secs(30), "the api to answer", || async {
-        let r = http.get(format!("{base}/health")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    let api = Http::local(port.parse().expect("a port"));
+    api.wait_healthy(Duration::from_secs(30)).await;
+    let (http, base) = (&api.client, &api.base);
 
     // HTTP, with a traceparent: an http kind whose first attempt fails.
     let incoming = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
@@ -360,10 +349,7 @@ async fn without_an_exporter_the_callers_context_is_stored_and_checked() {
         "the request's context, unless a job names its own"
     );
     let bad = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "q", "kind": "k", "metadata": {"traceparent": "00-zz"}}),
-        )
+        .enqueue(json!({"queue": "q", "kind": "k", "metadata": {"traceparent": "00-zz"}}))
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
     assert!(

@@ -394,10 +394,8 @@ async fn worker_that_reclaims_its_own_rescued_job_never_runs_it_twice_at_once() 
 #[tokio::test]
 async fn jobs_claimed_before_a_failing_claim_statement_still_run() {
     let db = TestDb::new().await;
-    sqlx::query("INSERT INTO queues (name, concurrency_limit) VALUES ('lim', 10)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("INSERT INTO queues (name, concurrency_limit) VALUES ('lim', 10)")
+        .await;
     // Every claim of the unlimited queue `boom` fails inside Postgres, after the
     // limited queue's claim of the same round has committed.
     sqlx::raw_sql(
@@ -472,10 +470,8 @@ async fn cancel_landing_as_the_handler_returns_retry_ends_cancelled_and_never_re
 #[tokio::test]
 async fn limited_queue_progresses_beside_an_unlimited_backlog() {
     let db = TestDb::new().await;
-    sqlx::query("INSERT INTO queues (name, concurrency_limit) VALUES ('lim', 5)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("INSERT INTO queues (name, concurrency_limit) VALUES ('lim', 5)")
+        .await;
     let handlers = handlers_from(&[("nap", KindConfig::Noop(Default::default()))]);
     let backlog: Vec<NewJob> = (0..300)
         .map(|_| NewJob::new("default", "nap", json!({"sleep_ms": 50})))

@@ -13,7 +13,7 @@ use crate::ui::{app_settings, enqueue, login};
 /// Claims the oldest job of `queue` through the pull API and finishes it: completed,
 /// or failed for good with `error`.
 async fn finish(app: &App, queue: &str, error: Option<&str>) {
-    let claim = app.post("/v1/pull/claim", json!({"queues": [queue]})).await;
+    let claim = app.claim(json!({"queues": [queue]})).await;
     assert_eq!(claim.status, StatusCode::OK, "{}", claim.text);
     let owner = claim.body["lease_owner"].clone();
     let job = &claim.body["jobs"][0];
@@ -77,13 +77,10 @@ async fn jobs_are_searched_by_json_path_in_payload_and_metadata_and_by_text() {
     )
     .await;
     let r = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "scan", "kind": "nmap", "payload": {}, "metadata": {"team": "red_100%"}}),
-        )
+        .enqueue(json!({"queue": "scan", "kind": "nmap", "payload": {}, "metadata": {"team": "red_100%"}}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let tagged = r.body["id"].as_str().unwrap().to_owned();
+    let tagged = r.id();
 
     let search = |query: String| {
         let app = &app;

@@ -129,12 +129,12 @@ async fn rust_handler_jobs_run_once_and_complete() {
     .await;
     w.shutdown().await;
     assert_eq!(runs.load(Ordering::SeqCst), 200);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE (output->>'sum')::int = (payload->>'a')::int + 1").await, 200);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM workers").await,
-        0,
-        "deregistered on shutdown"
-    );
+    db.assert_rows(
+        "job_history WHERE (output->>'sum')::int = (payload->>'a')::int + 1",
+        200,
+    )
+    .await;
+    assert_eq!(db.workers().await, 0, "deregistered on shutdown");
 }
 
 #[tokio::test]
@@ -154,16 +154,8 @@ async fn failing_job_is_retried_then_failed_with_its_last_error() {
         (end.state.as_str(), end.last_error.as_deref()),
         ("failed", Some("attempt 3 broke"))
     );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'retry'")
-            .await,
-        2
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'failed'")
-            .await,
-        1
-    );
+    assert_eq!(db.attempts_ending("retry").await, 2);
+    assert_eq!(db.attempts_ending("failed").await, 1);
 }
 
 #[tokio::test]
@@ -179,11 +171,7 @@ async fn unknown_kind_fails_at_once_naming_the_kind() {
     w.shutdown().await;
     assert_eq!(state, JobState::Failed);
     assert!(error.unwrap().contains("\"no_such_kind\""));
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts").await,
-        1,
-        "not retried"
-    );
+    assert_eq!(db.all_attempts().await, 1, "not retried");
 }
 
 #[tokio::test]
@@ -339,11 +327,7 @@ async fn cancel_stops_a_running_command_within_a_second() {
     assert_eq!(state, JobState::Cancelled);
     // Functional bound, not a speed benchmark: the issue promises "within a second".
     assert!(took < Duration::from_secs(3), "took {took:?}");
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'cancelled'")
-            .await,
-        1
-    );
+    assert_eq!(db.attempts_ending("cancelled").await, 1);
 }
 
 #[tokio::test]
@@ -383,7 +367,7 @@ async fn shutdown_lets_short_jobs_finish_and_hands_long_ones_back() {
         .await
         .unwrap();
     assert_eq!(leased, 0);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM workers").await, 0);
+    assert_eq!(db.workers().await, 0);
 }
 
 #[tokio::test]
@@ -493,10 +477,8 @@ async fn http_kinds_map_status_codes_to_outcomes() {
 async fn one_claim_round_shares_the_free_slots_and_leases_what_it_returns() {
     use ordinaut::worker::claim::{ClaimPlan, ClaimSize};
     let db = TestDb::new().await;
-    sqlx::query("INSERT INTO queues (name, concurrency_limit) VALUES ('limited', 3)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("INSERT INTO queues (name, concurrency_limit) VALUES ('limited', 3)")
+        .await;
     let jobs: Vec<NewJob> = (0..10)
         .flat_map(|_| {
             [

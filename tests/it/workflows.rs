@@ -94,7 +94,7 @@ async fn a_diamond_runs_in_dependency_order_and_the_join_reads_both_outputs() {
     let db = TestDb::new().await;
     let id = submit(&db, diamond()).await;
     // Only the root is a live job; the others wait outside due_work, visibly.
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 1);
+    assert_eq!(db.live_jobs().await, 1);
     let w = workflows::get(&db.pool, id).await.unwrap();
     assert_eq!(w.summary.state, "running");
     assert_eq!(states(&w)["d"], "waiting");
@@ -253,12 +253,9 @@ async fn no_step_is_ever_left_waiting_random_graphs() {
         };
         assert_eq!(w.summary.state, want, "round {round}");
     }
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM workflow_steps WHERE state IN ('waiting', 'enqueued')")
-            .await,
-        0
-    );
+    assert_eq!(db.live_jobs().await, 0);
+    db.assert_rows("workflow_steps WHERE state IN ('waiting', 'enqueued')", 0)
+        .await;
 }
 
 #[tokio::test]
@@ -363,7 +360,7 @@ async fn cancel_stops_waiting_and_running_steps_and_retry_resumes_it() {
         workflows::get(&db.pool, id).await.unwrap().summary.state,
         "cancelled"
     );
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(db.live_jobs().await, 0);
     // Appending to a cancelled workflow is refused.
     let err = workflows::append(&db.pool, id, &json!([job("late", json!([]))]), 4)
         .await
@@ -405,7 +402,7 @@ async fn a_running_step_appends_a_fan_out_and_a_join() {
         .await
         .unwrap();
     assert_eq!(refs.len(), 6);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 1);
+    assert_eq!(db.live_jobs().await, 1);
     due_work::finish_many(
         &db.pool,
         worker,
@@ -477,8 +474,8 @@ async fn sql_submit_belongs_to_the_callers_transaction() {
     let mut tx = db.pool.begin().await.unwrap();
     workflows::submit_on(&mut tx, &diamond(), 4).await.unwrap();
     tx.rollback().await.unwrap();
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM workflows").await, 0);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    db.assert_rows("workflows", 0).await;
+    assert_eq!(db.live_jobs().await, 0);
 
     let mut tx = db.pool.begin().await.unwrap();
     let id: Uuid = sqlx::query_scalar("SELECT ordinaut_enqueue_workflow($1)")
@@ -532,19 +529,14 @@ async fn bad_workflows_are_refused_with_the_problem_named() {
             "{spec}: {err}"
         );
     }
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM workflow_steps").await,
-        0
-    );
+    db.assert_rows("workflow_steps", 0).await;
 }
 
 #[tokio::test]
 async fn rescue_and_keep_completed_false_settle_dependents_too() {
     let db = TestDb::new().await;
-    sqlx::query("INSERT INTO queues (name, keep_completed) VALUES ('q', false)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("INSERT INTO queues (name, keep_completed) VALUES ('q', false)")
+        .await;
     let id = submit(
         &db,
         json!({"name": "r", "jobs": [
@@ -617,7 +609,7 @@ async fn plain_jobs_never_enter_the_workflow_tables() {
         .await
         .unwrap();
     assert!(wf.is_none());
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM workflows").await, 0);
+    db.assert_rows("workflows", 0).await;
 }
 
 async fn drive_plain(db: &TestDb) {

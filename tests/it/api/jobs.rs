@@ -12,10 +12,7 @@ use super::{App, TOKEN};
 
 async fn enqueue(app: &App, queue: &str) -> Uuid {
     let r = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": queue, "kind": "k", "payload": {"n": 1}}),
-        )
+        .enqueue(json!({"queue": queue, "kind": "k", "payload": {"n": 1}}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     r.body["id"].as_str().expect("id").parse().expect("uuid")
@@ -63,7 +60,7 @@ async fn enqueued_job_reads_back_with_the_request_id_in_its_metadata() {
     let r = app.send(req).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.headers["x-request-id"], "req-123");
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = r.id();
     let got = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.body["state"], "available");
@@ -96,7 +93,7 @@ async fn repeating_an_enqueue_with_an_idempotency_key_returns_the_same_job() {
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.body["duplicate"], true);
     assert_eq!(first.body["id"], second.body["id"]);
-    assert_eq!(app.db.scalar_i64("SELECT count(*) FROM due_work").await, 1);
+    assert_eq!(app.db.live_jobs().await, 1);
     let job = app
         .get(&format!("/v1/jobs/{}", first.body["id"].as_str().unwrap()))
         .await;
@@ -107,15 +104,12 @@ async fn repeating_an_enqueue_with_an_idempotency_key_returns_the_same_job() {
 async fn batch_enqueues_every_job_in_input_order() {
     let app = App::new().await;
     let r = app
-        .post(
-            "/v1/jobs/batch",
-            json!({"jobs": [
-                {"queue": "a", "kind": "k"},
-                {"queue": "b", "kind": "k", "delay": "1h"},
-                {"queue": "a", "kind": "k", "unique_key": "u"},
-                {"queue": "a", "kind": "k", "unique_key": "u"},
-            ]}),
-        )
+        .enqueue_batch(json!({"jobs": [
+            {"queue": "a", "kind": "k"},
+            {"queue": "b", "kind": "k", "delay": "1h"},
+            {"queue": "a", "kind": "k", "unique_key": "u"},
+            {"queue": "a", "kind": "k", "unique_key": "u"},
+        ]}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let jobs = r.body["jobs"].as_array().unwrap();
@@ -123,7 +117,7 @@ async fn batch_enqueues_every_job_in_input_order() {
     // The same key twice in one batch: one job, reported once as new, once as duplicate.
     assert_ne!(jobs[2]["duplicate"], jobs[3]["duplicate"], "{}", r.text);
     assert_eq!(jobs[2]["id"], jobs[3]["id"]);
-    assert_eq!(app.db.scalar_i64("SELECT count(*) FROM due_work").await, 3);
+    assert_eq!(app.db.live_jobs().await, 3);
     let second = app
         .get(&format!("/v1/jobs/{}", jobs[1]["id"].as_str().unwrap()))
         .await;
@@ -178,29 +172,21 @@ async fn list_filters_by_queue_state_and_time_and_pages_with_a_cursor() {
 async fn waiting_job_is_cancelled_then_retried_and_finished_jobs_refuse_cancel() {
     let app = App::new().await;
     let id = enqueue(&app, "q").await;
-    let r = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
-        .await;
+    let r = app.act(&format!("/v1/jobs/{id}/cancel")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["result"], "cancelled");
-    let again = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
-        .await;
+    let again = app.act(&format!("/v1/jobs/{id}/cancel")).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.body["error"]["code"], "already_finished");
     let got = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(got.body["state"], "cancelled");
-    let retried = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/retry"), None)
-        .await;
+    let retried = app.act(&format!("/v1/jobs/{id}/retry")).await;
     assert_eq!(retried.status, StatusCode::OK, "{}", retried.text);
     assert_eq!(
         app.get(&format!("/v1/jobs/{id}")).await.body["state"],
         "available"
     );
-    let live = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/retry"), None)
-        .await;
+    let live = app.act(&format!("/v1/jobs/{id}/retry")).await;
     assert_eq!(live.status, StatusCode::CONFLICT);
     assert_eq!(live.body["error"]["code"], "conflict");
 }
@@ -218,9 +204,7 @@ async fn running_job_cancel_is_requested() {
     )
     .await
     .unwrap();
-    let r = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
-        .await;
+    let r = app.act(&format!("/v1/jobs/{id}/cancel")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["result"], "cancel_requested");
 }
@@ -238,9 +222,7 @@ async fn failed_job_shows_its_attempts_with_captured_output_and_can_be_retried()
     let job = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(job.body["state"], "failed");
     assert_eq!(job.body["attempts"].as_array().unwrap().len(), 1);
-    let r = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/retry"), None)
-        .await;
+    let r = app.act(&format!("/v1/jobs/{id}/retry")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["state"], "available");
 }
@@ -326,10 +308,9 @@ async fn api_max_wait_caps_a_longer_wait() {
 #[tokio::test]
 async fn wait_on_a_job_whose_queue_keeps_no_completed_jobs_answers_completed() {
     let app = App::new().await.with_listener().await;
-    sqlx::query("INSERT INTO queues (name, keep_completed) VALUES ('unkept', false)")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    app.db
+        .exec("INSERT INTO queues (name, keep_completed) VALUES ('unkept', false)")
+        .await;
     let id = enqueue(&app, "unkept").await;
     let router = app.router.clone();
     let waiter = tokio::spawn(async move {
@@ -374,7 +355,7 @@ async fn wait_on_a_job_whose_queue_keeps_no_completed_jobs_answers_completed() {
     assert_eq!(body["state"], "completed");
     assert!(body["output"].is_null(), "not kept: {body}");
     assert_eq!(
-        app.db.scalar_i64("SELECT count(*) FROM job_history").await,
+        app.db.ended_jobs().await,
         0,
         "the queue keeps no completed jobs"
     );

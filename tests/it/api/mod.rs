@@ -61,6 +61,15 @@ pub struct Reply {
     pub text: String,
 }
 
+impl Reply {
+    /// The `id` of what the request created.
+    pub fn id(&self) -> String {
+        let id = self.body["id"].as_str();
+        id.unwrap_or_else(|| panic!("an id in {}", self.text))
+            .to_owned()
+    }
+}
+
 impl App {
     pub async fn new() -> App {
         App::with(settings()).await
@@ -121,6 +130,51 @@ impl App {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// `POST path` with no body: an action on a job, workflow, queue or schedule.
+    pub async fn act(&self, path: &str) -> Reply {
+        self.call(Method::POST, path, None).await
+    }
+
+    /// `POST /v1/jobs`.
+    pub async fn enqueue(&self, job: Value) -> Reply {
+        self.post("/v1/jobs", job).await
+    }
+
+    /// `POST /v1/jobs/batch`.
+    pub async fn enqueue_batch(&self, body: Value) -> Reply {
+        self.post("/v1/jobs/batch", body).await
+    }
+
+    /// `POST /v1/workflows`.
+    pub async fn submit_workflow(&self, workflow: Value) -> Reply {
+        self.post("/v1/workflows", workflow).await
+    }
+
+    /// `POST /v1/schedules`.
+    pub async fn create_schedule(&self, schedule: Value) -> Reply {
+        self.post("/v1/schedules", schedule).await
+    }
+
+    /// `POST /v1/pull/claim`.
+    pub async fn claim(&self, body: Value) -> Reply {
+        self.post("/v1/pull/claim", body).await
+    }
+
+    /// `POST /v1/pull/jobs/{id}/{outcome}`: a pull worker reports how an attempt ended
+    /// (`complete`, `fail`, …).
+    pub async fn report(&self, id: impl std::fmt::Display, outcome: &str, body: Value) -> Reply {
+        self.post(&format!("/v1/pull/jobs/{id}/{outcome}"), body)
+            .await
+    }
+
     /// Sends any request.
     pub async fn send(&self, req: Request<Body>) -> Reply {
         let response = self
@@ -150,13 +204,11 @@ impl App {
     /// Row counts of the tables a request could change.
     pub async fn counts(&self) -> [i64; 5] {
         [
-            self.db.scalar_i64("SELECT count(*) FROM due_work").await,
-            self.db.scalar_i64("SELECT count(*) FROM job_history").await,
-            self.db
-                .scalar_i64("SELECT count(*) FROM job_attempts")
-                .await,
-            self.db.scalar_i64("SELECT count(*) FROM queues").await,
-            self.db.scalar_i64("SELECT count(*) FROM workers").await,
+            self.db.live_jobs().await,
+            self.db.ended_jobs().await,
+            self.db.count("job_attempts").await,
+            self.db.count("queues").await,
+            self.db.workers().await,
         ]
     }
 }
