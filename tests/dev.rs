@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::http::{Http, free_port};
 use common::procs::{self, Launch, Proc};
-use common::{TestDb, binary, eventually};
+use common::{TestDb, binary, eventually, schedules};
 use ordinaut::db::due_work::{self, NewJob};
 use serde_json::json;
 
@@ -260,11 +260,7 @@ fn parse_shell(path: &Path, keys: &BTreeMap<String, String>) -> BTreeMap<String,
         .env_clear()
         .output()
         .expect("run bash");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    procs::assert_success(&out);
     String::from_utf8_lossy(&out.stdout)
         .split('\0')
         .filter_map(|kv| kv.split_once('='))
@@ -321,19 +317,8 @@ async fn env_file_starts_every_process(loader: Loader) {
     // ORDINAUT_CONFIG= in the file means "unset": ./ordinaut.toml is read.
     std::fs::write(dir.join("ordinaut.toml"), "[kinds.nap]\ntype = \"noop\"\n").unwrap();
     let port = free_port();
-    let spec = ordinaut::scheduler::validate(
-        &ordinaut::scheduler::ScheduleInput {
-            name: "every-second".into(),
-            cron: "* * * * * *".into(),
-            queue: "ticks".into(),
-            kind: "nap".into(),
-            ..Default::default()
-        },
-        &ordinaut::config::Config::default(),
-        ordinaut::scheduler::Origin::Api,
-    )
-    .unwrap();
-    ordinaut::scheduler::save(&db.pool, &spec).await.unwrap();
+    let input = schedules::schedule("every-second", "* * * * * *", "ticks", "nap");
+    schedules::save(&db.pool, &input).await;
     due_work::enqueue_many(&db.pool, &[NewJob::new("default", "nap", json!({}))], 4)
         .await
         .unwrap();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::cluster::{Durability, PrivateCluster};
 use common::http::free_port;
-use common::jobs::{count, jobs, wait_completed, wait_running};
+use common::jobs::{completed_at_least, count, jobs, wait_completed, wait_running};
 use common::procs::{Proc, assert_success, spawn, workdir};
 use common::{TestDb, eventually};
 use ordinaut::db::{self, DbConfig};
@@ -67,12 +67,7 @@ fn assert_each_ran_once(file: &Path, n: usize) {
 }
 
 fn cfg(url: &str) -> DbConfig {
-    DbConfig {
-        url: url.to_owned(),
-        schema: "public".into(),
-        max_connections: 4,
-        hot_path: false,
-    }
+    common::cluster::db_config(url, 4)
 }
 
 async fn server_port(conn: &mut PgConnection) -> i32 {
@@ -544,17 +539,8 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
         ("worker 1", spawn(&dir, &url, &["worker"], &env)),
         ("worker 2", spawn(&dir, &url, &["worker"], &env)),
     ];
-    let done = |pool: db::Pool| async move {
-        count(
-            &pool,
-            "SELECT count(*) FROM job_history WHERE state = 'completed'",
-        )
-        .await
-    };
-    eventually(Duration::from_secs(120), "a quarter drained", || async {
-        (done(pool.clone()).await >= (JOBS / 4) as i64).then_some(())
-    })
-    .await;
+    // A quarter drained.
+    completed_at_least(&pool, (JOBS / 4) as i64, Duration::from_secs(120)).await;
 
     // The primary dies (no shutdown checkpoint, like a lost machine); the standby is
     // promoted, as pg_auto_failover or Patroni would.
@@ -582,10 +568,7 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
         (finished > 0.0).then_some(finished)
     })
     .await;
-    eventually(Duration::from_secs(180), "every job completed", || async {
-        (done(pool.clone()).await >= JOBS as i64).then_some(())
-    })
-    .await;
+    completed_at_least(&pool, JOBS as i64, Duration::from_secs(180)).await;
 
     assert_eq!(
         count(&pool, "SELECT count(*) FROM due_work").await,

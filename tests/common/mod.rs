@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod otlp;
 pub mod procs;
 pub mod recorder;
+pub mod schedules;
 
 use std::fs::File;
 use std::future::Future;

@@ -1,6 +1,6 @@
 //! Store-level lifecycle: enqueue, claim, finish, rescue, cancel, retry.
 
-use crate::common::jobs::jobs;
+use crate::common::jobs::{completed, jobs, live};
 use std::time::Duration;
 
 use ordinaut::db::due_work::{self, Finish, FinishKind, NewJob};
@@ -28,18 +28,6 @@ async fn enqueue(db: &TestDb, jobs: Vec<NewJob>) -> Vec<Uuid> {
         .collect()
 }
 
-fn done(id: Uuid) -> Finish {
-    Finish {
-        id,
-        attempt: 1,
-        outcome: FinishKind::Completed,
-        next_run_at: None,
-        error: None,
-        output: Some(json!({"ok": true})),
-        log: None,
-    }
-}
-
 #[tokio::test]
 async fn completed_job_moves_to_history_with_its_attempt() {
     let db = TestDb::new().await;
@@ -50,7 +38,7 @@ async fn completed_job_moves_to_history_with_its_attempt() {
         .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempt, 1);
-    let applied = due_work::finish_many(&db.pool, worker, 100, &[done(ids[0])])
+    let applied = due_work::finish_many(&db.pool, worker, 100, &[completed(ids[0])])
         .await
         .unwrap();
     assert_eq!(applied.iter().map(|a| a.id).collect::<Vec<_>>(), ids);
@@ -140,7 +128,7 @@ async fn unique_key_is_free_again_once_the_job_finished() {
     due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
         .await
         .unwrap();
-    due_work::finish_many(&db.pool, w, 100, &[done(first)])
+    due_work::finish_many(&db.pool, w, 100, &[completed(first)])
         .await
         .unwrap();
     job.id = Uuid::now_v7();
@@ -319,15 +307,14 @@ async fn retry_outcome_reschedules_and_spends_the_attempt() {
             .len(),
         1
     );
-    let (state, attempt, err, owner): (String, i32, Option<String>, Option<Uuid>) = sqlx::query_as(
-        "SELECT state, attempt, last_error, lease_owner FROM due_work WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let job = live(&db.pool, id).await;
     assert_eq!(
-        (state.as_str(), attempt, err.as_deref(), owner),
+        (
+            job.state.as_str(),
+            job.attempt,
+            job.last_error.as_deref(),
+            job.lease_owner
+        ),
         ("scheduled", 1, Some("boom"), None)
     );
     db.assert_rows(
@@ -411,13 +398,9 @@ async fn failed_job_goes_to_history_and_can_be_retried_by_hand() {
     )
     .await;
     due_work::retry(&db.pool, id).await.unwrap();
-    let (state, attempt, max): (String, i32, i32) =
-        sqlx::query_as("SELECT state, attempt, max_attempts FROM due_work WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!((state.as_str(), attempt, max), ("available", 1, 5));
+    let job = live(&db.pool, id).await;
+    let (state, attempt, max) = (job.state.as_str(), job.attempt, job.max_attempts);
+    assert_eq!((state, attempt, max), ("available", 1, 5));
     assert_eq!(db.ended_jobs().await, 0);
     // A live job cannot be retried; an unknown one is not found.
     assert!(matches!(
@@ -437,7 +420,7 @@ async fn outcome_from_a_worker_that_lost_the_lease_is_ignored() {
     due_work::claim_due(&db.pool, &["q".into()], 1, Uuid::now_v7(), LEASE)
         .await
         .unwrap();
-    let applied = due_work::finish_many(&db.pool, Uuid::now_v7(), 100, &[done(id)])
+    let applied = due_work::finish_many(&db.pool, Uuid::now_v7(), 100, &[completed(id)])
         .await
         .unwrap();
     assert!(applied.is_empty());
@@ -684,7 +667,7 @@ async fn queue_without_keep_completed_drops_finished_jobs() {
     due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
         .await
         .unwrap();
-    due_work::finish_many(&db.pool, w, 100, &[done(id)])
+    due_work::finish_many(&db.pool, w, 100, &[completed(id)])
         .await
         .unwrap();
     assert_eq!(db.ended_jobs().await, 0);
@@ -761,7 +744,7 @@ async fn finished_jobs_land_in_the_daily_partition() {
     due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
         .await
         .unwrap();
-    due_work::finish_many(&db.pool, w, 100, &[done(id)])
+    due_work::finish_many(&db.pool, w, 100, &[completed(id)])
         .await
         .unwrap();
     let part: String =
@@ -830,7 +813,7 @@ async fn job_events_are_sent_only_while_an_api_process_subscribes() {
             due_work::claim_due(&pool, &["q".into()], 1, w, LEASE)
                 .await
                 .unwrap();
-            due_work::finish_many(&pool, w, 100, &[done(id)])
+            due_work::finish_many(&pool, w, 100, &[completed(id)])
                 .await
                 .unwrap();
             id

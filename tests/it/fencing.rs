@@ -10,6 +10,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::api::App;
+use crate::common::jobs::live;
 use crate::common::{TestDb, eventually};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -98,13 +99,9 @@ async fn finish_and_extend_for_a_stale_attempt_are_no_ops() {
         .await
         .unwrap();
     assert!(applied.is_empty(), "attempt 1's outcome is refused");
-    let (state, attempt, owner): (String, i32, Option<Uuid>) =
-        sqlx::query_as("SELECT state, attempt, lease_owner FROM due_work WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!((state.as_str(), attempt, owner), ("running", 2, Some(w)));
+    let job = live(&db.pool, id).await;
+    let now = (job.state.as_str(), job.attempt, job.lease_owner);
+    assert_eq!(now, ("running", 2, Some(w)));
     assert_eq!(db.ended_jobs().await, 0);
     assert_eq!(
         db.count("job_attempts WHERE outcome <> 'lost'").await,

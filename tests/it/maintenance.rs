@@ -9,7 +9,8 @@ use ordinaut::model::Backoff;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::TestDb;
+use crate::common::jobs::{completed, live};
+use crate::common::{TestDb, schedules};
 
 #[tokio::test]
 async fn rescue_survives_a_huge_attempt_number_and_queue_backoff() {
@@ -39,13 +40,7 @@ async fn rescue_survives_a_huge_attempt_number_and_queue_backoff() {
         .await
         .expect("the rescue statement must not overflow");
     assert_eq!(r.retried, 2, "both jobs were handed back");
-    let delay: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM run_at - now())::float8 FROM due_work WHERE id = $1",
-    )
-    .bind(ids[0])
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let delay = live(&db.pool, ids[0]).await.run_in;
     assert!(
         (3_599_996_000.0..=3_599_996_400.0).contains(&delay),
         "capped at the queue's backoff_max: {delay}"
@@ -88,19 +83,6 @@ async fn a_large_batch_of_unique_keys_resolves_every_duplicate() {
     assert_eq!(by_key.len(), 4000);
     assert_eq!(db.live_jobs().await, 4000, "one row per key");
     assert_eq!(results.iter().filter(|r| !r.duplicate).count(), 2000);
-}
-
-fn completed(id: Uuid) -> due_work::Finish {
-    due_work::Finish {
-        id,
-        // The first claim's attempt.
-        attempt: 1,
-        outcome: due_work::FinishKind::Completed,
-        next_run_at: None,
-        error: None,
-        output: Some(json!({"ok": true})),
-        log: None,
-    }
 }
 
 #[tokio::test]
@@ -166,10 +148,7 @@ async fn partition_rotation_behind_a_reader_defers_and_never_stalls_finishing() 
         "job_attempts rotated; job_history's create and drop deferred: {report:?}"
     );
     reader.commit().await.unwrap();
-    let again = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
-        .run_once()
-        .await
-        .unwrap();
+    let again = schedules::retention_pass(&db.pool).await;
     assert_eq!((again.created, again.dropped, again.deferred), (1, 1, 0));
     assert_eq!(db.ended_in("completed").await, 1);
 }
@@ -197,10 +176,7 @@ async fn retention_ages_out_old_rows_of_the_default_partitions() {
     .await
     .unwrap();
     db.assert_rows("job_history_default", 4).await;
-    let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
-        .run_once()
-        .await
-        .unwrap();
+    let report = schedules::retention_pass(&db.pool).await;
     assert_eq!(report.default_rows_deleted, 5);
     assert_eq!(
         db.count("job_history_default WHERE finished_at > now()")
@@ -236,10 +212,7 @@ async fn retention_keeps_the_newest_thousand_fire_records_per_schedule() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
-        .run_once()
-        .await
-        .unwrap();
+    let report = schedules::retention_pass(&db.pool).await;
     assert_eq!(report.fires_pruned, 500);
     db.assert_rows("schedule_fires", 1010).await;
     // The newest 1,000 of the per-second schedule: g = 1..=1000.

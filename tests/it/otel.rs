@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::api::App;
 use crate::common::http::{Http, free_port};
+use crate::common::jobs;
 use crate::common::otlp::{Got, hex, receiver, span_where};
 use crate::common::procs::{Proc, spawn, workdir};
 use crate::common::{TestDb, eventually};
@@ -57,18 +58,10 @@ fn header(headers: &HeaderMap, name: &str) -> String {
         .to_owned()
 }
 
-async fn finished(db: &TestDb, id: Uuid) -> String {
-    eventually(Duration::from_secs(60), "job to finish", || {
-        let pool = db.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, String>("SELECT state FROM job_history WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&pool)
-                .await
-                .unwrap()
-        }
-    })
-    .await
+/// The state job `id` ended in, waiting up to a minute for it to end.
+async fn finished(db: &TestDb, id: Uuid) -> &'static str {
+    let done = jobs::wait_finished(&db.pool, id, Duration::from_secs(60)).await;
+    done.state.as_str()
 }
 
 fn is_process(g: &Got, job: Uuid, attempt: i32) -> bool {
@@ -194,12 +187,11 @@ async fn one_trace_from_the_enqueuer_to_the_program() {
         send.attr("messaging.message.id"),
         Some(hook_job.to_string())
     );
-    let stored: serde_json::Value =
-        sqlx::query_scalar("SELECT metadata FROM job_history WHERE id = $1")
-            .bind(hook_job)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let stored = jobs::finished(&db.pool, hook_job)
+        .await
+        .expect("ended")
+        .metadata;
+    let stored = stored.expect("metadata");
     assert_eq!(
         stored["traceparent"],
         format!("00-{PARENT_TRACE}-{}-01", send.id())

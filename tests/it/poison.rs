@@ -3,8 +3,8 @@
 //! rescued jobs, claim errors, cancels racing outcomes, and limited queues beside a
 //! backlog. Nothing a job produces may wedge the others.
 
-use crate::common::jobs::Finished;
 use crate::common::jobs::wait_for_count;
+use crate::common::jobs::{Finished, live};
 use ordinaut::model::JobState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -198,13 +198,7 @@ async fn frees_its_slot_and_waits_a_year(
     );
     wait_for_count(&db.pool, recorded, 1, Duration::from_secs(20)).await;
     w.shutdown().await;
-    let days: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM run_at - now())::float8 / 86400 FROM due_work WHERE id = $1",
-    )
-    .bind(absurd)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let days = live(&db.pool, absurd).await.run_in / 86400.0;
     assert!(
         (364.0..=365.5).contains(&days),
         "clamped to a year: {days} days"
@@ -226,21 +220,14 @@ async fn snooze_shorter_than_the_floor_waits_the_floor() {
     o.snooze_min = Duration::from_secs(60);
     let w = start(&db, handlers, o);
     let id = enqueue(&db, NewJob::new("q", "again", json!({}))).await;
-    wait_for_count(
-        &db.pool,
-        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+    db.wait_rows(
+        "all_attempts WHERE outcome = 'snoozed'",
         1,
         Duration::from_secs(20),
     )
     .await;
     w.shutdown().await;
-    let wait: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM run_at - now())::float8 FROM due_work WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let wait = live(&db.pool, id).await.run_in;
     assert!(wait > 50.0, "snoozed for the floor, not 0 s: {wait}");
 }
 
@@ -267,12 +254,9 @@ async fn snoozes_past_the_budget_count_as_attempts_then_fail() {
     let mut job = NewJob::new("q", "busy", json!({}));
     job.max_attempts = Some(2);
     let id = enqueue(&db, job).await;
-    let Finished {
-        state,
-        last_error: error,
-        ..
-    } = wait_finished(&db, id).await;
+    let done = wait_finished(&db, id).await;
     w.shutdown().await;
+    let (state, error) = (done.state, done.last_error);
     assert_eq!(state, JobState::Failed);
     assert!(
         error

@@ -12,7 +12,8 @@ use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::TestDb;
+use crate::common::jobs::completed;
+use crate::common::{TestDb, schedules};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -620,13 +621,9 @@ async fn drive_plain(db: &TestDb) {
     let batch: Vec<Finish> = claimed
         .iter()
         .map(|j| Finish {
-            id: j.id,
             attempt: j.attempt,
-            outcome: FinishKind::Completed,
-            next_run_at: None,
-            error: None,
             output: None,
-            log: None,
+            ..completed(j.id)
         })
         .collect();
     due_work::finish_many(&db.pool, worker, 100, &batch)
@@ -652,10 +649,7 @@ async fn retention_deletes_workflows_that_ended_before_the_keep_period_and_no_ot
         .execute(&db.pool)
         .await
         .unwrap();
-    let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
-        .run_once()
-        .await
-        .unwrap();
+    let report = schedules::retention_pass(&db.pool).await;
     assert_eq!(report.workflows_pruned, 1);
     let left = |sql: &'static str| {
         let pool = db.pool.clone();
@@ -725,24 +719,15 @@ async fn cancelling_a_waiting_step_races_its_activation_and_always_ends_it_once(
         let w = workflows::get(&db.pool, id).await.unwrap();
         assert_eq!(states(&w)["b"], "cancelled", "round {round}");
         assert_eq!(w.summary.state, "cancelled", "round {round}");
-        let live: i64 = sqlx::query_scalar("SELECT count(*) FROM due_work WHERE id = $1")
-            .bind(b)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+        let live = db.count(&format!("due_work WHERE id = '{b}'")).await;
         assert_eq!(live, 0, "round {round}");
         let ran: bool = sqlx::query_scalar("SELECT ran FROM workflow_steps WHERE job_id = $1")
             .bind(b)
             .fetch_one(&db.pool)
             .await
             .unwrap();
-        let history: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM job_history WHERE id = $1 AND state = 'cancelled'",
-        )
-        .bind(b)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+        let cancelled = format!("job_history WHERE id = '{b}' AND state = 'cancelled'");
+        let history = db.count(&cancelled).await;
         // Cancelled while waiting (no job row) or after activation (one history row).
         assert_eq!(history, i64::from(ran), "round {round}");
     }

@@ -272,6 +272,20 @@ impl Server {
             .expect("client")
     }
 
+    /// Sends `POST /v1/pull/claim` with `body` from another task; its answer.
+    pub fn claim_in_background(&self, body: Value) -> JoinHandle<Value> {
+        let (client, url) = (self.client(), self.url("/v1/pull/claim"));
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("claim answers");
+            r.json::<Value>().await.expect("claim answer is JSON")
+        })
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(std::time::Duration::from_secs(10), self.task)

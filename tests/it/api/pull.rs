@@ -139,19 +139,7 @@ async fn pull_workers_over_http_complete_every_job_exactly_once() {
 #[tokio::test]
 async fn claim_waits_for_work_and_wakes_when_a_job_is_enqueued() {
     let server = Server::start().await;
-    let client = server.client();
-    let url = server.url("/v1/pull/claim");
-    let waiter = tokio::spawn(async move {
-        client
-            .post(url)
-            .json(&json!({"queues": ["late"], "wait": "60s"}))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
+    let waiter = server.claim_in_background(json!({"queues": ["late"], "wait": "60s"}));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let r = server
         .app

@@ -90,21 +90,9 @@ async fn pull_claim_opens_the_event_gate_only_when_it_has_to_wait() {
 #[tokio::test]
 async fn pull_claim_stops_claiming_before_its_wait_ends() {
     let server = Server::start().await;
-    let client = server.client();
-    let url = server.url("/v1/pull/claim");
     let wait = Duration::from_secs(4);
     let sent = Instant::now();
-    let waiter = tokio::spawn(async move {
-        client
-            .post(url)
-            .json(&json!({"queues": ["late"], "wait": "4s"}))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
+    let waiter = server.claim_in_background(json!({"queues": ["late"], "wait": "4s"}));
     // Work that arrives in the wait's last 300 ms is left for the next claim: a client
     // about to give up must not be handed jobs it will never see.
     tokio::time::sleep_until((sent + wait - Duration::from_millis(300)).into()).await;

@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use super::App;
+use crate::common::schedules;
 
 #[tokio::test]
 async fn schedules_are_created_listed_paused_resumed_triggered_and_deleted() {
@@ -127,26 +128,7 @@ async fn queue_limits_are_set_and_cleared_over_http() {
 #[tokio::test]
 async fn the_api_cannot_take_over_a_declared_schedule() {
     let app = App::new().await;
-    let mut config = ordinaut::config::Config::default();
-    config.schedules.insert(
-        "nightly".into(),
-        ordinaut::config::ScheduleConfig {
-            cron: "30 2 * * *".into(),
-            timezone: None,
-            queue: "scans".into(),
-            kind: "slither".into(),
-            payload: None,
-            priority: 0,
-            max_attempts: None,
-            timeout: None,
-            unique_key: None,
-            overlap: None,
-            misfire_grace: None,
-        },
-    );
-    ordinaut::scheduler::sync_declared(&app.db.pool, &config)
-        .await
-        .unwrap();
+    schedules::declare_nightly(&app.db.pool, "scans", "slither").await;
     let r = app
         .create_schedule(
             json!({"name": "nightly", "cron": "* * * * *", "queue": "other", "kind": "k"}),
