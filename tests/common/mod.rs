@@ -196,6 +196,24 @@ impl TestDb {
             .expect(&sql)
     }
 
+    /// Every row `sql` returns, typed.
+    pub async fn rows<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()));
+        query.fetch_all(&self.pool).await.expect(sql)
+    }
+
+    /// The one value `sql` returns, typed.
+    pub async fn value<T>(&self, sql: &str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()));
+        query.fetch_one(&self.pool).await.expect(sql)
+    }
+
     /// Asserts that `from` (as for [`TestDb::count`]) has `n` rows.
     pub async fn assert_rows(&self, from: &str, n: i64) {
         assert_eq!(self.count(from).await, n, "rows of {from}");

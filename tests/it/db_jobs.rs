@@ -189,11 +189,9 @@ async fn claims_follow_priority_then_run_at_across_queues() {
         .map(|j| j.payload["tag"].as_str().unwrap().to_owned())
         .collect();
     // Queue c is not served. RETURNING order is unspecified, so read back in claim order.
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT priority::int8, payload->>'tag' FROM due_work WHERE state = 'running' ORDER BY priority, run_at")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let running = "SELECT priority::int8, payload->>'tag' FROM due_work \
+                   WHERE state = 'running' ORDER BY priority, run_at";
+    let rows: Vec<(i64, String)> = db.rows(running).await;
     assert_eq!(tags.len(), 4);
     assert_eq!(
         rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
@@ -747,12 +745,11 @@ async fn finished_jobs_land_in_the_daily_partition() {
     due_work::finish_many(&db.pool, w, 100, &[completed(id)])
         .await
         .unwrap();
-    let part: String =
-        sqlx::query_scalar("SELECT tableoid::regclass::text FROM job_history WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let part: String = db
+        .value(&format!(
+            "SELECT tableoid::regclass::text FROM job_history WHERE id = '{id}'"
+        ))
+        .await;
     assert!(part.starts_with("job_history_p"), "{part}");
     // Idempotent, and tolerant of rows already in the default partition.
     sqlx::query("INSERT INTO job_attempts (job_id, attempt, finished_at, outcome) VALUES ($1, 1, now() + interval '30 days', 'completed')")

@@ -225,10 +225,8 @@ async fn cancel_racing_a_rescue_cancels_instead_of_answering_not_found() {
 #[tokio::test]
 async fn pull_outcome_for_a_rescued_attempt_is_refused_and_the_new_attempt_wins() {
     let app = App::new().await;
-    let r = app
-        .enqueue(json!({"queue": "q", "kind": "k", "max_attempts": 3}))
-        .await;
-    let id = r.id();
+    let three_attempts = json!({"queue": "q", "kind": "k", "max_attempts": 3});
+    let id = app.enqueue(three_attempts).await.id();
     let owner = Uuid::now_v7();
     async fn claim(app: &App, owner: Uuid) -> crate::api::Reply {
         app.claim(json!({"queues": ["q"], "lease_owner": owner, "lease_seconds": 2}))
@@ -257,13 +255,8 @@ async fn pull_outcome_for_a_rescued_attempt_is_refused_and_the_new_attempt_wins(
         )
         .await;
     assert_eq!(hb.body["lost"], json!([id]), "{}", hb.text);
-    let stale = app
-        .report(
-            &id,
-            "complete",
-            json!({"lease_owner": owner, "attempt": 1, "output": {"from": 1}}),
-        )
-        .await;
+    let from_1 = json!({"lease_owner": owner, "attempt": 1, "output": {"from": 1}});
+    let stale = app.report(&id, "complete", from_1).await;
     assert_eq!(stale.status, 409, "{}", stale.text);
     assert_eq!(stale.body["error"]["code"], "stale_attempt");
     let stale_fail = app
@@ -280,13 +273,8 @@ async fn pull_outcome_for_a_rescued_attempt_is_refused_and_the_new_attempt_wins(
         "attempt 2 is untouched"
     );
 
-    let done = app
-        .report(
-            &id,
-            "complete",
-            json!({"lease_owner": owner, "attempt": 2, "output": {"from": 2}}),
-        )
-        .await;
+    let from_2 = json!({"lease_owner": owner, "attempt": 2, "output": {"from": 2}});
+    let done = app.report(&id, "complete", from_2).await;
     assert_eq!(done.status, 200, "{}", done.text);
     let job = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(job.body["state"], "completed");

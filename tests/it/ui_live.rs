@@ -53,21 +53,11 @@ fn q(text: &str) -> String {
 async fn jobs_are_searched_by_json_path_in_payload_and_metadata_and_by_text() {
     let app = App::with(app_settings()).await;
     // Finished jobs (history) and live ones (due_work) are both searched.
-    let done = enqueue(
-        &app,
-        "scan",
-        "nmap",
-        json!({"target": "alpha.example", "port": 443}),
-    )
-    .await;
+    let alpha = json!({"target": "alpha.example", "port": 443});
+    let done = enqueue(&app, "scan", "nmap", alpha).await;
     finish(&app, "scan", None).await;
-    let failed = enqueue(
-        &app,
-        "scan",
-        "nmap",
-        json!({"target": "beta.example", "port": 22}),
-    )
-    .await;
+    let beta = json!({"target": "beta.example", "port": 22});
+    let failed = enqueue(&app, "scan", "nmap", beta).await;
     finish(&app, "scan", Some("connection refused by Gamma-Host")).await;
     let live = enqueue(
         &app,
