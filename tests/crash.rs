@@ -95,17 +95,22 @@ async fn killed_worker_jobs_are_handed_back_within_seconds_and_complete_elsewher
     assert_eq!(db.workers().await, 1, "the dead worker's row is gone");
 }
 
+/// A worker that waits `grace` seconds for running jobs when told to stop.
+fn worker_with_grace(dir: &Path, db: &TestDb, grace: &str) -> Proc {
+    spawn(
+        dir,
+        &db.url,
+        &["worker"],
+        &[("WORKER_SHUTDOWN_GRACE", grace)],
+    )
+}
+
 #[tokio::test]
 async fn sigterm_lets_the_running_job_finish_within_the_grace_period() {
     let db = TestDb::new().await;
     let dir = workdir();
     enqueue_naps(&db, 1, 1500).await;
-    let w = spawn(
-        &dir,
-        &db.url,
-        &["worker"],
-        &[("WORKER_SHUTDOWN_GRACE", "20")],
-    );
+    let w = worker_with_grace(&dir, &db, "20");
     wait_running(&db.pool, 1, Duration::from_secs(20)).await;
     w.terminate("worker", Duration::from_secs(20));
     assert_eq!(db.ended_in("completed").await, 1);
@@ -117,12 +122,7 @@ async fn sigterm_past_the_grace_hands_the_job_to_another_worker_at_once() {
     let db = TestDb::new().await;
     let dir = workdir();
     enqueue_naps(&db, 1, 4000).await;
-    let first = spawn(
-        &dir,
-        &db.url,
-        &["worker"],
-        &[("WORKER_SHUTDOWN_GRACE", "0.5")],
-    );
+    let first = worker_with_grace(&dir, &db, "0.5");
     wait_running(&db.pool, 1, Duration::from_secs(20)).await;
     let second = spawn(&dir, &db.url, &["worker"], &[]);
     first.terminate("worker", Duration::from_secs(20));

@@ -86,6 +86,14 @@ fn recording_dir(name: &str) -> (PathBuf, PathBuf) {
 }
 
 /// Migrates the database `url` names and opens a pool on it.
+/// A primary of its own, its read-write URL and a migrated pool on it.
+async fn read_write_primary(name: &str) -> (PrivateCluster, String, db::Pool) {
+    let primary = PrivateCluster::start(name, Durability::Fast).await;
+    let url = format!("{}?target_session_attrs=read-write", primary.url());
+    let pool = migrated_pool(&url).await;
+    (primary, url, pool)
+}
+
 async fn migrated_pool(url: &str) -> db::Pool {
     db::migrate(&cfg(url)).await.unwrap();
     cfg(url).connect().await.unwrap()
@@ -226,9 +234,7 @@ async fn a_worker_started_against_a_standby_waits_quietly_and_exits_on_sigterm()
 
 #[tokio::test]
 async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_resumes() {
-    let primary = PrivateCluster::start("fo-readonly", Durability::Fast).await;
-    let url = format!("{}?target_session_attrs=read-write", primary.url());
-    let pool = migrated_pool(&url).await;
+    let (primary, url, pool) = read_write_primary("fo-readonly").await;
     let (dir, file) = recording_dir("fo-readonly");
     jobs("q", "slow").enqueue_n(&pool, 8).await;
     let metrics = format!("127.0.0.1:{}", free_port());
@@ -617,9 +623,7 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
 
 #[tokio::test]
 async fn sigterm_while_the_primary_is_read_only_stops_every_process() {
-    let primary = PrivateCluster::start("fo-term-ro", Durability::Fast).await;
-    let url = format!("{}?target_session_attrs=read-write", primary.url());
-    let pool = migrated_pool(&url).await;
+    let (primary, url, pool) = read_write_primary("fo-term-ro").await;
     let (dir, _runs) = recording_dir("fo-term-ro");
     jobs("q", "slow").enqueue_n(&pool, 4).await;
     let api_port = free_port().to_string();

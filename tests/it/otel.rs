@@ -64,6 +64,14 @@ async fn finished(db: &TestDb, id: Uuid) -> &'static str {
     done.state.as_str()
 }
 
+/// Asserts each `(key, value)` attribute of `span`.
+fn assert_attrs(span: &Got, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        let got = span.attr(key);
+        assert_eq!(got.as_deref(), Some(*value), "{}: {key}", span.span.name);
+    }
+}
+
 fn is_process(g: &Got, job: Uuid, attempt: i32) -> bool {
     g.span.name == "process q"
         && g.attr("messaging.message.id").as_deref() == Some(&job.to_string())
@@ -174,14 +182,13 @@ async fn one_trace_from_the_enqueuer_to_the_program() {
     .await;
     assert_eq!(send.parent(), server.id());
     assert_eq!(send.span.kind, SpanKind::Producer as i32);
-    assert_eq!(send.attr("messaging.system").as_deref(), Some("ordinaut"));
-    assert_eq!(
-        send.attr("messaging.destination.name").as_deref(),
-        Some("q")
-    );
-    assert_eq!(
-        send.attr("messaging.operation.name").as_deref(),
-        Some("send")
+    assert_attrs(
+        &send,
+        &[
+            ("messaging.system", "ordinaut"),
+            ("messaging.destination.name", "q"),
+            ("messaging.operation.name", "send"),
+        ],
     );
     assert_eq!(
         send.attr("messaging.message.id"),
@@ -211,17 +218,16 @@ async fn one_trace_from_the_enqueuer_to_the_program() {
         "first attempt is a child of the send span"
     );
     assert_eq!(first.span.kind, SpanKind::Consumer as i32);
-    assert_eq!(first.attr("messaging.system").as_deref(), Some("ordinaut"));
-    assert_eq!(
-        first.attr("messaging.operation.type").as_deref(),
-        Some("process")
+    assert_attrs(
+        &first,
+        &[
+            ("messaging.system", "ordinaut"),
+            ("messaging.operation.type", "process"),
+            ("messaging.destination.name", "q"),
+            ("ordinaut.kind", "hook"),
+            ("ordinaut.outcome", "retry"),
+        ],
     );
-    assert_eq!(
-        first.attr("messaging.destination.name").as_deref(),
-        Some("q")
-    );
-    assert_eq!(first.attr("ordinaut.kind").as_deref(), Some("hook"));
-    assert_eq!(first.attr("ordinaut.outcome").as_deref(), Some("retry"));
     assert!(first.attr("ordinaut.queue_wait_ms").is_some());
     assert!(first.span.links.is_empty());
 

@@ -202,12 +202,8 @@ async fn the_ui_event_stream_needs_a_session_and_carries_job_changes() {
     let refused = plain.get(server.url("/ui/events")).send().await.unwrap();
     assert_ne!(refused.status(), reqwest::StatusCode::OK);
     let cookie = socket_login(&server, TOKEN).await.expect("login");
-    let mut stream = plain
-        .get(server.url("/ui/events?queue=live"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let events = plain.get(server.url("/ui/events?queue=live"));
+    let mut stream = events.header("cookie", &cookie).send().await.unwrap();
     assert_eq!(stream.status(), reqwest::StatusCode::OK);
     assert!(
         stream.headers()["content-type"]

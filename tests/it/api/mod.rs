@@ -275,15 +275,7 @@ impl Server {
     /// Sends `POST /v1/pull/claim` with `body` from another task; its answer.
     pub fn claim_in_background(&self, body: Value) -> JoinHandle<Value> {
         let (client, url) = (self.client(), self.url("/v1/pull/claim"));
-        tokio::spawn(async move {
-            let r = client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .expect("claim answers");
-            r.json::<Value>().await.expect("claim answer is JSON")
-        })
+        tokio::spawn(async move { post_json(&client, url, body).await })
     }
 
     pub async fn stop(self) {
@@ -294,4 +286,15 @@ impl Server {
             .expect("server task")
             .expect("server ran");
     }
+}
+
+/// `POST url` with a JSON body over a socket; the answer's JSON.
+pub async fn post_json(client: &reqwest::Client, url: String, body: Value) -> Value {
+    let r = client
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST answers");
+    r.json().await.expect("a JSON answer")
 }

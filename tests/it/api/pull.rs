@@ -9,7 +9,7 @@ use ordinaut::model::Backoff;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{App, Server};
+use super::{App, Server, post_json};
 
 /// A pull worker: claims in batches, heartbeats, fails even-numbered jobs on their
 /// first attempt (retry right away), completes everything else. Returns when `total`
@@ -25,15 +25,12 @@ async fn pull_worker(
         if completed.lock().unwrap().len() >= total {
             return;
         }
-        let claim: Value = client
-            .post(format!("{server_url}/v1/pull/claim"))
-            .json(&json!({"queues": ["pull"], "limit": 5, "wait": "1s", "lease_owner": owner, "lease_seconds": 30}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let claim = post_json(
+            &client,
+            format!("{server_url}/v1/pull/claim"),
+            json!({"queues": ["pull"], "limit": 5, "wait": "1s", "lease_owner": owner, "lease_seconds": 30}),
+        )
+        .await;
         assert_eq!(claim["lease_owner"], owner.to_string(), "{claim}");
         let jobs = claim["jobs"].as_array().cloned().unwrap_or_default();
         if jobs.is_empty() {
@@ -43,15 +40,13 @@ async fn pull_worker(
             .iter()
             .map(|j| json!({"id": j["id"], "attempt": j["attempt"]}))
             .collect();
-        let hb: Value = client
-            .post(format!("{server_url}/v1/pull/heartbeat"))
-            .json(&json!({"lease_owner": owner, "jobs": held}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let heartbeat = json!({"lease_owner": owner, "jobs": held});
+        let hb = post_json(
+            &client,
+            format!("{server_url}/v1/pull/heartbeat"),
+            heartbeat,
+        )
+        .await;
         assert_eq!(hb["lost"], json!([]), "{hb}");
         for job in jobs {
             let id = job["id"].as_str().unwrap();
