@@ -108,18 +108,14 @@ impl App {
 
     /// Sends a request with the test token.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {TOKEN}"));
-        let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.send(req.body(body).expect("request builds")).await
+        self.send(request(method, path, body)).await
+    }
+
+    /// Sends `GET path` with the test token from another task (a long poll); its
+    /// answer.
+    pub fn get_in_background(&self, path: &str) -> JoinHandle<Reply> {
+        let req = request(Method::GET, path, None);
+        tokio::spawn(send_to(self.router.clone(), req))
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -177,28 +173,7 @@ impl App {
 
     /// Sends any request.
     pub async fn send(&self, req: Request<Body>) -> Reply {
-        let response = self
-            .router
-            .clone()
-            .oneshot(req)
-            .await
-            .expect("router answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body reads")
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
+        send_to(self.router.clone(), req).await
     }
 
     /// Row counts of the tables a request could change.
@@ -210,6 +185,43 @@ impl App {
             self.db.count("queues").await,
             self.db.workers().await,
         ]
+    }
+}
+
+/// A request with the test token, and `body` as JSON.
+fn request(method: Method, path: &str, body: Option<Value>) -> Request<Body> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {TOKEN}"));
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    req.body(body).expect("request builds")
+}
+
+/// Sends `req` through `router`; the answer, decoded.
+async fn send_to(router: Router, req: Request<Body>) -> Reply {
+    let response = router.oneshot(req).await.expect("router answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body reads")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+        text,
     }
 }
 
