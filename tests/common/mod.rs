@@ -220,8 +220,9 @@ impl TestDb {
     }
 
     /// Runs a statement that sets the scene (a queue's settings, a lock, a fault).
-    pub async fn exec(&self, sql: &'static str) {
-        sqlx::query(sql).execute(&self.pool).await.expect(sql);
+    pub async fn exec(&self, sql: &str) {
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+        query.execute(&self.pool).await.expect(sql);
     }
 
     /// Opens a transaction that runs `sql` and holds what it took (a table lock) until

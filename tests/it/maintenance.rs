@@ -154,24 +154,14 @@ async fn partition_rotation_behind_a_reader_defers_and_never_stalls_finishing() 
 async fn retention_ages_out_old_rows_of_the_default_partitions() {
     let db = TestDb::new().await;
     // Days with no partition (no scheduler ran then) land in the default partitions.
-    sqlx::query(
-        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+    db.exec("INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
                                   run_at, created_at, finished_at)
          SELECT gen_random_uuid(), 'q', 'k', '{}', 0, 'completed', 1, 4, '{}', t, t, t
          FROM unnest(ARRAY[now() - interval '40 days', now() - interval '35 days', now() - interval '31 days',
-                           now() + interval '20 days']) AS t",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO job_attempts (job_id, attempt, finished_at, outcome)
+                           now() + interval '20 days']) AS t").await;
+    db.exec("INSERT INTO job_attempts (job_id, attempt, finished_at, outcome)
          SELECT gen_random_uuid(), 1, t, 'retry'
-         FROM unnest(ARRAY[now() - interval '45 days', now() - interval '10 days' - interval '30 days']) AS t",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
+         FROM unnest(ARRAY[now() - interval '45 days', now() - interval '10 days' - interval '30 days']) AS t").await;
     db.assert_rows("job_history_default", 4).await;
     let report = schedules::retention_pass(&db.pool).await;
     assert_eq!(report.default_rows_deleted, 5);
@@ -190,15 +180,13 @@ async fn retention_ages_out_old_rows_of_the_default_partitions() {
 #[tokio::test]
 async fn retention_keeps_the_newest_thousand_fire_records_per_schedule() {
     let db = TestDb::new().await;
-    sqlx::query(
+    db.exec(
         "INSERT INTO schedules (id, name, cron, timezone, queue, kind, next_run_at)
          VALUES (gen_random_uuid(), 'every-second', '* * * * * *', 'UTC', 'q', 'k', now()),
                 (gen_random_uuid(), 'hourly', '@hourly', 'UTC', 'q', 'k', now())",
     )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
+    .await;
+    db.exec(
         "INSERT INTO schedule_fires (schedule_id, fire_time, outcome)
          SELECT s.id, now() - make_interval(secs => g), 'enqueued'
          FROM schedules s, generate_series(1, 1500) g WHERE s.name = 'every-second'
@@ -206,9 +194,7 @@ async fn retention_keeps_the_newest_thousand_fire_records_per_schedule() {
          SELECT s.id, now() - make_interval(hours => g), 'enqueued'
          FROM schedules s, generate_series(1, 10) g WHERE s.name = 'hourly'",
     )
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    .await;
     let report = schedules::retention_pass(&db.pool).await;
     assert_eq!(report.fires_pruned, 500);
     db.assert_rows("schedule_fires", 1010).await;
@@ -251,17 +237,12 @@ async fn the_overlap_check_is_an_index_lookup_whatever_the_backlog() {
 #[tokio::test]
 async fn listing_a_rare_queue_walks_its_index_not_the_whole_history() {
     let db = TestDb::new().await;
-    sqlx::query(
-        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+    db.exec("INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
                                   run_at, created_at, finished_at)
          SELECT ordinaut_uuid_v7(), CASE WHEN g % 5000 = 0 THEN 'rare' ELSE 'bulk' END,
                 CASE WHEN g % 5000 = 0 THEN 'rare-kind' ELSE 'bulk-kind' END,
                 '{}', 0, 'completed', 1, 4, '{}', now(), now(), now()
-         FROM generate_series(1, 30000) g",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
+         FROM generate_series(1, 30000) g").await;
     db.exec("ANALYZE job_history").await;
     // The partition holding the rows (the empty ones are scanned for free).
     let full: String =
@@ -309,21 +290,14 @@ async fn listing_a_rare_queue_walks_its_index_not_the_whole_history() {
 #[tokio::test]
 async fn a_day_already_in_the_default_partition_is_left_there_without_locking_it() {
     let db = TestDb::new().await;
-    sqlx::query(
+    db.exec(
         "SELECT ordinaut_drop_partition('job_history_p' || to_char(current_date + 7, 'YYYYMMDD'))",
     )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+    .await;
+    db.exec("INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
                                   run_at, created_at, finished_at)
          VALUES (gen_random_uuid(), 'q', 'k', '{}', 0, 'completed', 1, 4, '{}', now(), now(),
-                 (current_date + 7)::timestamptz + interval '1 hour')",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
+                 (current_date + 7)::timestamptz + interval '1 hour')").await;
     // A reader of the default partition: creating the day would have to wait for it.
     let reader = db
         .hold("LOCK job_history_default IN ACCESS SHARE MODE")

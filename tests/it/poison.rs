@@ -330,13 +330,8 @@ async fn worker_that_reclaims_its_own_rescued_job_never_runs_it_twice_at_once() 
         Duration::from_secs(10),
         "the rescuer to take the job",
         || async {
-            sqlx::query(
-                "UPDATE due_work SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
-            )
-            .bind(id)
-            .execute(&db.pool)
-            .await
-            .unwrap();
+            let expired = "UPDATE due_work SET lease_expires_at = now() - interval '1 second'";
+            db.exec(&format!("{expired} WHERE id = '{id}'")).await;
             let r = due_work::rescue_many(&db.pool, &[], quick, 10)
                 .await
                 .unwrap();
@@ -477,12 +472,7 @@ async fn limited_queue_progresses_beside_an_unlimited_backlog() {
 async fn retry_delay_beyond_the_clock_is_clamped_not_a_panic() {
     let db = TestDb::new().await;
     // A queue backoff of millions of years (the column allows any positive bigint).
-    sqlx::query(
-        "INSERT INTO queues (name, backoff_base_ms, backoff_max_ms) VALUES ('q', 4611686018427387903, 4611686018427387903)",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    db.exec("INSERT INTO queues (name, backoff_base_ms, backoff_max_ms) VALUES ('q', 4611686018427387903, 4611686018427387903)").await;
     let mut handlers = Handlers::default();
     handlers.register("flaky", |_ctx| async {
         Outcome::Retry {
