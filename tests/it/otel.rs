@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -22,28 +23,29 @@ use crate::common::otlp::{Got, hex, receiver, span_where};
 use crate::common::procs::{Proc, spawn, workdir};
 use crate::common::{TestDb, eventually};
 
+/// (job id, traceparent) of each call the webhook target got.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Records a call's job id and traceparent; fails the first call of each job.
+async fn record_call(State(seen): State<Seen>, headers: HeaderMap) -> StatusCode {
+    let job = header(&headers, "ordinaut-job-id");
+    let parent = header(&headers, "traceparent");
+    let mut seen = seen.lock().unwrap();
+    let first = !seen.iter().any(|(j, _)| *j == job);
+    seen.push((job, parent));
+    if first {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// The webhook target: fails the first call of each job, records every traceparent.
-async fn hook() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
-    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let sink = seen.clone();
-    let app = Router::new().route(
-        "/hook",
-        post(move |headers: HeaderMap| {
-            let sink = sink.clone();
-            async move {
-                let job = header(&headers, "ordinaut-job-id");
-                let parent = header(&headers, "traceparent");
-                let mut sink = sink.lock().unwrap();
-                let first = !sink.iter().any(|(j, _)| *j == job);
-                sink.push((job, parent));
-                if first {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::OK
-                }
-            }
-        }),
-    );
+async fn hook() -> (String, Seen) {
+    let seen = Seen::default();
+    let app = Router::new()
+        .route("/hook", post(record_call))
+        .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
