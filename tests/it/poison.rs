@@ -4,7 +4,7 @@
 //! backlog. Nothing a job produces may wedge the others.
 
 use crate::common::jobs::wait_for_count;
-use crate::common::jobs::{Finished, live};
+use crate::common::jobs::{Finished, finished, live};
 use ordinaut::model::JobState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +21,30 @@ use crate::worker::{command, enqueue, handlers_from, options, start, wait_finish
 
 async fn count(db: &TestDb, sql: &'static str) -> i64 {
     db.scalar_i64(sql).await
+}
+
+/// Waits for each of `ids` to end, and asserts that it completed.
+async fn all_completed(db: &TestDb, ids: Vec<uuid::Uuid>) {
+    for id in ids {
+        assert_eq!(wait_finished(db, id).await.state, JobState::Completed);
+    }
+}
+
+/// What a handler that did its work returns.
+fn succeeded() -> Outcome {
+    Outcome::Succeeded {
+        output: None,
+        log: None,
+    }
+}
+
+/// What a handler asking to run again after `after` returns.
+fn snoozed(after: Duration, reason: &str) -> Outcome {
+    Outcome::Snoozed {
+        after,
+        reason: reason.to_owned(),
+        log: None,
+    }
 }
 
 #[tokio::test]
@@ -42,9 +66,7 @@ async fn command_printing_nul_bytes_does_not_wedge_later_jobs() {
     for _ in 0..5 {
         later.push(enqueue(&db, NewJob::new("q", "nap", json!({}))).await);
     }
-    for id in later {
-        assert_eq!(wait_finished(&db, id).await.state, JobState::Completed);
-    }
+    all_completed(&db, later).await;
     w.shutdown().await;
     let log: String = sqlx::query_scalar("SELECT log FROM job_history WHERE id = $1")
         .bind(nul[0])
@@ -67,12 +89,7 @@ async fn rust_handler_output_with_nul_and_a_number_beyond_numeric_is_stored() {
             log: Some("x\0y".to_owned()),
         }
     });
-    handlers.register("plain", |_ctx| async {
-        Outcome::Succeeded {
-            output: None,
-            log: None,
-        }
-    });
+    handlers.register("plain", |_ctx| async { succeeded() });
     let w = start(&db, handlers, options());
     let weird = enqueue(&db, NewJob::new("q", "weird", json!({}))).await;
     let plain = enqueue(&db, NewJob::new("q", "plain", json!({}))).await;
@@ -105,12 +122,7 @@ async fn panicking_handler_fails_its_attempt_and_frees_its_slot() {
         "boom_at_once",
         |_ctx: JobContext| -> std::future::Ready<Outcome> { panic!("no future built") },
     );
-    handlers.register("ok", |_ctx| async {
-        Outcome::Succeeded {
-            output: None,
-            log: None,
-        }
-    });
+    handlers.register("ok", |_ctx| async { succeeded() });
     let mut o = options();
     o.concurrency = 1;
     let w = start(&db, handlers, o);
@@ -161,11 +173,7 @@ async fn huge_snooze_delay_is_clamped_not_a_panic() {
     let db = TestDb::new().await;
     let mut handlers = Handlers::default();
     handlers.register("forever", |_ctx| async {
-        Outcome::Snoozed {
-            after: Duration::MAX,
-            reason: "come back never".to_owned(),
-            log: None,
-        }
+        snoozed(Duration::MAX, "come back never")
     });
     let recorded = "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'";
     frees_its_slot_and_waits_a_year(&db, handlers, "forever", recorded).await;
@@ -180,12 +188,7 @@ async fn frees_its_slot_and_waits_a_year(
     kind: &str,
     recorded: &'static str,
 ) {
-    handlers.register("ok", |_ctx| async {
-        Outcome::Succeeded {
-            output: None,
-            log: None,
-        }
-    });
+    handlers.register("ok", |_ctx| async { succeeded() });
     let mut o = options();
     o.concurrency = 1;
     let w = start(db, handlers, o);
@@ -206,16 +209,12 @@ async fn frees_its_slot_and_waits_a_year(
 #[tokio::test]
 async fn snooze_shorter_than_the_floor_waits_the_floor() {
     let db = TestDb::new().await;
-    let mut handlers = Handlers::default();
-    handlers.register("again", |_ctx| async {
-        Outcome::Snoozed {
-            after: Duration::ZERO,
-            reason: "Retry-After: 0".to_owned(),
-            log: None,
-        }
-    });
     let mut o = options();
     o.snooze_min = Duration::from_secs(60);
+    let mut handlers = Handlers::default();
+    handlers.register("again", |_ctx| async {
+        snoozed(Duration::ZERO, "Retry-After: 0")
+    });
     let w = start(&db, handlers, o);
     let id = enqueue(&db, NewJob::new("q", "again", json!({}))).await;
     db.wait_rows(
@@ -237,13 +236,7 @@ async fn snoozes_past_the_budget_count_as_attempts_then_fail() {
     let mut handlers = Handlers::default();
     handlers.register("busy", move |_ctx| {
         counter.fetch_add(1, Ordering::SeqCst);
-        async {
-            Outcome::Snoozed {
-                after: Duration::ZERO,
-                reason: "HTTP 503 with Retry-After".to_owned(),
-                log: None,
-            }
-        }
+        async { snoozed(Duration::ZERO, "HTTP 503 with Retry-After") }
     });
     let mut o = options();
     o.snooze_min = Duration::from_millis(10);
@@ -262,13 +255,10 @@ async fn snoozes_past_the_budget_count_as_attempts_then_fail() {
             .is_some_and(|e| e.starts_with("snooze budget of 3 spent and no attempts left")),
         "{error:?}"
     );
-    let outcomes: Vec<(i32, String)> = sqlx::query_as(
-        "SELECT attempt, outcome FROM all_attempts WHERE job_id = $1 ORDER BY finished_at",
-    )
-    .bind(id)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let by_end = format!(
+        "SELECT attempt, outcome FROM all_attempts WHERE job_id = '{id}' ORDER BY finished_at"
+    );
+    let outcomes: Vec<(i32, String)> = db.rows(&by_end).await;
     let want: Vec<(i32, String)> = [
         (1, "snoozed"),
         (1, "snoozed"),
@@ -347,13 +337,11 @@ async fn worker_that_reclaims_its_own_rescued_job_never_runs_it_twice_at_once() 
         1,
         "never two executions at once"
     );
-    let (attempt, output): (i32, serde_json::Value) =
-        sqlx::query_as("SELECT attempt, output FROM job_history WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!((attempt, output), (2, json!({"attempt": 2})));
+    let done = finished(&db.pool, id).await.expect("ended");
+    assert_eq!(
+        (done.attempt, done.output),
+        (2, Some(json!({"attempt": 2})))
+    );
     let attempts: Vec<(i32, String)> = sqlx::query_as(
         "SELECT attempt, outcome FROM all_attempts WHERE job_id = $1 ORDER BY attempt",
     )
@@ -393,9 +381,7 @@ async fn jobs_claimed_before_a_failing_claim_statement_still_run() {
     for _ in 0..3 {
         limited.push(enqueue(&db, NewJob::new("lim", "nap", json!({}))).await);
     }
-    for id in limited {
-        assert_eq!(wait_finished(&db, id).await.state, JobState::Completed);
-    }
+    all_completed(&db, limited).await;
     w.shutdown().await;
     assert_eq!(
         count(
