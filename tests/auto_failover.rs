@@ -20,7 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::eventually;
-use common::procs::{Proc, spawn};
+use common::http::free_port;
+use common::procs::{self, Proc, spawn};
 use common::recorder::{Recorder, epoch_now};
 use ordinaut::db::due_work::{self, NewJob};
 use ordinaut::db::{self, DbConfig};
@@ -34,13 +35,6 @@ const NOBODY: u32 = 65534;
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// The directory of the server binaries, symlinks resolved: pg_autoctl looks for
@@ -361,12 +355,7 @@ impl Drop for Formation {
 }
 
 fn cfg(url: &str) -> DbConfig {
-    DbConfig {
-        url: url.to_owned(),
-        schema: "public".into(),
-        max_connections: 4,
-        hot_path: false,
-    }
+    common::cluster::db_config(url, 4)
 }
 
 async fn count(pool: &PgPool, sql: &'static str) -> i64 {
@@ -435,11 +424,7 @@ async fn pg_auto_failover_there_and_back_mid_drain_loses_nothing_and_keeps_the_s
         .env("DATABASE_URL", &url)
         .output()
         .expect("run schedules create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    procs::assert_success(&out);
 
     const JOBS: usize = 2000;
     let jobs: Vec<NewJob> = (0..JOBS)

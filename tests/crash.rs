@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Durability, PrivateCluster};
+use common::http::{Http, free_port};
 use common::jobs::{attempts, completed_at_least, jobs, wait_finished, wait_running};
 use common::procs::{Proc, spawn};
 use common::{TestDb, binary, eventually};
@@ -51,28 +52,22 @@ async fn three_worker_processes_drain_10000_jobs_exactly_once() {
     for w in workers {
         assert_eq!(w.wait(Duration::from_secs(30)), Some(0));
     }
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(db.live_jobs().await, 0);
     assert_eq!(
         db.scalar_i64("SELECT count(DISTINCT id) FROM job_history WHERE state = 'completed'")
             .await,
         10_000
     );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history").await,
-        10_000
-    );
+    assert_eq!(db.ended_jobs().await, 10_000);
     // Exactly once: one attempt per job, all completed.
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts").await,
-        10_000
-    );
+    assert_eq!(db.all_attempts().await, 10_000);
     assert_eq!(
         db.scalar_i64("SELECT count(DISTINCT worker_id) FROM all_attempts")
             .await,
         3,
         "all three took part"
     );
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM workers").await, 0);
+    assert_eq!(db.workers().await, 0);
 }
 
 #[tokio::test]
@@ -88,22 +83,26 @@ async fn killed_worker_jobs_are_handed_back_within_seconds_and_complete_elsewher
     let _rescuer = spawn(&dir, &db.url, &["worker"], &[("WORKER_CONCURRENCY", "5")]);
     // Leases are 60 s; the rescue must come from the advisory lock, not expiry.
     eventually(Duration::from_secs(10), "jobs handed back", || async {
-        (db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'lost' AND error LIKE 'worker died%'").await == 5)
+        (db.count("all_attempts WHERE outcome = 'lost' AND error LIKE 'worker died%'")
+            .await
+            == 5)
             .then_some(())
     })
     .await;
     assert!(killed_at.elapsed() < Duration::from_secs(10));
     wait_drained(&db, 5, Duration::from_secs(30)).await;
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE attempt = 2")
-            .await,
-        5
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM workers").await,
-        1,
-        "the dead worker's row is gone"
-    );
+    db.assert_rows("job_history WHERE attempt = 2", 5).await;
+    assert_eq!(db.workers().await, 1, "the dead worker's row is gone");
+}
+
+/// A worker that waits `grace` seconds for running jobs when told to stop.
+fn worker_with_grace(dir: &Path, db: &TestDb, grace: &str) -> Proc {
+    spawn(
+        dir,
+        &db.url,
+        &["worker"],
+        &[("WORKER_SHUTDOWN_GRACE", grace)],
+    )
 }
 
 #[tokio::test]
@@ -111,20 +110,11 @@ async fn sigterm_lets_the_running_job_finish_within_the_grace_period() {
     let db = TestDb::new().await;
     let dir = workdir();
     enqueue_naps(&db, 1, 1500).await;
-    let w = spawn(
-        &dir,
-        &db.url,
-        &["worker"],
-        &[("WORKER_SHUTDOWN_GRACE", "20")],
-    );
+    let w = worker_with_grace(&dir, &db, "20");
     wait_running(&db.pool, 1, Duration::from_secs(20)).await;
     w.terminate("worker", Duration::from_secs(20));
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .await,
-        1
-    );
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM workers").await, 0);
+    assert_eq!(db.ended_in("completed").await, 1);
+    assert_eq!(db.workers().await, 0);
 }
 
 #[tokio::test]
@@ -132,12 +122,7 @@ async fn sigterm_past_the_grace_hands_the_job_to_another_worker_at_once() {
     let db = TestDb::new().await;
     let dir = workdir();
     enqueue_naps(&db, 1, 4000).await;
-    let first = spawn(
-        &dir,
-        &db.url,
-        &["worker"],
-        &[("WORKER_SHUTDOWN_GRACE", "0.5")],
-    );
+    let first = worker_with_grace(&dir, &db, "0.5");
     wait_running(&db.pool, 1, Duration::from_secs(20)).await;
     let second = spawn(&dir, &db.url, &["worker"], &[]);
     first.terminate("worker", Duration::from_secs(20));
@@ -330,16 +315,9 @@ async fn command_that_leaves_a_daemon_holding_its_pipes_completes_once() {
         assert_eq!(error, None);
         assert!(log.contains("done"), "output kept: {log}");
     }
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts").await,
-        2,
-        "each ran once"
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome <> 'completed'")
-            .await,
-        0
-    );
+    assert_eq!(db.all_attempts().await, 2, "each ran once");
+    db.assert_rows("all_attempts WHERE outcome <> 'completed'", 0)
+        .await;
     worker.terminate("worker", Duration::from_secs(20));
 }
 
@@ -448,8 +426,7 @@ async fn processes_starting_at_once_on_an_empty_database_all_migrate() {
         assert_eq!(p.wait(Duration::from_secs(60)), Some(0));
     }
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM fresh._sqlx_migrations WHERE success")
-            .await,
+        db.count("fresh._sqlx_migrations WHERE success").await,
         ordinaut::db::MIGRATOR.iter().count() as i64
     );
 }
@@ -525,11 +502,7 @@ async fn one_ctrl_c_stops_the_worker_gracefully() {
         Some(0),
         "a single SIGINT is a graceful stop, not the forced exit"
     );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .await,
-        1
-    );
+    assert_eq!(db.ended_in("completed").await, 1);
 }
 
 #[tokio::test]
@@ -584,12 +557,12 @@ async fn worker_process_survives_commands_printing_nul_bytes() {
     enqueue_naps(&db, 20, 0).await;
     wait_drained(&db, 22, Duration::from_secs(30)).await;
     w.terminate("worker", Duration::from_secs(30));
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE kind = 'nul' AND log LIKE '%a' || chr(65533) || 'b%'")
-            .await,
-        2
-    );
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    db.assert_rows(
+        "job_history WHERE kind = 'nul' AND log LIKE '%a' || chr(65533) || 'b%'",
+        2,
+    )
+    .await;
+    assert_eq!(db.live_jobs().await, 0);
 }
 
 /// A work dir whose ordinaut.toml is `config` (crash.rs's [`workdir`] writes [`CONFIG`]).
@@ -636,7 +609,7 @@ async fn restarting_a_worker_does_not_refill_a_declared_rate_limit() {
             "restart {restart}"
         );
         assert_eq!(
-            db.scalar_i64("SELECT count(*) FROM all_attempts").await,
+            db.all_attempts().await,
             1,
             "restart {restart} claimed another job from a 1/h bucket"
         );
@@ -648,12 +621,8 @@ async fn restarting_a_worker_does_not_refill_a_declared_rate_limit() {
 async fn the_api_uses_at_most_api_db_pool_size_connections() {
     let db = TestDb::new().await;
     let dir = workdir();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let api = spawn(
+    let port = free_port();
+    let _api = spawn(
         &dir,
         &db.url,
         &["api"],
@@ -663,19 +632,11 @@ async fn the_api_uses_at_most_api_db_pool_size_connections() {
             ("API_DB_POOL_SIZE", "3"),
         ],
     );
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    eventually(Duration::from_secs(30), "the api to answer", || async {
-        let r = http.get(format!("{base}/health")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    let api = Http::local(port);
+    api.wait_healthy(Duration::from_secs(30)).await;
+    let (http, base) = (&api.client, &api.base);
     // Every request for schedules waits on this lock while holding a connection.
-    let mut blocker = db.pool.begin().await.unwrap();
-    sqlx::query("LOCK schedules IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    let blocker = db.hold("LOCK schedules IN ACCESS EXCLUSIVE MODE").await;
     let requests: Vec<_> = (0..12)
         .map(|_| {
             let (http, url) = (http.clone(), format!("{base}/v1/schedules"));

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::http::Http;
+use common::http::{Http, free_port};
 use common::procs::{self, Launch, Proc};
-use common::{TestDb, binary, eventually};
+use common::{TestDb, binary, eventually, schedules};
 use ordinaut::db::due_work::{self, NewJob};
 use serde_json::json;
 
@@ -260,11 +260,7 @@ fn parse_shell(path: &Path, keys: &BTreeMap<String, String>) -> BTreeMap<String,
         .env_clear()
         .output()
         .expect("run bash");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    procs::assert_success(&out);
     String::from_utf8_lossy(&out.stdout)
         .split('\0')
         .filter_map(|kv| kv.split_once('='))
@@ -320,24 +316,9 @@ async fn env_file_starts_every_process(loader: Loader) {
     std::fs::create_dir_all(&dir).unwrap();
     // ORDINAUT_CONFIG= in the file means "unset": ./ordinaut.toml is read.
     std::fs::write(dir.join("ordinaut.toml"), "[kinds.nap]\ntype = \"noop\"\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let spec = ordinaut::scheduler::validate(
-        &ordinaut::scheduler::ScheduleInput {
-            name: "every-second".into(),
-            cron: "* * * * * *".into(),
-            queue: "ticks".into(),
-            kind: "nap".into(),
-            ..Default::default()
-        },
-        &ordinaut::config::Config::default(),
-        ordinaut::scheduler::Origin::Api,
-    )
-    .unwrap();
-    ordinaut::scheduler::save(&db.pool, &spec).await.unwrap();
+    let port = free_port();
+    let input = schedules::schedule("every-second", "* * * * * *", "ticks", "nap");
+    schedules::save(&db.pool, &input).await;
     due_work::enqueue_many(&db.pool, &[NewJob::new("default", "nap", json!({}))], 4)
         .await
         .unwrap();
@@ -365,10 +346,8 @@ async fn env_file_starts_every_process(loader: Loader) {
         })
         .await;
         eventually(Duration::from_secs(60), "the scheduler to fire", || async {
-            (db.scalar_i64("SELECT count(*) FROM due_work WHERE schedule_id IS NOT NULL")
-                .await
-                + db.scalar_i64("SELECT count(*) FROM job_history WHERE schedule_id IS NOT NULL")
-                    .await
+            (db.count("due_work WHERE schedule_id IS NOT NULL").await
+                + db.count("job_history WHERE schedule_id IS NOT NULL").await
                 > 0)
             .then_some(())
         })
@@ -377,12 +356,10 @@ async fn env_file_starts_every_process(loader: Loader) {
             Duration::from_secs(60),
             "the worker to run the job",
             || async {
-                (db.scalar_i64(
-                "SELECT count(*) FROM job_history WHERE queue = 'default' AND state = 'completed'",
-            )
-            .await
-                == 1)
-                .then_some(())
+                (db.count("job_history WHERE queue = 'default' AND state = 'completed'")
+                    .await
+                    == 1)
+                    .then_some(())
             },
         )
         .await;

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::cluster::{Durability, PrivateCluster};
-use common::jobs::{count, jobs, wait_completed, wait_running};
+use common::http::free_port;
+use common::jobs::{completed_at_least, count, jobs, wait_completed, wait_running};
 use common::procs::{Proc, assert_success, spawn, workdir};
 use common::{TestDb, eventually};
 use ordinaut::db::{self, DbConfig};
@@ -66,12 +67,7 @@ fn assert_each_ran_once(file: &Path, n: usize) {
 }
 
 fn cfg(url: &str) -> DbConfig {
-    DbConfig {
-        url: url.to_owned(),
-        schema: "public".into(),
-        max_connections: 4,
-        hot_path: false,
-    }
+    common::cluster::db_config(url, 4)
 }
 
 async fn server_port(conn: &mut PgConnection) -> i32 {
@@ -79,15 +75,6 @@ async fn server_port(conn: &mut PgConnection) -> i32 {
         .fetch_one(conn)
         .await
         .unwrap()
-}
-
-fn dead_port() -> u16 {
-    // Bound and released at once: nothing listens there.
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A work directory whose `ordinaut.toml` holds the recording kinds, and its runs file.
@@ -99,6 +86,14 @@ fn recording_dir(name: &str) -> (PathBuf, PathBuf) {
 }
 
 /// Migrates the database `url` names and opens a pool on it.
+/// A primary of its own, its read-write URL and a migrated pool on it.
+async fn read_write_primary(name: &str) -> (PrivateCluster, String, db::Pool) {
+    let primary = PrivateCluster::start(name, Durability::Fast).await;
+    let url = format!("{}?target_session_attrs=read-write", primary.url());
+    let pool = migrated_pool(&url).await;
+    (primary, url, pool)
+}
+
 async fn migrated_pool(url: &str) -> db::Pool {
     db::migrate(&cfg(url)).await.unwrap();
     cfg(url).connect().await.unwrap()
@@ -149,7 +144,7 @@ fn cli(dir: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> std::proce
 async fn multi_host_strings_reach_the_primary_past_a_dead_host_and_a_standby() {
     let primary = PrivateCluster::start("fo-multi", Durability::Fast).await;
     let standby = primary.standby().await;
-    let (p, s, dead) = (primary.pg.port(), standby.pg.port(), dead_port());
+    let (p, s, dead) = (primary.pg.port(), standby.pg.port(), free_port());
 
     // The URL shape of issue 21, with a dead host and the standby listed first.
     let url = format!(
@@ -239,12 +234,10 @@ async fn a_worker_started_against_a_standby_waits_quietly_and_exits_on_sigterm()
 
 #[tokio::test]
 async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_resumes() {
-    let primary = PrivateCluster::start("fo-readonly", Durability::Fast).await;
-    let url = format!("{}?target_session_attrs=read-write", primary.url());
-    let pool = migrated_pool(&url).await;
+    let (primary, url, pool) = read_write_primary("fo-readonly").await;
     let (dir, file) = recording_dir("fo-readonly");
     jobs("q", "slow").enqueue_n(&pool, 8).await;
-    let metrics = format!("127.0.0.1:{}", dead_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
     let worker = spawn(
         &dir,
         &url,
@@ -349,7 +342,7 @@ async fn a_terminated_lock_connection_stops_claiming_and_it_resumes_with_no_job_
     .await;
     wait_completed(&db.pool, 12, Duration::from_secs(60)).await;
     assert_each_ran_once(&file, 12);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts").await, 12);
+    assert_eq!(db.all_attempts().await, 12);
     assert!(
         worker.output().contains("worker re-registered"),
         "{}",
@@ -396,7 +389,7 @@ async fn a_lock_backend_stopped_longer_than_the_lease_does_not_get_jobs_run_twic
     unsafe { libc::kill(pid, libc::SIGCONT) };
     wait_completed(&db.pool, 4, Duration::from_secs(60)).await;
     assert_each_ran_once(&file, 4);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM all_attempts").await, 4);
+    assert_eq!(db.all_attempts().await, 4);
     for w in [worker, other] {
         w.terminate("worker", Duration::from_secs(30));
     }
@@ -541,7 +534,7 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
     let (dir, file) = recording_dir("fo-promote");
     const JOBS: usize = 2000;
     jobs("q", "quick").enqueue_n(&pool, JOBS).await;
-    let api_port = dead_port().to_string();
+    let api_port = free_port().to_string();
     let env = [("WORKER_CONCURRENCY", "8")];
     let mut procs: Vec<(&str, Proc)> = vec![
         (
@@ -552,17 +545,8 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
         ("worker 1", spawn(&dir, &url, &["worker"], &env)),
         ("worker 2", spawn(&dir, &url, &["worker"], &env)),
     ];
-    let done = |pool: db::Pool| async move {
-        count(
-            &pool,
-            "SELECT count(*) FROM job_history WHERE state = 'completed'",
-        )
-        .await
-    };
-    eventually(Duration::from_secs(120), "a quarter drained", || async {
-        (done(pool.clone()).await >= (JOBS / 4) as i64).then_some(())
-    })
-    .await;
+    // A quarter drained.
+    completed_at_least(&pool, (JOBS / 4) as i64, Duration::from_secs(120)).await;
 
     // The primary dies (no shutdown checkpoint, like a lost machine); the standby is
     // promoted, as pg_auto_failover or Patroni would.
@@ -590,10 +574,7 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
         (finished > 0.0).then_some(finished)
     })
     .await;
-    eventually(Duration::from_secs(180), "every job completed", || async {
-        (done(pool.clone()).await >= JOBS as i64).then_some(())
-    })
-    .await;
+    completed_at_least(&pool, JOBS as i64, Duration::from_secs(180)).await;
 
     assert_eq!(
         count(&pool, "SELECT count(*) FROM due_work").await,
@@ -642,12 +623,10 @@ async fn promoting_the_standby_mid_drain_moves_every_process_and_loses_no_job() 
 
 #[tokio::test]
 async fn sigterm_while_the_primary_is_read_only_stops_every_process() {
-    let primary = PrivateCluster::start("fo-term-ro", Durability::Fast).await;
-    let url = format!("{}?target_session_attrs=read-write", primary.url());
-    let pool = migrated_pool(&url).await;
+    let (primary, url, pool) = read_write_primary("fo-term-ro").await;
     let (dir, _runs) = recording_dir("fo-term-ro");
     jobs("q", "slow").enqueue_n(&pool, 4).await;
-    let api_port = dead_port().to_string();
+    let api_port = free_port().to_string();
     let worker = spawn(
         &dir,
         &url,

@@ -80,10 +80,7 @@ fn max_overlap(iv: &[(i128, i128)]) -> usize {
 
 async fn drained(db: &TestDb, n: i64, limit: Duration) {
     eventually(limit, "queue drained", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .await
-            >= n)
-            .then_some(())
+        (db.ended_in("completed").await >= n).then_some(())
     })
     .await;
 }
@@ -226,18 +223,23 @@ async fn killed_worker_does_not_leak_a_slot() {
     due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
     let victim = spawn_worker(&dir, &db.url, 50);
     eventually(Duration::from_secs(20), "three running", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'running'")
-            .await
-            == 3)
-            .then_some(())
+        (db.running_jobs().await == 3).then_some(())
     })
     .await;
     drop(victim); // SIGKILL
     let _survivor = spawn_worker(&dir, &db.url, 50);
-    eventually(Duration::from_secs(30), "the survivor runs three at once", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work d JOIN workers w ON w.id = d.lease_owner WHERE d.state = 'running'").await == 3)
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the survivor runs three at once",
+        || async {
+            (db.count(
+                "due_work d JOIN workers w ON w.id = d.lease_owner WHERE d.state = 'running'",
+            )
+            .await
+                == 3)
+                .then_some(())
+        },
+    )
     .await;
     drained(&db, 9, Duration::from_secs(60)).await;
 }
@@ -259,7 +261,7 @@ async fn lowering_the_limit_at_run_time_takes_effect_without_overrun() {
     due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
     let _workers: Vec<Proc> = (0..2).map(|_| spawn_worker(&dir, &db.url, 50)).collect();
     eventually(Duration::from_secs(20), "work under way", || async {
-        (db.scalar_i64("SELECT count(*) FROM job_history").await >= 10).then_some(())
+        (db.ended_jobs().await >= 10).then_some(())
     })
     .await;
     let lowered = QueueSettings {

@@ -9,8 +9,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::TestDb;
+use common::jobs::wait_finished;
 use common::otlp::{receiver, span_where};
-use common::{TestDb, eventually};
 use ordinaut::config::Config;
 use ordinaut::model::Outcome;
 use ordinaut::otel::Carrier;
@@ -66,17 +67,7 @@ fn rust_handler_spans_nest_under_the_attempt_span() {
         let worker = Worker::new(o, db.db_config(), db.pool.clone(), handlers);
         let token = stop.clone();
         let running = tokio::spawn(async move { worker.run(token).await });
-        eventually(Duration::from_secs(30), "job to finish", || {
-            let pool = db.pool.clone();
-            async move {
-                sqlx::query_scalar::<_, String>("SELECT state FROM job_history WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&pool)
-                    .await
-                    .unwrap()
-            }
-        })
-        .await;
+        wait_finished(&db.pool, id, Duration::from_secs(30)).await;
         let attempt = span_where(&spans, "attempt span", |g| g.span.name == "process q").await;
         assert_eq!(attempt.trace(), "5bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(attempt.parent(), "10f067aa0ba902b7");

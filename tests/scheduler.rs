@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::procs::{self, Proc, assert_success};
-use common::{TestDb, binary};
+use common::{TestDb, binary, schedules};
 use uuid::Uuid;
 
 fn run_cli(db: &TestDb, args: &[&str]) -> std::process::Output {
@@ -73,8 +73,7 @@ async fn three_schedulers_fire_every_second_exactly_once() {
         );
     }
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM schedule_fires WHERE outcome = 'enqueued'")
-            .await as usize,
+        db.count("schedule_fires WHERE outcome = 'enqueued'").await as usize,
         fires.len()
     );
 }
@@ -115,18 +114,9 @@ async fn a_scheduler_down_past_the_grace_skips_and_records_missed_fires() {
 }
 
 async fn create(db: &TestDb, name: &str, cron: &str, overlap: &str) -> Uuid {
-    let config = ordinaut::config::Config::default();
-    let input = ordinaut::scheduler::ScheduleInput {
-        name: name.into(),
-        cron: cron.into(),
-        queue: "q".into(),
-        kind: "k".into(),
-        overlap: Some(overlap.into()),
-        ..Default::default()
-    };
-    let spec =
-        ordinaut::scheduler::validate(&input, &config, ordinaut::scheduler::Origin::Api).unwrap();
-    ordinaut::scheduler::save(&db.pool, &spec).await.unwrap()
+    let mut input = schedules::schedule(name, cron, "q", "k");
+    input.overlap = Some(overlap.into());
+    schedules::save(&db.pool, &input).await
 }
 
 fn firer(db: &TestDb) -> ordinaut::scheduler::Firer {
@@ -168,22 +158,25 @@ async fn trigger_now_enqueues_without_moving_the_cadence() {
         .await
         .unwrap();
     assert_success(&run_cli(&db, &["schedules", "trigger", "report"]));
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work WHERE schedule_id IS NOT NULL AND scheduled_for IS NOT NULL").await, 1);
+    db.assert_rows(
+        "due_work WHERE schedule_id IS NOT NULL AND scheduled_for IS NOT NULL",
+        1,
+    )
+    .await;
     let after: DateTime<Utc> = sqlx::query_scalar("SELECT next_run_at FROM schedules")
         .fetch_one(&db.pool)
         .await
         .unwrap();
     assert_eq!(before, after);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM schedule_fires WHERE outcome = 'triggered'")
-            .await,
-        1
-    );
+    db.assert_rows("schedule_fires WHERE outcome = 'triggered'", 1)
+        .await;
 }
 
 #[tokio::test]
 async fn schedule_cli_refuses_bad_input_naming_the_problem() {
     let db = TestDb::new().await;
+    // A valid schedule, to which each case adds one bad option.
+    let daily: &[&str] = &["--cron", "@daily", "--queue", "q", "--kind", "k"];
     for (args, expected) in [
         (
             vec!["--cron", "61 * * * *", "--queue", "q", "--kind", "k"],
@@ -210,32 +203,8 @@ async fn schedule_cli_refuses_bad_input_naming_the_problem() {
             vec!["--cron", "@daily", "--queue", "bad queue", "--kind", "k"],
             "queue",
         ),
-        (
-            vec![
-                "--cron",
-                "@daily",
-                "--queue",
-                "q",
-                "--kind",
-                "k",
-                "--overlap",
-                "sometimes",
-            ],
-            "overlap",
-        ),
-        (
-            vec![
-                "--cron",
-                "@daily",
-                "--queue",
-                "q",
-                "--kind",
-                "k",
-                "--payload",
-                "{nope",
-            ],
-            "--payload",
-        ),
+        ([daily, &["--overlap", "sometimes"]].concat(), "overlap"),
+        ([daily, &["--payload", "{nope"]].concat(), "--payload"),
     ] {
         let mut all = vec!["schedules", "create", "--name", "s"];
         all.extend(args.iter().copied());
@@ -244,7 +213,7 @@ async fn schedule_cli_refuses_bad_input_naming_the_problem() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{all:?}: {err}");
     }
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM schedules").await, 0);
+    db.assert_rows("schedules", 0).await;
     let missing = run_cli(&db, &["schedules", "pause", "nope"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
 }
@@ -254,17 +223,9 @@ async fn declared_schedules_follow_the_file() {
     let db = TestDb::new().await;
     let mut config = ordinaut::config::Config::default();
     let declared = |cron: &str| ordinaut::config::ScheduleConfig {
-        cron: cron.into(),
         timezone: Some("Europe/Berlin".into()),
-        queue: "q".into(),
-        kind: "k".into(),
         payload: Some(serde_json::json!({"report": "daily"})),
-        priority: 0,
-        max_attempts: None,
-        timeout: None,
-        unique_key: None,
-        overlap: None,
-        misfire_grace: None,
+        ..schedules::declared(cron, "q", "k")
     };
     config.schedules.insert("a".into(), declared("@daily"));
     config.schedules.insert("b".into(), declared("0 * * * *"));
@@ -272,11 +233,7 @@ async fn declared_schedules_follow_the_file() {
         .await
         .unwrap();
     create(&db, "by-hand", "@hourly", "allow").await;
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM schedules WHERE declared")
-            .await,
-        2
-    );
+    db.assert_rows("schedules WHERE declared", 2).await;
     config.schedules.remove("b");
     config.schedules.insert("a".into(), declared("@weekly"));
     ordinaut::scheduler::sync_declared(&db.pool, &config)
@@ -299,18 +256,12 @@ async fn declared_schedules_follow_the_file() {
 #[tokio::test]
 async fn retention_drops_old_partitions_and_keeps_recent_ones() {
     let db = TestDb::new().await;
-    sqlx::query("SELECT ordinaut_ensure_partitions(current_date - 40, current_date - 38)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("SELECT ordinaut_ensure_partitions(current_date - 40, current_date - 38)")
+        .await;
     let count =
         "SELECT count(*) FROM pg_class WHERE relname ~ '^job_(history|attempts)_p[0-9]{8}$'";
     let before = db.scalar_i64(count).await;
-    let dropped = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
-        .run_once()
-        .await
-        .unwrap()
-        .dropped;
+    let dropped = schedules::retention_pass(&db.pool).await.dropped;
     assert_eq!(dropped, 6, "three old days of two tables");
     assert_eq!(db.scalar_i64(count).await, before - 6);
     let recent = "SELECT count(*) FROM pg_class WHERE relname = 'job_history_p' || to_char(current_date, 'YYYYMMDD')";
@@ -320,26 +271,7 @@ async fn retention_drops_old_partitions_and_keeps_recent_ones() {
 #[tokio::test]
 async fn a_scheduler_started_without_its_file_leaves_declared_schedules_alone() {
     let db = TestDb::new().await;
-    let mut config = ordinaut::config::Config::default();
-    config.schedules.insert(
-        "nightly".into(),
-        ordinaut::config::ScheduleConfig {
-            cron: "30 2 * * *".into(),
-            timezone: None,
-            queue: "q".into(),
-            kind: "k".into(),
-            payload: None,
-            priority: 0,
-            max_attempts: None,
-            timeout: None,
-            unique_key: None,
-            overlap: None,
-            misfire_grace: None,
-        },
-    );
-    ordinaut::scheduler::sync_declared(&db.pool, &config)
-        .await
-        .unwrap();
+    schedules::declare_nightly(&db.pool, "q", "k").await;
     // A per-second schedule made by hand: once the scheduler fires it, its start-up
     // sync of declared schedules is over.
     every_second_schedule(&db, "beat");
@@ -353,7 +285,7 @@ async fn a_scheduler_started_without_its_file_leaves_declared_schedules_alone() 
     .await;
     scheduler.stop();
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM schedules WHERE declared AND name = 'nightly'")
+        db.count("schedules WHERE declared AND name = 'nightly'")
             .await,
         1,
         "the declared schedule survived a scheduler without the file"
@@ -388,9 +320,7 @@ async fn a_scheduler_whose_clock_runs_ahead_fires_nothing_early() {
     .await;
     scheduler.stop();
     let early = db
-        .scalar_i64(
-            "SELECT count(*) FROM due_work WHERE schedule_id IS NOT NULL AND created_at < scheduled_for",
-        )
+        .count("due_work WHERE schedule_id IS NOT NULL AND created_at < scheduled_for")
         .await;
     assert_eq!(early, 0, "jobs were enqueued before their fire time");
 }

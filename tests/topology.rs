@@ -116,24 +116,24 @@ async fn api_two_schedulers_and_four_workers_run_everything_exactly_once() {
         .unwrap();
     assert!(pause.status().is_success());
     eventually(Duration::from_secs(60), "every job finished", || async {
-        (db.scalar_i64("SELECT count(*) FROM due_work").await == 0).then_some(())
+        (db.live_jobs().await == 0).then_some(())
     })
     .await;
 
+    db.assert_rows(
+        "job_history WHERE schedule_id IS NULL AND state = 'completed'",
+        600,
+    )
+    .await;
     assert_eq!(
-        db.scalar_i64(
-            "SELECT count(*) FROM job_history WHERE schedule_id IS NULL AND state = 'completed'"
-        )
-        .await,
-        600
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history").await,
+        db.ended_jobs().await,
         db.scalar_i64("SELECT count(DISTINCT id) FROM job_history")
             .await,
         "no job finished twice"
     );
-    let fired = db.scalar_i64("SELECT count(*) FROM job_history WHERE schedule_id IS NOT NULL AND state = 'completed'").await;
+    let fired = db
+        .count("job_history WHERE schedule_id IS NOT NULL AND state = 'completed'")
+        .await;
     assert!(fired >= 4, "scheduled jobs ran ({fired})");
     assert_eq!(
         db.scalar_i64(

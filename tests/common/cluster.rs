@@ -65,12 +65,7 @@ impl PrivateCluster {
 
     /// Connection settings for its `postgres` database.
     pub fn db_config(&self, max_connections: u32) -> DbConfig {
-        DbConfig {
-            url: self.url(),
-            schema: "public".into(),
-            max_connections,
-            hot_path: false,
-        }
+        db_config(&self.url(), max_connections)
     }
 
     /// Migrates its `postgres` database and opens a pool on it.
@@ -94,5 +89,15 @@ impl Drop for PrivateCluster {
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.base);
         }
+    }
+}
+
+/// Connection settings for `url` (any cluster, any target_session_attrs).
+pub fn db_config(url: &str, max_connections: u32) -> DbConfig {
+    DbConfig {
+        url: url.to_owned(),
+        schema: "public".into(),
+        max_connections,
+        hot_path: false,
     }
 }

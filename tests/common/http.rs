@@ -1,6 +1,18 @@
 //! A client for a running `ordinaut` process's HTTP API: typed JSON reads, no auth.
 
+use std::time::Duration;
+
 use serde_json::Value;
+
+use super::eventually;
+
+/// A local port nothing listens on: bound and released at once.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
 
 /// The API of a process listening on `base` (`http://host:port`).
 pub struct Http {
@@ -15,6 +27,15 @@ impl Http {
             client: reqwest::Client::new(),
             base: format!("http://127.0.0.1:{port}"),
         }
+    }
+
+    /// Waits up to `limit` for `GET /health` to answer 2xx.
+    pub async fn wait_healthy(&self, limit: Duration) {
+        eventually(limit, "the api to answer", || async {
+            let r = self.client.get(format!("{}/health", self.base)).send();
+            r.await.ok()?.status().is_success().then_some(())
+        })
+        .await;
     }
 
     /// `GET path`, the answer.

@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use ordinaut::db::due_work::{self, NewJob};
+use ordinaut::db::due_work::{self, Finish, FinishKind, NewJob};
 use ordinaut::model::JobState;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::eventually;
+use super::{TestDb, eventually};
 
 /// Enqueues jobs of one queue and kind with shared defaults.
 #[derive(Clone)]
@@ -80,6 +80,20 @@ impl JobFactory {
     }
 }
 
+/// The outcome a worker reports for job `id` whose first attempt completed with
+/// `{"ok": true}`.
+pub fn completed(id: Uuid) -> Finish {
+    Finish {
+        id,
+        attempt: 1,
+        outcome: FinishKind::Completed,
+        next_run_at: None,
+        error: None,
+        output: Some(serde_json::json!({"ok": true})),
+        log: None,
+    }
+}
+
 /// Enqueues `jobs` in statements of 5,000; their ids, in order.
 pub async fn enqueue_all(pool: &PgPool, jobs: Vec<NewJob>) -> Vec<Uuid> {
     for chunk in jobs.chunks(5000) {
@@ -103,32 +117,72 @@ pub struct Finished {
     pub output: Option<Value>,
     /// Its last attempt's captured log.
     pub log: Option<String>,
+    /// Its metadata (request id, trace context, …).
+    pub metadata: Option<Value>,
 }
 
-/// state, last_error, attempt, output, log.
-type HistoryRow = (String, Option<String>, i32, Option<Value>, Option<String>);
+/// state, last_error, attempt, output, log, metadata.
+type HistoryRow = (
+    String,
+    Option<String>,
+    i32,
+    Option<Value>,
+    Option<String>,
+    Option<Value>,
+);
 
 /// How job `id` ended, if it has.
 pub async fn finished(pool: &PgPool, id: Uuid) -> Option<Finished> {
     let row: Option<HistoryRow> = sqlx::query_as(
-        "SELECT state, last_error, attempt, output, log FROM job_history WHERE id = $1",
+        "SELECT state, last_error, attempt, output, log, metadata FROM job_history WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
     .await
     .expect("read job_history");
-    row.map(|(state, last_error, attempt, output, log)| Finished {
-        state: state.parse().expect("a job state"),
-        last_error,
-        attempt,
-        output,
-        log,
-    })
+    row.map(
+        |(state, last_error, attempt, output, log, metadata)| Finished {
+            state: state.parse().expect("a job state"),
+            last_error,
+            attempt,
+            output,
+            log,
+            metadata,
+        },
+    )
 }
 
 /// Waits up to `limit` for job `id` to end.
 pub async fn wait_finished(pool: &PgPool, id: Uuid, limit: Duration) -> Finished {
     eventually(limit, "job to finish", || finished(pool, id)).await
+}
+
+/// A live job as `due_work` holds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Live {
+    /// `waiting`, `scheduled`, `available` or `running`.
+    pub state: String,
+    /// Attempts spent.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// The error of its last failed attempt.
+    pub last_error: Option<String>,
+    /// The worker that holds its lease.
+    pub lease_owner: Option<Uuid>,
+    /// Seconds until it may run (negative once it is due).
+    pub run_in: f64,
+}
+
+/// Job `id` as it stands in `due_work`; it must be live.
+pub async fn live(pool: &PgPool, id: Uuid) -> Live {
+    sqlx::query_as(
+        "SELECT state, attempt, max_attempts, last_error, lease_owner, \
+         extract(epoch FROM run_at - now())::float8 AS run_in FROM due_work WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .expect("a live job")
 }
 
 /// One attempt of a job, live or finished.
@@ -198,6 +252,17 @@ pub async fn wait_for_count(pool: &PgPool, sql: &'static str, expected: i64, lim
     .await;
 }
 
+impl TestDb {
+    /// Waits up to `limit` until `from` (as for [`TestDb::count`]) has `n` rows.
+    pub async fn wait_rows(&self, from: &str, n: i64, limit: Duration) {
+        let what = format!("{n} rows of {from}");
+        eventually(limit, &what, || async {
+            (self.count(from).await == n).then_some(())
+        })
+        .await;
+    }
+}
+
 /// Waits up to `limit` until exactly `n` jobs are running.
 pub async fn wait_running(pool: &PgPool, n: i64, limit: Duration) {
     let sql = "SELECT count(*) FROM due_work WHERE state = 'running'";
@@ -208,4 +273,46 @@ pub async fn wait_running(pool: &PgPool, n: i64, limit: Duration) {
 pub async fn wait_completed(pool: &PgPool, n: i64, limit: Duration) {
     let sql = "SELECT count(*) FROM job_history WHERE state = 'completed'";
     wait_for_count(pool, sql, n, limit).await;
+}
+
+/// Counts of what became of the jobs, each one question a test asks of the store.
+impl TestDb {
+    /// Jobs still live: waiting, scheduled or running (rows of `due_work`).
+    pub async fn live_jobs(&self) -> i64 {
+        self.count("due_work").await
+    }
+
+    /// Jobs running now.
+    pub async fn running_jobs(&self) -> i64 {
+        self.count("due_work WHERE state = 'running'").await
+    }
+
+    /// Jobs that have ended, in any state (rows of `job_history`).
+    pub async fn ended_jobs(&self) -> i64 {
+        self.count("job_history").await
+    }
+
+    /// Jobs that ended in `state`: `completed`, `failed` or `cancelled` (a literal: it
+    /// goes into the SQL text).
+    pub async fn ended_in(&self, state: &'static str) -> i64 {
+        self.count(&format!("job_history WHERE state = '{state}'"))
+            .await
+    }
+
+    /// Attempts of every job, live or finished.
+    pub async fn all_attempts(&self) -> i64 {
+        self.count("all_attempts").await
+    }
+
+    /// Attempts, live or finished, whose outcome is `outcome` (`retry`, `lost`, …; a
+    /// literal: it goes into the SQL text).
+    pub async fn attempts_ending(&self, outcome: &'static str) -> i64 {
+        self.count(&format!("all_attempts WHERE outcome = '{outcome}'"))
+            .await
+    }
+
+    /// Registered workers.
+    pub async fn workers(&self) -> i64 {
+        self.count("workers").await
+    }
 }

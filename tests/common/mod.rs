@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod otlp;
 pub mod procs;
 pub mod recorder;
+pub mod schedules;
 
 use std::fs::File;
 use std::future::Future;
@@ -184,6 +185,53 @@ impl TestDb {
             .fetch_one(&self.pool)
             .await
             .expect(sql)
+    }
+
+    /// Rows of `from`, which names a table and may go on with a filter:
+    /// `"queues WHERE paused"`.
+    pub async fn count(&self, from: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {from}");
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.clone()))
+            .fetch_one(&self.pool)
+            .await
+            .expect(&sql)
+    }
+
+    /// Every row `sql` returns, typed.
+    pub async fn rows<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()));
+        query.fetch_all(&self.pool).await.expect(sql)
+    }
+
+    /// The one value `sql` returns, typed.
+    pub async fn value<T>(&self, sql: &str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()));
+        query.fetch_one(&self.pool).await.expect(sql)
+    }
+
+    /// Asserts that `from` (as for [`TestDb::count`]) has `n` rows.
+    pub async fn assert_rows(&self, from: &str, n: i64) {
+        assert_eq!(self.count(from).await, n, "rows of {from}");
+    }
+
+    /// Runs a statement that sets the scene (a queue's settings, a lock, a fault).
+    pub async fn exec(&self, sql: &str) {
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+        query.execute(&self.pool).await.expect(sql);
+    }
+
+    /// Opens a transaction that runs `sql` and holds what it took (a table lock) until
+    /// it is dropped.
+    pub async fn hold(&self, sql: &'static str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut tx = self.pool.begin().await.expect("begin");
+        sqlx::query(sql).execute(&mut *tx).await.expect(sql);
+        tx
     }
 }
 

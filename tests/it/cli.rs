@@ -96,18 +96,11 @@ async fn enqueue_list_show_cancel_and_retry() {
     assert!(job["attempts"].is_array());
     let retry = run(Some(&db), &["jobs", "retry", &id], &[]);
     assert!(retry.status.success(), "{}", stderr(&retry));
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM due_work WHERE state = 'available'")
-            .await,
-        1
-    );
+    db.assert_rows("due_work WHERE state = 'available'", 1)
+        .await;
     let pause = run(Some(&db), &["queues", "pause", "scans"], &[]);
     assert!(pause.status.success());
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM queues WHERE paused")
-            .await,
-        1
-    );
+    db.assert_rows("queues WHERE paused", 1).await;
     let set = run(
         Some(&db),
         &[
@@ -122,11 +115,8 @@ async fn enqueue_list_show_cancel_and_retry() {
         &[],
     );
     assert!(set.status.success(), "{}", stderr(&set));
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM queues WHERE max_attempts = 7 AND timeout_ms = 600000")
-            .await,
-        1
-    );
+    db.assert_rows("queues WHERE max_attempts = 7 AND timeout_ms = 600000", 1)
+        .await;
 }
 
 /// `ordinaut workflows submit/show/list/cancel/retry`, and a waiting step through
@@ -290,7 +280,7 @@ async fn bad_enqueue_arguments_fail_clearly_and_change_nothing() {
     assert!(stderr(&unknown).contains("not found"));
     let not_uuid = run(Some(&db), &["jobs", "cancel", "nope"], &[]);
     assert!(!not_uuid.status.success());
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(db.live_jobs().await, 0);
 }
 
 #[tokio::test]
@@ -474,10 +464,7 @@ async fn queue_limits_are_set_shown_and_cleared() {
         &[],
     );
     assert!(set.status.success(), "{}", stderr(&set));
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM queues WHERE concurrency_limit = 7 AND rate_limit = 10 AND rate_period_ms = 1000 AND rate_burst = 20 AND key_concurrency = 1").await,
-        1
-    );
+    db.assert_rows("queues WHERE concurrency_limit = 7 AND rate_limit = 10 AND rate_period_ms = 1000 AND rate_burst = 20 AND key_concurrency = 1", 1).await;
     run(
         Some(&db),
         &[
@@ -514,7 +501,13 @@ async fn queue_limits_are_set_shown_and_cleared() {
         &[],
     );
     assert!(clear.status.success());
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM queues WHERE concurrency_limit IS NULL AND rate_limit IS NULL AND key_concurrency = 1").await, 1);
+    assert_eq!(
+        db.count(
+            "queues WHERE concurrency_limit IS NULL AND rate_limit IS NULL AND key_concurrency = 1"
+        )
+        .await,
+        1
+    );
     for (flag, value) in [
         ("--rate-limit", "fast"),
         ("--concurrency-limit", "0"),
@@ -543,16 +536,20 @@ async fn queues_declared_in_the_file_are_applied_and_limits_follow_the_file() {
     ordinaut::db::queues::apply_declared(&db.pool, &declared)
         .await
         .unwrap();
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM queues WHERE concurrency_limit = 3 AND rate_limit = 5 AND rate_period_ms = 60000").await, 1);
-    declared.get_mut("scans").unwrap().rate_limit = None;
-    ordinaut::db::queues::apply_declared(&db.pool, &declared)
-        .await
-        .unwrap();
     assert_eq!(
-        db.scalar_i64(
-            "SELECT count(*) FROM queues WHERE concurrency_limit = 3 AND rate_limit IS NULL"
+        db.count(
+            "queues WHERE concurrency_limit = 3 AND rate_limit = 5 AND rate_period_ms = 60000"
         )
         .await,
         1
     );
+    declared.get_mut("scans").unwrap().rate_limit = None;
+    ordinaut::db::queues::apply_declared(&db.pool, &declared)
+        .await
+        .unwrap();
+    db.assert_rows(
+        "queues WHERE concurrency_limit = 3 AND rate_limit IS NULL",
+        1,
+    )
+    .await;
 }

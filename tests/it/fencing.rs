@@ -10,6 +10,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::api::App;
+use crate::common::jobs::live;
 use crate::common::{TestDb, eventually};
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -98,17 +99,12 @@ async fn finish_and_extend_for_a_stale_attempt_are_no_ops() {
         .await
         .unwrap();
     assert!(applied.is_empty(), "attempt 1's outcome is refused");
-    let (state, attempt, owner): (String, i32, Option<Uuid>) =
-        sqlx::query_as("SELECT state, attempt, lease_owner FROM due_work WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!((state.as_str(), attempt, owner), ("running", 2, Some(w)));
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history").await, 0);
+    let job = live(&db.pool, id).await;
+    let now = (job.state.as_str(), job.attempt, job.lease_owner);
+    assert_eq!(now, ("running", 2, Some(w)));
+    assert_eq!(db.ended_jobs().await, 0);
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome <> 'lost'")
-            .await,
+        db.count("job_attempts WHERE outcome <> 'lost'").await,
         0,
         "no attempt record for the refused outcome"
     );
@@ -117,11 +113,8 @@ async fn finish_and_extend_for_a_stale_attempt_are_no_ops() {
         .await
         .unwrap();
     assert_eq!(applied.len(), 1);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed' AND attempt = 2")
-            .await,
-        1
-    );
+    db.assert_rows("job_history WHERE state = 'completed' AND attempt = 2", 1)
+        .await;
 }
 
 #[tokio::test]
@@ -157,19 +150,9 @@ async fn batch_with_an_outcome_postgres_refuses_is_split_and_the_rest_recorded()
         };
         assert_eq!(got.outcome, want, "job {i}");
     }
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .await,
-        3
-    );
-    assert_eq!(
-        db.scalar_i64(
-            "SELECT count(*) FROM job_history WHERE state = 'failed' AND last_error LIKE 'the attempt''s completed outcome could not be stored: %'"
-        )
-        .await,
-        2
-    );
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(db.ended_in("completed").await, 3);
+    db.assert_rows("job_history WHERE state = 'failed' AND last_error LIKE 'the attempt''s completed outcome could not be stored: %'", 2).await;
+    assert_eq!(db.live_jobs().await, 0);
 }
 
 #[tokio::test]
@@ -200,21 +183,9 @@ async fn a_requested_cancel_wins_over_retry_snooze_and_shutdown_outcomes() {
         .unwrap();
     assert_eq!(applied.len(), 3);
     assert!(applied.iter().all(|a| a.outcome == FinishKind::Cancelled));
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM due_work").await,
-        0,
-        "none runs again"
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'cancelled'")
-            .await,
-        3
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'cancelled' AND error LIKE 'cancelled by operator (the attempt ended as %'")
-            .await,
-        3
-    );
+    assert_eq!(db.live_jobs().await, 0, "none runs again");
+    assert_eq!(db.ended_in("cancelled").await, 3);
+    db.assert_rows("job_attempts WHERE outcome = 'cancelled' AND error LIKE 'cancelled by operator (the attempt ended as %'", 3).await;
 }
 
 #[tokio::test]
@@ -239,12 +210,7 @@ async fn cancel_racing_a_rescue_cancels_instead_of_answering_not_found() {
     eventually(
         Duration::from_secs(10),
         "the cancel to wait for the row",
-        || async {
-            (db.scalar_i64("SELECT count(*) FROM pg_locks WHERE NOT granted")
-                .await
-                > 0)
-            .then_some(())
-        },
+        || async { (db.count("pg_locks WHERE NOT granted").await > 0).then_some(()) },
     )
     .await;
     rescue.commit().await.unwrap();
@@ -253,30 +219,18 @@ async fn cancel_racing_a_rescue_cancels_instead_of_answering_not_found() {
         matches!(result, Ok(CancelResult::Cancelled)),
         "a live job is cancelled, never 404: {result:?}"
     );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'cancelled'")
-            .await,
-        1
-    );
+    assert_eq!(db.ended_in("cancelled").await, 1);
 }
 
 #[tokio::test]
 async fn pull_outcome_for_a_rescued_attempt_is_refused_and_the_new_attempt_wins() {
     let app = App::new().await;
-    let r = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "q", "kind": "k", "max_attempts": 3}),
-        )
-        .await;
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let three_attempts = json!({"queue": "q", "kind": "k", "max_attempts": 3});
+    let id = app.enqueue(three_attempts).await.id();
     let owner = Uuid::now_v7();
     async fn claim(app: &App, owner: Uuid) -> crate::api::Reply {
-        app.post(
-            "/v1/pull/claim",
-            json!({"queues": ["q"], "lease_owner": owner, "lease_seconds": 2}),
-        )
-        .await
+        app.claim(json!({"queues": ["q"], "lease_owner": owner, "lease_seconds": 2}))
+            .await
     }
     let first = claim(&app, owner).await;
     assert_eq!(first.body["jobs"][0]["attempt"], 1, "{}", first.text);
@@ -301,17 +255,14 @@ async fn pull_outcome_for_a_rescued_attempt_is_refused_and_the_new_attempt_wins(
         )
         .await;
     assert_eq!(hb.body["lost"], json!([id]), "{}", hb.text);
-    let stale = app
-        .post(
-            &format!("/v1/pull/jobs/{id}/complete"),
-            json!({"lease_owner": owner, "attempt": 1, "output": {"from": 1}}),
-        )
-        .await;
+    let from_1 = json!({"lease_owner": owner, "attempt": 1, "output": {"from": 1}});
+    let stale = app.report(&id, "complete", from_1).await;
     assert_eq!(stale.status, 409, "{}", stale.text);
     assert_eq!(stale.body["error"]["code"], "stale_attempt");
     let stale_fail = app
-        .post(
-            &format!("/v1/pull/jobs/{id}/fail"),
+        .report(
+            &id,
+            "fail",
             json!({"lease_owner": owner, "attempt": 1, "error": "from 1"}),
         )
         .await;
@@ -322,12 +273,8 @@ async fn pull_outcome_for_a_rescued_attempt_is_refused_and_the_new_attempt_wins(
         "attempt 2 is untouched"
     );
 
-    let done = app
-        .post(
-            &format!("/v1/pull/jobs/{id}/complete"),
-            json!({"lease_owner": owner, "attempt": 2, "output": {"from": 2}}),
-        )
-        .await;
+    let from_2 = json!({"lease_owner": owner, "attempt": 2, "output": {"from": 2}});
+    let done = app.report(&id, "complete", from_2).await;
     assert_eq!(done.status, 200, "{}", done.text);
     let job = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(job.body["state"], "completed");
@@ -338,18 +285,15 @@ async fn pull_outcome_for_a_rescued_attempt_is_refused_and_the_new_attempt_wins(
 #[tokio::test]
 async fn pull_output_beyond_numeric_range_is_stored_not_a_500() {
     let app = App::new().await;
-    app.post("/v1/jobs", json!({"queue": "q", "kind": "k"}))
-        .await;
-    let claim = app.post("/v1/pull/claim", json!({"queues": ["q"]})).await;
+    app.enqueue(json!({"queue": "q", "kind": "k"})).await;
+    let claim = app.claim(json!({"queues": ["q"]})).await;
     let owner = claim.body["lease_owner"].as_str().unwrap().to_owned();
     let id = claim.body["jobs"][0]["id"].as_str().unwrap().to_owned();
     let body: serde_json::Value = serde_json::from_str(&format!(
         r#"{{"lease_owner": "{owner}", "attempt": 1, "output": {{"n": 1e999999}}, "log": "a\u0000b"}}"#
     ))
     .unwrap();
-    let done = app
-        .post(&format!("/v1/pull/jobs/{id}/complete"), body)
-        .await;
+    let done = app.report(&id, "complete", body).await;
     assert_eq!(done.status, 200, "{}", done.text);
     let job = app.get(&format!("/v1/jobs/{id}")).await;
     let n = &job.body["output"]["n"];

@@ -1,7 +1,7 @@
 //! The http kind and caller input it sends on: request ids, and URL credentials that
 //! must never reach what the API returns (last_error, attempt errors and logs).
 
-use crate::common::jobs::Finished;
+use crate::common::jobs::{self, Finished};
 use ordinaut::model::JobState;
 use std::time::Duration;
 
@@ -23,8 +23,7 @@ use crate::common::TestDb;
 async fn enqueue_refuses_a_request_id_no_header_can_carry() {
     let app = App::new().await;
     let one = app
-        .post(
-            "/v1/jobs",
+        .enqueue(
             json!({"queue": "q", "kind": "k", "metadata": {"request_id": "a\r\nX-Injected: 1"}}),
         )
         .await;
@@ -36,23 +35,17 @@ async fn enqueue_refuses_a_request_id_no_header_can_carry() {
         "names the field: {message}"
     );
     let batch = app
-        .post(
-            "/v1/jobs/batch",
-            json!({"jobs": [
-                {"queue": "q", "kind": "k", "metadata": {"request_id": "fine-1"}},
-                {"queue": "q", "kind": "k", "metadata": {"request_id": "bad\n"}}
-            ]}),
-        )
+        .enqueue_batch(json!({"jobs": [
+            {"queue": "q", "kind": "k", "metadata": {"request_id": "fine-1"}},
+            {"queue": "q", "kind": "k", "metadata": {"request_id": "bad\n"}}
+        ]}))
         .await;
     assert_eq!(batch.status, StatusCode::BAD_REQUEST, "{}", batch.text);
     let message = batch.body["error"]["message"].as_str().unwrap();
     assert!(message.contains("metadata.request_id"), "{message}");
-    assert_eq!(app.db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(app.db.live_jobs().await, 0);
     let fine = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "q", "kind": "k", "metadata": {"request_id": "req-42"}}),
-        )
+        .enqueue(json!({"queue": "q", "kind": "k", "metadata": {"request_id": "req-42"}}))
         .await;
     assert_eq!(fine.status, StatusCode::CREATED, "{}", fine.text);
 }
@@ -146,28 +139,18 @@ async fn http_kind_hides_url_credentials_and_skips_an_unsendable_request_id() {
         JobState::Completed,
         "the request went out without the id: {error:?}"
     );
-    let output: serde_json::Value =
-        sqlx::query_scalar("SELECT output FROM job_history WHERE id = $1")
-            .bind(ids[0])
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(output, json!({"request_id": null}));
-    let Finished {
-        state,
-        last_error: error,
-        ..
-    } = wait_finished(&db, ids[1]).await;
-    assert_eq!(state, JobState::Failed);
-    let error = error.unwrap();
+    let output = jobs::finished(&db.pool, ids[0])
+        .await
+        .expect("ended")
+        .output;
+    assert_eq!(output, Some(json!({"request_id": null})));
+    let failed = wait_finished(&db, ids[1]).await;
+    assert_eq!(failed.state, JobState::Failed);
+    let error = failed.last_error.expect("an error");
     assert!(error.contains("answered HTTP 500"), "{error}");
-    let Finished {
-        state,
-        last_error: refused_error,
-        ..
-    } = wait_finished(&db, ids[2]).await;
-    assert_eq!(state, JobState::Failed);
-    let refused_error = refused_error.unwrap();
+    let refused = wait_finished(&db, ids[2]).await;
+    assert_eq!(refused.state, JobState::Failed);
+    let refused_error = refused.last_error.expect("an error");
     assert!(
         refused_error.starts_with(&format!("request to http://{closed}/x?token=***&v=***")),
         "{refused_error}"

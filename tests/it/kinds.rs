@@ -503,13 +503,10 @@ async fn the_scan_example_runs_from_an_enqueue_naming_only_the_kind_and_returns_
     .unwrap();
     std::fs::write(repo.join("README"), "fine").unwrap();
     let r = app
-        .post(
-            "/v1/jobs",
-            json!({"kind": "scan", "payload": {"repo": repo}}),
-        )
+        .enqueue(json!({"kind": "scan", "payload": {"repo": repo}}))
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = r.id();
     let done = app.get(&format!("/v1/jobs/{id}?wait=60")).await;
     assert_eq!(done.body["state"], "completed", "{}", done.text);
     assert_eq!(done.body["queue"], "scans", "the kind's queue");
@@ -521,7 +518,7 @@ async fn the_scan_example_runs_from_an_enqueue_naming_only_the_kind_and_returns_
     );
     // The schema is checked at enqueue, naming the field.
     let bad = app
-        .post("/v1/jobs", json!({"kind": "scan", "payload": {"repo": 5}}))
+        .enqueue(json!({"kind": "scan", "payload": {"repo": 5}}))
         .await;
     assert_eq!(bad.status, 400, "{}", bad.text);
     assert!(bad.text.contains("payload.repo"), "{}", bad.text);
@@ -543,9 +540,7 @@ async fn the_registry_lists_served_kinds_and_refuses_unknown_ones_once_any_is_se
     ]);
     let app = App::with(api_with(Config::default())).await;
     // Nothing published yet: a fresh install takes any kind.
-    let r = app
-        .post("/v1/jobs", json!({"queue": "q", "kind": "early"}))
-        .await;
+    let r = app.enqueue(json!({"queue": "q", "kind": "early"})).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let w = start(&app.db, handlers(&config), options());
     let listed = eventually(Duration::from_secs(10), "kinds published", || async {
@@ -558,7 +553,7 @@ async fn the_registry_lists_served_kinds_and_refuses_unknown_ones_once_any_is_se
     assert_eq!(listed["kinds"][1]["type"], "noop");
     assert_eq!(listed["kinds"][1]["queue"], "betas");
     assert_eq!(listed["kinds"][1]["workers"][0]["alive"], true);
-    let r = app.post("/v1/jobs", json!({"kind": "gamma"})).await;
+    let r = app.enqueue(json!({"kind": "gamma"})).await;
     assert_eq!(r.status, 400);
     assert!(
         r.text
@@ -567,21 +562,15 @@ async fn the_registry_lists_served_kinds_and_refuses_unknown_ones_once_any_is_se
         r.text
     );
     let r = app
-        .post(
-            "/v1/jobs/batch",
-            json!({"jobs": [{"kind": "alpha"}, {"kind": "gamma"}]}),
-        )
+        .enqueue_batch(json!({"jobs": [{"kind": "alpha"}, {"kind": "gamma"}]}))
         .await;
     assert_eq!(r.status, 400);
     assert!(r.text.contains("jobs[1].kind"), "{}", r.text);
     let r = app
-        .post(
-            "/v1/jobs",
-            json!({"kind": "gamma", "allow_unknown_kind": true}),
-        )
+        .enqueue(json!({"kind": "gamma", "allow_unknown_kind": true}))
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let r = app.post("/v1/jobs", json!({"kind": "beta"})).await;
+    let r = app.enqueue(json!({"kind": "beta"})).await;
     assert_eq!(r.status, 201);
     let job = app
         .get(&format!("/v1/jobs/{}", r.body["id"].as_str().unwrap()))
@@ -594,22 +583,19 @@ async fn the_registry_lists_served_kinds_and_refuses_unknown_ones_once_any_is_se
     let open = App::with(api_with(off)).await;
     let w2 = start(&open.db, handlers(&config), options());
     eventually(Duration::from_secs(10), "kinds published", || async {
-        (open.db.scalar_i64("SELECT count(*) FROM kinds").await == 2).then_some(())
+        (open.db.count("kinds").await == 2).then_some(())
     })
     .await;
-    let r = open.post("/v1/jobs", json!({"kind": "gamma"})).await;
+    let r = open.enqueue(json!({"kind": "gamma"})).await;
     assert_eq!(r.status, 201, "{}", r.text);
     w2.shutdown().await;
     // After the worker is gone (exited, or judged dead by the rescuer, whose removal
     // of its row is what this does) its kinds stay known for the window, shown as gone.
     w.shutdown().await;
-    sqlx::query("DELETE FROM workers")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    app.db.exec("DELETE FROM workers").await;
     let after = app.get("/v1/kinds").await;
     assert_eq!(after.body["kinds"][0]["workers"][0]["alive"], false);
-    let r = app.post("/v1/jobs", json!({"kind": "alpha"})).await;
+    let r = app.enqueue(json!({"kind": "alpha"})).await;
     assert_eq!(r.status, 201, "{}", r.text);
 }
 
@@ -638,7 +624,7 @@ async fn the_cli_lists_kinds_and_refuses_unknown_kinds_and_bad_payloads() {
     let db = TestDb::new().await;
     let w = start(&db, handlers(&config), options());
     eventually(Duration::from_secs(10), "kinds published", || async {
-        (db.scalar_i64("SELECT count(*) FROM kinds").await == 1).then_some(())
+        (db.count("kinds").await == 1).then_some(())
     })
     .await;
     let out = cli(&db, &["kinds"]);
@@ -688,7 +674,7 @@ async fn the_cli_lists_kinds_and_refuses_unknown_kinds_and_bad_payloads() {
     assert!(out.status.success());
     w.shutdown().await;
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM due_work WHERE kind = 'scan' AND queue = 'scans'")
+        db.count("due_work WHERE kind = 'scan' AND queue = 'scans'")
             .await,
         1,
         "the kind's queue"

@@ -9,17 +9,15 @@ use ordinaut::model::Backoff;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::TestDb;
+use crate::common::jobs::{completed, live};
+use crate::common::{TestDb, schedules};
 
 #[tokio::test]
 async fn rescue_survives_a_huge_attempt_number_and_queue_backoff() {
     let db = TestDb::new().await;
     // The largest backoff the API accepts (999999 h), and an attempt far past float8's
     // 2^1024: both made the whole rescue statement fail before the exponent was clamped.
-    sqlx::query("INSERT INTO queues (name, backoff_base_ms, backoff_max_ms) VALUES ('huge', 3599996400000, 3599996400000)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("INSERT INTO queues (name, backoff_base_ms, backoff_max_ms) VALUES ('huge', 3599996400000, 3599996400000)").await;
     let mut a = NewJob::new("huge", "k", json!({}));
     a.max_attempts = Some(1000);
     let b = NewJob::new("q", "k", json!({}));
@@ -42,16 +40,11 @@ async fn rescue_survives_a_huge_attempt_number_and_queue_backoff() {
         .await
         .expect("the rescue statement must not overflow");
     assert_eq!(r.retried, 2, "both jobs were handed back");
-    let delay: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM run_at - now())::float8 FROM due_work WHERE id = $1",
-    )
-    .bind(ids[0])
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let delay = live(&db.pool, ids[0]).await.run_in;
+    let backoff_max = 3_599_996_000.0..=3_599_996_400.0;
     assert!(
-        (3_599_996_000.0..=3_599_996_400.0).contains(&delay),
-        "capped at the queue's backoff_max: {delay}"
+        backoff_max.contains(&delay),
+        "capped at backoff_max: {delay}"
     );
 }
 
@@ -89,35 +82,16 @@ async fn a_large_batch_of_unique_keys_resolves_every_duplicate() {
         }
     }
     assert_eq!(by_key.len(), 4000);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM due_work").await,
-        4000,
-        "one row per key"
-    );
+    assert_eq!(db.live_jobs().await, 4000, "one row per key");
     assert_eq!(results.iter().filter(|r| !r.duplicate).count(), 2000);
-}
-
-fn completed(id: Uuid) -> due_work::Finish {
-    due_work::Finish {
-        id,
-        // The first claim's attempt.
-        attempt: 1,
-        outcome: due_work::FinishKind::Completed,
-        next_run_at: None,
-        error: None,
-        output: Some(json!({"ok": true})),
-        log: None,
-    }
 }
 
 #[tokio::test]
 async fn partition_rotation_behind_a_reader_defers_and_never_stalls_finishing() {
     let db = TestDb::new().await;
     // An old day to drop and a missing day ahead to create, for both tables.
-    sqlx::query("SELECT ordinaut_ensure_partitions(current_date - 40, current_date - 40)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("SELECT ordinaut_ensure_partitions(current_date - 40, current_date - 40)")
+        .await;
     for parent in ["job_history", "job_attempts"] {
         sqlx::query(
             "SELECT ordinaut_drop_partition($1 || '_p' || to_char(current_date + 7, 'YYYYMMDD'))",
@@ -136,11 +110,7 @@ async fn partition_rotation_behind_a_reader_defers_and_never_stalls_finishing() 
         .unwrap();
     // What pg_dump (or a long GET /v1/jobs) holds: ACCESS SHARE on job_history and every
     // one of its partitions, for as long as it runs.
-    let mut reader = db.pool.begin().await.unwrap();
-    sqlx::query("LOCK job_history IN ACCESS SHARE MODE")
-        .execute(&mut *reader)
-        .await
-        .unwrap();
+    let reader = db.hold("LOCK job_history IN ACCESS SHARE MODE").await;
     let retention = ordinaut::scheduler::Retention::new(db.pool.clone(), 30);
     let rotation = tokio::spawn(async move { retention.run_once().await });
     crate::common::eventually(
@@ -175,61 +145,34 @@ async fn partition_rotation_behind_a_reader_defers_and_never_stalls_finishing() 
         "job_attempts rotated; job_history's create and drop deferred: {report:?}"
     );
     reader.commit().await.unwrap();
-    let again = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
-        .run_once()
-        .await
-        .unwrap();
+    let again = schedules::retention_pass(&db.pool).await;
     assert_eq!((again.created, again.dropped, again.deferred), (1, 1, 0));
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
-            .await,
-        1
-    );
+    assert_eq!(db.ended_in("completed").await, 1);
 }
 
 #[tokio::test]
 async fn retention_ages_out_old_rows_of_the_default_partitions() {
     let db = TestDb::new().await;
     // Days with no partition (no scheduler ran then) land in the default partitions.
-    sqlx::query(
-        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+    db.exec("INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
                                   run_at, created_at, finished_at)
          SELECT gen_random_uuid(), 'q', 'k', '{}', 0, 'completed', 1, 4, '{}', t, t, t
          FROM unnest(ARRAY[now() - interval '40 days', now() - interval '35 days', now() - interval '31 days',
-                           now() + interval '20 days']) AS t",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO job_attempts (job_id, attempt, finished_at, outcome)
+                           now() + interval '20 days']) AS t").await;
+    db.exec("INSERT INTO job_attempts (job_id, attempt, finished_at, outcome)
          SELECT gen_random_uuid(), 1, t, 'retry'
-         FROM unnest(ARRAY[now() - interval '45 days', now() - interval '10 days' - interval '30 days']) AS t",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history_default")
-            .await,
-        4
-    );
-    let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
-        .run_once()
-        .await
-        .unwrap();
+         FROM unnest(ARRAY[now() - interval '45 days', now() - interval '10 days' - interval '30 days']) AS t").await;
+    db.assert_rows("job_history_default", 4).await;
+    let report = schedules::retention_pass(&db.pool).await;
     assert_eq!(report.default_rows_deleted, 5);
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history_default WHERE finished_at > now()")
+        db.count("job_history_default WHERE finished_at > now()")
             .await,
         1,
         "rows inside the retention stay"
     );
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history_default")
-            .await
-            + db.scalar_i64("SELECT count(*) FROM job_attempts_default")
-                .await,
+        db.count("job_history_default").await + db.count("job_attempts_default").await,
         1
     );
 }
@@ -237,15 +180,13 @@ async fn retention_ages_out_old_rows_of_the_default_partitions() {
 #[tokio::test]
 async fn retention_keeps_the_newest_thousand_fire_records_per_schedule() {
     let db = TestDb::new().await;
-    sqlx::query(
+    db.exec(
         "INSERT INTO schedules (id, name, cron, timezone, queue, kind, next_run_at)
          VALUES (gen_random_uuid(), 'every-second', '* * * * * *', 'UTC', 'q', 'k', now()),
                 (gen_random_uuid(), 'hourly', '@hourly', 'UTC', 'q', 'k', now())",
     )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
+    .await;
+    db.exec(
         "INSERT INTO schedule_fires (schedule_id, fire_time, outcome)
          SELECT s.id, now() - make_interval(secs => g), 'enqueued'
          FROM schedules s, generate_series(1, 1500) g WHERE s.name = 'every-second'
@@ -253,28 +194,14 @@ async fn retention_keeps_the_newest_thousand_fire_records_per_schedule() {
          SELECT s.id, now() - make_interval(hours => g), 'enqueued'
          FROM schedules s, generate_series(1, 10) g WHERE s.name = 'hourly'",
     )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
-        .run_once()
-        .await
-        .unwrap();
+    .await;
+    let report = schedules::retention_pass(&db.pool).await;
     assert_eq!(report.fires_pruned, 500);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM schedule_fires").await,
-        1010
-    );
+    db.assert_rows("schedule_fires", 1010).await;
     // The newest 1,000 of the per-second schedule: g = 1..=1000.
-    assert_eq!(
-        db.scalar_i64(
-            "SELECT count(*) FROM schedule_fires f JOIN schedules s ON s.id = f.schedule_id
+    db.assert_rows("schedule_fires f JOIN schedules s ON s.id = f.schedule_id
              WHERE s.name = 'every-second'
-               AND f.fire_time >= (SELECT max(fire_time) - interval '999 seconds' FROM schedule_fires)"
-        )
-        .await,
-        1000
-    );
+               AND f.fire_time >= (SELECT max(fire_time) - interval '999 seconds' FROM schedule_fires)", 1000).await;
 }
 
 /// The plan of `sql` with `$1` bound to `arg`, as text.
@@ -295,10 +222,7 @@ async fn the_overlap_check_is_an_index_lookup_whatever_the_backlog() {
         .map(|_| NewJob::new("q", "k", json!({})))
         .collect();
     due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
-    sqlx::query("ANALYZE due_work")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("ANALYZE due_work").await;
     // The statement of db::schedules::has_live_job.
     let p = plan(
         &db,
@@ -313,21 +237,13 @@ async fn the_overlap_check_is_an_index_lookup_whatever_the_backlog() {
 #[tokio::test]
 async fn listing_a_rare_queue_walks_its_index_not_the_whole_history() {
     let db = TestDb::new().await;
-    sqlx::query(
-        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+    db.exec("INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
                                   run_at, created_at, finished_at)
          SELECT ordinaut_uuid_v7(), CASE WHEN g % 5000 = 0 THEN 'rare' ELSE 'bulk' END,
                 CASE WHEN g % 5000 = 0 THEN 'rare-kind' ELSE 'bulk-kind' END,
                 '{}', 0, 'completed', 1, 4, '{}', now(), now(), now()
-         FROM generate_series(1, 30000) g",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE job_history")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+         FROM generate_series(1, 30000) g").await;
+    db.exec("ANALYZE job_history").await;
     // The partition holding the rows (the empty ones are scanned for free).
     let full: String =
         sqlx::query_scalar("SELECT tableoid::regclass::text FROM job_history LIMIT 1")
@@ -374,27 +290,18 @@ async fn listing_a_rare_queue_walks_its_index_not_the_whole_history() {
 #[tokio::test]
 async fn a_day_already_in_the_default_partition_is_left_there_without_locking_it() {
     let db = TestDb::new().await;
-    sqlx::query(
+    db.exec(
         "SELECT ordinaut_drop_partition('job_history_p' || to_char(current_date + 7, 'YYYYMMDD'))",
     )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
+    .await;
+    db.exec("INSERT INTO job_history (id, queue, kind, payload, priority, state, attempt, max_attempts, metadata,
                                   run_at, created_at, finished_at)
          VALUES (gen_random_uuid(), 'q', 'k', '{}', 0, 'completed', 1, 4, '{}', now(), now(),
-                 (current_date + 7)::timestamptz + interval '1 hour')",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
+                 (current_date + 7)::timestamptz + interval '1 hour')").await;
     // A reader of the default partition: creating the day would have to wait for it.
-    let mut reader = db.pool.begin().await.unwrap();
-    sqlx::query("LOCK job_history_default IN ACCESS SHARE MODE")
-        .execute(&mut *reader)
-        .await
-        .unwrap();
+    let reader = db
+        .hold("LOCK job_history_default IN ACCESS SHARE MODE")
+        .await;
     let answer: String =
         sqlx::query_scalar("SELECT ordinaut_create_partition('job_history', current_date + 7)")
             .fetch_one(&db.pool)
@@ -402,9 +309,5 @@ async fn a_day_already_in_the_default_partition_is_left_there_without_locking_it
             .unwrap();
     assert_eq!(answer, "occupied");
     reader.commit().await.unwrap();
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history_default")
-            .await,
-        1
-    );
+    db.assert_rows("job_history_default", 1).await;
 }

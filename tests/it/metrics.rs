@@ -7,6 +7,7 @@ use std::time::Duration;
 use ordinaut::db::due_work::{self, NewJob};
 use serde_json::json;
 
+use crate::common::http::free_port;
 use crate::common::{TestDb, binary, eventually};
 
 struct Proc(Child);
@@ -16,11 +17,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// The value of the one sample of `name` whose labels include all of `labels`.

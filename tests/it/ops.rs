@@ -5,19 +5,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::api::Server;
-use crate::common::{TestDb, binary};
+use crate::common::http::free_port;
+use crate::common::{TestDb, binary, schedules};
 
 fn healthcheck(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(binary());
-    cmd.arg("healthcheck")
-        .args(args)
-        .current_dir(std::env::temp_dir())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run ordinaut healthcheck")
+    cli(&[&["healthcheck"], args].concat(), env)
 }
 
 fn text(o: &Output) -> String {
@@ -167,26 +159,12 @@ async fn an_empty_variable_means_unset_for_every_setting() {
 #[tokio::test]
 async fn metrics_report_how_far_the_most_overdue_schedule_lags() {
     let app = crate::api::App::new().await;
-    let spec = ordinaut::scheduler::validate(
-        &ordinaut::scheduler::ScheduleInput {
-            name: "nightly".into(),
-            cron: "0 3 * * *".into(),
-            queue: "q".into(),
-            kind: "k".into(),
-            ..Default::default()
-        },
-        &ordinaut::config::Config::default(),
-        ordinaut::scheduler::Origin::Api,
-    )
-    .unwrap();
-    ordinaut::scheduler::save(&app.db.pool, &spec)
-        .await
-        .unwrap();
+    let input = schedules::schedule("nightly", "0 3 * * *", "q", "k");
+    schedules::save(&app.db.pool, &input).await;
     // No scheduler runs here: a fire two minutes overdue is two minutes of lag.
-    sqlx::query("UPDATE schedules SET next_run_at = now() - interval '120 seconds'")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    app.db
+        .exec("UPDATE schedules SET next_run_at = now() - interval '120 seconds'")
+        .await;
     // The gauge is process-wide: another test's scrape may set it between ours, so
     // scrape until ours shows.
     let lag = crate::common::eventually(
@@ -294,24 +272,9 @@ async fn processes_write_nowhere_but_tmp() {
         "[kinds.echo]\ntype = \"command\"\nprogram = \"cat\"\n",
     )
     .unwrap();
-    let spec = ordinaut::scheduler::validate(
-        &ordinaut::scheduler::ScheduleInput {
-            name: "tick".into(),
-            cron: "* * * * * *".into(),
-            queue: "rofs".into(),
-            kind: "echo".into(),
-            ..Default::default()
-        },
-        &ordinaut::config::Config::default(),
-        ordinaut::scheduler::Origin::Api,
-    )
-    .unwrap();
-    ordinaut::scheduler::save(&db.pool, &spec).await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let input = schedules::schedule("tick", "* * * * * *", "rofs", "echo");
+    schedules::save(&db.pool, &input).await;
+    let port = free_port();
     let mut children = Vec::new();
     for cmd in ["api", "scheduler", "worker"] {
         let trace = dir.join(format!("{cmd}.strace"));
@@ -350,10 +313,8 @@ async fn processes_write_nowhere_but_tmp() {
         Duration::from_secs(60),
         "scheduled command jobs to complete",
         || async {
-            (db.scalar_i64(
-                "SELECT count(*) FROM job_history WHERE queue = 'rofs' AND state = 'completed'",
-            )
-            .await
+            (db.count("job_history WHERE queue = 'rofs' AND state = 'completed'")
+                .await
                 >= 3)
                 .then_some(())
         },

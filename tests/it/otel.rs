@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -16,32 +17,35 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::api::App;
+use crate::common::http::{Http, free_port};
+use crate::common::jobs;
 use crate::common::otlp::{Got, hex, receiver, span_where};
 use crate::common::procs::{Proc, spawn, workdir};
 use crate::common::{TestDb, eventually};
 
+/// (job id, traceparent) of each call the webhook target got.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Records a call's job id and traceparent; fails the first call of each job.
+async fn record_call(State(seen): State<Seen>, headers: HeaderMap) -> StatusCode {
+    let job = header(&headers, "ordinaut-job-id");
+    let parent = header(&headers, "traceparent");
+    let mut seen = seen.lock().unwrap();
+    let first = !seen.iter().any(|(j, _)| *j == job);
+    seen.push((job, parent));
+    if first {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// The webhook target: fails the first call of each job, records every traceparent.
-async fn hook() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
-    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let sink = seen.clone();
-    let app = Router::new().route(
-        "/hook",
-        post(move |headers: HeaderMap| {
-            let sink = sink.clone();
-            async move {
-                let job = header(&headers, "ordinaut-job-id");
-                let parent = header(&headers, "traceparent");
-                let mut sink = sink.lock().unwrap();
-                let first = !sink.iter().any(|(j, _)| *j == job);
-                sink.push((job, parent));
-                if first {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::OK
-                }
-            }
-        }),
-    );
+async fn hook() -> (String, Seen) {
+    let seen = Seen::default();
+    let app = Router::new()
+        .route("/hook", post(record_call))
+        .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -56,26 +60,18 @@ fn header(headers: &HeaderMap, name: &str) -> String {
         .to_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The state job `id` ended in, waiting up to a minute for it to end.
+async fn finished(db: &TestDb, id: Uuid) -> &'static str {
+    let done = jobs::wait_finished(&db.pool, id, Duration::from_secs(60)).await;
+    done.state.as_str()
 }
 
-async fn finished(db: &TestDb, id: Uuid) -> String {
-    eventually(Duration::from_secs(60), "job to finish", || {
-        let pool = db.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, String>("SELECT state FROM job_history WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&pool)
-                .await
-                .unwrap()
-        }
-    })
-    .await
+/// Asserts each `(key, value)` attribute of `span`.
+fn assert_attrs(span: &Got, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        let got = span.attr(key);
+        assert_eq!(got.as_deref(), Some(*value), "{}: {key}", span.span.name);
+    }
 }
 
 fn is_process(g: &Got, job: Uuid, attempt: i32) -> bool {
@@ -110,13 +106,9 @@ async fn one_trace_from_the_enqueuer_to_the_program() {
     api_env.extend([("API_PORT", port.as_str()), ("API_HOST", "127.0.0.1")]);
     let _api: Proc = spawn(&dir, &db.url, &["api"], &api_env);
     let _worker: Proc = spawn(&dir, &db.url, &["worker"], &otel_env);
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    eventually(Duration::from_secs(30), "the api to answer", || async {
-        let r = http.get(format!("{base}/health")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    let api = Http::local(port.parse().expect("a port"));
+    api.wait_healthy(Duration::from_secs(30)).await;
+    let (http, base) = (&api.client, &api.base);
 
     // HTTP, with a traceparent: an http kind whose first attempt fails.
     let incoming = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
@@ -192,25 +184,23 @@ async fn one_trace_from_the_enqueuer_to_the_program() {
     .await;
     assert_eq!(send.parent(), server.id());
     assert_eq!(send.span.kind, SpanKind::Producer as i32);
-    assert_eq!(send.attr("messaging.system").as_deref(), Some("ordinaut"));
-    assert_eq!(
-        send.attr("messaging.destination.name").as_deref(),
-        Some("q")
-    );
-    assert_eq!(
-        send.attr("messaging.operation.name").as_deref(),
-        Some("send")
+    assert_attrs(
+        &send,
+        &[
+            ("messaging.system", "ordinaut"),
+            ("messaging.destination.name", "q"),
+            ("messaging.operation.name", "send"),
+        ],
     );
     assert_eq!(
         send.attr("messaging.message.id"),
         Some(hook_job.to_string())
     );
-    let stored: serde_json::Value =
-        sqlx::query_scalar("SELECT metadata FROM job_history WHERE id = $1")
-            .bind(hook_job)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let stored = jobs::finished(&db.pool, hook_job)
+        .await
+        .expect("ended")
+        .metadata;
+    let stored = stored.expect("metadata");
     assert_eq!(
         stored["traceparent"],
         format!("00-{PARENT_TRACE}-{}-01", send.id())
@@ -230,17 +220,16 @@ async fn one_trace_from_the_enqueuer_to_the_program() {
         "first attempt is a child of the send span"
     );
     assert_eq!(first.span.kind, SpanKind::Consumer as i32);
-    assert_eq!(first.attr("messaging.system").as_deref(), Some("ordinaut"));
-    assert_eq!(
-        first.attr("messaging.operation.type").as_deref(),
-        Some("process")
+    assert_attrs(
+        &first,
+        &[
+            ("messaging.system", "ordinaut"),
+            ("messaging.operation.type", "process"),
+            ("messaging.destination.name", "q"),
+            ("ordinaut.kind", "hook"),
+            ("ordinaut.outcome", "retry"),
+        ],
     );
-    assert_eq!(
-        first.attr("messaging.destination.name").as_deref(),
-        Some("q")
-    );
-    assert_eq!(first.attr("ordinaut.kind").as_deref(), Some("hook"));
-    assert_eq!(first.attr("ordinaut.outcome").as_deref(), Some("retry"));
     assert!(first.attr("ordinaut.queue_wait_ms").is_some());
     assert!(first.span.links.is_empty());
 
@@ -360,10 +349,7 @@ async fn without_an_exporter_the_callers_context_is_stored_and_checked() {
         "the request's context, unless a job names its own"
     );
     let bad = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "q", "kind": "k", "metadata": {"traceparent": "00-zz"}}),
-        )
+        .enqueue(json!({"queue": "q", "kind": "k", "metadata": {"traceparent": "00-zz"}}))
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
     assert!(

@@ -3,8 +3,8 @@
 //! rescued jobs, claim errors, cancels racing outcomes, and limited queues beside a
 //! backlog. Nothing a job produces may wedge the others.
 
-use crate::common::jobs::Finished;
 use crate::common::jobs::wait_for_count;
+use crate::common::jobs::{Finished, finished, live};
 use ordinaut::model::JobState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +21,30 @@ use crate::worker::{command, enqueue, handlers_from, options, start, wait_finish
 
 async fn count(db: &TestDb, sql: &'static str) -> i64 {
     db.scalar_i64(sql).await
+}
+
+/// Waits for each of `ids` to end, and asserts that it completed.
+async fn all_completed(db: &TestDb, ids: Vec<uuid::Uuid>) {
+    for id in ids {
+        assert_eq!(wait_finished(db, id).await.state, JobState::Completed);
+    }
+}
+
+/// What a handler that did its work returns.
+fn succeeded() -> Outcome {
+    Outcome::Succeeded {
+        output: None,
+        log: None,
+    }
+}
+
+/// What a handler asking to run again after `after` returns.
+fn snoozed(after: Duration, reason: &str) -> Outcome {
+    Outcome::Snoozed {
+        after,
+        reason: reason.to_owned(),
+        log: None,
+    }
 }
 
 #[tokio::test]
@@ -42,9 +66,7 @@ async fn command_printing_nul_bytes_does_not_wedge_later_jobs() {
     for _ in 0..5 {
         later.push(enqueue(&db, NewJob::new("q", "nap", json!({}))).await);
     }
-    for id in later {
-        assert_eq!(wait_finished(&db, id).await.state, JobState::Completed);
-    }
+    all_completed(&db, later).await;
     w.shutdown().await;
     let log: String = sqlx::query_scalar("SELECT log FROM job_history WHERE id = $1")
         .bind(nul[0])
@@ -67,12 +89,7 @@ async fn rust_handler_output_with_nul_and_a_number_beyond_numeric_is_stored() {
             log: Some("x\0y".to_owned()),
         }
     });
-    handlers.register("plain", |_ctx| async {
-        Outcome::Succeeded {
-            output: None,
-            log: None,
-        }
-    });
+    handlers.register("plain", |_ctx| async { succeeded() });
     let w = start(&db, handlers, options());
     let weird = enqueue(&db, NewJob::new("q", "weird", json!({}))).await;
     let plain = enqueue(&db, NewJob::new("q", "plain", json!({}))).await;
@@ -105,12 +122,7 @@ async fn panicking_handler_fails_its_attempt_and_frees_its_slot() {
         "boom_at_once",
         |_ctx: JobContext| -> std::future::Ready<Outcome> { panic!("no future built") },
     );
-    handlers.register("ok", |_ctx| async {
-        Outcome::Succeeded {
-            output: None,
-            log: None,
-        }
-    });
+    handlers.register("ok", |_ctx| async { succeeded() });
     let mut o = options();
     o.concurrency = 1;
     let w = start(&db, handlers, o);
@@ -161,11 +173,7 @@ async fn huge_snooze_delay_is_clamped_not_a_panic() {
     let db = TestDb::new().await;
     let mut handlers = Handlers::default();
     handlers.register("forever", |_ctx| async {
-        Outcome::Snoozed {
-            after: Duration::MAX,
-            reason: "come back never".to_owned(),
-            log: None,
-        }
+        snoozed(Duration::MAX, "come back never")
     });
     let recorded = "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'";
     frees_its_slot_and_waits_a_year(&db, handlers, "forever", recorded).await;
@@ -180,12 +188,7 @@ async fn frees_its_slot_and_waits_a_year(
     kind: &str,
     recorded: &'static str,
 ) {
-    handlers.register("ok", |_ctx| async {
-        Outcome::Succeeded {
-            output: None,
-            log: None,
-        }
-    });
+    handlers.register("ok", |_ctx| async { succeeded() });
     let mut o = options();
     o.concurrency = 1;
     let w = start(db, handlers, o);
@@ -198,49 +201,30 @@ async fn frees_its_slot_and_waits_a_year(
     );
     wait_for_count(&db.pool, recorded, 1, Duration::from_secs(20)).await;
     w.shutdown().await;
-    let days: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM run_at - now())::float8 / 86400 FROM due_work WHERE id = $1",
-    )
-    .bind(absurd)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert!(
-        (364.0..=365.5).contains(&days),
-        "clamped to a year: {days} days"
-    );
+    let days = live(&db.pool, absurd).await.run_in / 86400.0;
+    let a_year = 364.0..=365.5;
+    assert!(a_year.contains(&days), "clamped to a year: {days} days");
 }
 
 #[tokio::test]
 async fn snooze_shorter_than_the_floor_waits_the_floor() {
     let db = TestDb::new().await;
-    let mut handlers = Handlers::default();
-    handlers.register("again", |_ctx| async {
-        Outcome::Snoozed {
-            after: Duration::ZERO,
-            reason: "Retry-After: 0".to_owned(),
-            log: None,
-        }
-    });
     let mut o = options();
     o.snooze_min = Duration::from_secs(60);
+    let mut handlers = Handlers::default();
+    handlers.register("again", |_ctx| async {
+        snoozed(Duration::ZERO, "Retry-After: 0")
+    });
     let w = start(&db, handlers, o);
     let id = enqueue(&db, NewJob::new("q", "again", json!({}))).await;
-    wait_for_count(
-        &db.pool,
-        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+    db.wait_rows(
+        "all_attempts WHERE outcome = 'snoozed'",
         1,
         Duration::from_secs(20),
     )
     .await;
     w.shutdown().await;
-    let wait: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch FROM run_at - now())::float8 FROM due_work WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let wait = live(&db.pool, id).await.run_in;
     assert!(wait > 50.0, "snoozed for the floor, not 0 s: {wait}");
 }
 
@@ -252,13 +236,7 @@ async fn snoozes_past_the_budget_count_as_attempts_then_fail() {
     let mut handlers = Handlers::default();
     handlers.register("busy", move |_ctx| {
         counter.fetch_add(1, Ordering::SeqCst);
-        async {
-            Outcome::Snoozed {
-                after: Duration::ZERO,
-                reason: "HTTP 503 with Retry-After".to_owned(),
-                log: None,
-            }
-        }
+        async { snoozed(Duration::ZERO, "HTTP 503 with Retry-After") }
     });
     let mut o = options();
     o.snooze_min = Duration::from_millis(10);
@@ -267,12 +245,9 @@ async fn snoozes_past_the_budget_count_as_attempts_then_fail() {
     let mut job = NewJob::new("q", "busy", json!({}));
     job.max_attempts = Some(2);
     let id = enqueue(&db, job).await;
-    let Finished {
-        state,
-        last_error: error,
-        ..
-    } = wait_finished(&db, id).await;
+    let done = wait_finished(&db, id).await;
     w.shutdown().await;
+    let (state, error) = (done.state, done.last_error);
     assert_eq!(state, JobState::Failed);
     assert!(
         error
@@ -280,13 +255,10 @@ async fn snoozes_past_the_budget_count_as_attempts_then_fail() {
             .is_some_and(|e| e.starts_with("snooze budget of 3 spent and no attempts left")),
         "{error:?}"
     );
-    let outcomes: Vec<(i32, String)> = sqlx::query_as(
-        "SELECT attempt, outcome FROM all_attempts WHERE job_id = $1 ORDER BY finished_at",
-    )
-    .bind(id)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let by_end = format!(
+        "SELECT attempt, outcome FROM all_attempts WHERE job_id = '{id}' ORDER BY finished_at"
+    );
+    let outcomes: Vec<(i32, String)> = db.rows(&by_end).await;
     let want: Vec<(i32, String)> = [
         (1, "snoozed"),
         (1, "snoozed"),
@@ -348,13 +320,8 @@ async fn worker_that_reclaims_its_own_rescued_job_never_runs_it_twice_at_once() 
         Duration::from_secs(10),
         "the rescuer to take the job",
         || async {
-            sqlx::query(
-                "UPDATE due_work SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
-            )
-            .bind(id)
-            .execute(&db.pool)
-            .await
-            .unwrap();
+            let expired = "UPDATE due_work SET lease_expires_at = now() - interval '1 second'";
+            db.exec(&format!("{expired} WHERE id = '{id}'")).await;
             let r = due_work::rescue_many(&db.pool, &[], quick, 10)
                 .await
                 .unwrap();
@@ -370,13 +337,11 @@ async fn worker_that_reclaims_its_own_rescued_job_never_runs_it_twice_at_once() 
         1,
         "never two executions at once"
     );
-    let (attempt, output): (i32, serde_json::Value) =
-        sqlx::query_as("SELECT attempt, output FROM job_history WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!((attempt, output), (2, json!({"attempt": 2})));
+    let done = finished(&db.pool, id).await.expect("ended");
+    assert_eq!(
+        (done.attempt, done.output),
+        (2, Some(json!({"attempt": 2})))
+    );
     let attempts: Vec<(i32, String)> = sqlx::query_as(
         "SELECT attempt, outcome FROM all_attempts WHERE job_id = $1 ORDER BY attempt",
     )
@@ -394,10 +359,8 @@ async fn worker_that_reclaims_its_own_rescued_job_never_runs_it_twice_at_once() 
 #[tokio::test]
 async fn jobs_claimed_before_a_failing_claim_statement_still_run() {
     let db = TestDb::new().await;
-    sqlx::query("INSERT INTO queues (name, concurrency_limit) VALUES ('lim', 10)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("INSERT INTO queues (name, concurrency_limit) VALUES ('lim', 10)")
+        .await;
     // Every claim of the unlimited queue `boom` fails inside Postgres, after the
     // limited queue's claim of the same round has committed.
     sqlx::raw_sql(
@@ -418,9 +381,7 @@ async fn jobs_claimed_before_a_failing_claim_statement_still_run() {
     for _ in 0..3 {
         limited.push(enqueue(&db, NewJob::new("lim", "nap", json!({}))).await);
     }
-    for id in limited {
-        assert_eq!(wait_finished(&db, id).await.state, JobState::Completed);
-    }
+    all_completed(&db, limited).await;
     w.shutdown().await;
     assert_eq!(
         count(
@@ -472,10 +433,8 @@ async fn cancel_landing_as_the_handler_returns_retry_ends_cancelled_and_never_re
 #[tokio::test]
 async fn limited_queue_progresses_beside_an_unlimited_backlog() {
     let db = TestDb::new().await;
-    sqlx::query("INSERT INTO queues (name, concurrency_limit) VALUES ('lim', 5)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("INSERT INTO queues (name, concurrency_limit) VALUES ('lim', 5)")
+        .await;
     let handlers = handlers_from(&[("nap", KindConfig::Noop(Default::default()))]);
     let backlog: Vec<NewJob> = (0..300)
         .map(|_| NewJob::new("default", "nap", json!({"sleep_ms": 50})))
@@ -499,12 +458,7 @@ async fn limited_queue_progresses_beside_an_unlimited_backlog() {
 async fn retry_delay_beyond_the_clock_is_clamped_not_a_panic() {
     let db = TestDb::new().await;
     // A queue backoff of millions of years (the column allows any positive bigint).
-    sqlx::query(
-        "INSERT INTO queues (name, backoff_base_ms, backoff_max_ms) VALUES ('q', 4611686018427387903, 4611686018427387903)",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    db.exec("INSERT INTO queues (name, backoff_base_ms, backoff_max_ms) VALUES ('q', 4611686018427387903, 4611686018427387903)").await;
     let mut handlers = Handlers::default();
     handlers.register("flaky", |_ctx| async {
         Outcome::Retry {

@@ -122,8 +122,8 @@ async fn rolled_up_figures_agree_with_a_direct_count_and_two_refreshers_count_on
         .await;
     let counted = app
         .db
-        .scalar_i64(
-            "SELECT count(*) FROM job_history WHERE state <> 'cancelled'
+        .count(
+            "job_history WHERE state <> 'cancelled'
              AND finished_at < (SELECT through FROM job_minutes_progress)",
         )
         .await;

@@ -89,13 +89,10 @@ impl Session {
 
 pub(crate) async fn enqueue(app: &App, queue: &str, kind: &str, payload: Value) -> String {
     let r = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": queue, "kind": kind, "payload": payload}),
-        )
+        .enqueue(json!({"queue": queue, "kind": kind, "payload": payload}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    r.body["id"].as_str().unwrap().to_owned()
+    r.id()
 }
 
 async fn paused(app: &App, queue: &str) -> bool {
@@ -266,7 +263,7 @@ async fn logout_ends_the_session_and_a_removed_token_ends_its_sessions() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let left: i64 = app.db.scalar_i64("SELECT count(*) FROM ui_sessions").await;
+    let left: i64 = app.db.count("ui_sessions").await;
     assert_eq!(left, 0);
 }
 
@@ -382,19 +379,15 @@ async fn payloads_metadata_errors_and_names_are_rendered_as_text() {
     let app = App::with(app_settings()).await;
     let evil = "<script>alert('x')</script><img src=x onerror=alert(1)>";
     let r = app
-        .post(
-            "/v1/jobs",
+        .enqueue(
             json!({"queue": "q", "kind": "k", "payload": {"p": evil}, "metadata": {"m": evil}}),
         )
         .await;
-    let id = r.body["id"].as_str().unwrap().to_owned();
-    let claim = app.post("/v1/pull/claim", json!({"queues": ["q"]})).await;
+    let id = r.id();
+    let claim = app.claim(json!({"queues": ["q"]})).await;
     let owner = claim.body["lease_owner"].as_str().unwrap().to_owned();
     let failed = app
-        .post(
-            &format!("/v1/pull/jobs/{id}/fail"),
-            json!({"lease_owner": owner, "attempt": claim.body["jobs"][0]["attempt"], "error": evil, "retryable": false, "log": evil}),
-        )
+        .report(&id, "fail", json!({"lease_owner": owner, "attempt": claim.body["jobs"][0]["attempt"], "error": evil, "retryable": false, "log": evil}))
         .await;
     assert_eq!(failed.status, StatusCode::OK, "{}", failed.text);
     let s = login(&app, TOKEN).await;
@@ -536,26 +529,16 @@ async fn bulk_cancel_works_through_many_batches() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["affected"], 2500);
-    assert_eq!(
-        app.db
-            .scalar_i64("SELECT count(*) FROM due_work WHERE queue = 'big'")
-            .await,
-        0
-    );
-    assert_eq!(
-        app.db
-            .scalar_i64(
-                "SELECT count(*) FROM job_history WHERE queue = 'big' AND state = 'cancelled'"
-            )
-            .await,
-        2500
-    );
-    assert_eq!(
-        app.db
-            .scalar_i64("SELECT count(*) FROM due_work WHERE queue = 'small'")
-            .await,
-        1
-    );
+    app.db.assert_rows("due_work WHERE queue = 'big'", 0).await;
+    app.db
+        .assert_rows(
+            "job_history WHERE queue = 'big' AND state = 'cancelled'",
+            2500,
+        )
+        .await;
+    app.db
+        .assert_rows("due_work WHERE queue = 'small'", 1)
+        .await;
     let bad = app
         .post("/v1/jobs/bulk", json!({"action": "explode"}))
         .await;
@@ -572,21 +555,13 @@ async fn bulk_cancel_works_through_many_batches() {
 async fn delete_removes_a_finished_job_with_its_attempts_and_refuses_a_running_one() {
     let app = App::with(app_settings()).await;
     let id = enqueue(&app, "q", "k", json!({})).await;
-    let claim = app.post("/v1/pull/claim", json!({"queues": ["q"]})).await;
+    let claim = app.claim(json!({"queues": ["q"]})).await;
     let owner = claim.body["lease_owner"].as_str().unwrap().to_owned();
-    let r = app
-        .call(Method::DELETE, &format!("/v1/jobs/{id}"), None)
-        .await;
+    let r = app.delete(&format!("/v1/jobs/{id}")).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    app.post(
-        &format!("/v1/pull/jobs/{id}/fail"),
-        json!({"lease_owner": owner, "attempt": claim.body["jobs"][0]["attempt"], "error": "boom", "retryable": false}),
-    )
+    app.report(&id, "fail", json!({"lease_owner": owner, "attempt": claim.body["jobs"][0]["attempt"], "error": "boom", "retryable": false}))
     .await;
-    assert_eq!(
-        app.db.scalar_i64("SELECT count(*) FROM job_attempts").await,
-        1
-    );
+    app.db.assert_rows("job_attempts", 1).await;
     let s = login(&app, TOKEN).await;
     let r = s.post(&app, &format!("/ui/jobs/{id}/delete"), "").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
@@ -594,10 +569,7 @@ async fn delete_removes_a_finished_job_with_its_attempts_and_refuses_a_running_o
         app.get(&format!("/v1/jobs/{id}")).await.status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(
-        app.db.scalar_i64("SELECT count(*) FROM job_attempts").await,
-        0
-    );
+    app.db.assert_rows("job_attempts", 0).await;
     assert_eq!(
         app.get("/v1/audit").await.body["entries"][0]["action"],
         "delete"
@@ -609,9 +581,7 @@ async fn stats_count_finished_jobs_per_minute_and_the_overview_shows_them() {
     let app = App::with(app_settings()).await;
     for outcome in ["complete", "complete", "fail"] {
         let id = enqueue(&app, "statq", "k", json!({})).await;
-        let claim = app
-            .post("/v1/pull/claim", json!({"queues": ["statq"]}))
-            .await;
+        let claim = app.claim(json!({"queues": ["statq"]})).await;
         let owner = claim.body["lease_owner"].as_str().unwrap().to_owned();
         let attempt = claim.body["jobs"][0]["attempt"].clone();
         let body = if outcome == "complete" {
@@ -712,12 +682,9 @@ async fn ui_forms_give_the_apis_validation_messages() {
 async fn a_delayed_job_can_be_run_now_and_the_list_filters_by_creation_time() {
     let app = App::with(app_settings()).await;
     let r = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "q", "kind": "k", "delay": "1h"}),
-        )
+        .enqueue(json!({"queue": "q", "kind": "k", "delay": "1h"}))
         .await;
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = r.id();
     let s = login(&app, TOKEN).await;
     let page = s.get(&app, &format!("/ui/jobs/{id}")).await;
     assert!(page.text.contains("id=\"run-now\""), "{}", page.text);
@@ -752,10 +719,7 @@ async fn a_delayed_job_can_be_run_now_and_the_list_filters_by_creation_time() {
 async fn schedules_page_pauses_triggers_and_lists_recent_fires_with_their_jobs() {
     let app = App::with(app_settings()).await;
     let r = app
-        .post(
-            "/v1/schedules",
-            json!({"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin", "queue": "q", "kind": "k"}),
-        )
+        .create_schedule(json!({"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin", "queue": "q", "kind": "k"}))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let s = login(&app, TOKEN).await;
@@ -868,7 +832,7 @@ async fn bulk_actions_on_selected_jobs_touch_only_those() {
 async fn the_job_page_and_the_api_show_a_running_jobs_latest_progress() {
     let app = App::with(app_settings()).await;
     let id = enqueue(&app, "q", "k", json!({})).await;
-    let claim = app.post("/v1/pull/claim", json!({"queues": ["q"]})).await;
+    let claim = app.claim(json!({"queues": ["q"]})).await;
     let owner: uuid::Uuid = claim.body["lease_owner"].as_str().unwrap().parse().unwrap();
     let job: uuid::Uuid = id.parse().unwrap();
     let row = |by_attempt: i32, message: &str| ordinaut::db::kinds::ProgressRow {
@@ -916,14 +880,11 @@ async fn job_detail_links_the_trace_id_to_the_trace_url() {
     let app = App::with(s).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let r = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "q", "kind": "k",
-                   "metadata": {"traceparent": format!("00-{trace}-00f067aa0ba902b7-01")}}),
-        )
+        .enqueue(json!({"queue": "q", "kind": "k",
+                   "metadata": {"traceparent": format!("00-{trace}-00f067aa0ba902b7-01")}}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = r.id();
     let s = login(&app, TOKEN).await;
     let page = s.get(&app, &format!("/ui/jobs/{id}")).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
@@ -939,16 +900,13 @@ async fn job_detail_links_the_trace_id_to_the_trace_url() {
 async fn the_workflow_page_shows_the_graph_by_stage_and_cancels_and_retries() {
     let app = App::with(app_settings()).await;
     let r = app
-        .post(
-            "/v1/workflows",
-            json!({"name": "scan <acme>", "jobs": [
+        .submit_workflow(json!({"name": "scan <acme>", "jobs": [
                 {"name": "clone", "queue": "q", "kind": "k"},
                 {"name": "tool", "queue": "q", "kind": "k", "depends_on": ["clone"]},
-                {"name": "report", "queue": "q", "kind": "k", "depends_on": [{"name": "tool", "on_failure": "ignore"}]}]}),
-        )
+                {"name": "report", "queue": "q", "kind": "k", "depends_on": [{"name": "tool", "on_failure": "ignore"}]}]}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = r.id();
     let s = login(&app, TOKEN).await;
     let list = s.get(&app, "/ui/workflows").await;
     assert_eq!(list.status, StatusCode::OK);
@@ -1001,15 +959,12 @@ async fn the_workflow_page_shows_the_graph_by_stage_and_cancels_and_retries() {
 async fn a_waiting_steps_job_page_shows_its_workflow_and_what_it_waits_on() {
     let app = App::with(app_settings()).await;
     let r = app
-        .post(
-            "/v1/workflows",
-            json!({"name": "scan <acme>", "jobs": [
+        .submit_workflow(json!({"name": "scan <acme>", "jobs": [
                 {"name": "clone", "queue": "q", "kind": "k"},
-                {"name": "tool", "queue": "q", "kind": "k", "depends_on": ["clone"]}]}),
-        )
+                {"name": "tool", "queue": "q", "kind": "k", "depends_on": ["clone"]}]}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let wf = r.body["id"].as_str().unwrap().to_owned();
+    let wf = r.id();
     let w = app.get(&format!("/v1/workflows/{wf}")).await;
     let tool = w.body["jobs"][1]["job_id"].as_str().unwrap().to_owned();
     let s = login(&app, TOKEN).await;
@@ -1066,14 +1021,10 @@ async fn queue_counts_come_from_the_snapshot_when_counting_is_slow() {
     let mut s = app_settings();
     s.cached_counts_after = std::time::Duration::ZERO;
     let app = App::with(s).await;
-    let first = app
-        .post("/v1/jobs", json!({"queue": "snap-q", "kind": "k"}))
-        .await;
+    let first = app.enqueue(json!({"queue": "snap-q", "kind": "k"})).await;
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
     app.state.refresh_once().await;
-    let r = app
-        .post("/v1/jobs", json!({"queue": "snap-q", "kind": "k"}))
-        .await;
+    let r = app.enqueue(json!({"queue": "snap-q", "kind": "k"})).await;
     assert_eq!(r.status, StatusCode::CREATED);
     let list = app.get("/v1/queues").await;
     assert_eq!(list.body["queues"][0]["name"], "snap-q");

@@ -13,7 +13,7 @@ use crate::ui::{app_settings, enqueue, login};
 /// Claims the oldest job of `queue` through the pull API and finishes it: completed,
 /// or failed for good with `error`.
 async fn finish(app: &App, queue: &str, error: Option<&str>) {
-    let claim = app.post("/v1/pull/claim", json!({"queues": [queue]})).await;
+    let claim = app.claim(json!({"queues": [queue]})).await;
     assert_eq!(claim.status, StatusCode::OK, "{}", claim.text);
     let owner = claim.body["lease_owner"].clone();
     let job = &claim.body["jobs"][0];
@@ -53,21 +53,11 @@ fn q(text: &str) -> String {
 async fn jobs_are_searched_by_json_path_in_payload_and_metadata_and_by_text() {
     let app = App::with(app_settings()).await;
     // Finished jobs (history) and live ones (due_work) are both searched.
-    let done = enqueue(
-        &app,
-        "scan",
-        "nmap",
-        json!({"target": "alpha.example", "port": 443}),
-    )
-    .await;
+    let alpha = json!({"target": "alpha.example", "port": 443});
+    let done = enqueue(&app, "scan", "nmap", alpha).await;
     finish(&app, "scan", None).await;
-    let failed = enqueue(
-        &app,
-        "scan",
-        "nmap",
-        json!({"target": "beta.example", "port": 22}),
-    )
-    .await;
+    let beta = json!({"target": "beta.example", "port": 22});
+    let failed = enqueue(&app, "scan", "nmap", beta).await;
     finish(&app, "scan", Some("connection refused by Gamma-Host")).await;
     let live = enqueue(
         &app,
@@ -77,13 +67,10 @@ async fn jobs_are_searched_by_json_path_in_payload_and_metadata_and_by_text() {
     )
     .await;
     let r = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "scan", "kind": "nmap", "payload": {}, "metadata": {"team": "red_100%"}}),
-        )
+        .enqueue(json!({"queue": "scan", "kind": "nmap", "payload": {}, "metadata": {"team": "red_100%"}}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let tagged = r.body["id"].as_str().unwrap().to_owned();
+    let tagged = r.id();
 
     let search = |query: String| {
         let app = &app;
@@ -215,12 +202,8 @@ async fn the_ui_event_stream_needs_a_session_and_carries_job_changes() {
     let refused = plain.get(server.url("/ui/events")).send().await.unwrap();
     assert_ne!(refused.status(), reqwest::StatusCode::OK);
     let cookie = socket_login(&server, TOKEN).await.expect("login");
-    let mut stream = plain
-        .get(server.url("/ui/events?queue=live"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let events = plain.get(server.url("/ui/events?queue=live"));
+    let mut stream = events.header("cookie", &cookie).send().await.unwrap();
     assert_eq!(stream.status(), reqwest::StatusCode::OK);
     assert!(
         stream.headers()["content-type"]

@@ -1,7 +1,6 @@
 //! The worker in-process: handlers, outcomes, timeouts, cancel, shutdown.
 
-use crate::common::jobs::Finished;
-use crate::common::jobs::wait_for_count;
+use crate::common::jobs::{Finished, Live, finished, live};
 use ordinaut::model::JobState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -120,21 +119,20 @@ async fn rust_handler_jobs_run_once_and_complete() {
         .collect();
     due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
     let w = start(&db, handlers, options());
-    wait_for_count(
-        &db.pool,
-        "SELECT count(*) FROM job_history WHERE state = 'completed'",
+    db.wait_rows(
+        "job_history WHERE state = 'completed'",
         200,
         Duration::from_secs(30),
     )
     .await;
     w.shutdown().await;
     assert_eq!(runs.load(Ordering::SeqCst), 200);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE (output->>'sum')::int = (payload->>'a')::int + 1").await, 200);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM workers").await,
-        0,
-        "deregistered on shutdown"
-    );
+    db.assert_rows(
+        "job_history WHERE (output->>'sum')::int = (payload->>'a')::int + 1",
+        200,
+    )
+    .await;
+    assert_eq!(db.workers().await, 0, "deregistered on shutdown");
 }
 
 #[tokio::test]
@@ -154,16 +152,8 @@ async fn failing_job_is_retried_then_failed_with_its_last_error() {
         (end.state.as_str(), end.last_error.as_deref()),
         ("failed", Some("attempt 3 broke"))
     );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'retry'")
-            .await,
-        2
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'failed'")
-            .await,
-        1
-    );
+    assert_eq!(db.attempts_ending("retry").await, 2);
+    assert_eq!(db.attempts_ending("failed").await, 1);
 }
 
 #[tokio::test]
@@ -179,11 +169,7 @@ async fn unknown_kind_fails_at_once_naming_the_kind() {
     w.shutdown().await;
     assert_eq!(state, JobState::Failed);
     assert!(error.unwrap().contains("\"no_such_kind\""));
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts").await,
-        1,
-        "not retried"
-    );
+    assert_eq!(db.all_attempts().await, 1, "not retried");
 }
 
 #[tokio::test]
@@ -244,20 +230,19 @@ async fn exit_75_retries_later_without_spending_an_attempt() {
     job.max_attempts = Some(1);
     let id = enqueue(&db, job).await;
     let w = start(&db, handlers, options());
-    wait_for_count(
-        &db.pool,
-        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+    db.wait_rows(
+        "all_attempts WHERE outcome = 'snoozed'",
         1,
         Duration::from_secs(20),
     )
     .await;
     w.shutdown().await;
-    let (state, attempt, delay): (String, i32, f64) =
-        sqlx::query_as("SELECT state, attempt, extract(epoch FROM run_at - now())::float8 FROM due_work WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let Live {
+        state,
+        attempt,
+        run_in: delay,
+        ..
+    } = live(&db.pool, id).await;
     assert_eq!((state.as_str(), attempt), ("scheduled", 0));
     assert!(delay > 20.0, "runs again later ({delay}s)");
 }
@@ -320,9 +305,8 @@ async fn cancel_stops_a_running_command_within_a_second() {
     let handlers = handlers_from(&[("long", command("sleep", &["300"], None))]);
     let id = enqueue(&db, NewJob::new("q", "long", json!({}))).await;
     let w = start(&db, handlers, options());
-    wait_for_count(
-        &db.pool,
-        "SELECT count(*) FROM due_work WHERE state = 'running'",
+    db.wait_rows(
+        "due_work WHERE state = 'running'",
         1,
         Duration::from_secs(10),
     )
@@ -339,11 +323,7 @@ async fn cancel_stops_a_running_command_within_a_second() {
     assert_eq!(state, JobState::Cancelled);
     // Functional bound, not a speed benchmark: the issue promises "within a second".
     assert!(took < Duration::from_secs(3), "took {took:?}");
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'cancelled'")
-            .await,
-        1
-    );
+    assert_eq!(db.attempts_ending("cancelled").await, 1);
 }
 
 #[tokio::test]
@@ -355,9 +335,8 @@ async fn shutdown_lets_short_jobs_finish_and_hands_long_ones_back() {
     let mut o = options();
     o.shutdown_grace = Duration::from_secs(2);
     let w = start(&db, handlers, o);
-    wait_for_count(
-        &db.pool,
-        "SELECT count(*) FROM due_work WHERE state = 'running'",
+    db.wait_rows(
+        "due_work WHERE state = 'running'",
         2,
         Duration::from_secs(10),
     )
@@ -366,24 +345,15 @@ async fn shutdown_lets_short_jobs_finish_and_hands_long_ones_back() {
     w.shutdown().await;
     let Finished { state, .. } = wait_finished(&db, short).await;
     assert_eq!(state, JobState::Completed);
-    let (state, attempt, owner): (String, i32, Option<Uuid>) =
-        sqlx::query_as("SELECT state, attempt, lease_owner FROM due_work WHERE id = $1")
-            .bind(long)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let job = live(&db.pool, long).await;
     assert_eq!(
-        (state.as_str(), attempt, owner),
+        (job.state.as_str(), job.attempt, job.lease_owner),
         ("available", 0, None),
         "handed back at once, attempt not spent"
     );
-    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM due_work WHERE lease_owner = $1")
-        .bind(worker_id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(leased, 0);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM workers").await, 0);
+    let leased = format!("due_work WHERE lease_owner = '{worker_id}'");
+    assert_eq!(db.count(&leased).await, 0);
+    assert_eq!(db.workers().await, 0);
 }
 
 #[tokio::test]
@@ -453,27 +423,22 @@ async fn http_kinds_map_status_codes_to_outcomes() {
     assert_eq!(state, JobState::Failed, "4xx fails at once");
     assert!(error.unwrap().contains("400"));
     assert_eq!(wait_finished(&db, down).await.state, JobState::Failed);
-    wait_for_count(
-        &db.pool,
-        "SELECT count(*) FROM all_attempts WHERE outcome = 'snoozed'",
+    db.wait_rows(
+        "all_attempts WHERE outcome = 'snoozed'",
         1,
         Duration::from_secs(10),
     )
     .await;
     w.shutdown().await;
     server.abort();
-    let output: serde_json::Value =
-        sqlx::query_scalar("SELECT output FROM job_history WHERE id = $1")
-            .bind(ok)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(output, json!({"echo": {"x": 1}, "job": ok.to_string()}));
-    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM all_attempts WHERE job_id = $1")
-        .bind(down)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let output = finished(&db.pool, ok).await.expect("ended").output;
+    assert_eq!(
+        output,
+        Some(json!({"echo": {"x": 1}, "job": ok.to_string()}))
+    );
+    let attempts = db
+        .count(&format!("all_attempts WHERE job_id = '{down}'"))
+        .await;
     assert_eq!(attempts, 2, "5xx is retried");
     let (attempt, delay): (i32, f64) = sqlx::query_as(
         "SELECT attempt, extract(epoch FROM run_at - now())::float8 FROM due_work WHERE id = $1",
@@ -493,10 +458,8 @@ async fn http_kinds_map_status_codes_to_outcomes() {
 async fn one_claim_round_shares_the_free_slots_and_leases_what_it_returns() {
     use ordinaut::worker::claim::{ClaimPlan, ClaimSize};
     let db = TestDb::new().await;
-    sqlx::query("INSERT INTO queues (name, concurrency_limit) VALUES ('limited', 3)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("INSERT INTO queues (name, concurrency_limit) VALUES ('limited', 3)")
+        .await;
     let jobs: Vec<NewJob> = (0..10)
         .flat_map(|_| {
             [
@@ -526,12 +489,6 @@ async fn one_claim_round_shares_the_free_slots_and_leases_what_it_returns() {
     // Half the free slots for the limited queue, capped at its limit of 3; the
     // unlimited queue fills the room.
     assert_eq!((from("limited"), from("q")), (3, 5));
-    let leased: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM due_work WHERE state = 'running' AND lease_owner = $1",
-    )
-    .bind(worker)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(leased, 8);
+    let leased = format!("due_work WHERE state = 'running' AND lease_owner = '{worker}'");
+    assert_eq!(db.count(&leased).await, 8);
 }

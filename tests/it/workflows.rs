@@ -12,7 +12,8 @@ use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::TestDb;
+use crate::common::jobs::completed;
+use crate::common::{TestDb, schedules};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -94,7 +95,7 @@ async fn a_diamond_runs_in_dependency_order_and_the_join_reads_both_outputs() {
     let db = TestDb::new().await;
     let id = submit(&db, diamond()).await;
     // Only the root is a live job; the others wait outside due_work, visibly.
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 1);
+    assert_eq!(db.live_jobs().await, 1);
     let w = workflows::get(&db.pool, id).await.unwrap();
     assert_eq!(w.summary.state, "running");
     assert_eq!(states(&w)["d"], "waiting");
@@ -253,12 +254,9 @@ async fn no_step_is_ever_left_waiting_random_graphs() {
         };
         assert_eq!(w.summary.state, want, "round {round}");
     }
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM workflow_steps WHERE state IN ('waiting', 'enqueued')")
-            .await,
-        0
-    );
+    assert_eq!(db.live_jobs().await, 0);
+    db.assert_rows("workflow_steps WHERE state IN ('waiting', 'enqueued')", 0)
+        .await;
 }
 
 #[tokio::test]
@@ -363,7 +361,7 @@ async fn cancel_stops_waiting_and_running_steps_and_retry_resumes_it() {
         workflows::get(&db.pool, id).await.unwrap().summary.state,
         "cancelled"
     );
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(db.live_jobs().await, 0);
     // Appending to a cancelled workflow is refused.
     let err = workflows::append(&db.pool, id, &json!([job("late", json!([]))]), 4)
         .await
@@ -405,7 +403,7 @@ async fn a_running_step_appends_a_fan_out_and_a_join() {
         .await
         .unwrap();
     assert_eq!(refs.len(), 6);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 1);
+    assert_eq!(db.live_jobs().await, 1);
     due_work::finish_many(
         &db.pool,
         worker,
@@ -477,8 +475,8 @@ async fn sql_submit_belongs_to_the_callers_transaction() {
     let mut tx = db.pool.begin().await.unwrap();
     workflows::submit_on(&mut tx, &diamond(), 4).await.unwrap();
     tx.rollback().await.unwrap();
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM workflows").await, 0);
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    db.assert_rows("workflows", 0).await;
+    assert_eq!(db.live_jobs().await, 0);
 
     let mut tx = db.pool.begin().await.unwrap();
     let id: Uuid = sqlx::query_scalar("SELECT ordinaut_enqueue_workflow($1)")
@@ -532,19 +530,14 @@ async fn bad_workflows_are_refused_with_the_problem_named() {
             "{spec}: {err}"
         );
     }
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM workflow_steps").await,
-        0
-    );
+    db.assert_rows("workflow_steps", 0).await;
 }
 
 #[tokio::test]
 async fn rescue_and_keep_completed_false_settle_dependents_too() {
     let db = TestDb::new().await;
-    sqlx::query("INSERT INTO queues (name, keep_completed) VALUES ('q', false)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.exec("INSERT INTO queues (name, keep_completed) VALUES ('q', false)")
+        .await;
     let id = submit(
         &db,
         json!({"name": "r", "jobs": [
@@ -617,7 +610,7 @@ async fn plain_jobs_never_enter_the_workflow_tables() {
         .await
         .unwrap();
     assert!(wf.is_none());
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM workflows").await, 0);
+    db.assert_rows("workflows", 0).await;
 }
 
 async fn drive_plain(db: &TestDb) {
@@ -628,13 +621,9 @@ async fn drive_plain(db: &TestDb) {
     let batch: Vec<Finish> = claimed
         .iter()
         .map(|j| Finish {
-            id: j.id,
             attempt: j.attempt,
-            outcome: FinishKind::Completed,
-            next_run_at: None,
-            error: None,
             output: None,
-            log: None,
+            ..completed(j.id)
         })
         .collect();
     due_work::finish_many(&db.pool, worker, 100, &batch)
@@ -660,10 +649,7 @@ async fn retention_deletes_workflows_that_ended_before_the_keep_period_and_no_ot
         .execute(&db.pool)
         .await
         .unwrap();
-    let report = ordinaut::scheduler::Retention::new(db.pool.clone(), 30)
-        .run_once()
-        .await
-        .unwrap();
+    let report = schedules::retention_pass(&db.pool).await;
     assert_eq!(report.workflows_pruned, 1);
     let left = |sql: &'static str| {
         let pool = db.pool.clone();
@@ -733,24 +719,15 @@ async fn cancelling_a_waiting_step_races_its_activation_and_always_ends_it_once(
         let w = workflows::get(&db.pool, id).await.unwrap();
         assert_eq!(states(&w)["b"], "cancelled", "round {round}");
         assert_eq!(w.summary.state, "cancelled", "round {round}");
-        let live: i64 = sqlx::query_scalar("SELECT count(*) FROM due_work WHERE id = $1")
-            .bind(b)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+        let live = db.count(&format!("due_work WHERE id = '{b}'")).await;
         assert_eq!(live, 0, "round {round}");
         let ran: bool = sqlx::query_scalar("SELECT ran FROM workflow_steps WHERE job_id = $1")
             .bind(b)
             .fetch_one(&db.pool)
             .await
             .unwrap();
-        let history: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM job_history WHERE id = $1 AND state = 'cancelled'",
-        )
-        .bind(b)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+        let cancelled = format!("job_history WHERE id = '{b}' AND state = 'cancelled'");
+        let history = db.count(&cancelled).await;
         // Cancelled while waiting (no job row) or after activation (one history row).
         assert_eq!(history, i64::from(ran), "round {round}");
     }

@@ -86,10 +86,7 @@ fn declaring(queue: &str, kind: &str) -> ordinaut::api::ApiSettings {
 async fn metrics_report_requests_by_route_and_queue_depth() {
     let app = App::with(declaring("metrics-q", "metrics-k")).await;
     let r = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "metrics-q", "kind": "metrics-k"}),
-        )
+        .enqueue(json!({"queue": "metrics-q", "kind": "metrics-k"}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     app.get(&format!("/v1/jobs/{}", r.body["id"].as_str().unwrap()))
@@ -141,18 +138,15 @@ async fn metric_labels_are_limited_to_declared_and_known_queues_and_kinds() {
     let stranger = format!("q-{}", uuid::Uuid::now_v7().simple());
     let odd_kind = format!("k-{}", uuid::Uuid::now_v7().simple());
     // A queue with a settings row is known to the cluster, so it keeps its label.
-    sqlx::query("INSERT INTO queues (name) VALUES ('configured-q')")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    app.db
+        .exec("INSERT INTO queues (name) VALUES ('configured-q')")
+        .await;
     for (queue, kind) in [
         ("known-q", "known-k"),
         (stranger.as_str(), odd_kind.as_str()),
         ("configured-q", odd_kind.as_str()),
     ] {
-        let r = app
-            .post("/v1/jobs", json!({"queue": queue, "kind": kind}))
-            .await;
+        let r = app.enqueue(json!({"queue": queue, "kind": kind})).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     }
     app.state.refresh_once().await;
@@ -187,11 +181,7 @@ async fn scrapes_and_the_health_snapshot_never_wait_on_the_database() {
     app.state.refresh_once().await;
     assert!(app.state.db_health().ready(), "{:?}", app.state.db_health());
     // A long reader of due_work makes any queue_stats query wait on its lock.
-    let mut reader = app.db.pool.begin().await.unwrap();
-    sqlx::query("LOCK due_work IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *reader)
-        .await
-        .unwrap();
+    let reader = app.db.hold("LOCK due_work IN ACCESS EXCLUSIVE MODE").await;
     let scrapes: Vec<_> = (0..30)
         .map(|_| {
             let router = app.router.clone();
@@ -225,11 +215,10 @@ async fn scrapes_and_the_health_snapshot_never_wait_on_the_database() {
 async fn a_flood_of_ready_probes_holds_at_most_one_connection() {
     let app = App::new().await;
     // Make the readiness query hang: it reads the migrations table.
-    let mut blocker = app.db.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    let blocker = app
+        .db
+        .hold("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .await;
     let probes: Vec<_> = (0..40)
         .map(|_| {
             let router = app.router.clone();

@@ -772,11 +772,9 @@ fn cases(live: &str, unknown: &str) -> Vec<Case> {
 #[tokio::test]
 async fn every_caller_mistake_gets_a_4xx_json_error_and_changes_nothing() {
     let app = App::new().await;
-    let live = app
-        .post("/v1/jobs", json!({"queue": "q", "kind": "k"}))
-        .await;
+    let live = app.enqueue(json!({"queue": "q", "kind": "k"})).await;
     assert_eq!(live.status, StatusCode::CREATED);
-    let live = live.body["id"].as_str().unwrap().to_owned();
+    let live = live.id();
     let unknown = uuid::Uuid::now_v7().to_string();
     let cases = cases(&live, &unknown);
     assert!(cases.len() >= 30, "the table has {} cases", cases.len());

@@ -83,21 +83,15 @@ async fn event_stream_filters_by_job_id() {
     let client = server.client();
     let a = server
         .app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "q", "kind": "k", "delay": "1h"}),
-        )
+        .enqueue(json!({"queue": "q", "kind": "k", "delay": "1h"}))
         .await;
-    let id = a.body["id"].as_str().unwrap().to_owned();
+    let id = a.id();
     let mut stream = client
         .get(server.url(&format!("/v1/events?job_id={id}")))
         .send()
         .await
         .unwrap();
-    server
-        .app
-        .post("/v1/jobs", json!({"queue": "q", "kind": "k"}))
-        .await;
+    server.app.enqueue(json!({"queue": "q", "kind": "k"})).await;
     let cancel = client
         .post(server.url(&format!("/v1/jobs/{id}/cancel")))
         .send()

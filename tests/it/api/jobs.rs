@@ -12,10 +12,7 @@ use super::{App, TOKEN};
 
 async fn enqueue(app: &App, queue: &str) -> Uuid {
     let r = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": queue, "kind": "k", "payload": {"n": 1}}),
-        )
+        .enqueue(json!({"queue": queue, "kind": "k", "payload": {"n": 1}}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     r.body["id"].as_str().expect("id").parse().expect("uuid")
@@ -63,7 +60,7 @@ async fn enqueued_job_reads_back_with_the_request_id_in_its_metadata() {
     let r = app.send(req).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.headers["x-request-id"], "req-123");
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = r.id();
     let got = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.body["state"], "available");
@@ -96,7 +93,7 @@ async fn repeating_an_enqueue_with_an_idempotency_key_returns_the_same_job() {
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.body["duplicate"], true);
     assert_eq!(first.body["id"], second.body["id"]);
-    assert_eq!(app.db.scalar_i64("SELECT count(*) FROM due_work").await, 1);
+    assert_eq!(app.db.live_jobs().await, 1);
     let job = app
         .get(&format!("/v1/jobs/{}", first.body["id"].as_str().unwrap()))
         .await;
@@ -107,15 +104,12 @@ async fn repeating_an_enqueue_with_an_idempotency_key_returns_the_same_job() {
 async fn batch_enqueues_every_job_in_input_order() {
     let app = App::new().await;
     let r = app
-        .post(
-            "/v1/jobs/batch",
-            json!({"jobs": [
-                {"queue": "a", "kind": "k"},
-                {"queue": "b", "kind": "k", "delay": "1h"},
-                {"queue": "a", "kind": "k", "unique_key": "u"},
-                {"queue": "a", "kind": "k", "unique_key": "u"},
-            ]}),
-        )
+        .enqueue_batch(json!({"jobs": [
+            {"queue": "a", "kind": "k"},
+            {"queue": "b", "kind": "k", "delay": "1h"},
+            {"queue": "a", "kind": "k", "unique_key": "u"},
+            {"queue": "a", "kind": "k", "unique_key": "u"},
+        ]}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let jobs = r.body["jobs"].as_array().unwrap();
@@ -123,7 +117,7 @@ async fn batch_enqueues_every_job_in_input_order() {
     // The same key twice in one batch: one job, reported once as new, once as duplicate.
     assert_ne!(jobs[2]["duplicate"], jobs[3]["duplicate"], "{}", r.text);
     assert_eq!(jobs[2]["id"], jobs[3]["id"]);
-    assert_eq!(app.db.scalar_i64("SELECT count(*) FROM due_work").await, 3);
+    assert_eq!(app.db.live_jobs().await, 3);
     let second = app
         .get(&format!("/v1/jobs/{}", jobs[1]["id"].as_str().unwrap()))
         .await;
@@ -178,29 +172,21 @@ async fn list_filters_by_queue_state_and_time_and_pages_with_a_cursor() {
 async fn waiting_job_is_cancelled_then_retried_and_finished_jobs_refuse_cancel() {
     let app = App::new().await;
     let id = enqueue(&app, "q").await;
-    let r = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
-        .await;
+    let r = app.act(&format!("/v1/jobs/{id}/cancel")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["result"], "cancelled");
-    let again = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
-        .await;
+    let again = app.act(&format!("/v1/jobs/{id}/cancel")).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.body["error"]["code"], "already_finished");
     let got = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(got.body["state"], "cancelled");
-    let retried = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/retry"), None)
-        .await;
+    let retried = app.act(&format!("/v1/jobs/{id}/retry")).await;
     assert_eq!(retried.status, StatusCode::OK, "{}", retried.text);
     assert_eq!(
         app.get(&format!("/v1/jobs/{id}")).await.body["state"],
         "available"
     );
-    let live = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/retry"), None)
-        .await;
+    let live = app.act(&format!("/v1/jobs/{id}/retry")).await;
     assert_eq!(live.status, StatusCode::CONFLICT);
     assert_eq!(live.body["error"]["code"], "conflict");
 }
@@ -218,9 +204,7 @@ async fn running_job_cancel_is_requested() {
     )
     .await
     .unwrap();
-    let r = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
-        .await;
+    let r = app.act(&format!("/v1/jobs/{id}/cancel")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["result"], "cancel_requested");
 }
@@ -238,11 +222,9 @@ async fn failed_job_shows_its_attempts_with_captured_output_and_can_be_retried()
     let job = app.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(job.body["state"], "failed");
     assert_eq!(job.body["attempts"].as_array().unwrap().len(), 1);
-    let r = app
-        .call(Method::POST, &format!("/v1/jobs/{id}/retry"), None)
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body["state"], "available");
+    let r = app.act(&format!("/v1/jobs/{id}/retry")).await;
+    let state = r.body["state"].as_str();
+    assert_eq!((r.status, state), (StatusCode::OK, Some("available")));
 }
 
 #[tokio::test]
@@ -271,20 +253,7 @@ async fn unknown_jobs_are_404_everywhere() {
 async fn wait_returns_as_soon_as_the_job_finishes() {
     let app = App::new().await.with_listener().await;
     let id = enqueue(&app, "q").await;
-    let router = app.router.clone();
-    let waiter = tokio::spawn(async move {
-        use tower::ServiceExt;
-        let req = Request::get(format!("/v1/jobs/{id}?wait=120s"))
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .body(Body::empty())
-            .unwrap();
-        let response = router.oneshot(req).await.unwrap();
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
-    });
+    let waiter = app.get_in_background(&format!("/v1/jobs/{id}?wait=120s"));
     // Give the request time to start waiting; correctness does not depend on it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     finish(&app, "q", FinishKind::Completed).await;
@@ -292,7 +261,8 @@ async fn wait_returns_as_soon_as_the_job_finishes() {
     let body = tokio::time::timeout(Duration::from_secs(60), waiter)
         .await
         .expect("wait ends when the job finishes, not at its timeout")
-        .unwrap();
+        .unwrap()
+        .body;
     assert_eq!(body["state"], "completed");
     assert_eq!(body["output"], json!({"ok": true}));
 }
@@ -326,29 +296,11 @@ async fn api_max_wait_caps_a_longer_wait() {
 #[tokio::test]
 async fn wait_on_a_job_whose_queue_keeps_no_completed_jobs_answers_completed() {
     let app = App::new().await.with_listener().await;
-    sqlx::query("INSERT INTO queues (name, keep_completed) VALUES ('unkept', false)")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    app.db
+        .exec("INSERT INTO queues (name, keep_completed) VALUES ('unkept', false)")
+        .await;
     let id = enqueue(&app, "unkept").await;
-    let router = app.router.clone();
-    let waiter = tokio::spawn(async move {
-        use tower::ServiceExt;
-        let req = Request::get(format!("/v1/jobs/{id}?wait=120s"))
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .body(Body::empty())
-            .unwrap();
-        let response = router.oneshot(req).await.unwrap();
-        let status = response.status();
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        (
-            status,
-            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
-        )
-    });
+    let waiter = app.get_in_background(&format!("/v1/jobs/{id}?wait=120s"));
     // The waiter subscribes before its first read; give that read time to see the job
     // live, as wait_returns_as_soon_as_the_job_finishes does.
     crate::common::eventually(
@@ -365,16 +317,17 @@ async fn wait_on_a_job_whose_queue_keeps_no_completed_jobs_answers_completed() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     finish(&app, "unkept", FinishKind::Completed).await;
-    let (status, body) = tokio::time::timeout(Duration::from_secs(60), waiter)
+    let reply = tokio::time::timeout(Duration::from_secs(60), waiter)
         .await
         .expect("wait ends when the job finishes")
         .unwrap();
+    let (status, body) = (reply.status, reply.body);
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["id"], id.to_string());
     assert_eq!(body["state"], "completed");
     assert!(body["output"].is_null(), "not kept: {body}");
     assert_eq!(
-        app.db.scalar_i64("SELECT count(*) FROM job_history").await,
+        app.db.ended_jobs().await,
         0,
         "the queue keeps no completed jobs"
     );

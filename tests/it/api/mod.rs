@@ -61,6 +61,15 @@ pub struct Reply {
     pub text: String,
 }
 
+impl Reply {
+    /// The `id` of what the request created.
+    pub fn id(&self) -> String {
+        let id = self.body["id"].as_str();
+        id.unwrap_or_else(|| panic!("an id in {}", self.text))
+            .to_owned()
+    }
+}
+
 impl App {
     pub async fn new() -> App {
         App::with(settings()).await
@@ -99,18 +108,14 @@ impl App {
 
     /// Sends a request with the test token.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {TOKEN}"));
-        let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.send(req.body(body).expect("request builds")).await
+        self.send(request(method, path, body)).await
+    }
+
+    /// Sends `GET path` with the test token from another task (a long poll); its
+    /// answer.
+    pub fn get_in_background(&self, path: &str) -> JoinHandle<Reply> {
+        let req = request(Method::GET, path, None);
+        tokio::spawn(send_to(self.router.clone(), req))
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -121,43 +126,102 @@ impl App {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// `POST path` with no body: an action on a job, workflow, queue or schedule.
+    pub async fn act(&self, path: &str) -> Reply {
+        self.call(Method::POST, path, None).await
+    }
+
+    /// `POST /v1/jobs`.
+    pub async fn enqueue(&self, job: Value) -> Reply {
+        self.post("/v1/jobs", job).await
+    }
+
+    /// `POST /v1/jobs/batch`.
+    pub async fn enqueue_batch(&self, body: Value) -> Reply {
+        self.post("/v1/jobs/batch", body).await
+    }
+
+    /// `POST /v1/workflows`.
+    pub async fn submit_workflow(&self, workflow: Value) -> Reply {
+        self.post("/v1/workflows", workflow).await
+    }
+
+    /// `POST /v1/schedules`.
+    pub async fn create_schedule(&self, schedule: Value) -> Reply {
+        self.post("/v1/schedules", schedule).await
+    }
+
+    /// `POST /v1/pull/claim`.
+    pub async fn claim(&self, body: Value) -> Reply {
+        self.post("/v1/pull/claim", body).await
+    }
+
+    /// `POST /v1/pull/jobs/{id}/{outcome}`: a pull worker reports how an attempt ended
+    /// (`complete`, `fail`, …).
+    pub async fn report(&self, id: impl std::fmt::Display, outcome: &str, body: Value) -> Reply {
+        self.post(&format!("/v1/pull/jobs/{id}/{outcome}"), body)
+            .await
+    }
+
     /// Sends any request.
     pub async fn send(&self, req: Request<Body>) -> Reply {
-        let response = self
-            .router
-            .clone()
-            .oneshot(req)
-            .await
-            .expect("router answers");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body reads")
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
+        send_to(self.router.clone(), req).await
     }
 
     /// Row counts of the tables a request could change.
     pub async fn counts(&self) -> [i64; 5] {
         [
-            self.db.scalar_i64("SELECT count(*) FROM due_work").await,
-            self.db.scalar_i64("SELECT count(*) FROM job_history").await,
-            self.db
-                .scalar_i64("SELECT count(*) FROM job_attempts")
-                .await,
-            self.db.scalar_i64("SELECT count(*) FROM queues").await,
-            self.db.scalar_i64("SELECT count(*) FROM workers").await,
+            self.db.live_jobs().await,
+            self.db.ended_jobs().await,
+            self.db.count("job_attempts").await,
+            self.db.count("queues").await,
+            self.db.workers().await,
         ]
+    }
+}
+
+/// A request with the test token, and `body` as JSON.
+fn request(method: Method, path: &str, body: Option<Value>) -> Request<Body> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {TOKEN}"));
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    req.body(body).expect("request builds")
+}
+
+/// Sends `req` through `router`; the answer, decoded.
+async fn send_to(router: Router, req: Request<Body>) -> Reply {
+    let response = router.oneshot(req).await.expect("router answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body reads")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+        text,
     }
 }
 
@@ -220,6 +284,12 @@ impl Server {
             .expect("client")
     }
 
+    /// Sends `POST /v1/pull/claim` with `body` from another task; its answer.
+    pub fn claim_in_background(&self, body: Value) -> JoinHandle<Value> {
+        let (client, url) = (self.client(), self.url("/v1/pull/claim"));
+        tokio::spawn(async move { post_json(&client, url, body).await })
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(std::time::Duration::from_secs(10), self.task)
@@ -228,4 +298,15 @@ impl Server {
             .expect("server task")
             .expect("server ran");
     }
+}
+
+/// `POST url` with a JSON body over a socket; the answer's JSON.
+pub async fn post_json(client: &reqwest::Client, url: String, body: Value) -> Value {
+    let r = client
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST answers");
+    r.json().await.expect("a JSON answer")
 }

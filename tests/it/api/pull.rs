@@ -9,7 +9,7 @@ use ordinaut::model::Backoff;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{App, Server};
+use super::{App, Server, post_json};
 
 /// A pull worker: claims in batches, heartbeats, fails even-numbered jobs on their
 /// first attempt (retry right away), completes everything else. Returns when `total`
@@ -25,15 +25,12 @@ async fn pull_worker(
         if completed.lock().unwrap().len() >= total {
             return;
         }
-        let claim: Value = client
-            .post(format!("{server_url}/v1/pull/claim"))
-            .json(&json!({"queues": ["pull"], "limit": 5, "wait": "1s", "lease_owner": owner, "lease_seconds": 30}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let claim = post_json(
+            &client,
+            format!("{server_url}/v1/pull/claim"),
+            json!({"queues": ["pull"], "limit": 5, "wait": "1s", "lease_owner": owner, "lease_seconds": 30}),
+        )
+        .await;
         assert_eq!(claim["lease_owner"], owner.to_string(), "{claim}");
         let jobs = claim["jobs"].as_array().cloned().unwrap_or_default();
         if jobs.is_empty() {
@@ -43,15 +40,13 @@ async fn pull_worker(
             .iter()
             .map(|j| json!({"id": j["id"], "attempt": j["attempt"]}))
             .collect();
-        let hb: Value = client
-            .post(format!("{server_url}/v1/pull/heartbeat"))
-            .json(&json!({"lease_owner": owner, "jobs": held}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let heartbeat = json!({"lease_owner": owner, "jobs": held});
+        let hb = post_json(
+            &client,
+            format!("{server_url}/v1/pull/heartbeat"),
+            heartbeat,
+        )
+        .await;
         assert_eq!(hb["lost"], json!([]), "{hb}");
         for job in jobs {
             let id = job["id"].as_str().unwrap();
@@ -91,10 +86,7 @@ async fn pull_workers_over_http_complete_every_job_exactly_once() {
         .map(|n| json!({"queue": "pull", "kind": "k", "payload": {"n": n}}))
         .collect();
     for chunk in jobs.chunks(10) {
-        let r = server
-            .app
-            .post("/v1/jobs/batch", json!({"jobs": chunk}))
-            .await;
+        let r = server.app.enqueue_batch(json!({"jobs": chunk})).await;
         assert_eq!(r.status, 201, "{}", r.text);
     }
     let completed = Arc::new(Mutex::new(Vec::new()));
@@ -122,28 +114,17 @@ async fn pull_workers_over_http_complete_every_job_exactly_once() {
         "no job completed twice"
     );
     let db = &server.app.db;
-    assert_eq!(db.scalar_i64("SELECT count(*) FROM due_work").await, 0);
+    assert_eq!(db.live_jobs().await, 0);
+    assert_eq!(db.ended_in("completed").await, TOTAL as i64);
+    assert_eq!(db.attempts_ending("completed").await, TOTAL as i64);
+    assert_eq!(db.attempts_ending("retry").await, (TOTAL / 2) as i64);
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed'")
+        db.count("job_history WHERE state = 'completed' AND (output->>'double') IS NOT NULL")
             .await,
         TOTAL as i64
     );
     assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'completed'")
-            .await,
-        TOTAL as i64
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM all_attempts WHERE outcome = 'retry'")
-            .await,
-        (TOTAL / 2) as i64
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed' AND (output->>'double') IS NOT NULL").await,
-        TOTAL as i64
-    );
-    assert_eq!(
-        db.scalar_i64("SELECT count(*) FROM workers").await,
+        db.workers().await,
         0,
         "pull clients are never registered as workers"
     );
@@ -153,23 +134,11 @@ async fn pull_workers_over_http_complete_every_job_exactly_once() {
 #[tokio::test]
 async fn claim_waits_for_work_and_wakes_when_a_job_is_enqueued() {
     let server = Server::start().await;
-    let client = server.client();
-    let url = server.url("/v1/pull/claim");
-    let waiter = tokio::spawn(async move {
-        client
-            .post(url)
-            .json(&json!({"queues": ["late"], "wait": "60s"}))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
+    let waiter = server.claim_in_background(json!({"queues": ["late"], "wait": "60s"}));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let r = server
         .app
-        .post("/v1/jobs", json!({"queue": "late", "kind": "k"}))
+        .enqueue(json!({"queue": "late", "kind": "k"}))
         .await;
     let claimed = tokio::time::timeout(Duration::from_secs(30), waiter)
         .await
@@ -184,34 +153,24 @@ async fn claim_waits_for_work_and_wakes_when_a_job_is_enqueued() {
 async fn lost_lease_refuses_results_and_heartbeat_reports_it() {
     let app = App::new().await;
     let r = app
-        .post(
-            "/v1/jobs",
-            json!({"queue": "q", "kind": "k", "max_attempts": 3}),
-        )
+        .enqueue(json!({"queue": "q", "kind": "k", "max_attempts": 3}))
         .await;
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let id = r.id();
     let claim = app
-        .post(
-            "/v1/pull/claim",
-            json!({"queues": ["q"], "lease_seconds": 2}),
-        )
+        .claim(json!({"queues": ["q"], "lease_seconds": 2}))
         .await;
     assert_eq!(claim.status, 200, "{}", claim.text);
     let owner = claim.body["lease_owner"].as_str().unwrap().to_owned();
     let other = Uuid::now_v7();
     let wrong = app
-        .post(
-            &format!("/v1/pull/jobs/{id}/complete"),
-            json!({"lease_owner": other, "attempt": 1}),
-        )
+        .report(&id, "complete", json!({"lease_owner": other, "attempt": 1}))
         .await;
     assert_eq!(wrong.status, 409);
     assert_eq!(wrong.body["error"]["code"], "lease_lost");
     // The lease runs out (no heartbeat) and the rescuer hands the job back.
-    sqlx::query("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    app.db
+        .exec("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
+        .await;
     let backoff = Backoff {
         base: Duration::from_millis(1),
         max: Duration::from_millis(1),
@@ -227,26 +186,18 @@ async fn lost_lease_refuses_results_and_heartbeat_reports_it() {
         .await;
     assert_eq!(hb.body["lost"], json!([id]));
     let late = app
-        .post(
-            &format!("/v1/pull/jobs/{id}/complete"),
-            json!({"lease_owner": owner, "attempt": 1}),
-        )
+        .report(&id, "complete", json!({"lease_owner": owner, "attempt": 1}))
         .await;
     assert_eq!(late.status, 409);
-    assert_eq!(
-        app.db.scalar_i64("SELECT count(*) FROM job_history").await,
-        0
-    );
+    assert_eq!(app.db.ended_jobs().await, 0);
 }
 
 #[tokio::test]
 async fn cancel_reaches_a_pull_client_through_its_heartbeat() {
     let app = App::new().await;
-    let r = app
-        .post("/v1/jobs", json!({"queue": "q", "kind": "k"}))
-        .await;
-    let id = r.body["id"].as_str().unwrap().to_owned();
-    let claim = app.post("/v1/pull/claim", json!({"queues": ["q"]})).await;
+    let r = app.enqueue(json!({"queue": "q", "kind": "k"})).await;
+    let id = r.id();
+    let claim = app.claim(json!({"queues": ["q"]})).await;
     let owner = claim.body["lease_owner"].as_str().unwrap().to_owned();
     let c = app.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
     assert_eq!(c.body["result"], "cancel_requested");
@@ -258,8 +209,9 @@ async fn cancel_reaches_a_pull_client_through_its_heartbeat() {
         .await;
     assert_eq!(hb.body["extended"][0]["cancel_requested"], true);
     let f = app
-        .post(
-            &format!("/v1/pull/jobs/{id}/fail"),
+        .report(
+            &id,
+            "fail",
             json!({"lease_owner": owner, "attempt": 1, "error": "stopped", "cancelled": true}),
         )
         .await;
@@ -274,19 +226,11 @@ async fn cancel_reaches_a_pull_client_through_its_heartbeat() {
 #[tokio::test]
 async fn failure_without_attempts_left_or_not_retryable_is_final() {
     let app = App::new().await;
-    app.post(
-        "/v1/jobs",
-        json!({"queue": "q", "kind": "k", "max_attempts": 1}),
-    )
-    .await;
-    app.post(
-        "/v1/jobs",
-        json!({"queue": "q", "kind": "k", "max_attempts": 5}),
-    )
-    .await;
-    let claim = app
-        .post("/v1/pull/claim", json!({"queues": ["q"], "limit": 2}))
+    app.enqueue(json!({"queue": "q", "kind": "k", "max_attempts": 1}))
         .await;
+    app.enqueue(json!({"queue": "q", "kind": "k", "max_attempts": 5}))
+        .await;
+    let claim = app.claim(json!({"queues": ["q"], "limit": 2})).await;
     let owner = claim.body["lease_owner"].as_str().unwrap().to_owned();
     for job in claim.body["jobs"].as_array().unwrap() {
         let id = job["id"].as_str().unwrap();
@@ -295,13 +239,8 @@ async fn failure_without_attempts_left_or_not_retryable_is_final() {
         } else {
             json!({"lease_owner": owner, "attempt": 1, "error": "bad input", "retryable": false})
         };
-        let f = app.post(&format!("/v1/pull/jobs/{id}/fail"), body).await;
+        let f = app.report(&id, "fail", body).await;
         assert_eq!(f.body["outcome"], "failed", "{}", f.text);
     }
-    assert_eq!(
-        app.db
-            .scalar_i64("SELECT count(*) FROM job_history WHERE state = 'failed'")
-            .await,
-        2
-    );
+    assert_eq!(app.db.ended_in("failed").await, 2);
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
@@ -12,9 +12,7 @@ use super::{App, Server, TOKEN};
 use crate::common::eventually;
 
 async fn enqueue(app: &App, queue: &str) -> Uuid {
-    let r = app
-        .post("/v1/jobs", json!({"queue": queue, "kind": "k"}))
-        .await;
+    let r = app.enqueue(json!({"queue": queue, "kind": "k"})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     r.body["id"].as_str().unwrap().parse().unwrap()
 }
@@ -32,20 +30,14 @@ fn claimed_ids(body: &Value) -> Vec<String> {
 async fn pull_claim_on_a_limited_queue_stays_within_its_concurrency_limit() {
     let app = App::new().await;
     let set = app
-        .call(
-            Method::PATCH,
-            "/v1/queues/scans",
-            Some(json!({"concurrency_limit": 1})),
-        )
+        .patch("/v1/queues/scans", json!({"concurrency_limit": 1}))
         .await;
     assert_eq!(set.status, StatusCode::OK, "{}", set.text);
     for _ in 0..3 {
         enqueue(&app, "scans").await;
     }
     let free = [enqueue(&app, "free").await, enqueue(&app, "free").await];
-    let first = app
-        .post("/v1/pull/claim", json!({"queues": ["scans"], "limit": 10}))
-        .await;
+    let first = app.claim(json!({"queues": ["scans"], "limit": 10})).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     assert_eq!(
         claimed_ids(&first.body).len(),
@@ -53,9 +45,7 @@ async fn pull_claim_on_a_limited_queue_stays_within_its_concurrency_limit() {
         "one job of the limited queue"
     );
     assert_eq!(first.body["jobs"][0]["queue"], "scans");
-    let second = app
-        .post("/v1/pull/claim", json!({"queues": ["scans"], "limit": 10}))
-        .await;
+    let second = app.claim(json!({"queues": ["scans"], "limit": 10})).await;
     assert_eq!(
         claimed_ids(&second.body),
         Vec::<String>::new(),
@@ -64,81 +54,45 @@ async fn pull_claim_on_a_limited_queue_stays_within_its_concurrency_limit() {
     // With an unlimited queue beside it, the limit still holds and the rest comes from
     // the unlimited queue.
     let mixed = app
-        .post(
-            "/v1/pull/claim",
-            json!({"queues": ["scans", "free"], "limit": 10, "wait": "2s"}),
-        )
+        .claim(json!({"queues": ["scans", "free"], "limit": 10, "wait": "2s"}))
         .await;
     let mut got = claimed_ids(&mixed.body);
     got.sort();
     let mut want: Vec<String> = free.iter().map(Uuid::to_string).collect();
     want.sort();
     assert_eq!(got, want);
-    assert_eq!(
-        app.db
-            .scalar_i64("SELECT count(*) FROM due_work WHERE queue = 'scans' AND state = 'running'")
-            .await,
-        1
-    );
+    app.db
+        .assert_rows("due_work WHERE queue = 'scans' AND state = 'running'", 1)
+        .await;
 }
 
 #[tokio::test]
 async fn pull_claim_opens_the_event_gate_only_when_it_has_to_wait() {
     let app = App::new().await;
     enqueue(&app, "ready").await;
-    let plain = app
-        .post("/v1/pull/claim", json!({"queues": ["empty"]}))
-        .await;
+    let plain = app.claim(json!({"queues": ["empty"]})).await;
     assert_eq!(plain.status, StatusCode::OK, "{}", plain.text);
-    let zero = app
-        .post("/v1/pull/claim", json!({"queues": ["empty"], "wait": "0s"}))
-        .await;
+    let zero = app.claim(json!({"queues": ["empty"], "wait": "0s"})).await;
     assert_eq!(claimed_ids(&zero.body).len(), 0);
-    let found = app
-        .post(
-            "/v1/pull/claim",
-            json!({"queues": ["ready"], "wait": "30s"}),
-        )
-        .await;
+    let found = app.claim(json!({"queues": ["ready"], "wait": "30s"})).await;
     assert_eq!(claimed_ids(&found.body).len(), 1, "work was there at once");
     assert_eq!(
-        app.db
-            .scalar_i64("SELECT count(*) FROM event_subscribers")
-            .await,
+        app.db.count("event_subscribers").await,
         0,
         "no claim had to wait, so the gate stays closed"
     );
     // A claim that does wait opens it (so the count above can see a subscription).
-    let waited = app
-        .post("/v1/pull/claim", json!({"queues": ["empty"], "wait": "2s"}))
-        .await;
+    let waited = app.claim(json!({"queues": ["empty"], "wait": "2s"})).await;
     assert_eq!(claimed_ids(&waited.body).len(), 0);
-    assert_eq!(
-        app.db
-            .scalar_i64("SELECT count(*) FROM event_subscribers")
-            .await,
-        1
-    );
+    app.db.assert_rows("event_subscribers", 1).await;
 }
 
 #[tokio::test]
 async fn pull_claim_stops_claiming_before_its_wait_ends() {
     let server = Server::start().await;
-    let client = server.client();
-    let url = server.url("/v1/pull/claim");
     let wait = Duration::from_secs(4);
     let sent = Instant::now();
-    let waiter = tokio::spawn(async move {
-        client
-            .post(url)
-            .json(&json!({"queues": ["late"], "wait": "4s"}))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
+    let waiter = server.claim_in_background(json!({"queues": ["late"], "wait": "4s"}));
     // Work that arrives in the wait's last 300 ms is left for the next claim: a client
     // about to give up must not be handed jobs it will never see.
     tokio::time::sleep_until((sent + wait - Duration::from_millis(300)).into()).await;
@@ -184,8 +138,8 @@ async fn jobs_claimed_for_a_client_that_disconnected_are_handed_back_unspent() {
             (server
                 .app
                 .db
-                .scalar_i64(
-                    "SELECT count(*) FROM pg_stat_activity
+                .count(
+                    "pg_stat_activity
                  WHERE datname = current_database() AND wait_event_type = 'Lock'
                    AND query LIKE '%due_work%'",
                 )
@@ -211,7 +165,7 @@ async fn jobs_claimed_for_a_client_that_disconnected_are_handed_back_unspent() {
         (server
             .app
             .db
-            .scalar_i64("SELECT count(*) FROM job_attempts WHERE outcome = 'interrupted'")
+            .count("job_attempts WHERE outcome = 'interrupted'")
             .await
             == 1)
             .then_some(())
@@ -224,10 +178,7 @@ async fn jobs_claimed_for_a_client_that_disconnected_are_handed_back_unspent() {
             .await
             .unwrap();
     assert_eq!((state.as_str(), attempt, owner), ("available", 0, None));
-    let again = server
-        .app
-        .post("/v1/pull/claim", json!({"queues": ["q"]}))
-        .await;
+    let again = server.app.claim(json!({"queues": ["q"]})).await;
     assert_eq!(claimed_ids(&again.body), vec![id.to_string()]);
     assert_eq!(again.body["jobs"][0]["attempt"], 1);
     server.stop().await;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use ordinaut::db::{due_work, workers};
 use serde_json::json;
 use uuid::Uuid;
@@ -13,14 +13,10 @@ use super::App;
 async fn queues_list_counts_and_pause_resume_and_settings_apply() {
     let app = App::new().await;
     for _ in 0..3 {
-        app.post("/v1/jobs", json!({"queue": "mail", "kind": "k"}))
-            .await;
+        app.enqueue(json!({"queue": "mail", "kind": "k"})).await;
     }
-    app.post(
-        "/v1/jobs",
-        json!({"queue": "mail", "kind": "k", "delay": "1h"}),
-    )
-    .await;
+    app.enqueue(json!({"queue": "mail", "kind": "k", "delay": "1h"}))
+        .await;
     let list = app.get("/v1/queues").await;
     assert_eq!(list.status, StatusCode::OK);
     let mail = &list.body["queues"][0];
@@ -30,7 +26,7 @@ async fn queues_list_counts_and_pause_resume_and_settings_apply() {
     assert_eq!(mail["running"], 0);
     assert!(mail["oldest_wait_seconds"].as_f64().unwrap() >= 0.0);
 
-    let paused = app.call(Method::POST, "/v1/queues/mail/pause", None).await;
+    let paused = app.act("/v1/queues/mail/pause").await;
     assert_eq!(paused.status, StatusCode::OK);
     assert_eq!(paused.body["paused"], true);
     let claimed = due_work::claim_due(
@@ -43,15 +39,11 @@ async fn queues_list_counts_and_pause_resume_and_settings_apply() {
     .await
     .unwrap();
     assert!(claimed.is_empty(), "a paused queue is not claimed from");
-    let resumed = app.call(Method::POST, "/v1/queues/mail/resume", None).await;
+    let resumed = app.act("/v1/queues/mail/resume").await;
     assert_eq!(resumed.body["paused"], false);
 
     let updated = app
-        .call(
-            Method::PATCH,
-            "/v1/queues/mail",
-            Some(json!({"max_attempts": 7, "timeout": "90s", "backoff_base": "2s", "backoff_max": "1m", "keep_completed": false})),
-        )
+        .patch("/v1/queues/mail", json!({"max_attempts": 7, "timeout": "90s", "backoff_base": "2s", "backoff_max": "1m", "keep_completed": false}))
         .await;
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.text);
     assert_eq!(updated.body["max_attempts"], 7);
@@ -61,9 +53,7 @@ async fn queues_list_counts_and_pause_resume_and_settings_apply() {
     let one = app.get("/v1/queues/mail").await;
     assert_eq!(one.body["backoff_base_ms"], 2000);
     // A new job in the queue takes the queue's default.
-    let r = app
-        .post("/v1/jobs", json!({"queue": "mail", "kind": "k"}))
-        .await;
+    let r = app.enqueue(json!({"queue": "mail", "kind": "k"})).await;
     let job = app
         .get(&format!("/v1/jobs/{}", r.body["id"].as_str().unwrap()))
         .await;
@@ -90,9 +80,7 @@ async fn workers_list_shows_registered_workers_with_their_running_jobs() {
     )
     .await
     .unwrap();
-    let job = app
-        .post("/v1/jobs", json!({"queue": "q", "kind": "k"}))
-        .await;
+    let job = app.enqueue(json!({"queue": "q", "kind": "k"})).await;
     due_work::claim_due(&app.db.pool, &["q".into()], 1, id, Duration::from_secs(30))
         .await
         .unwrap();

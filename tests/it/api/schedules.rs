@@ -1,37 +1,29 @@
 //! `/v1/schedules` and the flow-control fields of `/v1/queues/{name}`.
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use serde_json::json;
 
 use super::App;
+use crate::common::schedules;
 
 #[tokio::test]
 async fn schedules_are_created_listed_paused_resumed_triggered_and_deleted() {
     let app = App::new().await;
     let created = app
-        .post(
-            "/v1/schedules",
-            json!({"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin", "queue": "scans",
-                   "kind": "slither", "payload": {"repo": "acme"}, "overlap": "skip"}),
-        )
+        .create_schedule(json!({"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin", "queue": "scans",
+                   "kind": "slither", "payload": {"repo": "acme"}, "overlap": "skip"}))
         .await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.text);
     assert_eq!(created.body["timezone"], "Europe/Berlin");
     assert_eq!(created.body["overlap"], "skip");
     let list = app.get("/v1/schedules").await;
     assert_eq!(list.body["schedules"].as_array().unwrap().len(), 1);
-    let paused = app
-        .call(Method::POST, "/v1/schedules/nightly/pause", None)
-        .await;
+    let paused = app.act("/v1/schedules/nightly/pause").await;
     assert_eq!(paused.body["paused"], true);
-    let resumed = app
-        .call(Method::POST, "/v1/schedules/nightly/resume", None)
-        .await;
+    let resumed = app.act("/v1/schedules/nightly/resume").await;
     assert_eq!(resumed.body["paused"], false);
     let next_before = resumed.body["next_run_at"].clone();
-    let triggered = app
-        .call(Method::POST, "/v1/schedules/nightly/trigger", None)
-        .await;
+    let triggered = app.act("/v1/schedules/nightly/trigger").await;
     assert_eq!(triggered.status, StatusCode::OK, "{}", triggered.text);
     let job = app
         .get(&format!(
@@ -46,14 +38,9 @@ async fn schedules_are_created_listed_paused_resumed_triggered_and_deleted() {
         "trigger does not move the cadence"
     );
     assert_eq!(shown.body["recent_fires"][0]["outcome"], "triggered");
-    let deleted = app
-        .call(Method::DELETE, "/v1/schedules/nightly", None)
-        .await;
+    let deleted = app.delete("/v1/schedules/nightly").await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        app.get("/v1/schedules/nightly").await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.get("/v1/schedules/nightly").await.status, 404);
 }
 
 #[tokio::test]
@@ -91,7 +78,7 @@ async fn bad_schedules_are_refused_naming_the_field() {
         ),
         (json!({"name": "a", "cron": "@daily", "queue": "q"}), "kind"),
     ] {
-        let reply = app.post("/v1/schedules", body.clone()).await;
+        let reply = app.create_schedule(body.clone()).await;
         assert_eq!(
             reply.status,
             StatusCode::BAD_REQUEST,
@@ -102,11 +89,9 @@ async fn bad_schedules_are_refused_naming_the_field() {
         assert!(message.contains(field), "{body}: {message}");
     }
     assert_eq!(app.counts().await, before);
-    assert_eq!(app.db.scalar_i64("SELECT count(*) FROM schedules").await, 0);
+    app.db.assert_rows("schedules", 0).await;
     assert_eq!(
-        app.call(Method::POST, "/v1/schedules/nope/trigger", None)
-            .await
-            .status,
+        app.act("/v1/schedules/nope/trigger").await.status,
         StatusCode::NOT_FOUND
     );
 }
@@ -115,11 +100,7 @@ async fn bad_schedules_are_refused_naming_the_field() {
 async fn queue_limits_are_set_and_cleared_over_http() {
     let app = App::new().await;
     let set = app
-        .call(
-            Method::PATCH,
-            "/v1/queues/scans",
-            Some(json!({"concurrency_limit": 7, "rate_limit": "10/s", "burst": 20, "key_concurrency": 1})),
-        )
+        .patch("/v1/queues/scans", json!({"concurrency_limit": 7, "rate_limit": "10/s", "burst": 20, "key_concurrency": 1}))
         .await;
     assert_eq!(set.status, StatusCode::OK, "{}", set.text);
     assert_eq!(set.body["concurrency_limit"], 7);
@@ -127,28 +108,16 @@ async fn queue_limits_are_set_and_cleared_over_http() {
     assert_eq!(set.body["rate_burst"], 20);
     assert_eq!(set.body["key_concurrency"], 1);
     let cleared = app
-        .call(
-            Method::PATCH,
-            "/v1/queues/scans",
-            Some(json!({"concurrency_limit": null})),
-        )
+        .patch("/v1/queues/scans", json!({"concurrency_limit": null}))
         .await;
     assert!(cleared.body["concurrency_limit"].is_null());
     assert_eq!(cleared.body["key_concurrency"], 1, "absent fields are kept");
     let bad = app
-        .call(
-            Method::PATCH,
-            "/v1/queues/scans",
-            Some(json!({"rate_limit": "fast"})),
-        )
+        .patch("/v1/queues/scans", json!({"rate_limit": "fast"}))
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     let bad = app
-        .call(
-            Method::PATCH,
-            "/v1/queues/scans",
-            Some(json!({"concurrency_limit": 0})),
-        )
+        .patch("/v1/queues/scans", json!({"concurrency_limit": 0}))
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
@@ -156,29 +125,9 @@ async fn queue_limits_are_set_and_cleared_over_http() {
 #[tokio::test]
 async fn the_api_cannot_take_over_a_declared_schedule() {
     let app = App::new().await;
-    let mut config = ordinaut::config::Config::default();
-    config.schedules.insert(
-        "nightly".into(),
-        ordinaut::config::ScheduleConfig {
-            cron: "30 2 * * *".into(),
-            timezone: None,
-            queue: "scans".into(),
-            kind: "slither".into(),
-            payload: None,
-            priority: 0,
-            max_attempts: None,
-            timeout: None,
-            unique_key: None,
-            overlap: None,
-            misfire_grace: None,
-        },
-    );
-    ordinaut::scheduler::sync_declared(&app.db.pool, &config)
-        .await
-        .unwrap();
+    schedules::declare_nightly(&app.db.pool, "scans", "slither").await;
     let r = app
-        .post(
-            "/v1/schedules",
+        .create_schedule(
             json!({"name": "nightly", "cron": "* * * * *", "queue": "other", "kind": "k"}),
         )
         .await;
@@ -195,13 +144,10 @@ async fn the_api_cannot_take_over_a_declared_schedule() {
     assert_eq!(shown.body["queue"], "scans");
     assert_eq!(shown.body["declared"], true);
     // Deleting it is how an operator takes it over; then a POST creates it anew.
-    let deleted = app
-        .call(Method::DELETE, "/v1/schedules/nightly", None)
-        .await;
+    let deleted = app.delete("/v1/schedules/nightly").await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     let r = app
-        .post(
-            "/v1/schedules",
+        .create_schedule(
             json!({"name": "nightly", "cron": "* * * * *", "queue": "other", "kind": "k"}),
         )
         .await;

@@ -1,7 +1,7 @@
 //! `/v1/workflows` over HTTP: submit, show, list, cancel, retry, append, and the 4xx
 //! answers naming the problem.
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use serde_json::json;
 
 use super::App;
@@ -10,8 +10,7 @@ use super::App;
 async fn workflows_are_submitted_shown_listed_cancelled_retried_and_appended_to() {
     let app = App::new().await;
     let created = app
-        .post(
-            "/v1/workflows",
+        .submit_workflow(
             json!({"name": "deploy", "metadata": {"env": "prod"}, "jobs": [
                 {"name": "provision", "queue": "q", "kind": "k", "timeout": "5m"},
                 {"name": "verify", "queue": "q", "kind": "k", "depends_on": ["provision"]},
@@ -20,7 +19,7 @@ async fn workflows_are_submitted_shown_listed_cancelled_retried_and_appended_to(
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
-    let id = created.body["id"].as_str().unwrap().to_owned();
+    let id = created.id();
 
     let shown = app.get(&format!("/v1/workflows/{id}")).await;
     assert_eq!(shown.status, StatusCode::OK, "{}", shown.text);
@@ -51,9 +50,7 @@ async fn workflows_are_submitted_shown_listed_cancelled_retried_and_appended_to(
     assert_eq!(list.body["workflows"][0]["id"], id.as_str());
     assert_eq!(list.body["workflows"][0]["steps"], 4);
 
-    let cancelled = app
-        .call(Method::POST, &format!("/v1/workflows/{id}/cancel"), None)
-        .await;
+    let cancelled = app.act(&format!("/v1/workflows/{id}/cancel")).await;
     assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text);
     let shown = app.get(&format!("/v1/workflows/{id}")).await;
     assert_eq!(shown.body["state"], "cancelled");
@@ -65,9 +62,7 @@ async fn workflows_are_submitted_shown_listed_cancelled_retried_and_appended_to(
         .await;
     assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.text);
 
-    let retried = app
-        .call(Method::POST, &format!("/v1/workflows/{id}/retry"), None)
-        .await;
+    let retried = app.act(&format!("/v1/workflows/{id}/retry")).await;
     assert_eq!(retried.status, StatusCode::OK, "{}", retried.text);
     assert_eq!(retried.body["retried"], 1);
     let shown = app.get(&format!("/v1/workflows/{id}")).await;
@@ -103,7 +98,7 @@ async fn bad_workflows_get_a_400_naming_the_problem() {
         (json!({"name": "w"}), "jobs"),
     ];
     for (body, want) in cases {
-        let r = app.post("/v1/workflows", body.clone()).await;
+        let r = app.submit_workflow(body.clone()).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
         assert!(
             r.body["error"]["message"].as_str().unwrap().contains(want),
@@ -116,11 +111,7 @@ async fn bad_workflows_get_a_400_naming_the_problem() {
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     let missing = app
-        .call(
-            Method::POST,
-            &format!("/v1/workflows/{}/cancel", uuid::Uuid::now_v7()),
-            None,
-        )
+        .act(&format!("/v1/workflows/{}/cancel", uuid::Uuid::now_v7()))
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
     let bad = app.get("/v1/workflows/not-a-uuid").await;
@@ -137,18 +128,15 @@ async fn bad_workflows_get_a_400_naming_the_problem() {
 async fn a_waiting_step_is_a_visible_job_that_can_be_cancelled() {
     let app = App::new().await;
     let created = app
-        .post(
-            "/v1/workflows",
-            json!({"name": "scan", "jobs": [
+        .submit_workflow(json!({"name": "scan", "jobs": [
                 {"name": "clone", "queue": "q", "kind": "k"},
                 {"name": "tool", "queue": "q", "kind": "k", "depends_on": ["clone"]},
                 {"name": "report", "queue": "q", "kind": "k",
                  "depends_on": [{"name": "tool", "on_failure": "ignore"}]},
-                {"name": "notify", "queue": "q", "kind": "k", "depends_on": ["tool"]}]}),
-        )
+                {"name": "notify", "queue": "q", "kind": "k", "depends_on": ["tool"]}]}))
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
-    let wf = created.body["id"].as_str().unwrap().to_owned();
+    let wf = created.id();
     let shown = app.get(&format!("/v1/workflows/{wf}")).await;
     let job_of = |name: &str| {
         shown.body["jobs"]
@@ -239,27 +227,19 @@ async fn a_waiting_step_is_a_visible_job_that_can_be_cancelled() {
         .await;
     assert_eq!(bulk.status, StatusCode::BAD_REQUEST, "{}", bulk.text);
     assert!(bulk.text.contains("workflows"), "{}", bulk.text);
-    let retry = app
-        .call(Method::POST, &format!("/v1/jobs/{tool}/retry"), None)
-        .await;
+    let retry = app.act(&format!("/v1/jobs/{tool}/retry")).await;
     assert_eq!(retry.status, StatusCode::CONFLICT, "{}", retry.text);
     assert!(retry.text.contains("is waiting"), "{}", retry.text);
-    let delete = app
-        .call(Method::DELETE, &format!("/v1/jobs/{tool}"), None)
-        .await;
+    let delete = app.delete(&format!("/v1/jobs/{tool}")).await;
     assert_eq!(delete.status, StatusCode::CONFLICT, "{}", delete.text);
     assert!(delete.text.contains("cancel it first"), "{}", delete.text);
-    let delete = app
-        .call(Method::DELETE, &format!("/v1/jobs/{clone}"), None)
-        .await;
+    let delete = app.delete(&format!("/v1/jobs/{clone}")).await;
     assert_eq!(delete.status, StatusCode::CONFLICT, "{}", delete.text);
     assert!(delete.text.contains("live step"), "{}", delete.text);
 
     // Cancelling the waiting step: it ends without running; `notify` (a cancel edge) is
     // cancelled with it, `report` (ignore) no longer waits for it and is enqueued.
-    let cancel = app
-        .call(Method::POST, &format!("/v1/jobs/{tool}/cancel"), None)
-        .await;
+    let cancel = app.act(&format!("/v1/jobs/{tool}/cancel")).await;
     assert_eq!(cancel.status, StatusCode::OK, "{}", cancel.text);
     assert_eq!(cancel.body["result"], "cancelled");
     let got = app.get(&format!("/v1/jobs/{tool}")).await;
@@ -279,20 +259,14 @@ async fn a_waiting_step_is_a_visible_job_that_can_be_cancelled() {
     let shown = app.get(&format!("/v1/workflows/{wf}")).await;
     assert_eq!(shown.body["state"], "running");
     assert!(ids(&app.get("/v1/jobs?state=waiting").await).is_empty());
-    let again = app
-        .call(Method::POST, &format!("/v1/jobs/{tool}/cancel"), None)
-        .await;
+    let again = app.act(&format!("/v1/jobs/{tool}/cancel")).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
-    let retry = app
-        .call(Method::POST, &format!("/v1/jobs/{tool}/retry"), None)
-        .await;
+    let retry = app.act(&format!("/v1/jobs/{tool}/retry")).await;
     assert_eq!(retry.status, StatusCode::CONFLICT, "{}", retry.text);
     assert!(retry.text.contains("retry the workflow"), "{}", retry.text);
 
     // The workflow's retry runs what never ran: both wait for `clone` again.
-    let retried = app
-        .call(Method::POST, &format!("/v1/workflows/{wf}/retry"), None)
-        .await;
+    let retried = app.act(&format!("/v1/workflows/{wf}/retry")).await;
     assert_eq!(retried.status, StatusCode::OK, "{}", retried.text);
     assert_eq!(
         ids(&app.get("/v1/jobs?state=waiting").await),
@@ -300,11 +274,7 @@ async fn a_waiting_step_is_a_visible_job_that_can_be_cancelled() {
     );
 
     let missing = app
-        .call(
-            Method::POST,
-            &format!("/v1/jobs/{}/cancel", uuid::Uuid::now_v7()),
-            None,
-        )
+        .act(&format!("/v1/jobs/{}/cancel", uuid::Uuid::now_v7()))
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
 }
