@@ -19,10 +19,10 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Json, Path, Query, RequestId, int, parse_duration, parse_id};
-use crate::db::attempts::AttemptView;
+use crate::db::attempts::AttemptView as Attempt;
 use crate::db::due_work::{self, CancelResult, NewJob};
 use crate::db::events::Received;
-use crate::db::history::{self, JobFilter, JobView};
+use crate::db::history::{self, JobFilter, JobView as Job};
 use crate::db::workflows::StepOfJob;
 use crate::kinds::registry::KindsView;
 use crate::model::{self, JobState, limits};
@@ -50,119 +50,6 @@ impl JobState {
     /// against the copy (the dashboard pages) compiling until it drops the call.
     pub fn as_state(self) -> JobState {
         self
-    }
-}
-
-/// A job, live or finished.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Job {
-    /// Job id (UUIDv7, time-ordered).
-    pub id: Uuid,
-    /// Queue.
-    pub queue: String,
-    /// Kind.
-    pub kind: String,
-    /// Effective state.
-    pub state: StateName,
-    /// JSON payload.
-    pub payload: serde_json::Value,
-    /// Lower runs first.
-    pub priority: i16,
-    /// Attempts made, including a running one.
-    pub attempt: i32,
-    /// Attempts allowed.
-    pub max_attempts: i32,
-    /// Not before.
-    pub run_at: DateTime<Utc>,
-    /// Idempotency key.
-    pub unique_key: Option<String>,
-    /// Lease owner of a running job.
-    pub lease_owner: Option<Uuid>,
-    /// Schedule that created it.
-    pub schedule_id: Option<Uuid>,
-    /// Metadata (`request_id` of the enqueueing request, ...).
-    pub metadata: serde_json::Value,
-    /// Output of a completed job.
-    pub output: Option<serde_json::Value>,
-    /// Latest progress of a running job: `{"attempt", "percent", "message", "at"}`.
-    #[schema(value_type = Option<Object>)]
-    pub progress: Option<serde_json::Value>,
-    /// Last error.
-    pub last_error: Option<String>,
-    /// Enqueue time.
-    pub created_at: DateTime<Utc>,
-    /// Start of the latest attempt.
-    pub attempted_at: Option<DateTime<Utc>>,
-    /// Terminal time.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// The workflow it is a step of.
-    pub workflow_id: Option<Uuid>,
-}
-
-impl Job {
-    fn from_view(v: JobView) -> ApiResult<Job> {
-        let state: JobState = v.state.parse().map_err(|e: String| {
-            ApiError::Internal(format!("job {} has an unknown state: {e}", v.id))
-        })?;
-        Ok(Job {
-            id: v.id,
-            queue: v.queue,
-            kind: v.kind,
-            state,
-            payload: v.payload,
-            priority: v.priority,
-            attempt: v.attempt,
-            max_attempts: v.max_attempts,
-            run_at: v.run_at,
-            unique_key: v.unique_key,
-            lease_owner: v.lease_owner,
-            schedule_id: v.schedule_id,
-            metadata: v.metadata,
-            output: v.output,
-            progress: v.progress,
-            last_error: v.last_error,
-            created_at: v.created_at,
-            attempted_at: v.attempted_at,
-            finished_at: v.finished_at,
-            workflow_id: v.workflow_id,
-        })
-    }
-
-    fn is_terminal(&self) -> bool {
-        self.state.is_terminal()
-    }
-}
-
-/// One finished attempt with its captured output.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Attempt {
-    /// Attempt number (1-based).
-    pub attempt: i32,
-    /// Worker or pull lease owner that ran it.
-    pub worker_id: Option<Uuid>,
-    /// Start.
-    pub started_at: Option<DateTime<Utc>>,
-    /// End.
-    pub finished_at: DateTime<Utc>,
-    /// completed, retry, failed, snoozed, cancelled, lost or interrupted.
-    pub outcome: String,
-    /// Error message.
-    pub error: Option<String>,
-    /// Captured output excerpt (response body or stdout/stderr).
-    pub log: Option<String>,
-}
-
-impl From<AttemptView> for Attempt {
-    fn from(a: AttemptView) -> Attempt {
-        Attempt {
-            attempt: a.attempt,
-            worker_id: a.worker_id,
-            started_at: a.started_at,
-            finished_at: a.finished_at,
-            outcome: a.outcome,
-            error: a.error,
-            log: a.log,
-        }
     }
 }
 
@@ -583,16 +470,13 @@ pub async fn get(
     };
     Ok(Json(JobDetail {
         job,
-        attempts: attempts.into_iter().map(Attempt::from).collect(),
+        attempts,
         workflow_step,
     }))
 }
 
 async fn read_job(state: &AppState, id: Uuid) -> ApiResult<Option<Job>> {
-    history::get_job(state.pool(), id)
-        .await?
-        .map(Job::from_view)
-        .transpose()
+    Ok(history::get_job(state.pool(), id).await?)
 }
 
 /// Re-reads the job whenever an event names it (or events may have been missed) until
@@ -610,7 +494,7 @@ async fn wait_for_end(state: &AppState, id: Uuid, wait: Duration) -> ApiResult<O
         let job = read_job(state, id).await?;
         match job {
             None => return Ok(last_live.map(completed_unkept)),
-            Some(j) if j.is_terminal() => return Ok(Some(j)),
+            Some(j) if j.state.is_terminal() => return Ok(Some(j)),
             Some(j) => last_live = Some(j),
         }
         let woke = tokio::select! {
@@ -796,11 +680,7 @@ pub async fn list(
     let page =
         history::list_jobs_budgeted(state.pool(), &filter, state.settings().search_scan_budget)
             .await?;
-    let jobs = page
-        .jobs
-        .into_iter()
-        .map(Job::from_view)
-        .collect::<ApiResult<Vec<_>>>()?;
+    let jobs = page.jobs;
     let searched_to = page.searched_to.map(|id| id.to_string());
     let next_cursor = match &searched_to {
         Some(mark) => Some(mark.clone()),
@@ -925,7 +805,5 @@ pub async fn attempts(
     if attempts.is_empty() && history::get_job(state.pool(), id).await?.is_none() {
         return Err(ApiError::NotFound(format!("job {id} not found")));
     }
-    Ok(Json(AttemptList {
-        attempts: attempts.into_iter().map(Attempt::from).collect(),
-    }))
+    Ok(Json(AttemptList { attempts }))
 }

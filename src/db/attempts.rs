@@ -8,12 +8,15 @@ use uuid::Uuid;
 
 use super::Result;
 
-/// One finished attempt.
-#[derive(Debug, Clone, Serialize, FromRow)]
+// One type for the row and the API's `Attempt`: its doc comments are the OpenAPI
+// document's.
+/// One finished attempt with its captured output.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = Attempt)]
 pub struct AttemptView {
     /// Attempt number (1-based).
     pub attempt: i32,
-    /// Worker that ran it.
+    /// Worker or pull lease owner that ran it.
     pub worker_id: Option<Uuid>,
     /// Start.
     pub started_at: Option<DateTime<Utc>>,

@@ -11,23 +11,29 @@ use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
 use super::Result;
+use crate::model::JobState;
 
-/// A job as operators and API callers see it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+// One type for the row and the API's `Job`: its doc comments are the OpenAPI document's.
+/// A job, live or finished.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = Job)]
 pub struct JobView {
-    /// Job id.
+    /// Job id (UUIDv7, time-ordered).
     pub id: Uuid,
     /// Queue.
     pub queue: String,
     /// Kind.
     pub kind: String,
-    /// Effective state: a 'scheduled' row whose run_at has passed reads as 'available'.
-    pub state: String,
+    // The effective state: a 'scheduled' row whose run_at has passed reads as
+    // 'available'. A name no `JobState` knows is a decode error.
+    /// Effective state.
+    #[sqlx(try_from = "String")]
+    pub state: JobState,
     /// JSON payload.
     pub payload: serde_json::Value,
     /// Lower runs first.
     pub priority: i16,
-    /// Attempts made (including a running one).
+    /// Attempts made, including a running one.
     pub attempt: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
@@ -35,18 +41,20 @@ pub struct JobView {
     pub run_at: DateTime<Utc>,
     /// Idempotency key.
     pub unique_key: Option<String>,
-    /// Worker holding the lease (running jobs).
+    /// Lease owner of a running job.
     pub lease_owner: Option<Uuid>,
     /// Schedule that created it.
     pub schedule_id: Option<Uuid>,
-    /// Metadata.
+    /// Metadata (`request_id` of the enqueueing request, ...).
     pub metadata: serde_json::Value,
     /// Output of a completed job.
     pub output: Option<serde_json::Value>,
-    /// Latest progress of a running job (read by the single-job lookup only).
+    // Read by the single-job lookup only.
+    /// Latest progress of a running job: `{"attempt", "percent", "message", "at"}`.
+    #[schema(value_type = Option<Object>)]
     #[sqlx(default)]
     pub progress: Option<serde_json::Value>,
-    /// Last error message.
+    /// Last error.
     pub last_error: Option<String>,
     /// Enqueue time.
     pub created_at: DateTime<Utc>,
