@@ -167,7 +167,12 @@ pub async fn set_paused(
     .bind(next_run_at)
     .execute(pool)
     .await?;
-    if n.rows_affected() == 0 {
+    found(n.rows_affected(), name)
+}
+
+/// `Ok` when a statement on schedule `name` changed a row, else `NotFound` naming it.
+fn found(rows_affected: u64, name: &str) -> Result<()> {
+    if rows_affected == 0 {
         return Err(Error::NotFound {
             what: "schedule",
             id: name.to_owned(),
@@ -182,13 +187,7 @@ pub async fn delete(pool: &PgPool, name: &str) -> Result<()> {
         .bind(name)
         .execute(pool)
         .await?;
-    if n.rows_affected() == 0 {
-        return Err(Error::NotFound {
-            what: "schedule",
-            id: name.to_owned(),
-        });
-    }
-    Ok(())
+    found(n.rows_affected(), name)
 }
 
 /// Deletes declared schedules no longer in the file (the caller refuses an empty
