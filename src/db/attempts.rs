@@ -1,5 +1,5 @@
 //! `job_attempts`: one row per finished attempt, written by the finish and rescue
-//! statements in due_work.rs. This module only reads them.
+//! statements in `due_work`. This module only reads them.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

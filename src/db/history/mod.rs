@@ -1,9 +1,10 @@
 //! Reading jobs wherever they live: `due_work` (live) and `job_history` (terminal), and
 //! the upkeep of the history tables' partitions (`job_history`, `job_attempts`).
 //!
-//! The writes that move rows into history live in due_work.rs, in the same statements
-//! as the transitions that cause them; here are only reads and the retention service's
-//! partition changes, each a lock-bounded function of migration 0010.
+//! The writes that move rows into history live in `due_work` (`finish`, `lease`,
+//! `cancel`), in the same statements as the transitions that cause them; here are only
+//! reads and the retention service's partition changes, each a lock-bounded function of
+//! migration 0010.
 //!
 //! Here the job as read (`JobView`) and the single-job lookup; `list` holds the filtered,
 //! paged and searched list, `partitions` the partition upkeep.
