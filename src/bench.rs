@@ -151,11 +151,13 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
                 "bench: starting a local PostgreSQL under {} (fsync and synchronous_commit on)",
                 base.display()
             );
-            let pg = tokio::task::spawn_blocking(move || {
-                LocalPg::start(&base, &StartOptions::default())
-            })
-            .await?
-            .context("while starting a local PostgreSQL for the bench")?;
+            let options = StartOptions {
+                commit_timestamps: matches!(args.scenario, Scenario::Workflows),
+                ..StartOptions::default()
+            };
+            let pg = tokio::task::spawn_blocking(move || LocalPg::start(&base, &options))
+                .await?
+                .context("while starting a local PostgreSQL for the bench")?;
             (pg.url("postgres"), Some(pg))
         }
     };

@@ -44,6 +44,9 @@ pub struct StartOptions {
     pub unsafe_fast: bool,
     /// Server max_connections.
     pub max_connections: u32,
+    /// Record commit timestamps (`track_commit_timestamp`): the workflows bench times
+    /// activation from the commit of the finish that made a step claimable.
+    pub commit_timestamps: bool,
 }
 
 impl Default for StartOptions {
@@ -51,6 +54,7 @@ impl Default for StartOptions {
         StartOptions {
             unsafe_fast: false,
             max_connections: 200,
+            commit_timestamps: false,
         }
     }
 }
@@ -122,6 +126,9 @@ impl LocalPg {
         );
         if options.unsafe_fast {
             opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        if options.commit_timestamps {
+            opts.push_str(" -c track_commit_timestamp=on");
         }
         run(
             command(&pg.bin, "pg_ctl", as_root)

@@ -258,6 +258,25 @@ pub fn parse_duration(field: &str, text: &str, positive: bool) -> ApiResult<Dura
     Ok(crate::model::parse_wire_duration(field, text, zero)?)
 }
 
+/// A number field inside `range`; 400 naming the field and the range otherwise.
+pub fn check_range<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> ApiResult<T> {
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    Err(ApiError::invalid(
+        field,
+        format!(
+            "{value} is out of range {}..={}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
 /// Integer fields that also take `3.0`: JSON Schema's `integer` admits a number with a
 /// zero fraction, and the OpenAPI document promises what JSON Schema means.
 pub mod int {

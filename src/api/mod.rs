@@ -7,7 +7,7 @@
 //! it on a listener until shutdown, together with the one LISTEN connection that feeds
 //! live events.
 
-pub mod dashboard;
+pub mod audit;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -15,10 +15,12 @@ pub mod health;
 pub mod jobs;
 pub mod kinds;
 pub mod openapi;
+pub mod paging;
 pub mod pull;
 pub mod queues;
 pub mod schedules;
 pub mod snapshot;
+pub mod stats;
 pub mod workers;
 pub mod workflows;
 
@@ -41,7 +43,7 @@ use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::Config;
+use crate::config::{Config, Redacted};
 use crate::db::{self, events::Received};
 use crate::model::Backoff;
 use error::ApiError;
@@ -93,11 +95,8 @@ pub struct ApiSettings {
 impl std::fmt::Debug for ApiSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiSettings")
-            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
-            .field(
-                "readonly_tokens",
-                &format_args!("[{} redacted]", self.readonly_tokens.len()),
-            )
+            .field("tokens", &Redacted(&self.tokens))
+            .field("readonly_tokens", &Redacted(&self.readonly_tokens))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_batch", &self.max_batch)
             .finish_non_exhaustive()
@@ -262,12 +261,12 @@ fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::pause))
         .routes(routes!(schedules::resume))
         .routes(routes!(schedules::trigger))
-        .routes(routes!(dashboard::stats))
-        .routes(routes!(dashboard::delete_job))
-        .routes(routes!(dashboard::run_now))
-        .routes(routes!(dashboard::bulk_count))
-        .routes(routes!(dashboard::bulk_run))
-        .routes(routes!(dashboard::audit_log))
+        .routes(routes!(stats::stats))
+        .routes(routes!(jobs::delete_job))
+        .routes(routes!(jobs::run_now))
+        .routes(routes!(jobs::bulk_count))
+        .routes(routes!(jobs::bulk_run))
+        .routes(routes!(audit::audit_log))
         .routes(routes!(workflows::submit, workflows::list))
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::cancel))

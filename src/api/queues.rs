@@ -83,10 +83,7 @@ pub async fn pause(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Queue>> {
-    check_name("name", &name)?;
-    queues::set_paused(state.pool(), &name, true).await?;
-    tracing::info!(queue = %name, "queue paused");
-    Ok(Json(one(&state, &name).await?))
+    set_paused(&state, &name, true).await
 }
 
 /// Resume a paused queue.
@@ -104,10 +101,19 @@ pub async fn resume(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Queue>> {
-    check_name("name", &name)?;
-    queues::set_paused(state.pool(), &name, false).await?;
-    tracing::info!(queue = %name, "queue resumed");
-    Ok(Json(one(&state, &name).await?))
+    set_paused(&state, &name, false).await
+}
+
+/// Pauses or resumes `name` and answers with the queue.
+async fn set_paused(state: &AppState, name: &str, paused: bool) -> ApiResult<Json<Queue>> {
+    check_name("name", name)?;
+    queues::set_paused(state.pool(), name, paused).await?;
+    if paused {
+        tracing::info!(queue = %name, "queue paused");
+    } else {
+        tracing::info!(queue = %name, "queue resumed");
+    }
+    Ok(Json(one(state, name).await?))
 }
 
 /// Queue defaults to change; absent fields stay as they are.

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Json, Path, Query, parse_id};
+use super::paging::{next_key, parse_cursor};
 use crate::db::workflows::{self, StepRef, Workflow, WorkflowSummary};
 
 /// What a failed or cancelled dependency means for its dependent.
@@ -216,22 +217,13 @@ pub async fn list(
             format!("{s:?} is not one of running, completed, failed, cancelled"),
         ));
     }
-    let before = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Uuid::parse_str(c)
-                .map_err(|_| ApiError::invalid("cursor", "not a cursor returned by this API"))
-        })
-        .transpose()?;
+    let before = parse_cursor(q.cursor.as_deref())?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be in 1..=1000"));
     }
     let workflows = workflows::list(state.pool(), q.state.as_deref(), before, limit).await?;
-    let next_cursor = (workflows.len() as i64 == limit)
-        .then(|| workflows.last().map(|w| w.id.to_string()))
-        .flatten();
+    let next_cursor = next_key(&workflows, limit, |w| w.id.to_string());
     Ok(Json(WorkflowPage {
         workflows,
         next_cursor,

@@ -240,17 +240,23 @@ pub struct ApiConfig {
     pub db_pool_size: u32,
 }
 
+/// Tokens as a log line or an error message may show them: how many, never their text.
+pub struct Redacted<'a>(pub &'a [String]);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{} redacted]", self.0.len())
+    }
+}
+
 // Written by hand so that tokens never reach a log line or an error message.
 impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiConfig")
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
-            .field(
-                "readonly_tokens",
-                &format_args!("[{} redacted]", self.readonly_tokens.len()),
-            )
+            .field("tokens", &Redacted(&self.tokens))
+            .field("readonly_tokens", &Redacted(&self.readonly_tokens))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_batch", &self.max_batch)
             .field("max_wait", &self.max_wait)

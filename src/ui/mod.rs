@@ -21,7 +21,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use crate::api::AppState;
+use crate::api::{self, AppState, jobs, queues, schedules};
+use pages::action;
 
 /// Content-Security-Policy of every dashboard answer: scripts and styles only from our
 /// own embedded files (no inline script, no eval), no framing by anyone.
@@ -40,31 +41,65 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/fragments/jobs", get(pages::jobs_fragment))
         .route("/ui/jobs/{id}", get(pages::job))
         .route("/ui/fragments/jobs/{id}", get(pages::job_fragment))
-        .route("/ui/jobs/{id}/cancel", post(pages::job_cancel))
-        .route("/ui/jobs/{id}/retry", post(pages::job_retry))
+        .route(
+            "/ui/jobs/{id}/cancel",
+            action(jobs::cancel, |id, r| {
+                format!("/ui/jobs/{id}?done={}", r.0.result)
+            }),
+        )
+        .route(
+            "/ui/jobs/{id}/retry",
+            action(jobs::retry, |id, _| format!("/ui/jobs/{id}?done=retried")),
+        )
         .route("/ui/jobs/{id}/delete", post(pages::job_delete))
-        .route("/ui/jobs/{id}/run-now", post(pages::job_run_now))
+        .route(
+            "/ui/jobs/{id}/run-now",
+            action(jobs::run_now, |id, _| format!("/ui/jobs/{id}?done=run_now")),
+        )
         .route("/ui/enqueue", get(pages::enqueue_form).post(pages::enqueue))
         .route("/ui/queues", get(pages::queues))
         .route(
             "/ui/queues/{name}",
             get(pages::queue_form).post(pages::queue_save),
         )
-        .route("/ui/queues/{name}/pause", post(pages::queue_pause))
-        .route("/ui/queues/{name}/resume", post(pages::queue_resume))
+        .route(
+            "/ui/queues/{name}/pause",
+            action(queues::pause, |_, _| "/ui/queues?done=paused".into()),
+        )
+        .route(
+            "/ui/queues/{name}/resume",
+            action(queues::resume, |_, _| "/ui/queues?done=resumed".into()),
+        )
         .route(
             "/ui/schedules",
             get(pages::schedules).post(pages::schedule_save),
         )
         .route("/ui/schedules-new", get(pages::schedule_form))
         .route("/ui/schedules/{name}", get(pages::schedule))
-        .route("/ui/schedules/{name}/pause", post(pages::schedule_pause))
-        .route("/ui/schedules/{name}/resume", post(pages::schedule_resume))
+        .route(
+            "/ui/schedules/{name}/pause",
+            action(schedules::pause, |_, _| {
+                "/ui/schedules?done=schedule_paused".into()
+            }),
+        )
+        .route(
+            "/ui/schedules/{name}/resume",
+            action(schedules::resume, |_, _| {
+                "/ui/schedules?done=schedule_resumed".into()
+            }),
+        )
         .route(
             "/ui/schedules/{name}/trigger",
-            post(pages::schedule_trigger),
+            action(schedules::trigger, |_, t| {
+                format!("/ui/jobs/{}", t.0.job_id)
+            }),
         )
-        .route("/ui/schedules/{name}/delete", post(pages::schedule_delete))
+        .route(
+            "/ui/schedules/{name}/delete",
+            action(schedules::delete, |_, _| {
+                "/ui/schedules?done=schedule_deleted".into()
+            }),
+        )
         .route("/ui/workers", get(pages::workers))
         .route("/ui/workflows", get(workflows::workflows))
         .route(
@@ -78,9 +113,16 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route(
             "/ui/workflows/{id}/cancel",
-            post(workflows::workflow_cancel),
+            action(api::workflows::cancel, |id, _| {
+                format!("/ui/workflows/{id}?done=cancelled")
+            }),
         )
-        .route("/ui/workflows/{id}/retry", post(workflows::workflow_retry))
+        .route(
+            "/ui/workflows/{id}/retry",
+            action(api::workflows::retry, |id, _| {
+                format!("/ui/workflows/{id}?done=retried")
+            }),
+        )
         .route("/ui/bulk/preview", post(pages::bulk_preview))
         .route("/ui/bulk/run", post(pages::bulk_run))
         .route("/ui/audit", get(pages::audit))

@@ -9,26 +9,17 @@ use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::auth::Viewer;
-use super::layout::{self, csrf_field, page, pretty, respond, state_badge, time, time_opt};
+use super::layout::{csrf_field, page, pretty, respond, state_badge, time, time_opt};
+use super::pages::{Page, refused};
 use crate::api::AppState;
-use crate::api::error::ApiError;
 use crate::api::extract::Path;
 use crate::api::workflows::{self as api, ListQuery};
 use crate::db::workflows::{Step, Workflow};
-
-type Page = Result<Response, Response>;
-
-fn refused(viewer: &Viewer, e: ApiError) -> Response {
-    match e {
-        ApiError::Internal(detail) => layout::internal(&detail),
-        other => layout::error_page(viewer, other.status(), &other.to_string()),
-    }
-}
 
 /// `?state=` of the list and `?done=` after an action.
 #[derive(Debug, Default, Deserialize)]
@@ -291,28 +282,4 @@ pub async fn workflow_fragment(
     Path(id): Path<String>,
 ) -> Page {
     Ok(respond(StatusCode::OK, detail(&state, &viewer, &id).await?))
-}
-
-/// Cancel a workflow.
-pub async fn workflow_cancel(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-) -> Page {
-    api::cancel(State(state), Path(id.clone()))
-        .await
-        .map_err(|e| refused(&viewer, e))?;
-    Ok(Redirect::to(&format!("/ui/workflows/{id}?done=cancelled")).into_response())
-}
-
-/// Retry a workflow's failed and cancelled steps.
-pub async fn workflow_retry(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-) -> Page {
-    api::retry(State(state), Path(id.clone()))
-        .await
-        .map_err(|e| refused(&viewer, e))?;
-    Ok(Redirect::to(&format!("/ui/workflows/{id}?done=retried")).into_response())
 }

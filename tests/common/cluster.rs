@@ -37,6 +37,7 @@ impl PrivateCluster {
                 &StartOptions {
                     unsafe_fast: matches!(durability, Durability::Fast),
                     max_connections: 100,
+                    ..Default::default()
                 },
             )
         })

@@ -53,6 +53,7 @@ fn cluster() -> &'static (String, Option<LocalPg>) {
             &StartOptions {
                 unsafe_fast: true,
                 max_connections: 500,
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("cannot start the test cluster: {e}"));

@@ -12,10 +12,11 @@ use uuid::Uuid;
 
 use super::super::AppState;
 use super::super::error::{ApiError, ApiResult, ErrorBody};
-use super::super::extract::{Json, int, parse_duration};
+use super::super::extract::{Json, check_range, int, parse_duration};
 use super::super::jobs::check_name;
 use super::{
-    CLAIM_MARGIN, MAX_CLAIM_WAIT, MAX_JOBS, MAX_QUEUES, NO_SNOOZE_BUDGET, QueueName, lease_from,
+    CLAIM_MARGIN, MAX_CLAIM_WAIT, MAX_JOBS, MAX_QUEUES, NO_SNOOZE_BUDGET, QueueName, finish,
+    lease_from,
 };
 use crate::db::due_work::{self, Finish, FinishKind};
 use crate::db::events::Received;
@@ -109,13 +110,7 @@ pub async fn claim(
     for (i, q) in req.queues.iter().enumerate() {
         check_name(&format!("queues[{i}]"), q)?;
     }
-    let limit = req.limit.unwrap_or(1) as usize;
-    if !(1..=MAX_JOBS).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("{limit} is out of range 1..={MAX_JOBS}"),
-        ));
-    }
+    let limit = check_range("limit", req.limit.unwrap_or(1) as usize, 1..=MAX_JOBS)?;
     let lease = lease_from(&state, req.lease_seconds)?;
     let wait = match &req.wait {
         None => Duration::ZERO,
@@ -271,15 +266,7 @@ async fn hand_back(pool: &crate::db::Pool, owner: Uuid, jobs: &[crate::model::Cl
     }
     let batch: Vec<Finish> = jobs
         .iter()
-        .map(|j| Finish {
-            id: j.id,
-            attempt: j.attempt,
-            outcome: FinishKind::Interrupted,
-            next_run_at: None,
-            error: None,
-            output: None,
-            log: None,
-        })
+        .map(|j| finish(j.id, j.attempt, FinishKind::Interrupted))
         .collect();
     if let Err(e) = due_work::finish_many(pool, owner, NO_SNOOZE_BUDGET, &batch).await {
         tracing::warn!(lease_owner = %owner, jobs = jobs.len(), error = %e, "cannot hand back unclaimed pull jobs; their leases will expire");

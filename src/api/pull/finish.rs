@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::super::AppState;
 use super::super::error::{ApiError, ApiResult, ErrorBody};
 use super::super::extract::{Json, Path, parse_duration, parse_id};
-use super::super::jobs::has_nul;
-use super::{NO_SNOOZE_BUDGET, attempt_number};
+use super::super::jobs::{check_no_nul, check_size};
+use super::{NO_SNOOZE_BUDGET, attempt_number, finish};
 use crate::db::due_work::{self, Finish, FinishKind};
 use crate::db::{history, queues};
 use crate::model::{self, Backoff, Settled};
@@ -174,35 +174,18 @@ pub async fn complete(
     Json(req): Json<CompleteRequest>,
 ) -> ApiResult<Json<FinishResponse>> {
     let id = parse_id("id", &id)?;
-    if req.output.as_ref().is_some_and(has_nul) {
-        return Err(ApiError::invalid(
-            "output",
-            "strings must not contain U+0000",
-        ));
-    }
     if let Some(output) = &req.output {
-        let size = serde_json::to_string(output)
-            .map(|s| s.len())
-            .unwrap_or(usize::MAX);
-        let limit = state.settings().max_payload_bytes;
-        if size > limit {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "output: {size} bytes exceeds the limit of {limit} bytes"
-            )));
-        }
+        check_no_nul("output", output)?;
+        check_size("output", output, state.settings().max_payload_bytes)?;
     }
     let job = leased_job(&state, id, req.lease_owner, req.attempt).await?;
     // apply() sanitizes: NUL in the log, numbers beyond numeric in the output.
-    let finish = Finish {
-        id,
-        attempt: req.attempt,
-        outcome: FinishKind::Completed,
-        next_run_at: None,
-        error: None,
+    let done = Finish {
         output: req.output,
         log: req.log,
+        ..finish(id, req.attempt, FinishKind::Completed)
     };
-    apply(&state, req.lease_owner, &job, finish).await
+    apply(&state, req.lease_owner, &job, done).await
 }
 
 /// Fail an attempt of a job you claimed: retried with backoff (or after `retry_after`)
@@ -238,29 +221,25 @@ pub async fn fail(
         .transpose()?;
     let job = leased_job(&state, id, req.lease_owner, req.attempt).await?;
     // apply() sanitizes and bounds the error and log.
-    let mut finish = Finish {
-        id,
-        attempt: req.attempt,
-        outcome: FinishKind::Failed,
-        next_run_at: None,
+    let mut failed = Finish {
         error: Some(req.error),
-        output: None,
         log: req.log,
+        ..finish(id, req.attempt, FinishKind::Failed)
     };
     // The built-in worker's decision (model::settle): a retryable failure with
     // attempts left is rescheduled with the queue's (else the configured) backoff.
     let retryable = req.retryable != Some(false);
     if req.cancelled == Some(true) {
-        finish.outcome = FinishKind::Cancelled;
+        failed.outcome = FinishKind::Cancelled;
     } else if model::settle(retryable, job.attempt, job.max_attempts) == Settled::Retry {
         let delay = match retry_after {
             Some(d) => d,
             None => queue_backoff(&state, &job.queue).await?.delay(job.attempt),
         };
-        finish.outcome = FinishKind::Retry;
-        finish.next_run_at = Some(model::delayed(Utc::now(), delay));
+        failed.outcome = FinishKind::Retry;
+        failed.next_run_at = Some(model::delayed(Utc::now(), delay));
     }
-    apply(&state, req.lease_owner, &job, finish).await
+    apply(&state, req.lease_owner, &job, failed).await
 }
 
 async fn queue_backoff(state: &AppState, queue: &str) -> ApiResult<Backoff> {

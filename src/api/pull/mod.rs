@@ -23,10 +23,12 @@ pub mod heartbeat;
 use std::time::Duration;
 
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, ApiResult};
-use super::extract::int;
+use super::error::ApiResult;
+use super::extract::{check_range, int};
+use crate::db::due_work::{Finish, FinishKind};
 
 /// A queue name (`model::validate_name`), for the OpenAPI document.
 #[derive(ToSchema)]
@@ -47,6 +49,20 @@ const LEASE_RANGE: std::ops::RangeInclusive<u32> = 2..=3600;
 /// Pull clients never snooze (a fail with retry_after is a retry), so no budget applies.
 pub(super) const NO_SNOOZE_BUDGET: u32 = u32::MAX;
 
+/// Outcome `outcome` of attempt `attempt` of job `id`, with no time, error, output or log
+/// yet.
+pub(super) fn finish(id: Uuid, attempt: i32, outcome: FinishKind) -> Finish {
+    Finish {
+        id,
+        attempt,
+        outcome,
+        next_run_at: None,
+        error: None,
+        output: None,
+        log: None,
+    }
+}
+
 /// A required attempt number, 1 or more (accepts `2.0` like the other integers).
 pub(super) fn attempt_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
     use serde::de::Error;
@@ -63,10 +79,8 @@ pub(super) fn attempt_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i
 pub(super) fn lease_from(state: &AppState, lease_seconds: Option<u32>) -> ApiResult<Duration> {
     match lease_seconds {
         None => Ok(state.settings().lease),
-        Some(s) if LEASE_RANGE.contains(&s) => Ok(Duration::from_secs(u64::from(s))),
-        Some(s) => Err(ApiError::invalid(
-            "lease_seconds",
-            format!("{s} is out of range 2..=3600"),
-        )),
+        Some(s) => {
+            check_range("lease_seconds", s, LEASE_RANGE).map(|s| Duration::from_secs(u64::from(s)))
+        }
     }
 }

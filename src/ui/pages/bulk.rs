@@ -93,7 +93,7 @@ pub async fn bulk_preview(
 ) -> Page {
     let f = BulkForm::parse(&body).map_err(|e| refused(&viewer, e))?;
     let req = bulk_request(&f).map_err(|e| refused(&viewer, e))?;
-    let count = dashboard::bulk_count(State(state), Json(req.clone()))
+    let count = jobs::bulk_count(State(state), Json(req.clone()))
         .await
         .map_err(|e| refused(&viewer, e))?
         .0;
@@ -131,7 +131,7 @@ pub async fn bulk_run(
 ) -> Page {
     let f = BulkForm::parse(&body).map_err(|e| refused(&viewer, e))?;
     let req = bulk_request(&f).map_err(|e| refused(&viewer, e))?;
-    let r = dashboard::bulk_run(State(state), Extension(access), Json(req))
+    let r = jobs::bulk_run(State(state), Extension(access), Json(req))
         .await
         .map_err(|e| refused(&viewer, e))?
         .0;
@@ -163,7 +163,7 @@ pub async fn audit(
     viewer: Viewer,
     Query(p): Query<AuditPaging>,
 ) -> Page {
-    let page_ = dashboard::audit_log(
+    let page_ = audit::audit_log(
         State(state),
         crate::api::extract::Query(AuditQuery {
             before: p.before,

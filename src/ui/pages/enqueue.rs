@@ -81,17 +81,10 @@ pub async fn enqueue(
     Form(f): Form<EnqueueForm>,
 ) -> Page {
     let built = (|| -> Result<EnqueueRequest, ApiError> {
-        let payload = match given(&f.payload) {
-            None => None,
-            Some(text) => Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| ApiError::invalid("payload", format!("is not valid JSON: {e}")))?,
-            ),
-        };
         Ok(EnqueueRequest {
             queue: given(&f.queue),
             kind: given(&f.kind).unwrap_or_default(),
-            payload,
+            payload: json_field("payload", &f.payload)?,
             priority: int_field("priority", &f.priority)?,
             run_at: None,
             delay: given(&f.delay),

@@ -42,7 +42,7 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
     .0;
     let j = &detail.job;
     let s = state_name(j.state);
-    let terminal = j.state.as_state().is_terminal();
+    let terminal = j.state.is_terminal();
     // A workflow step that ended without running has no job row to retry or delete:
     // its workflow's retry runs it.
     let never_ran = terminal && j.attempt == 0 && detail.workflow_step.is_some();
@@ -158,44 +158,6 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
     })
 }
 
-/// Cancel a job (the API's rules and answers).
-pub async fn job_cancel(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-) -> Page {
-    act(&viewer, jobs::cancel(State(state), Path(id.clone())), |r| {
-        format!("/ui/jobs/{id}?done={}", r.0.result)
-    })
-    .await
-}
-
-/// Retry a failed or cancelled job.
-pub async fn job_retry(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-) -> Page {
-    act(&viewer, jobs::retry(State(state), Path(id.clone())), |_| {
-        format!("/ui/jobs/{id}?done=retried")
-    })
-    .await
-}
-
-/// Make a job waiting for a future time due now.
-pub async fn job_run_now(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-) -> Page {
-    act(
-        &viewer,
-        dashboard::run_now(State(state), Path(id.clone())),
-        |_| format!("/ui/jobs/{id}?done=run_now"),
-    )
-    .await
-}
-
 /// Delete a finished or waiting job.
 pub async fn job_delete(
     State(state): State<AppState>,
@@ -205,7 +167,7 @@ pub async fn job_delete(
 ) -> Page {
     act(
         &viewer,
-        dashboard::delete_job(State(state), Extension(access), Path(id)),
+        jobs::delete_job(State(state), Extension(access), Path(id)),
         |_| "/ui/jobs?done=deleted".into(),
     )
     .await

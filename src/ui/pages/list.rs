@@ -53,13 +53,14 @@ impl JobsQuery {
     }
 }
 
-async fn job_page(state: &AppState, q: &JobsQuery) -> Result<JobPage, ApiError> {
+/// The page of jobs `q` asks for, or the page saying why not.
+async fn job_page(state: &AppState, viewer: &Viewer, q: &JobsQuery) -> Result<JobPage, Response> {
     let page = jobs::list(
         State(state.clone()),
         crate::api::extract::Query(ListQuery {
             queue: given(&q.queue),
             kind: given(&q.kind),
-            state: parse_state(&q.state)?,
+            state: parse_state(&q.state).map_err(|e| refused(viewer, e))?,
             created_after: utc_time(&q.created_after),
             created_before: utc_time(&q.created_before),
             schedule: given(&q.schedule),
@@ -70,7 +71,8 @@ async fn job_page(state: &AppState, q: &JobsQuery) -> Result<JobPage, ApiError> 
             limit: Some(50),
         }),
     )
-    .await?
+    .await
+    .map_err(|e| refused(viewer, e))?
     .0;
     Ok(page)
 }
@@ -81,9 +83,7 @@ pub async fn jobs(
     viewer: Viewer,
     Query(q): Query<JobsQuery>,
 ) -> Page {
-    let found = job_page(&state, &q)
-        .await
-        .map_err(|e| refused(&viewer, e))?;
+    let found = job_page(&state, &viewer, &q).await?;
     let known = known_names(&state).await;
     let body = html! {
         form.filters method="get" action="/ui/jobs" role="search" {
@@ -148,9 +148,7 @@ pub async fn jobs_fragment(
     viewer: Viewer,
     Query(q): Query<JobsQuery>,
 ) -> Page {
-    let found = job_page(&state, &q)
-        .await
-        .map_err(|e| refused(&viewer, e))?;
+    let found = job_page(&state, &viewer, &q).await?;
     ok(jobs_table(&q, &found, viewer.access.can_write()))
 }
 

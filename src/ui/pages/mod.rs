@@ -9,6 +9,7 @@
 use axum::extract::{Extension, Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{MethodRouter, post};
 use chrono::Utc;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -18,11 +19,14 @@ use super::layout::{
     self, csrf_field, flash_banner, page, pretty, respond, seconds, state_badge, time, time_opt,
     viewer_time,
 };
-use crate::api::dashboard::{self, AuditQuery, BulkRequest, StatsQuery};
+use crate::api::audit::{self, AuditQuery};
 use crate::api::error::ApiError;
 use crate::api::extract::{Access, Json, Path, RequestId};
-use crate::api::jobs::{self, EnqueueRequest, GetQuery, JobPage, ListQuery, StateName};
+use crate::api::jobs::{
+    self, BulkRequest, EnqueueRequest, GetQuery, JobPage, ListQuery, StateName,
+};
 use crate::api::queues::{self, QueueSettingsRequest};
+use crate::api::stats::{self, StatsQuery};
 use crate::api::{AppState, schedules, workers};
 
 mod bulk;
@@ -38,7 +42,8 @@ pub use self::{
     bulk::*, enqueue::*, job::*, list::*, overview::*, queue::*, schedule::*, worker::*,
 };
 
-type Page = Result<Response, Response>;
+/// A page, or the page that says why not.
+pub(super) type Page = Result<Response, Response>;
 
 /// When a live part of a page re-reads itself: on `live`, which app.js fires (at most
 /// once a second) when the page's event stream (`/ui/events`, the `data-live` filter)
@@ -47,7 +52,7 @@ type Page = Result<Response, Response>;
 const LIVE_TRIGGER: &str = "live, every 30s";
 
 /// An API refusal as a page naming the problem; our own failure as the generic page.
-fn refused(viewer: &Viewer, e: ApiError) -> Response {
+pub(super) fn refused(viewer: &Viewer, e: ApiError) -> Response {
     match e {
         ApiError::Internal(detail) => layout::internal(&detail),
         other => layout::error_page(viewer, other.status(), &other.to_string()),
@@ -63,6 +68,28 @@ async fn act<T>(
 ) -> Page {
     let done = call.await.map_err(|e| refused(viewer, e))?;
     Ok(Redirect::to(&to(done)).into_response())
+}
+
+/// A dashboard action's route: runs the `/v1` handler `call` on the path's key (a name or
+/// an id), then redirects to `to(key, answer)`, or shows the refusal. Each action is
+/// one line of the router instead of a handler of its own.
+pub(super) fn action<F, Fut, T>(call: F, to: fn(&str, T) -> String) -> MethodRouter<AppState>
+where
+    F: Fn(State<AppState>, Path<String>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    T: Send + 'static,
+{
+    post(
+        move |State(state): State<AppState>, viewer: Viewer, Path(key): Path<String>| {
+            let call = call.clone();
+            async move {
+                act(&viewer, call(State(state), Path(key.clone())), |done| {
+                    to(&key, done)
+                })
+                .await
+            }
+        },
+    )
 }
 
 /// A submitted form's outcome: a redirect to the `Ok` address, or the form again
@@ -150,7 +177,7 @@ fn time_fields(after: &Option<String>, before: &Option<String>) -> Markup {
 }
 
 fn state_name(s: StateName) -> &'static str {
-    s.as_state().as_str()
+    s.as_str()
 }
 
 fn short(id: &str) -> String {
@@ -208,6 +235,16 @@ fn action_button(
             button type="submit" id=(id) { (label) }
         }
     }
+}
+
+/// A JSON form field (payloads); empty means not given.
+fn json_field(name: &str, v: &Option<String>) -> Result<Option<serde_json::Value>, ApiError> {
+    given(v)
+        .map(|text| {
+            serde_json::from_str(&text)
+                .map_err(|e| ApiError::invalid(name, format!("is not valid JSON: {e}")))
+        })
+        .transpose()
 }
 
 fn int_field(name: &str, v: &Option<String>) -> Result<Option<i32>, ApiError> {

@@ -23,7 +23,7 @@ async fn overview_body(state: &AppState, viewer: &Viewer) -> Result<Markup, Resp
         .map_err(|e| refused(viewer, e))?
         .0
         .queues;
-    let stats = dashboard::stats(
+    let stats = stats::stats(
         State(state.clone()),
         crate::api::extract::Query(StatsQuery { minutes: Some(60) }),
     )

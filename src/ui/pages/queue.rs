@@ -62,30 +62,6 @@ fn opt(v: Option<i32>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "—".into())
 }
 
-/// Pause a queue.
-pub async fn queue_pause(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(name): Path<String>,
-) -> Page {
-    act(&viewer, queues::pause(State(state), Path(name)), |_| {
-        "/ui/queues?done=paused".into()
-    })
-    .await
-}
-
-/// Resume a queue.
-pub async fn queue_resume(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(name): Path<String>,
-) -> Page {
-    act(&viewer, queues::resume(State(state), Path(name)), |_| {
-        "/ui/queues?done=resumed".into()
-    })
-    .await
-}
-
 /// Fields of the queue settings form; an empty limit removes it.
 #[derive(Debug, Default, Deserialize)]
 pub struct QueueForm {

@@ -205,13 +205,7 @@ pub async fn schedule_save(
     viewer: Viewer,
     Form(f): Form<ScheduleForm>,
 ) -> Page {
-    let payload = match given(&f.payload) {
-        None => Ok(None),
-        Some(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| ApiError::invalid("payload", format!("is not valid JSON: {e}"))),
-    };
-    let result = match payload {
+    let result = match json_field("payload", &f.payload) {
         Ok(payload) => {
             let req = schedules::ScheduleRequest {
                 name: given(&f.name).unwrap_or_default(),
@@ -247,52 +241,4 @@ fn urlencoded(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
         .collect()
-}
-
-/// Pause a schedule.
-pub async fn schedule_pause(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(name): Path<String>,
-) -> Page {
-    act(&viewer, schedules::pause(State(state), Path(name)), |_| {
-        "/ui/schedules?done=schedule_paused".into()
-    })
-    .await
-}
-
-/// Resume a schedule.
-pub async fn schedule_resume(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(name): Path<String>,
-) -> Page {
-    act(&viewer, schedules::resume(State(state), Path(name)), |_| {
-        "/ui/schedules?done=schedule_resumed".into()
-    })
-    .await
-}
-
-/// Fire a schedule once now.
-pub async fn schedule_trigger(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(name): Path<String>,
-) -> Page {
-    act(&viewer, schedules::trigger(State(state), Path(name)), |t| {
-        format!("/ui/jobs/{}", t.0.job_id)
-    })
-    .await
-}
-
-/// Delete a schedule.
-pub async fn schedule_delete(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(name): Path<String>,
-) -> Page {
-    act(&viewer, schedules::delete(State(state), Path(name)), |_| {
-        "/ui/schedules?done=schedule_deleted".into()
-    })
-    .await
 }
