@@ -10,74 +10,8 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Json, Path, int, parse_duration};
 use super::jobs::check_name;
-use crate::db::queues::{self, Change, QueueSettings, QueueStats, RateLimit};
+use crate::db::queues::{self, Change, QueueSettings, QueueStats as Queue, RateLimit};
 use crate::model;
-
-/// A queue with its settings and live counts.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Queue {
-    /// Queue name.
-    pub name: String,
-    /// Paused queues are not claimed from.
-    pub paused: bool,
-    /// Due jobs waiting for a worker.
-    pub available: i64,
-    /// Jobs waiting for a future run_at.
-    pub scheduled: i64,
-    /// Jobs leased by a worker.
-    pub running: i64,
-    /// Jobs failed in the last 24 hours.
-    pub failed_recently: i64,
-    /// Seconds the oldest due job has been waiting.
-    pub oldest_wait_seconds: Option<f64>,
-    /// Default max attempts for jobs that set none.
-    pub max_attempts: Option<i32>,
-    /// Default per-attempt timeout in ms.
-    pub timeout_ms: Option<i64>,
-    /// Backoff base in ms.
-    pub backoff_base_ms: Option<i64>,
-    /// Backoff cap in ms.
-    pub backoff_max_ms: Option<i64>,
-    /// Whether completed jobs are kept in history.
-    pub keep_completed: bool,
-    /// Most jobs running at once across the cluster (`running` counts against it).
-    pub concurrency_limit: Option<i32>,
-    /// Job starts per `rate_period_ms`.
-    pub rate_limit: Option<i32>,
-    /// Rate period in ms.
-    pub rate_period_ms: i64,
-    /// Token bucket size (defaults to the rate).
-    pub rate_burst: Option<i32>,
-    /// Starts available right now.
-    pub rate_tokens: Option<f64>,
-    /// Most running jobs per concurrency key.
-    pub key_concurrency: Option<i32>,
-}
-
-impl From<QueueStats> for Queue {
-    fn from(q: QueueStats) -> Queue {
-        Queue {
-            name: q.name,
-            paused: q.paused,
-            available: q.available,
-            scheduled: q.scheduled,
-            running: q.running,
-            failed_recently: q.failed_recently,
-            oldest_wait_seconds: q.oldest_wait_seconds,
-            max_attempts: q.max_attempts,
-            timeout_ms: q.timeout_ms,
-            backoff_base_ms: q.backoff_base_ms,
-            concurrency_limit: q.concurrency_limit,
-            rate_limit: q.rate_limit,
-            rate_period_ms: q.rate_period_ms,
-            rate_burst: q.rate_burst,
-            rate_tokens: q.rate_tokens,
-            key_concurrency: q.key_concurrency,
-            backoff_max_ms: q.backoff_max_ms,
-            keep_completed: q.keep_completed,
-        }
-    }
-}
 
 /// Every known queue.
 #[derive(Debug, Serialize, ToSchema)]
@@ -102,9 +36,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueList>> {
         Some(rows) => rows.as_ref().clone(),
         None => queues::queue_stats(state.pool(), None).await?,
     };
-    Ok(Json(QueueList {
-        queues: rows.into_iter().map(Queue::from).collect(),
-    }))
+    Ok(Json(QueueList { queues: rows }))
 }
 
 async fn one(state: &AppState, name: &str) -> ApiResult<Queue> {
@@ -112,7 +44,6 @@ async fn one(state: &AppState, name: &str) -> ApiResult<Queue> {
         .await?
         .into_iter()
         .next()
-        .map(Queue::from)
         .ok_or_else(|| ApiError::NotFound(format!("queue {name:?} not found")))
 }
 

@@ -2,7 +2,6 @@
 //! ordinaut.toml (scheduler::validate) and the same store (db::schedules).
 
 use axum::extract::State;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -11,99 +10,8 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Json, Path, int, parse_duration};
 use super::jobs::check_name;
-use crate::db::schedules::{self, FireRow, ScheduleRow};
+use crate::db::schedules::{self, ScheduleRow as Schedule};
 use crate::scheduler::{self, Firer, Origin, SaveError, ScheduleInput};
-
-/// A schedule.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Schedule {
-    /// Id.
-    pub id: Uuid,
-    /// Unique name.
-    pub name: String,
-    /// Cron expression.
-    pub cron: String,
-    /// IANA timezone.
-    pub timezone: String,
-    /// Job queue.
-    pub queue: String,
-    /// Job kind.
-    pub kind: String,
-    /// Job payload.
-    pub payload: serde_json::Value,
-    /// Job priority.
-    pub priority: i16,
-    /// Job max attempts.
-    pub max_attempts: Option<i32>,
-    /// Job timeout in ms.
-    pub timeout_ms: Option<i64>,
-    /// Job unique key.
-    pub unique_key: Option<String>,
-    /// allow | skip.
-    pub overlap: String,
-    /// Misfire grace in ms (null: SCHEDULER_MISFIRE_GRACE_TIME).
-    pub misfire_grace_ms: Option<i64>,
-    /// Paused schedules do not fire.
-    pub paused: bool,
-    /// Declared in ordinaut.toml: managed by the file; `POST` of its name answers 409.
-    pub declared: bool,
-    /// Next fire time.
-    pub next_run_at: DateTime<Utc>,
-    /// Last fire time.
-    pub last_run_at: Option<DateTime<Utc>>,
-    /// Recent fires, newest first (single-schedule reads only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recent_fires: Option<Vec<Fire>>,
-}
-
-/// A recorded fire.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Fire {
-    /// Intended fire time.
-    pub fire_time: DateTime<Utc>,
-    /// enqueued, triggered, skipped_misfire, skipped_overlap or deduplicated.
-    pub outcome: String,
-    /// Job made.
-    pub job_id: Option<Uuid>,
-    /// Fire times skipped (misfire records).
-    pub skipped: i32,
-}
-
-impl From<FireRow> for Fire {
-    fn from(f: FireRow) -> Fire {
-        Fire {
-            fire_time: f.fire_time,
-            outcome: f.outcome,
-            job_id: f.job_id,
-            skipped: f.skipped,
-        }
-    }
-}
-
-impl From<ScheduleRow> for Schedule {
-    fn from(s: ScheduleRow) -> Schedule {
-        Schedule {
-            id: s.id,
-            name: s.name,
-            cron: s.cron,
-            timezone: s.timezone,
-            queue: s.queue,
-            kind: s.kind,
-            payload: s.payload,
-            priority: s.priority,
-            max_attempts: s.max_attempts,
-            timeout_ms: s.timeout_ms,
-            unique_key: s.unique_key,
-            overlap: s.overlap,
-            misfire_grace_ms: s.misfire_grace_ms,
-            paused: s.paused,
-            declared: s.declared,
-            next_run_at: s.next_run_at,
-            last_run_at: s.last_run_at,
-            recent_fires: None,
-        }
-    }
-}
 
 /// Every schedule.
 #[derive(Debug, Serialize, ToSchema)]
@@ -160,10 +68,9 @@ async fn one(state: &AppState, name: &str, fires: bool) -> ApiResult<Schedule> {
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("schedule {name:?} not found")))?;
     let id = row.id;
-    let mut s = Schedule::from(row);
+    let mut s = row;
     if fires {
-        let recent = schedules::recent_fires(state.pool(), id, 20).await?;
-        s.recent_fires = Some(recent.into_iter().map(Fire::from).collect());
+        s.recent_fires = Some(schedules::recent_fires(state.pool(), id, 20).await?);
     }
     Ok(s)
 }
@@ -179,9 +86,7 @@ async fn one(state: &AppState, name: &str, fires: bool) -> ApiResult<Schedule> {
 )]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ScheduleList>> {
     let rows = schedules::list(state.pool()).await?;
-    Ok(Json(ScheduleList {
-        schedules: rows.into_iter().map(Schedule::from).collect(),
-    }))
+    Ok(Json(ScheduleList { schedules: rows }))
 }
 
 /// Create a schedule, or replace the one with this name. A changed cron or timezone

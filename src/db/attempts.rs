@@ -1,5 +1,5 @@
 //! `job_attempts`: one row per finished attempt, written by the finish and rescue
-//! statements in due_work.rs. This module only reads them.
+//! statements in `due_work`. This module only reads them.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -8,12 +8,15 @@ use uuid::Uuid;
 
 use super::Result;
 
-/// One finished attempt.
-#[derive(Debug, Clone, Serialize, FromRow)]
+// One type for the row and the API's `Attempt`: its doc comments are the OpenAPI
+// document's.
+/// One finished attempt with its captured output.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = Attempt)]
 pub struct AttemptView {
     /// Attempt number (1-based).
     pub attempt: i32,
-    /// Worker that ran it.
+    /// Worker or pull lease owner that ran it.
     pub worker_id: Option<Uuid>,
     /// Start.
     pub started_at: Option<DateTime<Utc>>,

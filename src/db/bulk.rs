@@ -8,7 +8,9 @@
 //! the operator saw the count.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryScalar;
+use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
 use super::{Error, Result, due_work};
@@ -163,13 +165,7 @@ pub async fn run_batch(
         next.finished_done = true;
     }
     if !next.live_done {
-        let ids: Vec<Uuid> = sqlx::query_scalar(include_str!("sql/bulk_live_ids.sql"))
-            .bind(&f.queue)
-            .bind(&f.kind)
-            .bind(&f.state)
-            .bind(f.created_after)
-            .bind(f.created_before)
-            .bind(bound)
+        let ids: Vec<Uuid> = filtered_ids(include_str!("sql/bulk_live_ids.sql"), f, bound)
             .bind(cursor.live_after)
             .bind(skip_running)
             .bind(limit)
@@ -178,17 +174,10 @@ pub async fn run_batch(
             .await?;
         next.live_done = (ids.len() as i64) < limit;
         next.live_after = ids.last().copied().or(cursor.live_after);
-        let n = apply(pool, action, &ids).await?;
-        return Ok((n, next));
+        return Ok((apply(pool, action, &ids).await?, next));
     }
     if !next.finished_done {
-        let ids: Vec<Uuid> = sqlx::query_scalar(include_str!("sql/bulk_history_ids.sql"))
-            .bind(&f.queue)
-            .bind(&f.kind)
-            .bind(&f.state)
-            .bind(f.created_after)
-            .bind(f.created_before)
-            .bind(bound)
+        let ids: Vec<Uuid> = filtered_ids(include_str!("sql/bulk_history_ids.sql"), f, bound)
             .bind(cursor.finished_after)
             .bind(states)
             .bind(limit)
@@ -197,10 +186,25 @@ pub async fn run_batch(
             .await?;
         next.finished_done = (ids.len() as i64) < limit;
         next.finished_after = ids.last().copied().or(cursor.finished_after);
-        let n = apply(pool, action, &ids).await?;
-        return Ok((n, next));
+        return Ok((apply(pool, action, &ids).await?, next));
     }
     Ok((0, next))
+}
+
+/// One side's id statement with the filter and the bound bound (`$1`..`$6`, the same in
+/// `bulk_live_ids.sql` and `bulk_history_ids.sql`); the caller binds the rest.
+fn filtered_ids<'q>(
+    sql: &'static str,
+    f: &'q BulkFilter,
+    bound: Uuid,
+) -> QueryScalar<'q, Postgres, Uuid, PgArguments> {
+    sqlx::query_scalar(sql)
+        .bind(&f.queue)
+        .bind(&f.kind)
+        .bind(&f.state)
+        .bind(f.created_after)
+        .bind(f.created_before)
+        .bind(bound)
 }
 
 async fn apply(pool: &PgPool, action: Action, ids: &[Uuid]) -> Result<u64> {

@@ -7,8 +7,10 @@ use sqlx::{FromRow, PgPool};
 
 use super::{Result, map_constraint};
 
+// One type for the row and the API's `Queue`: its doc comments are the OpenAPI document's.
 /// A queue with its settings and live counts.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = Queue)]
 pub struct QueueStats {
     /// Queue name.
     pub name: String,
@@ -34,15 +36,15 @@ pub struct QueueStats {
     pub backoff_max_ms: Option<i64>,
     /// Whether completed jobs are kept in history.
     pub keep_completed: bool,
-    /// Most jobs running at once across the cluster.
+    /// Most jobs running at once across the cluster (`running` counts against it).
     pub concurrency_limit: Option<i32>,
-    /// Job starts allowed per rate period.
+    /// Job starts per `rate_period_ms`.
     pub rate_limit: Option<i32>,
     /// Rate period in ms.
     pub rate_period_ms: i64,
     /// Token bucket size (defaults to the rate).
     pub rate_burst: Option<i32>,
-    /// Tokens available now (starts that may happen at once).
+    /// Starts available right now.
     pub rate_tokens: Option<f64>,
     /// Most running jobs per concurrency key.
     pub key_concurrency: Option<i32>,
@@ -114,7 +116,7 @@ pub struct RateLimit {
 /// Per-queue settings; `None`/`Keep` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct QueueSettings {
-    /// Most jobs running at once across the cluster.
+    /// Most jobs running at once across the cluster (`running` counts against it).
     pub concurrency_limit: Change<i32>,
     /// Job starts per period.
     pub rate_limit: Change<RateLimit>,

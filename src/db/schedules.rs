@@ -9,12 +9,15 @@ use super::{Error, Result};
 
 pub use crate::model::schedule::ScheduleSpec;
 
-/// A schedule as stored.
-#[derive(Debug, Clone, Serialize, FromRow)]
+// One type for the row and the API's `Schedule`: its doc comments are the OpenAPI
+// document's.
+/// A schedule.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = Schedule)]
 pub struct ScheduleRow {
     /// Id.
     pub id: Uuid,
-    /// Name.
+    /// Unique name.
     pub name: String,
     /// Cron expression.
     pub cron: String,
@@ -36,16 +39,20 @@ pub struct ScheduleRow {
     pub unique_key: Option<String>,
     /// allow | skip.
     pub overlap: String,
-    /// Misfire grace in ms (None = default).
+    /// Misfire grace in ms (null: SCHEDULER_MISFIRE_GRACE_TIME).
     pub misfire_grace_ms: Option<i64>,
     /// Paused schedules do not fire.
     pub paused: bool,
-    /// From ordinaut.toml.
+    /// Declared in ordinaut.toml: managed by the file; `POST` of its name answers 409.
     pub declared: bool,
     /// Next fire time.
     pub next_run_at: DateTime<Utc>,
     /// Last fire time.
     pub last_run_at: Option<DateTime<Utc>>,
+    /// Recent fires, newest first (single-schedule reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[sqlx(skip)]
+    pub recent_fires: Option<Vec<FireRow>>,
 }
 
 const LIST: &str = "\
@@ -160,7 +167,12 @@ pub async fn set_paused(
     .bind(next_run_at)
     .execute(pool)
     .await?;
-    if n.rows_affected() == 0 {
+    found(n.rows_affected(), name)
+}
+
+/// `Ok` when a statement on schedule `name` changed a row, else `NotFound` naming it.
+fn found(rows_affected: u64, name: &str) -> Result<()> {
+    if rows_affected == 0 {
         return Err(Error::NotFound {
             what: "schedule",
             id: name.to_owned(),
@@ -175,13 +187,7 @@ pub async fn delete(pool: &PgPool, name: &str) -> Result<()> {
         .bind(name)
         .execute(pool)
         .await?;
-    if n.rows_affected() == 0 {
-        return Err(Error::NotFound {
-            what: "schedule",
-            id: name.to_owned(),
-        });
-    }
-    Ok(())
+    found(n.rows_affected(), name)
 }
 
 /// Deletes declared schedules no longer in the file (the caller refuses an empty
@@ -194,14 +200,16 @@ pub async fn delete_undeclared(pool: &PgPool, keep: &[String]) -> Result<u64> {
     Ok(n.rows_affected())
 }
 
+// Served as the API's `Fire`.
 /// A recorded fire.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = Fire)]
 pub struct FireRow {
     /// Intended fire time.
     pub fire_time: DateTime<Utc>,
     /// enqueued, triggered, skipped_misfire, skipped_overlap or deduplicated.
     pub outcome: String,
-    /// Job made, if any.
+    /// Job made.
     pub job_id: Option<Uuid>,
     /// Fire times skipped (misfire records).
     pub skipped: i32,

@@ -183,31 +183,38 @@ pub async fn delete_dead(pool: &PgPool, dead: &[Uuid]) -> Result<u64> {
     Ok(n.rows_affected())
 }
 
-/// A live worker as listed to operators.
-#[derive(Debug, Clone, Serialize, FromRow)]
+// One type for the row and the API's `Worker`: its doc comments are the OpenAPI
+// document's.
+/// A live worker process.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = Worker)]
 pub struct WorkerView {
-    /// Worker id.
+    /// Worker id (its lease owner id).
     pub id: Uuid,
     /// Host name.
     pub hostname: String,
-    /// OS pid.
+    /// OS process id.
     pub pid: i32,
     /// Queues served.
     pub queues: Vec<String>,
     /// Slots.
     pub concurrency: i32,
-    /// Version.
+    /// Ordinaut version.
     pub version: String,
     /// Start time.
     pub started_at: DateTime<Utc>,
     /// Last heartbeat.
     pub last_heartbeat_at: DateTime<Utc>,
-    /// Jobs it holds a lease on now (running or prefetched).
+    /// Jobs it holds a lease on (running or prefetched).
     pub running: i64,
-    /// Handlers running, as of its last heartbeat (None before one reported it).
+    /// Handlers running, as of its last heartbeat (absent until it reported one).
     pub busy: Option<i32>,
-    /// Jobs claimed and not started, as of its last heartbeat.
+    /// Jobs claimed and not started yet, as of its last heartbeat.
     pub prefetched: Option<i32>,
+    // Filled from `list_running_jobs`: `list_workers` leaves it empty.
+    /// Ids of the jobs it is running.
+    #[sqlx(skip)]
+    pub running_jobs: Vec<Uuid>,
 }
 
 /// Registered workers with their running job counts.

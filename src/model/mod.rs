@@ -76,7 +76,16 @@ impl JobState {
 
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: column widths (`{:<10}`) apply to it like to a `&str`.
+        f.pad(self.as_str())
+    }
+}
+
+/// A stored state name, as read from a row.
+impl TryFrom<String> for JobState {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 

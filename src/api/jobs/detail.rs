@@ -69,16 +69,13 @@ pub async fn get(
     };
     Ok(Json(JobDetail {
         job,
-        attempts: attempts.into_iter().map(Attempt::from).collect(),
+        attempts,
         workflow_step,
     }))
 }
 
 async fn read_job(state: &AppState, id: Uuid) -> ApiResult<Option<Job>> {
-    history::get_job(state.pool(), id)
-        .await?
-        .map(Job::from_view)
-        .transpose()
+    Ok(history::get_job(state.pool(), id).await?)
 }
 
 /// Re-reads the job whenever an event names it (or events may have been missed) until
@@ -96,7 +93,7 @@ async fn wait_for_end(state: &AppState, id: Uuid, wait: Duration) -> ApiResult<O
         let job = read_job(state, id).await?;
         match job {
             None => return Ok(last_live.map(completed_unkept)),
-            Some(j) if j.is_terminal() => return Ok(Some(j)),
+            Some(j) if j.state.is_terminal() => return Ok(Some(j)),
             Some(j) => last_live = Some(j),
         }
         let woke = tokio::select! {
@@ -162,7 +159,5 @@ pub async fn attempts(
     if attempts.is_empty() && history::get_job(state.pool(), id).await?.is_none() {
         return Err(ApiError::NotFound(format!("job {id} not found")));
     }
-    Ok(Json(AttemptList {
-        attempts: attempts.into_iter().map(Attempt::from).collect(),
-    }))
+    Ok(Json(AttemptList { attempts }))
 }

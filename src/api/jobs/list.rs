@@ -142,11 +142,7 @@ pub async fn list(
     let page =
         history::list_jobs_budgeted(state.pool(), &filter, state.settings().search_scan_budget)
             .await?;
-    let jobs = page
-        .jobs
-        .into_iter()
-        .map(Job::from_view)
-        .collect::<ApiResult<Vec<_>>>()?;
+    let jobs = page.jobs;
     let searched_to = page.searched_to.map(|id| id.to_string());
     let next_cursor = match &searched_to {
         Some(mark) => Some(mark.clone()),

@@ -17,11 +17,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
-use crate::db::attempts::AttemptView;
-use crate::db::history::JobView;
+pub use crate::db::attempts::AttemptView as Attempt;
+pub use crate::db::history::JobView as Job;
 use crate::db::workflows::StepOfJob;
 use crate::model::{self, JobState};
 
@@ -35,119 +34,6 @@ pub const MAX_WAIT: Duration = Duration::from_secs(120);
 /// A job's state, as the API names it: [`JobState`] (the OpenAPI component keeps the
 /// name `StateName`).
 pub type StateName = JobState;
-
-/// A job, live or finished.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Job {
-    /// Job id (UUIDv7, time-ordered).
-    pub id: Uuid,
-    /// Queue.
-    pub queue: String,
-    /// Kind.
-    pub kind: String,
-    /// Effective state.
-    pub state: StateName,
-    /// JSON payload.
-    pub payload: serde_json::Value,
-    /// Lower runs first.
-    pub priority: i16,
-    /// Attempts made, including a running one.
-    pub attempt: i32,
-    /// Attempts allowed.
-    pub max_attempts: i32,
-    /// Not before.
-    pub run_at: DateTime<Utc>,
-    /// Idempotency key.
-    pub unique_key: Option<String>,
-    /// Lease owner of a running job.
-    pub lease_owner: Option<Uuid>,
-    /// Schedule that created it.
-    pub schedule_id: Option<Uuid>,
-    /// Metadata (`request_id` of the enqueueing request, ...).
-    pub metadata: serde_json::Value,
-    /// Output of a completed job.
-    pub output: Option<serde_json::Value>,
-    /// Latest progress of a running job: `{"attempt", "percent", "message", "at"}`.
-    #[schema(value_type = Option<Object>)]
-    pub progress: Option<serde_json::Value>,
-    /// Last error.
-    pub last_error: Option<String>,
-    /// Enqueue time.
-    pub created_at: DateTime<Utc>,
-    /// Start of the latest attempt.
-    pub attempted_at: Option<DateTime<Utc>>,
-    /// Terminal time.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// The workflow it is a step of.
-    pub workflow_id: Option<Uuid>,
-}
-
-impl Job {
-    fn from_view(v: JobView) -> ApiResult<Job> {
-        let state: JobState = v.state.parse().map_err(|e: String| {
-            ApiError::Internal(format!("job {} has an unknown state: {e}", v.id))
-        })?;
-        Ok(Job {
-            id: v.id,
-            queue: v.queue,
-            kind: v.kind,
-            state,
-            payload: v.payload,
-            priority: v.priority,
-            attempt: v.attempt,
-            max_attempts: v.max_attempts,
-            run_at: v.run_at,
-            unique_key: v.unique_key,
-            lease_owner: v.lease_owner,
-            schedule_id: v.schedule_id,
-            metadata: v.metadata,
-            output: v.output,
-            progress: v.progress,
-            last_error: v.last_error,
-            created_at: v.created_at,
-            attempted_at: v.attempted_at,
-            finished_at: v.finished_at,
-            workflow_id: v.workflow_id,
-        })
-    }
-
-    fn is_terminal(&self) -> bool {
-        self.state.is_terminal()
-    }
-}
-
-/// One finished attempt with its captured output.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Attempt {
-    /// Attempt number (1-based).
-    pub attempt: i32,
-    /// Worker or pull lease owner that ran it.
-    pub worker_id: Option<Uuid>,
-    /// Start.
-    pub started_at: Option<DateTime<Utc>>,
-    /// End.
-    pub finished_at: DateTime<Utc>,
-    /// completed, retry, failed, snoozed, cancelled, lost or interrupted.
-    pub outcome: String,
-    /// Error message.
-    pub error: Option<String>,
-    /// Captured output excerpt (response body or stdout/stderr).
-    pub log: Option<String>,
-}
-
-impl From<AttemptView> for Attempt {
-    fn from(a: AttemptView) -> Attempt {
-        Attempt {
-            attempt: a.attempt,
-            worker_id: a.worker_id,
-            started_at: a.started_at,
-            finished_at: a.finished_at,
-            outcome: a.outcome,
-            error: a.error,
-            log: a.log,
-        }
-    }
-}
 
 /// A job with its attempts.
 #[derive(Debug, Serialize, ToSchema)]

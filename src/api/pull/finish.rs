@@ -80,7 +80,7 @@ async fn leased_job(
     let job = history::get_job(state.pool(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
-    if job.state != "running" || job.lease_owner != Some(owner) {
+    if job.state != crate::model::JobState::Running || job.lease_owner != Some(owner) {
         return Err(lease_lost(id));
     }
     if job.attempt != attempt {
