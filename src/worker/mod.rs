@@ -111,7 +111,7 @@ pub enum WorkerError {
     Register(#[from] db::Error),
 }
 
-/// State shared between the claimer, executors, completer, heartbeat and listener, in
+/// State shared between the claimer, executors, completer, heartbeat and listen task, in
 /// parts: each task touches only the parts it needs.
 pub(crate) struct Shared {
     /// Jobs this worker holds a lease on, each with its current attempt.
