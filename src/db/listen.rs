@@ -276,3 +276,57 @@ impl Session {
             .map(|(_, c)| *c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(topics: Topics) -> Listener {
+        // Never connects: these tests only decode.
+        let pool = PgPool::connect_lazy("postgres://localhost/unused").expect("a valid URL");
+        Listener::new(pool, topics)
+    }
+
+    #[tokio::test]
+    async fn each_channel_is_decoded_into_its_notice_and_garbage_is_skipped() {
+        let l = listener(Topics::ALL);
+        let mut events = l.events().subscribe();
+        let mut work = l.subscribe_work();
+        let id = Uuid::now_v7();
+        l.deliver(Some(Channel::Enqueued), "q");
+        l.deliver(Some(Channel::Cancel), "not a uuid");
+        l.deliver(Some(Channel::Cancel), &id.to_string());
+        l.deliver(Some(Channel::Events), "nonsense");
+        l.deliver(
+            Some(Channel::Events),
+            &format!(r#"[["{id}","q","running"]]"#),
+        );
+        l.deliver(None, "q");
+        assert_eq!(work.try_recv(), Ok(Work::Enqueued("q".to_owned())));
+        assert_eq!(work.try_recv(), Ok(Work::Cancel(id)));
+        assert!(work.try_recv().is_err(), "nothing else");
+        let Ok(Received::Events(batch)) = events.try_recv() else {
+            panic!("one batch of events");
+        };
+        assert_eq!((batch[0].id, batch[0].state.as_str()), (id, "running"));
+        assert!(events.try_recv().is_err(), "nothing else");
+    }
+
+    #[tokio::test]
+    async fn a_resync_goes_to_the_subscribers_of_its_topics_only() {
+        let l = listener(Topics::EVENTS);
+        let mut events = l.events().subscribe();
+        let mut work = l.subscribe_work();
+        l.resync();
+        assert_eq!(events.try_recv(), Ok(Received::Resync));
+        assert!(work.try_recv().is_err());
+        assert_eq!(
+            Topics::ALL.channels(),
+            [Channel::Events, Channel::Enqueued, Channel::Cancel]
+        );
+        assert_eq!(
+            Topics::WORK.channels(),
+            [Channel::Enqueued, Channel::Cancel]
+        );
+    }
+}
