@@ -114,6 +114,59 @@ async fn dev_starts_everything_on_its_own_postgres_and_keeps_data_across_restart
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The statements of the backends of `db`'s database that are LISTENing (a listener
+/// runs nothing after its LISTEN, so it is the backend's last statement).
+async fn listen_sessions(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT query FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn dev_listens_for_its_api_and_worker_on_one_connection() {
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("dev-listen-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _dev = procs::ordinaut(&dir, &["dev"])
+        .clean_env()
+        .env("DATABASE_URL", &db.url)
+        .env("API_PORT", "0")
+        .env("API_HOST", "127.0.0.1")
+        .log_name("dev.log")
+        .start();
+    let port = api_port(&dir, "dev.log").await;
+    // A job run and waited for: the worker claims, the API follows events.
+    let job = json!({"queue": "default", "kind": "noop", "payload": {}});
+    let (_, done) = Http::local(port).enqueue_and_wait(&job).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    // Until every channel the process needs is heard: events (API), enqueues and
+    // cancels (worker).
+    let sessions = eventually(
+        Duration::from_secs(30),
+        "LISTEN on the events, enqueue and cancel channels",
+        || async {
+            let sessions = listen_sessions(&db).await;
+            let all = sessions.join(" ");
+            ["ordinaut_events", "ordinaut_enqueued", "ordinaut_cancel"]
+                .iter()
+                .all(|c| all.contains(&format!("\"{c}\"")))
+                .then_some(sessions)
+        },
+    )
+    .await;
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one LISTEN connection per process: {sessions:?}"
+    );
+    drop(_dev);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

@@ -515,6 +515,80 @@ async fn two_schemas_in_one_database_share_neither_locks_nor_channels() {
 }
 
 /// Seconds since the Unix epoch, as a float (for the figures this test prints).
+/// What this thread's tasks log (a `#[tokio::test]` runtime runs every task on it).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_listener_on_a_standby_backs_off_logs_once_per_step_and_stops_at_once() {
+    use ordinaut::db::listen::{Listener, Topics};
+    let primary = PrivateCluster::start("fo-listen", Durability::Fast).await;
+    db::migrate(&cfg(&primary.url())).await.unwrap();
+    let standby = primary.standby().await;
+    let pool = cfg(&standby.url()).connect().await.unwrap();
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(Listener::new(pool, Topics::ALL).run(stop.clone()));
+    let failed = |text: String| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains("LISTEN failed"))
+            .map(str::to_owned)
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "four failed LISTEN steps",
+        || async { (failed(logs.text()).len() >= 4).then_some(()) },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let lines = failed(logs.text());
+    // One line per step, with the count, and the standby's answer.
+    for (n, line) in lines.iter().take(4).enumerate() {
+        assert!(line.contains(&format!("failures={} ", n + 1)), "{lines:#?}");
+        assert!(line.contains("during recovery"), "{line}");
+    }
+    // Not a tight loop: at least 0.8 x (0.2 + 0.4 + 0.8) s of backoff between the four.
+    assert!(elapsed >= Duration::from_millis(1120), "{elapsed:?}");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("the stop token ends the listener at once")
+        .unwrap();
+}
+
 fn now_secs() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,9 +1,10 @@
-//! Live job events: one LISTEN connection per API process fanned out through a
-//! broadcast channel to `GET /v1/events` (Server-Sent Events), `?wait=` and pull waits.
+//! Live job events: the process listener's (`db::listen`) job events fanned out to
+//! `GET /v1/events` (Server-Sent Events), `?wait=` and pull waits, and the event gate
+//! that opens the database's event triggers while anyone here subscribes.
 //!
-//! The channel never blocks its sender: a subscriber that falls more than the buffer
-//! behind misses events and is told so (`event: lagged`), so a slow client can slow
-//! neither the listener nor, through it, the database or the workers.
+//! The listener's channel never blocks its sender: a subscriber that falls more than
+//! the buffer behind misses events and is told so (`event: lagged`), so a slow client
+//! can slow neither the listener nor, through it, the database or the workers.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -22,14 +23,9 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::Query;
-use crate::db::events::{EventListener, Received};
+use crate::db::events::Received;
 use crate::model::validate_name;
 
-/// First and longest pause between reconnect attempts of the listener.
-const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(100);
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
-/// A connection up this long resets the backoff when it is lost.
-const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 /// How often the gate is renewed while anyone subscribes, or closed once nobody does.
 const GATE_TICK: Duration = Duration::from_secs(15);
 /// How long after opening the gate waiters are told to re-read: a statement that
@@ -114,65 +110,6 @@ impl Gate {
 /// How long an opened row is trusted: comfortably inside its database-side lifetime.
 fn renew_margin() -> Duration {
     Duration::from_secs(crate::db::events::SUBSCRIPTION_TTL_SECS as u64) / 2
-}
-
-/// Keeps one LISTEN connection and forwards what it hears to `tx` until `stop`.
-/// Never exits on an error: it logs, backs off and reconnects; after any gap it sends
-/// [`Received::Resync`] so waiters re-read instead of missing a change.
-pub(crate) async fn run_listener(
-    pool: crate::db::Pool,
-    tx: broadcast::Sender<Received>,
-    stop: CancellationToken,
-) {
-    let mut delay = MIN_RECONNECT_DELAY;
-    // One log line per backoff step, with a count; never a tight loop.
-    let mut failures: u64 = 0;
-    loop {
-        let connected = tokio::select! {
-            _ = stop.cancelled() => return,
-            c = EventListener::connect(&pool) => c,
-        };
-        match connected {
-            Ok(mut listener) => {
-                if failures > 0 {
-                    tracing::info!(failures, "event listener connected again");
-                } else {
-                    tracing::debug!("event listener connected");
-                }
-                // Whatever happened while we were away is unknown.
-                let _ = tx.send(Received::Resync);
-                let since = Instant::now();
-                let error = loop {
-                    let received = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        r = listener.recv() => r,
-                    };
-                    match received {
-                        // No subscribers is not an error: nobody is listening right now.
-                        Ok(message) => {
-                            let _ = tx.send(message);
-                        }
-                        Err(e) => break e,
-                    }
-                };
-                if since.elapsed() > STABLE_CONNECTION {
-                    failures = 0;
-                    delay = MIN_RECONNECT_DELAY;
-                }
-                failures += 1;
-                tracing::warn!(error = %error, failures, retry_in_ms = delay.as_millis() as u64, "event listener lost its connection");
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "event listener cannot connect");
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(crate::model::jittered(delay)) => {}
-        }
-        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
-    }
 }
 
 /// Filters of the event stream.

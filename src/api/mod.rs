@@ -4,8 +4,8 @@
 //! Built on the same store as the CLI and the worker: handlers validate input, call
 //! `db::*` functions and shape the answer; no SQL lives here. [`router`] builds the
 //! whole application without a socket (tests drive it with `oneshot`); [`serve`] runs
-//! it on a listener until shutdown, together with the one LISTEN connection that feeds
-//! live events.
+//! it on a listener until shutdown, together with the process's LISTEN connection
+//! (`db::listen`) that feeds live events, unless another part of the process runs it.
 
 pub mod audit;
 pub mod error;
@@ -44,13 +44,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::{Config, Redacted};
+use crate::db::listen::{Listener, Topics};
 use crate::db::{self, events::Received};
 use crate::model::Backoff;
 use error::ApiError;
 use extract::RequestId;
-
-/// Event batches kept for slow subscribers before they start missing some.
-const EVENT_BUFFER: usize = 4096;
 
 /// What the handlers need from configuration.
 #[derive(Clone)]
@@ -143,7 +141,11 @@ pub struct AppState {
 struct Inner {
     pool: db::Pool,
     settings: ApiSettings,
-    events: broadcast::Sender<Received>,
+    /// The process's listener, the source of job events.
+    listener: Listener,
+    /// Whether [`AppState::run_event_listener`] runs `listener` (else another part of
+    /// the process does).
+    runs_listener: bool,
     metrics: PrometheusHandle,
     stopping: CancellationToken,
     gate: events::Gate,
@@ -153,16 +155,34 @@ struct Inner {
 }
 
 impl AppState {
-    /// State over `pool`. Installs the metrics recorder if none is yet, and declares
-    /// the configuration's queues and kinds as label values.
+    /// State over `pool`, with a listener of its own on `pool` that
+    /// [`AppState::run_event_listener`] runs. Installs the metrics recorder if none is
+    /// yet, and declares the configuration's queues and kinds as label values.
     pub fn new(pool: db::Pool, settings: ApiSettings) -> AppState {
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let listener = Listener::new(pool.clone(), Topics::EVENTS);
+        AppState::build(pool, settings, listener, true)
+    }
+
+    /// State over `pool` whose job events come from `listener`, the process's listener,
+    /// which another part of the process runs (`ordinaut dev`: one LISTEN connection
+    /// for the API and the worker).
+    pub fn sharing_listener(pool: db::Pool, settings: ApiSettings, listener: Listener) -> AppState {
+        AppState::build(pool, settings, listener, false)
+    }
+
+    fn build(
+        pool: db::Pool,
+        settings: ApiSettings,
+        listener: Listener,
+        runs_listener: bool,
+    ) -> AppState {
         crate::metrics::allow_from_config(&settings.config);
         AppState {
             inner: Arc::new(Inner {
                 pool,
                 settings,
-                events,
+                listener,
+                runs_listener,
                 metrics: crate::metrics::install(),
                 stopping: CancellationToken::new(),
                 gate: events::Gate::new(),
@@ -197,12 +217,12 @@ impl AppState {
         &self.inner.login_limiter
     }
 
-    /// A receiver of live job events (fed by [`AppState::run_event_listener`]); opens
-    /// the database's event triggers for as long as anyone here subscribes.
+    /// A receiver of live job events (fed by the process's listener); opens the
+    /// database's event triggers for as long as anyone here subscribes.
     pub async fn subscribe(&self) -> broadcast::Receiver<Received> {
         self.inner
             .gate
-            .subscribe(&self.inner.pool, &self.inner.events)
+            .subscribe(&self.inner.pool, self.inner.listener.events())
             .await
     }
 
@@ -216,21 +236,22 @@ impl AppState {
         extract::bearer_access(&self.inner.settings, headers)
     }
 
-    /// Runs the LISTEN connection that feeds `/v1/events`, `?wait=` and pull waits,
-    /// until [`AppState::stopping`] fires. [`serve`] runs it; tests driving the router
-    /// directly spawn it themselves.
+    /// Runs the event gate and, unless it is shared, the LISTEN connection that feeds
+    /// `/v1/events`, `?wait=` and pull waits, until [`AppState::stopping`] fires.
+    /// [`serve`] runs it; tests driving the router directly spawn it themselves.
     pub async fn run_event_listener(self) {
-        let gate = self.inner.gate.run(
-            self.inner.pool.clone(),
-            self.inner.events.clone(),
-            self.inner.stopping.clone(),
+        let inner = &self.inner;
+        let gate = inner.gate.run(
+            inner.pool.clone(),
+            inner.listener.events().clone(),
+            inner.stopping.clone(),
         );
-        let listener = events::run_listener(
-            self.inner.pool.clone(),
-            self.inner.events.clone(),
-            self.inner.stopping.clone(),
-        );
-        tokio::join!(gate, listener);
+        if inner.runs_listener {
+            let listener = inner.listener.clone().run(inner.stopping.clone());
+            tokio::join!(gate, listener);
+        } else {
+            gate.await;
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{db_config, start, wait_for_primary};
 use crate::config::Config;
+use crate::db::listen::Listener;
 use crate::db::{self, DbConfig};
 
 /// `ordinaut api`: migrate, bind, serve until a signal, then shut down gracefully.
@@ -14,11 +15,11 @@ pub async fn api(config: &Config) -> anyhow::Result<()> {
         ..db_config(config)?
     };
     let shutdown = crate::shutdown::on_signal();
-    let listener = bind(config).await?;
+    let tcp = bind(config).await?;
     let Some(pool) = wait_for_primary(&db, &shutdown, || start(&db)).await? else {
         return Ok(());
     };
-    serve(config, pool.clone(), listener, shutdown).await?;
+    serve(config, pool.clone(), tcp, shutdown, None).await?;
     pool.close().await;
     Ok(())
 }
@@ -31,19 +32,26 @@ pub(super) async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListe
         .with_context(|| format!("while binding the API to {addr}"))
 }
 
-/// Serves the API on `listener` until `shutdown`.
+/// Serves the API on `tcp` until `shutdown`; its job events come from
+/// `shared_listener` when another part of the process runs one, else from a LISTEN
+/// connection of its own.
 pub(super) async fn serve(
     config: &Config,
     pool: db::Pool,
-    listener: tokio::net::TcpListener,
+    tcp: tokio::net::TcpListener,
     shutdown: CancellationToken,
+    shared_listener: Option<Listener>,
 ) -> anyhow::Result<()> {
-    let local = listener
+    let local = tcp
         .local_addr()
         .context("while reading the bound address")?;
     tracing::info!(address = %local, "api listening");
-    let state = crate::api::AppState::new(pool, crate::api::ApiSettings::from_config(config));
-    crate::api::serve(listener, state, shutdown)
+    let settings = crate::api::ApiSettings::from_config(config);
+    let state = match shared_listener {
+        Some(l) => crate::api::AppState::sharing_listener(pool, settings, l),
+        None => crate::api::AppState::new(pool, settings),
+    };
+    crate::api::serve(tcp, state, shutdown)
         .await
         .context("while serving the API")?;
     tracing::info!("api stopped");

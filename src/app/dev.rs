@@ -5,11 +5,13 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 
 use super::worker::Rescue;
 use super::{db_config, start_with};
 use crate::config::Config;
 use crate::db::DbConfig;
+use crate::db::listen::{Listener, Topics};
 use crate::pg_local::{LocalPg, StartOptions};
 
 /// The example configuration `ordinaut dev` uses when there is no ordinaut.toml.
@@ -60,8 +62,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ..db_config(&config)?
     };
     let pool = start_with(&db, &config).await?;
-    let listener = super::api::bind(&config).await?;
-    let port = listener
+    let tcp = super::api::bind(&config).await?;
+    let port = tcp
         .local_addr()
         .context("while reading the bound address")?
         .port();
@@ -85,6 +87,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Before any part starts recording: the API's /metrics renders all three.
     crate::metrics::install();
     let shutdown = crate::shutdown::on_signal();
+    // One LISTEN connection for the whole process: the API's job events and the
+    // worker's wake-ups and cancels. It stops after both, so the worker still hears
+    // cancels during its shutdown grace period.
+    let listener = Listener::new(pool.clone(), Topics::ALL);
+    let stop_listening = CancellationToken::new();
+    let listening = tokio::spawn(listener.clone().run(stop_listening.clone()));
     let scheduler = {
         let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
         // No heartbeat: dev has no health check, and parallel devs would share the file.
@@ -92,13 +100,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let api = {
         let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
-        tokio::spawn(async move { super::api::serve(&config, pool, listener, shutdown).await })
+        let shared = Some(listener.clone());
+        tokio::spawn(async move { super::api::serve(&config, pool, tcp, shutdown, shared).await })
     };
-    let worker =
-        super::worker::run(&config, db, pool.clone(), shutdown.clone(), Rescue::Skip).await;
+    let worker = super::worker::run(
+        &config,
+        db,
+        pool.clone(),
+        shutdown.clone(),
+        Rescue::Skip,
+        Some(listener),
+    )
+    .await;
     shutdown.cancel();
     scheduler.await.context("scheduler task")??;
     api.await.context("api task")??;
+    stop_listening.cancel();
+    listening.await.context("listener task")?;
     pool.close().await;
     worker
 }

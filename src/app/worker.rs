@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{db_config, start_waiting};
 use crate::config::Config;
+use crate::db::listen::Listener;
 use crate::db::{self, DbConfig};
 use crate::scheduler::{Rescuer, RescuerOptions};
 use crate::worker::{Handlers, Worker, WorkerOptions};
@@ -27,18 +28,21 @@ pub async fn worker(config: &Config) -> anyhow::Result<()> {
     let Some(pool) = start_waiting(&db, config, &shutdown).await? else {
         return Ok(());
     };
-    let result = run(config, db, pool.clone(), shutdown, Rescue::Run).await;
+    let result = run(config, db, pool.clone(), shutdown, Rescue::Run, None).await;
     pool.close().await;
     result
 }
 
-/// Runs the worker (and the rescuer, per `rescue`) until `shutdown`.
+/// Runs the worker (and the rescuer, per `rescue`) until `shutdown`; it follows
+/// `shared_listener` when another part of the process runs one, else a LISTEN
+/// connection of its own on the hot-path pool.
 pub(super) async fn run(
     config: &Config,
     db: DbConfig,
     pool: db::Pool,
     shutdown: CancellationToken,
     rescue: Rescue,
+    shared_listener: Option<Listener>,
 ) -> anyhow::Result<()> {
     let handlers = Handlers::from_config(config)?;
     crate::metrics::allow_from_config(config);
@@ -66,12 +70,15 @@ pub(super) async fn run(
         .connect()
         .await
         .with_context(|| format!("while connecting to {}", hot.redacted()))?;
-    let worker = Worker::new(
+    let mut worker = Worker::new(
         WorkerOptions::from_config(config),
         hot,
         hot_pool.clone(),
         handlers,
     );
+    if let Some(listener) = shared_listener {
+        worker = worker.sharing_listener(listener);
+    }
     let rescuer_task = (rescue == Rescue::Run).then(|| {
         let rescuer = Rescuer::new(pool.clone(), RescuerOptions::from_config(config));
         tokio::spawn(rescuer.run(shutdown.clone()))

@@ -1,14 +1,13 @@
 //! Job state-change events: the `ordinaut_events` NOTIFY channel fed by the statement
-//! triggers of migration 0002, and a listener that decodes its payloads.
+//! triggers of migration 0002, its payload format, and the event gate's rows.
 //!
-//! Owns the channel names and the payload format; it does not fan events out (the API
-//! does) and never writes. Each install's channels are its own: the names below are
-//! bases, and `ordinaut_channel(base)` (migration 0009) gives the install's channel
-//! (the base itself in the `public` schema).
+//! Owns the channel names and the payload format; it neither LISTENs (`db::listen`
+//! does) nor fans events out (the API does). Each install's channels are its own: the
+//! names below are bases, and `ordinaut_channel(base)` (migration 0009) gives the
+//! install's channel (the base itself in the `public` schema).
 
 use serde::Serialize;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
 use super::Result;
@@ -45,7 +44,7 @@ pub struct JobEvent {
     pub progress: Option<serde_json::Value>,
 }
 
-/// What the listener delivers next.
+/// What the API's subscribers to job events receive (from `db::listen`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
     /// Changes from one notification.
@@ -54,40 +53,6 @@ pub enum Received {
     /// event gate just opened): anyone waiting on a change must re-read. The SSE stream
     /// sends it as a `resync` event.
     Resync,
-}
-
-/// A dedicated connection LISTENing on [`CHANNEL`].
-pub struct EventListener {
-    inner: PgListener,
-}
-
-impl EventListener {
-    /// Opens a connection from the pool's settings and LISTENs.
-    pub async fn connect(pool: &PgPool) -> Result<EventListener> {
-        let channels = install_channels(pool, &[CHANNEL]).await?;
-        let mut inner = PgListener::connect_with(pool).await?;
-        inner
-            .listen_all(channels.iter().map(String::as_str))
-            .await?;
-        Ok(EventListener { inner })
-    }
-
-    /// Waits for the next notification. Reconnects by itself after a lost connection
-    /// and then reports [`Received::Resync`]. Payloads that do not parse are
-    /// skipped (only our trigger sends on the channel, but anyone may).
-    pub async fn recv(&mut self) -> Result<Received> {
-        loop {
-            match self.inner.try_recv().await? {
-                None => return Ok(Received::Resync),
-                Some(n) => {
-                    if let Some(events) = parse_payload(n.payload()) {
-                        return Ok(Received::Events(events));
-                    }
-                    tracing::debug!(channel = CHANNEL, "ignored an unparseable notification");
-                }
-            }
-        }
-    }
 }
 
 /// How long an API process's row in `event_subscribers` opens the event triggers

@@ -19,6 +19,7 @@ pub mod events;
 pub(crate) mod fault;
 pub mod history;
 pub mod kinds;
+pub mod listen;
 pub mod queues;
 pub mod schedules;
 pub mod sessions;

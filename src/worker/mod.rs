@@ -3,7 +3,8 @@
 //! Hot path only. One claimer loop per process fetches up to its free slots in one
 //! statement; executors run the handlers; the completer writes outcomes in batches; a
 //! heartbeat task holds the worker's advisory lock and extends all leases in one
-//! statement; a listener task turns NOTIFY into wake-ups and cancels.
+//! statement; a task follows the process listener (`db::listen`, run here unless the
+//! process shares one) and turns its notices into wake-ups and cancels.
 
 pub mod claim;
 mod claimer;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::db::listen::{Listener, Topics};
 use crate::db::{self, DbConfig};
 use crate::model::Backoff;
 pub use handlers::{Handler, Handlers, JobContext};
@@ -109,7 +111,7 @@ pub enum WorkerError {
     Register(#[from] db::Error),
 }
 
-/// State shared between the claimer, executors, completer, heartbeat and listener, in
+/// State shared between the claimer, executors, completer, heartbeat and listen task, in
 /// parts: each task touches only the parts it needs.
 pub(crate) struct Shared {
     /// Jobs this worker holds a lease on, each with its current attempt.
@@ -162,10 +164,14 @@ pub struct Worker {
     handlers: Arc<Handlers>,
     progress: progress::ProgressSink,
     progress_rx: Mutex<Option<progress::ProgressReceiver>>,
+    /// The process's listener when another part of the process runs it; `None`: the
+    /// worker runs one of its own on `pool`.
+    shared_listener: Option<Listener>,
 }
 
 impl Worker {
-    /// A worker over `pool` (connections from `db` for its lock and LISTEN sessions).
+    /// A worker over `pool` (connections from `db` for its lock session), with a
+    /// listener of its own on `pool`.
     pub fn new(options: WorkerOptions, db: DbConfig, pool: PgPool, handlers: Handlers) -> Worker {
         let (progress, progress_rx) = progress::ProgressSink::channel();
         Worker {
@@ -175,6 +181,17 @@ impl Worker {
             handlers: Arc::new(handlers),
             progress,
             progress_rx: Mutex::new(Some(progress_rx)),
+            shared_listener: None,
+        }
+    }
+
+    /// The same worker following `listener`, the process's listener, which another part
+    /// of the process runs (`ordinaut dev`: one LISTEN connection for the API and the
+    /// worker). It must include [`Topics::WORK`]'s channels.
+    pub fn sharing_listener(self, listener: Listener) -> Worker {
+        Worker {
+            shared_listener: Some(listener),
+            ..self
         }
     }
 
@@ -217,8 +234,17 @@ impl Worker {
             kinds,
             stop_background.clone(),
         ));
-        background.spawn(listen::listen(
-            self.pool.clone(),
+        let notices = match &self.shared_listener {
+            Some(listener) => listener.subscribe_work(),
+            None => {
+                let listener = Listener::new(self.pool.clone(), Topics::WORK);
+                let notices = listener.subscribe_work();
+                background.spawn(listener.run(stop_background.clone()));
+                notices
+            }
+        };
+        background.spawn(listen::follow(
+            notices,
             o.queues.clone(),
             shared.clone(),
             wake.clone(),

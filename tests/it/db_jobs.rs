@@ -790,15 +790,22 @@ async fn finished_jobs_land_in_the_daily_partition() {
 
 #[tokio::test]
 async fn job_events_are_sent_only_while_an_api_process_subscribes() {
-    use ordinaut::db::events::{self, EventListener, Received};
+    use ordinaut::db::events::{self, Received};
+    use ordinaut::db::listen::{Listener, Topics};
+    use tokio::sync::broadcast::Receiver;
     let db = TestDb::new().await;
-    let mut listener = EventListener::connect(&db.pool).await.unwrap();
-    async fn next(l: &mut EventListener) -> Option<Received> {
+    let source = Listener::new(db.pool.clone(), Topics::EVENTS);
+    let mut listener = source.events().subscribe();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listening = tokio::spawn(source.run(stop.clone()));
+    async fn next(l: &mut Receiver<Received>) -> Option<Received> {
         tokio::time::timeout(Duration::from_millis(500), l.recv())
             .await
             .ok()
             .map(|r| r.unwrap())
     }
+    // The listener announces its connection with a resync.
+    assert_eq!(next(&mut listener).await, Some(Received::Resync));
     let w = Uuid::now_v7();
     let run_one = |db: &TestDb| {
         let pool = db.pool.clone();
@@ -842,4 +849,6 @@ async fn job_events_are_sent_only_while_an_api_process_subscribes() {
         .unwrap();
     run_one(&db).await;
     assert_eq!(next(&mut listener).await, None);
+    stop.cancel();
+    listening.await.unwrap();
 }
