@@ -53,7 +53,7 @@ pub(super) async fn run(
             })?;
             crate::metrics::install();
             tracing::info!(address = %addr, "worker metrics listening");
-            Some(tokio::spawn(crate::metrics::serve(
+            Some(tokio::spawn(crate::worker::endpoint::serve(
                 listener,
                 shutdown.clone(),
             )))

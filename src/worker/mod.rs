@@ -10,6 +10,7 @@ pub mod claim;
 mod claimer;
 mod completer;
 mod defaults;
+pub mod endpoint;
 mod executor;
 pub mod handlers;
 mod heartbeat;
