@@ -80,9 +80,7 @@ async fn one(state: &AppState, name: &str, fires: bool) -> ApiResult<Schedule> {
     get, path = "/v1/schedules", tag = "schedules",
     responses(
         (status = 200, description = "Schedules by name", body = ScheduleList),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ScheduleList>> {
     let rows = schedules::list(state.pool()).await?;
@@ -98,12 +96,8 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ScheduleList>
     responses(
         (status = 200, description = "Saved", body = Schedule),
         (status = 400, description = "Invalid field (cron, timezone, names, ...)", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 409, description = "The name belongs to a schedule declared in ordinaut.toml (`schedule_declared`; the message names the scheduler that syncs it)", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -155,10 +149,8 @@ pub async fn create(
     responses(
         (status = 200, description = "The schedule", body = Schedule),
         (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "Unknown schedule", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -175,10 +167,8 @@ pub async fn get(
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "Unknown schedule", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -196,10 +186,8 @@ pub async fn delete(
     responses(
         (status = 200, description = "Paused", body = Schedule),
         (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "Unknown schedule", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn pause(
     State(state): State<AppState>,
@@ -217,10 +205,8 @@ pub async fn pause(
     responses(
         (status = 200, description = "Resumed", body = Schedule),
         (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "Unknown schedule", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn resume(
     State(state): State<AppState>,
@@ -245,10 +231,8 @@ pub struct Triggered {
     responses(
         (status = 200, description = "Enqueued", body = Triggered),
         (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "Unknown schedule", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn trigger(
     State(state): State<AppState>,

@@ -179,11 +179,7 @@ fn spec_value<T: Serialize>(req: &T) -> ApiResult<serde_json::Value> {
     responses(
         (status = 201, description = "Submitted", body = Submitted),
         (status = 400, description = "Invalid workflow: a field, an unknown dependency or a cycle, named", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn submit(
     State(state): State<AppState>,
@@ -201,9 +197,7 @@ pub async fn submit(
     responses(
         (status = 200, description = "A page of workflows", body = WorkflowPage),
         (status = 400, description = "Invalid filter", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -237,10 +231,8 @@ pub async fn list(
     responses(
         (status = 200, description = "The workflow", body = Workflow),
         (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such workflow", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -258,10 +250,8 @@ pub async fn get(
     responses(
         (status = 200, description = "Cancelled", body = Cancelled),
         (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such workflow", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -282,10 +272,8 @@ pub async fn cancel(
     responses(
         (status = 200, description = "Retried", body = Retried),
         (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such workflow", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn retry(
     State(state): State<AppState>,
@@ -306,13 +294,9 @@ pub async fn retry(
     responses(
         (status = 201, description = "Appended", body = Appended),
         (status = 400, description = "Invalid steps", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such workflow", body = ErrorBody),
         (status = 409, description = "The workflow has finished or was cancelled", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn append(
     State(state): State<AppState>,

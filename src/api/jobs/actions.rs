@@ -34,11 +34,9 @@ pub struct CancelResponse {
     responses(
         (status = 200, description = "Cancelled or cancel requested", body = CancelResponse),
         (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "Already finished", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -77,11 +75,9 @@ pub struct RetryResponse {
     responses(
         (status = 200, description = "Re-enqueued", body = RetryResponse),
         (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "Not failed or cancelled (a waiting workflow step, or one that ended without running: retry its workflow), or its unique key is taken", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn retry(
     State(state): State<AppState>,
@@ -103,12 +99,10 @@ pub async fn retry(
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Read-only token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job is running", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn delete_job(
     State(state): State<AppState>,
@@ -148,12 +142,10 @@ pub struct RunNowResponse {
     responses(
         (status = 200, description = "Due now", body = RunNowResponse),
         (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Read-only token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "Not waiting for a future time", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn run_now(
     State(state): State<AppState>,

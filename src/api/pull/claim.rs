@@ -91,11 +91,7 @@ pub struct ClaimResponse {
     responses(
         (status = 200, description = "Claimed jobs (maybe none)", body = ClaimResponse),
         (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn claim(
     State(state): State<AppState>,

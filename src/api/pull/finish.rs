@@ -160,13 +160,10 @@ async fn apply(
     responses(
         (status = 200, description = "Completed", body = FinishResponse),
         (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job is not running under this lease owner (`lease_lost`) or is at another attempt (`stale_attempt`)", body = ErrorBody),
         (status = 413, description = "Body or output too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn complete(
     State(state): State<AppState>,
@@ -197,13 +194,9 @@ pub async fn complete(
     responses(
         (status = 200, description = "Recorded: retry, failed or cancelled", body = FinishResponse),
         (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job is not running under this lease owner (`lease_lost`) or is at another attempt (`stale_attempt`)", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn fail(
     State(state): State<AppState>,
