@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
@@ -61,6 +61,17 @@ pub struct ScheduleRequest {
     /// Misfire grace ("30s"; default SCHEDULER_MISFIRE_GRACE_TIME).
     #[schema(pattern = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$")]
     pub misfire_grace: Option<String>,
+}
+
+/// The errors of a route on one schedule that its `{name}` decides: not a name (400,
+/// `check_name`) or no such schedule (404, [`one`]).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Documentation only: the answers are `ApiError`s.
+enum ScheduleLookupErrors {
+    #[response(status = 400, description = "Invalid name")]
+    InvalidName(ErrorBody),
+    #[response(status = 404, description = "Unknown schedule")]
+    NotFound(ErrorBody),
 }
 
 async fn one(state: &AppState, name: &str, fires: bool) -> ApiResult<Schedule> {
@@ -148,8 +159,7 @@ pub async fn create(
     params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 200, description = "The schedule", body = Schedule),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 404, description = "Unknown schedule", body = ErrorBody),
+        ScheduleLookupErrors,
     ),
 )]
 pub async fn get(
@@ -166,8 +176,7 @@ pub async fn get(
     params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 404, description = "Unknown schedule", body = ErrorBody),
+        ScheduleLookupErrors,
     ),
 )]
 pub async fn delete(
@@ -185,8 +194,7 @@ pub async fn delete(
     params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 200, description = "Paused", body = Schedule),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 404, description = "Unknown schedule", body = ErrorBody),
+        ScheduleLookupErrors,
     ),
 )]
 pub async fn pause(
@@ -204,8 +212,7 @@ pub async fn pause(
     params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 200, description = "Resumed", body = Schedule),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 404, description = "Unknown schedule", body = ErrorBody),
+        ScheduleLookupErrors,
     ),
 )]
 pub async fn resume(
@@ -230,8 +237,7 @@ pub struct Triggered {
     params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 200, description = "Enqueued", body = Triggered),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 404, description = "Unknown schedule", body = ErrorBody),
+        ScheduleLookupErrors,
     ),
 )]
 pub async fn trigger(

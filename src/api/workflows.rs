@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
@@ -165,6 +165,17 @@ pub struct WorkflowPage {
     pub next_cursor: Option<String>,
 }
 
+/// The errors of a route on one workflow that its `{id}` decides: not a UUID (400,
+/// `parse_id`) or no such workflow (404).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Documentation only: the answers are `ApiError`s.
+enum WorkflowLookupErrors {
+    #[response(status = 400, description = "Invalid id")]
+    InvalidId(ErrorBody),
+    #[response(status = 404, description = "No such workflow")]
+    NotFound(ErrorBody),
+}
+
 fn spec_value<T: Serialize>(req: &T) -> ApiResult<serde_json::Value> {
     let mut spec = serde_json::to_value(req).map_err(|e| ApiError::Internal(e.to_string()))?;
     workflows::normalize_spec(&mut spec)?;
@@ -230,8 +241,7 @@ pub async fn list(
     params(("id" = Uuid, Path, description = "Workflow id")),
     responses(
         (status = 200, description = "The workflow", body = Workflow),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 404, description = "No such workflow", body = ErrorBody),
+        WorkflowLookupErrors,
     ),
 )]
 pub async fn get(
@@ -249,8 +259,7 @@ pub async fn get(
     params(("id" = Uuid, Path, description = "Workflow id")),
     responses(
         (status = 200, description = "Cancelled", body = Cancelled),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 404, description = "No such workflow", body = ErrorBody),
+        WorkflowLookupErrors,
     ),
 )]
 pub async fn cancel(
@@ -271,8 +280,7 @@ pub async fn cancel(
     params(("id" = Uuid, Path, description = "Workflow id")),
     responses(
         (status = 200, description = "Retried", body = Retried),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 404, description = "No such workflow", body = ErrorBody),
+        WorkflowLookupErrors,
     ),
 )]
 pub async fn retry(

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Attempt, Job, JobDetail, MAX_WAIT, StateName};
+use super::{Attempt, Job, JobDetail, JobLookupErrors, MAX_WAIT, StateName};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{Json, Path, Query, parse_duration, parse_id};
@@ -141,8 +141,7 @@ pub struct AttemptList {
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "Attempts, oldest first", body = AttemptList),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
+        JobLookupErrors,
     ),
 )]
 pub async fn attempts(
