@@ -110,7 +110,8 @@ fn form_outcome(
     }
 }
 
-fn ok(markup: Markup) -> Page {
+/// A page answered 200.
+pub(super) fn ok(markup: Markup) -> Page {
     Ok(respond(StatusCode::OK, markup))
 }
 
