@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::auth::Viewer;
 use super::layout::{banner, csrf_field, page, pretty, state_badge, time, time_opt};
-use super::pages::{Page, ok, refused};
+use super::pages::{Page, from_api, ok};
 use crate::api::AppState;
 use crate::api::extract::Path;
 use crate::api::workflows::{self as api, ListQuery};
@@ -88,11 +88,12 @@ async fn list_body(
         cursor: None,
         limit: Some(100),
     };
-    let list = api::list(State(state.clone()), crate::api::extract::Query(query))
-        .await
-        .map_err(|e| refused(viewer, e))?
-        .0
-        .workflows;
+    let list = from_api(
+        viewer,
+        api::list(State(state.clone()), crate::api::extract::Query(query)),
+    )
+    .await?
+    .workflows;
     Ok(html! {
         @if list.is_empty() { p.muted #no-workflows { "No workflow yet." } } @else {
         div.scroll {
@@ -215,10 +216,7 @@ fn graph(w: &Workflow) -> Markup {
 }
 
 async fn detail(state: &AppState, viewer: &Viewer, id: &str) -> Result<Markup, Response> {
-    let w = api::get(State(state.clone()), Path(id.to_owned()))
-        .await
-        .map_err(|e| refused(viewer, e))?
-        .0;
+    let w = from_api(viewer, api::get(State(state.clone()), Path(id.to_owned()))).await?;
     let running = w.summary.state == "running";
     let fragment = format!("/ui/fragments/workflows/{}", w.summary.id);
     Ok(html! {
