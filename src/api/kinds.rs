@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::{ApiResult, ErrorBody};
+use super::error::ApiResult;
 use super::extract::Json;
 use crate::kinds::registry::{self, KindListing};
 
@@ -31,9 +31,7 @@ pub struct KindList {
     get, path = "/v1/kinds", tag = "kinds",
     responses(
         (status = 200, description = "Kinds with their serving workers", body = KindList),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<KindList>> {
     let config = &state.settings().config;

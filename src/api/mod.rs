@@ -259,7 +259,7 @@ impl AppState {
 /// so it cannot be served without being documented.
 fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
     let auth = middleware::from_fn_with_state(state.clone(), extract::require_token);
-    let v1 = OpenApiRouter::new()
+    let mut v1 = OpenApiRouter::new()
         .routes(routes!(jobs::enqueue, jobs::list))
         .routes(routes!(jobs::enqueue_batch))
         .routes(routes!(jobs::get))
@@ -294,6 +294,7 @@ fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::retry))
         .routes(routes!(workflows::append))
         .route_layer(auth.clone());
+    openapi::require_token(v1.get_openapi_mut());
     let mut metrics = OpenApiRouter::new().routes(routes!(health::metrics));
     if state.settings().metrics_auth {
         metrics = metrics.route_layer(auth);
@@ -302,10 +303,12 @@ fn documented_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(openapi::document));
-    OpenApiRouter::with_openapi(openapi::base())
+    let mut all = OpenApiRouter::with_openapi(openapi::base())
         .merge(v1)
         .merge(metrics)
-        .merge(open)
+        .merge(open);
+    openapi::json_body_errors(all.get_openapi_mut());
+    all
 }
 
 /// The OpenAPI document of the API as served at `/openapi.json`.

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::response::IntoResponse;
-use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+use utoipa::{OpenApi, ToSchema};
 
 use super::error::ErrorBody;
 
@@ -43,6 +45,59 @@ pub(crate) fn base() -> utoipa::openapi::OpenApi {
     }
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
+}
+
+/// Documents what `extract::require_token` does to every operation of `doc`: each
+/// requires the `bearer` scheme and may answer 401.
+pub(crate) fn require_token(doc: &mut utoipa::openapi::OpenApi) {
+    for op in operations(doc) {
+        op.security
+            .get_or_insert_with(|| vec![SecurityRequirement::new("bearer", [""; 0])]);
+        add_error(op, "401", "Missing or wrong token");
+    }
+}
+
+/// Documents what our `Json` extractor answers on every operation with a request body:
+/// 413 for a body over the limit, 415 without `Content-Type: application/json`. An
+/// operation that describes its own 413 (a payload limit too) keeps it.
+pub(crate) fn json_body_errors(doc: &mut utoipa::openapi::OpenApi) {
+    for op in operations(doc).filter(|op| op.request_body.is_some()) {
+        add_error(op, "413", "Body too large");
+        add_error(op, "415", "Not application/json");
+    }
+}
+
+/// Every operation of `doc`.
+fn operations(doc: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    doc.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+            &mut item.query,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(item.additional_operations.values_mut())
+    })
+}
+
+/// Adds an [`ErrorBody`] answer with `status` to `op` unless it describes one already.
+fn add_error(op: &mut Operation, status: &str, description: &str) {
+    let body = Content::new(Some(Ref::from_schema_name(ErrorBody::name())));
+    let response = ResponseBuilder::new()
+        .description(description)
+        .content("application/json", body)
+        .build();
+    op.responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert(RefOr::T(response));
 }
 
 /// The document as served.

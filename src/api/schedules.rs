@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
@@ -63,6 +63,17 @@ pub struct ScheduleRequest {
     pub misfire_grace: Option<String>,
 }
 
+/// The errors of a route on one schedule that its `{name}` decides: not a name (400,
+/// `check_name`) or no such schedule (404, [`one`]).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Documentation only: the answers are `ApiError`s.
+enum ScheduleLookupErrors {
+    #[response(status = 400, description = "Invalid name")]
+    InvalidName(ErrorBody),
+    #[response(status = 404, description = "Unknown schedule")]
+    NotFound(ErrorBody),
+}
+
 async fn one(state: &AppState, name: &str, fires: bool) -> ApiResult<Schedule> {
     let row = schedules::get(state.pool(), name)
         .await?
@@ -80,9 +91,7 @@ async fn one(state: &AppState, name: &str, fires: bool) -> ApiResult<Schedule> {
     get, path = "/v1/schedules", tag = "schedules",
     responses(
         (status = 200, description = "Schedules by name", body = ScheduleList),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ScheduleList>> {
     let rows = schedules::list(state.pool()).await?;
@@ -98,12 +107,8 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ScheduleList>
     responses(
         (status = 200, description = "Saved", body = Schedule),
         (status = 400, description = "Invalid field (cron, timezone, names, ...)", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 409, description = "The name belongs to a schedule declared in ordinaut.toml (`schedule_declared`; the message names the scheduler that syncs it)", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -154,11 +159,8 @@ pub async fn create(
     params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 200, description = "The schedule", body = Schedule),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "Unknown schedule", body = ErrorBody),
+        ScheduleLookupErrors,
     ),
-    security(("bearer" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -174,11 +176,8 @@ pub async fn get(
     params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "Unknown schedule", body = ErrorBody),
+        ScheduleLookupErrors,
     ),
-    security(("bearer" = []))
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -195,11 +194,8 @@ pub async fn delete(
     params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 200, description = "Paused", body = Schedule),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "Unknown schedule", body = ErrorBody),
+        ScheduleLookupErrors,
     ),
-    security(("bearer" = []))
 )]
 pub async fn pause(
     State(state): State<AppState>,
@@ -216,11 +212,8 @@ pub async fn pause(
     params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 200, description = "Resumed", body = Schedule),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "Unknown schedule", body = ErrorBody),
+        ScheduleLookupErrors,
     ),
-    security(("bearer" = []))
 )]
 pub async fn resume(
     State(state): State<AppState>,
@@ -244,11 +237,8 @@ pub struct Triggered {
     params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 200, description = "Enqueued", body = Triggered),
-        (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "Unknown schedule", body = ErrorBody),
+        ScheduleLookupErrors,
     ),
-    security(("bearer" = []))
 )]
 pub async fn trigger(
     State(state): State<AppState>,

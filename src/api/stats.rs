@@ -99,9 +99,7 @@ pub struct MinuteWaits {
     responses(
         (status = 200, description = "Figures per queue", body = Stats),
         (status = 400, description = "Invalid window", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn stats(
     State(state): State<AppState>,

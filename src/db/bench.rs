@@ -98,33 +98,30 @@ pub async fn completed_in(pool: &PgPool, queue: &str) -> Result<i64> {
 /// Attempt rows of every job (live and finished).
 #[doc(hidden)]
 pub async fn attempts(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM all_attempts")
-        .fetch_one(pool)
-        .await?)
+    count(pool, "SELECT count(*) FROM all_attempts").await
 }
 
 /// Finished jobs.
 #[doc(hidden)]
 pub async fn finished(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM job_history")
-        .fetch_one(pool)
-        .await?)
+    count(pool, "SELECT count(*) FROM job_history").await
 }
 
 /// Live (not finished) jobs.
 #[doc(hidden)]
 pub async fn live(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM due_work")
-        .fetch_one(pool)
-        .await?)
+    count(pool, "SELECT count(*) FROM due_work").await
 }
 
 /// Registered workers.
 #[doc(hidden)]
 pub async fn workers(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM workers")
-        .fetch_one(pool)
-        .await?)
+    count(pool, "SELECT count(*) FROM workers").await
+}
+
+/// The one number a `SELECT count(*) ...` statement answers.
+async fn count(pool: &PgPool, sql: &'static str) -> Result<i64> {
+    Ok(sqlx::query_scalar(sql).fetch_one(pool).await?)
 }
 
 /// Which latency a run measures, in milliseconds per finished job of queue `bench`.

@@ -115,33 +115,33 @@ pub async fn count_matching(
         .await?)
 }
 
-/// Where a bulk action is: ids below `after` are still to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a bulk action is: on each side, ids below `after` are still to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cursor {
-    /// Live jobs below this id remain (None: from the bound); done when `live_done`.
-    pub live_after: Option<Uuid>,
-    /// All live jobs are done.
-    pub live_done: bool,
-    /// Finished jobs below this id remain.
-    pub finished_after: Option<Uuid>,
-    /// All finished jobs are done.
-    pub finished_done: bool,
+    /// Live jobs (due_work).
+    pub live: Side,
+    /// Finished jobs (job_history).
+    pub finished: Side,
+}
+
+/// Where a bulk action is on one side, live or finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Side {
+    /// Jobs below this id remain (None: from the bound); none when `done`.
+    pub after: Option<Uuid>,
+    /// All jobs of this side are done.
+    pub done: bool,
 }
 
 impl Cursor {
     /// Nothing done yet.
     pub fn start() -> Cursor {
-        Cursor {
-            live_after: None,
-            live_done: false,
-            finished_after: None,
-            finished_done: false,
-        }
+        Cursor::default()
     }
 
     /// Every matching job has been handled.
     pub fn is_done(&self) -> bool {
-        self.live_done && self.finished_done
+        self.live.done && self.finished.done
     }
 }
 
@@ -158,34 +158,20 @@ pub async fn run_batch(
 ) -> Result<(u64, Cursor)> {
     let (live, finished, skip_running, states) = action.scope();
     let mut next = cursor;
-    if !live {
-        next.live_done = true;
-    }
-    if !finished {
-        next.finished_done = true;
-    }
-    if !next.live_done {
-        let ids: Vec<Uuid> = filtered_ids(include_str!("sql/bulk_live_ids.sql"), f, bound)
-            .bind(cursor.live_after)
-            .bind(skip_running)
-            .bind(limit)
-            .bind(&f.ids)
-            .fetch_all(pool)
-            .await?;
-        next.live_done = (ids.len() as i64) < limit;
-        next.live_after = ids.last().copied().or(cursor.live_after);
+    next.live.done |= !live;
+    next.finished.done |= !finished;
+    if !next.live.done {
+        let ids = filtered_ids(include_str!("sql/bulk_live_ids.sql"), f, bound)
+            .bind(cursor.live.after)
+            .bind(skip_running);
+        let ids = next_batch(pool, ids, limit, &f.ids, &mut next.live).await?;
         return Ok((apply(pool, action, &ids).await?, next));
     }
-    if !next.finished_done {
-        let ids: Vec<Uuid> = filtered_ids(include_str!("sql/bulk_history_ids.sql"), f, bound)
-            .bind(cursor.finished_after)
-            .bind(states)
-            .bind(limit)
-            .bind(&f.ids)
-            .fetch_all(pool)
-            .await?;
-        next.finished_done = (ids.len() as i64) < limit;
-        next.finished_after = ids.last().copied().or(cursor.finished_after);
+    if !next.finished.done {
+        let ids = filtered_ids(include_str!("sql/bulk_history_ids.sql"), f, bound)
+            .bind(cursor.finished.after)
+            .bind(states);
+        let ids = next_batch(pool, ids, limit, &f.ids, &mut next.finished).await?;
         return Ok((apply(pool, action, &ids).await?, next));
     }
     Ok((0, next))
@@ -205,6 +191,21 @@ fn filtered_ids<'q>(
         .bind(f.created_after)
         .bind(f.created_before)
         .bind(bound)
+}
+
+/// Binds the side statement's last two parameters (`$9` limit, `$10` selected ids),
+/// reads the next batch of ids and moves `side` past it; a short batch ends the side.
+async fn next_batch<'q>(
+    pool: &PgPool,
+    ids: QueryScalar<'q, Postgres, Uuid, PgArguments>,
+    limit: i64,
+    selected: &'q Option<Vec<Uuid>>,
+    side: &mut Side,
+) -> Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = ids.bind(limit).bind(selected).fetch_all(pool).await?;
+    side.done = (ids.len() as i64) < limit;
+    side.after = ids.last().copied().or(side.after);
+    Ok(ids)
 }
 
 async fn apply(pool: &PgPool, action: Action, ids: &[Uuid]) -> Result<u64> {

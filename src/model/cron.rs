@@ -210,26 +210,41 @@ mod tests {
                 at("2026-11-23T00:00:30Z")
             ]
         );
-        assert_eq!(
-            fires("@hourly", "UTC", "2026-11-23T10:15:00Z", 1)[0],
-            at("2026-11-23T11:00:00Z")
-        );
-        assert_eq!(
-            fires("@daily", "Europe/Berlin", "2026-11-23T12:00:00Z", 1)[0],
-            at("2026-11-23T23:00:00Z")
-        );
-        assert_eq!(
-            fires("@weekly", "UTC", "2026-11-23T12:00:00Z", 1)[0],
-            at("2026-11-29T00:00:00Z")
-        );
-        assert_eq!(
-            fires("@monthly", "UTC", "2026-11-23T12:00:00Z", 1)[0],
-            at("2026-12-01T00:00:00Z")
-        );
-        assert_eq!(
-            fires("@yearly", "UTC", "2026-11-23T12:00:00Z", 1)[0],
-            at("2027-01-01T00:00:00Z")
-        );
+        let shorthands = [
+            (
+                "@hourly",
+                "UTC",
+                "2026-11-23T10:15:00Z",
+                "2026-11-23T11:00:00Z",
+            ),
+            (
+                "@daily",
+                "Europe/Berlin",
+                "2026-11-23T12:00:00Z",
+                "2026-11-23T23:00:00Z",
+            ),
+            (
+                "@weekly",
+                "UTC",
+                "2026-11-23T12:00:00Z",
+                "2026-11-29T00:00:00Z",
+            ),
+            (
+                "@monthly",
+                "UTC",
+                "2026-11-23T12:00:00Z",
+                "2026-12-01T00:00:00Z",
+            ),
+            (
+                "@yearly",
+                "UTC",
+                "2026-11-23T12:00:00Z",
+                "2027-01-01T00:00:00Z",
+            ),
+        ];
+        for (expr, tz, after, want) in shorthands {
+            assert_eq!(fires(expr, tz, after, 1)[0], at(want), "{expr} in {tz}");
+        }
     }
 
     #[test]
@@ -266,27 +281,17 @@ mod tests {
 
     #[test]
     fn invalid_expressions_and_zones_are_named() {
-        assert!(CronExpr::parse("* * *").unwrap_err().contains("3 fields"));
-        assert!(
-            CronExpr::parse("61 * * * *")
-                .unwrap_err()
-                .contains("invalid cron expression")
-        );
-        assert!(
-            CronExpr::parse("0 0 * * 9")
-                .unwrap_err()
-                .contains("out of range")
-        );
-        assert!(
-            CronExpr::parse("@fortnightly")
-                .unwrap_err()
-                .contains("unknown shorthand")
-        );
-        assert!(
-            CronExpr::parse("0 0 30 2 *")
-                .unwrap_err()
-                .contains("never fires")
-        );
+        let invalid = [
+            ("* * *", "3 fields"),
+            ("61 * * * *", "invalid cron expression"),
+            ("0 0 * * 9", "out of range"),
+            ("@fortnightly", "unknown shorthand"),
+            ("0 0 30 2 *", "never fires"),
+        ];
+        for (expr, reason) in invalid {
+            let err = CronExpr::parse(expr).unwrap_err();
+            assert!(err.contains(reason), "{expr}: {err}");
+        }
         assert!(
             parse_timezone("Mars/Olympus")
                 .unwrap_err()

@@ -135,31 +135,43 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// A job as a worker receives it after a claim.
-#[derive(Debug, Clone)]
+// One type for what a worker runs and what `POST /v1/pull/claim` answers: its doc
+// comments are the OpenAPI document's `ClaimedJob`. On the wire the timeout is in ms and
+// the schedule is left out.
+/// A claimed job.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClaimedJob {
     /// Job id.
     pub id: Uuid,
-    /// Queue name.
+    /// Queue.
     pub queue: String,
-    /// Kind name.
+    /// Kind.
     pub kind: String,
-    /// JSON payload.
+    /// Payload.
     pub payload: serde_json::Value,
-    /// Attempt number, starting at 1.
+    /// This attempt's number, from 1. Send it back with heartbeats, completes and
+    /// fails: an outcome for any other attempt is refused (409 `stale_attempt`).
     pub attempt: i32,
-    /// Attempts allowed in all.
+    /// Attempts allowed.
     pub max_attempts: i32,
-    /// Per-job timeout, if set at enqueue.
+    /// Per-attempt timeout in ms set at enqueue.
+    #[serde(rename = "timeout_ms", serialize_with = "millis")]
+    #[schema(value_type = Option<i64>)]
     pub timeout: Option<Duration>,
-    /// Free-form metadata set at enqueue (request id, correlation).
+    /// Metadata set at enqueue.
     pub metadata: serde_json::Value,
     /// Schedule that created it.
+    #[serde(skip)]
     pub schedule_id: Option<Uuid>,
-    /// When the job was first due.
+    /// When the job was due.
     pub run_at: DateTime<Utc>,
     /// When this attempt started.
     pub attempted_at: DateTime<Utc>,
+}
+
+/// Serialises a timeout as whole milliseconds.
+fn millis<S: serde::Serializer>(timeout: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    timeout.map(|t| t.as_millis() as i64).serialize(s)
 }
 
 /// `base` scaled by a random factor in [0.8, 1.2], so replicas do not poll in lockstep.

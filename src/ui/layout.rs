@@ -207,7 +207,12 @@ pub fn flash(code: Option<&str>) -> Option<&'static str> {
 
 /// The flash banner, if any.
 pub fn flash_banner(code: Option<&str>) -> Markup {
+    banner(flash(code))
+}
+
+/// A flash banner with `message`; nothing without one.
+pub fn banner(message: Option<&str>) -> Markup {
     html! {
-        @if let Some(m) = flash(code) { p.flash role="status" #flash { (m) } }
+        @if let Some(m) = message { p.flash role="status" #flash { (m) } }
     }
 }

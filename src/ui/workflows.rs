@@ -8,14 +8,13 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::auth::Viewer;
-use super::layout::{csrf_field, page, pretty, respond, state_badge, time, time_opt};
-use super::pages::{Page, refused};
+use super::layout::{banner, csrf_field, page, pretty, state_badge, time, time_opt};
+use super::pages::{Page, from_api, ok};
 use crate::api::AppState;
 use crate::api::extract::Path;
 use crate::api::workflows::{self as api, ListQuery};
@@ -29,14 +28,13 @@ pub struct WorkflowsQuery {
 }
 
 fn flash(done: Option<&str>) -> Markup {
-    let message = match done {
+    banner(match done {
         Some("cancelled") => {
-            "Workflow cancelled: waiting steps at once, running jobs are stopping."
+            Some("Workflow cancelled: waiting steps at once, running jobs are stopping.")
         }
-        Some("retried") => "Failed and cancelled steps enqueued again.",
-        _ => return html! {},
-    };
-    html! { p.flash role="status" #flash { (message) } }
+        Some("retried") => Some("Failed and cancelled steps enqueued again."),
+        _ => None,
+    })
 }
 
 /// Workflows, newest first, with their states and step counts (live).
@@ -50,26 +48,23 @@ pub async fn workflows(
         Some(s) => format!("/ui/fragments/workflows?state={s}"),
         None => "/ui/fragments/workflows".to_owned(),
     };
-    Ok(respond(
-        StatusCode::OK,
-        page(
-            &viewer,
-            "Workflows",
-            "/ui/workflows",
-            html! {
-                (flash(q.done.as_deref()))
-                form.filters method="get" action="/ui/workflows" {
-                    label { "State " select name="state" {
-                        option value="" { "any" }
-                        @for s in ["running", "completed", "failed", "cancelled"] {
-                            option value=(s) selected[q.state.as_deref() == Some(s)] { (s) }
-                        }
-                    } }
-                    button type="submit" { "Filter" }
-                }
-                div hx-get=(fragment) hx-trigger="every 2s" hx-swap="innerHTML" { (body) }
-            },
-        ),
+    ok(page(
+        &viewer,
+        "Workflows",
+        "/ui/workflows",
+        html! {
+            (flash(q.done.as_deref()))
+            form.filters method="get" action="/ui/workflows" {
+                label { "State " select name="state" {
+                    option value="" { "any" }
+                    @for s in ["running", "completed", "failed", "cancelled"] {
+                        option value=(s) selected[q.state.as_deref() == Some(s)] { (s) }
+                    }
+                } }
+                button type="submit" { "Filter" }
+            }
+            div hx-get=(fragment) hx-trigger="every 2s" hx-swap="innerHTML" { (body) }
+        },
     ))
 }
 
@@ -80,7 +75,7 @@ pub async fn workflows_fragment(
     Query(q): Query<WorkflowsQuery>,
 ) -> Page {
     let body = list_body(&state, &viewer, q.state).await?;
-    Ok(respond(StatusCode::OK, body))
+    ok(body)
 }
 
 async fn list_body(
@@ -93,11 +88,12 @@ async fn list_body(
         cursor: None,
         limit: Some(100),
     };
-    let list = api::list(State(state.clone()), crate::api::extract::Query(query))
-        .await
-        .map_err(|e| refused(viewer, e))?
-        .0
-        .workflows;
+    let list = from_api(
+        viewer,
+        api::list(State(state.clone()), crate::api::extract::Query(query)),
+    )
+    .await?
+    .workflows;
     Ok(html! {
         @if list.is_empty() { p.muted #no-workflows { "No workflow yet." } } @else {
         div.scroll {
@@ -220,10 +216,7 @@ fn graph(w: &Workflow) -> Markup {
 }
 
 async fn detail(state: &AppState, viewer: &Viewer, id: &str) -> Result<Markup, Response> {
-    let w = api::get(State(state.clone()), Path(id.to_owned()))
-        .await
-        .map_err(|e| refused(viewer, e))?
-        .0;
+    let w = from_api(viewer, api::get(State(state.clone()), Path(id.to_owned()))).await?;
     let running = w.summary.state == "running";
     let fragment = format!("/ui/fragments/workflows/{}", w.summary.id);
     Ok(html! {
@@ -264,14 +257,11 @@ pub async fn workflow(
     Query(q): Query<WorkflowsQuery>,
 ) -> Page {
     let body = detail(&state, &viewer, &id).await?;
-    Ok(respond(
-        StatusCode::OK,
-        page(
-            &viewer,
-            "Workflow",
-            "/ui/workflows",
-            html! { (flash(q.done.as_deref())) (body) },
-        ),
+    ok(page(
+        &viewer,
+        "Workflow",
+        "/ui/workflows",
+        html! { (flash(q.done.as_deref())) (body) },
     ))
 }
 
@@ -281,5 +271,5 @@ pub async fn workflow_fragment(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Page {
-    Ok(respond(StatusCode::OK, detail(&state, &viewer, &id).await?))
+    ok(detail(&state, &viewer, &id).await?)
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::StateName;
+use super::{JobLookupErrors, StateName};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{Access, Json, Path, parse_id};
@@ -33,12 +33,9 @@ pub struct CancelResponse {
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "Cancelled or cancel requested", body = CancelResponse),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
+        JobLookupErrors,
         (status = 409, description = "Already finished", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -76,12 +73,9 @@ pub struct RetryResponse {
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "Re-enqueued", body = RetryResponse),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
+        JobLookupErrors,
         (status = 409, description = "Not failed or cancelled (a waiting workflow step, or one that ended without running: retry its workflow), or its unique key is taken", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn retry(
     State(state): State<AppState>,
@@ -102,13 +96,10 @@ pub async fn retry(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        JobLookupErrors,
         (status = 403, description = "Read-only token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job is running", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn delete_job(
     State(state): State<AppState>,
@@ -147,13 +138,10 @@ pub struct RunNowResponse {
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "Due now", body = RunNowResponse),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        JobLookupErrors,
         (status = 403, description = "Read-only token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "Not waiting for a future time", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn run_now(
     State(state): State<AppState>,

@@ -107,12 +107,8 @@ pub struct BulkCount {
     responses(
         (status = 200, description = "The count", body = BulkCount),
         (status = 400, description = "Invalid action or filter", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Read-only token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn bulk_count(
     State(state): State<AppState>,
@@ -145,12 +141,8 @@ pub struct BulkResult {
     responses(
         (status = 200, description = "Done", body = BulkResult),
         (status = 400, description = "Invalid action or filter", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Read-only token", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn bulk_run(
     State(state): State<AppState>,

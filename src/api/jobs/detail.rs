@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Attempt, Job, JobDetail, MAX_WAIT, StateName};
+use super::{Attempt, Job, JobDetail, JobLookupErrors, MAX_WAIT, StateName};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{Json, Path, Query, parse_duration, parse_id};
@@ -38,10 +38,8 @@ pub struct GetQuery {
     responses(
         (status = 200, description = "The job", body = JobDetail),
         (status = 400, description = "Invalid id or wait", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -143,11 +141,8 @@ pub struct AttemptList {
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "Attempts, oldest first", body = AttemptList),
-        (status = 400, description = "Invalid id", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
+        JobLookupErrors,
     ),
-    security(("bearer" = []))
 )]
 pub async fn attempts(
     State(state): State<AppState>,

@@ -250,11 +250,8 @@ async fn insert(state: &AppState, jobs: &[NewJob]) -> ApiResult<Vec<Enqueued>> {
         (status = 201, description = "Enqueued", body = Enqueued),
         (status = 200, description = "A live job with this key exists; returned instead", body = Enqueued),
         (status = 400, description = "Malformed JSON, an invalid field, a payload not matching the kind's payload_schema (field named), or a kind no live worker serves", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 413, description = "Body or payload too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn enqueue(
     State(state): State<AppState>,
@@ -287,11 +284,8 @@ pub async fn enqueue(
     responses(
         (status = 201, description = "All enqueued (duplicates of live unique keys marked)", body = BatchResponse),
         (status = 400, description = "Malformed JSON, an invalid job (named by index) or too many jobs", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 413, description = "Body or a payload too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn enqueue_batch(
     State(state): State<AppState>,

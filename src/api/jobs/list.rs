@@ -83,9 +83,7 @@ pub struct JobPage {
     responses(
         (status = 200, description = "A page of jobs", body = JobPage),
         (status = 400, description = "Invalid filter", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 pub use crate::db::attempts::AttemptView as Attempt;
 pub use crate::db::history::JobView as Job;
 use crate::db::workflows::StepOfJob;
@@ -34,6 +34,17 @@ pub const MAX_WAIT: Duration = Duration::from_secs(120);
 /// A job's state, as the API names it: [`JobState`] (the OpenAPI component keeps the
 /// name `StateName`).
 pub type StateName = JobState;
+
+/// The errors of a route on one job that its `{id}` decides: not a UUID (400,
+/// `parse_id`) or no such job (404).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Documentation only: the answers are `ApiError`s.
+enum JobLookupErrors {
+    #[response(status = 400, description = "Invalid id")]
+    InvalidId(ErrorBody),
+    #[response(status = 404, description = "No such job")]
+    NotFound(ErrorBody),
+}
 
 /// A job with its attempts.
 #[derive(Debug, Serialize, ToSchema)]

@@ -5,7 +5,7 @@
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 use uuid::Uuid;
 
 use super::super::AppState;
@@ -68,6 +68,19 @@ pub struct FinishResponse {
     pub outcome: String,
     /// When it runs again (retry).
     pub next_run_at: Option<DateTime<Utc>>,
+}
+
+/// The errors of [`leased_job`], as the routes that finish a job document them.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Documentation only: the answers are `ApiError`s.
+enum LeasedJobErrors {
+    #[response(status = 404, description = "No such job")]
+    NotFound(ErrorBody),
+    #[response(
+        status = 409,
+        description = "The job is not running under this lease owner (`lease_lost`) or is at another attempt (`stale_attempt`)"
+    )]
+    NotLeased(ErrorBody),
 }
 
 /// The running job `id` as leased by `owner` at `attempt`, or 409/404.
@@ -160,13 +173,9 @@ async fn apply(
     responses(
         (status = 200, description = "Completed", body = FinishResponse),
         (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "The job is not running under this lease owner (`lease_lost`) or is at another attempt (`stale_attempt`)", body = ErrorBody),
+        LeasedJobErrors,
         (status = 413, description = "Body or output too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 pub async fn complete(
     State(state): State<AppState>,
@@ -197,13 +206,8 @@ pub async fn complete(
     responses(
         (status = 200, description = "Recorded: retry, failed or cancelled", body = FinishResponse),
         (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "The job is not running under this lease owner (`lease_lost`) or is at another attempt (`stale_attempt`)", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
+        LeasedJobErrors,
     ),
-    security(("bearer" = []))
 )]
 pub async fn fail(
     State(state): State<AppState>,

@@ -93,10 +93,7 @@ pub async fn bulk_preview(
 ) -> Page {
     let f = BulkForm::parse(&body).map_err(|e| refused(&viewer, e))?;
     let req = bulk_request(&f).map_err(|e| refused(&viewer, e))?;
-    let count = jobs::bulk_count(State(state), Json(req.clone()))
-        .await
-        .map_err(|e| refused(&viewer, e))?
-        .0;
+    let count = from_api(&viewer, jobs::bulk_count(State(state), Json(req.clone()))).await?;
     let action = req.action.clone();
     let body = html! {
         p { "Action: " strong #bulk-action-name { (action) } ", on every job matching:" }
@@ -131,10 +128,11 @@ pub async fn bulk_run(
 ) -> Page {
     let f = BulkForm::parse(&body).map_err(|e| refused(&viewer, e))?;
     let req = bulk_request(&f).map_err(|e| refused(&viewer, e))?;
-    let r = jobs::bulk_run(State(state), Extension(access), Json(req))
-        .await
-        .map_err(|e| refused(&viewer, e))?
-        .0;
+    let r = from_api(
+        &viewer,
+        jobs::bulk_run(State(state), Extension(access), Json(req)),
+    )
+    .await?;
     let shown: Option<i64> = given(&f.matched).and_then(|m| m.parse().ok());
     let body = html! {
         p #bulk-result data-affected=(r.affected) {
@@ -163,16 +161,17 @@ pub async fn audit(
     viewer: Viewer,
     Query(p): Query<AuditPaging>,
 ) -> Page {
-    let page_ = audit::audit_log(
-        State(state),
-        crate::api::extract::Query(AuditQuery {
-            before: p.before,
-            limit: Some(50),
-        }),
+    let page_ = from_api(
+        &viewer,
+        audit::audit_log(
+            State(state),
+            crate::api::extract::Query(AuditQuery {
+                before: p.before,
+                limit: Some(50),
+            }),
+        ),
     )
-    .await
-    .map_err(|e| refused(&viewer, e))?
-    .0;
+    .await?;
     let body = html! {
         @if page_.entries.is_empty() { p.muted #no-audit { "Nothing recorded yet." } } @else {
         div.scroll {

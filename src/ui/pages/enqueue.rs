@@ -26,14 +26,15 @@ pub async fn enqueue_form(
     Query(mut f): Query<EnqueueForm>,
 ) -> Page {
     if let Some(id) = given(&f.copy) {
-        let d = jobs::get(
-            State(state.clone()),
-            Path(id),
-            crate::api::extract::Query(GetQuery { wait: None }),
+        let d = from_api(
+            &viewer,
+            jobs::get(
+                State(state.clone()),
+                Path(id),
+                crate::api::extract::Query(GetQuery { wait: None }),
+            ),
         )
-        .await
-        .map_err(|e| refused(&viewer, e))?
-        .0;
+        .await?;
         f.queue = Some(d.job.queue);
         f.kind = Some(d.job.kind);
         f.payload = Some(pretty(&d.job.payload));

@@ -32,14 +32,15 @@ pub async fn job_fragment(
 }
 
 async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Markup, Response> {
-    let detail = jobs::get(
-        State(state.clone()),
-        Path(id.clone()),
-        crate::api::extract::Query(GetQuery { wait: None }),
+    let detail = from_api(
+        viewer,
+        jobs::get(
+            State(state.clone()),
+            Path(id.clone()),
+            crate::api::extract::Query(GetQuery { wait: None }),
+        ),
     )
-    .await
-    .map_err(|e| refused(viewer, e))?
-    .0;
+    .await?;
     let j = &detail.job;
     let s = state_name(j.state);
     let terminal = j.state.is_terminal();

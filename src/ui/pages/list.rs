@@ -55,26 +55,21 @@ impl JobsQuery {
 
 /// The page of jobs `q` asks for, or the page saying why not.
 async fn job_page(state: &AppState, viewer: &Viewer, q: &JobsQuery) -> Result<JobPage, Response> {
-    let page = jobs::list(
-        State(state.clone()),
-        crate::api::extract::Query(ListQuery {
-            queue: given(&q.queue),
-            kind: given(&q.kind),
-            state: parse_state(&q.state).map_err(|e| refused(viewer, e))?,
-            created_after: utc_time(&q.created_after),
-            created_before: utc_time(&q.created_before),
-            schedule: given(&q.schedule),
-            payload: given(&q.payload),
-            metadata: given(&q.metadata),
-            text: given(&q.text),
-            cursor: given(&q.cursor),
-            limit: Some(50),
-        }),
-    )
-    .await
-    .map_err(|e| refused(viewer, e))?
-    .0;
-    Ok(page)
+    let query = ListQuery {
+        queue: given(&q.queue),
+        kind: given(&q.kind),
+        state: parse_state(&q.state).map_err(|e| refused(viewer, e))?,
+        created_after: utc_time(&q.created_after),
+        created_before: utc_time(&q.created_before),
+        schedule: given(&q.schedule),
+        payload: given(&q.payload),
+        metadata: given(&q.metadata),
+        text: given(&q.text),
+        cursor: given(&q.cursor),
+        limit: Some(50),
+    };
+    let list = jobs::list(State(state.clone()), crate::api::extract::Query(query));
+    from_api(viewer, list).await
 }
 
 /// Jobs: filters, a live first page, cursor pages, and bulk actions on the filter.

@@ -59,6 +59,14 @@ pub(super) fn refused(viewer: &Viewer, e: ApiError) -> Response {
     }
 }
 
+/// What a `/v1` handler answered, or its refusal as the page (see [`refused`]).
+pub(super) async fn from_api<T>(
+    viewer: &Viewer,
+    call: impl std::future::Future<Output = Result<Json<T>, ApiError>>,
+) -> Result<T, Response> {
+    call.await.map(|Json(t)| t).map_err(|e| refused(viewer, e))
+}
+
 /// Runs an action through its `/v1` handler, then redirects to where `to` says (or
 /// shows the refusal).
 async fn act<T>(
@@ -110,7 +118,8 @@ fn form_outcome(
     }
 }
 
-fn ok(markup: Markup) -> Page {
+/// A page answered 200.
+pub(super) fn ok(markup: Markup) -> Page {
     Ok(respond(StatusCode::OK, markup))
 }
 

@@ -18,18 +18,17 @@ pub async fn overview_fragment(State(state): State<AppState>, viewer: Viewer) ->
 }
 
 async fn overview_body(state: &AppState, viewer: &Viewer) -> Result<Markup, Response> {
-    let queues = queues::list(State(state.clone()))
-        .await
-        .map_err(|e| refused(viewer, e))?
-        .0
+    let queues = from_api(viewer, queues::list(State(state.clone())))
+        .await?
         .queues;
-    let stats = stats::stats(
-        State(state.clone()),
-        crate::api::extract::Query(StatsQuery { minutes: Some(60) }),
+    let stats = from_api(
+        viewer,
+        stats::stats(
+            State(state.clone()),
+            crate::api::extract::Query(StatsQuery { minutes: Some(60) }),
+        ),
     )
-    .await
-    .map_err(|e| refused(viewer, e))?
-    .0;
+    .await?;
     let figures = |name: &str| stats.queues.iter().find(|f| f.queue == name);
     let mut names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
     for f in &stats.queues {

@@ -12,11 +12,7 @@ pub async fn queues(
     viewer: Viewer,
     Query(done): Query<Done>,
 ) -> Page {
-    let list = queues::list(State(state))
-        .await
-        .map_err(|e| refused(&viewer, e))?
-        .0
-        .queues;
+    let list = from_api(&viewer, queues::list(State(state))).await?.queues;
     let body = html! {
         (flash_banner(done.done.as_deref()))
         @if list.is_empty() { p.muted { "No queues yet." } } @else {
@@ -103,10 +99,7 @@ pub async fn queue_form(
     viewer: Viewer,
     Path(name): Path<String>,
 ) -> Page {
-    let q = queues::get(State(state), Path(name.clone()))
-        .await
-        .map_err(|e| refused(&viewer, e))?
-        .0;
+    let q = from_api(&viewer, queues::get(State(state), Path(name.clone()))).await?;
     let f = QueueForm {
         concurrency_limit: q.concurrency_limit.map(|v| v.to_string()),
         rate_limit: rate_text(q.rate_limit, q.rate_period_ms),

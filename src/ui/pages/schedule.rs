@@ -12,10 +12,8 @@ pub async fn schedules(
     viewer: Viewer,
     Query(done): Query<Done>,
 ) -> Page {
-    let list = schedules::list(State(state))
-        .await
-        .map_err(|e| refused(&viewer, e))?
-        .0
+    let list = from_api(&viewer, schedules::list(State(state)))
+        .await?
         .schedules;
     let body = html! {
         (flash_banner(done.done.as_deref()))
@@ -66,10 +64,7 @@ pub async fn schedule(
     viewer: Viewer,
     Path(name): Path<String>,
 ) -> Page {
-    let s = schedules::get(State(state), Path(name.clone()))
-        .await
-        .map_err(|e| refused(&viewer, e))?
-        .0;
+    let s = from_api(&viewer, schedules::get(State(state), Path(name.clone()))).await?;
     let zoned = |t: &chrono::DateTime<Utc>| {
         s.timezone
             .parse::<chrono_tz::Tz>()
@@ -141,10 +136,7 @@ pub async fn schedule_form(
     Query(mut f): Query<ScheduleForm>,
 ) -> Page {
     if let Some(name) = given(&f.edit) {
-        let s = schedules::get(State(state.clone()), Path(name))
-            .await
-            .map_err(|e| refused(&viewer, e))?
-            .0;
+        let s = from_api(&viewer, schedules::get(State(state.clone()), Path(name))).await?;
         f = ScheduleForm {
             name: Some(s.name),
             cron: Some(s.cron),

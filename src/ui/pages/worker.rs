@@ -8,10 +8,8 @@ use super::*;
 
 /// Live worker processes: host, queues, slots, heartbeat, the jobs they run.
 pub async fn workers(State(state): State<AppState>, viewer: Viewer) -> Page {
-    let list = workers::list(State(state))
-        .await
-        .map_err(|e| refused(&viewer, e))?
-        .0
+    let list = from_api(&viewer, workers::list(State(state)))
+        .await?
         .workers;
     let now = Utc::now();
     let body = html! {
