@@ -19,5 +19,4 @@ pub mod pg_local;
 pub mod scheduler;
 pub mod shutdown;
 pub mod telemetry;
-pub mod ui;
 pub mod worker;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Refreshes the front-end libraries the dashboard embeds (src/ui/assets/vendor/) from
+# Refreshes the front-end libraries the dashboard embeds (src/api/ui/assets/vendor/) from
 # the npm registry at the pinned versions below, with their licence files. Run it by
 # hand after changing a version, review the diff, commit it: `cargo build` never runs
 # it and needs neither Node nor the network.
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 htmx_version=2.0.11
 uplot_version=1.6.32
 
-out=src/ui/assets/vendor
+out=src/api/ui/assets/vendor
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -35,12 +35,12 @@ htmx.org $htmx_version (0BSD; htmx.LICENSE)
 uplot $uplot_version (MIT; uPlot.LICENSE)
 VERSIONS
 {
-    echo "Front-end libraries embedded in the Ordinaut dashboard (see src/ui/assets/vendor/VERSIONS)."
+    echo "Front-end libraries embedded in the Ordinaut dashboard (see src/api/ui/assets/vendor/VERSIONS)."
     echo
     echo "== htmx (htmx.org) =="
     cat "$out/htmx.LICENSE"
     echo
     echo "== uPlot =="
     cat "$out/uPlot.LICENSE"
-} > src/ui/assets/LICENSES.txt
+} > src/api/ui/assets/LICENSES.txt
 echo "vendored htmx.org $htmx_version and uplot $uplot_version into $out"

@@ -241,7 +241,7 @@ async fn the_ui_event_stream_needs_a_session_and_carries_job_changes() {
 async fn wrong_tokens_are_limited_per_client_and_open_sessions_keep_working() {
     let server = Server::start_with(settings()).await;
     let cookie = socket_login(&server, TOKEN).await.expect("login");
-    for _ in 0..ordinaut::ui::limit::MAX_FAILURES {
+    for _ in 0..ordinaut::api::ui::limit::MAX_FAILURES {
         let r = socket_login(&server, "wrong-token").await.unwrap_err();
         assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
     }
@@ -255,7 +255,7 @@ async fn wrong_tokens_are_limited_per_client_and_open_sessions_keep_working() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(wait > 0 && wait <= ordinaut::ui::limit::WINDOW.as_secs() + 1);
+    assert!(wait > 0 && wait <= ordinaut::api::ui::limit::WINDOW.as_secs() + 1);
     assert!(r.text().await.unwrap().contains("too many wrong tokens"));
     // The session opened before, and /v1 with a token, are unaffected.
     let page = reqwest::Client::new()
