@@ -137,6 +137,14 @@ fn not_found(name: &str, e: db::Error) -> anyhow::Error {
     }
 }
 
+/// Prints `{what} {name}` once an action on schedule `name` is `done`; an unknown
+/// schedule is said so by name.
+fn say_done(done: db::Result<()>, name: &str, what: &str) -> anyhow::Result<()> {
+    done.map_err(|e| not_found(name, e))?;
+    println!("{what} {name}");
+    Ok(())
+}
+
 impl Action {
     fn parse(cmd: SchedulesCommand, config: &Config) -> anyhow::Result<Self> {
         Ok(match cmd {
@@ -188,16 +196,12 @@ impl Action {
                 println!("{}", serde_json::to_string_pretty(&value)?);
             }
             Action::Pause(name) => {
-                db::schedules::set_paused(pool, &name, true, None)
-                    .await
-                    .map_err(|e| not_found(&name, e))?;
-                println!("paused {name}");
+                let done = db::schedules::set_paused(pool, &name, true, None).await;
+                say_done(done, &name, "paused")?;
             }
             Action::Resume(name) => {
-                crate::scheduler::resume(pool, &name)
-                    .await
-                    .map_err(|e| not_found(&name, e))?;
-                println!("resumed {name}");
+                let done = crate::scheduler::resume(pool, &name).await;
+                say_done(done, &name, "resumed")?;
             }
             Action::Trigger(name) => {
                 let firer = Firer::new(pool.clone(), crate::scheduler::fire_options(config));
@@ -208,10 +212,8 @@ impl Action {
                 println!("{id}");
             }
             Action::Delete(name) => {
-                db::schedules::delete(pool, &name)
-                    .await
-                    .map_err(|e| not_found(&name, e))?;
-                println!("deleted {name}");
+                let done = db::schedules::delete(pool, &name).await;
+                say_done(done, &name, "deleted")?;
             }
         }
         Ok(())
