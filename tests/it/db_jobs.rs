@@ -17,12 +17,19 @@ fn backoff() -> Backoff {
     }
 }
 
+/// Enqueues `n` jobs on queue `q` and claims them all: their ids and the worker
+/// holding them.
+async fn claimed_jobs(db: &TestDb, n: usize) -> (Vec<Uuid>, Uuid) {
+    let ids = jobs("q", "k").enqueue_n(&db.pool, n).await;
+    let worker = Uuid::now_v7();
+    assert_eq!(claim(&db.pool, n, worker).await.len(), n);
+    (ids, worker)
+}
+
 /// Enqueues one job on queue `q` and claims it: its id and the worker holding it.
 async fn claimed_job(db: &TestDb) -> (Uuid, Uuid) {
-    let id = jobs("q", "k").enqueue(&db.pool).await;
-    let worker = Uuid::now_v7();
-    claim(&db.pool, 1, worker).await;
-    (id, worker)
+    let (ids, worker) = claimed_jobs(db, 1).await;
+    (ids[0], worker)
 }
 
 /// Ends every live lease now, as time passing would.
@@ -306,9 +313,7 @@ async fn retry_outcome_reschedules_and_spends_the_attempt() {
 #[tokio::test]
 async fn snoozed_and_interrupted_attempts_are_given_back() {
     let db = TestDb::new().await;
-    let ids = jobs("q", "k").enqueue_n(&db.pool, 2).await;
-    let w = Uuid::now_v7();
-    claim(&db.pool, 2, w).await;
+    let (ids, w) = claimed_jobs(&db, 2).await;
     let later = chrono::Utc::now() + chrono::Duration::seconds(30);
     let batch = [
         Finish {
