@@ -29,6 +29,9 @@ python3 - "${root}" "${stage}" >"${stage}/build-command" <<'PY'
 import fnmatch, os, shlex, shutil, sys
 
 root, stage = sys.argv[1:]
+sys.dont_write_bytecode = True  # nothing in the repository is written
+sys.path.insert(0, os.path.join(root, "ops"))
+import dockerfile
 context, build = os.path.join(stage, "context"), os.path.join(stage, "build")
 
 rules = []
@@ -66,18 +69,7 @@ for dirpath, dirnames, filenames in os.walk(root):
         admitted += 1
 
 # The builder stage: from its FROM to the next FROM.
-lines, cur = [], ""
-for raw in open(os.path.join(root, "Dockerfile")):
-    raw = raw.rstrip("\n")
-    if raw.lstrip().startswith("#") and not cur:
-        continue
-    if raw.endswith("\\"):
-        cur += raw[:-1] + " "
-        continue
-    cur += raw
-    if cur.strip():
-        lines.append(cur.strip())
-    cur = ""
+lines = dockerfile.instructions(root)
 stage_lines, in_builder = [], False
 for line in lines:
     words = shlex.split(line)

@@ -133,18 +133,10 @@ commands="${scratch}/commands.tsv"
 import json, os, re, shlex, sys
 
 root, commands = sys.argv[1:]
-lines, cur = [], ""
-for raw in open(os.path.join(root, "Dockerfile")):
-    raw = raw.rstrip("\n")
-    if raw.lstrip().startswith("#") and not cur:
-        continue
-    if raw.endswith("\\"):
-        cur += raw[:-1] + " "
-        continue
-    cur += raw
-    if cur.strip():
-        lines.append(cur.strip())
-    cur = ""
+sys.dont_write_bytecode = True  # nothing in the repository is written
+sys.path.insert(0, os.path.join(root, "ops"))
+import dockerfile
+lines = dockerfile.instructions(root)
 stages, current = {}, None
 for line in lines:
     op, _, rest = line.partition(" ")

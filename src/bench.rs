@@ -15,7 +15,7 @@ mod scenarios;
 mod ui;
 mod workflows;
 
-use harness::{FreshDb, WorkerProc, wait_for_workers};
+use harness::FreshDb;
 use scenarios::{burn_down, latency, sustained};
 
 /// The queue every scenario uses.
@@ -126,6 +126,33 @@ pub struct BenchResult {
     /// Sustained/bloat: due_work index size at the end, bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index_bytes: Option<i64>,
+}
+
+impl BenchResult {
+    /// A run of `scenario` over `jobs` jobs with its latency percentiles in ms (p50,
+    /// p95, p99, max) and the first worker's peak RSS; no rates, phases or table sizes.
+    fn new(
+        scenario: &str,
+        jobs: usize,
+        (p50_ms, p95_ms, p99_ms, max_ms): (f64, f64, f64, f64),
+        worker_peak_rss_kib: Option<u64>,
+    ) -> BenchResult {
+        BenchResult {
+            scenario: scenario.to_owned(),
+            jobs,
+            enqueue_jobs_per_sec: None,
+            worked_jobs_per_sec: None,
+            p50_ms,
+            p95_ms,
+            p99_ms,
+            max_ms,
+            worker_peak_rss_kib,
+            phases: Vec::new(),
+            dead_tuples: None,
+            table_bytes: None,
+            index_bytes: None,
+        }
+    }
 }
 
 /// Figures for one phase of a sustained run.

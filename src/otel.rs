@@ -261,21 +261,22 @@ pub fn enqueue_span<'q>(
     } else {
         "send".to_owned()
     };
+    // One field list for both spans; `parent: None` must be written in the macro call
+    // (a root span), while leaving it out takes the current span as the parent.
+    macro_rules! enqueue_span {
+        ($($parent:tt)*) => {
+            tracing::info_span!($($parent)* "enqueue",
+                otel.name = %name, otel.kind = "producer",
+                messaging.system = SYSTEM, messaging.operation.name = "send",
+                messaging.operation.type = "send",
+                messaging.destination.name = tracing::field::Empty,
+                messaging.message.id = tracing::field::Empty,
+                messaging.batch.message_count = tracing::field::Empty)
+        };
+    }
     let span = match parent {
-        Parent::Root => tracing::info_span!(parent: None, "enqueue",
-            otel.name = %name, otel.kind = "producer",
-            messaging.system = SYSTEM, messaging.operation.name = "send",
-            messaging.operation.type = "send",
-            messaging.destination.name = tracing::field::Empty,
-            messaging.message.id = tracing::field::Empty,
-            messaging.batch.message_count = tracing::field::Empty),
-        _ => tracing::info_span!("enqueue",
-            otel.name = %name, otel.kind = "producer",
-            messaging.system = SYSTEM, messaging.operation.name = "send",
-            messaging.operation.type = "send",
-            messaging.destination.name = tracing::field::Empty,
-            messaging.message.id = tracing::field::Empty,
-            messaging.batch.message_count = tracing::field::Empty),
+        Parent::Root => enqueue_span!(parent: None,),
+        _ => enqueue_span!(),
     };
     if let Parent::Remote(Some(carrier)) = parent {
         let _ = span.set_parent(carrier.context());

@@ -119,27 +119,16 @@ impl LocalPg {
             return Ok(LocalPg { port, ..pg });
         }
         let port = free_port().map_err(|e| io(&base, e))?;
-        let mut opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections={}",
-            data.display(),
-            options.max_connections
-        );
+        let mut extra = format!(" -c max_connections={}", options.max_connections);
         if options.unsafe_fast {
-            opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+            extra.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
         if options.commit_timestamps {
-            opts.push_str(" -c track_commit_timestamp=on");
+            extra.push_str(" -c track_commit_timestamp=on");
         }
-        run(
-            command(&pg.bin, "pg_ctl", as_root)
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(base.join("postgres.log"))
-                .args(["-o", &opts, "-w", "-t", "60", "start"]),
-            "pg_ctl start",
-        )?;
-        Ok(LocalPg { port, ..pg })
+        let pg = LocalPg { port, ..pg };
+        pg.start_server(&extra, "pg_ctl start")?;
+        Ok(pg)
     }
 
     /// Port of a cluster already running from this data directory.
@@ -248,24 +237,13 @@ impl LocalPg {
             "pg_basebackup",
         )?;
         let port = free_port().map_err(|e| io(&base, e))?;
-        let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
-            data.display()
-        );
-        run(
-            command(&self.bin, "pg_ctl", as_root)
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(base.join("postgres.log"))
-                .args(["-o", &opts, "-w", "-t", "60", "start"]),
-            "pg_ctl start (standby)",
-        )?;
-        Ok(LocalPg {
+        let standby = LocalPg {
             base,
             bin: self.bin.clone(),
             port,
-        })
+        };
+        standby.start_server("", "pg_ctl start (standby)")?;
+        Ok(standby)
     }
 
     /// Promotes a standby to primary and waits until it accepts writes.
@@ -273,6 +251,20 @@ impl LocalPg {
         run(
             self.pg_ctl().args(["-w", "-t", "60", "promote"]),
             "pg_ctl promote",
+        )
+    }
+
+    /// `pg_ctl start`s the server of this data directory on this port, listening on
+    /// 127.0.0.1 and on a socket in the data directory, with `extra` server options.
+    fn start_server(&self, extra: &str, step: &'static str) -> Result<(), PgLocalError> {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}{extra}",
+            self.port,
+            self.base.join("data").display()
+        );
+        run(
+            self.pg_ctl().args(["-o", &opts, "-w", "-t", "60", "start"]),
+            step,
         )
     }
 

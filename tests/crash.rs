@@ -95,23 +95,25 @@ async fn killed_worker_jobs_are_handed_back_within_seconds_and_complete_elsewher
     assert_eq!(db.workers().await, 1, "the dead worker's row is gone");
 }
 
-/// A worker that waits `grace` seconds for running jobs when told to stop.
-fn worker_with_grace(dir: &Path, db: &TestDb, grace: &str) -> Proc {
-    spawn(
-        dir,
+/// One nap job of `nap_ms` running on a worker that waits `grace` seconds for running
+/// jobs when told to stop: the database, the work dir and that worker.
+async fn nap_running_on_worker_with_grace(nap_ms: u64, grace: &str) -> (TestDb, PathBuf, Proc) {
+    let db = TestDb::new().await;
+    let dir = workdir();
+    enqueue_naps(&db, 1, nap_ms).await;
+    let worker = spawn(
+        &dir,
         &db.url,
         &["worker"],
         &[("WORKER_SHUTDOWN_GRACE", grace)],
-    )
+    );
+    wait_running(&db.pool, 1, Duration::from_secs(20)).await;
+    (db, dir, worker)
 }
 
 #[tokio::test]
 async fn sigterm_lets_the_running_job_finish_within_the_grace_period() {
-    let db = TestDb::new().await;
-    let dir = workdir();
-    enqueue_naps(&db, 1, 1500).await;
-    let w = worker_with_grace(&dir, &db, "20");
-    wait_running(&db.pool, 1, Duration::from_secs(20)).await;
+    let (db, _dir, w) = nap_running_on_worker_with_grace(1500, "20").await;
     w.terminate("worker", Duration::from_secs(20));
     assert_eq!(db.ended_in("completed").await, 1);
     assert_eq!(db.workers().await, 0);
@@ -119,11 +121,7 @@ async fn sigterm_lets_the_running_job_finish_within_the_grace_period() {
 
 #[tokio::test]
 async fn sigterm_past_the_grace_hands_the_job_to_another_worker_at_once() {
-    let db = TestDb::new().await;
-    let dir = workdir();
-    enqueue_naps(&db, 1, 4000).await;
-    let first = worker_with_grace(&dir, &db, "0.5");
-    wait_running(&db.pool, 1, Duration::from_secs(20)).await;
+    let (db, dir, first) = nap_running_on_worker_with_grace(4000, "0.5").await;
     let second = spawn(&dir, &db.url, &["worker"], &[]);
     first.terminate("worker", Duration::from_secs(20));
     wait_drained(&db, 1, Duration::from_secs(20)).await;

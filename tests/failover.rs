@@ -16,7 +16,7 @@ use common::jobs::{completed_at_least, count, jobs, wait_completed, wait_running
 use common::procs::{Proc, assert_success, spawn, workdir};
 use common::{TestDb, eventually};
 use ordinaut::db::{self, DbConfig};
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 /// A `rec` kind that appends `<job id> start` and `<job id> end` around a sleep of
@@ -56,6 +56,13 @@ fn runs(file: &Path) -> (std::collections::HashMap<String, (u32, u32)>, bool) {
         }
     }
     (by_job, overlap)
+}
+
+/// Waits up to `limit` for `n` completed jobs, then asserts from the runs `file` that
+/// each of them ran exactly once.
+async fn each_ran_once(pool: &PgPool, file: &Path, n: usize, limit: Duration) {
+    wait_completed(pool, n as i64, limit).await;
+    assert_each_ran_once(file, n);
 }
 
 fn assert_each_ran_once(file: &Path, n: usize) {
@@ -274,16 +281,9 @@ async fn a_primary_switched_to_read_only_under_a_worker_stops_it_quietly_and_it_
         "read-only figures: worker ready {:.1} s after the server became writable",
         writable_at.elapsed().as_secs_f64()
     );
-    wait_completed(&pool, 8, Duration::from_secs(60)).await;
-    assert_each_ran_once(&file, 8);
-    assert_eq!(
-        count(
-            &pool,
-            "SELECT count(*) FROM all_attempts WHERE outcome <> 'completed'"
-        )
-        .await,
-        0
-    );
+    each_ran_once(&pool, &file, 8, Duration::from_secs(60)).await;
+    let not_completed = "SELECT count(*) FROM all_attempts WHERE outcome <> 'completed'";
+    assert_eq!(count(&pool, not_completed).await, 0);
     assert!(worker.log_lines() < 200, "{}", worker.output());
     worker.terminate("worker", Duration::from_secs(30));
     pool.close().await;
@@ -340,8 +340,7 @@ async fn a_terminated_lock_connection_stops_claiming_and_it_resumes_with_no_job_
             .then_some(())
     })
     .await;
-    wait_completed(&db.pool, 12, Duration::from_secs(60)).await;
-    assert_each_ran_once(&file, 12);
+    each_ran_once(&db.pool, &file, 12, Duration::from_secs(60)).await;
     assert_eq!(db.all_attempts().await, 12);
     assert!(
         worker.output().contains("worker re-registered"),
@@ -387,8 +386,7 @@ async fn a_lock_backend_stopped_longer_than_the_lease_does_not_get_jobs_run_twic
     })
     .await;
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    wait_completed(&db.pool, 4, Duration::from_secs(60)).await;
-    assert_each_ran_once(&file, 4);
+    each_ran_once(&db.pool, &file, 4, Duration::from_secs(60)).await;
     assert_eq!(db.all_attempts().await, 4);
     for w in [worker, other] {
         w.terminate("worker", Duration::from_secs(30));
@@ -428,17 +426,9 @@ async fn a_crash_reset_while_long_jobs_run_hands_nothing_back_and_each_runs_once
         .unwrap();
     unsafe { libc::kill(pid, libc::SIGKILL) };
     drop(victim);
-    wait_completed(&pool, 6, Duration::from_secs(90)).await;
-    assert_each_ran_once(&file, 6);
-    assert_eq!(
-        count(
-            &pool,
-            "SELECT count(*) FROM all_attempts WHERE outcome = 'lost'"
-        )
-        .await,
-        0,
-        "nothing was handed back"
-    );
+    each_ran_once(&pool, &file, 6, Duration::from_secs(90)).await;
+    let lost = "SELECT count(*) FROM all_attempts WHERE outcome = 'lost'";
+    assert_eq!(count(&pool, lost).await, 0, "nothing was handed back");
     assert_eq!(count(&pool, "SELECT count(*) FROM all_attempts").await, 6);
     for p in workers.into_iter().chain([scheduler]) {
         assert!(p.log_lines() < 200, "{}", p.output());

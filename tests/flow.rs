@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::jobs::jobs;
 use common::procs::{self, Proc};
 use common::{TestDb, eventually};
 use ordinaut::db::due_work::{self, NewJob};
@@ -38,6 +39,28 @@ fn spawn_worker(dir: &Path, url: &str, concurrency: usize) -> Proc {
         .env("WORKER_POLL_INTERVAL", "0.2")
         .env("LOG_LEVEL", "info")
         .start()
+}
+
+/// `n` workers of `concurrency` slots each.
+fn spawn_workers(dir: &Path, url: &str, n: usize, concurrency: usize) -> Vec<Proc> {
+    (0..n)
+        .map(|_| spawn_worker(dir, url, concurrency))
+        .collect()
+}
+
+/// Settings of queue `q` with only a concurrency limit.
+fn concurrency_limit(n: i32) -> QueueSettings {
+    QueueSettings {
+        concurrency_limit: Change::Set(n),
+        ..Default::default()
+    }
+}
+
+/// Applies `settings` to queue `q`.
+async fn set_queue(db: &TestDb, settings: QueueSettings) {
+    queues::upsert_settings(&db.pool, "q", &settings)
+        .await
+        .expect("set queue q");
 }
 
 /// (job id, start ns, end ns) from the handlers' own log.
@@ -89,18 +112,9 @@ async fn drained(db: &TestDb, n: i64, limit: Duration) {
 async fn concurrency_limit_holds_across_four_workers() {
     let db = TestDb::new().await;
     let dir = workdir("0.3");
-    let settings = QueueSettings {
-        concurrency_limit: Change::Set(7),
-        ..Default::default()
-    };
-    queues::upsert_settings(&db.pool, "q", &settings)
-        .await
-        .unwrap();
-    let jobs: Vec<NewJob> = (0..60)
-        .map(|_| NewJob::new("q", "timed", json!({})))
-        .collect();
-    due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
-    let _workers: Vec<Proc> = (0..4).map(|_| spawn_worker(&dir, &db.url, 50)).collect();
+    set_queue(&db, concurrency_limit(7)).await;
+    jobs("q", "timed").enqueue_n(&db.pool, 60).await;
+    let _workers = spawn_workers(&dir, &db.url, 4, 50);
     drained(&db, 60, Duration::from_secs(90)).await;
     let iv: Vec<(i128, i128)> = intervals(&dir)
         .into_iter()
@@ -128,14 +142,9 @@ async fn rate_limit_spaces_starts_and_keeps_up_with_the_rate() {
         rate_limit: Change::Set(rate),
         ..Default::default()
     };
-    queues::upsert_settings(&db.pool, "q", &settings)
-        .await
-        .unwrap();
-    let jobs: Vec<NewJob> = (0..240)
-        .map(|_| NewJob::new("q", "nap", json!({})))
-        .collect();
-    due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
-    let _workers: Vec<Proc> = (0..2).map(|_| spawn_worker(&dir, &db.url, 50)).collect();
+    set_queue(&db, settings).await;
+    jobs("q", "nap").enqueue_n(&db.pool, 240).await;
+    let _workers = spawn_workers(&dir, &db.url, 2, 50);
     drained(&db, 240, Duration::from_secs(60)).await;
     let starts: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM attempted_at)::float8 FROM job_history ORDER BY attempted_at",
@@ -170,9 +179,7 @@ async fn key_concurrency_runs_one_job_per_key_and_interleaves_keys() {
         key_concurrency: Change::Set(1),
         ..Default::default()
     };
-    queues::upsert_settings(&db.pool, "q", &settings)
-        .await
-        .unwrap();
+    set_queue(&db, settings).await;
     // Enqueued key by key, so interleaving has to come from the claim.
     let mut jobs = Vec::new();
     for key in 0..5 {
@@ -183,7 +190,7 @@ async fn key_concurrency_runs_one_job_per_key_and_interleaves_keys() {
         }
     }
     due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
-    let _workers: Vec<Proc> = (0..2).map(|_| spawn_worker(&dir, &db.url, 20)).collect();
+    let _workers = spawn_workers(&dir, &db.url, 2, 20);
     drained(&db, 100, Duration::from_secs(90)).await;
     let keys: HashMap<String, String> =
         sqlx::query_as::<_, (Uuid, String)>("SELECT id, concurrency_key FROM job_history")
@@ -210,17 +217,8 @@ async fn key_concurrency_runs_one_job_per_key_and_interleaves_keys() {
 async fn killed_worker_does_not_leak_a_slot() {
     let db = TestDb::new().await;
     let dir = workdir("2");
-    let settings = QueueSettings {
-        concurrency_limit: Change::Set(3),
-        ..Default::default()
-    };
-    queues::upsert_settings(&db.pool, "q", &settings)
-        .await
-        .unwrap();
-    let jobs: Vec<NewJob> = (0..9)
-        .map(|_| NewJob::new("q", "timed", json!({})))
-        .collect();
-    due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
+    set_queue(&db, concurrency_limit(3)).await;
+    jobs("q", "timed").enqueue_n(&db.pool, 9).await;
     let victim = spawn_worker(&dir, &db.url, 50);
     eventually(Duration::from_secs(20), "three running", || async {
         (db.running_jobs().await == 3).then_some(())
@@ -248,29 +246,14 @@ async fn killed_worker_does_not_leak_a_slot() {
 async fn lowering_the_limit_at_run_time_takes_effect_without_overrun() {
     let db = TestDb::new().await;
     let dir = workdir("0.3");
-    let settings = QueueSettings {
-        concurrency_limit: Change::Set(10),
-        ..Default::default()
-    };
-    queues::upsert_settings(&db.pool, "q", &settings)
-        .await
-        .unwrap();
-    let jobs: Vec<NewJob> = (0..80)
-        .map(|_| NewJob::new("q", "timed", json!({})))
-        .collect();
-    due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
-    let _workers: Vec<Proc> = (0..2).map(|_| spawn_worker(&dir, &db.url, 50)).collect();
+    set_queue(&db, concurrency_limit(10)).await;
+    jobs("q", "timed").enqueue_n(&db.pool, 80).await;
+    let _workers = spawn_workers(&dir, &db.url, 2, 50);
     eventually(Duration::from_secs(20), "work under way", || async {
         (db.ended_jobs().await >= 10).then_some(())
     })
     .await;
-    let lowered = QueueSettings {
-        concurrency_limit: Change::Set(2),
-        ..Default::default()
-    };
-    queues::upsert_settings(&db.pool, "q", &lowered)
-        .await
-        .unwrap();
+    set_queue(&db, concurrency_limit(2)).await;
     let changed_at: i128 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

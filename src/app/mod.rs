@@ -70,6 +70,18 @@ pub async fn connect_migrated(config: &Config) -> anyhow::Result<db::Pool> {
     }
 }
 
+/// Runs an operator command's `work` on a pool from [`connect_migrated`], then closes
+/// the pool whatever `work` returned, so the command leaves no connection behind.
+pub async fn with_migrated_pool<T>(
+    config: &Config,
+    work: impl AsyncFnOnce(&db::Pool) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let pool = connect_migrated(config).await?;
+    let result = work(&pool).await;
+    pool.close().await;
+    result
+}
+
 /// Connects, checks the schema version and migrates. The error names the target.
 async fn start(db: &DbConfig) -> anyhow::Result<db::Pool> {
     db::migrate(db)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sqlx::PgPool;
 
-use super::QUEUE;
+use super::{BenchArgs, QUEUE};
 use crate::db::{self, DbConfig};
 
 pub(super) struct FreshDb {
@@ -119,7 +119,22 @@ impl FreshDb {
         }
     }
 
-    pub(super) fn spawn_worker(&self, concurrency: usize) -> anyhow::Result<WorkerProc> {
+    /// Spawns the run's worker processes: `--workers` of them (at least one), each at
+    /// `--concurrency`.
+    pub(super) fn spawn_workers(&self, args: &BenchArgs) -> anyhow::Result<Vec<WorkerProc>> {
+        (0..args.workers.max(1))
+            .map(|_| self.spawn_worker(args.concurrency))
+            .collect()
+    }
+
+    /// Spawns the run's worker processes and waits until every one has registered.
+    pub(super) async fn start_workers(&self, args: &BenchArgs) -> anyhow::Result<Vec<WorkerProc>> {
+        let workers = self.spawn_workers(args)?;
+        wait_for_workers(&self.pool, workers.len()).await?;
+        Ok(workers)
+    }
+
+    fn spawn_worker(&self, concurrency: usize) -> anyhow::Result<WorkerProc> {
         let exe = std::env::current_exe().context("locating the ordinaut binary")?;
         // The drain is followed through the worker's own /metrics, which costs the
         // database nothing; a `count(*)` of due_work every 100 ms took a tenth of a

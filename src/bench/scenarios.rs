@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use super::harness::fill_history;
-use super::{BenchArgs, BenchResult, FreshDb, Phase, QUEUE, WorkerProc, wait_for_workers};
+use super::{BenchArgs, BenchResult, FreshDb, Phase, QUEUE};
 use crate::db::bench::Latency;
 use crate::db::{self, due_work, due_work::NewJob};
 
@@ -35,9 +35,7 @@ pub(super) async fn burn_down(
     // No CHECKPOINT or VACUUM between enqueue and drain: the peers' harness does
     // neither, and a burst in production gets no such help.
     let spawn_at = Instant::now();
-    let workers: Vec<WorkerProc> = (0..args.workers.max(1))
-        .map(|_| db.spawn_worker(args.concurrency))
-        .collect::<Result<_, _>>()?;
+    let workers = db.spawn_workers(args)?;
     let mut last_report = Instant::now();
     let mut rss = None;
     let http = reqwest::Client::new();
@@ -76,34 +74,21 @@ pub(super) async fn burn_down(
     if attempts != jobs as i64 {
         bail!("{attempts} attempts for {jobs} jobs: some job ran more than once");
     }
-    let (p50, p95, p99, max) = db::bench::percentiles(&db.pool, Latency::ClaimDelay).await?;
+    let percentiles = db::bench::percentiles(&db.pool, Latency::ClaimDelay).await?;
+    let scenario = if kind == "noop" {
+        "burn-down"
+    } else {
+        "command"
+    };
     Ok(BenchResult {
-        scenario: if kind == "noop" {
-            "burn-down"
-        } else {
-            "command"
-        }
-        .to_owned(),
-        jobs,
         enqueue_jobs_per_sec: Some(jobs as f64 / enqueue_secs),
         worked_jobs_per_sec: Some(jobs as f64 / worked_secs),
-        p50_ms: p50,
-        p95_ms: p95,
-        p99_ms: p99,
-        max_ms: max,
-        worker_peak_rss_kib: rss,
-        phases: Vec::new(),
-        dead_tuples: None,
-        table_bytes: None,
-        index_bytes: None,
+        ..BenchResult::new(scenario, jobs, percentiles, rss)
     })
 }
 
 pub(super) async fn latency(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<BenchResult> {
-    let workers: Vec<WorkerProc> = (0..args.workers.max(1))
-        .map(|_| db.spawn_worker(args.concurrency))
-        .collect::<Result<_, _>>()?;
-    wait_for_workers(&db.pool, workers.len()).await?;
+    let workers = db.start_workers(args).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
     let mut next = Instant::now();
@@ -135,22 +120,8 @@ pub(super) async fn latency(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<Be
     for w in workers {
         w.stop();
     }
-    let (p50, p95, p99, max) = db::bench::percentiles(&db.pool, Latency::SinceEnqueue).await?;
-    Ok(BenchResult {
-        scenario: "latency".into(),
-        jobs: args.count,
-        enqueue_jobs_per_sec: None,
-        worked_jobs_per_sec: None,
-        p50_ms: p50,
-        p95_ms: p95,
-        p99_ms: p99,
-        max_ms: max,
-        worker_peak_rss_kib: rss,
-        phases: Vec::new(),
-        dead_tuples: None,
-        table_bytes: None,
-        index_bytes: None,
-    })
+    let percentiles = db::bench::percentiles(&db.pool, Latency::SinceEnqueue).await?;
+    Ok(BenchResult::new("latency", args.count, percentiles, rss))
 }
 
 pub(super) async fn sustained(
@@ -163,10 +134,7 @@ pub(super) async fn sustained(
         args.history.unwrap_or(if bloat { 1_000_000 } else { 0 }),
     )
     .await?;
-    let workers: Vec<WorkerProc> = (0..args.workers.max(1))
-        .map(|_| db.spawn_worker(args.concurrency))
-        .collect::<Result<_, _>>()?;
-    wait_for_workers(&db.pool, workers.len()).await?;
+    let workers = db.start_workers(args).await?;
     let total = Duration::from_secs(args.seconds.max(3));
     let third = total / 3;
     let start = chrono::Utc::now();
@@ -259,20 +227,14 @@ pub(super) async fn sustained(
         });
     }
     let (dead, table, index) = db::bench::due_work_size(&db.pool).await?;
-    let (p50, p95, p99, max) = db::bench::percentiles(&db.pool, Latency::SinceEnqueue).await?;
+    let percentiles = db::bench::percentiles(&db.pool, Latency::SinceEnqueue).await?;
+    let scenario = if bloat { "bloat" } else { "sustained" };
     Ok(BenchResult {
-        scenario: if bloat { "bloat" } else { "sustained" }.into(),
-        jobs: sent,
         enqueue_jobs_per_sec: Some(sent as f64 / total.as_secs_f64()),
-        worked_jobs_per_sec: None,
-        p50_ms: p50,
-        p95_ms: p95,
-        p99_ms: p99,
-        max_ms: max,
-        worker_peak_rss_kib: rss,
         phases,
         dead_tuples: Some(dead),
         table_bytes: Some(table),
         index_bytes: Some(index),
+        ..BenchResult::new(scenario, sent, percentiles, rss)
     })
 }

@@ -105,10 +105,7 @@ enum Action {
 /// Validates `cmd`, then connects and runs it.
 pub(super) async fn run(cmd: JobsCommand, config: &Config) -> anyhow::Result<()> {
     let action = Action::parse(cmd, config)?;
-    let pool = crate::app::connect_migrated(config).await?;
-    let result = action.run(&pool, config).await;
-    pool.close().await;
-    result
+    crate::app::with_migrated_pool(config, async |pool| action.run(pool, config).await).await
 }
 
 impl Action {

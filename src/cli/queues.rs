@@ -72,10 +72,7 @@ enum Action {
 /// Validates `cmd`, then connects and runs it.
 pub(super) async fn run(cmd: QueuesCommand, config: &Config) -> anyhow::Result<()> {
     let action = Action::parse(cmd)?;
-    let pool = crate::app::connect_migrated(config).await?;
-    let result = action.run(&pool).await;
-    pool.close().await;
-    result
+    crate::app::with_migrated_pool(config, async |pool| action.run(pool).await).await
 }
 
 fn queue_name(name: String) -> anyhow::Result<String> {

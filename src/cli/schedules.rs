@@ -101,10 +101,7 @@ enum Action {
 /// Validates `cmd`, then connects and runs it.
 pub(super) async fn run(cmd: SchedulesCommand, config: &Config) -> anyhow::Result<()> {
     let action = Action::parse(cmd, config)?;
-    let pool = crate::app::connect_migrated(config).await?;
-    let result = action.run(&pool, config).await;
-    pool.close().await;
-    result
+    crate::app::with_migrated_pool(config, async |pool| action.run(pool, config).await).await
 }
 
 fn spec_from_args(a: &ScheduleArgs, config: &Config) -> anyhow::Result<ScheduleSpec> {
@@ -138,6 +135,14 @@ fn not_found(name: &str, e: db::Error) -> anyhow::Error {
         db::Error::NotFound { .. } => anyhow::anyhow!("schedule {name:?} not found"),
         e => anyhow::Error::new(e),
     }
+}
+
+/// Prints `{what} {name}` once an action on schedule `name` is `done`; an unknown
+/// schedule is said so by name.
+fn say_done(done: db::Result<()>, name: &str, what: &str) -> anyhow::Result<()> {
+    done.map_err(|e| not_found(name, e))?;
+    println!("{what} {name}");
+    Ok(())
 }
 
 impl Action {
@@ -191,16 +196,12 @@ impl Action {
                 println!("{}", serde_json::to_string_pretty(&value)?);
             }
             Action::Pause(name) => {
-                db::schedules::set_paused(pool, &name, true, None)
-                    .await
-                    .map_err(|e| not_found(&name, e))?;
-                println!("paused {name}");
+                let done = db::schedules::set_paused(pool, &name, true, None).await;
+                say_done(done, &name, "paused")?;
             }
             Action::Resume(name) => {
-                crate::scheduler::resume(pool, &name)
-                    .await
-                    .map_err(|e| not_found(&name, e))?;
-                println!("resumed {name}");
+                let done = crate::scheduler::resume(pool, &name).await;
+                say_done(done, &name, "resumed")?;
             }
             Action::Trigger(name) => {
                 let firer = Firer::new(pool.clone(), crate::scheduler::fire_options(config));
@@ -211,10 +212,8 @@ impl Action {
                 println!("{id}");
             }
             Action::Delete(name) => {
-                db::schedules::delete(pool, &name)
-                    .await
-                    .map_err(|e| not_found(&name, e))?;
-                println!("deleted {name}");
+                let done = db::schedules::delete(pool, &name).await;
+                say_done(done, &name, "deleted")?;
             }
         }
         Ok(())

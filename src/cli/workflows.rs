@@ -80,10 +80,9 @@ pub(super) async fn run(cmd: WorkflowsCommand, config: &Config) -> anyhow::Resul
         }
         _ => None,
     };
-    let pool = crate::app::connect_migrated(config).await?;
-    let result = execute(cmd, input.unwrap_or_default(), &pool, config).await;
-    pool.close().await;
-    result
+    let input = input.unwrap_or_default();
+    crate::app::with_migrated_pool(config, async |pool| execute(cmd, input, pool, config).await)
+        .await
 }
 
 async fn execute(

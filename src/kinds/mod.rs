@@ -48,128 +48,123 @@ pub struct KindDefaults {
     pub max_attempts: Option<i32>,
 }
 
-/// `type = "http"`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpKind {
-    /// Target URL; may hold placeholders (values percent-encoded).
-    pub url: String,
-    /// HTTP method; POST by default.
-    #[serde(default)]
-    pub method: Option<String>,
-    /// Request timeout, e.g. "30s".
-    #[serde(default, with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    /// Extra request headers; values may hold placeholders.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Header name to the environment variable holding its value (read at start).
-    #[serde(default)]
-    pub headers_from_env: BTreeMap<String, String>,
-    /// Header name to the file holding its value (read at start, trailing newline cut).
-    #[serde(default)]
-    pub headers_from_file: BTreeMap<String, PathBuf>,
-    /// Request body template (any JSON value; placeholders in its strings). Default:
-    /// the payload.
-    #[serde(default)]
-    pub body: Option<serde_json::Value>,
-    /// Environment variable holding the HMAC-SHA256 secret for `Ordinaut-Signature`.
-    #[serde(default)]
-    pub signing_secret_env: Option<String>,
-    /// File holding the HMAC-SHA256 secret for `Ordinaut-Signature`.
-    #[serde(default)]
-    pub signing_secret_file: Option<PathBuf>,
-    /// What becomes the job's output: json (default), text or none.
-    #[serde(default)]
-    pub output: HttpOutput,
-    /// Treat a 4xx response as retryable instead of a permanent failure.
-    #[serde(default)]
-    pub retry_on_4xx: bool,
-    /// JSON Schema enqueues of this kind are validated against.
-    #[serde(default)]
-    pub payload_schema: Option<serde_json::Value>,
-    /// Queue of an enqueue naming only the kind.
-    #[serde(default)]
-    pub queue: Option<String>,
-    /// Default priority.
-    #[serde(default)]
-    pub priority: Option<i32>,
-    /// Default max attempts.
-    #[serde(default)]
-    pub max_attempts: Option<i32>,
+/// Declares a kind's configuration struct: the fields given, then the enqueue fields
+/// every kind has, listed once here. (`#[serde(flatten)]` of one shared struct would
+/// do the same, but serde then drops the list of expected fields from the error an
+/// unknown field gets.)
+macro_rules! kind_config {
+    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($fields)*
+            /// JSON Schema enqueues of this kind are validated against.
+            #[serde(default)]
+            pub payload_schema: Option<serde_json::Value>,
+            /// Queue of an enqueue naming only the kind.
+            #[serde(default)]
+            pub queue: Option<String>,
+            /// Default priority.
+            #[serde(default)]
+            pub priority: Option<i32>,
+            /// Default max attempts.
+            #[serde(default)]
+            pub max_attempts: Option<i32>,
+        }
+    };
 }
 
-/// `type = "command"`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandKind {
-    /// Program, looked up on PATH.
-    pub program: String,
-    /// Arguments; each may hold placeholders and stays exactly one argument.
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// Soft limit per attempt, e.g. "600s": SIGTERM, then SIGKILL after `kill_grace`.
-    #[serde(default, with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    /// Time between SIGTERM and SIGKILL (default 10s).
-    #[serde(default, with = "opt_duration")]
-    pub kill_grace: Option<Duration>,
-    /// Extra environment variables.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Working directory.
-    #[serde(default)]
-    pub cwd: Option<PathBuf>,
-    /// Pass the worker's whole environment (secrets included) instead of only PATH,
-    /// HOME, LANG, LC_*, TZ.
-    #[serde(default)]
-    pub inherit_env: bool,
-    /// Exit statuses that mean success (default `[0]`).
-    #[serde(default)]
-    pub success_codes: Option<Vec<i32>>,
-    /// Exit statuses that mean a retryable failure (default: every status not listed
-    /// elsewhere).
-    #[serde(default)]
-    pub retry_codes: Option<Vec<i32>>,
-    /// Exit statuses that fail the job for good, whatever attempts remain.
-    #[serde(default)]
-    pub fail_codes: Option<Vec<i32>>,
-    /// What becomes the job's output: none (default), stdout-json, stdout-text, file.
-    #[serde(default)]
-    pub output: CommandOutput,
-    /// JSON Schema enqueues of this kind are validated against.
-    #[serde(default)]
-    pub payload_schema: Option<serde_json::Value>,
-    /// Queue of an enqueue naming only the kind.
-    #[serde(default)]
-    pub queue: Option<String>,
-    /// Default priority.
-    #[serde(default)]
-    pub priority: Option<i32>,
-    /// Default max attempts.
-    #[serde(default)]
-    pub max_attempts: Option<i32>,
+kind_config! {
+    /// `type = "http"`.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HttpKind {
+        /// Target URL; may hold placeholders (values percent-encoded).
+        pub url: String,
+        /// HTTP method; POST by default.
+        #[serde(default)]
+        pub method: Option<String>,
+        /// Request timeout, e.g. "30s".
+        #[serde(default, with = "opt_duration")]
+        pub timeout: Option<Duration>,
+        /// Extra request headers; values may hold placeholders.
+        #[serde(default)]
+        pub headers: BTreeMap<String, String>,
+        /// Header name to the environment variable holding its value (read at start).
+        #[serde(default)]
+        pub headers_from_env: BTreeMap<String, String>,
+        /// Header name to the file holding its value (read at start, trailing newline cut).
+        #[serde(default)]
+        pub headers_from_file: BTreeMap<String, PathBuf>,
+        /// Request body template (any JSON value; placeholders in its strings). Default:
+        /// the payload.
+        #[serde(default)]
+        pub body: Option<serde_json::Value>,
+        /// Environment variable holding the HMAC-SHA256 secret for `Ordinaut-Signature`.
+        #[serde(default)]
+        pub signing_secret_env: Option<String>,
+        /// File holding the HMAC-SHA256 secret for `Ordinaut-Signature`.
+        #[serde(default)]
+        pub signing_secret_file: Option<PathBuf>,
+        /// What becomes the job's output: json (default), text or none.
+        #[serde(default)]
+        pub output: HttpOutput,
+        /// Treat a 4xx response as retryable instead of a permanent failure.
+        #[serde(default)]
+        pub retry_on_4xx: bool,
+    }
 }
 
-/// `type = "noop"`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoopKind {
-    /// Per-attempt timeout.
-    #[serde(default, with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    /// JSON Schema enqueues of this kind are validated against.
-    #[serde(default)]
-    pub payload_schema: Option<serde_json::Value>,
-    /// Queue of an enqueue naming only the kind.
-    #[serde(default)]
-    pub queue: Option<String>,
-    /// Default priority.
-    #[serde(default)]
-    pub priority: Option<i32>,
-    /// Default max attempts.
-    #[serde(default)]
-    pub max_attempts: Option<i32>,
+kind_config! {
+    /// `type = "command"`.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct CommandKind {
+        /// Program, looked up on PATH.
+        pub program: String,
+        /// Arguments; each may hold placeholders and stays exactly one argument.
+        #[serde(default)]
+        pub args: Vec<String>,
+        /// Soft limit per attempt, e.g. "600s": SIGTERM, then SIGKILL after `kill_grace`.
+        #[serde(default, with = "opt_duration")]
+        pub timeout: Option<Duration>,
+        /// Time between SIGTERM and SIGKILL (default 10s).
+        #[serde(default, with = "opt_duration")]
+        pub kill_grace: Option<Duration>,
+        /// Extra environment variables.
+        #[serde(default)]
+        pub env: BTreeMap<String, String>,
+        /// Working directory.
+        #[serde(default)]
+        pub cwd: Option<PathBuf>,
+        /// Pass the worker's whole environment (secrets included) instead of only PATH,
+        /// HOME, LANG, LC_*, TZ.
+        #[serde(default)]
+        pub inherit_env: bool,
+        /// Exit statuses that mean success (default `[0]`).
+        #[serde(default)]
+        pub success_codes: Option<Vec<i32>>,
+        /// Exit statuses that mean a retryable failure (default: every status not listed
+        /// elsewhere).
+        #[serde(default)]
+        pub retry_codes: Option<Vec<i32>>,
+        /// Exit statuses that fail the job for good, whatever attempts remain.
+        #[serde(default)]
+        pub fail_codes: Option<Vec<i32>>,
+        /// What becomes the job's output: none (default), stdout-json, stdout-text, file.
+        #[serde(default)]
+        pub output: CommandOutput,
+    }
+}
+
+kind_config! {
+    /// `type = "noop"`.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct NoopKind {
+        /// Per-attempt timeout.
+        #[serde(default, with = "opt_duration")]
+        pub timeout: Option<Duration>,
+    }
 }
 
 /// Where a command's result comes from.

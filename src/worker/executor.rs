@@ -21,6 +21,23 @@ use crate::otel::Carrier;
 /// (beyond the handler's own [`Handler::stop_grace`]).
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// A `job` span for `exec`'s attempt: `$head` (the name, and a parent and fields of
+/// its own before it), then the log context every attempt's span carries, exported or
+/// not (job_id, queue, kind, attempt, worker_id, schedule_id recorded later).
+macro_rules! job_span {
+    ($exec:expr, $($head:tt)*) => {
+        tracing::info_span!(
+            $($head)*
+            job_id = %$exec.job.id,
+            queue = %$exec.job.queue,
+            kind = %$exec.job.kind,
+            attempt = $exec.job.attempt,
+            worker_id = %$exec.worker_id,
+            schedule_id = tracing::field::Empty,
+        )
+    };
+}
+
 /// Why an attempt was stopped from outside.
 enum Stop {
     Timeout(Duration),
@@ -62,15 +79,7 @@ pub(crate) async fn execute(exec: &Execution) -> Finish {
         span
     } else {
         // Without an exporter the span stays as small as it was: log context only.
-        tracing::info_span!(
-            "job",
-            job_id = %job.id,
-            queue = %job.queue,
-            kind = %job.kind,
-            attempt = job.attempt,
-            worker_id = %exec.worker_id,
-            schedule_id = tracing::field::Empty,
-        )
+        job_span!(exec, "job",)
     };
     if let Some(schedule) = job.schedule_id {
         span.record("schedule_id", tracing::field::display(schedule));
@@ -112,7 +121,8 @@ pub(crate) async fn execute(exec: &Execution) -> Finish {
 fn attempt_span(exec: &Execution) -> tracing::Span {
     let job = &exec.job;
     let wait_ms = (job.attempted_at - job.run_at).num_milliseconds().max(0);
-    tracing::info_span!(
+    job_span!(
+        exec,
         parent: None,
         "job",
         otel.name = %format_args!("process {}", job.queue),
@@ -130,12 +140,6 @@ fn attempt_span(exec: &Execution) -> tracing::Span {
         ordinaut.max_attempts = job.max_attempts,
         ordinaut.queue_wait_ms = wait_ms,
         ordinaut.outcome = tracing::field::Empty,
-        job_id = %job.id,
-        queue = %job.queue,
-        kind = %job.kind,
-        attempt = job.attempt,
-        worker_id = %exec.worker_id,
-        schedule_id = tracing::field::Empty,
     )
 }
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use ordinaut::db::due_work::{self, Finish, FinishKind, NewJob};
-use ordinaut::model::JobState;
+use ordinaut::db::due_work::{self, Applied, Finish, FinishKind, NewJob};
+use ordinaut::model::{ClaimedJob, JobState};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -84,14 +84,41 @@ impl JobFactory {
 /// `{"ok": true}`.
 pub fn completed(id: Uuid) -> Finish {
     Finish {
+        output: Some(serde_json::json!({"ok": true})),
+        ..outcome(id, 1, FinishKind::Completed)
+    }
+}
+
+/// Attempt `attempt` of job `id` ending in `kind`, with no next run, error, output or
+/// log (set them on the result).
+pub fn outcome(id: Uuid, attempt: i32, kind: FinishKind) -> Finish {
+    Finish {
         id,
-        attempt: 1,
-        outcome: FinishKind::Completed,
+        attempt,
+        outcome: kind,
         next_run_at: None,
         error: None,
-        output: Some(serde_json::json!({"ok": true})),
+        output: None,
         log: None,
     }
+}
+
+/// The lease of a test's claims: longer than any test, so it ends only where a test
+/// expires it on purpose.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+/// Claims up to `n` due jobs of queue `q` for `worker`, with [`LEASE`].
+pub async fn claim(pool: &PgPool, n: usize, worker: Uuid) -> Vec<ClaimedJob> {
+    due_work::claim_due(pool, &["q".to_owned()], n, worker, LEASE)
+        .await
+        .expect("claim due jobs")
+}
+
+/// Reports `batch` as `worker`'s outcomes (up to 100 snoozes a job); those applied.
+pub async fn finish(pool: &PgPool, worker: Uuid, batch: &[Finish]) -> Vec<Applied> {
+    due_work::finish_many(pool, worker, 100, batch)
+        .await
+        .expect("finish claimed jobs")
 }
 
 /// Enqueues `jobs` in statements of 5,000; their ids, in order.

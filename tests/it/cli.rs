@@ -2,6 +2,7 @@
 
 use std::process::{Command, Output};
 
+use crate::common::procs::workdir;
 use crate::common::{TestDb, binary};
 
 fn run(db: Option<&TestDb>, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -20,6 +21,28 @@ fn run(db: Option<&TestDb>, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run ordinaut")
 }
 
+/// `ordinaut` on `db` with `line` split at spaces (none of its arguments holds one).
+fn ordinaut(db: &TestDb, line: &str) -> Output {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    run(Some(db), &args, &[])
+}
+
+/// Asserts the command failed with `message` in its stderr.
+fn fails_with(o: &Output, message: &str) {
+    assert!(!o.status.success(), "succeeded: {}", stdout(o));
+    assert!(stderr(o).contains(message), "{}", stderr(o));
+}
+
+/// Starts a worker on `db` with `toml` as its configuration file, which it must refuse:
+/// its stderr.
+fn refused_config(db: &TestDb, toml: &str) -> String {
+    let file = workdir("cfg", toml).join("ordinaut.toml");
+    let file = file.to_str().expect("a UTF-8 path");
+    let out = run(Some(db), &["--config", file, "worker"], &[]);
+    assert!(!out.status.success(), "{toml} accepted");
+    stderr(&out)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -31,55 +54,25 @@ fn stdout(o: &Output) -> String {
 #[tokio::test]
 async fn enqueue_list_show_cancel_and_retry() {
     let db = TestDb::new().await;
-    let out = run(
-        Some(&db),
-        &[
-            "jobs",
-            "enqueue",
-            "--queue",
-            "scans",
-            "--kind",
-            "slither",
-            "--payload",
-            r#"{"repo":"x"}"#,
-            "--priority",
-            "-5",
-            "--delay",
-            "1h",
-            "--unique-key",
-            "repo-x",
-        ],
-        &[],
+    let out = ordinaut(
+        &db,
+        r#"jobs enqueue --queue scans --kind slither --payload {"repo":"x"} --priority -5 --delay 1h --unique-key repo-x"#,
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).trim().to_owned();
     assert_eq!(id.len(), 36);
-    let again = run(
-        Some(&db),
-        &[
-            "jobs",
-            "enqueue",
-            "--queue",
-            "scans",
-            "--kind",
-            "slither",
-            "--unique-key",
-            "repo-x",
-        ],
-        &[],
+    let again = ordinaut(
+        &db,
+        "jobs enqueue --queue scans --kind slither --unique-key repo-x",
     );
     assert_eq!(
         stdout(&again).trim(),
         id,
         "duplicate unique key returns the live job"
     );
-    let list = run(
-        Some(&db),
-        &["jobs", "list", "--queue", "scans", "--state", "scheduled"],
-        &[],
-    );
+    let list = ordinaut(&db, "jobs list --queue scans --state scheduled");
     assert!(stdout(&list).contains(&id), "{}", stdout(&list));
-    let queues = run(Some(&db), &["queues"], &[]);
+    let queues = ordinaut(&db, "queues");
     assert!(
         stdout(&queues)
             .lines()
@@ -87,33 +80,21 @@ async fn enqueue_list_show_cancel_and_retry() {
         "{}",
         stdout(&queues)
     );
-    let cancel = run(Some(&db), &["jobs", "cancel", &id], &[]);
+    let cancel = ordinaut(&db, &format!("jobs cancel {id}"));
     assert!(cancel.status.success(), "{}", stderr(&cancel));
-    let show = run(Some(&db), &["jobs", "show", &id], &[]);
+    let show = ordinaut(&db, &format!("jobs show {id}"));
     let job: serde_json::Value = serde_json::from_slice(&show.stdout).expect("show prints JSON");
     assert_eq!(job["state"], "cancelled");
     assert_eq!(job["priority"], -5);
     assert!(job["attempts"].is_array());
-    let retry = run(Some(&db), &["jobs", "retry", &id], &[]);
+    let retry = ordinaut(&db, &format!("jobs retry {id}"));
     assert!(retry.status.success(), "{}", stderr(&retry));
     db.assert_rows("due_work WHERE state = 'available'", 1)
         .await;
-    let pause = run(Some(&db), &["queues", "pause", "scans"], &[]);
+    let pause = ordinaut(&db, "queues pause scans");
     assert!(pause.status.success());
     db.assert_rows("queues WHERE paused", 1).await;
-    let set = run(
-        Some(&db),
-        &[
-            "queues",
-            "set",
-            "scans",
-            "--max-attempts",
-            "7",
-            "--timeout",
-            "10m",
-        ],
-        &[],
-    );
+    let set = ordinaut(&db, "queues set scans --max-attempts 7 --timeout 10m");
     assert!(set.status.success(), "{}", stderr(&set));
     db.assert_rows("queues WHERE max_attempts = 7 AND timeout_ms = 600000", 1)
         .await;
@@ -139,53 +120,43 @@ async fn workflows_and_their_waiting_steps_from_the_command_line() {
     let submit = run(Some(&db), &["workflows", "submit", file], &[]);
     assert!(submit.status.success(), "{}", stderr(&submit));
     let wf = stdout(&submit).trim().to_owned();
-    let show = run(Some(&db), &["workflows", "show", &wf], &[]);
+    let show = ordinaut(&db, &format!("workflows show {wf}"));
     let w: serde_json::Value = serde_json::from_slice(&show.stdout).expect("show prints JSON");
     assert_eq!(w["state"], "running");
     assert_eq!(w["jobs"][1]["state"], "waiting");
     let semgrep = w["jobs"][1]["job_id"].as_str().unwrap().to_owned();
-    let list = run(Some(&db), &["workflows", "list", "--state", "running"], &[]);
+    let list = ordinaut(&db, "workflows list --state running");
     assert!(stdout(&list).contains(&wf), "{}", stdout(&list));
 
-    let job = run(Some(&db), &["jobs", "show", &semgrep], &[]);
+    let job = ordinaut(&db, &format!("jobs show {semgrep}"));
     assert!(job.status.success(), "{}", stderr(&job));
     let job: serde_json::Value = serde_json::from_slice(&job.stdout).expect("show prints JSON");
     assert_eq!(job["state"], "waiting");
     assert_eq!(job["workflow_id"], wf.as_str());
     assert_eq!(job["workflow_step"]["depends_on"][0]["name"], "clone");
-    let waiting = run(Some(&db), &["jobs", "list", "--state", "waiting"], &[]);
+    let waiting = ordinaut(&db, "jobs list --state waiting");
     assert!(waiting.status.success(), "{}", stderr(&waiting));
     assert_eq!(stdout(&waiting).lines().count(), 3, "{}", stdout(&waiting));
     assert!(stdout(&waiting).contains(&semgrep));
 
     // Cancelling the waiting step cancels its dependent (a cancel edge); with clone
     // cancelled too the workflow ends cancelled, and its retry brings all three back.
-    let cancel = run(Some(&db), &["jobs", "cancel", &semgrep], &[]);
+    let cancel = ordinaut(&db, &format!("jobs cancel {semgrep}"));
     assert!(cancel.status.success(), "{}", stderr(&cancel));
     assert_eq!(stdout(&cancel).trim(), format!("cancelled {semgrep}"));
-    let again = run(Some(&db), &["jobs", "cancel", &semgrep], &[]);
-    assert!(!again.status.success());
-    assert!(
-        stderr(&again).contains("already finished (cancelled)"),
-        "{}",
-        stderr(&again)
-    );
-    let retry = run(Some(&db), &["jobs", "retry", &semgrep], &[]);
-    assert!(!retry.status.success());
-    assert!(
-        stderr(&retry).contains("retry the workflow"),
-        "{}",
-        stderr(&retry)
-    );
-    let cancel = run(Some(&db), &["workflows", "cancel", &wf], &[]);
+    let again = ordinaut(&db, &format!("jobs cancel {semgrep}"));
+    fails_with(&again, "already finished (cancelled)");
+    let retry = ordinaut(&db, &format!("jobs retry {semgrep}"));
+    fails_with(&retry, "retry the workflow");
+    let cancel = ordinaut(&db, &format!("workflows cancel {wf}"));
     assert!(cancel.status.success(), "{}", stderr(&cancel));
-    let show = run(Some(&db), &["workflows", "show", &wf], &[]);
+    let show = ordinaut(&db, &format!("workflows show {wf}"));
     let w: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(w["state"], "cancelled");
-    let retry = run(Some(&db), &["workflows", "retry", &wf], &[]);
+    let retry = ordinaut(&db, &format!("workflows retry {wf}"));
     assert!(retry.status.success(), "{}", stderr(&retry));
     assert_eq!(stdout(&retry).trim(), "retried 1 job(s)");
-    let waiting = run(Some(&db), &["jobs", "list", "--state", "waiting"], &[]);
+    let waiting = ordinaut(&db, "jobs list --state waiting");
     assert_eq!(stdout(&waiting).lines().count(), 3, "{}", stdout(&waiting));
 
     // `-` reads the workflow from stdin.
@@ -218,9 +189,8 @@ async fn workflows_and_their_waiting_steps_from_the_command_line() {
     assert_eq!(w["name"], "from-stdin");
     assert_eq!(w["jobs"][1]["name"], "callback");
 
-    let bad = run(Some(&db), &["workflows", "list", "--state", "done"], &[]);
-    assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("invalid --state"), "{}", stderr(&bad));
+    let bad = ordinaut(&db, "workflows list --state done");
+    fails_with(&bad, "invalid --state");
     std::fs::write(dir.join("bad.json"), r#"{"name": "w", "jobs": [{"name": "a", "queue": "q", "kind": "k", "depends_on": ["zz"]}]}"#).unwrap();
     let bad = run(
         Some(&db),
@@ -231,12 +201,7 @@ async fn workflows_and_their_waiting_steps_from_the_command_line() {
         ],
         &[],
     );
-    assert!(!bad.status.success());
-    assert!(
-        stderr(&bad).contains("jobs[0].depends_on: no step named zz"),
-        "{}",
-        stderr(&bad)
-    );
+    fails_with(&bad, "jobs[0].depends_on: no step named zz");
     assert_eq!(stderr(&bad).lines().count(), 1, "{}", stderr(&bad));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -272,13 +237,9 @@ async fn bad_enqueue_arguments_fail_clearly_and_change_nothing() {
         &[],
     );
     assert!(stderr(&bad_queue).contains("invalid --queue"));
-    let unknown = run(
-        Some(&db),
-        &["jobs", "show", "0195f3a0-0000-7000-8000-000000000000"],
-        &[],
-    );
+    let unknown = ordinaut(&db, "jobs show 0195f3a0-0000-7000-8000-000000000000");
     assert!(stderr(&unknown).contains("not found"));
-    let not_uuid = run(Some(&db), &["jobs", "cancel", "nope"], &[]);
+    let not_uuid = ordinaut(&db, "jobs cancel nope");
     assert!(!not_uuid.status.success());
     assert_eq!(db.live_jobs().await, 0);
 }
@@ -287,12 +248,7 @@ async fn bad_enqueue_arguments_fail_clearly_and_change_nothing() {
 async fn bad_configuration_stops_the_process_naming_the_key() {
     let db = TestDb::new().await;
     let lease = run(Some(&db), &["worker"], &[("WORKER_LEASE_SECONDS", "abc")]);
-    assert!(!lease.status.success());
-    assert!(
-        stderr(&lease).contains("WORKER_LEASE_SECONDS"),
-        "{}",
-        stderr(&lease)
-    );
+    fails_with(&lease, "WORKER_LEASE_SECONDS");
     assert_eq!(
         stderr(&lease).trim().lines().count(),
         1,
@@ -304,16 +260,10 @@ async fn bad_configuration_stops_the_process_naming_the_key() {
     assert!(stderr(&tz).contains("TZ"), "{}", stderr(&tz));
 
     let wait = run(Some(&db), &["api"], &[("API_MAX_WAIT", "500")]);
-    assert!(!wait.status.success());
-    assert!(stderr(&wait).contains("API_MAX_WAIT"), "{}", stderr(&wait));
+    fails_with(&wait, "API_MAX_WAIT");
 
     let snooze = run(Some(&db), &["worker"], &[("WORKER_SNOOZE_MIN", "-1")]);
-    assert!(!snooze.status.success());
-    assert!(
-        stderr(&snooze).contains("WORKER_SNOOZE_MIN"),
-        "{}",
-        stderr(&snooze)
-    );
+    fails_with(&snooze, "WORKER_SNOOZE_MIN");
 
     let pool = run(Some(&db), &["api"], &[("API_DB_POOL_SIZE", "1")]);
     assert!(!pool.status.success());
@@ -323,17 +273,7 @@ async fn bad_configuration_stops_the_process_naming_the_key() {
         stderr(&pool)
     );
 
-    let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("ordinaut.toml");
-    std::fs::write(&file, "[kinds.x]\ntype = \"ftp\"\n").unwrap();
-    let kind = run(
-        Some(&db),
-        &["--config", file.to_str().unwrap(), "worker"],
-        &[],
-    );
-    assert!(!kind.status.success());
-    let err = stderr(&kind);
+    let err = refused_config(&db, "[kinds.x]\ntype = \"ftp\"\n");
     assert!(err.contains("kinds.x") && err.contains("ftp"), "{err}");
 
     let unreachable = run(
@@ -353,9 +293,6 @@ async fn bad_configuration_stops_the_process_naming_the_key() {
 #[tokio::test]
 async fn command_kind_environment_settings_are_validated() {
     let db = TestDb::new().await;
-    let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("ordinaut.toml");
     for (toml, names) in [
         (
             "[kinds.x]\ntype = \"command\"\nprogram = \"env\"\nenv = { \"A=B\" = \"1\" }\n",
@@ -370,14 +307,7 @@ async fn command_kind_environment_settings_are_validated() {
             "inherit_env",
         ),
     ] {
-        std::fs::write(&file, toml).unwrap();
-        let out = run(
-            Some(&db),
-            &["--config", file.to_str().unwrap(), "worker"],
-            &[],
-        );
-        assert!(!out.status.success(), "{toml} accepted");
-        let err = stderr(&out);
+        let err = refused_config(&db, toml);
         assert!(err.contains(names), "{toml}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
@@ -446,40 +376,17 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn queue_limits_are_set_shown_and_cleared() {
     let db = TestDb::new().await;
-    let set = run(
-        Some(&db),
-        &[
-            "queues",
-            "set",
-            "scans",
-            "--concurrency-limit",
-            "7",
-            "--rate-limit",
-            "10/s",
-            "--burst",
-            "20",
-            "--key-concurrency",
-            "1",
-        ],
-        &[],
+    let set = ordinaut(
+        &db,
+        "queues set scans --concurrency-limit 7 --rate-limit 10/s --burst 20 --key-concurrency 1",
     );
     assert!(set.status.success(), "{}", stderr(&set));
     db.assert_rows("queues WHERE concurrency_limit = 7 AND rate_limit = 10 AND rate_period_ms = 1000 AND rate_burst = 20 AND key_concurrency = 1", 1).await;
-    run(
-        Some(&db),
-        &[
-            "jobs",
-            "enqueue",
-            "--queue",
-            "scans",
-            "--kind",
-            "k",
-            "--concurrency-key",
-            "example.org",
-        ],
-        &[],
+    ordinaut(
+        &db,
+        "jobs enqueue --queue scans --kind k --concurrency-key example.org",
     );
-    let list = stdout(&run(Some(&db), &["queues"], &[]));
+    let list = stdout(&ordinaut(&db, "queues"));
     assert!(
         list.contains("0/7")
             && list.contains("concurrency=7")
@@ -487,18 +394,9 @@ async fn queue_limits_are_set_shown_and_cleared() {
             && list.contains("per-key=1"),
         "{list}"
     );
-    let clear = run(
-        Some(&db),
-        &[
-            "queues",
-            "set",
-            "scans",
-            "--rate-limit",
-            "none",
-            "--concurrency-limit",
-            "none",
-        ],
-        &[],
+    let clear = ordinaut(
+        &db,
+        "queues set scans --rate-limit none --concurrency-limit none",
     );
     assert!(clear.status.success());
     assert_eq!(
@@ -514,9 +412,8 @@ async fn queue_limits_are_set_shown_and_cleared() {
         ("--key-concurrency", "-1"),
     ] {
         let arg = format!("{flag}={value}");
-        let out = run(Some(&db), &["queues", "set", "scans", &arg], &[]);
-        assert!(!out.status.success());
-        assert!(stderr(&out).contains(flag), "{}", stderr(&out));
+        let out = ordinaut(&db, &format!("queues set scans {arg}"));
+        fails_with(&out, flag);
     }
 }
 

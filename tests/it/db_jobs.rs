@@ -1,22 +1,48 @@
 //! Store-level lifecycle: enqueue, claim, finish, rescue, cancel, retry.
 
-use crate::common::jobs::{completed, jobs, live};
 use std::time::Duration;
 
-use ordinaut::db::due_work::{self, Finish, FinishKind, NewJob};
+use ordinaut::db::due_work::{self, Finish, FinishKind, NewJob, Rescued};
 use ordinaut::model::Backoff;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::common::TestDb;
-
-const LEASE: Duration = Duration::from_secs(60);
+use crate::common::jobs::{LEASE, claim, completed, finish, jobs, live, outcome};
 
 fn backoff() -> Backoff {
     Backoff {
         base: Duration::from_secs(1),
         max: Duration::from_secs(60),
     }
+}
+
+/// Enqueues `n` jobs on queue `q` and claims them all: their ids and the worker
+/// holding them.
+async fn claimed_jobs(db: &TestDb, n: usize) -> (Vec<Uuid>, Uuid) {
+    let ids = jobs("q", "k").enqueue_n(&db.pool, n).await;
+    let worker = Uuid::now_v7();
+    assert_eq!(claim(&db.pool, n, worker).await.len(), n);
+    (ids, worker)
+}
+
+/// Enqueues one job on queue `q` and claims it: its id and the worker holding it.
+async fn claimed_job(db: &TestDb) -> (Uuid, Uuid) {
+    let (ids, worker) = claimed_jobs(db, 1).await;
+    (ids[0], worker)
+}
+
+/// Ends every live lease now, as time passing would.
+async fn expire_leases(db: &TestDb) {
+    db.exec("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
+        .await;
+}
+
+/// Rescues the jobs of expired leases and of the `dead` workers, with [`backoff`].
+async fn rescue(db: &TestDb, dead: &[Uuid]) -> Rescued {
+    due_work::rescue_many(&db.pool, dead, backoff(), 100)
+        .await
+        .expect("rescue")
 }
 
 async fn enqueue(db: &TestDb, jobs: Vec<NewJob>) -> Vec<Uuid> {
@@ -33,14 +59,10 @@ async fn completed_job_moves_to_history_with_its_attempt() {
     let db = TestDb::new().await;
     let ids = enqueue(&db, vec![NewJob::new("q", "k", json!({"n": 1}))]).await;
     let worker = Uuid::now_v7();
-    let claimed = due_work::claim_due(&db.pool, &["q".into()], 10, worker, LEASE)
-        .await
-        .unwrap();
+    let claimed = claim(&db.pool, 10, worker).await;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempt, 1);
-    let applied = due_work::finish_many(&db.pool, worker, 100, &[completed(ids[0])])
-        .await
-        .unwrap();
+    let applied = finish(&db.pool, worker, &[completed(ids[0])]).await;
     assert_eq!(applied.iter().map(|a| a.id).collect::<Vec<_>>(), ids);
     assert_eq!(db.live_jobs().await, 0);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed' AND output = '{\"ok\": true}'").await, 1);
@@ -125,12 +147,8 @@ async fn unique_key_is_free_again_once_the_job_finished() {
     job.unique_key = Some("once".into());
     let first = enqueue(&db, vec![job.clone()]).await[0];
     let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
-        .await
-        .unwrap();
-    due_work::finish_many(&db.pool, w, 100, &[completed(first)])
-        .await
-        .unwrap();
+    claim(&db.pool, 1, w).await;
+    finish(&db.pool, w, &[completed(first)]).await;
     job.id = Uuid::now_v7();
     let second = due_work::enqueue_many(&db.pool, &[job], 4).await.unwrap();
     assert!(!second[0].duplicate);
@@ -145,15 +163,11 @@ async fn future_jobs_wait_for_run_at() {
     enqueue(&db, vec![later]).await;
     db.assert_rows("due_work WHERE state = 'scheduled'", 1)
         .await;
-    let claimed = due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE)
-        .await
-        .unwrap();
+    let claimed = claim(&db.pool, 10, Uuid::now_v7()).await;
     assert!(claimed.is_empty());
     db.exec("UPDATE due_work SET run_at = now() - interval '1 second'")
         .await;
-    let claimed = due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE)
-        .await
-        .unwrap();
+    let claimed = claim(&db.pool, 10, Uuid::now_v7()).await;
     assert_eq!(claimed.len(), 1);
 }
 
@@ -224,22 +238,11 @@ async fn paused_queues_are_not_claimed_and_keep_their_jobs() {
     ordinaut::db::queues::set_paused(&db.pool, "q", true)
         .await
         .unwrap();
-    assert!(
-        due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(claim(&db.pool, 10, Uuid::now_v7()).await.is_empty());
     ordinaut::db::queues::set_paused(&db.pool, "q", false)
         .await
         .unwrap();
-    assert_eq!(
-        due_work::claim_due(&db.pool, &["q".into()], 10, Uuid::now_v7(), LEASE)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(claim(&db.pool, 10, Uuid::now_v7()).await.len(), 1);
 }
 
 #[tokio::test]
@@ -259,9 +262,7 @@ async fn concurrent_claimers_never_share_a_job() {
             let w = Uuid::now_v7();
             let mut mine = Vec::new();
             loop {
-                let got = due_work::claim_due(&pool, &["q".into()], 37, w, LEASE)
-                    .await
-                    .unwrap();
+                let got = claim(&pool, 37, w).await;
                 if got.is_empty() {
                     return mine;
                 }
@@ -283,28 +284,15 @@ async fn concurrent_claimers_never_share_a_job() {
 #[tokio::test]
 async fn retry_outcome_reschedules_and_spends_the_attempt() {
     let db = TestDb::new().await;
-    let id = jobs("q", "k").enqueue_n(&db.pool, 1).await[0];
-    let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
-        .await
-        .unwrap();
+    let (id, w) = claimed_job(&db).await;
     let at = chrono::Utc::now() + chrono::Duration::seconds(30);
     let f = Finish {
-        id,
-        attempt: 1,
-        outcome: FinishKind::Retry,
         next_run_at: Some(at),
         error: Some("boom".into()),
-        output: None,
         log: Some("out".into()),
+        ..outcome(id, 1, FinishKind::Retry)
     };
-    assert_eq!(
-        due_work::finish_many(&db.pool, w, 100, &[f])
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(finish(&db.pool, w, &[f]).await.len(), 1);
     let job = live(&db.pool, id).await;
     assert_eq!(
         (
@@ -325,39 +313,17 @@ async fn retry_outcome_reschedules_and_spends_the_attempt() {
 #[tokio::test]
 async fn snoozed_and_interrupted_attempts_are_given_back() {
     let db = TestDb::new().await;
-    let ids = jobs("q", "k").enqueue_n(&db.pool, 2).await;
-    let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 2, w, LEASE)
-        .await
-        .unwrap();
+    let (ids, w) = claimed_jobs(&db, 2).await;
     let later = chrono::Utc::now() + chrono::Duration::seconds(30);
     let batch = [
         Finish {
-            id: ids[0],
-            attempt: 1,
-            outcome: FinishKind::Snoozed,
             next_run_at: Some(later),
             error: Some("429".into()),
-            output: None,
-            log: None,
+            ..outcome(ids[0], 1, FinishKind::Snoozed)
         },
-        Finish {
-            id: ids[1],
-            attempt: 1,
-            outcome: FinishKind::Interrupted,
-            next_run_at: None,
-            error: None,
-            output: None,
-            log: None,
-        },
+        outcome(ids[1], 1, FinishKind::Interrupted),
     ];
-    assert_eq!(
-        due_work::finish_many(&db.pool, w, 100, &batch)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(finish(&db.pool, w, &batch).await.len(), 2);
     let rows: Vec<(Uuid, String, i32)> =
         sqlx::query_as("SELECT id, state, attempt FROM due_work ORDER BY id")
             .fetch_all(&db.pool)
@@ -375,21 +341,12 @@ async fn snoozed_and_interrupted_attempts_are_given_back() {
 #[tokio::test]
 async fn failed_job_goes_to_history_and_can_be_retried_by_hand() {
     let db = TestDb::new().await;
-    let id = jobs("q", "k").enqueue_n(&db.pool, 1).await[0];
-    let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
-        .await
-        .unwrap();
+    let (id, w) = claimed_job(&db).await;
     let f = Finish {
-        id,
-        attempt: 1,
-        outcome: FinishKind::Failed,
-        next_run_at: None,
         error: Some("bad input".into()),
-        output: None,
-        log: None,
+        ..outcome(id, 1, FinishKind::Failed)
     };
-    due_work::finish_many(&db.pool, w, 100, &[f]).await.unwrap();
+    finish(&db.pool, w, &[f]).await;
     db.assert_rows(
         "job_history WHERE state = 'failed' AND last_error = 'bad input'",
         1,
@@ -414,13 +371,8 @@ async fn failed_job_goes_to_history_and_can_be_retried_by_hand() {
 #[tokio::test]
 async fn outcome_from_a_worker_that_lost_the_lease_is_ignored() {
     let db = TestDb::new().await;
-    let id = jobs("q", "k").enqueue_n(&db.pool, 1).await[0];
-    due_work::claim_due(&db.pool, &["q".into()], 1, Uuid::now_v7(), LEASE)
-        .await
-        .unwrap();
-    let applied = due_work::finish_many(&db.pool, Uuid::now_v7(), 100, &[completed(id)])
-        .await
-        .unwrap();
+    let (id, _) = claimed_job(&db).await;
+    let applied = finish(&db.pool, Uuid::now_v7(), &[completed(id)]).await;
     assert!(applied.is_empty());
     assert_eq!(db.running_jobs().await, 1);
     assert_eq!(db.ended_jobs().await, 0);
@@ -441,15 +393,10 @@ async fn expired_lease_is_rescued_as_a_failed_attempt() {
     )
     .await
     .unwrap();
-    let nothing = due_work::rescue_many(&db.pool, &[], backoff(), 100)
-        .await
-        .unwrap();
+    let nothing = rescue(&db, &[]).await;
     assert_eq!(nothing.total(), 0, "live leases are left alone");
-    db.exec("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
-        .await;
-    let r = due_work::rescue_many(&db.pool, &[], backoff(), 100)
-        .await
-        .unwrap();
+    expire_leases(&db).await;
+    let r = rescue(&db, &[]).await;
     assert_eq!((r.retried, r.failed), (1, 1));
     let state: String = sqlx::query_scalar("SELECT state FROM due_work WHERE id = $1")
         .bind(ids[0])
@@ -473,18 +420,9 @@ async fn retry_delay_follows_backoff_within_jitter() {
     };
     for attempt in 1..=4 {
         db.exec("UPDATE due_work SET run_at = now()").await;
-        let claimed = due_work::claim_due(
-            &db.pool,
-            &["q".into()],
-            1,
-            Uuid::now_v7(),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+        let claimed = claim(&db.pool, 1, Uuid::now_v7()).await;
         assert_eq!(claimed[0].attempt, attempt);
-        db.exec("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
-            .await;
+        expire_leases(&db).await;
         due_work::rescue_many(&db.pool, &[], b, 100).await.unwrap();
         let delay: f64 =
             sqlx::query_scalar("SELECT extract(epoch FROM run_at - now())::float8 FROM due_work")
@@ -514,9 +452,7 @@ async fn dead_workers_jobs_are_handed_back_through_the_advisory_lock() {
     };
     let mut lock_conn = db.db_config().connect_one().await.unwrap();
     workers::register(&mut lock_conn, &reg).await.unwrap();
-    due_work::claim_due(&db.pool, &["q".into()], 1, reg.id, LEASE)
-        .await
-        .unwrap();
+    claim(&db.pool, 1, reg.id).await;
     assert!(
         workers::find_dead(&db.pool, Duration::from_secs(10))
             .await
@@ -539,9 +475,7 @@ async fn dead_workers_jobs_are_handed_back_through_the_advisory_lock() {
         })
         .await;
     assert_eq!(dead, vec![reg.id]);
-    let r = due_work::rescue_many(&db.pool, &dead, backoff(), 100)
-        .await
-        .unwrap();
+    let r = rescue(&db, &dead).await;
     assert_eq!(r.retried, 1);
     assert_eq!(workers::delete_dead(&db.pool, &dead).await.unwrap(), 1);
     db.assert_rows(
@@ -556,9 +490,7 @@ async fn cancel_stops_waiting_jobs_at_once_and_flags_running_ones() {
     let db = TestDb::new().await;
     let ids = jobs("q", "k").enqueue_n(&db.pool, 2).await;
     let w = Uuid::now_v7();
-    let claimed = due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
-        .await
-        .unwrap();
+    let claimed = claim(&db.pool, 1, w).await;
     let running = claimed[0].id;
     let waiting = if running == ids[0] { ids[1] } else { ids[0] };
     let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
@@ -585,11 +517,8 @@ async fn cancel_stops_waiting_jobs_at_once_and_flags_running_ones() {
         Err(ordinaut::db::Error::NotFound { .. })
     ));
     // A cancel-requested job whose worker died is recorded as cancelled, not retried.
-    db.exec("UPDATE due_work SET lease_expires_at = now() - interval '1 second'")
-        .await;
-    let r = due_work::rescue_many(&db.pool, &[], backoff(), 100)
-        .await
-        .unwrap();
+    expire_leases(&db).await;
+    let r = rescue(&db, &[]).await;
     assert_eq!(r.cancelled, 1);
     assert_eq!(db.ended_in("cancelled").await, 2);
 }
@@ -660,14 +589,8 @@ async fn queue_without_keep_completed_drops_finished_jobs() {
     )
     .await
     .unwrap();
-    let id = jobs("q", "k").enqueue_n(&db.pool, 1).await[0];
-    let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
-        .await
-        .unwrap();
-    due_work::finish_many(&db.pool, w, 100, &[completed(id)])
-        .await
-        .unwrap();
+    let (id, w) = claimed_job(&db).await;
+    finish(&db.pool, w, &[completed(id)]).await;
     assert_eq!(db.ended_jobs().await, 0);
     assert_eq!(db.live_jobs().await, 0);
 }
@@ -686,9 +609,7 @@ async fn queue_stats_count_live_work() {
         ],
     )
     .await;
-    due_work::claim_due(&db.pool, &["q".into()], 1, Uuid::now_v7(), LEASE)
-        .await
-        .unwrap();
+    claim(&db.pool, 1, Uuid::now_v7()).await;
     let stats = ordinaut::db::queues::queue_stats(&db.pool, None)
         .await
         .unwrap();
@@ -737,14 +658,8 @@ async fn schema_is_configurable() {
 #[tokio::test]
 async fn finished_jobs_land_in_the_daily_partition() {
     let db = TestDb::new().await;
-    let id = jobs("q", "k").enqueue_n(&db.pool, 1).await[0];
-    let w = Uuid::now_v7();
-    due_work::claim_due(&db.pool, &["q".into()], 1, w, LEASE)
-        .await
-        .unwrap();
-    due_work::finish_many(&db.pool, w, 100, &[completed(id)])
-        .await
-        .unwrap();
+    let (id, w) = claimed_job(&db).await;
+    finish(&db.pool, w, &[completed(id)]).await;
     let part: String = db
         .value(&format!(
             "SELECT tableoid::regclass::text FROM job_history WHERE id = '{id}'"
@@ -814,12 +729,8 @@ async fn job_events_are_sent_only_while_an_api_process_subscribes() {
                 .await
                 .unwrap()[0]
                 .id;
-            due_work::claim_due(&pool, &["q".into()], 1, w, LEASE)
-                .await
-                .unwrap();
-            due_work::finish_many(&pool, w, 100, &[completed(id)])
-                .await
-                .unwrap();
+            claim(&pool, 1, w).await;
+            finish(&pool, w, &[completed(id)]).await;
             id
         }
     };

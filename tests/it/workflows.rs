@@ -12,10 +12,8 @@ use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::jobs::completed;
+use crate::common::jobs::{claim, finish, outcome};
 use crate::common::{TestDb, schedules};
-
-const LEASE: Duration = Duration::from_secs(60);
 
 async fn submit(db: &TestDb, spec: Value) -> Uuid {
     workflows::submit(&db.pool, &spec, 4)
@@ -41,9 +39,7 @@ async fn drive(
     let mut rounds = Vec::new();
     let mut payloads = HashMap::new();
     loop {
-        let claimed = due_work::claim_due(&db.pool, &["q".to_owned()], 1000, worker, LEASE)
-            .await
-            .expect("claims");
+        let claimed = claim(&db.pool, 1000, worker).await;
         if claimed.is_empty() {
             return (rounds, payloads);
         }
@@ -51,26 +47,47 @@ async fn drive(
         let mut batch = Vec::new();
         for job in claimed {
             let step = step_of(&job.payload);
-            let outcome = decide(&step);
+            let kind = decide(&step);
             batch.push(Finish {
-                id: job.id,
-                attempt: job.attempt,
-                outcome,
-                next_run_at: None,
-                error: (outcome != FinishKind::Completed)
-                    .then(|| format!("{step} did not complete")),
+                error: (kind != FinishKind::Completed).then(|| format!("{step} did not complete")),
                 output: Some(json!({ "from": step })),
-                log: None,
+                ..outcome(job.id, job.attempt, kind)
             });
             payloads.insert(step.clone(), job.payload);
             round.push(step);
         }
         round.sort();
-        due_work::finish_many(&db.pool, worker, 100, &batch)
-            .await
-            .expect("finishes");
+        finish(&db.pool, worker, &batch).await;
         rounds.push(round);
     }
+}
+
+/// For [`drive`]: the step named `failing` fails, every other one completes.
+fn only_fails(failing: &str) -> impl FnMut(&str) -> FinishKind + '_ {
+    move |step| {
+        if step == failing {
+            FinishKind::Failed
+        } else {
+            FinishKind::Completed
+        }
+    }
+}
+
+/// Drives workflow `id` with every step completing: the steps run in `expected` rounds
+/// and the workflow ends completed.
+async fn completes_in_rounds(db: &TestDb, id: Uuid, expected: &[&[&str]]) {
+    let (rounds, _) = drive(db, |_| FinishKind::Completed).await;
+    assert_eq!(rounds, expected);
+    assert_eq!(workflow_state(db, id).await, "completed");
+}
+
+/// The state of workflow `id`: running, completed, failed or cancelled.
+async fn workflow_state(db: &TestDb, id: Uuid) -> String {
+    workflows::get(&db.pool, id)
+        .await
+        .expect("the workflow exists")
+        .summary
+        .state
 }
 
 fn states(w: &workflows::Workflow) -> BTreeMap<String, String> {
@@ -129,14 +146,7 @@ async fn failure_policies_cancel_ignore_and_cleanup() {
         ]}),
     )
     .await;
-    let (_, payloads) = drive(&db, |s| {
-        if s == "a" {
-            FinishKind::Failed
-        } else {
-            FinishKind::Completed
-        }
-    })
-    .await;
+    let (_, payloads) = drive(&db, only_fails("a")).await;
     let w = workflows::get(&db.pool, id).await.unwrap();
     let s = states(&w);
     assert_eq!(s["a"], "failed");
@@ -174,14 +184,7 @@ async fn a_workflow_wide_policy_applies_to_every_edge() {
     let mut spec = diamond();
     spec["on_failure"] = json!("ignore");
     let id = submit(&db, spec).await;
-    drive(&db, |s| {
-        if s == "b" {
-            FinishKind::Failed
-        } else {
-            FinishKind::Completed
-        }
-    })
-    .await;
+    drive(&db, only_fails("b")).await;
     let s = states(&workflows::get(&db.pool, id).await.unwrap());
     assert_eq!(s["d"], "completed");
 }
@@ -263,14 +266,7 @@ async fn no_step_is_ever_left_waiting_random_graphs() {
 async fn retry_runs_the_failed_step_and_its_cancelled_dependents_again() {
     let db = TestDb::new().await;
     let id = submit(&db, diamond()).await;
-    drive(&db, |s| {
-        if s == "c" {
-            FinishKind::Failed
-        } else {
-            FinishKind::Completed
-        }
-    })
-    .await;
+    drive(&db, only_fails("c")).await;
     let w = workflows::get(&db.pool, id).await.unwrap();
     assert_eq!(states(&w)["d"], "cancelled");
     assert_eq!(w.summary.state, "failed");
@@ -279,32 +275,15 @@ async fn retry_runs_the_failed_step_and_its_cancelled_dependents_again() {
     let w = workflows::get(&db.pool, id).await.unwrap();
     assert_eq!(w.summary.state, "running");
     assert_eq!(states(&w)["d"], "waiting");
-    let (rounds, _) = drive(&db, |_| FinishKind::Completed).await;
-    assert_eq!(rounds, vec![vec!["c"], vec!["d"]]);
-    assert_eq!(
-        workflows::get(&db.pool, id).await.unwrap().summary.state,
-        "completed"
-    );
+    completes_in_rounds(&db, id, &[&["c"], &["d"]]).await;
 
     // `jobs retry` of one step does the same.
     let id = submit(&db, diamond()).await;
-    drive(&db, |s| {
-        if s == "b" {
-            FinishKind::Failed
-        } else {
-            FinishKind::Completed
-        }
-    })
-    .await;
+    drive(&db, only_fails("b")).await;
     let b = workflows::get(&db.pool, id).await.unwrap().jobs[1].clone();
     assert_eq!(b.name, "b");
     due_work::retry(&db.pool, b.job_id).await.unwrap();
-    let (rounds, _) = drive(&db, |_| FinishKind::Completed).await;
-    assert_eq!(rounds, vec![vec!["b"], vec!["d"]]);
-    assert_eq!(
-        workflows::get(&db.pool, id).await.unwrap().summary.state,
-        "completed"
-    );
+    completes_in_rounds(&db, id, &[&["b"], &["d"]]).await;
 }
 
 #[tokio::test]
@@ -319,9 +298,7 @@ async fn cancel_stops_waiting_and_running_steps_and_retry_resumes_it() {
     .await;
     // a is running, b is available, c waits.
     let worker = Uuid::now_v7();
-    let claimed = due_work::claim_due(&db.pool, &["q".to_owned()], 1, worker, LEASE)
-        .await
-        .unwrap();
+    let claimed = claim(&db.pool, 1, worker).await;
     assert_eq!(claimed.len(), 1);
     workflows::cancel(&db.pool, id).await.unwrap();
     let w = workflows::get(&db.pool, id).await.unwrap();
@@ -341,26 +318,12 @@ async fn cancel_stops_waiting_and_running_steps_and_retry_resumes_it() {
         .unwrap();
     assert!(flagged);
     // The worker reports the stop: the workflow is cancelled, nothing is available.
-    due_work::finish_many(
-        &db.pool,
-        worker,
-        100,
-        &[Finish {
-            id: claimed[0].id,
-            attempt: claimed[0].attempt,
-            outcome: FinishKind::Cancelled,
-            next_run_at: None,
-            error: Some("cancelled".into()),
-            output: None,
-            log: None,
-        }],
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        workflows::get(&db.pool, id).await.unwrap().summary.state,
-        "cancelled"
-    );
+    let stopped = Finish {
+        error: Some("cancelled".into()),
+        ..outcome(claimed[0].id, claimed[0].attempt, FinishKind::Cancelled)
+    };
+    finish(&db.pool, worker, &[stopped]).await;
+    assert_eq!(workflow_state(&db, id).await, "cancelled");
     assert_eq!(db.live_jobs().await, 0);
     // Appending to a cancelled workflow is refused.
     let err = workflows::append(&db.pool, id, &json!([job("late", json!([]))]), 4)
@@ -370,12 +333,7 @@ async fn cancel_stops_waiting_and_running_steps_and_retry_resumes_it() {
 
     // Retry: both roots run again, then c.
     assert_eq!(workflows::retry(&db.pool, id).await.unwrap(), 2);
-    let (rounds, _) = drive(&db, |_| FinishKind::Completed).await;
-    assert_eq!(rounds, vec![vec!["a", "b"], vec!["c"]]);
-    assert_eq!(
-        workflows::get(&db.pool, id).await.unwrap().summary.state,
-        "completed"
-    );
+    completes_in_rounds(&db, id, &[&["a", "b"], &["c"]]).await;
 }
 
 #[tokio::test]
@@ -387,10 +345,7 @@ async fn a_running_step_appends_a_fan_out_and_a_join() {
     )
     .await;
     let worker = Uuid::now_v7();
-    let split = due_work::claim_due(&db.pool, &["q".to_owned()], 10, worker, LEASE)
-        .await
-        .unwrap()
-        .remove(0);
+    let split = claim(&db.pool, 10, worker).await.remove(0);
     // While split runs, it adds five parts after itself and a join after them.
     let mut jobs: Vec<Value> = (0..5)
         .map(|i| job(&format!("part-{i}"), json!(["split"])))
@@ -404,22 +359,12 @@ async fn a_running_step_appends_a_fan_out_and_a_join() {
         .unwrap();
     assert_eq!(refs.len(), 6);
     assert_eq!(db.live_jobs().await, 1);
-    due_work::finish_many(
+    finish(
         &db.pool,
         worker,
-        100,
-        &[Finish {
-            id: split.id,
-            attempt: split.attempt,
-            outcome: FinishKind::Completed,
-            next_run_at: None,
-            error: None,
-            output: None,
-            log: None,
-        }],
+        &[outcome(split.id, split.attempt, FinishKind::Completed)],
     )
-    .await
-    .unwrap();
+    .await;
     let (rounds, payloads) = drive(&db, |_| FinishKind::Completed).await;
     assert_eq!(rounds.len(), 2);
     assert_eq!(rounds[0].len(), 5);
@@ -431,10 +376,7 @@ async fn a_running_step_appends_a_fan_out_and_a_join() {
             .len(),
         5
     );
-    assert_eq!(
-        workflows::get(&db.pool, id).await.unwrap().summary.state,
-        "completed"
-    );
+    assert_eq!(workflow_state(&db, id).await, "completed");
     // A finished workflow takes no more steps.
     let err = workflows::append(&db.pool, id, &json!([job("late", json!([]))]), 4)
         .await
@@ -452,14 +394,7 @@ async fn the_chord_shorthand_calls_back_with_every_outcome() {
                "callback": {"queue": "q", "kind": "k"}}),
     )
     .await;
-    let (rounds, payloads) = drive(&db, |s| {
-        if s == "group-1" {
-            FinishKind::Failed
-        } else {
-            FinishKind::Completed
-        }
-    })
-    .await;
+    let (rounds, payloads) = drive(&db, only_fails("group-1")).await;
     assert_eq!(rounds[1], vec!["callback"]);
     let deps = &payloads["callback"]["_workflow"]["deps"];
     assert_eq!(deps["group-0"]["state"], "completed");
@@ -549,29 +484,16 @@ async fn rescue_and_keep_completed_false_settle_dependents_too() {
     )
     .await;
     let dead = Uuid::now_v7();
-    let claimed = due_work::claim_due(&db.pool, &["q".to_owned()], 10, dead, LEASE)
-        .await
-        .unwrap();
+    let claimed = claim(&db.pool, 10, dead).await;
     let ok = claimed
         .iter()
         .find(|j| step_of(&j.payload) == "ok")
         .unwrap();
-    due_work::finish_many(
-        &db.pool,
-        dead,
-        100,
-        &[Finish {
-            id: ok.id,
-            attempt: ok.attempt,
-            outcome: FinishKind::Completed,
-            next_run_at: None,
-            error: None,
-            output: Some(json!(1)),
-            log: None,
-        }],
-    )
-    .await
-    .unwrap();
+    let done = Finish {
+        output: Some(json!(1)),
+        ..outcome(ok.id, ok.attempt, FinishKind::Completed)
+    };
+    finish(&db.pool, dead, &[done]).await;
     // The worker dies with a; the rescue fails it (no attempts left).
     let rescued = due_work::rescue_many(
         &db.pool,
@@ -615,20 +537,12 @@ async fn plain_jobs_never_enter_the_workflow_tables() {
 
 async fn drive_plain(db: &TestDb) {
     let worker = Uuid::now_v7();
-    let claimed = due_work::claim_due(&db.pool, &["q".to_owned()], 10, worker, LEASE)
-        .await
-        .unwrap();
+    let claimed = claim(&db.pool, 10, worker).await;
     let batch: Vec<Finish> = claimed
         .iter()
-        .map(|j| Finish {
-            attempt: j.attempt,
-            output: None,
-            ..completed(j.id)
-        })
+        .map(|j| outcome(j.id, j.attempt, FinishKind::Completed))
         .collect();
-    due_work::finish_many(&db.pool, worker, 100, &batch)
-        .await
-        .unwrap();
+    finish(&db.pool, worker, &batch).await;
 }
 
 #[tokio::test]
@@ -691,24 +605,10 @@ async fn cancelling_a_waiting_step_races_its_activation_and_always_ends_it_once(
         .await;
         let b = workflows::get(&db.pool, id).await.unwrap().jobs[1].job_id;
         let worker = Uuid::now_v7();
-        let claimed = due_work::claim_due(&db.pool, &["q".to_owned()], 1, worker, LEASE)
-            .await
-            .unwrap();
-        let finish = Finish {
-            id: claimed[0].id,
-            attempt: claimed[0].attempt,
-            outcome: FinishKind::Completed,
-            next_run_at: None,
-            error: None,
-            output: None,
-            log: None,
-        };
+        let claimed = claim(&db.pool, 1, worker).await;
+        let done = outcome(claimed[0].id, claimed[0].attempt, FinishKind::Completed);
         let pool = db.pool.clone();
-        let finishing = tokio::spawn(async move {
-            due_work::finish_many(&pool, worker, 100, &[finish])
-                .await
-                .expect("finishes")
-        });
+        let finishing = tokio::spawn(async move { finish(&pool, worker, &[done]).await });
         let cancelled = due_work::cancel(&db.pool, b).await.expect("cancels");
         finishing.await.unwrap();
         assert_eq!(
@@ -785,14 +685,7 @@ async fn the_readmes_scan_example_runs_as_the_readme_says() {
 
     let db = TestDb::new().await;
     let id = submit(&db, spec).await;
-    let (rounds, payloads) = drive(&db, |step| {
-        if step == "trivy" {
-            FinishKind::Failed
-        } else {
-            FinishKind::Completed
-        }
-    })
-    .await;
+    let (rounds, payloads) = drive(&db, only_fails("trivy")).await;
     assert_eq!(rounds[2], vec!["report"]);
     assert_eq!(rounds[3], vec!["cleanup", "notify"]);
     assert_eq!(

@@ -79,6 +79,14 @@ def job(id_):
     return body
 
 
+def shell_kind(name, script, timeout=None):
+    """The ordinaut.toml table of a command kind `name` that runs `script` with sh -c."""
+    table = f'[kinds.{name}]\ntype = "command"\nprogram = "sh"\nargs = ["-c", "{script}"]\n'
+    if timeout:
+        table += f'timeout = "{timeout}"\n'
+    return table
+
+
 def setUpModule():
     work = tempfile.mkdtemp(prefix="ordinaut-ui-")
     # As root the local PostgreSQL runs as nobody, who must reach its data directory.
@@ -99,27 +107,10 @@ program = "sleep"
 args = ["300"]
 timeout = "600s"
 
-[kinds.always_fails]
-type = "command"
-program = "sh"
-args = ["-c", "echo boom >&2; exit 1"]
-
-[kinds.flaky]
-type = "command"
-program = "sh"
-args = ["-c", "test -e {marker} && echo recovered"]
-
-[kinds.wait_gate]
-type = "command"
-program = "sh"
-args = ["-c", "while ! test -e {gate}; do sleep 0.2; done; echo cloned"]
-timeout = "120s"
-
-[kinds.merge]
-type = "command"
-program = "sh"
-args = ["-c", "test -e {merge_ok} && echo merged"]
-
+{shell_kind("always_fails", "echo boom >&2; exit 1")}
+{shell_kind("flaky", f"test -e {marker} && echo recovered")}
+{shell_kind("wait_gate", f"while ! test -e {gate}; do sleep 0.2; done; echo cloned", timeout="120s")}
+{shell_kind("merge", f"test -e {merge_ok} && echo merged")}
 [queues.pausable]
 max_attempts = 1
 

@@ -60,6 +60,30 @@ fn case(
     }
 }
 
+/// A `POST /v1/jobs` with JSON `body`.
+fn enqueue(
+    name: &'static str,
+    body: Value,
+    status: u16,
+    code: &'static str,
+    mentions: &'static str,
+) -> Case {
+    case(name, "POST", "/v1/jobs", body, status, code, mentions)
+}
+
+impl Case {
+    /// The same request with `auth` instead of the good token.
+    fn auth(self, auth: Auth) -> Case {
+        Case { auth, ..self }
+    }
+
+    /// The same request with one more header.
+    fn header(mut self, name: &'static str, value: &'static str) -> Case {
+        self.headers.push((name, value));
+        self
+    }
+}
+
 fn raw(
     name: &'static str,
     path: &'static str,
@@ -179,227 +203,177 @@ fn cases(live: &str, unknown: &str) -> Vec<Case> {
             413,
             "payload_too_large",
         ),
-        case(
+        enqueue(
             "queue is a number",
-            "POST",
-            "/v1/jobs",
             json!({"queue": 1, "kind": "k"}),
             400,
             "invalid_field",
             "queue",
         ),
         // A missing queue is no mistake: the kind's queue, else `default` (issue 17).
-        case(
+        enqueue(
             "allow_unknown_kind not a boolean",
-            "POST",
-            "/v1/jobs",
             json!({"kind": "k", "allow_unknown_kind": "yes"}),
             400,
             "invalid_field",
             "allow_unknown_kind",
         ),
-        case(
+        enqueue(
             "kind missing",
-            "POST",
-            "/v1/jobs",
             json!({"queue": "q"}),
             400,
             "invalid_field",
             "kind",
         ),
-        case(
+        enqueue(
             "empty queue",
-            "POST",
-            "/v1/jobs",
             job(json!({"queue": ""})),
             400,
             "invalid_field",
             "queue",
         ),
-        case(
+        enqueue(
             "queue with a space",
-            "POST",
-            "/v1/jobs",
             job(json!({"queue": "a b"})),
             400,
             "invalid_field",
             "queue",
         ),
-        case(
+        enqueue(
             "queue too long",
-            "POST",
-            "/v1/jobs",
             job(json!({"queue": "a".repeat(129)})),
             400,
             "invalid_field",
             "queue",
         ),
-        case(
+        enqueue(
             "queue starts with a dash",
-            "POST",
-            "/v1/jobs",
             job(json!({"queue": "-q"})),
             400,
             "invalid_field",
             "queue",
         ),
-        case(
+        enqueue(
             "kind with a slash",
-            "POST",
-            "/v1/jobs",
             job(json!({"kind": "a/b"})),
             400,
             "invalid_field",
             "kind",
         ),
-        case(
+        enqueue(
             "priority too high",
-            "POST",
-            "/v1/jobs",
             job(json!({"priority": 101})),
             400,
             "invalid_field",
             "priority",
         ),
-        case(
+        enqueue(
             "priority too low",
-            "POST",
-            "/v1/jobs",
             job(json!({"priority": -101})),
             400,
             "invalid_field",
             "priority",
         ),
-        case(
+        enqueue(
             "priority is text",
-            "POST",
-            "/v1/jobs",
             job(json!({"priority": "high"})),
             400,
             "invalid_field",
             "priority",
         ),
-        case(
+        enqueue(
             "priority is fractional",
-            "POST",
-            "/v1/jobs",
             job(json!({"priority": 1.5})),
             400,
             "invalid_field",
             "priority",
         ),
-        case(
+        enqueue(
             "priority overflows",
-            "POST",
-            "/v1/jobs",
             job(json!({"priority": 99999999999i64})),
             400,
             "invalid_field",
             "priority",
         ),
-        case(
+        enqueue(
             "run_at is prose",
-            "POST",
-            "/v1/jobs",
             job(json!({"run_at": "tomorrow"})),
             400,
             "invalid_field",
             "run_at",
         ),
-        case(
+        enqueue(
             "run_at month 13",
-            "POST",
-            "/v1/jobs",
             job(json!({"run_at": "2030-13-01T00:00:00Z"})),
             400,
             "invalid_field",
             "run_at",
         ),
-        case(
+        enqueue(
             "run_at without offset",
-            "POST",
-            "/v1/jobs",
             job(json!({"run_at": "2030-01-01T00:00:00"})),
             400,
             "invalid_field",
             "run_at",
         ),
-        case(
+        enqueue(
             "delay is prose",
-            "POST",
-            "/v1/jobs",
             job(json!({"delay": "soon"})),
             400,
             "invalid_field",
             "delay",
         ),
-        case(
+        enqueue(
             "delay with two units",
-            "POST",
-            "/v1/jobs",
             job(json!({"delay": "1h 30m"})),
             400,
             "invalid_field",
             "delay",
         ),
-        case(
+        enqueue(
             "zero timeout",
-            "POST",
-            "/v1/jobs",
             job(json!({"timeout": "0s"})),
             400,
             "invalid_field",
             "timeout",
         ),
-        case(
+        enqueue(
             "max_attempts 0",
-            "POST",
-            "/v1/jobs",
             job(json!({"max_attempts": 0})),
             400,
             "invalid_field",
             "max_attempts",
         ),
-        case(
+        enqueue(
             "max_attempts 1001",
-            "POST",
-            "/v1/jobs",
             job(json!({"max_attempts": 1001})),
             400,
             "invalid_field",
             "max_attempts",
         ),
-        case(
+        enqueue(
             "empty unique_key",
-            "POST",
-            "/v1/jobs",
             job(json!({"unique_key": ""})),
             400,
             "invalid_field",
             "unique_key",
         ),
-        case(
+        enqueue(
             "unknown field",
-            "POST",
-            "/v1/jobs",
             job(json!({"queu": "x"})),
             400,
             "invalid_field",
             "queu",
         ),
-        case(
+        enqueue(
             "metadata not an object",
-            "POST",
-            "/v1/jobs",
             job(json!({"metadata": [1]})),
             400,
             "invalid_field",
             "metadata",
         ),
-        case(
+        enqueue(
             "payload over the payload limit",
-            "POST",
-            "/v1/jobs",
             big_payload,
             413,
             "payload_too_large",
@@ -708,63 +682,48 @@ fn cases(live: &str, unknown: &str) -> Vec<Case> {
             "",
         ),
     ];
-    let mut missing = get("missing token", "/v1/jobs", 401, "unauthorized", "token");
-    missing.auth = Auth::Missing;
-    let mut wrong = get("wrong token", "/v1/queues", 401, "unauthorized", "token");
-    wrong.auth = Auth::Wrong;
-    let mut basic = get(
-        "basic auth scheme",
-        "/v1/workers",
-        401,
-        "unauthorized",
-        "token",
-    );
-    basic.auth = Auth::Basic;
-    let mut no_token_enqueue = case(
-        "enqueue without a token",
-        "POST",
-        "/v1/jobs",
-        job(json!({})),
-        401,
-        "unauthorized",
-        "token",
-    );
-    no_token_enqueue.auth = Auth::Missing;
-    let mut long_key = case(
-        "Idempotency-Key too long",
-        "POST",
-        "/v1/jobs",
-        job(json!({})),
-        400,
-        "invalid_field",
-        "Idempotency-Key",
-    );
-    long_key.headers.push(("idempotency-key", LONG_KEY));
-    let nul_payload = case(
-        "payload holds U+0000",
-        "POST",
-        "/v1/jobs",
-        job(json!({"payload": {"a": "x\u{0}y"}})),
-        400,
-        "invalid_field",
-        "payload",
-    );
-    let huge_number = raw(
-        "number beyond Postgres numeric",
-        "/v1/jobs",
-        Some("application/json"),
-        "{\"queue\":\"q\",\"kind\":\"k\",\"payload\":1e1000000}",
-        400,
-        "invalid_value",
-    );
     v.extend([
-        missing,
-        wrong,
-        basic,
-        no_token_enqueue,
-        long_key,
-        nul_payload,
-        huge_number,
+        get("missing token", "/v1/jobs", 401, "unauthorized", "token").auth(Auth::Missing),
+        get("wrong token", "/v1/queues", 401, "unauthorized", "token").auth(Auth::Wrong),
+        get(
+            "basic auth scheme",
+            "/v1/workers",
+            401,
+            "unauthorized",
+            "token",
+        )
+        .auth(Auth::Basic),
+        enqueue(
+            "enqueue without a token",
+            job(json!({})),
+            401,
+            "unauthorized",
+            "token",
+        )
+        .auth(Auth::Missing),
+        enqueue(
+            "Idempotency-Key too long",
+            job(json!({})),
+            400,
+            "invalid_field",
+            "Idempotency-Key",
+        )
+        .header("idempotency-key", LONG_KEY),
+        enqueue(
+            "payload holds U+0000",
+            job(json!({"payload": {"a": "x\u{0}y"}})),
+            400,
+            "invalid_field",
+            "payload",
+        ),
+        raw(
+            "number beyond Postgres numeric",
+            "/v1/jobs",
+            Some("application/json"),
+            "{\"queue\":\"q\",\"kind\":\"k\",\"payload\":1e1000000}",
+            400,
+            "invalid_value",
+        ),
     ]);
     v
 }

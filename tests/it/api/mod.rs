@@ -68,6 +68,12 @@ impl Reply {
         id.unwrap_or_else(|| panic!("an id in {}", self.text))
             .to_owned()
     }
+
+    /// Asserts the request was answered `status` with `mentions` in the text.
+    pub fn refused(&self, status: StatusCode, mentions: &str) {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert!(self.text.contains(mentions), "{}", self.text);
+    }
 }
 
 impl App {
