@@ -10,6 +10,7 @@
 //! durations and lists are written.
 
 mod defaults;
+pub mod kinds;
 mod load;
 mod validate;
 mod values;
@@ -20,9 +21,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::kinds::KindConfig;
 use crate::model::Invalid;
 use crate::model::schedule::{Origin, ScheduleInput, ScheduleRules, ScheduleSpec};
+pub use kinds::KindConfig;
 pub use load::ENV_KEYS;
 pub use values::opt_duration;
 use values::{duration, string_or_list};

@@ -131,11 +131,11 @@ impl Config {
         }
         self.validate_api()?;
         for (name, kind) in &self.kinds {
-            crate::kinds::validate_kind(name, kind)
+            super::kinds::validate_kind(name, kind)
                 .map_err(|(key, reason)| invalid(&key, &reason))?;
         }
         // Workers re-publish every minute: a shorter window would forget live kinds.
-        if self.registry.window < crate::kinds::registry::PUBLISH_INTERVAL * 2 {
+        if self.registry.window < super::kinds::PUBLISH_INTERVAL * 2 {
             return Err(invalid(
                 "ORDINAUT_KINDS_WINDOW",
                 "must be at least 2m (workers re-publish their kinds every minute)",

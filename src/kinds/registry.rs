@@ -18,17 +18,13 @@ use super::{KindConfig, KindDefaults};
 use crate::config::Config;
 use crate::db::{self, kinds::Published};
 
-/// How often a worker re-publishes its kinds.
-pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(60);
+pub use crate::config::kinds::PUBLISH_INTERVAL;
 /// Longest progress message kept, in characters.
 pub const MAX_PROGRESS_MESSAGE: usize = 200;
 /// How long the API reuses a registry read for kinds it finds in it.
 const CACHE_TTL: Duration = Duration::from_secs(2);
 
-/// Compiles a JSON Schema; the error says what is wrong with it.
-pub fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::validator_for(schema).map_err(|e| format!("not a valid JSON Schema: {e}"))
-}
+pub use crate::config::kinds::compile_schema;
 
 /// What an enqueuer knows about one kind.
 #[derive(Clone)]

@@ -10,6 +10,7 @@ mod docs;
 mod fencing;
 mod http_kind;
 mod kinds;
+mod layout;
 mod maintenance;
 mod metrics;
 mod ops;
