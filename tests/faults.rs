@@ -17,6 +17,7 @@ use common::jobs::{count, drained, jobs};
 use common::procs::{Proc, spawn, stop_all};
 use common::recorder::{Recorder, epoch_now};
 use common::{TestDb, eventually};
+use ordinaut::db::DbConfig;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
@@ -201,6 +202,55 @@ async fn postgres_fast_restart_mid_drain_loses_and_overlaps_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_immediate_restart_mid_drain_loses_and_overlaps_nothing() {
     restart_mid_drain("immediate").await;
+}
+
+/// A claim that returned jobs is on disk before the worker starts them, although the
+/// worker's pool commits asynchronously: a claim lost in a server crash would hand back
+/// jobs that are already running, and a second worker would run them at the same time
+/// (`postgres_immediate_restart_mid_drain_loses_and_overlaps_nothing` saw that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_survives_a_server_crash_right_after_it_returns() {
+    let pg = PrivateCluster::start("faults-claim-durable", Durability::Durable).await;
+    let pool = pg.migrated_pool(2).await;
+    for round in 0..5 {
+        enqueue(&pool, sleeps(10, &[1.0])).await;
+        // The worker's own pool, fresh each round (the crash breaks its connection).
+        let hot = DbConfig {
+            hot_path: true,
+            ..pg.db_config(1)
+        };
+        let hot_pool = hot.connect().await.expect("connect the worker's pool");
+        let claimed = ordinaut::db::due_work::claim_due(
+            &hot_pool,
+            &["q".to_owned()],
+            10,
+            Uuid::now_v7(),
+            Duration::from_secs(300),
+        )
+        .await
+        .expect("claim");
+        assert_eq!(claimed.len(), 10);
+        let cluster = pg.pg.clone();
+        tokio::task::spawn_blocking(move || cluster.restart_mode("immediate"))
+            .await
+            .expect("join")
+            .expect("pg_ctl restart -m immediate");
+        hot_pool.close().await;
+        let mut admin = pg.admin().await;
+        let running: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM due_work WHERE state = 'running'")
+                .fetch_one(&mut admin)
+                .await
+                .expect("count running jobs");
+        assert_eq!(
+            running, 10,
+            "round {round}: the crash undid a claim that had returned"
+        );
+        sqlx::query("DELETE FROM due_work")
+            .execute(&mut admin)
+            .await
+            .expect("clear the round's jobs");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

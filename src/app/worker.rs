@@ -60,7 +60,7 @@ pub(super) async fn run(
         }
         None => None,
     };
-    // The worker's claim/finish/lease writes commit asynchronously; see DbConfig.
+    // The worker's finish/lease writes commit asynchronously (claims do not); see DbConfig.
     let hot = DbConfig {
         hot_path: true,
         max_connections: 4,

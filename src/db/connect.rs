@@ -22,7 +22,8 @@ pub struct DbConfig {
     pub max_connections: u32,
     /// The worker's claim/finish/lease pool. Its commits return before their WAL is
     /// flushed: a write lost in a server crash makes a job run once more (at-least-once
-    /// holds); enqueues always commit synchronously. And its planner is told that every
+    /// holds); enqueues always commit synchronously, and so does a claim that returns
+    /// jobs (it sets `synchronous_commit` for its own transaction: see claim_due.sql). And its planner is told that every
     /// statement it runs is an ordered index scan or key lookup over cached data: right
     /// after a burst, before autovacuum has analyzed due_work, the claim was planned as
     /// a bitmap scan plus an external sort of the whole backlog (41 ms instead of 3 ms

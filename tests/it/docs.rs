@@ -265,7 +265,8 @@ const PLATFORM_VARS: &[(&str, &str)] = &[
     ("NOTIFY_SOCKET", "set by systemd for Type=notify units"),
 ];
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every `.rs` file below `dir`.
+pub(super) fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read src/").flatten() {
         let path = entry.path();
         if path.is_dir() {

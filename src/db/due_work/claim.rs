@@ -45,8 +45,10 @@ pub async fn claim_due(
     run_claim(pool, query, worker, lease).await
 }
 
+/// Commits synchronously when it returns jobs, as `claim_due.sql` does (and says why).
 const CLAIM_LIMITED: &str = "\
-SELECT id, queue, kind, payload, attempt, max_attempts, timeout_ms, metadata, schedule_id, run_at, attempted_at
+SELECT id, queue, kind, payload, attempt, max_attempts, timeout_ms, metadata, schedule_id, run_at, attempted_at,
+       set_config('synchronous_commit', 'on', true) AS durable
 FROM ordinaut_claim_limited($1, $2, $3, $4)";
 
 /// Claims up to `limit` jobs of one queue that has flow-control limits (concurrency,

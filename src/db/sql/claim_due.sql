@@ -9,6 +9,10 @@
 -- hash the whole of due_work instead, a sequential scan per claim that cost 91 ms of a
 -- 182 ms claim of 4,096 jobs with 300,000 waiting. A locked row's ctid cannot change
 -- before this statement's own update.
+-- A claim that returns jobs commits synchronously (set_config is local to this
+-- statement's transaction and read at its commit), although the worker's pool commits
+-- asynchronously: a claim lost in a server crash would hand back a job that is already
+-- running, and a second worker would run it at the same time.
 WITH wanted AS (
     SELECT w.name
     FROM unnest($1::text[]) AS w(name)
@@ -43,4 +47,5 @@ SET state = 'running',
     attempted_at = now()
 WHERE d.ctid = ANY(ARRAY(SELECT ctid FROM picked))
 RETURNING d.id, d.queue, d.kind, d.payload, d.attempt, d.max_attempts, d.timeout_ms,
-          d.metadata, d.schedule_id, d.run_at, d.attempted_at
+          d.metadata, d.schedule_id, d.run_at, d.attempted_at,
+          set_config('synchronous_commit', 'on', true) AS durable
