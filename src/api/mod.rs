@@ -152,7 +152,7 @@ struct Inner {
     gate: events::Gate,
     snapshot: snapshot::Snapshot,
     kinds: crate::kinds::registry::KindsCache,
-    login_limiter: crate::api::ui::limit::LoginLimiter,
+    login_limiter: ui::limit::LoginLimiter,
 }
 
 impl AppState {
@@ -214,7 +214,7 @@ impl AppState {
     }
 
     /// Wrong dashboard logins per client (`ui::limit`).
-    pub(crate) fn login_limiter(&self) -> &crate::api::ui::limit::LoginLimiter {
+    pub(crate) fn login_limiter(&self) -> &ui::limit::LoginLimiter {
         &self.inner.login_limiter
     }
 
@@ -323,7 +323,7 @@ pub fn router(state: AppState) -> Router {
     let doc = Arc::new(openapi::finish(doc));
     let max_body = state.settings().max_body_bytes;
     router
-        .merge(crate::api::ui::router(state.clone()))
+        .merge(ui::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(doc))
