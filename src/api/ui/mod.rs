@@ -16,12 +16,14 @@ mod workflows;
 
 use axum::Router;
 use axum::extract::{Path, Request};
+use axum::handler::Handler;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
 use crate::api::{self, AppState, jobs, queues, schedules};
+use pages::Then::{Answer, List, Own};
 use pages::action;
 
 /// Content-Security-Policy of every dashboard answer: scripts and styles only from our
@@ -29,32 +31,36 @@ use pages::action;
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// Where a schedule's actions end: its list.
+const SCHEDULES: &str = "/ui/schedules";
+/// Where a workflow's actions end: its page (this and its id).
+const WORKFLOWS: &str = "/ui/workflows";
+
 /// The dashboard's routes, mounted at `/ui` by `api::router`, and `/` redirecting there.
 pub fn router(state: AppState) -> Router<AppState> {
     let guarded = Router::new()
         .route("/ui", get(pages::overview))
         .route("/ui/", get(pages::overview))
-        .route("/ui/fragments/overview", get(pages::overview_fragment))
+        .route("/ui/fragments/overview", get(pages::overview))
         // The /v1 event stream under the session: pages refresh their live part on it.
         .route("/ui/events", get(crate::api::events::stream))
-        .route("/ui/jobs", get(pages::jobs))
-        .route("/ui/fragments/jobs", get(pages::jobs_fragment))
-        .route("/ui/jobs/{id}", get(pages::job))
-        .route("/ui/fragments/jobs/{id}", get(pages::job_fragment))
+        .live("/jobs", pages::jobs)
+        .live("/jobs/{id}", pages::job)
         .route(
             "/ui/jobs/{id}/cancel",
-            action(jobs::cancel, |id, r| {
-                format!("/ui/jobs/{id}?done={}", r.0.result)
-            }),
+            action(
+                jobs::cancel,
+                Answer(|id, r| format!("/ui/jobs/{id}?done={}", r.0.result)),
+            ),
         )
         .route(
             "/ui/jobs/{id}/retry",
-            action(jobs::retry, |id, _| format!("/ui/jobs/{id}?done=retried")),
+            action(jobs::retry, Own("/ui/jobs", "retried")),
         )
         .route("/ui/jobs/{id}/delete", post(pages::job_delete))
         .route(
             "/ui/jobs/{id}/run-now",
-            action(jobs::run_now, |id, _| format!("/ui/jobs/{id}?done=run_now")),
+            action(jobs::run_now, Own("/ui/jobs", "run_now")),
         )
         .route("/ui/enqueue", get(pages::enqueue_form).post(pages::enqueue))
         .route("/ui/queues", get(pages::queues))
@@ -64,11 +70,11 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route(
             "/ui/queues/{name}/pause",
-            action(queues::pause, |_, _| "/ui/queues?done=paused".into()),
+            action(queues::pause, List("/ui/queues", "paused")),
         )
         .route(
             "/ui/queues/{name}/resume",
-            action(queues::resume, |_, _| "/ui/queues?done=resumed".into()),
+            action(queues::resume, List("/ui/queues", "resumed")),
         )
         .route(
             "/ui/schedules",
@@ -78,50 +84,33 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/schedules/{name}", get(pages::schedule))
         .route(
             "/ui/schedules/{name}/pause",
-            action(schedules::pause, |_, _| {
-                "/ui/schedules?done=schedule_paused".into()
-            }),
+            action(schedules::pause, List(SCHEDULES, "schedule_paused")),
         )
         .route(
             "/ui/schedules/{name}/resume",
-            action(schedules::resume, |_, _| {
-                "/ui/schedules?done=schedule_resumed".into()
-            }),
+            action(schedules::resume, List(SCHEDULES, "schedule_resumed")),
         )
         .route(
             "/ui/schedules/{name}/trigger",
-            action(schedules::trigger, |_, t| {
-                format!("/ui/jobs/{}", t.0.job_id)
-            }),
+            action(
+                schedules::trigger,
+                Answer(|_, t| format!("/ui/jobs/{}", t.0.job_id)),
+            ),
         )
         .route(
             "/ui/schedules/{name}/delete",
-            action(schedules::delete, |_, _| {
-                "/ui/schedules?done=schedule_deleted".into()
-            }),
+            action(schedules::delete, List(SCHEDULES, "schedule_deleted")),
         )
         .route("/ui/workers", get(pages::workers))
-        .route("/ui/workflows", get(workflows::workflows))
-        .route(
-            "/ui/fragments/workflows",
-            get(workflows::workflows_fragment),
-        )
-        .route("/ui/workflows/{id}", get(workflows::workflow))
-        .route(
-            "/ui/fragments/workflows/{id}",
-            get(workflows::workflow_fragment),
-        )
+        .live("/workflows", workflows::workflows)
+        .live("/workflows/{id}", workflows::workflow)
         .route(
             "/ui/workflows/{id}/cancel",
-            action(api::workflows::cancel, |id, _| {
-                format!("/ui/workflows/{id}?done=cancelled")
-            }),
+            action(api::workflows::cancel, Own(WORKFLOWS, "cancelled")),
         )
         .route(
             "/ui/workflows/{id}/retry",
-            action(api::workflows::retry, |id, _| {
-                format!("/ui/workflows/{id}?done=retried")
-            }),
+            action(api::workflows::retry, Own(WORKFLOWS, "retried")),
         )
         .route("/ui/bulk/preview", post(pages::bulk_preview))
         .route("/ui/bulk/run", post(pages::bulk_run))
@@ -134,6 +123,20 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/assets/{name}", get(asset))
         .merge(guarded)
         .layer(middleware::from_fn(security_headers))
+}
+
+/// Routing a page with a live part.
+trait LiveRoutes {
+    /// Routes the page at `/ui{path}` and its live part at `/ui/fragments{path}`, both to
+    /// `page` (which answers the part alone on the second, see `pages::Ui`).
+    fn live<H: Handler<T, AppState>, T: 'static>(self, path: &str, page: H) -> Self;
+}
+
+impl LiveRoutes for Router<AppState> {
+    fn live<H: Handler<T, AppState>, T: 'static>(self, path: &str, page: H) -> Self {
+        self.route(&format!("/ui{path}"), get(page.clone()))
+            .route(&format!("/ui/fragments{path}"), get(page))
+    }
 }
 
 /// Adds the security headers to every dashboard answer; pages are never cached (they

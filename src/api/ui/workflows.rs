@@ -7,15 +7,13 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::auth::Viewer;
-use super::layout::{banner, csrf_field, page, pretty, state_badge, time, time_opt};
-use super::pages::{Page, from_api, ok};
-use crate::api::AppState;
+use super::layout::{banner, csrf_field, pretty, state_badge, time, time_opt};
+use super::pages::{Page, Ui, table_or};
 use crate::api::extract::Path;
 use crate::api::workflows::{self as api, ListQuery};
 use crate::db::workflows::{Step, Workflow};
@@ -37,21 +35,15 @@ fn flash(done: Option<&str>) -> Markup {
     })
 }
 
-/// Workflows, newest first, with their states and step counts (live).
-pub async fn workflows(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Query(q): Query<WorkflowsQuery>,
-) -> Page {
-    let body = list_body(&state, &viewer, q.state.clone()).await?;
+/// Workflows, newest first, with their states and step counts (live: the fragment
+/// route answers the list alone).
+pub async fn workflows(ui: Ui, Query(q): Query<WorkflowsQuery>) -> Page {
+    let body = list_body(&ui, q.state.clone()).await?;
     let fragment = match &q.state {
         Some(s) => format!("/ui/fragments/workflows?state={s}"),
         None => "/ui/fragments/workflows".to_owned(),
     };
-    ok(page(
-        &viewer,
-        "Workflows",
-        "/ui/workflows",
+    ui.live(("Workflows", "/ui/workflows"), body, |body| {
         html! {
             (flash(q.done.as_deref()))
             form.filters method="get" action="/ui/workflows" {
@@ -64,39 +56,20 @@ pub async fn workflows(
                 button type="submit" { "Filter" }
             }
             div hx-get=(fragment) hx-trigger="every 2s" hx-swap="innerHTML" { (body) }
-        },
-    ))
+        }
+    })
 }
 
-/// The list's live part.
-pub async fn workflows_fragment(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Query(q): Query<WorkflowsQuery>,
-) -> Page {
-    let body = list_body(&state, &viewer, q.state).await?;
-    ok(body)
-}
-
-async fn list_body(
-    state: &AppState,
-    viewer: &Viewer,
-    filter: Option<String>,
-) -> Result<Markup, Response> {
+async fn list_body(ui: &Ui, filter: Option<String>) -> Result<Markup, Response> {
     let query = ListQuery {
         state: filter.filter(|s| !s.is_empty()),
         cursor: None,
         limit: Some(100),
     };
-    let list = from_api(
-        viewer,
-        api::list(State(state.clone()), crate::api::extract::Query(query)),
-    )
-    .await?
-    .workflows;
+    let query = crate::api::extract::Query(query);
+    let list = ui.read(api::list(ui.api(), query)).await?.workflows;
     Ok(html! {
-        @if list.is_empty() { p.muted #no-workflows { "No workflow yet." } } @else {
-        div.scroll {
+        (table_or(list.is_empty(), html! { p.muted #no-workflows { "No workflow yet." } }, html! {
         table #workflows-table {
             thead { tr { th { "Workflow" } th { "Name" } th { "State" } th { "Steps" } th { "By state" } th { "Created" } th { "Finished" } } }
             tbody {
@@ -113,8 +86,7 @@ async fn list_body(
                 }
             }
         }
-        }
-        }
+        }))
     })
 }
 
@@ -215,8 +187,9 @@ fn graph(w: &Workflow) -> Markup {
     }
 }
 
-async fn detail(state: &AppState, viewer: &Viewer, id: &str) -> Result<Markup, Response> {
-    let w = from_api(viewer, api::get(State(state.clone()), Path(id.to_owned()))).await?;
+async fn detail(ui: &Ui, id: &str) -> Result<Markup, Response> {
+    let viewer = &ui.viewer;
+    let w = ui.read(api::get(ui.api(), Path(id.to_owned()))).await?;
     let running = w.summary.state == "running";
     let fragment = format!("/ui/fragments/workflows/{}", w.summary.id);
     Ok(html! {
@@ -249,27 +222,11 @@ async fn detail(state: &AppState, viewer: &Viewer, id: &str) -> Result<Markup, R
     })
 }
 
-/// One workflow: its graph by stage, live while it runs.
-pub async fn workflow(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    Query(q): Query<WorkflowsQuery>,
-) -> Page {
-    let body = detail(&state, &viewer, &id).await?;
-    ok(page(
-        &viewer,
-        "Workflow",
-        "/ui/workflows",
-        html! { (flash(q.done.as_deref())) (body) },
-    ))
-}
-
-/// The workflow page's live part.
-pub async fn workflow_fragment(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-) -> Page {
-    ok(detail(&state, &viewer, &id).await?)
+/// One workflow: its graph by stage, live while it runs (the fragment route answers
+/// the graph alone).
+pub async fn workflow(ui: Ui, Path(id): Path<String>, Query(q): Query<WorkflowsQuery>) -> Page {
+    let body = detail(&ui, &id).await?;
+    ui.live(("Workflow", "/ui/workflows"), body, |body| {
+        html! { (flash(q.done.as_deref())) (body) }
+    })
 }

@@ -1,7 +1,5 @@
 //! Bulk actions (count, confirm, run in batches) and the audit log.
 
-#![allow(clippy::result_large_err)]
-
 use super::*;
 
 // ---------------------------------------------------------------- bulk
@@ -85,15 +83,19 @@ fn describe(f: &BulkForm) -> Markup {
     }
 }
 
+/// The submitted bulk form and the `/v1/jobs/bulk` request it asks for, or the refusal.
+fn bulk_form(ui: &Ui, body: &[u8]) -> Result<(BulkForm, BulkRequest), Response> {
+    let f = BulkForm::parse(body).map_err(|e| refused(&ui.viewer, e))?;
+    let req = bulk_request(&f).map_err(|e| refused(&ui.viewer, e))?;
+    Ok((f, req))
+}
+
 /// Shows exactly how many jobs the action would touch and asks to confirm.
-pub async fn bulk_preview(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    body: axum::body::Bytes,
-) -> Page {
-    let f = BulkForm::parse(&body).map_err(|e| refused(&viewer, e))?;
-    let req = bulk_request(&f).map_err(|e| refused(&viewer, e))?;
-    let count = from_api(&viewer, jobs::bulk_count(State(state), Json(req.clone()))).await?;
+pub async fn bulk_preview(ui: Ui, body: axum::body::Bytes) -> Page {
+    let (f, req) = bulk_form(&ui, &body)?;
+    let count = ui
+        .read(jobs::bulk_count(ui.api(), Json(req.clone())))
+        .await?;
     let action = req.action.clone();
     let body = html! {
         p { "Action: " strong #bulk-action-name { (action) } ", on every job matching:" }
@@ -103,7 +105,7 @@ pub async fn bulk_preview(
         } @else {
             p #bulk-count data-count=(count.matched) { strong { (count.matched) } " jobs match now. Jobs enqueued after this count are left alone." }
             form method="post" action="/ui/bulk/run" {
-                (csrf_field(&viewer))
+                (csrf_field(&ui.viewer))
                 input type="hidden" name="action" value=(action);
                 (filter_fields(&f.queue, &f.kind, &f.state))
                 (time_fields(&f.created_after, &f.created_before))
@@ -116,23 +118,19 @@ pub async fn bulk_preview(
         }
         p { a href="/ui/jobs" { "Cancel and go back" } }
     };
-    ok(page(&viewer, "Confirm bulk action", "/ui/jobs", body))
+    ui.page("Confirm bulk action", "/ui/jobs", body)
 }
 
 /// Runs the confirmed action in batches and shows what it did.
 pub async fn bulk_run(
-    State(state): State<AppState>,
-    viewer: Viewer,
+    ui: Ui,
     Extension(access): Extension<Access>,
     body: axum::body::Bytes,
 ) -> Page {
-    let f = BulkForm::parse(&body).map_err(|e| refused(&viewer, e))?;
-    let req = bulk_request(&f).map_err(|e| refused(&viewer, e))?;
-    let r = from_api(
-        &viewer,
-        jobs::bulk_run(State(state), Extension(access), Json(req)),
-    )
-    .await?;
+    let (f, req) = bulk_form(&ui, &body)?;
+    let r = ui
+        .read(jobs::bulk_run(ui.api(), Extension(access), Json(req)))
+        .await?;
     let shown: Option<i64> = given(&f.matched).and_then(|m| m.parse().ok());
     let body = html! {
         p #bulk-result data-affected=(r.affected) {
@@ -144,7 +142,7 @@ pub async fn bulk_run(
         p { "Recorded as audit entry " a href="/ui/audit" { "#" (r.audit_id) } "." }
         p { a href="/ui/jobs" { "Back to jobs" } }
     };
-    ok(page(&viewer, "Bulk action done", "/ui/jobs", body))
+    ui.page("Bulk action done", "/ui/jobs", body)
 }
 
 // ---------------------------------------------------------------- audit
@@ -156,25 +154,19 @@ pub struct AuditPaging {
 }
 
 /// The audit log of bulk actions and deletes.
-pub async fn audit(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Query(p): Query<AuditPaging>,
-) -> Page {
-    let page_ = from_api(
-        &viewer,
-        audit::audit_log(
-            State(state),
-            crate::api::extract::Query(AuditQuery {
-                before: p.before,
-                limit: Some(50),
-            }),
-        ),
-    )
-    .await?;
+pub async fn audit(ui: Ui, Query(p): Query<AuditPaging>) -> Page {
+    let query = AuditQuery {
+        before: p.before,
+        limit: Some(50),
+    };
+    let page_ = ui
+        .read(audit::audit_log(
+            ui.api(),
+            crate::api::extract::Query(query),
+        ))
+        .await?;
     let body = html! {
-        @if page_.entries.is_empty() { p.muted #no-audit { "Nothing recorded yet." } } @else {
-        div.scroll {
+        (table_or(page_.entries.is_empty(), html! { p.muted #no-audit { "Nothing recorded yet." } }, html! {
         table #audit-table {
             thead { tr { th { "#" } th { "When" } th { "Who" } th { "Action" } th { "On" } th { "Matched" } th { "Changed" } th { "Finished" } } }
             tbody {
@@ -187,9 +179,8 @@ pub async fn audit(
                 }
             }
         }
-        }
-        }
+        }))
         @if let Some(b) = page_.next_before { p { a href={ "/ui/audit?before=" (b) } { "Older entries →" } } }
     };
-    ok(page(&viewer, "Audit log", "/ui/audit", body))
+    ui.page("Audit log", "/ui/audit", body)
 }

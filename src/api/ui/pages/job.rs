@@ -1,46 +1,21 @@
 //! One job's page and its actions (cancel, retry, run now, delete).
 
-#![allow(clippy::result_large_err)]
-
 use super::*;
 
 // ---------------------------------------------------------------- job detail
 
-/// One job: everything about it and its attempts, live until it ends; actions.
-pub async fn job(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    Query(done): Query<Done>,
-) -> Page {
-    let body = job_body(&state, &viewer, id).await?;
-    ok(page(
-        &viewer,
-        "Job",
-        "/ui/jobs",
-        html! { (flash_banner(done.done.as_deref())) (body) },
-    ))
+/// One job: everything about it and its attempts, live until it ends (its fragment
+/// route answers the live part, polled while the job is not finished); actions.
+pub async fn job(ui: Ui, Path(id): Path<String>, Query(done): Query<Done>) -> Page {
+    let body = job_body(&ui, id).await?;
+    ui.live(("Job", "/ui/jobs"), body, |body| {
+        html! { (done.banner()) (body) }
+    })
 }
 
-/// The live part of the job page, polled while the job is not finished.
-pub async fn job_fragment(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-) -> Page {
-    ok(job_body(&state, &viewer, id).await?)
-}
-
-async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Markup, Response> {
-    let detail = from_api(
-        viewer,
-        jobs::get(
-            State(state.clone()),
-            Path(id.clone()),
-            crate::api::extract::Query(GetQuery { wait: None }),
-        ),
-    )
-    .await?;
+async fn job_body(ui: &Ui, id: String) -> Result<Markup, Response> {
+    let (state, viewer) = (&ui.state, &ui.viewer);
+    let detail = ui.job_detail(id).await?;
     let j = &detail.job;
     let s = state_name(j.state);
     let terminal = j.state.is_terminal();
@@ -161,17 +136,12 @@ async fn job_body(state: &AppState, viewer: &Viewer, id: String) -> Result<Marku
 
 /// Delete a finished or waiting job.
 pub async fn job_delete(
-    State(state): State<AppState>,
-    viewer: Viewer,
+    ui: Ui,
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
 ) -> Page {
-    act(
-        &viewer,
-        jobs::delete_job(State(state), Extension(access), Path(id)),
-        |_| "/ui/jobs?done=deleted".into(),
-    )
-    .await
+    let deleted = jobs::delete_job(ui.api(), Extension(access), Path(id));
+    act(&ui.viewer, deleted, |_| "/ui/jobs?done=deleted".into()).await
 }
 
 /// A running job's latest progress report: a bar with its percentage and message.

@@ -1,7 +1,5 @@
 //! The jobs list: filters, search, a live first page, cursor pages.
 
-#![allow(clippy::result_large_err)]
-
 use super::*;
 
 // ---------------------------------------------------------------- jobs
@@ -54,11 +52,11 @@ impl JobsQuery {
 }
 
 /// The page of jobs `q` asks for, or the page saying why not.
-async fn job_page(state: &AppState, viewer: &Viewer, q: &JobsQuery) -> Result<JobPage, Response> {
+async fn job_page(ui: &Ui, q: &JobsQuery) -> Result<JobPage, Response> {
     let query = ListQuery {
         queue: given(&q.queue),
         kind: given(&q.kind),
-        state: parse_state(&q.state).map_err(|e| refused(viewer, e))?,
+        state: parse_state(&q.state).map_err(|e| refused(&ui.viewer, e))?,
         created_after: utc_time(&q.created_after),
         created_before: utc_time(&q.created_before),
         schedule: given(&q.schedule),
@@ -68,18 +66,21 @@ async fn job_page(state: &AppState, viewer: &Viewer, q: &JobsQuery) -> Result<Jo
         cursor: given(&q.cursor),
         limit: Some(50),
     };
-    let list = jobs::list(State(state.clone()), crate::api::extract::Query(query));
-    from_api(viewer, list).await
+    ui.read(jobs::list(ui.api(), crate::api::extract::Query(query)))
+        .await
 }
 
-/// Jobs: filters, a live first page, cursor pages, and bulk actions on the filter.
-pub async fn jobs(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Query(q): Query<JobsQuery>,
-) -> Page {
-    let found = job_page(&state, &viewer, &q).await?;
-    let known = known_names(&state).await;
+/// Jobs: filters, a live first page (what its fragment route answers), cursor pages,
+/// and bulk actions on the filter.
+pub async fn jobs(ui: Ui, Query(q): Query<JobsQuery>) -> Page {
+    let found = job_page(&ui, &q).await?;
+    let viewer = &ui.viewer;
+    let table = jobs_table(&q, &found, viewer.access.can_write());
+    if ui.fragment {
+        // The live part alone: no need to look up the names the filter suggests.
+        return ok(table);
+    }
+    let known = known_names(&ui.state).await;
     let body = html! {
         form.filters method="get" action="/ui/jobs" role="search" {
             label { "Queue " input name="queue" list="known-queues" value=[given(&q.queue)]; }
@@ -101,10 +102,10 @@ pub async fn jobs(
             button type="submit" #apply-filter { "Filter" }
             (datalists(&known))
         }
-        (jobs_table(&q, &found, viewer.access.can_write()))
+        (table)
         @if viewer.access.can_write() {
             form.actions method="post" action="/ui/bulk/preview" #selected-form {
-                (csrf_field(&viewer))
+                (csrf_field(viewer))
                 input type="hidden" name="selection" value="1";
                 label { "Selected jobs: "
                     (action_select("selected-action", ["retry", "cancel", "delete"]))
@@ -118,7 +119,7 @@ pub async fn jobs(
                 section.bulk aria-labelledby="bulk-h" {
                     h2 #bulk-h { "Act on every job matching this filter" }
                     form method="post" action="/ui/bulk/preview" {
-                        (csrf_field(&viewer))
+                        (csrf_field(viewer))
                         (filter_fields(&q.queue, &q.kind, &q.state))
                         (time_fields(&q.created_after, &q.created_before))
                         label { "Action "
@@ -134,17 +135,7 @@ pub async fn jobs(
             }
         }
     };
-    ok(page(&viewer, "Jobs", "/ui/jobs", body))
-}
-
-/// The live first page of the jobs list.
-pub async fn jobs_fragment(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Query(q): Query<JobsQuery>,
-) -> Page {
-    let found = job_page(&state, &viewer, &q).await?;
-    ok(jobs_table(&q, &found, viewer.access.can_write()))
+    ui.page("Jobs", "/ui/jobs", body)
 }
 
 fn jobs_table(q: &JobsQuery, found: &JobPage, select: bool) -> Markup {

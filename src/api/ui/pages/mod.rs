@@ -6,7 +6,8 @@
 // error side would only add an allocation per refused request.
 #![allow(clippy::result_large_err)]
 
-use axum::extract::{Extension, Form, Query, State};
+use axum::extract::{Extension, Form, FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, post};
@@ -23,7 +24,7 @@ use crate::api::audit::{self, AuditQuery};
 use crate::api::error::ApiError;
 use crate::api::extract::{Access, Json, Path, RequestId};
 use crate::api::jobs::{
-    self, BulkRequest, EnqueueRequest, GetQuery, JobPage, ListQuery, StateName,
+    self, BulkRequest, EnqueueRequest, GetQuery, JobDetail, JobPage, ListQuery, StateName,
 };
 use crate::api::queues::{self, QueueSettingsRequest};
 use crate::api::stats::{self, StatsQuery};
@@ -50,6 +51,74 @@ pub(super) type Page = Result<Response, Response>;
 /// says a job changed; and every 30 s for what sends no event (a delayed job falling
 /// due, the minute rolling over on the charts).
 const LIVE_TRIGGER: &str = "live, every 30s";
+
+/// What every dashboard handler starts from: the app's state and who is looking. A page
+/// with a live part answers that part alone on its fragment route (`/ui/fragments/…`,
+/// which htmx re-reads), so one handler serves both routes and they cannot drift apart.
+pub(super) struct Ui {
+    /// The app's state, handed to the `/v1` handlers.
+    pub(super) state: AppState,
+    /// Who is looking.
+    pub(super) viewer: Viewer,
+    /// Whether the request came in on a fragment route.
+    fragment: bool,
+}
+
+impl FromRequestParts<AppState> for Ui {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Ui, Response> {
+        let viewer = Viewer::from_request_parts(parts, state).await?;
+        // The dashboard's router is merged, not nested: the path is the full one.
+        let fragment = parts.uri.path().starts_with("/ui/fragments/");
+        Ok(Ui {
+            state: state.clone(),
+            viewer,
+            fragment,
+        })
+    }
+}
+
+impl Ui {
+    /// The state argument of a `/v1` handler.
+    pub(super) fn api(&self) -> State<AppState> {
+        State(self.state.clone())
+    }
+
+    /// What a `/v1` handler answered, or its refusal as the page (see [`from_api`]).
+    pub(super) async fn read<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<Json<T>, ApiError>>,
+    ) -> Result<T, Response> {
+        from_api(&self.viewer, call).await
+    }
+
+    /// One job with its attempts, as `GET /v1/jobs/{id}` answers it (without waiting).
+    async fn job_detail(&self, id: String) -> Result<JobDetail, Response> {
+        let query = crate::api::extract::Query(GetQuery { wait: None });
+        self.read(jobs::get(self.api(), Path(id), query)).await
+    }
+
+    /// The page `(title, nav)` with `body`, answered 200.
+    pub(super) fn page(&self, title: &str, nav: &str, body: Markup) -> Page {
+        ok(page(&self.viewer, title, nav, body))
+    }
+
+    /// A page with a live part: on the fragment route the part alone, else the page
+    /// `(title, nav)` that `around` builds around it.
+    pub(super) fn live(
+        &self,
+        (title, nav): (&str, &str),
+        part: Markup,
+        around: impl FnOnce(Markup) -> Markup,
+    ) -> Page {
+        if self.fragment {
+            ok(part)
+        } else {
+            self.page(title, nav, around(part))
+        }
+    }
+}
 
 /// An API refusal as a page naming the problem; our own failure as the generic page.
 pub(super) fn refused(viewer: &Viewer, e: ApiError) -> Response {
@@ -78,26 +147,43 @@ async fn act<T>(
     Ok(Redirect::to(&to(done)).into_response())
 }
 
+/// Where a dashboard action redirects once done; the flash banner names the `?done=` code.
+pub(super) enum Then<T> {
+    /// A list page (its address) with a done code.
+    List(&'static str, &'static str),
+    /// The page of the action's key (its address without the key) with a done code.
+    Own(&'static str, &'static str),
+    /// An address made from the key and the `/v1` handler's answer.
+    Answer(fn(&str, T) -> String),
+}
+
+impl<T> Then<T> {
+    fn address(&self, key: &str, answer: T) -> String {
+        match self {
+            Then::List(list, done) => format!("{list}?done={done}"),
+            Then::Own(page, done) => format!("{page}/{key}?done={done}"),
+            Then::Answer(to) => to(key, answer),
+        }
+    }
+}
+
 /// A dashboard action's route: runs the `/v1` handler `call` on the path's key (a name or
-/// an id), then redirects to `to(key, answer)`, or shows the refusal. Each action is
-/// one line of the router instead of a handler of its own.
-pub(super) fn action<F, Fut, T>(call: F, to: fn(&str, T) -> String) -> MethodRouter<AppState>
+/// an id), then redirects where `then` says, or shows the refusal. Each action is one
+/// line of the router instead of a handler of its own.
+pub(super) fn action<F, Fut, T>(call: F, then: Then<T>) -> MethodRouter<AppState>
 where
     F: Fn(State<AppState>, Path<String>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
     T: Send + 'static,
 {
-    post(
-        move |State(state): State<AppState>, viewer: Viewer, Path(key): Path<String>| {
-            let call = call.clone();
-            async move {
-                act(&viewer, call(State(state), Path(key.clone())), |done| {
-                    to(&key, done)
-                })
-                .await
-            }
-        },
-    )
+    let then = std::sync::Arc::new(then);
+    post(move |ui: Ui, Path(key): Path<String>| {
+        let (call, then) = (call.clone(), then.clone());
+        async move {
+            let done = call(ui.api(), Path(key.clone()));
+            act(&ui.viewer, done, |answer| then.address(&key, answer)).await
+        }
+    })
 }
 
 /// A submitted form's outcome: a redirect to the `Ok` address, or the form again
@@ -170,6 +256,13 @@ pub struct Done {
     done: Option<String>,
 }
 
+impl Done {
+    /// The banner saying what the action did (nothing without a known code).
+    fn banner(&self) -> Markup {
+        flash_banner(self.done.as_deref())
+    }
+}
+
 fn filter_fields(queue: &Option<String>, kind: &Option<String>, state: &Option<String>) -> Markup {
     html! {
         @if let Some(v) = given(queue) { input type="hidden" name="queue" value=(v); }
@@ -204,6 +297,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// Names the forms suggest: queues, and kinds (those workers serve, from `/v1/kinds`,
 /// plus those in this process's configuration).
+#[derive(Default)]
 struct Known {
     queues: Vec<String>,
     kinds: Vec<String>,
@@ -244,6 +338,53 @@ fn action_button(
             button type="submit" id=(id) { (label) }
         }
     }
+}
+
+/// What every form starts with: its CSRF field, then the refusal that brought it back.
+fn form_head(viewer: &Viewer, error: Option<&str>) -> Markup {
+    html! {
+        (csrf_field(viewer))
+        @if let Some(e) = error { p.error role="alert" #form-error { (e) } }
+    }
+}
+
+/// The kind field of the job forms, suggesting known kinds.
+fn kind_field(kind: &Option<String>) -> Markup {
+    html! { label { "Kind" input name="kind" #kind list="known-kinds" required value=[given(kind)]; } }
+}
+
+/// The payload field of the job forms (`{}` when empty), checked as JSON by app.js.
+fn payload_field(payload: &Option<String>, rows: u8) -> Markup {
+    html! {
+        label { "Payload (JSON)"
+            textarea name="payload" #payload rows=(rows) spellcheck="false" data-json aria-describedby="payload-msg" {
+                (given(payload).unwrap_or_else(|| "{}".into()))
+            }
+        }
+        p.hint #payload-msg aria-live="polite" {}
+    }
+}
+
+/// A list's table, scrolling sideways on a narrow screen, or `none` when it is empty.
+pub(super) fn table_or(empty: bool, none: Markup, table: Markup) -> Markup {
+    html! { @if empty { (none) } @else { div.scroll { (table) } } }
+}
+
+/// Whether a queue or schedule is paused (a badge) or active.
+fn activity(paused: bool) -> Markup {
+    html! { @if paused { span.badge.warn { "paused" } } @else { "active" } }
+}
+
+/// The pause button of a live queue or schedule (`base/name`), the resume button of a
+/// paused one.
+fn pause_or_resume(viewer: &Viewer, base: &str, name: &str, paused: bool) -> Markup {
+    let (verb, label) = if paused {
+        ("resume", "Resume")
+    } else {
+        ("pause", "Pause")
+    };
+    let to = format!("{base}/{name}/{verb}");
+    action_button(viewer, &to, label, &format!("{verb}-{name}"), None)
 }
 
 /// A JSON form field (payloads); empty means not given.

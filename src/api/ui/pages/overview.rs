@@ -1,20 +1,14 @@
 //! The overview: per queue jobs by state, throughput, waits, limits and workers.
 
-#![allow(clippy::result_large_err)]
-
 use super::*;
 
 // ---------------------------------------------------------------- overview
 
-/// Overview: per queue, jobs by state, throughput, waits, limits and workers; live.
-pub async fn overview(State(state): State<AppState>, viewer: Viewer) -> Page {
-    let body = overview_body(&state, &viewer).await?;
-    ok(page(&viewer, "Overview", "/ui", body))
-}
-
-/// The live part of the overview, polled every two seconds.
-pub async fn overview_fragment(State(state): State<AppState>, viewer: Viewer) -> Page {
-    ok(overview_body(&state, &viewer).await?)
+/// Overview: per queue, jobs by state, throughput, waits, limits and workers; live (its
+/// fragment route answers the live part).
+pub async fn overview(ui: Ui) -> Page {
+    let body = overview_body(&ui.state, &ui.viewer).await?;
+    ui.live(("Overview", "/ui"), body, |body| body)
 }
 
 async fn overview_body(state: &AppState, viewer: &Viewer) -> Result<Markup, Response> {

@@ -1,22 +1,15 @@
 //! Queues: counts and limits, pause and resume, the settings form.
 
-#![allow(clippy::result_large_err)]
-
 use super::*;
 
 // ---------------------------------------------------------------- queues
 
 /// Queues with counts and limits; pause and resume.
-pub async fn queues(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Query(done): Query<Done>,
-) -> Page {
-    let list = from_api(&viewer, queues::list(State(state))).await?.queues;
+pub async fn queues(ui: Ui, Query(done): Query<Done>) -> Page {
+    let list = ui.read(queues::list(ui.api())).await?.queues;
     let body = html! {
-        (flash_banner(done.done.as_deref()))
-        @if list.is_empty() { p.muted { "No queues yet." } } @else {
-        div.scroll {
+        (done.banner())
+        (table_or(list.is_empty(), html! { p.muted { "No queues yet." } }, html! {
         table #queues-table {
             thead { tr {
                 th { "Queue" } th { "State" } th { "Available" } th { "Scheduled" } th { "Running" }
@@ -27,7 +20,7 @@ pub async fn queues(
                 @for q in &list {
                     tr data-queue=(q.name) {
                         td { a href={ "/ui/jobs?queue=" (q.name) } { (q.name) } }
-                        td { @if q.paused { span.badge.warn { "paused" } } @else { "active" } }
+                        td { (activity(q.paused)) }
                         td.num { (q.available) } td.num { (q.scheduled) } td.num { (q.running) } td.num { (q.failed_recently) }
                         td.num { (opt(q.concurrency_limit)) }
                         td { @if let Some(r) = q.rate_limit { (r) " / " (seconds(q.rate_period_ms as f64 / 1000.0)) } @else { "—" } }
@@ -35,12 +28,8 @@ pub async fn queues(
                         td { (q.timeout_ms.map(|t| seconds(t as f64 / 1000.0)).unwrap_or_else(|| "—".into())) }
                         td { (if q.keep_completed { "yes" } else { "no" }) }
                         td.actions {
-                            @if viewer.access.can_write() {
-                                @if q.paused {
-                                    (action_button(&viewer, &format!("/ui/queues/{}/resume", q.name), "Resume", &format!("resume-{}", q.name), None))
-                                } @else {
-                                    (action_button(&viewer, &format!("/ui/queues/{}/pause", q.name), "Pause", &format!("pause-{}", q.name), None))
-                                }
+                            @if ui.viewer.access.can_write() {
+                                (pause_or_resume(&ui.viewer, "/ui/queues", &q.name, q.paused))
                                 a.button href={ "/ui/queues/" (q.name) } id={ "edit-" (q.name) } { "Edit" }
                             }
                         }
@@ -48,10 +37,9 @@ pub async fn queues(
                 }
             }
         }
-        }
-        }
+        }))
     };
-    ok(page(&viewer, "Queues", "/ui/queues", body))
+    ui.page("Queues", "/ui/queues", body)
 }
 
 fn opt(v: Option<i32>) -> String {
@@ -94,12 +82,8 @@ fn rate_text(limit: Option<i32>, period_ms: i64) -> Option<String> {
 }
 
 /// The settings form of one queue, prefilled.
-pub async fn queue_form(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(name): Path<String>,
-) -> Page {
-    let q = from_api(&viewer, queues::get(State(state), Path(name.clone()))).await?;
+pub async fn queue_form(ui: Ui, Path(name): Path<String>) -> Page {
+    let q = ui.read(queues::get(ui.api(), Path(name.clone()))).await?;
     let f = QueueForm {
         concurrency_limit: q.concurrency_limit.map(|v| v.to_string()),
         rate_limit: rate_text(q.rate_limit, q.rate_period_ms),
@@ -111,12 +95,8 @@ pub async fn queue_form(
         backoff_max: ms_text(q.backoff_max_ms),
         keep_completed: Some(if q.keep_completed { "yes" } else { "no" }.into()),
     };
-    ok(page(
-        &viewer,
-        &format!("Queue {name}"),
-        "/ui/queues",
-        queue_markup(&viewer, &name, &f, None),
-    ))
+    let form = queue_markup(&ui.viewer, &name, &f, None);
+    ui.page(&format!("Queue {name}"), "/ui/queues", form)
 }
 
 fn queue_markup(viewer: &Viewer, name: &str, f: &QueueForm, error: Option<&str>) -> Markup {
@@ -125,8 +105,7 @@ fn queue_markup(viewer: &Viewer, name: &str, f: &QueueForm, error: Option<&str>)
     };
     html! {
         form.card.stack method="post" action={ "/ui/queues/" (name) } #queue-form {
-            (csrf_field(viewer))
-            @if let Some(e) = error { p.error role="alert" #form-error { (e) } }
+            (form_head(viewer, error))
             p.hint { "An empty limit removes it. Durations: 30s, 5m, 250ms. Rates: 10/s, 100/m, 20/10s." }
             (field("Concurrency limit", "concurrency_limit", &f.concurrency_limit, "none"))
             (field("Rate limit", "rate_limit", &f.rate_limit, "none"))
@@ -148,43 +127,40 @@ fn queue_markup(viewer: &Viewer, name: &str, f: &QueueForm, error: Option<&str>)
 }
 
 /// Saves queue settings through `PATCH /v1/queues/{name}`'s handler.
-pub async fn queue_save(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(name): Path<String>,
-    Form(f): Form<QueueForm>,
-) -> Page {
-    let built = (|| -> Result<QueueSettingsRequest, ApiError> {
-        let limit = |field: &str, v: &Option<String>| -> Result<Option<Option<i32>>, ApiError> {
-            Ok(Some(int_field(field, v)?))
-        };
-        let rate = given(&f.rate_limit);
-        Ok(QueueSettingsRequest {
-            max_attempts: int_field("max_attempts", &f.max_attempts)?,
-            timeout: given(&f.timeout),
-            backoff_base: given(&f.backoff_base),
-            backoff_max: given(&f.backoff_max),
-            keep_completed: given(&f.keep_completed).map(|v| v == "yes"),
-            concurrency_limit: limit("concurrency_limit", &f.concurrency_limit)?,
-            burst: if rate.is_some() {
-                int_field("burst", &f.burst)?
-            } else {
-                None
-            },
-            rate_limit: Some(rate),
-            key_concurrency: limit("key_concurrency", &f.key_concurrency)?,
-        })
-    })();
-    let result = match built {
-        Ok(req) => queues::update(State(state), Path(name.clone()), Json(req))
-            .await
-            .map(|_| ()),
-        Err(e) => Err(e),
-    };
+pub async fn queue_save(ui: Ui, Path(name): Path<String>, Form(f): Form<QueueForm>) -> Page {
+    let result = async {
+        let req = settings_request(&f)?;
+        queues::update(ui.api(), Path(name.clone()), Json(req)).await
+    }
+    .await;
     form_outcome(
-        &viewer,
-        result.map(|()| "/ui/queues?done=saved".into()),
+        &ui.viewer,
+        result.map(|_| "/ui/queues?done=saved".into()),
         (&format!("Queue {name}"), "/ui/queues"),
-        |e| queue_markup(&viewer, &name, &f, Some(e)),
+        |e| queue_markup(&ui.viewer, &name, &f, Some(e)),
     )
+}
+
+/// The `PATCH /v1/queues/{name}` request the form asks for: every limit is sent, so an
+/// empty one is removed; a burst only goes with a rate.
+fn settings_request(f: &QueueForm) -> Result<QueueSettingsRequest, ApiError> {
+    let limit = |field: &str, v: &Option<String>| -> Result<Option<Option<i32>>, ApiError> {
+        Ok(Some(int_field(field, v)?))
+    };
+    let rate = given(&f.rate_limit);
+    Ok(QueueSettingsRequest {
+        max_attempts: int_field("max_attempts", &f.max_attempts)?,
+        timeout: given(&f.timeout),
+        backoff_base: given(&f.backoff_base),
+        backoff_max: given(&f.backoff_max),
+        keep_completed: given(&f.keep_completed).map(|v| v == "yes"),
+        concurrency_limit: limit("concurrency_limit", &f.concurrency_limit)?,
+        burst: if rate.is_some() {
+            int_field("burst", &f.burst)?
+        } else {
+            None
+        },
+        rate_limit: Some(rate),
+        key_concurrency: limit("key_concurrency", &f.key_concurrency)?,
+    })
 }

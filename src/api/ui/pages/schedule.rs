@@ -1,24 +1,16 @@
 //! Schedules: the list with next fires, one schedule's fires, the form, actions.
 
-#![allow(clippy::result_large_err)]
-
 use super::*;
 
 // ---------------------------------------------------------------- schedules
 
 /// Schedules with next fire times (UTC, the schedule's zone, the viewer's); actions.
-pub async fn schedules(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Query(done): Query<Done>,
-) -> Page {
-    let list = from_api(&viewer, schedules::list(State(state)))
-        .await?
-        .schedules;
+pub async fn schedules(ui: Ui, Query(done): Query<Done>) -> Page {
+    let list = ui.read(schedules::list(ui.api())).await?.schedules;
+    let viewer = &ui.viewer;
     let body = html! {
-        (flash_banner(done.done.as_deref()))
-        @if list.is_empty() { p.muted { "No schedules. Declare them in ordinaut.toml or POST /v1/schedules." } } @else {
-        div.scroll {
+        (done.banner())
+        (table_or(list.is_empty(), html! { p.muted { "No schedules. Declare them in ordinaut.toml or POST /v1/schedules." } }, html! {
         table #schedules-table {
             thead { tr { th { "Schedule" } th { "Cron" } th { "Job" } th { "State" } th { "Next fire (UTC)" } th { "In its zone" } th { "In yours" } th { "Last fire" } th { span.visually-hidden { "Actions" } } } }
             tbody {
@@ -28,43 +20,36 @@ pub async fn schedules(
                         td { a href={ "/ui/schedules/" (s.name) } { (s.name) } @if s.declared { " " span.badge title="declared in ordinaut.toml" { "file" } } }
                         td.mono { (s.cron) }
                         td { (s.queue) " / " (s.kind) }
-                        td { @if s.paused { span.badge.warn { "paused" } } @else { "active" } }
+                        td { (activity(s.paused)) }
                         td { (time(&s.next_run_at)) }
                         td.zoned { (zoned.unwrap_or_default()) " " span.muted { (s.timezone) } }
                         td.yours { (viewer_time(&s.next_run_at)) }
                         td { (time_opt(&s.last_run_at)) }
                         td.actions {
                             @if viewer.access.can_write() {
-                                @if s.paused {
-                                    (action_button(&viewer, &format!("/ui/schedules/{}/resume", s.name), "Resume", &format!("resume-{}", s.name), None))
-                                } @else {
-                                    (action_button(&viewer, &format!("/ui/schedules/{}/pause", s.name), "Pause", &format!("pause-{}", s.name), None))
-                                }
-                                (action_button(&viewer, &format!("/ui/schedules/{}/trigger", s.name), "Run now", &format!("trigger-{}", s.name), None))
+                                (pause_or_resume(viewer, "/ui/schedules", &s.name, s.paused))
+                                (action_button(viewer, &format!("/ui/schedules/{}/trigger", s.name), "Run now", &format!("trigger-{}", s.name), None))
                                 a.button href={ "/ui/schedules-new?edit=" (s.name) } id={ "edit-" (s.name) } { "Edit" }
-                                (action_button(&viewer, &format!("/ui/schedules/{}/delete", s.name), "Delete", &format!("delete-{}", s.name), Some("Delete this schedule? Its jobs stay.")))
+                                (action_button(viewer, &format!("/ui/schedules/{}/delete", s.name), "Delete", &format!("delete-{}", s.name), Some("Delete this schedule? Its jobs stay.")))
                             }
                         }
                     }
                 }
             }
         }
-        }
-        }
+        }))
         p.hint { "\"In yours\" is your browser's time zone; hover any other time to see it there too." }
         @if viewer.access.can_write() { p { a.button #new-schedule href="/ui/schedules-new" { "New schedule…" } } }
     };
-    ok(page(&viewer, "Schedules", "/ui/schedules", body))
+    ui.page("Schedules", "/ui/schedules", body)
 }
 
 /// One schedule: its job template and its recent fires (with their jobs, misses and
 /// overlap skips).
-pub async fn schedule(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Path(name): Path<String>,
-) -> Page {
-    let s = from_api(&viewer, schedules::get(State(state), Path(name.clone()))).await?;
+pub async fn schedule(ui: Ui, Path(name): Path<String>) -> Page {
+    let s = ui
+        .read(schedules::get(ui.api(), Path(name.clone())))
+        .await?;
     let zoned = |t: &chrono::DateTime<Utc>| {
         s.timezone
             .parse::<chrono_tz::Tz>()
@@ -80,7 +65,7 @@ pub async fn schedule(
             dt { "Cron" } dd.mono { (s.cron) }
             dt { "Zone" } dd { (s.timezone) }
             dt { "Job" } dd { (s.queue) " / " (s.kind) }
-            dt { "State" } dd { @if s.paused { span.badge.warn { "paused" } } @else { "active" } }
+            dt { "State" } dd { (activity(s.paused)) }
             dt { "Overlap" } dd { (s.overlap) }
             dt { "Next fire" } dd { (time(&s.next_run_at)) " UTC · " (zoned(&s.next_run_at)) " · yours: " (viewer_time(&s.next_run_at)) }
             dt { "Last fire" } dd { (time_opt(&s.last_run_at)) }
@@ -89,8 +74,7 @@ pub async fn schedule(
         pre.json { (pretty(&s.payload)) }
         h2 { "Recent fires" }
         @let fires = s.recent_fires.as_deref().unwrap_or_default();
-        @if fires.is_empty() { p.muted #no-fires { "It has not fired yet." } } @else {
-            div.scroll {
+        (table_or(fires.is_empty(), html! { p.muted #no-fires { "It has not fired yet." } }, html! {
             table #fires-table {
                 thead { tr { th { "Fire time (UTC)" } th { "In its zone" } th { "Outcome" } th { "Job" } th { "Skipped" } } }
                 tbody {
@@ -104,15 +88,9 @@ pub async fn schedule(
                     }
                 }
             }
-            }
-        }
+        }))
     };
-    ok(page(
-        &viewer,
-        &format!("Schedule {name}"),
-        "/ui/schedules",
-        body,
-    ))
+    ui.page(&format!("Schedule {name}"), "/ui/schedules", body)
 }
 
 /// Fields of the schedule form (create, or replace by name).
@@ -130,13 +108,9 @@ pub struct ScheduleForm {
 }
 
 /// The schedule form, empty or prefilled from `?edit=<name>`.
-pub async fn schedule_form(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Query(mut f): Query<ScheduleForm>,
-) -> Page {
+pub async fn schedule_form(ui: Ui, Query(mut f): Query<ScheduleForm>) -> Page {
     if let Some(name) = given(&f.edit) {
-        let s = from_api(&viewer, schedules::get(State(state.clone()), Path(name))).await?;
+        let s = ui.read(schedules::get(ui.api(), Path(name))).await?;
         f = ScheduleForm {
             name: Some(s.name),
             cron: Some(s.cron),
@@ -148,12 +122,9 @@ pub async fn schedule_form(
             edit: None,
         };
     }
-    ok(page(
-        &viewer,
-        "Schedule",
-        "/ui/schedules",
-        schedule_markup(&state, &viewer, &f, &known_names(&state).await, None),
-    ))
+    let known = known_names(&ui.state).await;
+    let form = schedule_markup(&ui.state, &ui.viewer, &f, &known, None);
+    ui.page("Schedule", "/ui/schedules", form)
 }
 
 fn schedule_markup(
@@ -166,19 +137,13 @@ fn schedule_markup(
     html! {
         p.hint { "Saving a name that exists replaces that schedule. Schedules declared in ordinaut.toml are rewritten from the file when the scheduler starts." }
         form.card.stack method="post" action="/ui/schedules" #schedule-form {
-            (csrf_field(viewer))
-            @if let Some(e) = error { p.error role="alert" #form-error { (e) } }
+            (form_head(viewer, error))
             label { "Name" input name="name" #name required value=[given(&f.name)]; }
             label { "Cron" input name="cron" #cron required value=[given(&f.cron)] placeholder="30 2 * * *"; }
             label { "Time zone" input name="timezone" #timezone value=[given(&f.timezone)] placeholder=(state.settings().config.tz); }
             label { "Queue" input name="queue" #queue required value=(given(&f.queue).unwrap_or_else(|| "default".into())); }
-            label { "Kind" input name="kind" #kind list="known-kinds" required value=[given(&f.kind)]; }
-            label { "Payload (JSON)"
-                textarea name="payload" #payload rows="6" spellcheck="false" data-json aria-describedby="payload-msg" {
-                    (given(&f.payload).unwrap_or_else(|| "{}".into()))
-                }
-            }
-            p.hint #payload-msg aria-live="polite" {}
+            (kind_field(&f.kind))
+            (payload_field(&f.payload, 6))
             label { "While the previous job is live"
                 select name="overlap" {
                     option value="allow" selected[f.overlap.as_deref() != Some("skip")] { "fire anyway (allow)" }
@@ -192,39 +157,31 @@ fn schedule_markup(
 }
 
 /// Saves a schedule through `POST /v1/schedules`'s handler; errors come back on the form.
-pub async fn schedule_save(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Form(f): Form<ScheduleForm>,
-) -> Page {
-    let result = match json_field("payload", &f.payload) {
-        Ok(payload) => {
-            let req = schedules::ScheduleRequest {
-                name: given(&f.name).unwrap_or_default(),
-                cron: given(&f.cron).unwrap_or_default(),
-                timezone: given(&f.timezone),
-                queue: given(&f.queue).unwrap_or_default(),
-                kind: given(&f.kind).unwrap_or_default(),
-                payload,
-                priority: None,
-                max_attempts: None,
-                timeout: None,
-                unique_key: None,
-                overlap: given(&f.overlap),
-                misfire_grace: None,
-            };
-            schedules::create(State(state.clone()), Json(req))
-                .await
-                .map(|s| s.0.name)
-        }
-        Err(e) => Err(e),
-    };
-    let known = known_names(&state).await;
+pub async fn schedule_save(ui: Ui, Form(f): Form<ScheduleForm>) -> Page {
+    let result = async {
+        let req = schedules::ScheduleRequest {
+            name: given(&f.name).unwrap_or_default(),
+            cron: given(&f.cron).unwrap_or_default(),
+            timezone: given(&f.timezone),
+            queue: given(&f.queue).unwrap_or_default(),
+            kind: given(&f.kind).unwrap_or_default(),
+            payload: json_field("payload", &f.payload)?,
+            priority: None,
+            max_attempts: None,
+            timeout: None,
+            unique_key: None,
+            overlap: given(&f.overlap),
+            misfire_grace: None,
+        };
+        schedules::create(ui.api(), Json(req)).await
+    }
+    .await;
+    let known = known_names(&ui.state).await;
     form_outcome(
-        &viewer,
-        result.map(|name| format!("/ui/schedules/{}", urlencoded(&name))),
+        &ui.viewer,
+        result.map(|s| format!("/ui/schedules/{}", urlencoded(&s.0.name))),
         ("Schedule", "/ui/schedules"),
-        |e| schedule_markup(&state, &viewer, &f, &known, Some(e)),
+        |e| schedule_markup(&ui.state, &ui.viewer, &f, &known, Some(e)),
     )
 }
 

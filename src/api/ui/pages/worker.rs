@@ -1,20 +1,15 @@
 //! Live worker processes.
 
-#![allow(clippy::result_large_err)]
-
 use super::*;
 
 // ---------------------------------------------------------------- workers
 
 /// Live worker processes: host, queues, slots, heartbeat, the jobs they run.
-pub async fn workers(State(state): State<AppState>, viewer: Viewer) -> Page {
-    let list = from_api(&viewer, workers::list(State(state)))
-        .await?
-        .workers;
+pub async fn workers(ui: Ui) -> Page {
+    let list = ui.read(workers::list(ui.api())).await?.workers;
     let now = Utc::now();
     let body = html! {
-        @if list.is_empty() { p.muted #no-workers { "No worker is running." } } @else {
-        div.scroll {
+        (table_or(list.is_empty(), html! { p.muted #no-workers { "No worker is running." } }, html! {
         table #workers-table {
             thead { tr { th { "Worker" } th { "Host" } th { "Queues" } th { "Slots busy / total" } th title="claimed, not started yet" { "Prefetched" } th { "Last heartbeat" } th { "Started" } th { "Version" } th { "Running jobs" } } }
             tbody {
@@ -33,8 +28,7 @@ pub async fn workers(State(state): State<AppState>, viewer: Viewer) -> Page {
                 }
             }
         }
-        }
-        }
+        }))
     };
-    ok(page(&viewer, "Workers", "/ui/workers", body))
+    ui.page("Workers", "/ui/workers", body)
 }
