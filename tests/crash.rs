@@ -184,9 +184,15 @@ fn command_workdir() -> PathBuf {
     dir
 }
 
-/// Enqueues one job of `kind` and returns its id.
-async fn enqueue_kind(db: &TestDb, kind: &str) -> Uuid {
-    jobs("q", kind).enqueue(&db.pool).await
+/// The scene of a command-kind test: a database holding one job of each of `kinds` (their
+/// ids, in order) and a workdir whose configuration declares those kinds.
+async fn command_jobs<const N: usize>(kinds: [&str; N]) -> (TestDb, PathBuf, [Uuid; N]) {
+    let db = TestDb::new().await;
+    let mut ids = [Uuid::nil(); N];
+    for (id, kind) in ids.iter_mut().zip(kinds) {
+        *id = jobs("q", kind).enqueue(&db.pool).await;
+    }
+    (db, command_workdir(), ids)
 }
 
 /// Waits for job `id` to end; returns (state, last_error, its attempts' logs).
@@ -202,10 +208,7 @@ async fn finished(db: &TestDb, id: Uuid, limit: Duration) -> (JobState, Option<S
 
 #[tokio::test]
 async fn command_environment_is_clean_unless_the_kind_inherits_it() {
-    let db = TestDb::new().await;
-    let dir = command_workdir();
-    let clean = enqueue_kind(&db, "show_env").await;
-    let inherited = enqueue_kind(&db, "show_all_env").await;
+    let (db, dir, [clean, inherited]) = command_jobs(["show_env", "show_all_env"]).await;
     let worker = spawn(
         &dir,
         &db.url,
@@ -286,10 +289,7 @@ impl Drop for Escaped<'_> {
 
 #[tokio::test]
 async fn command_that_leaves_a_daemon_holding_its_pipes_completes_once() {
-    let db = TestDb::new().await;
-    let dir = command_workdir();
-    let plain = enqueue_kind(&db, "daemonize").await;
-    let timed = enqueue_kind(&db, "daemonize_with_timeout").await;
+    let (db, dir, [plain, timed]) = command_jobs(["daemonize", "daemonize_with_timeout"]).await;
     let _daemons = Escaped(&dir, vec![plain, timed]);
     let worker = spawn(&dir, &db.url, &["worker"], &[]);
     // The daemon never closes the pipes and the timeout is 60 s: finishing well before

@@ -117,13 +117,11 @@ async fn dev_starts_everything_on_its_own_postgres_and_keeps_data_across_restart
 /// The statements of the backends of `db`'s database that are LISTENing (a listener
 /// runs nothing after its LISTEN, so it is the backend's last statement).
 async fn listen_sessions(db: &TestDb) -> Vec<String> {
-    sqlx::query_scalar(
+    db.column(
         "SELECT query FROM pg_stat_activity
          WHERE datname = current_database() AND query LIKE 'LISTEN %'",
     )
-    .fetch_all(&db.pool)
     .await
-    .unwrap()
 }
 
 #[tokio::test]

@@ -44,12 +44,10 @@ fn spawn_scheduler(db: &TestDb, env: &[(&str, &str)]) -> Proc {
 }
 
 async fn fire_times(db: &TestDb) -> Vec<DateTime<Utc>> {
-    sqlx::query_scalar(
+    db.column(
         "SELECT scheduled_for FROM due_work WHERE schedule_id IS NOT NULL ORDER BY scheduled_for",
     )
-    .fetch_all(&db.pool)
     .await
-    .unwrap()
 }
 
 #[tokio::test]

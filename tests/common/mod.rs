@@ -215,6 +215,15 @@ impl TestDb {
         query.fetch_one(&self.pool).await.expect(sql)
     }
 
+    /// The one column `sql` returns, typed: a value per row.
+    pub async fn column<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()));
+        query.fetch_all(&self.pool).await.expect(sql)
+    }
+
     /// Asserts that `from` (as for [`TestDb::count`]) has `n` rows.
     pub async fn assert_rows(&self, from: &str, n: i64) {
         assert_eq!(self.count(from).await, n, "rows of {from}");

@@ -104,6 +104,14 @@ async fn claim_one(app: &App, queue: &str) -> (String, Value) {
     (owner.to_owned(), claim.body["jobs"][0]["attempt"].clone())
 }
 
+/// Enqueues a job (kind `k`, payload `{}`) on `queue` and claims it through the API:
+/// its id, then its lease owner and attempt as [`claim_one`] gives them.
+async fn running_job(app: &App, queue: &str) -> (String, String, Value) {
+    let id = enqueue(app, queue, "k", json!({})).await;
+    let (owner, attempt) = claim_one(app, queue).await;
+    (id, owner, attempt)
+}
+
 async fn paused(app: &App, queue: &str) -> bool {
     app.get(&format!("/v1/queues/{queue}")).await.body["paused"] == json!(true)
 }
@@ -562,8 +570,7 @@ async fn bulk_cancel_works_through_many_batches() {
 #[tokio::test]
 async fn delete_removes_a_finished_job_with_its_attempts_and_refuses_a_running_one() {
     let app = App::with(app_settings()).await;
-    let id = enqueue(&app, "q", "k", json!({})).await;
-    let (owner, attempt) = claim_one(&app, "q").await;
+    let (id, owner, attempt) = running_job(&app, "q").await;
     let r = app.delete(&format!("/v1/jobs/{id}")).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     app.report(
@@ -591,8 +598,7 @@ async fn delete_removes_a_finished_job_with_its_attempts_and_refuses_a_running_o
 async fn stats_count_finished_jobs_per_minute_and_the_overview_shows_them() {
     let app = App::with(app_settings()).await;
     for outcome in ["complete", "complete", "fail"] {
-        let id = enqueue(&app, "statq", "k", json!({})).await;
-        let (owner, attempt) = claim_one(&app, "statq").await;
+        let (id, owner, attempt) = running_job(&app, "statq").await;
         let body = if outcome == "complete" {
             json!({"lease_owner": owner, "attempt": attempt})
         } else {
@@ -836,8 +842,7 @@ async fn bulk_actions_on_selected_jobs_touch_only_those() {
 #[tokio::test]
 async fn the_job_page_and_the_api_show_a_running_jobs_latest_progress() {
     let app = App::with(app_settings()).await;
-    let id = enqueue(&app, "q", "k", json!({})).await;
-    let (owner, _) = claim_one(&app, "q").await;
+    let (id, owner, _) = running_job(&app, "q").await;
     let owner: uuid::Uuid = owner.parse().unwrap();
     let job: uuid::Uuid = id.parse().unwrap();
     let row = |by_attempt: i32, message: &str| ordinaut::db::kinds::ProgressRow {

@@ -21,6 +21,13 @@ async fn submit(db: &TestDb, spec: Value) -> Uuid {
         .expect("workflow submits")
 }
 
+/// A fresh database holding the workflow `spec` submits: the database and its id.
+async fn submitted(spec: Value) -> (TestDb, Uuid) {
+    let db = TestDb::new().await;
+    let id = submit(&db, spec).await;
+    (db, id)
+}
+
 fn step_of(payload: &Value) -> String {
     payload["_workflow"]["step"]
         .as_str()
@@ -81,13 +88,16 @@ async fn completes_in_rounds(db: &TestDb, id: Uuid, expected: &[&[&str]]) {
     assert_eq!(workflow_state(db, id).await, "completed");
 }
 
-/// The state of workflow `id`: running, completed, failed or cancelled.
-async fn workflow_state(db: &TestDb, id: Uuid) -> String {
+/// Workflow `id` with its steps, as the store reads it.
+async fn workflow(db: &TestDb, id: Uuid) -> workflows::Workflow {
     workflows::get(&db.pool, id)
         .await
         .expect("the workflow exists")
-        .summary
-        .state
+}
+
+/// The state of workflow `id`: running, completed, failed or cancelled.
+async fn workflow_state(db: &TestDb, id: Uuid) -> String {
+    workflow(db, id).await.summary.state
 }
 
 fn states(w: &workflows::Workflow) -> BTreeMap<String, String> {
@@ -109,11 +119,10 @@ fn diamond() -> Value {
 
 #[tokio::test]
 async fn a_diamond_runs_in_dependency_order_and_the_join_reads_both_outputs() {
-    let db = TestDb::new().await;
-    let id = submit(&db, diamond()).await;
+    let (db, id) = submitted(diamond()).await;
     // Only the root is a live job; the others wait outside due_work, visibly.
     assert_eq!(db.live_jobs().await, 1);
-    let w = workflows::get(&db.pool, id).await.unwrap();
+    let w = workflow(&db, id).await;
     assert_eq!(w.summary.state, "running");
     assert_eq!(states(&w)["d"], "waiting");
     assert_eq!(w.jobs.iter().find(|s| s.name == "d").unwrap().pending, 2);
@@ -126,7 +135,7 @@ async fn a_diamond_runs_in_dependency_order_and_the_join_reads_both_outputs() {
     assert_eq!(deps["c"]["state"], "completed");
     assert_eq!(payloads["d"]["_workflow"]["id"], json!(id));
 
-    let w = workflows::get(&db.pool, id).await.unwrap();
+    let w = workflow(&db, id).await;
     assert_eq!(w.summary.state, "completed");
     assert!(w.summary.finished_at.is_some());
     assert!(states(&w).values().all(|s| s == "completed"));
@@ -134,9 +143,7 @@ async fn a_diamond_runs_in_dependency_order_and_the_join_reads_both_outputs() {
 
 #[tokio::test]
 async fn failure_policies_cancel_ignore_and_cleanup() {
-    let db = TestDb::new().await;
-    let id = submit(
-        &db,
+    let (db, id) = submitted(
         json!({"name": "policies", "jobs": [
             job("a", json!([])),
             job("cancelled", json!(["a"])),
@@ -147,7 +154,7 @@ async fn failure_policies_cancel_ignore_and_cleanup() {
     )
     .await;
     let (_, payloads) = drive(&db, only_fails("a")).await;
-    let w = workflows::get(&db.pool, id).await.unwrap();
+    let w = workflow(&db, id).await;
     let s = states(&w);
     assert_eq!(s["a"], "failed");
     assert_eq!(s["cancelled"], "cancelled");
@@ -171,7 +178,7 @@ async fn failure_policies_cancel_ignore_and_cleanup() {
     )
     .await;
     drive(&db, |_| FinishKind::Completed).await;
-    let w = workflows::get(&db.pool, id).await.unwrap();
+    let w = workflow(&db, id).await;
     let s = states(&w);
     assert_eq!(s["cleanup"], "skipped");
     assert_eq!(s["after_cleanup"], "completed");
@@ -185,7 +192,7 @@ async fn a_workflow_wide_policy_applies_to_every_edge() {
     spec["on_failure"] = json!("ignore");
     let id = submit(&db, spec).await;
     drive(&db, only_fails("b")).await;
-    let s = states(&workflows::get(&db.pool, id).await.unwrap());
+    let s = states(&workflow(&db, id).await);
     assert_eq!(s["d"], "completed");
 }
 
@@ -240,7 +247,7 @@ async fn no_step_is_ever_left_waiting_random_graphs() {
             };
             expect.push(state);
         }
-        let w = workflows::get(&db.pool, id).await.unwrap();
+        let w = workflow(&db, id).await;
         for (i, want) in expect.iter().enumerate() {
             assert_eq!(
                 states(&w)[&format!("s{i}")],
@@ -264,15 +271,14 @@ async fn no_step_is_ever_left_waiting_random_graphs() {
 
 #[tokio::test]
 async fn retry_runs_the_failed_step_and_its_cancelled_dependents_again() {
-    let db = TestDb::new().await;
-    let id = submit(&db, diamond()).await;
+    let (db, id) = submitted(diamond()).await;
     drive(&db, only_fails("c")).await;
-    let w = workflows::get(&db.pool, id).await.unwrap();
+    let w = workflow(&db, id).await;
     assert_eq!(states(&w)["d"], "cancelled");
     assert_eq!(w.summary.state, "failed");
 
     assert_eq!(workflows::retry(&db.pool, id).await.unwrap(), 1);
-    let w = workflows::get(&db.pool, id).await.unwrap();
+    let w = workflow(&db, id).await;
     assert_eq!(w.summary.state, "running");
     assert_eq!(states(&w)["d"], "waiting");
     completes_in_rounds(&db, id, &[&["c"], &["d"]]).await;
@@ -280,7 +286,7 @@ async fn retry_runs_the_failed_step_and_its_cancelled_dependents_again() {
     // `jobs retry` of one step does the same.
     let id = submit(&db, diamond()).await;
     drive(&db, only_fails("b")).await;
-    let b = workflows::get(&db.pool, id).await.unwrap().jobs[1].clone();
+    let b = workflow(&db, id).await.jobs[1].clone();
     assert_eq!(b.name, "b");
     due_work::retry(&db.pool, b.job_id).await.unwrap();
     completes_in_rounds(&db, id, &[&["b"], &["d"]]).await;
@@ -288,20 +294,16 @@ async fn retry_runs_the_failed_step_and_its_cancelled_dependents_again() {
 
 #[tokio::test]
 async fn cancel_stops_waiting_and_running_steps_and_retry_resumes_it() {
-    let db = TestDb::new().await;
-    let id = submit(
-        &db,
-        json!({"name": "c", "jobs": [
-            job("a", json!([])), job("b", json!([])), job("c", json!(["a", "b"])),
-        ]}),
-    )
+    let (db, id) = submitted(json!({"name": "c", "jobs": [
+        job("a", json!([])), job("b", json!([])), job("c", json!(["a", "b"])),
+    ]}))
     .await;
     // a is running, b is available, c waits.
     let worker = Uuid::now_v7();
     let claimed = claim(&db.pool, 1, worker).await;
     assert_eq!(claimed.len(), 1);
     workflows::cancel(&db.pool, id).await.unwrap();
-    let w = workflows::get(&db.pool, id).await.unwrap();
+    let w = workflow(&db, id).await;
     let s = states(&w);
     let running = step_of(&claimed[0].payload);
     let other = if running == "a" { "b" } else { "a" };
@@ -338,12 +340,7 @@ async fn cancel_stops_waiting_and_running_steps_and_retry_resumes_it() {
 
 #[tokio::test]
 async fn a_running_step_appends_a_fan_out_and_a_join() {
-    let db = TestDb::new().await;
-    let id = submit(
-        &db,
-        json!({"name": "dyn", "jobs": [job("split", json!([]))]}),
-    )
-    .await;
+    let (db, id) = submitted(json!({"name": "dyn", "jobs": [job("split", json!([]))]})).await;
     let worker = Uuid::now_v7();
     let split = claim(&db.pool, 10, worker).await.remove(0);
     // While split runs, it adds five parts after itself and a join after them.
@@ -386,9 +383,7 @@ async fn a_running_step_appends_a_fan_out_and_a_join() {
 
 #[tokio::test]
 async fn the_chord_shorthand_calls_back_with_every_outcome() {
-    let db = TestDb::new().await;
-    let id = submit(
-        &db,
+    let (db, id) = submitted(
         json!({"name": "chord",
                "group": [{"queue": "q", "kind": "k"}, {"queue": "q", "kind": "k"}, {"queue": "q", "kind": "k"}],
                "callback": {"queue": "q", "kind": "k"}}),
@@ -400,7 +395,7 @@ async fn the_chord_shorthand_calls_back_with_every_outcome() {
     assert_eq!(deps["group-0"]["state"], "completed");
     assert_eq!(deps["group-1"]["state"], "failed");
     assert_eq!(deps["group-2"]["output"], json!({"from": "group-2"}));
-    let w = workflows::get(&db.pool, id).await.unwrap();
+    let w = workflow(&db, id).await;
     assert_eq!(states(&w)["callback"], "completed");
 }
 
@@ -420,7 +415,7 @@ async fn sql_submit_belongs_to_the_callers_transaction() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(workflows::get(&db.pool, id).await.unwrap().jobs.len(), 4);
+    assert_eq!(workflow(&db, id).await.jobs.len(), 4);
 }
 
 #[tokio::test]
@@ -512,7 +507,7 @@ async fn rescue_and_keep_completed_false_settle_dependents_too() {
         payloads["after_ok"]["_workflow"]["deps"]["ok"]["output"],
         json!(1)
     );
-    let s = states(&workflows::get(&db.pool, id).await.unwrap());
+    let s = states(&workflow(&db, id).await);
     assert_eq!(s["a"], "failed");
     assert_eq!(s["b"], "cancelled");
     assert_eq!(s["after_ok"], "completed");
@@ -603,7 +598,7 @@ async fn cancelling_a_waiting_step_races_its_activation_and_always_ends_it_once(
             json!({"name": format!("race-{round}"), "jobs": [job("a", json!([])), job("b", json!(["a"]))]}),
         )
         .await;
-        let b = workflows::get(&db.pool, id).await.unwrap().jobs[1].job_id;
+        let b = workflow(&db, id).await.jobs[1].job_id;
         let worker = Uuid::now_v7();
         let claimed = claim(&db.pool, 1, worker).await;
         let done = outcome(claimed[0].id, claimed[0].attempt, FinishKind::Completed);
@@ -616,7 +611,7 @@ async fn cancelling_a_waiting_step_races_its_activation_and_always_ends_it_once(
             due_work::CancelResult::Cancelled,
             "round {round}"
         );
-        let w = workflows::get(&db.pool, id).await.unwrap();
+        let w = workflow(&db, id).await;
         assert_eq!(states(&w)["b"], "cancelled", "round {round}");
         assert_eq!(w.summary.state, "cancelled", "round {round}");
         let live = db.count(&format!("due_work WHERE id = '{b}'")).await;
@@ -663,8 +658,7 @@ async fn the_readmes_scan_example_runs_as_the_readme_says() {
         ]
     );
 
-    let db = TestDb::new().await;
-    let id = submit(&db, spec.clone()).await;
+    let (db, id) = submitted(spec.clone()).await;
     let (rounds, payloads) = drive(&db, |_| FinishKind::Completed).await;
     assert_eq!(
         rounds,
@@ -679,12 +673,11 @@ async fn the_readmes_scan_example_runs_as_the_readme_says() {
     for tool in ["semgrep", "trivy", "gitleaks"] {
         assert_eq!(deps[tool]["output"], json!({ "from": tool }));
     }
-    let w = workflows::get(&db.pool, id).await.unwrap();
+    let w = workflow(&db, id).await;
     assert_eq!(states(&w)["cleanup"], "skipped");
     assert_eq!(w.summary.state, "completed");
 
-    let db = TestDb::new().await;
-    let id = submit(&db, spec).await;
+    let (db, id) = submitted(spec).await;
     let (rounds, payloads) = drive(&db, only_fails("trivy")).await;
     assert_eq!(rounds[2], vec!["report"]);
     assert_eq!(rounds[3], vec!["cleanup", "notify"]);
@@ -692,7 +685,7 @@ async fn the_readmes_scan_example_runs_as_the_readme_says() {
         payloads["report"]["_workflow"]["deps"]["trivy"]["state"],
         "failed"
     );
-    let w = workflows::get(&db.pool, id).await.unwrap();
+    let w = workflow(&db, id).await;
     assert_eq!(states(&w)["cleanup"], "completed");
     assert_eq!(w.summary.state, "failed");
 }
