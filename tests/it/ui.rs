@@ -39,6 +39,16 @@ fn page_request(path: &str, cookie: Option<&str>) -> Request<Body> {
     r.body(Body::empty()).unwrap()
 }
 
+/// Posts a form as a browser would, with the session `cookie` if any.
+async fn send_form(app: &App, path: &str, cookie: Option<&str>, body: &str) -> Reply {
+    app.send(form_request(path, cookie, body)).await
+}
+
+/// Gets a page as a browser would, with the session `cookie` if any.
+async fn send_page(app: &App, path: &str, cookie: Option<&str>) -> Reply {
+    app.send(page_request(path, cookie)).await
+}
+
 fn csrf_of(html: &str) -> String {
     let at = html
         .find("name=\"csrf-token\" content=\"")
@@ -57,16 +67,10 @@ fn set_cookie(r: &Reply) -> String {
 }
 
 pub(crate) async fn login(app: &App, token: &str) -> Session {
-    let r = app
-        .send(form_request(
-            "/ui/login",
-            None,
-            &format!("token={token}&next=/ui"),
-        ))
-        .await;
+    let r = send_form(app, "/ui/login", None, &format!("token={token}&next=/ui")).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     let cookie = set_cookie(&r).split(';').next().unwrap().to_owned();
-    let page = app.send(page_request("/ui", Some(&cookie))).await;
+    let page = send_page(app, "/ui", Some(&cookie)).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
     Session {
         csrf: csrf_of(&page.text),
@@ -76,14 +80,38 @@ pub(crate) async fn login(app: &App, token: &str) -> Session {
 
 impl Session {
     pub(crate) async fn get(&self, app: &App, path: &str) -> Reply {
-        app.send(page_request(path, Some(&self.cookie))).await
+        send_page(app, path, Some(&self.cookie)).await
+    }
+
+    /// Posts `fields` as [`Session::post`] does and asserts the answer's `status`.
+    pub(crate) async fn submit(
+        &self,
+        app: &App,
+        path: &str,
+        fields: &str,
+        status: StatusCode,
+    ) -> Reply {
+        let r = self.post(app, path, fields).await;
+        assert_eq!(r.status, status, "{}", r.text);
+        r
+    }
+
+    /// Posts `fields` and asserts the form comes back refused (400) with a message
+    /// that `mentions` the field.
+    pub(crate) async fn refuses(&self, app: &App, path: &str, fields: &str, mentions: &str) {
+        let r = self.post(app, path, fields).await;
+        r.refused(StatusCode::BAD_REQUEST, mentions);
+    }
+
+    /// Presses an action's button (a form of no fields of its own): it redirects.
+    pub(crate) async fn act(&self, app: &App, path: &str) -> Reply {
+        self.submit(app, path, "", StatusCode::SEE_OTHER).await
     }
 
     pub(crate) async fn post(&self, app: &App, path: &str, fields: &str) -> Reply {
         let sep = if fields.is_empty() { "" } else { "&" };
         let body = format!("{fields}{sep}_csrf={}", self.csrf);
-        app.send(form_request(path, Some(&self.cookie), &body))
-            .await
+        send_form(app, path, Some(&self.cookie), &body).await
     }
 }
 
@@ -128,7 +156,7 @@ async fn with_tokens_nothing_of_the_ui_is_visible_without_login() {
         "/ui/audit",
         "/ui/fragments/overview",
     ] {
-        let r = app.send(page_request(path, None)).await;
+        let r = send_page(&app, path, None).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{path}");
         assert!(
             r.headers["location"]
@@ -150,37 +178,29 @@ async fn with_tokens_nothing_of_the_ui_is_visible_without_login() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.headers.contains_key("hx-redirect"));
     // A wrong token gets no cookie and no data.
-    let r = app
-        .send(form_request(
-            "/ui/login",
-            None,
-            "token=wrong-token&next=/ui",
-        ))
-        .await;
+    let r = send_form(&app, "/ui/login", None, "token=wrong-token&next=/ui").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.headers.get("set-cookie").is_none());
     assert!(r.text.contains("not one of API_TOKENS"));
     // A made-up session id is no session.
     let forged = format!("ordinaut_session={}", "ab".repeat(32));
-    let r = app.send(page_request("/ui/queues", Some(&forged))).await;
+    let r = send_page(&app, "/ui/queues", Some(&forged)).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     // And the open redirect of ?next= goes nowhere else.
-    let r = app
-        .send(form_request(
-            "/ui/login",
-            None,
-            &format!("token={TOKEN}&next=https://evil.example/"),
-        ))
-        .await;
+    let r = send_form(
+        &app,
+        "/ui/login",
+        None,
+        &format!("token={TOKEN}&next=https://evil.example/"),
+    )
+    .await;
     assert_eq!(r.headers["location"], "/ui");
 }
 
 #[tokio::test]
 async fn login_cookie_is_httponly_strict_expiring_and_secure_behind_https() {
     let app = App::with(app_settings()).await;
-    let plain = app
-        .send(form_request("/ui/login", None, &format!("token={TOKEN}")))
-        .await;
+    let plain = send_form(&app, "/ui/login", None, &format!("token={TOKEN}")).await;
     let cookie = set_cookie(&plain);
     for part in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=43200"] {
         assert!(cookie.contains(part), "{cookie} lacks {part}");
@@ -224,33 +244,30 @@ async fn state_changing_requests_need_the_sessions_csrf_token() {
     let app = App::with(app_settings()).await;
     enqueue(&app, "q", "k", json!({})).await;
     let s = login(&app, TOKEN).await;
-    let bare = app
-        .send(form_request("/ui/queues/q/pause", Some(&s.cookie), ""))
-        .await;
+    let bare = send_form(&app, "/ui/queues/q/pause", Some(&s.cookie), "").await;
     assert_eq!(bare.status, StatusCode::FORBIDDEN);
     assert!(bare.text.contains("CSRF"));
-    let wrong = app
-        .send(form_request(
-            "/ui/queues/q/pause",
-            Some(&s.cookie),
-            &format!("_csrf={}", "0".repeat(64)),
-        ))
-        .await;
+    let wrong = send_form(
+        &app,
+        "/ui/queues/q/pause",
+        Some(&s.cookie),
+        &format!("_csrf={}", "0".repeat(64)),
+    )
+    .await;
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
     assert!(!paused(&app, "q").await);
     // Another session's token is not this session's.
     let other = login(&app, TOKEN).await;
-    let crossed = app
-        .send(form_request(
-            "/ui/queues/q/pause",
-            Some(&s.cookie),
-            &format!("_csrf={}", other.csrf),
-        ))
-        .await;
+    let crossed = send_form(
+        &app,
+        "/ui/queues/q/pause",
+        Some(&s.cookie),
+        &format!("_csrf={}", other.csrf),
+    )
+    .await;
     assert_eq!(crossed.status, StatusCode::FORBIDDEN);
     assert!(!paused(&app, "q").await);
-    let ok = s.post(&app, "/ui/queues/q/pause", "").await;
-    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.text);
+    s.act(&app, "/ui/queues/q/pause").await;
     assert!(paused(&app, "q").await);
     // htmx sends it as a header.
     let req = Request::post("/ui/queues/q/resume")
@@ -350,7 +367,7 @@ async fn every_answer_has_a_csp_without_inline_script_and_refuses_framing() {
     let s = login(&app, TOKEN).await;
     let id = enqueue(&app, "q", "k", json!({})).await;
     let pages = [
-        app.send(page_request("/ui/login", None)).await,
+        send_page(&app, "/ui/login", None).await,
         s.get(&app, "/ui").await,
         s.get(&app, "/ui/jobs").await,
         s.get(&app, &format!("/ui/jobs/{id}")).await,
@@ -359,7 +376,7 @@ async fn every_answer_has_a_csp_without_inline_script_and_refuses_framing() {
         s.get(&app, "/ui/schedules").await,
         s.get(&app, "/ui/workers").await,
         s.get(&app, "/ui/audit").await,
-        app.send(page_request("/ui/assets/htmx.min.js", None)).await,
+        send_page(&app, "/ui/assets/htmx.min.js", None).await,
     ];
     for r in &pages {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -382,12 +399,10 @@ async fn every_answer_has_a_csp_without_inline_script_and_refuses_framing() {
             .contains("no-store")
     );
     // The front-end libraries are embedded, with their licences.
-    let licences = app
-        .send(page_request("/ui/assets/LICENSES.txt", None))
-        .await;
+    let licences = send_page(&app, "/ui/assets/LICENSES.txt", None).await;
     assert!(licences.text.contains("uPlot") && licences.text.contains("htmx"));
     // / sends browsers to the dashboard.
-    let root = app.send(page_request("/", None)).await;
+    let root = send_page(&app, "/", None).await;
     assert_eq!(root.headers["location"], "/ui");
 }
 
@@ -422,28 +437,22 @@ async fn without_tokens_the_ui_is_open_but_forms_still_need_the_csrf_cookie() {
     s.tokens.clear();
     let app = App::with(s).await;
     enqueue(&app, "q", "k", json!({})).await;
-    let page = app.send(page_request("/ui/queues", None)).await;
+    let page = send_page(&app, "/ui/queues", None).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.text.contains("open: no login"));
     let cookie = set_cookie(&page).split(';').next().unwrap().to_owned();
     assert!(cookie.starts_with("ordinaut_csrf="));
     let csrf = cookie.split_once('=').unwrap().1.to_owned();
-    let forged = app
-        .send(form_request(
-            "/ui/queues/q/pause",
-            None,
-            &format!("_csrf={csrf}"),
-        ))
-        .await;
+    let forged = send_form(&app, "/ui/queues/q/pause", None, &format!("_csrf={csrf}")).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN, "no cookie, no action");
     assert!(!paused(&app, "q").await);
-    let ok = app
-        .send(form_request(
-            "/ui/queues/q/pause",
-            Some(&cookie),
-            &format!("_csrf={csrf}"),
-        ))
-        .await;
+    let ok = send_form(
+        &app,
+        "/ui/queues/q/pause",
+        Some(&cookie),
+        &format!("_csrf={csrf}"),
+    )
+    .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.text);
     assert!(paused(&app, "q").await);
 }
@@ -470,13 +479,13 @@ async fn bulk_retry_by_filter_shows_the_count_and_touches_only_the_counted_jobs(
     let other = cancelled_jobs(&app, "elsewhere", 1).await;
     let s = login(&app, TOKEN).await;
     let preview = s
-        .post(
+        .submit(
             &app,
             "/ui/bulk/preview",
             "action=retry&queue=bulkq&state=cancelled",
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(preview.status, StatusCode::OK, "{}", preview.text);
     assert!(
         preview.text.contains("data-count=\"3\""),
         "{}",
@@ -488,13 +497,13 @@ async fn bulk_retry_by_filter_shows_the_count_and_touches_only_the_counted_jobs(
     // Enqueued after the count: left alone.
     let late = cancelled_jobs(&app, "bulkq", 1).await;
     let done = s
-        .post(
+        .submit(
             &app,
             "/ui/bulk/run",
             &format!("action=retry&queue=bulkq&state=cancelled&newest={newest}&matched=3"),
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(done.status, StatusCode::OK, "{}", done.text);
     assert!(done.text.contains("data-affected=\"3\""), "{}", done.text);
     for id in &counted {
         assert_eq!(
@@ -581,8 +590,7 @@ async fn delete_removes_a_finished_job_with_its_attempts_and_refuses_a_running_o
     .await;
     app.db.assert_rows("job_attempts", 1).await;
     let s = login(&app, TOKEN).await;
-    let r = s.post(&app, &format!("/ui/jobs/{id}/delete"), "").await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    s.act(&app, &format!("/ui/jobs/{id}/delete")).await;
     assert_eq!(
         app.get(&format!("/v1/jobs/{id}")).await.status,
         StatusCode::NOT_FOUND
@@ -636,33 +644,38 @@ async fn ui_forms_give_the_apis_validation_messages() {
     let app = App::with(app_settings()).await;
     enqueue(&app, "q", "k", json!({})).await;
     let s = login(&app, TOKEN).await;
-    let r = s
-        .post(&app, "/ui/queues/q", "rate_limit=fast&concurrency_limit=")
-        .await;
-    r.refused(StatusCode::BAD_REQUEST, "rate_limit:");
+    s.refuses(
+        &app,
+        "/ui/queues/q",
+        "rate_limit=fast&concurrency_limit=",
+        "rate_limit:",
+    )
+    .await;
     let r = s.post(&app, "/ui/queues/q", "concurrency_limit=0").await;
     assert!(
         r.text.contains("concurrency_limit: 0 must be at least 1"),
         "{}",
         r.text
     );
-    let r = s
-        .post(
-            &app,
-            "/ui/queues/q",
-            "concurrency_limit=3&rate_limit=10%2Fs&timeout=30s",
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    s.submit(
+        &app,
+        "/ui/queues/q",
+        "concurrency_limit=3&rate_limit=10%2Fs&timeout=30s",
+        StatusCode::SEE_OTHER,
+    )
+    .await;
     let q = app.get("/v1/queues/q").await.body;
     assert_eq!(
         (q["concurrency_limit"].clone(), q["rate_limit"].clone()),
         (json!(3), json!(10))
     );
-    let r = s
-        .post(&app, "/ui/enqueue", "queue=q&kind=k&payload=%7Bnot+json")
-        .await;
-    r.refused(StatusCode::BAD_REQUEST, "payload: is not valid JSON");
+    s.refuses(
+        &app,
+        "/ui/enqueue",
+        "queue=q&kind=k&payload=%7Bnot+json",
+        "payload: is not valid JSON",
+    )
+    .await;
     let r = s
         .post(
             &app,
@@ -701,8 +714,7 @@ async fn a_delayed_job_can_be_run_now_and_the_list_filters_by_creation_time() {
     let s = login(&app, TOKEN).await;
     let page = s.get(&app, &format!("/ui/jobs/{id}")).await;
     assert!(page.text.contains("id=\"run-now\""), "{}", page.text);
-    let r = s.post(&app, &format!("/ui/jobs/{id}/run-now"), "").await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    s.act(&app, &format!("/ui/jobs/{id}/run-now")).await;
     assert_eq!(
         app.get(&format!("/v1/jobs/{id}")).await.body["state"],
         "available"
@@ -737,8 +749,7 @@ async fn schedules_page_pauses_triggers_and_lists_recent_fires_with_their_jobs()
     let s = login(&app, TOKEN).await;
     let list = s.get(&app, "/ui/schedules").await;
     assert!(list.text.contains("Europe/Berlin") && list.text.contains("id=\"trigger-nightly\""));
-    let r = s.post(&app, "/ui/schedules/nightly/trigger", "").await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let r = s.act(&app, "/ui/schedules/nightly/trigger").await;
     let job = r.headers["location"]
         .to_str()
         .unwrap()
@@ -763,22 +774,21 @@ async fn schedules_page_pauses_triggers_and_lists_recent_fires_with_their_jobs()
 async fn schedules_are_created_and_edited_from_the_ui_with_the_apis_messages() {
     let app = App::with(app_settings()).await;
     let s = login(&app, TOKEN).await;
-    let bad = s
-        .post(
-            &app,
-            "/ui/schedules",
-            "name=hourly&cron=every+hour&queue=q&kind=k&payload=%7B%7D",
-        )
-        .await;
-    bad.refused(StatusCode::BAD_REQUEST, "cron:");
+    s.refuses(
+        &app,
+        "/ui/schedules",
+        "name=hourly&cron=every+hour&queue=q&kind=k&payload=%7B%7D",
+        "cron:",
+    )
+    .await;
     let r = s
-        .post(
+        .submit(
             &app,
             "/ui/schedules",
             "name=hourly&cron=0+*+*+*+*&timezone=Asia%2FTokyo&queue=q&kind=k&payload=%7B%22a%22%3A1%7D&overlap=skip",
+            StatusCode::SEE_OTHER,
         )
         .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     assert_eq!(r.headers["location"], "/ui/schedules/hourly");
     let saved = app.get("/v1/schedules/hourly").await.body;
     assert_eq!(saved["timezone"], "Asia/Tokyo");
@@ -906,17 +916,25 @@ async fn job_detail_links_the_trace_id_to_the_trace_url() {
     );
 }
 
+/// Submits workflow "scan <acme>" (a name the pages must escape): a step "clone", then
+/// `more` steps; its id.
+async fn scan_workflow(app: &App, more: Value) -> String {
+    let mut jobs = vec![json!({"name": "clone", "queue": "q", "kind": "k"})];
+    jobs.extend(more.as_array().cloned().unwrap_or_default());
+    let r = app
+        .submit_workflow(json!({"name": "scan <acme>", "jobs": jobs}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.id()
+}
+
 #[tokio::test]
 async fn the_workflow_page_shows_the_graph_by_stage_and_cancels_and_retries() {
     let app = App::with(app_settings()).await;
-    let r = app
-        .submit_workflow(json!({"name": "scan <acme>", "jobs": [
-                {"name": "clone", "queue": "q", "kind": "k"},
-                {"name": "tool", "queue": "q", "kind": "k", "depends_on": ["clone"]},
-                {"name": "report", "queue": "q", "kind": "k", "depends_on": [{"name": "tool", "on_failure": "ignore"}]}]}))
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.id();
+    let id = scan_workflow(&app, json!([
+        {"name": "tool", "queue": "q", "kind": "k", "depends_on": ["clone"]},
+        {"name": "report", "queue": "q", "kind": "k", "depends_on": [{"name": "tool", "on_failure": "ignore"}]}]))
+    .await;
     let s = login(&app, TOKEN).await;
     let list = s.get(&app, "/ui/workflows").await;
     assert_eq!(list.status, StatusCode::OK);
@@ -930,10 +948,7 @@ async fn the_workflow_page_shows_the_graph_by_stage_and_cancels_and_retries() {
     assert!(page.text.contains("every 1s"));
     assert!(page.text.contains("(ignore)"));
     assert!(page.text.contains("waiting for 1"));
-    let r = s
-        .post(&app, &format!("/ui/workflows/{id}/cancel"), "")
-        .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    s.act(&app, &format!("/ui/workflows/{id}/cancel")).await;
     let page = s
         .get(&app, &format!("/ui/workflows/{id}?done=cancelled"))
         .await;
@@ -946,8 +961,7 @@ async fn the_workflow_page_shows_the_graph_by_stage_and_cancels_and_retries() {
         !page.text.contains("every 1s"),
         "a finished workflow stops polling"
     );
-    let r = s.post(&app, &format!("/ui/workflows/{id}/retry"), "").await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    s.act(&app, &format!("/ui/workflows/{id}/retry")).await;
     assert_eq!(
         app.get(&format!("/v1/workflows/{id}")).await.body["state"],
         "running"
@@ -968,13 +982,11 @@ async fn the_workflow_page_shows_the_graph_by_stage_and_cancels_and_retries() {
 #[tokio::test]
 async fn a_waiting_steps_job_page_shows_its_workflow_and_what_it_waits_on() {
     let app = App::with(app_settings()).await;
-    let r = app
-        .submit_workflow(json!({"name": "scan <acme>", "jobs": [
-                {"name": "clone", "queue": "q", "kind": "k"},
-                {"name": "tool", "queue": "q", "kind": "k", "depends_on": ["clone"]}]}))
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let wf = r.id();
+    let wf = scan_workflow(
+        &app,
+        json!([{"name": "tool", "queue": "q", "kind": "k", "depends_on": ["clone"]}]),
+    )
+    .await;
     let w = app.get(&format!("/v1/workflows/{wf}")).await;
     let tool = w.body["jobs"][1]["job_id"].as_str().unwrap().to_owned();
     let s = login(&app, TOKEN).await;
@@ -1009,8 +1021,7 @@ async fn a_waiting_steps_job_page_shows_its_workflow_and_what_it_waits_on() {
     assert_eq!(list.status, StatusCode::OK, "{}", list.text);
     assert!(list.text.contains(&tool[24..]), "{}", list.text);
 
-    let r = s.post(&app, &format!("/ui/jobs/{tool}/cancel"), "").await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    s.act(&app, &format!("/ui/jobs/{tool}/cancel")).await;
     let page = s.get(&app, &format!("/ui/jobs/{tool}")).await;
     assert!(
         page.text.contains("data-state=\"cancelled\""),
