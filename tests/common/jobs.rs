@@ -49,6 +49,13 @@ impl JobFactory {
         self.with_payload(self.payload.clone())
     }
 
+    /// One job with the defaults and unique key `key`.
+    pub fn unique(&self, key: &str) -> NewJob {
+        let mut job = self.build();
+        job.unique_key = Some(key.to_owned());
+        job
+    }
+
     /// One job with the defaults and `payload`.
     pub fn with_payload(&self, payload: Value) -> NewJob {
         let mut job = NewJob::new(&self.queue, &self.kind, payload);
@@ -235,6 +242,13 @@ pub async fn attempts(pool: &PgPool, id: Uuid) -> Vec<Attempt> {
     .fetch_all(pool)
     .await
     .expect("read all_attempts")
+}
+
+/// The one attempt job `id` has made (it must have made exactly one).
+pub async fn only_attempt(pool: &PgPool, id: Uuid) -> Attempt {
+    let mut all = attempts(pool, id).await;
+    assert_eq!(all.len(), 1, "attempts of job {id}: {all:?}");
+    all.remove(0)
 }
 
 /// A count, or -1 while the database does not answer (faults tests poll through

@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use ordinaut::db::due_work::{self, Finish, FinishKind, NewJob, Rescued};
-use ordinaut::model::Backoff;
+use ordinaut::model::{Backoff, JobState};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::common::TestDb;
-use crate::common::jobs::{LEASE, claim, completed, finish, jobs, live, outcome};
+use crate::common::jobs::{
+    LEASE, claim, completed, finish, finished, jobs, live, only_attempt, outcome,
+};
 
 fn backoff() -> Backoff {
     Backoff {
@@ -66,11 +68,8 @@ async fn completed_job_moves_to_history_with_its_attempt() {
     assert_eq!(applied.iter().map(|a| a.id).collect::<Vec<_>>(), ids);
     assert_eq!(db.live_jobs().await, 0);
     assert_eq!(db.scalar_i64("SELECT count(*) FROM job_history WHERE state = 'completed' AND output = '{\"ok\": true}'").await, 1);
-    db.assert_rows(
-        "all_attempts WHERE outcome = 'completed' AND attempt = 1",
-        1,
-    )
-    .await;
+    let a = only_attempt(&db.pool, ids[0]).await;
+    assert_eq!((a.attempt, a.outcome.as_str()), (1, "completed"));
 }
 
 #[tokio::test]
@@ -96,10 +95,10 @@ async fn batch_enqueue_is_one_statement_and_all_or_nothing() {
 #[tokio::test]
 async fn duplicate_unique_key_returns_the_live_job() {
     let db = TestDb::new().await;
-    let mut a = NewJob::new("q", "k", json!({}));
-    a.unique_key = Some("scan:example.org".into());
-    let mut b = NewJob::new("q", "k", json!({"other": true}));
-    b.unique_key = Some("scan:example.org".into());
+    let a = jobs("q", "k").unique("scan:example.org");
+    let b = jobs("q", "k")
+        .payload(json!({"other": true}))
+        .unique("scan:example.org");
     let first = due_work::enqueue_many(&db.pool, &[a.clone()], 4)
         .await
         .unwrap();
@@ -110,8 +109,7 @@ async fn duplicate_unique_key_returns_the_live_job() {
     assert!(second[0].duplicate);
     assert_eq!(second[0].id, first[0].id);
     // Duplicates within one batch resolve to the same job too.
-    let mut c = NewJob::new("q", "k", json!({}));
-    c.unique_key = Some("k2".into());
+    let c = jobs("q", "k").unique("k2");
     let mut d = c.clone();
     d.id = Uuid::now_v7();
     let r = due_work::enqueue_many(&db.pool, &[c, d], 4).await.unwrap();
@@ -126,8 +124,7 @@ async fn racing_enqueues_with_one_unique_key_create_one_job() {
     for _ in 0..16 {
         let pool = db.pool.clone();
         tasks.push(tokio::spawn(async move {
-            let mut job = NewJob::new("q", "k", json!({}));
-            job.unique_key = Some("race".into());
+            let job = jobs("q", "k").unique("race");
             due_work::enqueue_many(&pool, &[job], 4).await.unwrap()[0].id
         }));
     }
@@ -143,8 +140,7 @@ async fn racing_enqueues_with_one_unique_key_create_one_job() {
 #[tokio::test]
 async fn unique_key_is_free_again_once_the_job_finished() {
     let db = TestDb::new().await;
-    let mut job = NewJob::new("q", "k", json!({}));
-    job.unique_key = Some("once".into());
+    let mut job = jobs("q", "k").unique("once");
     let first = enqueue(&db, vec![job.clone()]).await[0];
     let w = Uuid::now_v7();
     claim(&db.pool, 1, w).await;
@@ -303,11 +299,12 @@ async fn retry_outcome_reschedules_and_spends_the_attempt() {
         ),
         ("scheduled", 1, Some("boom"), None)
     );
-    db.assert_rows(
-        "all_attempts WHERE outcome = 'retry' AND error = 'boom' AND log = 'out'",
-        1,
-    )
-    .await;
+    let a = only_attempt(&db.pool, id).await;
+    let (error, log) = (a.error.as_deref(), a.log.as_deref());
+    assert_eq!(
+        (a.outcome.as_str(), error, log),
+        ("retry", Some("boom"), Some("out"))
+    );
 }
 
 #[tokio::test]
@@ -331,11 +328,10 @@ async fn snoozed_and_interrupted_attempts_are_given_back() {
             .unwrap();
     assert!(rows.contains(&(ids[0], "scheduled".into(), 0)));
     assert!(rows.contains(&(ids[1], "available".into(), 0)));
-    db.assert_rows(
-        "all_attempts WHERE attempt = 1 AND outcome IN ('snoozed', 'interrupted')",
-        2,
-    )
-    .await;
+    for (id, given_back) in ids.into_iter().zip(["snoozed", "interrupted"]) {
+        let a = only_attempt(&db.pool, id).await;
+        assert_eq!((a.attempt, a.outcome.as_str()), (1, given_back));
+    }
 }
 
 #[tokio::test]
@@ -347,11 +343,9 @@ async fn failed_job_goes_to_history_and_can_be_retried_by_hand() {
         ..outcome(id, 1, FinishKind::Failed)
     };
     finish(&db.pool, w, &[f]).await;
-    db.assert_rows(
-        "job_history WHERE state = 'failed' AND last_error = 'bad input'",
-        1,
-    )
-    .await;
+    let ended = finished(&db.pool, id).await.expect("the job ended");
+    let (state, error) = (ended.state, ended.last_error.as_deref());
+    assert_eq!((state, error), (JobState::Failed, Some("bad input")));
     due_work::retry(&db.pool, id).await.unwrap();
     let job = live(&db.pool, id).await;
     let (state, attempt, max) = (job.state.as_str(), job.attempt, job.max_attempts);
@@ -381,8 +375,7 @@ async fn outcome_from_a_worker_that_lost_the_lease_is_ignored() {
 #[tokio::test]
 async fn expired_lease_is_rescued_as_a_failed_attempt() {
     let db = TestDb::new().await;
-    let mut one_try = NewJob::new("q", "k", json!({}));
-    one_try.max_attempts = Some(1);
+    let one_try = jobs("q", "k").max_attempts(1).build();
     let ids = enqueue(&db, vec![NewJob::new("q", "k", json!({})), one_try]).await;
     due_work::claim_due(
         &db.pool,
