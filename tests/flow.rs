@@ -56,6 +56,14 @@ fn concurrency_limit(n: i32) -> QueueSettings {
     }
 }
 
+/// The scene of a flow test: a database whose queue `q` has `settings`, and a work dir
+/// whose `timed` jobs sleep `sleep` seconds.
+async fn scene(sleep: &str, settings: QueueSettings) -> (TestDb, PathBuf) {
+    let db = TestDb::new().await;
+    set_queue(&db, settings).await;
+    (db, workdir(sleep))
+}
+
 /// Applies `settings` to queue `q`.
 async fn set_queue(db: &TestDb, settings: QueueSettings) {
     queues::upsert_settings(&db.pool, "q", &settings)
@@ -110,9 +118,7 @@ async fn drained(db: &TestDb, n: i64, limit: Duration) {
 
 #[tokio::test]
 async fn concurrency_limit_holds_across_four_workers() {
-    let db = TestDb::new().await;
-    let dir = workdir("0.3");
-    set_queue(&db, concurrency_limit(7)).await;
+    let (db, dir) = scene("0.3", concurrency_limit(7)).await;
     jobs("q", "timed").enqueue_n(&db.pool, 60).await;
     let _workers = spawn_workers(&dir, &db.url, 4, 50);
     drained(&db, 60, Duration::from_secs(90)).await;
@@ -131,8 +137,6 @@ async fn concurrency_limit_holds_across_four_workers() {
 
 #[tokio::test]
 async fn rate_limit_spaces_starts_and_keeps_up_with_the_rate() {
-    let db = TestDb::new().await;
-    let dir = workdir("0");
     let rate = RateLimit {
         limit: 20,
         period: Duration::from_secs(1),
@@ -142,16 +146,13 @@ async fn rate_limit_spaces_starts_and_keeps_up_with_the_rate() {
         rate_limit: Change::Set(rate),
         ..Default::default()
     };
-    set_queue(&db, settings).await;
+    let (db, dir) = scene("0", settings).await;
     jobs("q", "nap").enqueue_n(&db.pool, 240).await;
     let _workers = spawn_workers(&dir, &db.url, 2, 50);
     drained(&db, 240, Duration::from_secs(60)).await;
-    let starts: Vec<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM attempted_at)::float8 FROM job_history ORDER BY attempted_at",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let starts: Vec<f64> = db
+        .column("SELECT extract(epoch FROM attempted_at)::float8 FROM job_history ORDER BY attempted_at")
+        .await;
     let first = starts[0];
     let span = starts[starts.len() - 1] - first;
     // Any one-second window holds at most rate + burst starts.
@@ -173,13 +174,11 @@ async fn rate_limit_spaces_starts_and_keeps_up_with_the_rate() {
 
 #[tokio::test]
 async fn key_concurrency_runs_one_job_per_key_and_interleaves_keys() {
-    let db = TestDb::new().await;
-    let dir = workdir("0.1");
     let settings = QueueSettings {
         key_concurrency: Change::Set(1),
         ..Default::default()
     };
-    set_queue(&db, settings).await;
+    let (db, dir) = scene("0.1", settings).await;
     // Enqueued key by key, so interleaving has to come from the claim.
     let mut jobs = Vec::new();
     for key in 0..5 {
@@ -192,14 +191,12 @@ async fn key_concurrency_runs_one_job_per_key_and_interleaves_keys() {
     due_work::enqueue_many(&db.pool, &jobs, 4).await.unwrap();
     let _workers = spawn_workers(&dir, &db.url, 2, 20);
     drained(&db, 100, Duration::from_secs(90)).await;
-    let keys: HashMap<String, String> =
-        sqlx::query_as::<_, (Uuid, String)>("SELECT id, concurrency_key FROM job_history")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, k)| (id.to_string(), k))
-            .collect();
+    let keys: HashMap<String, String> = db
+        .rows::<(Uuid, String)>("SELECT id, concurrency_key FROM job_history")
+        .await
+        .into_iter()
+        .map(|(id, k)| (id.to_string(), k))
+        .collect();
     let iv = intervals(&dir);
     assert_eq!(iv.len(), 100);
     let mut by_key: HashMap<&str, Vec<(i128, i128)>> = HashMap::new();
@@ -215,9 +212,7 @@ async fn key_concurrency_runs_one_job_per_key_and_interleaves_keys() {
 
 #[tokio::test]
 async fn killed_worker_does_not_leak_a_slot() {
-    let db = TestDb::new().await;
-    let dir = workdir("2");
-    set_queue(&db, concurrency_limit(3)).await;
+    let (db, dir) = scene("2", concurrency_limit(3)).await;
     jobs("q", "timed").enqueue_n(&db.pool, 9).await;
     let victim = spawn_worker(&dir, &db.url, 50);
     eventually(Duration::from_secs(20), "three running", || async {
@@ -244,9 +239,7 @@ async fn killed_worker_does_not_leak_a_slot() {
 
 #[tokio::test]
 async fn lowering_the_limit_at_run_time_takes_effect_without_overrun() {
-    let db = TestDb::new().await;
-    let dir = workdir("0.3");
-    set_queue(&db, concurrency_limit(10)).await;
+    let (db, dir) = scene("0.3", concurrency_limit(10)).await;
     jobs("q", "timed").enqueue_n(&db.pool, 80).await;
     let _workers = spawn_workers(&dir, &db.url, 2, 50);
     eventually(Duration::from_secs(20), "work under way", || async {
