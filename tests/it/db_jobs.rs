@@ -99,12 +99,8 @@ async fn duplicate_unique_key_returns_the_live_job() {
     let b = jobs("q", "k")
         .payload(json!({"other": true}))
         .unique("scan:example.org");
-    let first = due_work::enqueue_many(&db.pool, &[a.clone()], 4)
-        .await
-        .unwrap();
-    let second = due_work::enqueue_many(&db.pool, &[b.clone()], 4)
-        .await
-        .unwrap();
+    let first = due_work::enqueue_many(&db.pool, &[a], 4).await.unwrap();
+    let second = due_work::enqueue_many(&db.pool, &[b], 4).await.unwrap();
     assert!(!first[0].duplicate);
     assert!(second[0].duplicate);
     assert_eq!(second[0].id, first[0].id);
