@@ -752,3 +752,69 @@ async fn job_events_are_sent_only_while_an_api_process_subscribes() {
     stop.cancel();
     listening.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_claim_over_many_queues_takes_exactly_the_best_jobs_and_locks_no_other_row() {
+    let db = TestDb::new().await;
+    let now = chrono::Utc::now();
+    // 40 served queues of very different lengths (1 to ~120 jobs: some queues' heads
+    // end before the cut, some after), priorities -3..=3 and ages mixed; some jobs not
+    // yet due; an unserved and a paused queue that hold better jobs.
+    let mut batch = Vec::new();
+    for i in 0u64..1_500 {
+        let mix = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        let queue = match mix % 100 {
+            0..=39 => format!("q{}", mix % 3),
+            90..=94 => "unserved".to_owned(),
+            95..=99 => "paused".to_owned(),
+            _ => format!("q{}", 3 + (mix >> 8) % 37),
+        };
+        let mut job = NewJob::new(&queue, "k", json!({}));
+        job.priority = ((mix >> 20) % 7) as i16 - 3;
+        let age = ((mix >> 24) % 5_000) as i64;
+        job.run_at = Some(if (mix >> 40) % 10 == 0 {
+            now + chrono::Duration::hours(1)
+        } else {
+            now - chrono::Duration::seconds(age)
+        });
+        batch.push(job);
+    }
+    enqueue(&db, batch).await;
+    ordinaut::db::queues::set_paused(&db.pool, "paused", true)
+        .await
+        .unwrap();
+    let mut served: Vec<String> = (0..40).map(|q| format!("q{q}")).collect();
+    served.extend(["paused".to_owned(), "empty".to_owned()]);
+    let best = |limit: usize| {
+        format!(
+            "SELECT id FROM due_work WHERE state <> 'running' AND run_at <= now() \
+             AND queue ~ '^q[0-9]+$' ORDER BY priority, run_at, id LIMIT {limit}"
+        )
+    };
+    for limit in [1, 3, 40, 7, 250, 64, 10_000] {
+        let mut expected: Vec<Uuid> = db.column(&best(limit)).await;
+        let worker = Uuid::now_v7();
+        let mut claimed: Vec<Uuid> = due_work::claim_due(&db.pool, &served, limit, worker, LEASE)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        expected.sort();
+        claimed.sort();
+        assert_eq!(claimed, expected, "claim of {limit}");
+        // A row a claim locks but does not take keeps the claim's xid in xmax: none may.
+        let locked = "SELECT count(*) FROM due_work \
+                      WHERE state <> 'running' AND NOT xmax = '0'::xid";
+        assert_eq!(
+            db.value::<i64>(locked).await,
+            0,
+            "rows locked by the claim of {limit}"
+        );
+    }
+    let left: Vec<Uuid> = db.column(&best(1)).await;
+    assert!(
+        left.is_empty(),
+        "the last claim left a due job of a served queue"
+    );
+}
