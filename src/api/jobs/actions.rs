@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobLookupErrors, StateName};
+use super::{JobLookupErrors, ReadOnlyRefused, StateName};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{Access, Json, Path, parse_id};
@@ -97,7 +97,7 @@ pub async fn retry(
     responses(
         (status = 204, description = "Deleted"),
         JobLookupErrors,
-        (status = 403, description = "Read-only token", body = ErrorBody),
+        ReadOnlyRefused,
         (status = 409, description = "The job is running", body = ErrorBody),
     ),
 )]
@@ -139,7 +139,7 @@ pub struct RunNowResponse {
     responses(
         (status = 200, description = "Due now", body = RunNowResponse),
         JobLookupErrors,
-        (status = 403, description = "Read-only token", body = ErrorBody),
+        ReadOnlyRefused,
         (status = 409, description = "Not waiting for a future time", body = ErrorBody),
     ),
 )]

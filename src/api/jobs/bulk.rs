@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{StateName, check_filter};
+use super::{ReadOnlyRefused, StateName, check_filter};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{Access, Json, parse_id};
@@ -107,7 +107,7 @@ pub struct BulkCount {
     responses(
         (status = 200, description = "The count", body = BulkCount),
         (status = 400, description = "Invalid action or filter", body = ErrorBody),
-        (status = 403, description = "Read-only token", body = ErrorBody),
+        ReadOnlyRefused,
     ),
 )]
 pub async fn bulk_count(
@@ -141,7 +141,7 @@ pub struct BulkResult {
     responses(
         (status = 200, description = "Done", body = BulkResult),
         (status = 400, description = "Invalid action or filter", body = ErrorBody),
-        (status = 403, description = "Read-only token", body = ErrorBody),
+        ReadOnlyRefused,
     ),
 )]
 pub async fn bulk_run(
