@@ -6,13 +6,22 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobLookupErrors, ReadOnlyRefused, StateName};
+use super::{JobLookupErrors, StateName};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{Access, Json, Path, parse_id};
 use crate::db::audit;
 use crate::db::bulk::{self, DeleteResult};
 use crate::db::due_work::{self, CancelResult};
+
+/// The refusal of a read-only token on the routes here that change a job (403, from
+/// `extract::require_token`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Documentation only: the answer is an `ApiError`.
+enum ReadOnlyRefused {
+    #[response(status = 403, description = "Read-only token")]
+    ReadOnly(ErrorBody),
+}
 
 /// What a cancel did.
 #[derive(Debug, Serialize, ToSchema)]

@@ -46,15 +46,6 @@ enum JobLookupErrors {
     NotFound(ErrorBody),
 }
 
-/// The refusal of a read-only token on a route that changes jobs (403, from
-/// `extract::require_token`), where the route documents it.
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)] // Documentation only: the answer is an `ApiError`.
-enum ReadOnlyRefused {
-    #[response(status = 403, description = "Read-only token")]
-    ReadOnly(ErrorBody),
-}
-
 /// A job with its attempts.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobDetail {
