@@ -8,7 +8,7 @@ use utoipa::{IntoResponses, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Path, int, parse_duration};
+use super::extract::{Json, Path, check_at_least_one, int, parse_duration};
 use super::jobs::check_name;
 use crate::db::queues::{self, Change, QueueSettings, QueueStats as Queue, RateLimit};
 use crate::model;
@@ -165,8 +165,7 @@ fn limit_change(field: &str, value: Option<Option<i32>>) -> ApiResult<Change<i32
     match value {
         None => Ok(Change::Keep),
         Some(None) => Ok(Change::Clear),
-        Some(Some(n)) if n >= 1 => Ok(Change::Set(n)),
-        Some(Some(n)) => Err(ApiError::invalid(field, format!("{n} must be at least 1"))),
+        Some(Some(n)) => check_at_least_one(field, n).map(Change::Set),
     }
 }
 
@@ -208,13 +207,8 @@ pub async fn update(
         Some(Some(text)) => {
             let (limit, period) =
                 model::parse_rate(text).map_err(|r| ApiError::invalid("rate_limit", r))?;
-            if let Some(b) = req.burst
-                && b < 1
-            {
-                return Err(ApiError::invalid(
-                    "burst",
-                    format!("{b} must be at least 1"),
-                ));
+            if let Some(b) = req.burst {
+                check_at_least_one("burst", b)?;
             }
             Change::Set(RateLimit {
                 limit,
