@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Query, check_range};
+use super::error::{ApiResult, ErrorBody};
+use super::extract::{Json, Query, check_at_least_one, check_range};
 use super::paging::next_key;
 use crate::db::audit::{self, AuditRow};
 
@@ -83,13 +83,8 @@ pub async fn audit_log(
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
     let limit = check_range("limit", q.limit.unwrap_or(50), 1..=500)?;
-    if let Some(b) = q.before
-        && b < 1
-    {
-        return Err(ApiError::invalid(
-            "before",
-            format!("{b} must be at least 1"),
-        ));
+    if let Some(b) = q.before {
+        check_at_least_one("before", b)?;
     }
     let rows = audit::list_entries(state.pool(), q.before, limit).await?;
     let next_before = next_key(&rows, limit, |r| r.id);

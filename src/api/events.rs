@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::Query;
+use super::openapi::InvalidFilter;
 use crate::db::events::Received;
 use crate::model::validate_name;
 
@@ -160,7 +161,7 @@ pub struct ProgressEventBody {
     params(EventsQuery),
     responses(
         (status = 200, description = "An endless stream of events", content_type = "text/event-stream", body = JobEventBody),
-        (status = 400, description = "Invalid filter", body = ErrorBody),
+        InvalidFilter,
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
     ),
     security(("bearer" = []))

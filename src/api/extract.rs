@@ -277,6 +277,20 @@ pub fn check_range<T: PartialOrd + std::fmt::Display>(
     ))
 }
 
+/// A count or id field that must be 1 or more; 400 naming the field otherwise.
+pub fn check_at_least_one<T: PartialOrd + From<u8> + std::fmt::Display>(
+    field: &str,
+    value: T,
+) -> ApiResult<T> {
+    if value >= T::from(1) {
+        return Ok(value);
+    }
+    Err(ApiError::invalid(
+        field,
+        format!("{value} must be at least 1"),
+    ))
+}
+
 /// Integer fields that also take `3.0`: JSON Schema's `integer` admits a number with a
 /// zero fraction, and the OpenAPI document promises what JSON Schema means.
 pub mod int {
@@ -313,6 +327,13 @@ pub mod int {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_below_one_are_refused_naming_the_field() {
+        assert_eq!(check_at_least_one("burst", 1).ok(), Some(1));
+        let refused = check_at_least_one("before", -3i64).map_err(|e| e.to_string());
+        assert_eq!(refused, Err("before: -3 must be at least 1".to_owned()));
+    }
 
     #[test]
     fn durations_follow_the_documented_pattern() {

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoResponses, OpenApi, ToSchema};
 
 use super::error::ErrorBody;
 
@@ -33,6 +33,15 @@ Every error is `{\"error\":{\"code\",\"message\"}}`. `/v1` requires `Authorizati
     )
 )]
 struct BaseDoc;
+
+/// The 400 of a list or stream whose filter (its query parameters) is refused: the jobs
+/// and workflows lists and the event stream.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Documentation only: the answer is an `ApiError`.
+pub(crate) enum InvalidFilter {
+    #[response(status = 400, description = "Invalid filter")]
+    Invalid(ErrorBody),
+}
 
 /// The document's fixed parts: info, tags, the bearer security scheme.
 pub(crate) fn base() -> utoipa::openapi::OpenApi {

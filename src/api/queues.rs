@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Path, int, parse_duration};
+use super::extract::{Json, Path, check_at_least_one, int, parse_duration};
 use super::jobs::check_name;
 use crate::db::queues::{self, Change, QueueSettings, QueueStats as Queue, RateLimit};
 use crate::model;
@@ -37,6 +37,14 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueList>> {
     Ok(Json(QueueList { queues: rows }))
 }
 
+/// The 400 of a route on one queue whose `{name}` is not a name (`check_name`).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Documentation only: the answer is an `ApiError`.
+enum InvalidName {
+    #[response(status = 400, description = "Invalid name")]
+    InvalidName(ErrorBody),
+}
+
 async fn one(state: &AppState, name: &str) -> ApiResult<Queue> {
     queues::queue_stats(state.pool(), Some(name))
         .await?
@@ -52,7 +60,7 @@ async fn one(state: &AppState, name: &str) -> ApiResult<Queue> {
     params(("name" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 200, description = "The queue", body = Queue),
-        (status = 400, description = "Invalid name", body = ErrorBody),
+        InvalidName,
         (status = 404, description = "Unknown queue", body = ErrorBody),
     ),
 )]
@@ -70,7 +78,7 @@ pub async fn get(
     params(("name" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 200, description = "Paused", body = Queue),
-        (status = 400, description = "Invalid name", body = ErrorBody),
+        InvalidName,
     ),
 )]
 pub async fn pause(
@@ -86,7 +94,7 @@ pub async fn pause(
     params(("name" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
     responses(
         (status = 200, description = "Resumed", body = Queue),
-        (status = 400, description = "Invalid name", body = ErrorBody),
+        InvalidName,
     ),
 )]
 pub async fn resume(
@@ -157,8 +165,7 @@ fn limit_change(field: &str, value: Option<Option<i32>>) -> ApiResult<Change<i32
     match value {
         None => Ok(Change::Keep),
         Some(None) => Ok(Change::Clear),
-        Some(Some(n)) if n >= 1 => Ok(Change::Set(n)),
-        Some(Some(n)) => Err(ApiError::invalid(field, format!("{n} must be at least 1"))),
+        Some(Some(n)) => check_at_least_one(field, n).map(Change::Set),
     }
 }
 
@@ -200,13 +207,8 @@ pub async fn update(
         Some(Some(text)) => {
             let (limit, period) =
                 model::parse_rate(text).map_err(|r| ApiError::invalid("rate_limit", r))?;
-            if let Some(b) = req.burst
-                && b < 1
-            {
-                return Err(ApiError::invalid(
-                    "burst",
-                    format!("{b} must be at least 1"),
-                ));
+            if let Some(b) = req.burst {
+                check_at_least_one("burst", b)?;
             }
             Change::Set(RateLimit {
                 limit,

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Json, Path, Query, parse_id};
+use super::openapi::InvalidFilter;
 use super::paging::{next_key, parse_cursor};
 use crate::db::workflows::{self, StepRef, Workflow, WorkflowSummary};
 
@@ -207,7 +208,7 @@ pub async fn submit(
     params(ListQuery),
     responses(
         (status = 200, description = "A page of workflows", body = WorkflowPage),
-        (status = 400, description = "Invalid filter", body = ErrorBody),
+        InvalidFilter,
     ),
 )]
 pub async fn list(

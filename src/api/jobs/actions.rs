@@ -14,6 +14,15 @@ use crate::db::audit;
 use crate::db::bulk::{self, DeleteResult};
 use crate::db::due_work::{self, CancelResult};
 
+/// The refusal of a read-only token on the routes here that change a job (403, from
+/// `extract::require_token`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Documentation only: the answer is an `ApiError`.
+enum ReadOnlyRefused {
+    #[response(status = 403, description = "Read-only token")]
+    ReadOnly(ErrorBody),
+}
+
 /// What a cancel did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CancelResponse {
@@ -97,7 +106,7 @@ pub async fn retry(
     responses(
         (status = 204, description = "Deleted"),
         JobLookupErrors,
-        (status = 403, description = "Read-only token", body = ErrorBody),
+        ReadOnlyRefused,
         (status = 409, description = "The job is running", body = ErrorBody),
     ),
 )]
@@ -139,7 +148,7 @@ pub struct RunNowResponse {
     responses(
         (status = 200, description = "Due now", body = RunNowResponse),
         JobLookupErrors,
-        (status = 403, description = "Read-only token", body = ErrorBody),
+        ReadOnlyRefused,
         (status = 409, description = "Not waiting for a future time", body = ErrorBody),
     ),
 )]

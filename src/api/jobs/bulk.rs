@@ -3,7 +3,7 @@
 
 use axum::extract::{Extension, State};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 use uuid::Uuid;
 
 use super::{StateName, check_filter};
@@ -91,6 +91,17 @@ pub fn parse_bulk(req: &BulkRequest) -> ApiResult<(Action, BulkFilter, Option<Uu
     Ok((action, filter, newest))
 }
 
+/// The refusals both bulk routes share: a request [`parse_bulk`] refuses (400), a
+/// read-only token (403, `extract::require_token`).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Documentation only: the answers are `ApiError`s.
+enum BulkErrors {
+    #[response(status = 400, description = "Invalid action or filter")]
+    Invalid(ErrorBody),
+    #[response(status = 403, description = "Read-only token")]
+    ReadOnly(ErrorBody),
+}
+
 /// How many jobs a bulk action would touch.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BulkCount {
@@ -106,8 +117,7 @@ pub struct BulkCount {
     request_body = BulkRequest,
     responses(
         (status = 200, description = "The count", body = BulkCount),
-        (status = 400, description = "Invalid action or filter", body = ErrorBody),
-        (status = 403, description = "Read-only token", body = ErrorBody),
+        BulkErrors,
     ),
 )]
 pub async fn bulk_count(
@@ -140,8 +150,7 @@ pub struct BulkResult {
     request_body = BulkRequest,
     responses(
         (status = 200, description = "Done", body = BulkResult),
-        (status = 400, description = "Invalid action or filter", body = ErrorBody),
-        (status = 403, description = "Read-only token", body = ErrorBody),
+        BulkErrors,
     ),
 )]
 pub async fn bulk_run(

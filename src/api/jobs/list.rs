@@ -7,8 +7,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{Job, StateName, check_filter, check_name};
 use crate::api::AppState;
-use crate::api::error::{ApiError, ApiResult, ErrorBody};
+use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{Json, Query, check_range};
+use crate::api::openapi::InvalidFilter;
 use crate::api::paging::{next_key, parse_cursor};
 use crate::db::history::{self, JobFilter};
 
@@ -82,7 +83,7 @@ pub struct JobPage {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of jobs", body = JobPage),
-        (status = 400, description = "Invalid filter", body = ErrorBody),
+        InvalidFilter,
     ),
 )]
 pub async fn list(

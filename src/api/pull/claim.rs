@@ -10,12 +10,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::super::AppState;
-use super::super::error::{ApiError, ApiResult, ErrorBody};
+use super::super::error::{ApiError, ApiResult};
 use super::super::extract::{Json, check_range, int, parse_duration};
 use super::super::jobs::check_name;
 use super::{
-    CLAIM_MARGIN, MAX_CLAIM_WAIT, MAX_JOBS, MAX_QUEUES, NO_SNOOZE_BUDGET, QueueName, finish,
-    lease_from,
+    CLAIM_MARGIN, InvalidRequest, MAX_CLAIM_WAIT, MAX_JOBS, MAX_QUEUES, NO_SNOOZE_BUDGET,
+    QueueName, check_count, finish, lease_from,
 };
 use crate::db::due_work::{self, Finish, FinishKind};
 use crate::db::events::Received;
@@ -64,19 +64,14 @@ pub struct ClaimResponse {
     request_body = ClaimRequest,
     responses(
         (status = 200, description = "Claimed jobs (maybe none)", body = ClaimResponse),
-        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        InvalidRequest,
     ),
 )]
 pub async fn claim(
     State(state): State<AppState>,
     Json(req): Json<ClaimRequest>,
 ) -> ApiResult<Json<ClaimResponse>> {
-    if req.queues.is_empty() || req.queues.len() > MAX_QUEUES {
-        return Err(ApiError::invalid(
-            "queues",
-            format!("must name 1 to {MAX_QUEUES} queues"),
-        ));
-    }
+    check_count("queues", "name", req.queues.len(), MAX_QUEUES)?;
     for (i, q) in req.queues.iter().enumerate() {
         check_name(&format!("queues[{i}]"), q)?;
     }

@@ -12,7 +12,7 @@ use super::super::AppState;
 use super::super::error::{ApiError, ApiResult, ErrorBody};
 use super::super::extract::{Json, Path, parse_duration, parse_id};
 use super::super::jobs::{check_no_nul, check_size};
-use super::{NO_SNOOZE_BUDGET, attempt_number, finish};
+use super::{InvalidRequest, NO_SNOOZE_BUDGET, attempt_number, finish};
 use crate::db::due_work::{self, Finish, FinishKind};
 use crate::db::{history, queues};
 use crate::model::{self, Backoff, Settled};
@@ -172,7 +172,7 @@ async fn apply(
     request_body = CompleteRequest,
     responses(
         (status = 200, description = "Completed", body = FinishResponse),
-        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        InvalidRequest,
         LeasedJobErrors,
         (status = 413, description = "Body or output too large", body = ErrorBody),
     ),
@@ -205,7 +205,7 @@ pub async fn complete(
     request_body = FailRequest,
     responses(
         (status = 200, description = "Recorded: retry, failed or cancelled", body = FinishResponse),
-        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        InvalidRequest,
         LeasedJobErrors,
     ),
 )]

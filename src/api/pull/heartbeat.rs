@@ -6,9 +6,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::super::AppState;
-use super::super::error::{ApiError, ApiResult, ErrorBody};
+use super::super::error::ApiResult;
 use super::super::extract::{Json, int};
-use super::{MAX_JOBS, attempt_number, lease_from};
+use super::{InvalidRequest, MAX_JOBS, attempt_number, check_count, lease_from};
 use crate::db::due_work;
 
 /// One claimed attempt you hold.
@@ -64,19 +64,14 @@ pub struct HeartbeatResponse {
     request_body = HeartbeatRequest,
     responses(
         (status = 200, description = "Leases extended; lost ones listed", body = HeartbeatResponse),
-        (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
+        InvalidRequest,
     ),
 )]
 pub async fn heartbeat(
     State(state): State<AppState>,
     Json(req): Json<HeartbeatRequest>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
-    if req.jobs.is_empty() || req.jobs.len() > MAX_JOBS {
-        return Err(ApiError::invalid(
-            "jobs",
-            format!("must list 1 to {MAX_JOBS} jobs"),
-        ));
-    }
+    check_count("jobs", "list", req.jobs.len(), MAX_JOBS)?;
     let held: Vec<(Uuid, i32)> = req.jobs.iter().map(|j| (j.id, j.attempt)).collect();
     let lease = lease_from(&state, req.lease_seconds)?;
     let mut conn = state

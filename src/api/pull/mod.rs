@@ -22,11 +22,11 @@ pub mod heartbeat;
 
 use std::time::Duration;
 
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{check_range, int};
 use crate::db::due_work::{Finish, FinishKind};
 
@@ -34,6 +34,14 @@ use crate::db::due_work::{Finish, FinishKind};
 #[derive(ToSchema)]
 #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 pub struct QueueName(#[allow(dead_code)] String);
+
+/// The 400 of every pull call: its JSON body is malformed or a field is invalid.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Documentation only: the answer is an `ApiError`.
+enum InvalidRequest {
+    #[response(status = 400, description = "Malformed JSON or an invalid field")]
+    Invalid(ErrorBody),
+}
 
 /// Longest claim wait.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
@@ -73,6 +81,18 @@ pub(super) fn attempt_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i
             "attempt is required: the attempt number from the claim",
         )),
     }
+}
+
+/// 400 unless the list `field` holds 1 to `max` items ("queues: must name 1 to 100
+/// queues").
+pub(super) fn check_count(field: &str, verb: &str, len: usize, max: usize) -> ApiResult<()> {
+    if (1..=max).contains(&len) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        field,
+        format!("must {verb} 1 to {max} {field}"),
+    ))
 }
 
 /// The lease a call asks for, else the configured one; 400 outside [`LEASE_RANGE`].
