@@ -1,10 +1,12 @@
 """A/B: two Ordinaut variants, alternating rep by rep, by the peers' W1 method.
 
-usage: python benches/ab.py <reps> <label>=<binary>[@<extra.sql>] <label>=<binary>[@<extra.sql>]
+usage: python benches/ab.py <reps> <label>=<binary>[@<extra.sql>][,queues=N] <label>=...
 
 Each variant is a release binary, optionally with SQL run after its migrations (the
 experiment hook of peers_driver.py, ORDINAUT_BENCH_EXTRA_SQL), so a schema change can be
 measured against the shipped schema with one binary, or two binaries against each other.
+`,queues=N` spreads that variant's jobs over N queues served by its one worker
+(peers_driver.py's ORDINAUT_BENCH_QUEUES), e.g. one binary against itself at 1 and 1,000.
 Reps alternate A, B, A, B, ... (B first on even reps, so neither always runs right after
 a checkpoint of the other), through benches/peers_method.py's w1 (the peers' own
 orchestrator, with WAL, dead tuples, Postgres CPU and worker CPU per job). The peers' cluster must be
@@ -20,18 +22,20 @@ import peers_method as m  # noqa: E402
 
 def variant(arg):
     label, rest = arg.split("=", 1)
+    rest, _, queues = rest.partition(",queues=")
     binary, _, extra = rest.partition("@")
-    return label, os.path.abspath(binary), (open(extra).read() if extra else None)
+    return label, os.path.abspath(binary), (open(extra).read() if extra else None), queues or "1"
 
 
 def main():
     reps = int(sys.argv[1])
     variants = [variant(a) for a in sys.argv[2:4]]
-    runs = {label: [] for label, _, _ in variants}
+    runs = {label: [] for label, *_ in variants}
     os.makedirs(os.path.join(m.o.HERE, "logs"), exist_ok=True)
     for rep in range(1, reps + 1):
         order = variants if rep % 2 else variants[::-1]
-        for label, binary, extra in order:
+        for label, binary, extra, queues in order:
+            os.environ["ORDINAUT_BENCH_QUEUES"] = queues
             m.o.SYSTEMS["ordinaut"] = dict(cmd=lambda b=binary: m.ordinaut_driver(b),
                                            configs=["default"], remaining=m.sql("remaining.sql"))
             if extra:

@@ -6,6 +6,8 @@ usage: python peers_driver.py <ordinaut-binary> <db_url> migrate <config>
 
 `worker` replaces itself with `ordinaut worker` (concurrency 32, the noop kind, every
 other setting at its default), so the process the orchestrator samples is the worker.
+ORDINAUT_BENCH_QUEUES=N (default 1) spreads the jobs round-robin over N queues
+(`bench-0` .. `bench-<N-1>`) and has the one worker serve them all.
 """
 import json, os, sys, tempfile, time
 
@@ -18,6 +20,8 @@ env = dict(os.environ, DATABASE_URL=url.replace("%2Ftmp:55432", "localhost:55432
 env.pop("ORDINAUT_CONFIG", None)
 env.pop("ORDINAUT_SCHEMA", None)
 
+queues = int(os.environ.get("ORDINAUT_BENCH_QUEUES", "1"))
+queue_names = ["bench"] if queues == 1 else [f"bench-{i}" for i in range(queues)]
 dsn = "host=/tmp port=55432 user=postgres dbname=" + url.rsplit("/", 1)[1]
 
 if mode == "migrate":
@@ -37,7 +41,7 @@ elif mode == "enqueue":
         done = 0
         while done < n:
             k = min(chunk, n - done)
-            c.execute(stmt, {"n": k})
+            c.execute(stmt, {"n": k, "queues": queues})
             done += k
     print(json.dumps({"enqueue_s": time.perf_counter() - t, "n": n}))
 elif mode == "worker":
@@ -45,7 +49,7 @@ elif mode == "worker":
     with open(os.path.join(work, "ordinaut.toml"), "w") as f:
         f.write('[kinds.noop]\ntype = "noop"\n')
     os.chdir(work)
-    env.update(WORKER_QUEUES="bench", WORKER_CONCURRENCY="32")
+    env.update(WORKER_QUEUES=",".join(queue_names), WORKER_CONCURRENCY="32")
     os.execve(binary, [binary, "worker"], env)
 else:
     sys.exit(f"unknown mode {mode}")

@@ -27,7 +27,7 @@ pub async fn scheduler(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fires schedules and runs maintenance (rescue, retention) until `shutdown`; the fire
+/// Fires schedules and runs maintenance (rescue, retention, vacuum of due_work) until `shutdown`; the fire
 /// loop rewrites `heartbeat` after every tick when given.
 pub(super) async fn run(
     config: &Config,
@@ -49,6 +49,7 @@ pub(super) async fn run(
         Retention::new(pool.clone(), config.maintenance.history_retention_days)
             .run(shutdown.clone()),
     );
+    services.spawn(crate::scheduler::Vacuumer::new(pool.clone()).run(shutdown.clone()));
     while services.join_next().await.is_some() {}
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod queues;
 pub mod schedules;
 pub mod sessions;
 pub mod stats;
+pub mod vacuum;
 pub mod workers;
 pub mod workflows;
 

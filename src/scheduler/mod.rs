@@ -1,5 +1,5 @@
 //! `ordinaut scheduler`: fires cron schedules and runs maintenance (rescue of dead
-//! workers' jobs, history retention, pruning of dead worker rows).
+//! workers' jobs, history retention, pruning of dead worker rows, vacuum of due_work).
 //!
 //! Every service here is safe to run in any number of processes at once.
 
@@ -7,6 +7,7 @@ pub mod fire;
 pub mod heartbeat;
 pub mod rescuer;
 pub mod retention;
+pub mod vacuum;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ pub use fire::{FireOptions, Firer};
 pub use heartbeat::Heartbeat;
 pub use rescuer::{Rescuer, RescuerOptions};
 pub use retention::Retention;
+pub use vacuum::Vacuumer;
 
 use crate::config::Config;
 use crate::db::{self, schedules::ScheduleSpec};

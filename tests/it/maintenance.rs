@@ -311,3 +311,74 @@ async fn a_day_already_in_the_default_partition_is_left_there_without_locking_it
     reader.commit().await.unwrap();
     db.assert_rows("job_history_default", 1).await;
 }
+
+/// `due_work`'s vacuum count and dead rows, as the statistics have them.
+async fn due_work_vacuums(db: &TestDb) -> (i64, i64) {
+    db.rows::<(i64, i64)>(
+        "SELECT vacuum_count, n_dead_tup FROM pg_stat_user_tables \
+         WHERE relid = 'due_work'::regclass",
+    )
+    .await[0]
+}
+
+/// Leaves `n` dead rows in `due_work` (enqueued, then deleted), with the statistics
+/// flushed at once rather than within the collector's ten idle seconds.
+async fn leave_dead_rows(db: &TestDb, n: i64) {
+    let mut tx = db.pool.begin().await.unwrap();
+    for sql in [
+        format!("SELECT count(ordinaut_enqueue('q', 'k')) FROM generate_series(1, {n})"),
+        "DELETE FROM due_work".to_owned(),
+        "SELECT pg_stat_force_next_flush()".to_owned(),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn due_work_is_vacuumed_when_its_dead_rows_can_go_and_not_while_a_snapshot_holds_them() {
+    use ordinaut::scheduler::vacuum::{Decision, MIN_DEAD, MIN_GAP, Vacuumer};
+    let db = TestDb::new().await;
+    // Only the service under test may vacuum the table.
+    db.exec("ALTER TABLE due_work SET (autovacuum_enabled = false)")
+        .await;
+    let mut vacuumer = Vacuumer::new(db.pool.clone());
+    assert_eq!(vacuumer.run_once().await.unwrap().0, Decision::Clean);
+
+    // A snapshot from before the rows die keeps them; the first vacuum cannot know
+    // that yet (no vacuum to compare with) and runs, removing nothing.
+    let mut holder = db.pool.begin().await.unwrap();
+    for sql in [
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "SELECT count(*) FROM due_work",
+    ] {
+        sqlx::query(sql).execute(&mut *holder).await.unwrap();
+    }
+    leave_dead_rows(&db, MIN_DEAD + 5_000).await;
+    assert_eq!(vacuumer.run_once().await.unwrap().0, Decision::Vacuumed);
+    let (count, dead) = due_work_vacuums(&db).await;
+    assert_eq!(count, 1);
+    assert!(dead >= MIN_DEAD, "the held rows are still there: {dead}");
+    assert_eq!(vacuumer.run_once().await.unwrap().0, Decision::TooSoon);
+    // That vacuum removed nothing, so the next waits twice as long.
+    tokio::time::sleep(MIN_GAP).await;
+    assert_eq!(vacuumer.run_once().await.unwrap().0, Decision::TooSoon);
+    tokio::time::sleep(MIN_GAP).await;
+    assert_eq!(vacuumer.run_once().await.unwrap().0, Decision::Held);
+    assert_eq!(
+        due_work_vacuums(&db).await.0,
+        1,
+        "no vacuum in vain while held"
+    );
+
+    // The snapshot ends: the next look (once the gap has passed) vacuums and the dead
+    // rows are gone.
+    holder.rollback().await.unwrap();
+    assert_eq!(vacuumer.run_once().await.unwrap().0, Decision::Vacuumed);
+    let (count, dead) = due_work_vacuums(&db).await;
+    assert_eq!(count, 2);
+    assert_eq!(dead, 0, "the vacuum after the snapshot ended removed them");
+}
