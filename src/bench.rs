@@ -30,7 +30,7 @@ pub enum Scenario {
     Latency,
     /// Jobs of a `command` kind running `true`: the cost of a process per job.
     Command,
-    /// Producers and workers together for `--seconds` at `--target-rate`.
+    /// Producers, workers and a scheduler together for `--seconds` at `--target-rate`.
     Sustained,
     /// Sustained, with `--history` finished jobs present and a REPEATABLE READ
     /// transaction held open through the middle third.

@@ -134,8 +134,24 @@ impl FreshDb {
         Ok(workers)
     }
 
-    fn spawn_worker(&self, concurrency: usize) -> anyhow::Result<WorkerProc> {
+    /// `ordinaut <role>` on this run's database, quiet but for warnings on stderr.
+    fn command(&self, role: &str) -> anyhow::Result<Command> {
         let exe = std::env::current_exe().context("locating the ordinaut binary")?;
+        let mut command = Command::new(exe);
+        command
+            .arg(role)
+            .current_dir(&self.dir)
+            .env("DATABASE_URL", &self.config.url)
+            .env("LOG_LEVEL", "warn")
+            .env_remove("ORDINAUT_CONFIG")
+            .env_remove("ORDINAUT_SCHEMA")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Ok(command)
+    }
+
+    fn spawn_worker(&self, concurrency: usize) -> anyhow::Result<WorkerProc> {
         // The drain is followed through the worker's own /metrics, which costs the
         // database nothing; a `count(*)` of due_work every 100 ms took a tenth of a
         // core from the run it was timing.
@@ -143,25 +159,38 @@ impl FreshDb {
             .and_then(|l| l.local_addr())
             .context("finding a free port for the worker's metrics")?
             .port();
-        let child = Command::new(exe)
-            .arg("worker")
+        let child = self
+            .command("worker")?
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .current_dir(&self.dir)
-            .env("DATABASE_URL", &self.config.url)
             .env("WORKER_QUEUES", QUEUE)
             .env("WORKER_CONCURRENCY", concurrency.to_string())
-            .env("LOG_LEVEL", "warn")
-            .env_remove("ORDINAUT_CONFIG")
-            .env_remove("ORDINAUT_SCHEMA")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
             .spawn()
             .context("spawning a worker")?;
         Ok(WorkerProc {
             child,
             metrics_port,
         })
+    }
+
+    /// Spawns a scheduler, as every deployment runs one: its maintenance (the vacuum
+    /// of `due_work` above all) is part of what sustained load costs and of how soon
+    /// latency recovers after a long transaction. Killed when dropped.
+    pub(super) fn spawn_scheduler(&self) -> anyhow::Result<SchedulerProc> {
+        let child = self
+            .command("scheduler")?
+            .spawn()
+            .context("spawning a scheduler")?;
+        Ok(SchedulerProc(child))
+    }
+}
+
+/// A scheduler process of the run.
+pub(super) struct SchedulerProc(Child);
+
+impl Drop for SchedulerProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -134,6 +134,7 @@ pub(super) async fn sustained(
         args.history.unwrap_or(if bloat { 1_000_000 } else { 0 }),
     )
     .await?;
+    let _scheduler = db.spawn_scheduler()?;
     let workers = db.start_workers(args).await?;
     let total = Duration::from_secs(args.seconds.max(3));
     let third = total / 3;
