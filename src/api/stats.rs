@@ -153,7 +153,7 @@ pub async fn stats(
         });
     }
     for w in &workers {
-        for name in &w.queues {
+        for name in &w.registration.queues {
             entry(&mut queues, name).workers += 1;
         }
     }
