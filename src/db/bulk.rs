@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryScalar;
-use sqlx::{PgPool, Postgres};
+use sqlx::{Arguments, PgPool, Postgres};
 use uuid::Uuid;
 
 use super::{Error, Result, due_work};
@@ -99,20 +99,17 @@ pub async fn count_matching(
     bound: Option<Uuid>,
 ) -> Result<Counted> {
     let (live, finished, skip_running, states) = action.scope();
-    Ok(sqlx::query_as(include_str!("sql/bulk_count.sql"))
-        .bind(&f.queue)
-        .bind(&f.kind)
-        .bind(&f.state)
-        .bind(f.created_after)
-        .bind(f.created_before)
-        .bind(live)
-        .bind(finished)
-        .bind(skip_running)
-        .bind(states)
-        .bind(bound)
-        .bind(&f.ids)
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_as_with(include_str!("sql/bulk_count.sql"), filter_args(f)?)
+            .bind(live)
+            .bind(finished)
+            .bind(skip_running)
+            .bind(states)
+            .bind(bound)
+            .bind(&f.ids)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Where a bulk action is: on each side, ids below `after` are still to do.
@@ -161,14 +158,14 @@ pub async fn run_batch(
     next.live.done |= !live;
     next.finished.done |= !finished;
     if !next.live.done {
-        let ids = filtered_ids(include_str!("sql/bulk_live_ids.sql"), f, bound)
+        let ids = filtered_ids(include_str!("sql/bulk_live_ids.sql"), f, bound)?
             .bind(cursor.live.after)
             .bind(skip_running);
         let ids = next_batch(pool, ids, limit, &f.ids, &mut next.live).await?;
         return Ok((apply(pool, action, &ids).await?, next));
     }
     if !next.finished.done {
-        let ids = filtered_ids(include_str!("sql/bulk_history_ids.sql"), f, bound)
+        let ids = filtered_ids(include_str!("sql/bulk_history_ids.sql"), f, bound)?
             .bind(cursor.finished.after)
             .bind(states);
         let ids = next_batch(pool, ids, limit, &f.ids, &mut next.finished).await?;
@@ -177,20 +174,26 @@ pub async fn run_batch(
     Ok((0, next))
 }
 
+/// The filter as the first parameters of every bulk statement (`$1`..`$5`: queue,
+/// kind, state, created after, created before); the caller binds the rest.
+fn filter_args(f: &BulkFilter) -> Result<PgArguments> {
+    let mut args = PgArguments::default();
+    Arguments::add(&mut args, &f.queue).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, &f.kind).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, &f.state).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, f.created_after).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, f.created_before).map_err(sqlx::Error::Encode)?;
+    Ok(args)
+}
+
 /// One side's id statement with the filter and the bound bound (`$1`..`$6`, the same in
 /// `bulk_live_ids.sql` and `bulk_history_ids.sql`); the caller binds the rest.
 fn filtered_ids<'q>(
     sql: &'static str,
-    f: &'q BulkFilter,
+    f: &BulkFilter,
     bound: Uuid,
-) -> QueryScalar<'q, Postgres, Uuid, PgArguments> {
-    sqlx::query_scalar(sql)
-        .bind(&f.queue)
-        .bind(&f.kind)
-        .bind(&f.state)
-        .bind(f.created_after)
-        .bind(f.created_before)
-        .bind(bound)
+) -> Result<QueryScalar<'q, Postgres, Uuid, PgArguments>> {
+    Ok(sqlx::query_scalar_with(sql, filter_args(f)?).bind(bound))
 }
 
 /// Binds the side statement's last two parameters (`$9` limit, `$10` selected ids),
