@@ -157,19 +157,26 @@ pub async fn run_batch(
     let mut next = cursor;
     next.live.done |= !live;
     next.finished.done |= !finished;
+    let batch = Batch {
+        pool,
+        action,
+        limit,
+        selected: &f.ids,
+    };
     if !next.live.done {
-        let ids = filtered_ids(include_str!("sql/bulk_live_ids.sql"), f, bound)?
-            .bind(cursor.live.after)
-            .bind(skip_running);
-        let ids = next_batch(pool, ids, limit, &f.ids, &mut next.live).await?;
-        return Ok((apply(pool, action, &ids).await?, next));
+        let ids = side_ids(include_str!("sql/bulk_live_ids.sql"), f, bound, next.live)?;
+        let changed = batch.run(ids.bind(skip_running), &mut next.live).await?;
+        return Ok((changed, next));
     }
     if !next.finished.done {
-        let ids = filtered_ids(include_str!("sql/bulk_history_ids.sql"), f, bound)?
-            .bind(cursor.finished.after)
-            .bind(states);
-        let ids = next_batch(pool, ids, limit, &f.ids, &mut next.finished).await?;
-        return Ok((apply(pool, action, &ids).await?, next));
+        let ids = side_ids(
+            include_str!("sql/bulk_history_ids.sql"),
+            f,
+            bound,
+            next.finished,
+        )?;
+        let changed = batch.run(ids.bind(states), &mut next.finished).await?;
+        return Ok((changed, next));
     }
     Ok((0, next))
 }
@@ -186,29 +193,46 @@ fn filter_args(f: &BulkFilter) -> Result<PgArguments> {
     Ok(args)
 }
 
-/// One side's id statement with the filter and the bound bound (`$1`..`$6`, the same in
-/// `bulk_live_ids.sql` and `bulk_history_ids.sql`); the caller binds the rest.
-fn filtered_ids<'q>(
+/// One side's id statement with the filter, the bound and the side's cursor bound
+/// (`$1`..`$7`, the same in `bulk_live_ids.sql` and `bulk_history_ids.sql`); the caller
+/// binds `$8`.
+fn side_ids<'q>(
     sql: &'static str,
     f: &BulkFilter,
     bound: Uuid,
+    side: Side,
 ) -> Result<QueryScalar<'q, Postgres, Uuid, PgArguments>> {
-    Ok(sqlx::query_scalar_with(sql, filter_args(f)?).bind(bound))
+    Ok(sqlx::query_scalar_with(sql, filter_args(f)?)
+        .bind(bound)
+        .bind(side.after))
 }
 
-/// Binds the side statement's last two parameters (`$9` limit, `$10` selected ids),
-/// reads the next batch of ids and moves `side` past it; a short batch ends the side.
-async fn next_batch<'q>(
-    pool: &PgPool,
-    ids: QueryScalar<'q, Postgres, Uuid, PgArguments>,
+/// What every batch of one [`run_batch`] call shares.
+struct Batch<'a> {
+    pool: &'a PgPool,
+    action: Action,
     limit: i64,
-    selected: &'q Option<Vec<Uuid>>,
-    side: &mut Side,
-) -> Result<Vec<Uuid>> {
-    let ids: Vec<Uuid> = ids.bind(limit).bind(selected).fetch_all(pool).await?;
-    side.done = (ids.len() as i64) < limit;
-    side.after = ids.last().copied().or(side.after);
-    Ok(ids)
+    selected: &'a Option<Vec<Uuid>>,
+}
+
+impl Batch<'_> {
+    /// Binds the side statement's last two parameters (`$9` limit, `$10` selected ids),
+    /// applies the action to the next batch of ids and moves `side` past it (a short
+    /// batch ends the side); the jobs changed.
+    async fn run(
+        &self,
+        ids: QueryScalar<'_, Postgres, Uuid, PgArguments>,
+        side: &mut Side,
+    ) -> Result<u64> {
+        let ids: Vec<Uuid> = ids
+            .bind(self.limit)
+            .bind(self.selected)
+            .fetch_all(self.pool)
+            .await?;
+        side.done = (ids.len() as i64) < self.limit;
+        side.after = ids.last().copied().or(side.after);
+        apply(self.pool, self.action, &ids).await
+    }
 }
 
 async fn apply(pool: &PgPool, action: Action, ids: &[Uuid]) -> Result<u64> {
