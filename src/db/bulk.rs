@@ -7,12 +7,12 @@
 //! million-row action never holds a long transaction or touches jobs enqueued after
 //! the operator saw the count.
 
-use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryScalar;
 use sqlx::{Arguments, PgPool, Postgres};
 use uuid::Uuid;
 
+use super::history::JobMatch;
 use super::{Error, Result, due_work};
 
 /// The three actions.
@@ -67,16 +67,8 @@ impl std::str::FromStr for Action {
 /// Which jobs; all optional (an empty filter matches every job the action applies to).
 #[derive(Debug, Clone, Default)]
 pub struct BulkFilter {
-    /// Only this queue.
-    pub queue: Option<String>,
-    /// Only this kind.
-    pub kind: Option<String>,
-    /// Only this effective state.
-    pub state: Option<String>,
-    /// Created at or after.
-    pub created_after: Option<DateTime<Utc>>,
-    /// Created before.
-    pub created_before: Option<DateTime<Utc>>,
+    /// Queue, kind, state and creation time.
+    pub matching: JobMatch,
     /// Only these jobs (a selection), within the rest of the filter.
     pub ids: Option<Vec<Uuid>>,
 }
@@ -185,11 +177,11 @@ pub async fn run_batch(
 /// kind, state, created after, created before); the caller binds the rest.
 fn filter_args(f: &BulkFilter) -> Result<PgArguments> {
     let mut args = PgArguments::default();
-    Arguments::add(&mut args, &f.queue).map_err(sqlx::Error::Encode)?;
-    Arguments::add(&mut args, &f.kind).map_err(sqlx::Error::Encode)?;
-    Arguments::add(&mut args, &f.state).map_err(sqlx::Error::Encode)?;
-    Arguments::add(&mut args, f.created_after).map_err(sqlx::Error::Encode)?;
-    Arguments::add(&mut args, f.created_before).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, &f.matching.queue).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, &f.matching.kind).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, &f.matching.state).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, f.matching.created_after).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, f.matching.created_before).map_err(sqlx::Error::Encode)?;
     Ok(args)
 }
 

@@ -720,11 +720,14 @@ async fn the_readmes_scan_example_runs_as_the_readme_says() {
 /// never by scanning every step kept.
 #[tokio::test]
 async fn the_job_list_reaches_waiting_steps_through_the_running_workflows_only() {
-    use ordinaut::db::history::{JobFilter, explain_list_jobs};
+    use ordinaut::db::history::{JobFilter, JobMatch, explain_list_jobs};
     let db = TestDb::new().await;
     submit(&db, diamond()).await;
     let filter = |state: Option<&str>| JobFilter {
-        state: state.map(str::to_owned),
+        matching: JobMatch {
+            state: state.map(str::to_owned),
+            ..Default::default()
+        },
         limit: 50,
         ..Default::default()
     };
