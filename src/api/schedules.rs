@@ -81,7 +81,7 @@ async fn one(state: &AppState, name: &str, fires: bool) -> ApiResult<Schedule> {
     let id = row.id;
     let mut s = row;
     if fires {
-        s.recent_fires = Some(schedules::recent_fires(state.pool(), id, 20).await?);
+        s.state.recent_fires = Some(schedules::recent_fires(state.pool(), id, 20).await?);
     }
     Ok(s)
 }
@@ -137,8 +137,8 @@ pub async fn create(
             .transpose()?,
     };
     let config = &state.settings().config;
-    let spec = scheduler::validate(&input, config, Origin::Api)?;
-    match scheduler::save(state.pool(), &spec).await {
+    let spec = scheduler::validate(&input, config)?;
+    match scheduler::save(state.pool(), &spec, Origin::Api).await {
         Ok(_) => {}
         Err(SaveError::Invalid(r)) => return Err(r.into()),
         Err(SaveError::Declared(message)) => {

@@ -111,9 +111,9 @@ pub async fn stats(
         .into_iter()
         .map(|m| MinuteWaits {
             minute: m.minute,
-            p50: m.p50,
-            p95: m.p95,
-            p99: m.p99,
+            p50: m.waits.p50,
+            p95: m.waits.p95,
+            p99: m.waits.p99,
         })
         .collect();
     let workers = crate::db::workers::list_workers(state.pool()).await?;
@@ -147,13 +147,13 @@ pub async fn stats(
     for w in waits {
         entry(&mut queues, &w.queue).wait = Some(Waits {
             jobs: w.jobs,
-            p50: w.p50,
-            p95: w.p95,
-            p99: w.p99,
+            p50: w.waits.p50,
+            p95: w.waits.p95,
+            p99: w.waits.p99,
         });
     }
     for w in &workers {
-        for name in &w.queues {
+        for name in &w.registration.queues {
             entry(&mut queues, name).workers += 1;
         }
     }

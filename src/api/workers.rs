@@ -29,16 +29,16 @@ pub struct WorkerList {
 )]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<WorkerList>> {
     let rows = store::list_workers(state.pool()).await?;
-    let ids: Vec<Uuid> = rows.iter().map(|w| w.id).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|w| w.registration.id).collect();
     let mut jobs: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
     for (owner, job) in store::list_running_jobs(state.pool(), &ids).await? {
         jobs.entry(owner).or_default().push(job);
     }
     let workers: Vec<Worker> = rows
         .into_iter()
-        .map(|w| Worker {
-            running_jobs: jobs.remove(&w.id).unwrap_or_default(),
-            ..w
+        .map(|mut w| {
+            w.life.running_jobs = jobs.remove(&w.registration.id).unwrap_or_default();
+            w
         })
         .collect();
     Ok(Json(WorkerList { workers }))

@@ -244,7 +244,7 @@ impl Drop for WorkerProc {
 pub(super) async fn wait_for_workers(pool: &PgPool, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let live = db::bench::workers(pool).await?;
+        let live = db::bench::count(pool, db::bench::Counted::Workers).await?;
         if live as usize >= n {
             return Ok(());
         }

@@ -6,7 +6,7 @@ use anyhow::bail;
 
 use super::harness::fill_history;
 use super::{BenchArgs, BenchResult, FreshDb, Phase, QUEUE};
-use crate::db::bench::Latency;
+use crate::db::bench::{Counted, Latency};
 use crate::db::{self, due_work, due_work::NewJob};
 
 pub(super) async fn burn_down(
@@ -70,7 +70,7 @@ pub(super) async fn burn_down(
         bail!("only {completed} of {jobs} jobs completed");
     }
     // The prefilled history rows count as one completed attempt each.
-    let attempts = db::bench::attempts(&db.pool).await? - history as i64;
+    let attempts = db::bench::count(&db.pool, Counted::Attempts).await? - history as i64;
     if attempts != jobs as i64 {
         bail!("{attempts} attempts for {jobs} jobs: some job ran more than once");
     }
@@ -107,7 +107,7 @@ pub(super) async fn latency(db: &FreshDb, args: &BenchArgs) -> anyhow::Result<Be
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done = db::bench::finished(&db.pool).await?;
+        let done = db::bench::count(&db.pool, Counted::Finished).await?;
         if done as usize >= args.count {
             break;
         }
@@ -182,7 +182,7 @@ pub(super) async fn sustained(
         h.await??;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while db::bench::live(&db.pool).await? > 0 {
+    while db::bench::count(&db.pool, Counted::Live).await? > 0 {
         if Instant::now() > deadline {
             bail!("the backlog did not drain within 60 s after the producers stopped");
         }

@@ -126,9 +126,12 @@ impl Action {
                     bail!("invalid --limit: {limit} is out of range 1..=10000");
                 }
                 Action::List(history::JobFilter {
-                    queue,
-                    kind,
-                    state: state.map(|s| s.as_str().to_owned()),
+                    matching: history::JobMatch {
+                        queue,
+                        kind,
+                        state: state.map(|s| s.as_str().to_owned()),
+                        ..Default::default()
+                    },
                     limit,
                     ..Default::default()
                 })

@@ -39,12 +39,14 @@ pub async fn run(args: &KindsArgs, config: &Config) -> anyhow::Result<()> {
     );
     for k in kinds {
         let timeout = k
+            .kind
             .timeout_ms
             .map(|ms| {
                 humantime::format_duration(std::time::Duration::from_millis(ms as u64)).to_string()
             })
             .unwrap_or_else(|| "-".to_owned());
         let workers: Vec<String> = k
+            .publishers
             .workers
             .iter()
             .map(|w| {
@@ -59,11 +61,11 @@ pub async fn run(args: &KindsArgs, config: &Config) -> anyhow::Result<()> {
             .collect();
         println!(
             "{:<24}  {:<8}  {:<16}  {:>9}  {:<6}  {}",
-            k.name,
-            k.kind_type,
-            k.queue.as_deref().unwrap_or("-"),
+            k.kind.name,
+            k.kind.kind_type,
+            k.kind.queue.as_deref().unwrap_or("-"),
             timeout,
-            if k.payload_schema.is_some() {
+            if k.kind.payload_schema.is_some() {
                 "yes"
             } else {
                 "no"

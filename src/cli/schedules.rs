@@ -126,8 +126,7 @@ fn spec_from_args(a: &ScheduleArgs, config: &Config) -> anyhow::Result<ScheduleS
         overlap: a.overlap.clone(),
         misfire_grace: duration("--misfire-grace", &a.misfire_grace)?,
     };
-    crate::scheduler::validate(&input, config, Origin::Api)
-        .map_err(|r| anyhow::anyhow!("invalid schedule: {r}"))
+    crate::scheduler::validate(&input, config).map_err(|r| anyhow::anyhow!("invalid schedule: {r}"))
 }
 
 fn not_found(name: &str, e: db::Error) -> anyhow::Error {
@@ -161,13 +160,17 @@ impl Action {
     async fn run(self, pool: &db::Pool, config: &Config) -> anyhow::Result<()> {
         match self {
             Action::Create(spec) => {
-                crate::scheduler::save(pool, &spec)
+                crate::scheduler::save(pool, &spec, Origin::Api)
                     .await
                     .context("while saving the schedule")?;
                 let row = db::schedules::get(pool, &spec.name)
                     .await?
                     .context("schedule vanished")?;
-                println!("{} next fire {}", row.name, row.next_run_at.to_rfc3339());
+                println!(
+                    "{} next fire {}",
+                    row.spec.name,
+                    row.state.next_run_at.to_rfc3339()
+                );
             }
             Action::List => {
                 println!(
@@ -177,12 +180,12 @@ impl Action {
                 for s in db::schedules::list(pool).await? {
                     println!(
                         "{:<24}  {:<20}  {:<16}  {:<16}  {:<6}  {}",
-                        s.name,
-                        s.cron,
-                        s.timezone,
-                        format!("{}/{}", s.queue, s.kind),
-                        if s.paused { "yes" } else { "no" },
-                        s.next_run_at.to_rfc3339()
+                        s.spec.name,
+                        s.spec.cron,
+                        s.spec.timezone,
+                        format!("{}/{}", s.spec.queue, s.spec.kind),
+                        if s.state.paused { "yes" } else { "no" },
+                        s.state.next_run_at.to_rfc3339()
                     );
                 }
             }

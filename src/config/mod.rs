@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Invalid;
-use crate::model::schedule::{Origin, ScheduleInput, ScheduleRules, ScheduleSpec};
+use crate::model::schedule::{ScheduleInput, ScheduleRules, ScheduleSpec};
 pub use kinds::KindConfig;
 pub use load::ENV_KEYS;
 pub use values::opt_duration;
@@ -296,7 +296,7 @@ impl Config {
             overlap: s.overlap.clone(),
             misfire_grace: s.misfire_grace,
         };
-        crate::model::schedule::validate(&input, &self.schedule_rules(), Origin::Declared)
+        crate::model::schedule::validate(&input, &self.schedule_rules())
     }
 
     /// The lease length as a Duration.

@@ -95,32 +95,29 @@ pub async fn completed_in(pool: &PgPool, queue: &str) -> Result<i64> {
     .await?)
 }
 
-/// Attempt rows of every job (live and finished).
+/// What [`count`] counts.
 #[doc(hidden)]
-pub async fn attempts(pool: &PgPool) -> Result<i64> {
-    count(pool, "SELECT count(*) FROM all_attempts").await
+#[derive(Debug, Clone, Copy)]
+pub enum Counted {
+    /// Attempt rows of every job (live and finished).
+    Attempts,
+    /// Finished jobs.
+    Finished,
+    /// Live (not finished) jobs.
+    Live,
+    /// Registered workers.
+    Workers,
 }
 
-/// Finished jobs.
+/// How many rows of `what` there are (a full count: bench databases only).
 #[doc(hidden)]
-pub async fn finished(pool: &PgPool) -> Result<i64> {
-    count(pool, "SELECT count(*) FROM job_history").await
-}
-
-/// Live (not finished) jobs.
-#[doc(hidden)]
-pub async fn live(pool: &PgPool) -> Result<i64> {
-    count(pool, "SELECT count(*) FROM due_work").await
-}
-
-/// Registered workers.
-#[doc(hidden)]
-pub async fn workers(pool: &PgPool) -> Result<i64> {
-    count(pool, "SELECT count(*) FROM workers").await
-}
-
-/// The one number a `SELECT count(*) ...` statement answers.
-async fn count(pool: &PgPool, sql: &'static str) -> Result<i64> {
+pub async fn count(pool: &PgPool, what: Counted) -> Result<i64> {
+    let sql = match what {
+        Counted::Attempts => "SELECT count(*) FROM all_attempts",
+        Counted::Finished => "SELECT count(*) FROM job_history",
+        Counted::Live => "SELECT count(*) FROM due_work",
+        Counted::Workers => "SELECT count(*) FROM workers",
+    };
     Ok(sqlx::query_scalar(sql).fetch_one(pool).await?)
 }
 

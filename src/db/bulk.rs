@@ -7,12 +7,12 @@
 //! million-row action never holds a long transaction or touches jobs enqueued after
 //! the operator saw the count.
 
-use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryScalar;
-use sqlx::{PgPool, Postgres};
+use sqlx::{Arguments, PgPool, Postgres};
 use uuid::Uuid;
 
+use super::history::JobMatch;
 use super::{Error, Result, due_work};
 
 /// The three actions.
@@ -67,16 +67,8 @@ impl std::str::FromStr for Action {
 /// Which jobs; all optional (an empty filter matches every job the action applies to).
 #[derive(Debug, Clone, Default)]
 pub struct BulkFilter {
-    /// Only this queue.
-    pub queue: Option<String>,
-    /// Only this kind.
-    pub kind: Option<String>,
-    /// Only this effective state.
-    pub state: Option<String>,
-    /// Created at or after.
-    pub created_after: Option<DateTime<Utc>>,
-    /// Created before.
-    pub created_before: Option<DateTime<Utc>>,
+    /// Queue, kind, state and creation time.
+    pub matching: JobMatch,
     /// Only these jobs (a selection), within the rest of the filter.
     pub ids: Option<Vec<Uuid>>,
 }
@@ -99,20 +91,17 @@ pub async fn count_matching(
     bound: Option<Uuid>,
 ) -> Result<Counted> {
     let (live, finished, skip_running, states) = action.scope();
-    Ok(sqlx::query_as(include_str!("sql/bulk_count.sql"))
-        .bind(&f.queue)
-        .bind(&f.kind)
-        .bind(&f.state)
-        .bind(f.created_after)
-        .bind(f.created_before)
-        .bind(live)
-        .bind(finished)
-        .bind(skip_running)
-        .bind(states)
-        .bind(bound)
-        .bind(&f.ids)
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_as_with(include_str!("sql/bulk_count.sql"), filter_args(f)?)
+            .bind(live)
+            .bind(finished)
+            .bind(skip_running)
+            .bind(states)
+            .bind(bound)
+            .bind(&f.ids)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Where a bulk action is: on each side, ids below `after` are still to do.
@@ -160,52 +149,82 @@ pub async fn run_batch(
     let mut next = cursor;
     next.live.done |= !live;
     next.finished.done |= !finished;
+    let batch = Batch {
+        pool,
+        action,
+        limit,
+        selected: &f.ids,
+    };
     if !next.live.done {
-        let ids = filtered_ids(include_str!("sql/bulk_live_ids.sql"), f, bound)
-            .bind(cursor.live.after)
-            .bind(skip_running);
-        let ids = next_batch(pool, ids, limit, &f.ids, &mut next.live).await?;
-        return Ok((apply(pool, action, &ids).await?, next));
+        let ids = side_ids(include_str!("sql/bulk_live_ids.sql"), f, bound, next.live)?;
+        let changed = batch.run(ids.bind(skip_running), &mut next.live).await?;
+        return Ok((changed, next));
     }
     if !next.finished.done {
-        let ids = filtered_ids(include_str!("sql/bulk_history_ids.sql"), f, bound)
-            .bind(cursor.finished.after)
-            .bind(states);
-        let ids = next_batch(pool, ids, limit, &f.ids, &mut next.finished).await?;
-        return Ok((apply(pool, action, &ids).await?, next));
+        let ids = side_ids(
+            include_str!("sql/bulk_history_ids.sql"),
+            f,
+            bound,
+            next.finished,
+        )?;
+        let changed = batch.run(ids.bind(states), &mut next.finished).await?;
+        return Ok((changed, next));
     }
     Ok((0, next))
 }
 
-/// One side's id statement with the filter and the bound bound (`$1`..`$6`, the same in
-/// `bulk_live_ids.sql` and `bulk_history_ids.sql`); the caller binds the rest.
-fn filtered_ids<'q>(
-    sql: &'static str,
-    f: &'q BulkFilter,
-    bound: Uuid,
-) -> QueryScalar<'q, Postgres, Uuid, PgArguments> {
-    sqlx::query_scalar(sql)
-        .bind(&f.queue)
-        .bind(&f.kind)
-        .bind(&f.state)
-        .bind(f.created_after)
-        .bind(f.created_before)
-        .bind(bound)
+/// The filter as the first parameters of every bulk statement (`$1`..`$5`: queue,
+/// kind, state, created after, created before); the caller binds the rest.
+fn filter_args(f: &BulkFilter) -> Result<PgArguments> {
+    let mut args = PgArguments::default();
+    Arguments::add(&mut args, &f.matching.queue).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, &f.matching.kind).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, &f.matching.state).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, f.matching.created_after).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut args, f.matching.created_before).map_err(sqlx::Error::Encode)?;
+    Ok(args)
 }
 
-/// Binds the side statement's last two parameters (`$9` limit, `$10` selected ids),
-/// reads the next batch of ids and moves `side` past it; a short batch ends the side.
-async fn next_batch<'q>(
-    pool: &PgPool,
-    ids: QueryScalar<'q, Postgres, Uuid, PgArguments>,
+/// One side's id statement with the filter, the bound and the side's cursor bound
+/// (`$1`..`$7`, the same in `bulk_live_ids.sql` and `bulk_history_ids.sql`); the caller
+/// binds `$8`.
+fn side_ids<'q>(
+    sql: &'static str,
+    f: &BulkFilter,
+    bound: Uuid,
+    side: Side,
+) -> Result<QueryScalar<'q, Postgres, Uuid, PgArguments>> {
+    Ok(sqlx::query_scalar_with(sql, filter_args(f)?)
+        .bind(bound)
+        .bind(side.after))
+}
+
+/// What every batch of one [`run_batch`] call shares.
+struct Batch<'a> {
+    pool: &'a PgPool,
+    action: Action,
     limit: i64,
-    selected: &'q Option<Vec<Uuid>>,
-    side: &mut Side,
-) -> Result<Vec<Uuid>> {
-    let ids: Vec<Uuid> = ids.bind(limit).bind(selected).fetch_all(pool).await?;
-    side.done = (ids.len() as i64) < limit;
-    side.after = ids.last().copied().or(side.after);
-    Ok(ids)
+    selected: &'a Option<Vec<Uuid>>,
+}
+
+impl Batch<'_> {
+    /// Binds the side statement's last two parameters (`$9` limit, `$10` selected ids),
+    /// applies the action to the next batch of ids and moves `side` past it (a short
+    /// batch ends the side); the jobs changed.
+    async fn run(
+        &self,
+        ids: QueryScalar<'_, Postgres, Uuid, PgArguments>,
+        side: &mut Side,
+    ) -> Result<u64> {
+        let ids: Vec<Uuid> = ids
+            .bind(self.limit)
+            .bind(self.selected)
+            .fetch_all(self.pool)
+            .await?;
+        side.done = (ids.len() as i64) < self.limit;
+        side.after = ids.last().copied().or(side.after);
+        apply(self.pool, self.action, &ids).await
+    }
 }
 
 async fn apply(pool: &PgPool, action: Action, ids: &[Uuid]) -> Result<u64> {

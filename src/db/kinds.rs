@@ -16,16 +16,33 @@ const FORGET_AFTER: &str = "1 day";
 /// One kind as one worker serves it.
 #[derive(Debug, Clone, Serialize, FromRow, PartialEq)]
 pub struct Published {
-    /// Kind name.
-    pub kind: String,
+    /// The kind and its settings.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub kind: PublishedKind,
     /// Worker serving it.
     pub worker_id: Uuid,
     /// The worker's host.
     pub hostname: String,
-    /// http, command, noop or custom.
+    /// Last publish by this worker.
+    pub published_at: DateTime<Utc>,
+    /// Whether the worker's row is still there (it has not exited or been judged dead).
+    #[sqlx(default)]
+    pub worker_alive: bool,
+}
+
+/// A kind's name, type and defaults as a worker publishes them: the first part of the
+/// API's `KindListing` (the field docs are the OpenAPI document's).
+#[derive(Debug, Clone, Serialize, FromRow, PartialEq, utoipa::ToSchema)]
+pub struct PublishedKind {
+    /// Kind name.
+    #[sqlx(rename = "kind")]
+    pub name: String,
+    /// http, command, noop or custom (a Rust handler).
+    #[serde(rename = "type")]
     #[sqlx(rename = "type")]
     pub kind_type: String,
-    /// Default queue.
+    /// Default queue of an enqueue that names none.
     pub queue: Option<String>,
     /// Default priority.
     pub priority: Option<i32>,
@@ -35,13 +52,9 @@ pub struct Published {
     pub timeout_ms: Option<i64>,
     /// SIGTERM-to-SIGKILL grace in milliseconds (command kinds).
     pub kill_grace_ms: Option<i64>,
-    /// JSON Schema of the payload.
+    /// JSON Schema enqueues are validated against.
+    #[schema(value_type = Option<Object>)]
     pub payload_schema: Option<serde_json::Value>,
-    /// Last publish by this worker.
-    pub published_at: DateTime<Utc>,
-    /// Whether the worker's row is still there (it has not exited or been judged dead).
-    #[sqlx(default)]
-    pub worker_alive: bool,
 }
 
 /// Writes the worker's kinds (replacing what it published before) and forgets rows
@@ -61,7 +74,12 @@ pub async fn publish(pool: &PgPool, worker_id: Uuid, kinds: &[Published]) -> Res
          FROM unnest($1::text[], $4::text[], $5::text[], $6::int4[], $7::int4[], $8::int8[],
                      $9::int8[], $10::jsonb[]) AS u(k, t, q, p, m, tm, kg, s)",
     )
-    .bind(kinds.iter().map(|k| k.kind.clone()).collect::<Vec<_>>())
+    .bind(
+        kinds
+            .iter()
+            .map(|k| k.kind.name.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(worker_id)
     .bind(
         kinds
@@ -72,18 +90,28 @@ pub async fn publish(pool: &PgPool, worker_id: Uuid, kinds: &[Published]) -> Res
     .bind(
         kinds
             .iter()
-            .map(|k| k.kind_type.clone())
+            .map(|k| k.kind.kind_type.clone())
             .collect::<Vec<_>>(),
     )
-    .bind(kinds.iter().map(|k| k.queue.clone()).collect::<Vec<_>>())
-    .bind(kinds.iter().map(|k| k.priority).collect::<Vec<_>>())
-    .bind(kinds.iter().map(|k| k.max_attempts).collect::<Vec<_>>())
-    .bind(col(|k| k.timeout_ms))
-    .bind(col(|k| k.kill_grace_ms))
     .bind(
         kinds
             .iter()
-            .map(|k| k.payload_schema.clone())
+            .map(|k| k.kind.queue.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(kinds.iter().map(|k| k.kind.priority).collect::<Vec<_>>())
+    .bind(
+        kinds
+            .iter()
+            .map(|k| k.kind.max_attempts)
+            .collect::<Vec<_>>(),
+    )
+    .bind(col(|k| k.kind.timeout_ms))
+    .bind(col(|k| k.kind.kill_grace_ms))
+    .bind(
+        kinds
+            .iter()
+            .map(|k| k.kind.payload_schema.clone())
             .collect::<Vec<_>>(),
     )
     .execute(&mut *tx)

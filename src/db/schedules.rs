@@ -9,38 +9,38 @@ use super::{Error, Result};
 
 pub use crate::model::schedule::ScheduleSpec;
 
-// One type for the row and the API's `Schedule`: its doc comments are the OpenAPI
-// document's.
-/// A schedule.
-#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
-#[schema(as = Schedule)]
+/// A stored schedule, served as the API's `Schedule`: its id, its spec and its state.
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct ScheduleRow {
     /// Id.
     pub id: Uuid,
-    /// Unique name.
-    pub name: String,
-    /// Cron expression.
-    pub cron: String,
-    /// IANA timezone.
-    pub timezone: String,
-    /// Job queue.
-    pub queue: String,
-    /// Job kind.
-    pub kind: String,
-    /// Job payload.
-    pub payload: serde_json::Value,
-    /// Job priority.
-    pub priority: i16,
-    /// Job max attempts.
-    pub max_attempts: Option<i32>,
-    /// Job timeout in ms.
-    pub timeout_ms: Option<i64>,
-    /// Job unique key.
-    pub unique_key: Option<String>,
-    /// allow | skip.
-    pub overlap: String,
-    /// Misfire grace in ms (null: SCHEDULER_MISFIRE_GRACE_TIME).
-    pub misfire_grace_ms: Option<i64>,
+    /// What it is.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub spec: ScheduleSpec,
+    /// Where it stands.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub state: ScheduleState,
+}
+
+crate::model::flat_schema::flat_schema!(
+    ScheduleRow as "Schedule",
+    "A schedule.",
+    [RowId, ScheduleSpec, ScheduleState]
+);
+
+/// The schema of the `id` heading a [`ScheduleRow`].
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Documentation only: the row has the id itself.
+struct RowId {
+    /// Id.
+    id: Uuid,
+}
+
+/// Where a stored schedule stands: the last part of [`ScheduleRow`].
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct ScheduleState {
     /// Paused schedules do not fire.
     pub paused: bool,
     /// Declared in ordinaut.toml: managed by the file; `POST` of its name answers 409.
@@ -98,9 +98,10 @@ WHERE EXCLUDED.declared OR NOT s.declared
 RETURNING id";
 
 /// Creates or updates (by name) a schedule; `next_run_at` applies when new or when
-/// its cron or timezone changed. A declared schedule is only updated by a declared
-/// spec: otherwise nothing changes and the answer is `Err(Conflict)` naming who
-/// declared it. Locks the schedule's row.
+/// its cron or timezone changed. `declared_by` (who syncs ordinaut.toml) marks a
+/// declared schedule, which is only updated by a declared spec: otherwise nothing
+/// changes and the answer is `Err(Conflict)` naming who declared it. Locks the
+/// schedule's row.
 pub async fn upsert(
     pool: &PgPool,
     spec: &ScheduleSpec,
@@ -117,13 +118,13 @@ pub async fn upsert(
         .bind(&spec.payload)
         .bind(spec.priority)
         .bind(spec.max_attempts)
-        .bind(spec.timeout.map(|t| t.as_millis().max(1) as i64))
+        .bind(spec.timeout_ms)
         .bind(&spec.unique_key)
         .bind(&spec.overlap)
-        .bind(spec.misfire_grace.map(|g| g.as_millis() as i64))
-        .bind(spec.declared)
+        .bind(spec.misfire_grace_ms)
+        .bind(declared_by.is_some())
         .bind(next_run_at)
-        .bind(declared_by.filter(|_| spec.declared))
+        .bind(declared_by)
         .fetch_optional(pool)
         .await
         .map_err(super::map_constraint)?;

@@ -88,18 +88,15 @@ pub struct MinuteCount {
 }
 
 /// Percentiles of the wait from due (run_at) to start of the final attempt.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct WaitPercentiles {
     /// Queue.
     pub queue: String,
     /// Jobs measured.
     pub jobs: i64,
-    /// Median wait in seconds.
-    pub p50: Option<f64>,
-    /// 95th percentile in seconds.
-    pub p95: Option<f64>,
-    /// 99th percentile in seconds.
-    pub p99: Option<f64>,
+    /// Their waits.
+    #[serde(flatten)]
+    pub waits: Percentiles,
 }
 
 /// Wait percentiles, all queues together, of the jobs finished in one minute.
@@ -107,6 +104,14 @@ pub struct WaitPercentiles {
 pub struct MinuteWaits {
     /// Start of the minute.
     pub minute: DateTime<Utc>,
+    /// Their waits.
+    #[serde(flatten)]
+    pub waits: Percentiles,
+}
+
+/// Nearest-rank percentiles of waits, in seconds (None when no job was measured).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Percentiles {
     /// Median wait in seconds.
     pub p50: Option<f64>,
     /// 95th percentile in seconds.
@@ -233,7 +238,7 @@ struct WindowRow {
 
 /// Jobs in a histogram and its p50, p95 and p99 (nearest rank, each read as its
 /// bucket's [`wait_bucket_seconds`]).
-fn percentiles(buckets: &BTreeMap<i32, i64>) -> (i64, [Option<f64>; 3]) {
+fn percentiles(buckets: &BTreeMap<i32, i64>) -> (i64, Percentiles) {
     let total: i64 = buckets.values().sum();
     let at = |p: f64| {
         let rank = ((p * total as f64).ceil() as i64).max(1);
@@ -243,7 +248,12 @@ fn percentiles(buckets: &BTreeMap<i32, i64>) -> (i64, [Option<f64>; 3]) {
             (seen >= rank).then(|| wait_bucket_seconds(*b))
         })
     };
-    (total, [at(0.5), at(0.95), at(0.99)])
+    let waits = Percentiles {
+        p50: at(0.5),
+        p95: at(0.95),
+        p99: at(0.99),
+    };
+    (total, waits)
 }
 
 /// The jobs finished in the current minute and the `minutes` whole minutes before it:
@@ -290,26 +300,15 @@ pub async fn window(
     let per_queue = per_queue
         .into_iter()
         .map(|(queue, buckets)| {
-            let (jobs, [p50, p95, p99]) = percentiles(&buckets);
-            WaitPercentiles {
-                queue,
-                jobs,
-                p50,
-                p95,
-                p99,
-            }
+            let (jobs, waits) = percentiles(&buckets);
+            WaitPercentiles { queue, jobs, waits }
         })
         .collect();
     let per_minute = per_minute
         .into_iter()
         .map(|(minute, buckets)| {
-            let (_, [p50, p95, p99]) = percentiles(&buckets);
-            MinuteWaits {
-                minute,
-                p50,
-                p95,
-                p99,
-            }
+            let (_, waits) = percentiles(&buckets);
+            MinuteWaits { minute, waits }
         })
         .collect();
     Ok((counts, per_queue, per_minute))
@@ -332,11 +331,12 @@ mod tests {
     #[test]
     fn percentiles_are_nearest_rank_over_summed_buckets() {
         let buckets = BTreeMap::from([(0, 90), (80, 9), (160, 1)]);
-        let (jobs, [p50, p95, p99]) = percentiles(&buckets);
+        let (jobs, waits) = percentiles(&buckets);
         assert_eq!(jobs, 100);
-        assert_eq!(p50, Some(wait_bucket_seconds(0)));
-        assert_eq!(p95, Some(wait_bucket_seconds(80)));
-        assert_eq!(p99, Some(wait_bucket_seconds(80)));
-        assert_eq!(percentiles(&BTreeMap::new()).1, [None, None, None]);
+        assert_eq!(waits.p50, Some(wait_bucket_seconds(0)));
+        assert_eq!(waits.p95, Some(wait_bucket_seconds(80)));
+        assert_eq!(waits.p99, Some(wait_bucket_seconds(80)));
+        let none = percentiles(&BTreeMap::new()).1;
+        assert_eq!([none.p50, none.p95, none.p99], [None, None, None]);
     }
 }

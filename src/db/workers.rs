@@ -20,10 +20,11 @@ use super::Result;
 /// use. Other schemas get their own class from `ordinaut_worker_lock_class()`.
 pub const WORKER_LOCK_CLASS: i32 = 0x4F52_4431;
 
-/// What a worker says about itself when it registers.
-#[derive(Debug, Clone)]
+/// What a worker says about itself when it registers: the first part of its
+/// [`WorkerView`] (the field docs are the OpenAPI document's `Worker`).
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Registration {
-    /// Worker id.
+    /// Worker id (its lease owner id).
     pub id: Uuid,
     /// Host name.
     pub hostname: String,
@@ -183,24 +184,29 @@ pub async fn delete_dead(pool: &PgPool, dead: &[Uuid]) -> Result<u64> {
     Ok(n.rows_affected())
 }
 
-// One type for the row and the API's `Worker`: its doc comments are the OpenAPI
-// document's.
-/// A live worker process.
-#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
-#[schema(as = Worker)]
+/// A live worker process, served as the API's `Worker`: its registration and what
+/// the workers table and its heartbeats say since.
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct WorkerView {
-    /// Worker id (its lease owner id).
-    pub id: Uuid,
-    /// Host name.
-    pub hostname: String,
-    /// OS process id.
-    pub pid: i32,
-    /// Queues served.
-    pub queues: Vec<String>,
-    /// Slots.
-    pub concurrency: i32,
-    /// Ordinaut version.
-    pub version: String,
+    /// What it registered with.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub registration: Registration,
+    /// Its life since.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub life: WorkerLife,
+}
+
+crate::model::flat_schema::flat_schema!(
+    WorkerView as "Worker",
+    "A live worker process.",
+    [Registration, WorkerLife]
+);
+
+/// A registered worker's life: the second part of [`WorkerView`].
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct WorkerLife {
     /// Start time.
     pub started_at: DateTime<Utc>,
     /// Last heartbeat.

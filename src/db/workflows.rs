@@ -90,18 +90,19 @@ pub struct StepRef {
     pub job_id: Uuid,
 }
 
-/// Maps the SQL functions' errors: 22023 carries "field: reason", P0002 not found,
-/// 55000 a state conflict.
+/// Maps the SQL functions' errors: 22023 a caller's mistake (the field in the error's
+/// COLUMN, the problem in its DETAIL: `ordinaut_workflow_invalid`, migration 0023),
+/// P0002 not found, 55000 a state conflict.
 fn map(e: sqlx::Error, id: Option<Uuid>) -> Error {
     if let sqlx::Error::Database(db) = &e {
         let message = db.message().to_owned();
         match db.code().as_deref() {
             Some("22023") => {
-                let (field, reason) = message
-                    .split_once(": ")
-                    .map(|(f, r)| (f.to_owned(), r.to_owned()))
-                    .unwrap_or_else(|| ("workflow".to_owned(), message.clone()));
-                return Error::Invalid { field, reason };
+                let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+                return Error::Invalid {
+                    field: pg.and_then(|p| p.column()).unwrap_or("workflow").to_owned(),
+                    reason: pg.and_then(|p| p.detail()).unwrap_or(&message).to_owned(),
+                };
             }
             Some("P0002") => {
                 return Error::NotFound {

@@ -16,7 +16,10 @@ use serde_json::Value;
 
 use super::{KindConfig, KindDefaults};
 use crate::config::Config;
-use crate::db::{self, kinds::Published};
+use crate::db::{
+    self,
+    kinds::{Published, PublishedKind},
+};
 
 pub use crate::config::kinds::PUBLISH_INTERVAL;
 /// Longest progress message kept, in characters.
@@ -74,21 +77,25 @@ impl KindsView {
         let mut any_served = false;
         for row in rows {
             any_served = true;
-            if kinds.get(&row.kind).is_some_and(|k: &KnownKind| k.served) {
+            if kinds
+                .get(&row.kind.name)
+                .is_some_and(|k: &KnownKind| k.served)
+            {
                 continue; // an older row of a kind already taken from a newer one
             }
             let validator = row
+                .kind
                 .payload_schema
                 .as_ref()
                 .and_then(|s| compile_schema(s).ok())
                 .map(Arc::new);
             kinds.insert(
-                row.kind.clone(),
+                row.kind.name.clone(),
                 KnownKind {
                     defaults: KindDefaults {
-                        queue: row.queue.clone(),
-                        priority: row.priority,
-                        max_attempts: row.max_attempts,
+                        queue: row.kind.queue.clone(),
+                        priority: row.kind.priority,
+                        max_attempts: row.kind.max_attempts,
                     },
                     validator,
                     served: true,
@@ -224,27 +231,27 @@ impl KindsCache {
     }
 }
 
-/// One kind in `GET /v1/kinds` and `ordinaut kinds`.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+/// One kind in `GET /v1/kinds` and `ordinaut kinds`: the newest publisher's settings
+/// and who publishes it.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct KindListing {
-    /// Kind name.
-    pub name: String,
-    /// http, command, noop or custom (a Rust handler).
-    #[serde(rename = "type")]
-    pub kind_type: String,
-    /// Default queue of an enqueue that names none.
-    pub queue: Option<String>,
-    /// Default priority.
-    pub priority: Option<i32>,
-    /// Default max attempts.
-    pub max_attempts: Option<i32>,
-    /// Per-attempt timeout in milliseconds.
-    pub timeout_ms: Option<i64>,
-    /// SIGTERM-to-SIGKILL grace in milliseconds (command kinds).
-    pub kill_grace_ms: Option<i64>,
-    /// JSON Schema enqueues are validated against.
-    #[schema(value_type = Option<Object>)]
-    pub payload_schema: Option<Value>,
+    /// The kind, as its newest publisher has it.
+    #[serde(flatten)]
+    pub kind: PublishedKind,
+    /// Who publishes it.
+    #[serde(flatten)]
+    pub publishers: KindPublishers,
+}
+
+crate::model::flat_schema::flat_schema!(
+    KindListing as "KindListing",
+    "One kind in `GET /v1/kinds` and `ordinaut kinds`.",
+    [PublishedKind, KindPublishers]
+);
+
+/// The publishers of a kind: the second part of [`KindListing`].
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct KindPublishers {
     /// Newest publish of the kind by any worker.
     pub last_published_at: chrono::DateTime<chrono::Utc>,
     /// Workers that published it within the registry window, newest first.
@@ -277,21 +284,16 @@ pub fn listings(rows: Vec<Published>) -> Vec<KindListing> {
             alive: row.worker_alive,
             published_at: row.published_at,
         };
-        match index.get(&row.kind) {
-            Some(&i) => out[i].workers.push(worker),
+        match index.get(&row.kind.name) {
+            Some(&i) => out[i].publishers.workers.push(worker),
             None => {
-                index.insert(row.kind.clone(), out.len());
+                index.insert(row.kind.name.clone(), out.len());
                 out.push(KindListing {
-                    name: row.kind,
-                    kind_type: row.kind_type,
-                    queue: row.queue,
-                    priority: row.priority,
-                    max_attempts: row.max_attempts,
-                    timeout_ms: row.timeout_ms,
-                    kill_grace_ms: row.kill_grace_ms,
-                    payload_schema: row.payload_schema,
-                    last_published_at: row.published_at,
-                    workers: vec![worker],
+                    kind: row.kind,
+                    publishers: KindPublishers {
+                        last_published_at: row.published_at,
+                        workers: vec![worker],
+                    },
                 });
             }
         }
@@ -306,16 +308,18 @@ mod tests {
 
     fn row(kind: &str, schema: Option<Value>) -> Published {
         Published {
-            kind: kind.to_owned(),
+            kind: PublishedKind {
+                name: kind.to_owned(),
+                kind_type: "command".to_owned(),
+                queue: Some("scans".to_owned()),
+                priority: None,
+                max_attempts: None,
+                timeout_ms: None,
+                kill_grace_ms: None,
+                payload_schema: schema,
+            },
             worker_id: uuid::Uuid::nil(),
             hostname: "h".to_owned(),
-            kind_type: "command".to_owned(),
-            queue: Some("scans".to_owned()),
-            priority: None,
-            max_attempts: None,
-            timeout_ms: None,
-            kill_grace_ms: None,
-            payload_schema: schema,
             published_at: chrono::Utc::now(),
             worker_alive: true,
         }

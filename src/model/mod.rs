@@ -7,6 +7,7 @@
 
 pub mod cron;
 mod duration;
+pub mod flat_schema;
 mod invalid;
 pub mod limits;
 mod names;

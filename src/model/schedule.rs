@@ -36,12 +36,14 @@ pub struct ScheduleInput {
     pub misfire_grace: Option<Duration>,
 }
 
-/// What a schedule is: its cadence and the job it makes.
-#[derive(Debug, Clone)]
+// The stored schedule (db::schedules::ScheduleRow, the API's `Schedule`) embeds this:
+// its field docs are the OpenAPI document's.
+/// What a schedule is: its cadence and the job it makes, validated.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ScheduleSpec {
     /// Unique name.
     pub name: String,
-    /// Cron expression (validated by model::cron).
+    /// Cron expression.
     pub cron: String,
     /// IANA timezone.
     pub timezone: String,
@@ -55,17 +57,29 @@ pub struct ScheduleSpec {
     pub priority: i16,
     /// Job max attempts.
     pub max_attempts: Option<i32>,
-    /// Job timeout.
-    pub timeout: Option<Duration>,
+    /// Job timeout in ms.
+    pub timeout_ms: Option<i64>,
     /// Job unique key.
     pub unique_key: Option<String>,
-    /// `allow` or `skip`.
+    /// allow | skip.
     pub overlap: String,
-    /// Misfire grace; None = the configured default.
-    pub misfire_grace: Option<Duration>,
-    /// Declared in ordinaut.toml.
-    pub declared: bool,
+    /// Misfire grace in ms (null: SCHEDULER_MISFIRE_GRACE_TIME).
+    pub misfire_grace_ms: Option<i64>,
 }
+
+impl ScheduleSpec {
+    /// The job timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout_ms.map(|ms| Duration::from_millis(ms as u64))
+    }
+
+    /// The misfire grace; None = the configured default.
+    pub fn misfire_grace(&self) -> Option<Duration> {
+        self.misfire_grace_ms
+            .map(|ms| Duration::from_millis(ms as u64))
+    }
+}
+
 /// Where a schedule comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -85,11 +99,7 @@ pub struct ScheduleRules {
 }
 
 /// Validates a schedule; the error names the field and the problem.
-pub fn validate(
-    input: &ScheduleInput,
-    rules: &ScheduleRules,
-    origin: Origin,
-) -> Result<ScheduleSpec, Invalid> {
+pub fn validate(input: &ScheduleInput, rules: &ScheduleRules) -> Result<ScheduleSpec, Invalid> {
     check_name("name", &input.name)?;
     cron::CronExpr::parse(&input.cron).map_err(|r| Invalid::new("cron", r))?;
     let timezone = input
@@ -132,11 +142,10 @@ pub fn validate(
         payload,
         priority,
         max_attempts: input.max_attempts,
-        timeout: input.timeout,
+        timeout_ms: input.timeout.map(|t| t.as_millis().max(1) as i64),
         unique_key: input.unique_key.clone(),
         overlap,
-        misfire_grace: input.misfire_grace,
-        declared: origin == Origin::Declared,
+        misfire_grace_ms: input.misfire_grace.map(|g| g.as_millis() as i64),
     })
 }
 

@@ -100,20 +100,23 @@ impl Firer {
         now: DateTime<Utc>,
         report: &mut FireReport,
     ) -> db::Result<()> {
-        let (cron, tz) = match (CronExpr::parse(&row.cron), parse_timezone(&row.timezone)) {
+        let (cron, tz) = match (
+            CronExpr::parse(&row.spec.cron),
+            parse_timezone(&row.spec.timezone),
+        ) {
             (Ok(c), Ok(t)) => (c, t),
             (Err(e), _) | (_, Err(e)) => {
                 // Stored rows were validated on the way in; pause rather than spin.
-                tracing::error!(schedule = %row.name, error = %e, "schedule cannot be evaluated; pausing it");
+                tracing::error!(schedule = %row.spec.name, error = %e, "schedule cannot be evaluated; pausing it");
                 schedules::pause_by_id(tx, row.id).await?;
                 return Ok(());
             }
         };
         let grace = row
-            .misfire_grace_ms
-            .map(|ms| Duration::from_millis(ms as u64))
+            .spec
+            .misfire_grace()
             .unwrap_or(self.options.misfire_grace);
-        let mut fire = row.next_run_at;
+        let mut fire = row.state.next_run_at;
         let mut missed: Option<(DateTime<Utc>, i32)> = None;
         let mut last_fired = None;
         while fire <= now {
@@ -128,7 +131,7 @@ impl Firer {
                     fire = cron.next_after(resume_from, tz).unwrap_or(now);
                     continue;
                 }
-            } else if row.overlap == "skip" && schedules::has_live_job(tx, row.id).await? {
+            } else if row.spec.overlap == "skip" && schedules::has_live_job(tx, row.id).await? {
                 schedules::record_fire(
                     tx,
                     Fire {
@@ -164,7 +167,7 @@ impl Firer {
                 },
             )
             .await?;
-            tracing::warn!(schedule = %row.name, skipped = count, first_missed = %first, "missed fire times skipped");
+            tracing::warn!(schedule = %row.spec.name, skipped = count, first_missed = %first, "missed fire times skipped");
         }
         schedules::advance(tx, row.id, fire, last_fired).await
     }
@@ -234,15 +237,18 @@ impl Firer {
 /// The job of one fire, and its `send` span: each fire starts a trace of its own,
 /// linked to nothing (the job stores the span's context while spans are exported).
 fn job_for(row: &ScheduleRow, fire: DateTime<Utc>) -> (NewJob, tracing::Span) {
-    let mut job = NewJob::new(&row.queue, &row.kind, row.payload.clone());
-    job.priority = row.priority;
-    job.max_attempts = row.max_attempts;
-    job.timeout = row.timeout_ms.map(|ms| Duration::from_millis(ms as u64));
-    job.unique_key = row.unique_key.clone();
+    let mut job = NewJob::new(&row.spec.queue, &row.spec.kind, row.spec.payload.clone());
+    job.priority = row.spec.priority;
+    job.max_attempts = row.spec.max_attempts;
+    job.timeout = row.spec.timeout();
+    job.unique_key = row.spec.unique_key.clone();
     job.schedule_id = Some(row.id);
     job.scheduled_for = Some(fire);
-    let span =
-        crate::otel::enqueue_span([row.queue.as_str()], &[job.id], crate::otel::Parent::Root);
+    let span = crate::otel::enqueue_span(
+        [row.spec.queue.as_str()],
+        &[job.id],
+        crate::otel::Parent::Root,
+    );
     let carrier = crate::otel::enqueue_context(&span, None);
     crate::otel::stamp_jobs(std::slice::from_mut(&mut job), carrier.as_ref());
     (job, span)

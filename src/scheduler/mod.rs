@@ -28,22 +28,23 @@ pub use crate::model::schedule::{Origin, ScheduleInput};
 
 /// Validates a schedule against the configuration; the error names the field and the
 /// problem.
-pub fn validate(
-    input: &ScheduleInput,
-    config: &Config,
-    origin: Origin,
-) -> Result<ScheduleSpec, Invalid> {
-    schedule::validate(input, &config.schedule_rules(), origin)
+pub fn validate(input: &ScheduleInput, config: &Config) -> Result<ScheduleSpec, Invalid> {
+    schedule::validate(input, &config.schedule_rules())
 }
 
-/// Creates or updates a schedule. Its first fire is computed from the database's clock,
-/// the one the fire loop compares with. A declared schedule cannot be overwritten by an
-/// undeclared spec ([`SaveError::Declared`]).
-pub async fn save(pool: &PgPool, spec: &ScheduleSpec) -> Result<uuid::Uuid, SaveError> {
+/// Creates or updates a schedule coming from `origin`. Its first fire is computed from
+/// the database's clock, the one the fire loop compares with. A declared schedule
+/// cannot be overwritten by an undeclared spec ([`SaveError::Declared`]).
+pub async fn save(
+    pool: &PgPool,
+    spec: &ScheduleSpec,
+    origin: Origin,
+) -> Result<uuid::Uuid, SaveError> {
     let now = db::schedules::db_now(&mut *pool.acquire().await.map_err(db::Error::from)?).await?;
     let next = first_fire(spec, now).map_err(SaveError::Invalid)?;
-    let declared_by = format!("the scheduler on host {:?}", hostname());
-    match db::schedules::upsert(pool, spec, next, Some(&declared_by)).await {
+    let declared_by =
+        (origin == Origin::Declared).then(|| format!("the scheduler on host {:?}", hostname()));
+    match db::schedules::upsert(pool, spec, next, declared_by.as_deref()).await {
         Ok(id) => Ok(id),
         Err(db::Error::Conflict(message)) => Err(SaveError::Declared(message)),
         Err(e) => Err(e.into()),
@@ -81,14 +82,18 @@ pub async fn sync_declared(pool: &PgPool, config: &Config) -> Result<(), SaveErr
         let spec = config
             .declared_schedule(name, s)
             .map_err(|r| SaveError::Invalid(Invalid::new(format!("schedules.{name}"), r)))?;
-        save(pool, &spec).await?;
+        save(pool, &spec, Origin::Declared).await?;
     }
     if config.schedules.is_empty() {
         // No schedules in the file (or no file at all: a pod without its ConfigMap, a
         // scheduler started from another directory, `ordinaut dev` on a shared
         // database). Deleting "every declared schedule not in it" would wipe the ones
         // the real file declares; remove those with `ordinaut schedules delete`.
-        if db::schedules::list(pool).await?.iter().any(|s| s.declared) {
+        if db::schedules::list(pool)
+            .await?
+            .iter()
+            .any(|s| s.state.declared)
+        {
             tracing::info!(
                 "no schedules declared in the configuration; leaving the declared schedules in the database as they are"
             );
@@ -116,9 +121,9 @@ pub async fn resume(pool: &PgPool, name: &str) -> db::Result<()> {
             id: name.to_owned(),
         })?;
     let now = db::schedules::db_now(&mut *pool.acquire().await?).await?;
-    let next = cron::CronExpr::parse(&row.cron)
+    let next = cron::CronExpr::parse(&row.spec.cron)
         .ok()
-        .zip(cron::parse_timezone(&row.timezone).ok())
+        .zip(cron::parse_timezone(&row.spec.timezone).ok())
         .and_then(|(c, tz)| c.next_after(now, tz));
     db::schedules::set_paused(pool, name, false, next).await
 }

@@ -18,9 +18,8 @@ pub fn schedule(name: &str, cron: &str, queue: &str, kind: &str) -> ScheduleInpu
 
 /// Validates and saves `input` as `POST /v1/schedules` would; its id.
 pub async fn save(pool: &PgPool, input: &ScheduleInput) -> Uuid {
-    let spec =
-        scheduler::validate(input, &Config::default(), Origin::Api).expect("a valid schedule");
-    scheduler::save(pool, &spec)
+    let spec = scheduler::validate(input, &Config::default()).expect("a valid schedule");
+    scheduler::save(pool, &spec, Origin::Api)
         .await
         .expect("save the schedule")
 }

@@ -252,13 +252,19 @@ async fn listing_a_rare_queue_walks_its_index_not_the_whole_history() {
             .unwrap();
     for filter in [
         ordinaut::db::history::JobFilter {
-            queue: Some("rare".into()),
+            matching: ordinaut::db::history::JobMatch {
+                queue: Some("rare".into()),
+                ..Default::default()
+            },
             limit: 50,
             ..Default::default()
         },
         ordinaut::db::history::JobFilter {
-            kind: Some("rare-kind".into()),
-            state: Some("completed".into()),
+            matching: ordinaut::db::history::JobMatch {
+                kind: Some("rare-kind".into()),
+                state: Some("completed".into()),
+                ..Default::default()
+            },
             limit: 50,
             ..Default::default()
         },
@@ -266,7 +272,7 @@ async fn listing_a_rare_queue_walks_its_index_not_the_whole_history() {
         let plan = ordinaut::db::history::explain_list_jobs(&db.pool, &filter)
             .await
             .unwrap();
-        let index = if filter.queue.is_some() {
+        let index = if filter.matching.queue.is_some() {
             "queue_id_idx"
         } else {
             "kind_id_idx"

@@ -12,6 +12,7 @@ use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{Access, Json, parse_id};
 use crate::db::audit;
 use crate::db::bulk::{self, Action, BulkFilter, Cursor};
+use crate::db::history::JobMatch;
 
 /// Jobs changed per statement of a bulk action: small enough that each batch's
 /// transaction is short (one index range of due_work or job_history), large enough
@@ -82,11 +83,13 @@ pub fn parse_bulk(req: &BulkRequest) -> ApiResult<(Action, BulkFilter, Option<Uu
     }
     let filter = BulkFilter {
         ids: req.ids.clone(),
-        queue: req.queue.clone(),
-        kind: req.kind.clone(),
-        state: req.state.map(|s| s.as_str().to_owned()),
-        created_after,
-        created_before,
+        matching: JobMatch {
+            queue: req.queue.clone(),
+            kind: req.kind.clone(),
+            state: req.state.map(|s| s.as_str().to_owned()),
+            created_after,
+            created_before,
+        },
     };
     Ok((action, filter, newest))
 }

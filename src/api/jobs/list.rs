@@ -11,7 +11,7 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{Json, Query, check_range};
 use crate::api::openapi::InvalidFilter;
 use crate::api::paging::{next_key, parse_cursor};
-use crate::db::history::{self, JobFilter};
+use crate::db::history::{self, JobFilter, JobMatch};
 
 /// Default and largest page size of the list.
 const DEFAULT_LIMIT: i64 = 50;
@@ -126,15 +126,17 @@ pub async fn list(
         return Err(ApiError::invalid("text", "must be 1 to 200 bytes"));
     }
     let filter = JobFilter {
-        queue: q.queue,
-        kind: q.kind,
+        matching: JobMatch {
+            queue: q.queue,
+            kind: q.kind,
+            state: q.state.map(|s| s.as_str().to_owned()),
+            created_after,
+            created_before,
+        },
         schedule_id,
         payload_path: q.payload,
         metadata_path: q.metadata,
         text: q.text,
-        state: q.state.map(|s| s.as_str().to_owned()),
-        created_after,
-        created_before,
         before_id,
         limit,
     };

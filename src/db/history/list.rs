@@ -8,9 +8,10 @@ use uuid::Uuid;
 use super::JobView;
 use crate::db::Result;
 
-/// Filters for [`list_jobs`]; all optional.
+/// What the job list and the bulk actions ([`crate::db::bulk::BulkFilter`]) filter
+/// jobs on; all optional.
 #[derive(Debug, Clone, Default)]
-pub struct JobFilter {
+pub struct JobMatch {
     /// Only this queue.
     pub queue: Option<String>,
     /// Only this kind.
@@ -21,6 +22,13 @@ pub struct JobFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Created before.
     pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Filters for [`list_jobs`]; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Queue, kind, state and creation time.
+    pub matching: JobMatch,
     /// Only jobs fired by this schedule.
     pub schedule_id: Option<Uuid>,
     /// Only jobs whose payload matches this SQL/JSON path (see [`JSON_PATH_MATCH`]).
@@ -129,7 +137,7 @@ fn list_jobs_query(
     budget: Option<i64>,
 ) -> sqlx::QueryBuilder<sqlx::Postgres> {
     let live_states = ["scheduled", "available", "running"];
-    let state = filter.state.as_deref();
+    let state = filter.matching.state.as_deref();
     let live = state.is_none_or(|s| live_states.contains(&s));
     // A step never comes from a schedule: a schedule filter leaves waiting steps out
     // (unless they are asked for, and then none matches).
@@ -146,16 +154,16 @@ fn list_jobs_query(
     });
     // The filters the indexes serve.
     let indexed = |q: &mut sqlx::QueryBuilder<sqlx::Postgres>| {
-        if let Some(queue) = &filter.queue {
+        if let Some(queue) = &filter.matching.queue {
             q.push(" AND queue = ").push_bind(queue.clone());
         }
-        if let Some(kind) = &filter.kind {
+        if let Some(kind) = &filter.matching.kind {
             q.push(" AND kind = ").push_bind(kind.clone());
         }
-        if let Some(t) = filter.created_after {
+        if let Some(t) = filter.matching.created_after {
             q.push(" AND created_at >= ").push_bind(t);
         }
-        if let Some(t) = filter.created_before {
+        if let Some(t) = filter.matching.created_before {
             q.push(" AND created_at < ").push_bind(t);
         }
         if let Some(id) = filter.schedule_id {

@@ -21,7 +21,7 @@ mod list;
 mod partitions;
 
 pub use list::{
-    JSON_PATH_MATCH, JobFilter, JobsPage, check_json_path, explain_list_jobs, list_jobs,
+    JSON_PATH_MATCH, JobFilter, JobMatch, JobsPage, check_json_path, explain_list_jobs, list_jobs,
     list_jobs_budgeted,
 };
 pub use partitions::{

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{Config, KindConfig};
-use crate::db::kinds::Published;
+use crate::db::kinds::{Published, PublishedKind};
 use crate::model::{ClaimedJob, Outcome};
 pub use crate::worker::progress::ProgressSink;
 
@@ -197,22 +197,24 @@ impl Handlers {
             .map(|(name, h)| {
                 let spec = h.describe();
                 Published {
-                    kind: name.clone(),
+                    kind: PublishedKind {
+                        name: name.clone(),
+                        kind_type: spec.kind_type,
+                        queue: spec.defaults.queue,
+                        priority: spec.defaults.priority,
+                        max_attempts: spec.defaults.max_attempts,
+                        timeout_ms: ms(spec.timeout.or_else(|| h.timeout())),
+                        kill_grace_ms: ms(spec.kill_grace),
+                        payload_schema: spec.payload_schema,
+                    },
                     worker_id,
                     hostname: hostname.to_owned(),
-                    kind_type: spec.kind_type,
-                    queue: spec.defaults.queue,
-                    priority: spec.defaults.priority,
-                    max_attempts: spec.defaults.max_attempts,
-                    timeout_ms: ms(spec.timeout.or_else(|| h.timeout())),
-                    kill_grace_ms: ms(spec.kill_grace),
-                    payload_schema: spec.payload_schema,
                     published_at: chrono::Utc::now(),
                     worker_alive: true,
                 }
             })
             .collect();
-        rows.sort_by(|a, b| a.kind.cmp(&b.kind));
+        rows.sort_by(|a, b| a.kind.name.cmp(&b.kind.name));
         rows
     }
 

@@ -310,7 +310,7 @@ async fn known_names(state: &AppState) -> Known {
         .unwrap_or_default();
     let mut kinds: Vec<String> = crate::api::kinds::list(State(state.clone()))
         .await
-        .map(|l| l.0.kinds.into_iter().map(|k| k.name).collect())
+        .map(|l| l.0.kinds.into_iter().map(|k| k.kind.name).collect())
         .unwrap_or_default();
     kinds.extend(state.settings().config.kinds.keys().cloned());
     kinds.sort();

@@ -15,22 +15,22 @@ pub async fn schedules(ui: Ui, Query(done): Query<Done>) -> Page {
             thead { tr { th { "Schedule" } th { "Cron" } th { "Job" } th { "State" } th { "Next fire (UTC)" } th { "In its zone" } th { "In yours" } th { "Last fire" } th { span.visually-hidden { "Actions" } } } }
             tbody {
                 @for s in &list {
-                    @let zoned = s.timezone.parse::<chrono_tz::Tz>().ok().map(|tz| s.next_run_at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string());
-                    tr data-schedule=(s.name) {
-                        td { a href={ "/ui/schedules/" (s.name) } { (s.name) } @if s.declared { " " span.badge title="declared in ordinaut.toml" { "file" } } }
-                        td.mono { (s.cron) }
-                        td { (s.queue) " / " (s.kind) }
-                        td { (activity(s.paused)) }
-                        td { (time(&s.next_run_at)) }
-                        td.zoned { (zoned.unwrap_or_default()) " " span.muted { (s.timezone) } }
-                        td.yours { (viewer_time(&s.next_run_at)) }
-                        td { (time_opt(&s.last_run_at)) }
+                    @let zoned = s.spec.timezone.parse::<chrono_tz::Tz>().ok().map(|tz| s.state.next_run_at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string());
+                    tr data-schedule=(s.spec.name) {
+                        td { a href={ "/ui/schedules/" (s.spec.name) } { (s.spec.name) } @if s.state.declared { " " span.badge title="declared in ordinaut.toml" { "file" } } }
+                        td.mono { (s.spec.cron) }
+                        td { (s.spec.queue) " / " (s.spec.kind) }
+                        td { (activity(s.state.paused)) }
+                        td { (time(&s.state.next_run_at)) }
+                        td.zoned { (zoned.unwrap_or_default()) " " span.muted { (s.spec.timezone) } }
+                        td.yours { (viewer_time(&s.state.next_run_at)) }
+                        td { (time_opt(&s.state.last_run_at)) }
                         td.actions {
                             @if viewer.access.can_write() {
-                                (pause_or_resume(viewer, "/ui/schedules", &s.name, s.paused))
-                                (action_button(viewer, &format!("/ui/schedules/{}/trigger", s.name), "Run now", &format!("trigger-{}", s.name), None))
-                                a.button href={ "/ui/schedules-new?edit=" (s.name) } id={ "edit-" (s.name) } { "Edit" }
-                                (action_button(viewer, &format!("/ui/schedules/{}/delete", s.name), "Delete", &format!("delete-{}", s.name), Some("Delete this schedule? Its jobs stay.")))
+                                (pause_or_resume(viewer, "/ui/schedules", &s.spec.name, s.state.paused))
+                                (action_button(viewer, &format!("/ui/schedules/{}/trigger", s.spec.name), "Run now", &format!("trigger-{}", s.spec.name), None))
+                                a.button href={ "/ui/schedules-new?edit=" (s.spec.name) } id={ "edit-" (s.spec.name) } { "Edit" }
+                                (action_button(viewer, &format!("/ui/schedules/{}/delete", s.spec.name), "Delete", &format!("delete-{}", s.spec.name), Some("Delete this schedule? Its jobs stay.")))
                             }
                         }
                     }
@@ -51,7 +51,8 @@ pub async fn schedule(ui: Ui, Path(name): Path<String>) -> Page {
         .read(schedules::get(ui.api(), Path(name.clone())))
         .await?;
     let zoned = |t: &chrono::DateTime<Utc>| {
-        s.timezone
+        s.spec
+            .timezone
             .parse::<chrono_tz::Tz>()
             .map(|tz| {
                 t.with_timezone(&tz)
@@ -62,18 +63,18 @@ pub async fn schedule(ui: Ui, Path(name): Path<String>) -> Page {
     };
     let body = html! {
         dl.facts {
-            dt { "Cron" } dd.mono { (s.cron) }
-            dt { "Zone" } dd { (s.timezone) }
-            dt { "Job" } dd { (s.queue) " / " (s.kind) }
-            dt { "State" } dd { (activity(s.paused)) }
-            dt { "Overlap" } dd { (s.overlap) }
-            dt { "Next fire" } dd { (time(&s.next_run_at)) " UTC · " (zoned(&s.next_run_at)) " · yours: " (viewer_time(&s.next_run_at)) }
-            dt { "Last fire" } dd { (time_opt(&s.last_run_at)) }
+            dt { "Cron" } dd.mono { (s.spec.cron) }
+            dt { "Zone" } dd { (s.spec.timezone) }
+            dt { "Job" } dd { (s.spec.queue) " / " (s.spec.kind) }
+            dt { "State" } dd { (activity(s.state.paused)) }
+            dt { "Overlap" } dd { (s.spec.overlap) }
+            dt { "Next fire" } dd { (time(&s.state.next_run_at)) " UTC · " (zoned(&s.state.next_run_at)) " · yours: " (viewer_time(&s.state.next_run_at)) }
+            dt { "Last fire" } dd { (time_opt(&s.state.last_run_at)) }
         }
         h2 { "Payload" }
-        pre.json { (pretty(&s.payload)) }
+        pre.json { (pretty(&s.spec.payload)) }
         h2 { "Recent fires" }
-        @let fires = s.recent_fires.as_deref().unwrap_or_default();
+        @let fires = s.state.recent_fires.as_deref().unwrap_or_default();
         (table_or(fires.is_empty(), html! { p.muted #no-fires { "It has not fired yet." } }, html! {
             table #fires-table {
                 thead { tr { th { "Fire time (UTC)" } th { "In its zone" } th { "Outcome" } th { "Job" } th { "Skipped" } } }
@@ -112,13 +113,13 @@ pub async fn schedule_form(ui: Ui, Query(mut f): Query<ScheduleForm>) -> Page {
     if let Some(name) = given(&f.edit) {
         let s = ui.read(schedules::get(ui.api(), Path(name))).await?;
         f = ScheduleForm {
-            name: Some(s.name),
-            cron: Some(s.cron),
-            timezone: Some(s.timezone),
-            queue: Some(s.queue),
-            kind: Some(s.kind),
-            payload: Some(pretty(&s.payload)),
-            overlap: Some(s.overlap),
+            name: Some(s.spec.name),
+            cron: Some(s.spec.cron),
+            timezone: Some(s.spec.timezone),
+            queue: Some(s.spec.queue),
+            kind: Some(s.spec.kind),
+            payload: Some(pretty(&s.spec.payload)),
+            overlap: Some(s.spec.overlap),
             edit: None,
         };
     }
@@ -179,7 +180,7 @@ pub async fn schedule_save(ui: Ui, Form(f): Form<ScheduleForm>) -> Page {
     let known = known_names(&ui.state).await;
     form_outcome(
         &ui.viewer,
-        result.map(|s| format!("/ui/schedules/{}", urlencoded(&s.0.name))),
+        result.map(|s| format!("/ui/schedules/{}", urlencoded(&s.0.spec.name))),
         ("Schedule", "/ui/schedules"),
         |e| schedule_markup(&ui.state, &ui.viewer, &f, &known, Some(e)),
     )

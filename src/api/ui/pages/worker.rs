@@ -15,15 +15,15 @@ pub async fn workers(ui: Ui) -> Page {
             tbody {
                 @for w in &list {
                     tr {
-                        td.mono { (short(&w.id.to_string())) }
-                        td { (w.hostname) " (pid " (w.pid) ")" }
-                        td { (w.queues.join(", ")) }
-                        td.num.busy { (w.busy.map_or(w.running, i64::from)) " / " (w.concurrency) }
-                        td.num.prefetched { (w.prefetched.map_or_else(|| "—".to_owned(), |p| p.to_string())) }
-                        td { (time(&w.last_heartbeat_at)) " " span.muted { "(" (seconds((now - w.last_heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0)) " ago)" } }
-                        td { (time(&w.started_at)) }
-                        td { (w.version) }
-                        td { @for j in w.running_jobs.iter().take(20) { a.mono href={ "/ui/jobs/" (j) } { (short(&j.to_string())) } " " } }
+                        td.mono { (short(&w.registration.id.to_string())) }
+                        td { (w.registration.hostname) " (pid " (w.registration.pid) ")" }
+                        td { (w.registration.queues.join(", ")) }
+                        td.num.busy { (w.life.busy.map_or(w.life.running, i64::from)) " / " (w.registration.concurrency) }
+                        td.num.prefetched { (w.life.prefetched.map_or_else(|| "—".to_owned(), |p| p.to_string())) }
+                        td { (time(&w.life.last_heartbeat_at)) " " span.muted { "(" (seconds((now - w.life.last_heartbeat_at).num_milliseconds().max(0) as f64 / 1000.0)) " ago)" } }
+                        td { (time(&w.life.started_at)) }
+                        td { (w.registration.version) }
+                        td { @for j in w.life.running_jobs.iter().take(20) { a.mono href={ "/ui/jobs/" (j) } { (short(&j.to_string())) } " " } }
                     }
                 }
             }
