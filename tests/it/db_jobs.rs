@@ -818,3 +818,39 @@ async fn a_claim_over_many_queues_takes_exactly_the_best_jobs_and_locks_no_other
         "the last claim left a due job of a served queue"
     );
 }
+
+#[tokio::test]
+async fn concurrent_claims_over_many_queues_take_every_job_once() {
+    let db = TestDb::new().await;
+    let queues: Vec<String> = (0..40).map(|q| format!("q{q}")).collect();
+    let batch: Vec<NewJob> = (0..2_000)
+        .map(|i| NewJob::new(&queues[i % 40], "k", json!({})))
+        .collect();
+    let mut all = enqueue(&db, batch).await;
+    // Eight claimers at once, each asking for an odd number from every queue, until
+    // nothing is left: quotas computed from the same rows must still not hand one job
+    // to two of them, nor leave one behind.
+    let claimers = (0..8).map(|_| {
+        let (pool, queues) = (db.pool.clone(), queues.clone());
+        tokio::spawn(async move {
+            let worker = Uuid::now_v7();
+            let mut got = Vec::new();
+            let mut empty = 0;
+            while empty < 3 {
+                let jobs = due_work::claim_due(&pool, &queues, 37, worker, LEASE)
+                    .await
+                    .unwrap();
+                empty = if jobs.is_empty() { empty + 1 } else { 0 };
+                got.extend(jobs.into_iter().map(|j| j.id));
+            }
+            got
+        })
+    });
+    let mut claimed = Vec::new();
+    for c in claimers.collect::<Vec<_>>() {
+        claimed.extend(c.await.unwrap());
+    }
+    claimed.sort();
+    all.sort();
+    assert_eq!(claimed, all, "every job claimed exactly once");
+}
