@@ -27,6 +27,8 @@ const INTERVAL: Duration = Duration::from_secs(1);
 pub const MIN_DEAD: i64 = 20_000;
 /// Shortest time between two vacuums started here.
 pub const MIN_GAP: Duration = Duration::from_secs(5);
+/// A vacuum that took at least this long is logged at info (shorter ones at debug).
+const LONG_VACUUM: Duration = Duration::from_secs(1);
 /// Longest, after vacuums in a row that removed less than half of the dead rows.
 pub const MAX_GAP: Duration = Duration::from_secs(300);
 
@@ -102,12 +104,24 @@ impl Vacuumer {
             match look {
                 Ok((Decision::Vacuumed, state)) => {
                     failures = 0;
-                    tracing::info!(
-                        dead = state.dead,
-                        live = state.live,
-                        took_ms = started.elapsed().as_millis() as u64,
-                        "vacuumed due_work"
-                    );
+                    let took = started.elapsed();
+                    // Under steady load this runs every few seconds: only a long one
+                    // (after a held snapshot, say) is worth an operator's attention.
+                    if took >= LONG_VACUUM {
+                        tracing::info!(
+                            dead = state.dead,
+                            live = state.live,
+                            took_ms = took.as_millis() as u64,
+                            "vacuumed due_work"
+                        );
+                    } else {
+                        tracing::debug!(
+                            dead = state.dead,
+                            live = state.live,
+                            took_ms = took.as_millis() as u64,
+                            "vacuumed due_work"
+                        );
+                    }
                 }
                 Ok((Decision::NotOwner, _)) => {
                     tracing::warn!(
