@@ -10,7 +10,7 @@
 //! be removed, and it waits for that snapshot to end instead of scanning in vain. What
 //! it cannot see (a standby's feedback, a replication slot, another role's sessions)
 //! shows as a vacuum that removed little: the pause before the next one then doubles,
-//! up to [`MAX_GAP`], until one removes most of what it found.
+//! up to [`MAX_GAP`] (a minute), until one removes most of what it found.
 
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,11 @@ pub const MIN_DEAD: i64 = 20_000;
 pub const MIN_GAP: Duration = Duration::from_secs(5);
 /// A vacuum that took at least this long is logged at info (shorter ones at debug).
 const LONG_VACUUM: Duration = Duration::from_secs(1);
-/// Longest, after vacuums in a row that removed less than half of the dead rows.
-pub const MAX_GAP: Duration = Duration::from_secs(300);
+/// Longest, after vacuums in a row that removed less than half of the dead rows: no
+/// longer than autovacuum's own default visit interval, so a horizon this service
+/// cannot see (another role's sessions are hidden from it) never leaves `due_work`
+/// waiting longer than autovacuum alone would.
+pub const MAX_GAP: Duration = Duration::from_secs(60);
 
 /// What one look decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
