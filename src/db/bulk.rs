@@ -82,6 +82,67 @@ pub struct Counted {
     pub newest: Option<Uuid>,
 }
 
+/// [`filter_args`]' `$1`..`$5` (queue, kind, state, created at or after, created before,
+/// each NULL = any) as a predicate on a live job, whose state is the effective one (a
+/// scheduled job that is due reads as available): the one text of the filter in the
+/// count and the batches. A macro so that the statements stay `&'static str`.
+macro_rules! live_match_sql {
+    () => {
+        "($1::text IS NULL OR queue = $1)
+      AND ($2::text IS NULL OR kind = $2)
+      AND ($3::text IS NULL
+           OR (CASE WHEN state = 'scheduled' AND run_at <= now() THEN 'available' ELSE state END) = $3)
+      AND ($4::timestamptz IS NULL OR created_at >= $4)
+      AND ($5::timestamptz IS NULL OR created_at < $5)"
+    };
+}
+
+/// [`filter_args`]' `$1`..`$5` as a predicate on a finished job (`job_history`).
+macro_rules! finished_match_sql {
+    () => {
+        "($1::text IS NULL OR queue = $1)
+      AND ($2::text IS NULL OR kind = $2)
+      AND ($3::text IS NULL OR state = $3)
+      AND ($4::timestamptz IS NULL OR created_at >= $4)
+      AND ($5::timestamptz IS NULL OR created_at < $5)"
+    };
+}
+
+/// How many jobs an action by filter would touch, and the newest of them (the bound the
+/// action then keeps to). `$6`/`$7`: which tables the action reads; `$8`: skip running
+/// live jobs; `$9`: allowed finished states (NULL = all); `$10`: only ids at or below it
+/// (the bound of an earlier count), NULL = all; `$11`: only these ids (selected jobs),
+/// NULL = all.
+const COUNT: &str = concat!(
+    "\
+WITH live AS (
+    SELECT id FROM due_work
+    WHERE $6
+      AND ",
+    live_match_sql!(),
+    "
+      AND (NOT $8 OR state <> 'running')
+      AND ($10::uuid IS NULL OR id <= $10)
+      AND ($11::uuid[] IS NULL OR id = ANY($11))
+),
+finished AS (
+    SELECT id FROM job_history
+    WHERE $7
+      AND ",
+    finished_match_sql!(),
+    "
+      AND ($9::text[] IS NULL OR state = ANY($9))
+      AND ($10::uuid IS NULL OR id <= $10)
+      AND ($11::uuid[] IS NULL OR id = ANY($11))
+),
+-- uuid has no max() aggregate: the newest id is the first in id order.
+jobs AS (
+    SELECT id FROM live UNION ALL SELECT id FROM finished
+)
+SELECT (SELECT count(*) FROM jobs) AS matched,
+       (SELECT id FROM jobs ORDER BY id DESC LIMIT 1) AS newest"
+);
+
 /// Counts the jobs `action` would touch (at or below `bound` when given). Scans due_work and the job_history partitions
 /// with the filter (sequentially without a queue/kind index; see docs/ARCHITECTURE.md).
 pub async fn count_matching(
@@ -91,17 +152,15 @@ pub async fn count_matching(
     bound: Option<Uuid>,
 ) -> Result<Counted> {
     let (live, finished, skip_running, states) = action.scope();
-    Ok(
-        sqlx::query_as_with(include_str!("sql/bulk_count.sql"), filter_args(f)?)
-            .bind(live)
-            .bind(finished)
-            .bind(skip_running)
-            .bind(states)
-            .bind(bound)
-            .bind(&f.ids)
-            .fetch_one(pool)
-            .await?,
-    )
+    Ok(sqlx::query_as_with(COUNT, filter_args(f)?)
+        .bind(live)
+        .bind(finished)
+        .bind(skip_running)
+        .bind(states)
+        .bind(bound)
+        .bind(&f.ids)
+        .fetch_one(pool)
+        .await?)
 }
 
 /// Where a bulk action is: on each side, ids below `after` are still to do.
@@ -134,6 +193,42 @@ impl Cursor {
     }
 }
 
+/// A batch of one side's jobs matching the filter, newest first: at or below the newest
+/// id counted when the action was confirmed (`$6`), so jobs enqueued after the count are
+/// never touched, below the side's keyset cursor (`$7`), among the selected ids (`$10`,
+/// NULL = all), at most `$9`; `$8` is the side's own restriction. Both sides are this
+/// one statement over their own table and filter.
+macro_rules! batch_sql {
+    (FROM $table:literal WHERE $matching:ident AND $only:literal) => {
+        concat!(
+            "SELECT id FROM ",
+            $table,
+            "
+    WHERE ",
+            $matching!(),
+            "
+      AND ",
+            $only,
+            "
+      AND id <= $6
+      AND ($7::uuid IS NULL OR id < $7)
+      AND ($10::uuid[] IS NULL OR id = ANY($10))
+ORDER BY id DESC
+LIMIT $9"
+        )
+    };
+}
+
+/// A batch of live jobs; `$8`: skip running jobs.
+const LIVE_IDS: &str =
+    batch_sql!(FROM "due_work" WHERE live_match_sql AND "(NOT $8 OR state <> 'running')");
+
+/// A batch of finished jobs; `$8`: the states allowed (retry takes failed and cancelled
+/// only), NULL = all.
+const FINISHED_IDS: &str = batch_sql!(
+    FROM "job_history" WHERE finished_match_sql AND "($8::text[] IS NULL OR state = ANY($8))"
+);
+
 /// Runs one batch of up to `limit` jobs of `action` over `f`, at or below `bound`.
 /// Returns how many jobs it changed and where to go on from.
 #[tracing::instrument(skip_all, fields(action = action.as_str(), limit))]
@@ -156,17 +251,12 @@ pub async fn run_batch(
         selected: &f.ids,
     };
     if !next.live.done {
-        let ids = side_ids(include_str!("sql/bulk_live_ids.sql"), f, bound, next.live)?;
+        let ids = side_ids(LIVE_IDS, f, bound, next.live)?;
         let changed = batch.run(ids.bind(skip_running), &mut next.live).await?;
         return Ok((changed, next));
     }
     if !next.finished.done {
-        let ids = side_ids(
-            include_str!("sql/bulk_history_ids.sql"),
-            f,
-            bound,
-            next.finished,
-        )?;
+        let ids = side_ids(FINISHED_IDS, f, bound, next.finished)?;
         let changed = batch.run(ids.bind(states), &mut next.finished).await?;
         return Ok((changed, next));
     }
@@ -174,7 +264,8 @@ pub async fn run_batch(
 }
 
 /// The filter as the first parameters of every bulk statement (`$1`..`$5`: queue,
-/// kind, state, created after, created before); the caller binds the rest.
+/// kind, state, created after, created before; see `live_match_sql!`); the caller
+/// binds the rest.
 fn filter_args(f: &BulkFilter) -> Result<PgArguments> {
     let mut args = PgArguments::default();
     Arguments::add(&mut args, &f.matching.queue).map_err(sqlx::Error::Encode)?;
@@ -186,7 +277,7 @@ fn filter_args(f: &BulkFilter) -> Result<PgArguments> {
 }
 
 /// One side's id statement with the filter, the bound and the side's cursor bound
-/// (`$1`..`$7`, the same in `bulk_live_ids.sql` and `bulk_history_ids.sql`); the caller
+/// (`$1`..`$7`, the same in [`LIVE_IDS`] and [`FINISHED_IDS`]); the caller
 /// binds `$8`.
 fn side_ids<'q>(
     sql: &'static str,
