@@ -36,7 +36,7 @@ pub const MAX_WAIT: Duration = Duration::from_secs(120);
 pub type StateName = JobState;
 
 /// The errors of a route on one job that its `{id}` decides: not a UUID (400,
-/// `parse_id`) or no such job (404).
+/// [`JobPath`](crate::api::keys::JobPath)) or no such job (404).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // Documentation only: the answers are `ApiError`s.
 enum JobLookupErrors {
