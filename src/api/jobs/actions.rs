@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobLookupErrors, StateName};
+use super::{JobLookupErrors, StateName, job_not_found};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{Access, Json};
@@ -161,7 +161,7 @@ pub async fn run_now(
         }));
     }
     match crate::db::history::get_job(state.pool(), id).await? {
-        None => Err(ApiError::NotFound(format!("job {id} not found"))),
+        None => Err(job_not_found(id)),
         Some(j) => Err(ApiError::Conflict {
             code: "not_scheduled",
             message: format!(

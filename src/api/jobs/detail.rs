@@ -11,9 +11,9 @@ use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Attempt, Job, JobDetail, JobLookupErrors, MAX_WAIT, StateName};
+use super::{Attempt, Job, JobDetail, JobLookupErrors, MAX_WAIT, StateName, job_not_found};
 use crate::api::AppState;
-use crate::api::error::{ApiError, ApiResult, ErrorBody};
+use crate::api::error::{ApiResult, ErrorBody};
 use crate::api::extract::{Json, Query, parse_duration};
 use crate::api::keys::JobPath;
 use crate::db::events::Received;
@@ -59,7 +59,7 @@ pub async fn get(
     } else {
         wait_for_end(&state, id, wait).await?
     };
-    let job = job.ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    let job = job.ok_or_else(|| job_not_found(id))?;
     let attempts = crate::db::attempts::list_attempts(state.pool(), id).await?;
     // Only a workflow's job pays for the step lookup.
     let workflow_step = match job.workflow_id {
@@ -152,7 +152,7 @@ pub async fn attempts(
     let attempts = crate::db::attempts::list_attempts(state.pool(), id).await?;
     // A completed job of a queue that keeps no history is gone but its attempts stay.
     if attempts.is_empty() && history::get_job(state.pool(), id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("job {id} not found")));
+        return Err(job_not_found(id));
     }
     Ok(Json(AttemptList { attempts }))
 }

@@ -59,6 +59,11 @@ pub struct JobDetail {
     pub workflow_step: Option<StepOfJob>,
 }
 
+/// The 404 of a route on one job whose `{id}` names no job.
+pub(crate) fn job_not_found(id: uuid::Uuid) -> ApiError {
+    ApiError::NotFound(format!("job {id} not found"))
+}
+
 /// True when a string or key anywhere in `value` holds U+0000, which Postgres text and
 /// jsonb cannot store.
 pub(crate) fn has_nul(value: &serde_json::Value) -> bool {

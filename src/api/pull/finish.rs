@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::super::AppState;
 use super::super::error::{ApiError, ApiResult, ErrorBody};
 use super::super::extract::{Json, parse_duration};
-use super::super::jobs::{check_no_nul, check_size};
+use super::super::jobs::{check_no_nul, check_size, job_not_found};
 use super::super::keys::{JobPath, KeyAndJson};
 use super::{InvalidRequest, NO_SNOOZE_BUDGET, attempt_number, finish};
 use crate::db::due_work::{self, Finish, FinishKind};
@@ -93,7 +93,7 @@ async fn leased_job(
 ) -> ApiResult<history::JobView> {
     let job = history::get_job(state.pool(), id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+        .ok_or_else(|| job_not_found(id))?;
     if job.state != crate::model::JobState::Running || job.lease_owner != Some(owner) {
         return Err(lease_lost(id));
     }
