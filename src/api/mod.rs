@@ -13,6 +13,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod keys;
 pub mod kinds;
 pub mod openapi;
 pub mod paging;

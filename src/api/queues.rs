@@ -8,8 +8,8 @@ use utoipa::{IntoResponses, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Path, check_at_least_one, int, parse_duration};
-use super::jobs::check_name;
+use super::extract::{Json, check_at_least_one, int, parse_duration};
+use super::keys::{KeyAndJson, QueuePath};
 use crate::db::queues::{self, Change, QueueSettings, QueueStats as Queue, RateLimit};
 use crate::model;
 
@@ -37,7 +37,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<QueueList>> {
     Ok(Json(QueueList { queues: rows }))
 }
 
-/// The 400 of a route on one queue whose `{name}` is not a name (`check_name`).
+/// The 400 of a route on one queue whose `{name}` is not a name ([`QueuePath`]).
 #[derive(IntoResponses)]
 #[allow(dead_code)] // Documentation only: the answer is an `ApiError`.
 enum InvalidName {
@@ -57,7 +57,7 @@ async fn one(state: &AppState, name: &str) -> ApiResult<Queue> {
 /// settings.
 #[utoipa::path(
     get, path = "/v1/queues/{name}", tag = "queues",
-    params(("name" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    params(QueuePath),
     responses(
         (status = 200, description = "The queue", body = Queue),
         InvalidName,
@@ -66,16 +66,15 @@ async fn one(state: &AppState, name: &str) -> ApiResult<Queue> {
 )]
 pub async fn get(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    QueuePath(name): QueuePath,
 ) -> ApiResult<Json<Queue>> {
-    check_name("name", &name)?;
     Ok(Json(one(&state, &name).await?))
 }
 
 /// Pause a queue: workers stop claiming from it; its jobs stay.
 #[utoipa::path(
     post, path = "/v1/queues/{name}/pause", tag = "queues",
-    params(("name" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    params(QueuePath),
     responses(
         (status = 200, description = "Paused", body = Queue),
         InvalidName,
@@ -83,7 +82,7 @@ pub async fn get(
 )]
 pub async fn pause(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    QueuePath(name): QueuePath,
 ) -> ApiResult<Json<Queue>> {
     set_paused(&state, &name, true).await
 }
@@ -91,7 +90,7 @@ pub async fn pause(
 /// Resume a paused queue.
 #[utoipa::path(
     post, path = "/v1/queues/{name}/resume", tag = "queues",
-    params(("name" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    params(QueuePath),
     responses(
         (status = 200, description = "Resumed", body = Queue),
         InvalidName,
@@ -99,14 +98,13 @@ pub async fn pause(
 )]
 pub async fn resume(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    QueuePath(name): QueuePath,
 ) -> ApiResult<Json<Queue>> {
     set_paused(&state, &name, false).await
 }
 
 /// Pauses or resumes `name` and answers with the queue.
 async fn set_paused(state: &AppState, name: &str, paused: bool) -> ApiResult<Json<Queue>> {
-    check_name("name", name)?;
     queues::set_paused(state.pool(), name, paused).await?;
     if paused {
         tracing::info!(queue = %name, "queue paused");
@@ -180,7 +178,7 @@ fn positive(field: &str, value: &Option<String>) -> ApiResult<Option<Duration>> 
 /// Set a queue's defaults (creates its settings row if needed).
 #[utoipa::path(
     patch, path = "/v1/queues/{name}", tag = "queues",
-    params(("name" = String, Path, description = "Queue name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    params(QueuePath),
     request_body = QueueSettingsRequest,
     responses(
         (status = 200, description = "Updated", body = Queue),
@@ -189,10 +187,8 @@ fn positive(field: &str, value: &Option<String>) -> ApiResult<Option<Duration>> 
 )]
 pub async fn update(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    Json(req): Json<QueueSettingsRequest>,
+    KeyAndJson(QueuePath(name), req): KeyAndJson<QueuePath, QueueSettingsRequest>,
 ) -> ApiResult<Json<Queue>> {
-    check_name("name", &name)?;
     if let Some(n) = req.max_attempts {
         crate::model::limits::check_max_attempts("max_attempts", n)?;
     }

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Path, int, parse_duration};
-use super::jobs::check_name;
+use super::extract::{Json, int, parse_duration};
+use super::keys::SchedulePath;
 use crate::db::schedules::{self, ScheduleRow as Schedule};
 use crate::scheduler::{self, Firer, Origin, SaveError, ScheduleInput};
 
@@ -64,7 +64,7 @@ pub struct ScheduleRequest {
 }
 
 /// The errors of a route on one schedule that its `{name}` decides: not a name (400,
-/// `check_name`) or no such schedule (404, [`one`]).
+/// [`SchedulePath`]) or no such schedule (404, [`one`]).
 #[derive(IntoResponses)]
 #[allow(dead_code)] // Documentation only: the answers are `ApiError`s.
 enum ScheduleLookupErrors {
@@ -156,7 +156,7 @@ pub async fn create(
 /// One schedule with its recent fires (including skipped misfires).
 #[utoipa::path(
     get, path = "/v1/schedules/{name}", tag = "schedules",
-    params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    params(SchedulePath),
     responses(
         (status = 200, description = "The schedule", body = Schedule),
         ScheduleLookupErrors,
@@ -164,16 +164,15 @@ pub async fn create(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    SchedulePath(name): SchedulePath,
 ) -> ApiResult<Json<Schedule>> {
-    check_name("name", &name)?;
     Ok(Json(one(&state, &name, true).await?))
 }
 
 /// Delete a schedule (its jobs stay).
 #[utoipa::path(
     delete, path = "/v1/schedules/{name}", tag = "schedules",
-    params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    params(SchedulePath),
     responses(
         (status = 204, description = "Deleted"),
         ScheduleLookupErrors,
@@ -181,9 +180,8 @@ pub async fn get(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    SchedulePath(name): SchedulePath,
 ) -> ApiResult<axum::http::StatusCode> {
-    check_name("name", &name)?;
     schedules::delete(state.pool(), &name).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
@@ -191,7 +189,7 @@ pub async fn delete(
 /// Pause a schedule: no fires until resumed (missed ones are not replayed).
 #[utoipa::path(
     post, path = "/v1/schedules/{name}/pause", tag = "schedules",
-    params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    params(SchedulePath),
     responses(
         (status = 200, description = "Paused", body = Schedule),
         ScheduleLookupErrors,
@@ -199,9 +197,8 @@ pub async fn delete(
 )]
 pub async fn pause(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    SchedulePath(name): SchedulePath,
 ) -> ApiResult<Json<Schedule>> {
-    check_name("name", &name)?;
     schedules::set_paused(state.pool(), &name, true, None).await?;
     Ok(Json(one(&state, &name, false).await?))
 }
@@ -209,7 +206,7 @@ pub async fn pause(
 /// Resume a schedule from its next cron time.
 #[utoipa::path(
     post, path = "/v1/schedules/{name}/resume", tag = "schedules",
-    params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    params(SchedulePath),
     responses(
         (status = 200, description = "Resumed", body = Schedule),
         ScheduleLookupErrors,
@@ -217,9 +214,8 @@ pub async fn pause(
 )]
 pub async fn resume(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    SchedulePath(name): SchedulePath,
 ) -> ApiResult<Json<Schedule>> {
-    check_name("name", &name)?;
     scheduler::resume(state.pool(), &name).await?;
     Ok(Json(one(&state, &name, false).await?))
 }
@@ -234,7 +230,7 @@ pub struct Triggered {
 /// Enqueue one job from the schedule now, without moving its cadence.
 #[utoipa::path(
     post, path = "/v1/schedules/{name}/trigger", tag = "schedules",
-    params(("name" = String, Path, description = "Schedule name", pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")),
+    params(SchedulePath),
     responses(
         (status = 200, description = "Enqueued", body = Triggered),
         ScheduleLookupErrors,
@@ -242,9 +238,8 @@ pub struct Triggered {
 )]
 pub async fn trigger(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    SchedulePath(name): SchedulePath,
 ) -> ApiResult<Json<Triggered>> {
-    check_name("name", &name)?;
     let firer = Firer::new(
         state.pool().clone(),
         scheduler::fire_options(&state.settings().config),

@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Json, Path, Query, parse_id};
+use super::extract::{Json, Query};
+use super::keys::{KeyAndJson, WorkflowPath};
 use super::openapi::InvalidFilter;
 use super::paging::{next_key, parse_cursor};
 use crate::db::workflows::{self, StepRef, Workflow, WorkflowSummary};
@@ -167,7 +168,7 @@ pub struct WorkflowPage {
 }
 
 /// The errors of a route on one workflow that its `{id}` decides: not a UUID (400,
-/// `parse_id`) or no such workflow (404).
+/// [`WorkflowPath`]) or no such workflow (404).
 #[derive(IntoResponses)]
 #[allow(dead_code)] // Documentation only: the answers are `ApiError`s.
 enum WorkflowLookupErrors {
@@ -239,7 +240,7 @@ pub async fn list(
 /// A workflow with its steps: states, dependencies (the graph), outputs and errors.
 #[utoipa::path(
     get, path = "/v1/workflows/{id}", tag = "workflows",
-    params(("id" = Uuid, Path, description = "Workflow id")),
+    params(WorkflowPath),
     responses(
         (status = 200, description = "The workflow", body = Workflow),
         WorkflowLookupErrors,
@@ -247,9 +248,8 @@ pub async fn list(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    WorkflowPath(id): WorkflowPath,
 ) -> ApiResult<Json<Workflow>> {
-    let id = parse_id("id", &id)?;
     Ok(Json(workflows::get(state.pool(), id).await?))
 }
 
@@ -257,7 +257,7 @@ pub async fn get(
 /// workers.
 #[utoipa::path(
     post, path = "/v1/workflows/{id}/cancel", tag = "workflows",
-    params(("id" = Uuid, Path, description = "Workflow id")),
+    params(WorkflowPath),
     responses(
         (status = 200, description = "Cancelled", body = Cancelled),
         WorkflowLookupErrors,
@@ -265,9 +265,8 @@ pub async fn get(
 )]
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    WorkflowPath(id): WorkflowPath,
 ) -> ApiResult<Json<Cancelled>> {
-    let id = parse_id("id", &id)?;
     workflows::cancel(state.pool(), id).await?;
     Ok(Json(Cancelled {
         result: "cancelled".to_owned(),
@@ -278,7 +277,7 @@ pub async fn cancel(
 /// because of them wait again and run.
 #[utoipa::path(
     post, path = "/v1/workflows/{id}/retry", tag = "workflows",
-    params(("id" = Uuid, Path, description = "Workflow id")),
+    params(WorkflowPath),
     responses(
         (status = 200, description = "Retried", body = Retried),
         WorkflowLookupErrors,
@@ -286,9 +285,8 @@ pub async fn cancel(
 )]
 pub async fn retry(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    WorkflowPath(id): WorkflowPath,
 ) -> ApiResult<Json<Retried>> {
-    let id = parse_id("id", &id)?;
     let retried = workflows::retry(state.pool(), id).await?;
     Ok(Json(Retried { retried }))
 }
@@ -298,7 +296,7 @@ pub async fn retry(
 /// (`payload._workflow.id`).
 #[utoipa::path(
     post, path = "/v1/workflows/{id}/jobs", tag = "workflows",
-    params(("id" = Uuid, Path, description = "Workflow id")),
+    params(WorkflowPath),
     request_body = AppendRequest,
     responses(
         (status = 201, description = "Appended", body = Appended),
@@ -309,10 +307,8 @@ pub async fn retry(
 )]
 pub async fn append(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Json(req): Json<AppendRequest>,
+    KeyAndJson(WorkflowPath(id), req): KeyAndJson<WorkflowPath, AppendRequest>,
 ) -> ApiResult<(StatusCode, Json<Appended>)> {
-    let id = parse_id("id", &id)?;
     let spec = spec_value(&req)?;
     let jobs = workflows::append(
         state.pool(),

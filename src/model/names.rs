@@ -1,7 +1,8 @@
 //! Names callers give things (queues, kinds, schedules) and the schema name: the rule
-//! written once. The API's OpenAPI annotations must spell the pattern as a literal
-//! (utoipa takes no constants); a test below checks every one of them equals
-//! [`NAME_PATTERN`].
+//! written once. The API's path parameters document [`NAME_PATTERN`] itself
+//! (`api::keys`); the annotations of its body and query fields must spell it as a
+//! literal (utoipa's derives take no constants), and a test below checks every one of
+//! them equals [`NAME_PATTERN`].
 
 use super::Invalid;
 

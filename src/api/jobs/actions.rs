@@ -6,10 +6,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{JobLookupErrors, StateName};
+use super::{JobLookupErrors, StateName, job_not_found};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
-use crate::api::extract::{Access, Json, Path, parse_id};
+use crate::api::extract::{Access, Json};
+use crate::api::keys::JobPath;
 use crate::db::audit;
 use crate::db::bulk::{self, DeleteResult};
 use crate::db::due_work::{self, CancelResult};
@@ -39,7 +40,7 @@ pub struct CancelResponse {
 /// their failure policies (cancelled over `cancel` edges, run over `ignore` edges).
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
-    params(("id" = Uuid, Path, description = "Job id")),
+    params(JobPath),
     responses(
         (status = 200, description = "Cancelled or cancel requested", body = CancelResponse),
         JobLookupErrors,
@@ -48,9 +49,8 @@ pub struct CancelResponse {
 )]
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> ApiResult<Json<CancelResponse>> {
-    let id = parse_id("id", &id)?;
     let result = match due_work::cancel(state.pool(), id).await? {
         CancelResult::Cancelled => "cancelled",
         CancelResult::Requested => "cancel_requested",
@@ -79,7 +79,7 @@ pub struct RetryResponse {
 /// Re-enqueue a failed or cancelled job with a fresh budget of attempts.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/retry", tag = "jobs",
-    params(("id" = Uuid, Path, description = "Job id")),
+    params(JobPath),
     responses(
         (status = 200, description = "Re-enqueued", body = RetryResponse),
         JobLookupErrors,
@@ -88,9 +88,8 @@ pub struct RetryResponse {
 )]
 pub async fn retry(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> ApiResult<Json<RetryResponse>> {
-    let id = parse_id("id", &id)?;
     due_work::retry(state.pool(), id).await?;
     Ok(Json(RetryResponse {
         id,
@@ -102,7 +101,7 @@ pub async fn retry(
 /// first). Recorded in the audit log.
 #[utoipa::path(
     delete, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = Uuid, Path, description = "Job id")),
+    params(JobPath),
     responses(
         (status = 204, description = "Deleted"),
         JobLookupErrors,
@@ -113,9 +112,8 @@ pub async fn retry(
 pub async fn delete_job(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> ApiResult<StatusCode> {
-    let id = parse_id("id", &id)?;
     match bulk::delete_job(state.pool(), id).await? {
         DeleteResult::Deleted => {
             let target = serde_json::json!({ "job_id": id });
@@ -144,7 +142,7 @@ pub struct RunNowResponse {
 /// Run a job that waits for a future run_at (delayed, backing off, or scheduled) now.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/run-now", tag = "jobs",
-    params(("id" = Uuid, Path, description = "Job id")),
+    params(JobPath),
     responses(
         (status = 200, description = "Due now", body = RunNowResponse),
         JobLookupErrors,
@@ -154,9 +152,8 @@ pub struct RunNowResponse {
 )]
 pub async fn run_now(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> ApiResult<Json<RunNowResponse>> {
-    let id = parse_id("id", &id)?;
     if bulk::run_now(state.pool(), id).await? {
         return Ok(Json(RunNowResponse {
             id,
@@ -164,7 +161,7 @@ pub async fn run_now(
         }));
     }
     match crate::db::history::get_job(state.pool(), id).await? {
-        None => Err(ApiError::NotFound(format!("job {id} not found"))),
+        None => Err(job_not_found(id)),
         Some(j) => Err(ApiError::Conflict {
             code: "not_scheduled",
             message: format!(

@@ -11,10 +11,11 @@ use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{Attempt, Job, JobDetail, JobLookupErrors, MAX_WAIT, StateName};
+use super::{Attempt, Job, JobDetail, JobLookupErrors, MAX_WAIT, StateName, job_not_found};
 use crate::api::AppState;
-use crate::api::error::{ApiError, ApiResult, ErrorBody};
-use crate::api::extract::{Json, Path, Query, parse_duration, parse_id};
+use crate::api::error::{ApiResult, ErrorBody};
+use crate::api::extract::{Json, Query, parse_duration};
+use crate::api::keys::JobPath;
 use crate::db::events::Received;
 use crate::db::history;
 
@@ -34,7 +35,7 @@ pub struct GetQuery {
 /// workflow step still waiting for its dependencies is a job in state `waiting`.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = Uuid, Path, description = "Job id"), GetQuery),
+    params(JobPath, GetQuery),
     responses(
         (status = 200, description = "The job", body = JobDetail),
         (status = 400, description = "Invalid id or wait", body = ErrorBody),
@@ -43,10 +44,10 @@ pub struct GetQuery {
 )]
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    // The query first: a bad query is refused before a bad id, as it always was.
     Query(q): Query<GetQuery>,
+    JobPath(id): JobPath,
 ) -> ApiResult<Json<JobDetail>> {
-    let id = parse_id("id", &id)?;
     let wait = match &q.wait {
         Some(w) => parse_duration("wait", w, false)?
             .min(MAX_WAIT)
@@ -58,7 +59,7 @@ pub async fn get(
     } else {
         wait_for_end(&state, id, wait).await?
     };
-    let job = job.ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+    let job = job.ok_or_else(|| job_not_found(id))?;
     let attempts = crate::db::attempts::list_attempts(state.pool(), id).await?;
     // Only a workflow's job pays for the step lookup.
     let workflow_step = match job.workflow_id {
@@ -138,7 +139,7 @@ pub struct AttemptList {
 /// A job's finished attempts with their errors and captured output.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/attempts", tag = "jobs",
-    params(("id" = Uuid, Path, description = "Job id")),
+    params(JobPath),
     responses(
         (status = 200, description = "Attempts, oldest first", body = AttemptList),
         JobLookupErrors,
@@ -146,13 +147,12 @@ pub struct AttemptList {
 )]
 pub async fn attempts(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> ApiResult<Json<AttemptList>> {
-    let id = parse_id("id", &id)?;
     let attempts = crate::db::attempts::list_attempts(state.pool(), id).await?;
     // A completed job of a queue that keeps no history is gone but its attempts stay.
     if attempts.is_empty() && history::get_job(state.pool(), id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("job {id} not found")));
+        return Err(job_not_found(id));
     }
     Ok(Json(AttemptList { attempts }))
 }

@@ -36,7 +36,7 @@ pub const MAX_WAIT: Duration = Duration::from_secs(120);
 pub type StateName = JobState;
 
 /// The errors of a route on one job that its `{id}` decides: not a UUID (400,
-/// `parse_id`) or no such job (404).
+/// [`JobPath`](crate::api::keys::JobPath)) or no such job (404).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // Documentation only: the answers are `ApiError`s.
 enum JobLookupErrors {
@@ -57,6 +57,11 @@ pub struct JobDetail {
     /// For a workflow step: its workflow, its name there and its dependencies with
     /// their states (what a waiting step waits on).
     pub workflow_step: Option<StepOfJob>,
+}
+
+/// The 404 of a route on one job whose `{id}` names no job.
+pub(crate) fn job_not_found(id: uuid::Uuid) -> ApiError {
+    ApiError::NotFound(format!("job {id} not found"))
 }
 
 /// True when a string or key anywhere in `value` holds U+0000, which Postgres text and

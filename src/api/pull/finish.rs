@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use super::super::AppState;
 use super::super::error::{ApiError, ApiResult, ErrorBody};
-use super::super::extract::{Json, Path, parse_duration, parse_id};
-use super::super::jobs::{check_no_nul, check_size};
+use super::super::extract::{Json, parse_duration};
+use super::super::jobs::{check_no_nul, check_size, job_not_found};
+use super::super::keys::{JobPath, KeyAndJson};
 use super::{InvalidRequest, NO_SNOOZE_BUDGET, attempt_number, finish};
 use crate::db::due_work::{self, Finish, FinishKind};
 use crate::db::{history, queues};
@@ -92,7 +93,7 @@ async fn leased_job(
 ) -> ApiResult<history::JobView> {
     let job = history::get_job(state.pool(), id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))?;
+        .ok_or_else(|| job_not_found(id))?;
     if job.state != crate::model::JobState::Running || job.lease_owner != Some(owner) {
         return Err(lease_lost(id));
     }
@@ -168,7 +169,7 @@ async fn apply(
 /// Complete a job you claimed, with its output.
 #[utoipa::path(
     post, path = "/v1/pull/jobs/{id}/complete", tag = "pull",
-    params(("id" = Uuid, Path, description = "Job id")),
+    params(JobPath),
     request_body = CompleteRequest,
     responses(
         (status = 200, description = "Completed", body = FinishResponse),
@@ -179,10 +180,8 @@ async fn apply(
 )]
 pub async fn complete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Json(req): Json<CompleteRequest>,
+    KeyAndJson(JobPath(id), req): KeyAndJson<JobPath, CompleteRequest>,
 ) -> ApiResult<Json<FinishResponse>> {
-    let id = parse_id("id", &id)?;
     if let Some(output) = &req.output {
         check_no_nul("output", output)?;
         check_size("output", output, state.settings().max_payload_bytes)?;
@@ -201,7 +200,7 @@ pub async fn complete(
 /// while attempts remain, else failed for good.
 #[utoipa::path(
     post, path = "/v1/pull/jobs/{id}/fail", tag = "pull",
-    params(("id" = Uuid, Path, description = "Job id")),
+    params(JobPath),
     request_body = FailRequest,
     responses(
         (status = 200, description = "Recorded: retry, failed or cancelled", body = FinishResponse),
@@ -211,10 +210,8 @@ pub async fn complete(
 )]
 pub async fn fail(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Json(req): Json<FailRequest>,
+    KeyAndJson(JobPath(id), req): KeyAndJson<JobPath, FailRequest>,
 ) -> ApiResult<Json<FinishResponse>> {
-    let id = parse_id("id", &id)?;
     if req.error.is_empty() {
         return Err(ApiError::invalid("error", "must not be empty"));
     }

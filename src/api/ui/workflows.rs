@@ -189,7 +189,7 @@ fn graph(w: &Workflow) -> Markup {
 
 async fn detail(ui: &Ui, id: &str) -> Result<Markup, Response> {
     let viewer = &ui.viewer;
-    let w = ui.read(api::get(ui.api(), Path(id.to_owned()))).await?;
+    let w = ui.read_key(id.to_owned(), api::get).await?;
     let running = w.summary.state == "running";
     let fragment = format!("/ui/fragments/workflows/{}", w.summary.id);
     Ok(html! {

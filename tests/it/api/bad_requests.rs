@@ -283,6 +283,21 @@ fn cases(live: &str, unknown: &str) -> Vec<Case> {
             json!({"paused": true}),
         )
         .invalid("paused"),
+        case(
+            "settings of an invalid queue",
+            "PATCH",
+            "/v1/queues/bad%20name",
+            json!({}),
+        )
+        .invalid("name"),
+        // A route with a body reads it before its key: both wrong, the body is named.
+        case(
+            "unknown setting of an invalid queue",
+            "PATCH",
+            "/v1/queues/bad%20name",
+            json!({"paused": true}),
+        )
+        .invalid("paused"),
         post(
             "claim with no queues",
             "/v1/pull/claim",
@@ -355,6 +370,18 @@ fn cases(live: &str, unknown: &str) -> Vec<Case> {
             json!({"lease_owner": unknown, "attempt": 1, "error": ""}),
         )
         .invalid("error"),
+        post(
+            "complete a job whose id is not a UUID",
+            "/v1/pull/jobs/not-a-uuid/complete",
+            json!({"lease_owner": unknown, "attempt": 1}),
+        )
+        .expect(400, "invalid_path", "id"),
+        post(
+            "complete without its attempt a job whose id is not a UUID",
+            "/v1/pull/jobs/not-a-uuid/complete",
+            json!({"lease_owner": unknown}),
+        )
+        .invalid("attempt"),
         post(
             "lease_owner not a UUID",
             format!("/v1/pull/jobs/{live}/fail"),

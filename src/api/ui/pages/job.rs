@@ -140,7 +140,8 @@ pub async fn job_delete(
     Extension(access): Extension<Access>,
     Path(id): Path<String>,
 ) -> Page {
-    let deleted = jobs::delete_job(ui.api(), Extension(access), Path(id));
+    let deleted =
+        async { jobs::delete_job(ui.api(), Extension(access), JobPath::parse(id)?).await };
     act(&ui.viewer, deleted, |_| "/ui/jobs?done=deleted".into()).await
 }
 

@@ -26,6 +26,7 @@ use crate::api::extract::{Access, Json, Path, RequestId};
 use crate::api::jobs::{
     self, BulkRequest, EnqueueRequest, GetQuery, JobDetail, JobPage, ListQuery, StateName,
 };
+use crate::api::keys::{JobPath, KeyAndJson, PathKey, QueuePath};
 use crate::api::queues::{self, QueueSettingsRequest};
 use crate::api::stats::{self, StatsQuery};
 use crate::api::{AppState, schedules, workers};
@@ -93,10 +94,25 @@ impl Ui {
         from_api(&self.viewer, call).await
     }
 
+    /// What the `/v1` handler `call` of a route on one thing answered for the key in
+    /// `segment` (checked as that route checks it), or its refusal as the page.
+    pub(super) async fn read_key<K: PathKey, T, Fut>(
+        &self,
+        segment: String,
+        call: impl FnOnce(State<AppState>, K) -> Fut,
+    ) -> Result<T, Response>
+    where
+        Fut: std::future::Future<Output = Result<Json<T>, ApiError>>,
+    {
+        self.read(async { call(self.api(), K::parse(segment)?).await })
+            .await
+    }
+
     /// One job with its attempts, as `GET /v1/jobs/{id}` answers it (without waiting).
     async fn job_detail(&self, id: String) -> Result<JobDetail, Response> {
         let query = crate::api::extract::Query(GetQuery { wait: None });
-        self.read(jobs::get(self.api(), Path(id), query)).await
+        self.read(async { jobs::get(self.api(), query, JobPath::parse(id)?).await })
+            .await
     }
 
     /// The page `(title, nav)` with `body`, answered 200.
@@ -168,11 +184,13 @@ impl<T> Then<T> {
 }
 
 /// A dashboard action's route: runs the `/v1` handler `call` on the path's key (a name or
-/// an id), then redirects where `then` says, or shows the refusal. Each action is one
-/// line of the router instead of a handler of its own.
-pub(super) fn action<F, Fut, T>(call: F, then: Then<T>) -> MethodRouter<AppState>
+/// an id, checked as the `/v1` route checks it), then redirects where `then` says, or
+/// shows the refusal. Each action is one line of the router instead of a handler of its
+/// own.
+pub(super) fn action<F, K, Fut, T>(call: F, then: Then<T>) -> MethodRouter<AppState>
 where
-    F: Fn(State<AppState>, Path<String>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(State<AppState>, K) -> Fut + Clone + Send + Sync + 'static,
+    K: PathKey + 'static,
     Fut: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
     T: Send + 'static,
 {
@@ -180,7 +198,7 @@ where
     post(move |ui: Ui, Path(key): Path<String>| {
         let (call, then) = (call.clone(), then.clone());
         async move {
-            let done = call(ui.api(), Path(key.clone()));
+            let done = async { call(ui.api(), K::parse(key.clone())?).await };
             act(&ui.viewer, done, |answer| then.address(&key, answer)).await
         }
     })

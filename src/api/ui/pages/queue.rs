@@ -83,7 +83,7 @@ fn rate_text(limit: Option<i32>, period_ms: i64) -> Option<String> {
 
 /// The settings form of one queue, prefilled.
 pub async fn queue_form(ui: Ui, Path(name): Path<String>) -> Page {
-    let q = ui.read(queues::get(ui.api(), Path(name.clone()))).await?;
+    let q = ui.read_key(name.clone(), queues::get).await?;
     let f = QueueForm {
         concurrency_limit: q.concurrency_limit.map(|v| v.to_string()),
         rate_limit: rate_text(q.rate_limit, q.rate_period_ms),
@@ -130,7 +130,8 @@ fn queue_markup(viewer: &Viewer, name: &str, f: &QueueForm, error: Option<&str>)
 pub async fn queue_save(ui: Ui, Path(name): Path<String>, Form(f): Form<QueueForm>) -> Page {
     let result = async {
         let req = settings_request(&f)?;
-        queues::update(ui.api(), Path(name.clone()), Json(req)).await
+        let key = QueuePath::parse(name.clone())?;
+        queues::update(ui.api(), KeyAndJson(key, req)).await
     }
     .await;
     form_outcome(

@@ -47,9 +47,7 @@ pub async fn schedules(ui: Ui, Query(done): Query<Done>) -> Page {
 /// One schedule: its job template and its recent fires (with their jobs, misses and
 /// overlap skips).
 pub async fn schedule(ui: Ui, Path(name): Path<String>) -> Page {
-    let s = ui
-        .read(schedules::get(ui.api(), Path(name.clone())))
-        .await?;
+    let s = ui.read_key(name.clone(), schedules::get).await?;
     let zoned = |t: &chrono::DateTime<Utc>| {
         s.spec
             .timezone
@@ -111,7 +109,7 @@ pub struct ScheduleForm {
 /// The schedule form, empty or prefilled from `?edit=<name>`.
 pub async fn schedule_form(ui: Ui, Query(mut f): Query<ScheduleForm>) -> Page {
     if let Some(name) = given(&f.edit) {
-        let s = ui.read(schedules::get(ui.api(), Path(name))).await?;
+        let s = ui.read_key(name, schedules::get).await?;
         f = ScheduleForm {
             name: Some(s.spec.name),
             cron: Some(s.spec.cron),
