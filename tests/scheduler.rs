@@ -220,7 +220,7 @@ async fn schedule_cli_refuses_bad_input_naming_the_problem() {
 async fn declared_schedules_follow_the_file() {
     let db = TestDb::new().await;
     let mut config = ordinaut::config::Config::default();
-    let declared = |cron: &str| ordinaut::config::ScheduleConfig {
+    let declared = |cron: &str| ordinaut::scheduler::ScheduleInput {
         timezone: Some("Europe/Berlin".into()),
         payload: Some(serde_json::json!({"report": "daily"})),
         ..schedules::declared(cron, "q", "k")

@@ -22,10 +22,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Invalid;
+pub use crate::model::opt_duration;
 use crate::model::schedule::{ScheduleInput, ScheduleRules, ScheduleSpec};
 pub use kinds::KindConfig;
 pub use load::ENV_KEYS;
-pub use values::opt_duration;
 use values::{duration, string_or_list};
 
 /// A configuration value that cannot be used.
@@ -82,7 +82,7 @@ pub struct Config {
     /// Scheduler settings.
     pub scheduler: SchedulerConfig,
     /// Schedules declared in the file, synced by `ordinaut scheduler` at start.
-    pub schedules: BTreeMap<String, ScheduleConfig>,
+    pub schedules: BTreeMap<String, ScheduleInput>,
 }
 
 /// The kinds registry (see [`crate::kinds::registry`]).
@@ -109,38 +109,6 @@ pub struct SchedulerConfig {
     /// (default: `$TMPDIR/ordinaut-scheduler.heartbeat`).
     #[serde(default)]
     pub heartbeat_file: Option<PathBuf>,
-}
-
-/// A schedule declared in ordinaut.toml.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleConfig {
-    /// Cron expression (5 or 6 fields, or @daily-style).
-    pub cron: String,
-    /// IANA timezone (default: TZ).
-    pub timezone: Option<String>,
-    /// Job queue.
-    pub queue: String,
-    /// Job kind.
-    pub kind: String,
-    /// Job payload (a TOML table, sent as JSON).
-    #[serde(default)]
-    pub payload: Option<serde_json::Value>,
-    /// Job priority.
-    #[serde(default)]
-    pub priority: i32,
-    /// Job max attempts.
-    pub max_attempts: Option<i32>,
-    /// Job timeout.
-    #[serde(default, with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    /// Job unique key.
-    pub unique_key: Option<String>,
-    /// allow (default) or skip.
-    pub overlap: Option<String>,
-    /// Misfire grace for this schedule.
-    #[serde(default, with = "opt_duration")]
-    pub misfire_grace: Option<Duration>,
 }
 
 /// A queue declared in ordinaut.toml. Its limits are exactly what the file says (a
@@ -280,21 +248,11 @@ impl Config {
     pub fn declared_schedule(
         &self,
         name: &str,
-        s: &ScheduleConfig,
+        s: &ScheduleInput,
     ) -> Result<ScheduleSpec, Invalid> {
         let input = ScheduleInput {
             name: name.to_owned(),
-            cron: s.cron.clone(),
-            timezone: s.timezone.clone(),
-            queue: s.queue.clone(),
-            kind: s.kind.clone(),
-            payload: s.payload.clone(),
-            priority: s.priority,
-            max_attempts: s.max_attempts,
-            timeout: s.timeout,
-            unique_key: s.unique_key.clone(),
-            overlap: s.overlap.clone(),
-            misfire_grace: s.misfire_grace,
+            ..s.clone()
         };
         crate::model::schedule::validate(&input, &self.schedule_rules())
     }

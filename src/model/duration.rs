@@ -78,6 +78,42 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
+/// Durations written the way people write them: "30s", "5m", "1h 30m".
+pub mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as a humantime string.
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Accepts "30s"-style strings or a number of seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Seconds(f64),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            // The one operator grammar (model::parse_duration), which names the text.
+            Some(Raw::Text(t)) => super::parse_duration(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            Some(Raw::Seconds(s)) if s.is_finite() && s > 0.0 => {
+                Ok(Some(Duration::from_secs_f64(s)))
+            }
+            Some(Raw::Seconds(_)) => Err(serde::de::Error::custom("duration must be positive")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ mod names;
 pub mod schedule;
 mod settle;
 
-pub use duration::{Zero, parse_duration, parse_wire_duration};
+pub use duration::{Zero, opt_duration, parse_duration, parse_wire_duration};
 pub use invalid::Invalid;
 pub use limits::{PRIORITY_MAX, PRIORITY_MIN, validate_priority};
 pub use names::{MAX_NAME_LEN, NAME_PATTERN, check_name, validate_name, validate_schema};

@@ -7,12 +7,16 @@ use chrono::{DateTime, Utc};
 
 use super::{Invalid, check_name, cron, limits, validate_priority};
 
-/// A schedule's fields as given by a caller (CLI, API, file), before validation.
-#[derive(Debug, Clone, Default)]
+/// A schedule's fields as given by a caller (CLI, API, file), before validation. In
+/// ordinaut.toml a schedule is a table `[schedules.NAME]` of these fields but `name`,
+/// which comes from the table's key.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScheduleInput {
-    /// Name.
+    /// Name (in the file: the table's key).
+    #[serde(skip)]
     pub name: String,
-    /// Cron expression.
+    /// Cron expression (5 or 6 fields, or @daily-style).
     pub cron: String,
     /// IANA timezone; None = TZ.
     pub timezone: Option<String>,
@@ -20,19 +24,23 @@ pub struct ScheduleInput {
     pub queue: String,
     /// Job kind.
     pub kind: String,
-    /// Job payload.
+    /// Job payload (in the file a TOML table, sent as JSON).
+    #[serde(default)]
     pub payload: Option<serde_json::Value>,
     /// Job priority.
+    #[serde(default)]
     pub priority: i32,
     /// Job max attempts.
     pub max_attempts: Option<i32>,
     /// Job timeout.
+    #[serde(default, with = "super::opt_duration")]
     pub timeout: Option<Duration>,
     /// Job unique key.
     pub unique_key: Option<String>,
-    /// allow | skip.
+    /// allow (default) or skip.
     pub overlap: Option<String>,
-    /// Misfire grace.
+    /// Misfire grace for this schedule.
+    #[serde(default, with = "super::opt_duration")]
     pub misfire_grace: Option<Duration>,
 }
 

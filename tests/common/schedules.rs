@@ -1,6 +1,6 @@
 //! Schedules for tests: made as the API makes them, or declared as a config file does.
 
-use ordinaut::config::{Config, ScheduleConfig};
+use ordinaut::config::Config;
 use ordinaut::scheduler::{self, Origin, ScheduleInput};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -31,21 +31,9 @@ pub async fn retention_pass(pool: &PgPool) -> scheduler::retention::RotationRepo
 }
 
 /// A schedule as a config file declares it: `kind` on `queue` at `cron`, the rest
-/// unset.
-pub fn declared(cron: &str, queue: &str, kind: &str) -> ScheduleConfig {
-    ScheduleConfig {
-        cron: cron.into(),
-        timezone: None,
-        queue: queue.into(),
-        kind: kind.into(),
-        payload: None,
-        priority: 0,
-        max_attempts: None,
-        timeout: None,
-        unique_key: None,
-        overlap: None,
-        misfire_grace: None,
-    }
+/// unset (the name is the file's table key).
+pub fn declared(cron: &str, queue: &str, kind: &str) -> ScheduleInput {
+    schedule("", cron, queue, kind)
 }
 
 /// Declares `nightly` (`30 2 * * *`, `kind` on `queue`) as a config file does, and
