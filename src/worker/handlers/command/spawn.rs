@@ -42,12 +42,21 @@ pub(super) struct Spec {
 /// when dropped before it was waited for.
 pub(super) struct Child {
     pid: libc::pid_t,
-    /// Readable once the child has exited; `None` once reaped.
-    pidfd: Option<AsyncFd<OwnedFd>>,
+    /// How its exit is awaited; `None` once reaped.
+    exit: Option<Exit>,
     status: Option<ExitStatus>,
     pub(super) stdin: Option<pipe::Sender>,
     pub(super) stdout: Option<pipe::Receiver>,
     pub(super) stderr: Option<pipe::Receiver>,
+}
+
+/// How a child's exit is awaited.
+enum Exit {
+    /// Its pidfd, readable once it has exited (Linux 5.3 and later).
+    Pidfd(AsyncFd<OwnedFd>),
+    /// Without pidfds (older kernels, a seccomp filter refusing `pidfd_open`): a thread
+    /// blocked in `waitpid`, which reaps it and sends the raw status.
+    Thread(tokio::sync::oneshot::Receiver<c_int>),
 }
 
 /// Everything the child reads, prepared by the parent: the child may not allocate.
@@ -115,6 +124,12 @@ fn candidates(program: &OsStr, env: &BTreeMap<OsString, OsString>) -> io::Result
 /// Starts `spec` with stdio piped, `progress` as descriptor [`PROGRESS_FD`], a process
 /// group of its own and SIGKILL as its parent-death signal.
 pub(super) fn spawn(spec: &Spec, progress: &OwnedFd) -> io::Result<Child> {
+    spawn_awaited(spec, progress, true)
+}
+
+/// [`spawn`], its exit awaited on a pidfd if `pidfds` and the kernel has them, else by a
+/// thread.
+fn spawn_awaited(spec: &Spec, progress: &OwnedFd, pidfds: bool) -> io::Result<Child> {
     let program = cstring(spec.program.as_bytes())?;
     let args = spec
         .args
@@ -167,30 +182,53 @@ pub(super) fn spawn(spec: &Spec, progress: &OwnedFd) -> io::Result<Child> {
         return Err(io::Error::from_raw_os_error(error));
     }
     let started = || -> io::Result<Child> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor (with
-        // O_CLOEXEC) or -1; the child is ours and not yet reaped, so the pid is its own.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if pidfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor owned by nobody else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-        // SAFETY: an OwnedFd stays open and keeps its number until the AsyncFd drops it.
-        let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }?;
         Ok(Child {
             pid,
-            pidfd: Some(pidfd),
+            exit: None,
             status: None,
             stdin: Some(pipe::Sender::from_owned_fd(stdin_w)?),
             stdout: Some(pipe::Receiver::from_owned_fd(stdout_r)?),
             stderr: Some(pipe::Receiver::from_owned_fd(stderr_r)?),
         })
     };
-    started().inspect_err(|_| {
+    let mut child = started().inspect_err(|_| {
         // SAFETY: kill(2) on our own child, not yet reaped: it is not left running.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         reap(pid);
-    })
+    })?;
+    // From here on, dropping `child` kills and reaps it.
+    child.exit = Some(match pidfds.then(|| pidfd(pid).ok()).flatten() {
+        Some(fd) => Exit::Pidfd(fd),
+        None => {
+            let (send, exited) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("ordinaut-wait".into())
+                .spawn(move || {
+                    let _ = send.send(reap(pid));
+                })
+                .inspect_err(|_| {
+                    // SAFETY: as above; nobody else will wait for it.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    reap(pid);
+                })?;
+            Exit::Thread(exited)
+        }
+    });
+    Ok(child)
+}
+
+/// A pidfd of our child `pid`, registered with the runtime.
+fn pidfd(pid: libc::pid_t) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor (with
+    // O_CLOEXEC) or -1; the child is ours and not yet reaped, so the pid is its own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // SAFETY: an OwnedFd stays open and keeps its number until the AsyncFd drops it.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
 }
 
 /// Clones the calling thread into a child that runs [`child_main`] on `stack`, with all
@@ -333,11 +371,14 @@ unsafe fn exec_first(child: &mut ChildArgs) -> c_int {
     if denied { libc::EACCES } else { last }
 }
 
-/// Waits for the exited or exiting child `pid` (blocking).
-fn reap(pid: libc::pid_t) {
+/// Waits for our child `pid` (blocking); its raw status.
+fn reap(pid: libc::pid_t) -> c_int {
     let mut raw = 0;
-    // SAFETY: waitpid on our own child.
-    unsafe { libc::waitpid(pid, &mut raw, 0) };
+    // SAFETY: waitpid on our own child; retried if a signal interrupts it.
+    while unsafe { libc::waitpid(pid, &mut raw, 0) } < 0
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
+    raw
 }
 
 impl Child {
@@ -352,37 +393,47 @@ impl Child {
             if let Some(status) = self.status {
                 return Ok(status);
             }
-            let Some(pidfd) = &self.pidfd else {
-                return Err(io::ErrorKind::Other.into());
-            };
-            let mut ready = pidfd.readable().await?;
-            let mut raw = 0;
-            // SAFETY: waitpid on our own child, not yet reaped (so the pid is its own).
-            match unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) } {
-                pid if pid == self.pid => {
-                    self.status = Some(ExitStatus::from_raw(raw));
-                    self.pidfd = None;
+            let raw = match &mut self.exit {
+                None => return Err(io::ErrorKind::Other.into()),
+                Some(Exit::Thread(exited)) => exited
+                    .await
+                    .map_err(|_| io::Error::other("the thread waiting for the program ended"))?,
+                Some(Exit::Pidfd(pidfd)) => {
+                    let mut ready = pidfd.readable().await?;
+                    let mut raw = 0;
+                    // SAFETY: waitpid on our own child, not yet reaped (so the pid is
+                    // its own).
+                    match unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) } {
+                        pid if pid == self.pid => raw,
+                        -1 => return Err(io::Error::last_os_error()),
+                        _ => {
+                            ready.clear_ready();
+                            continue;
+                        }
+                    }
                 }
-                -1 => return Err(io::Error::last_os_error()),
-                _ => ready.clear_ready(),
-            }
+            };
+            self.status = Some(ExitStatus::from_raw(raw));
+            self.exit = None;
         }
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let Some(pidfd) = self.pidfd.take() else {
+        let Some(exit) = self.exit.take() else {
             return;
         };
         let pid = self.pid;
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let Exit::Pidfd(pidfd) = exit else {
+            // Its thread reaps it.
+            return;
+        };
         let mut raw = 0;
-        // SAFETY: kill(2) and waitpid on our own child, not yet reaped.
-        if unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, &mut raw, libc::WNOHANG)
-        } == pid
-        {
+        // SAFETY: waitpid on our own child, not yet reaped.
+        if unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG) } == pid {
             return;
         }
         // Killed but not yet gone: reaped once it is, so no zombie stays behind.
@@ -401,87 +452,4 @@ impl Drop for Child {
 }
 
 #[cfg(test)]
-mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    use super::*;
-
-    fn spec(program: &str, args: &[&str], env: &[(&str, &str)]) -> Spec {
-        Spec {
-            program: program.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
-            cwd: None,
-        }
-    }
-
-    /// Runs `spec` with `input` on stdin; its exit status, stdout and progress output.
-    async fn run(spec: &Spec, input: &[u8]) -> io::Result<(ExitStatus, String, String)> {
-        let (progress_r, progress_w) = pipe_pair()?;
-        let mut child = spawn(spec, &progress_w)?;
-        drop(progress_w);
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input).await?;
-        drop(stdin);
-        let (mut out, mut progress) = (String::new(), String::new());
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .await?;
-        pipe::Receiver::from_owned_fd(progress_r)?
-            .read_to_string(&mut progress)
-            .await?;
-        Ok((child.wait().await?, out, progress))
-    }
-
-    #[tokio::test]
-    async fn a_program_gets_its_stdio_progress_descriptor_group_and_environment() {
-        let script = "cat; echo \" $A\"; echo 40 >&3; \
-                      [ \"$(cut -d' ' -f5 /proc/$$/stat)\" -eq $$ ] && echo own-group";
-        let s = spec(
-            "sh",
-            &["-c", script],
-            &[("PATH", "/usr/bin:/bin"), ("A", "b")],
-        );
-        let (status, out, progress) = run(&s, b"payload").await.unwrap();
-        assert!(status.success(), "{status} {out}");
-        assert_eq!(out, "payload b\nown-group\n");
-        assert_eq!(progress, "40\n");
-    }
-
-    #[tokio::test]
-    async fn the_program_is_looked_up_in_the_childs_path_and_runs_in_cwd() {
-        let dir = std::env::temp_dir().join(format!("ordinaut-spawn-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let script = dir.join("no-shebang");
-        std::fs::write(&script, "pwd\n").unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let path = format!("/nonexistent:{}", dir.display());
-        let mut s = spec("no-shebang", &[], &[("PATH", &path)]);
-        s.cwd = Some(dir.clone());
-        // A script without `#!` is run by /bin/sh, as execvp does.
-        let (status, out, _) = run(&s, b"").await.unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(status.success());
-        assert_eq!(out.trim_end(), dir.to_str().unwrap());
-    }
-
-    #[tokio::test]
-    async fn a_missing_program_or_cwd_is_an_error_and_a_signal_is_a_status() {
-        let missing = spec("surely-no-such-program", &[], &[("PATH", "/bin")]);
-        let e = run(&missing, b"").await.err().unwrap();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        let mut elsewhere = spec("true", &[], &[]);
-        elsewhere.cwd = Some("/nonexistent".into());
-        assert_eq!(
-            run(&elsewhere, b"").await.err().unwrap().kind(),
-            io::ErrorKind::NotFound
-        );
-        let killed = spec("/bin/sh", &["-c", "kill -9 $$"], &[]);
-        let (status, _, _) = run(&killed, b"").await.unwrap();
-        assert_eq!(status.signal(), Some(libc::SIGKILL));
-    }
-}
+mod tests;
