@@ -3,7 +3,8 @@
 //! `fork` copies the page tables of the whole multi-threaded worker, and every page the
 //! worker writes until the child's `exec` then faults to be copied; per job that cost
 //! more than the program (`true`) itself. std's `Command` forks as soon as a `pre_exec`
-//! hook is set, and posix_spawn, which does not fork, cannot set the parent-death
+//! hook is set, and also when it must search a `PATH` of the child's own (our clean
+//! environment has one); posix_spawn, which does not fork, cannot set the parent-death
 //! signal. So this does what glibc's posix_spawn does, `clone(CLONE_VM | CLONE_VFORK)`:
 //! the child borrows the worker's memory and the calling thread waits until it has
 //! exec'd, and in between it runs only the system calls below, all async-signal-safe,
