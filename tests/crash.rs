@@ -162,6 +162,12 @@ type = "command"
 program = "sh"
 args = ["daemonize.sh"]
 timeout = "60s"
+
+# Writes its pid to <job id>.pid, then sleeps (for the worker killed under it).
+[kinds.sleeper]
+type = "command"
+program = "sh"
+args = ["-c", "echo $$ > \"$ORDINAUT_JOB_ID.pid.tmp\" && mv \"$ORDINAUT_JOB_ID.pid.tmp\" \"$ORDINAUT_JOB_ID.pid\" && exec sleep 300"]
 "#;
 
 /// Starts a daemon in its own session (so outside the job's process group) that holds
@@ -317,6 +323,37 @@ async fn command_that_leaves_a_daemon_holding_its_pipes_completes_once() {
     db.assert_rows("all_attempts WHERE outcome <> 'completed'", 0)
         .await;
     worker.terminate("worker", Duration::from_secs(20));
+}
+
+/// Whether process `pid` still runs (a zombie, exited but not yet reaped, does not).
+fn running(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which ends with the last ')'.
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X') | None)
+}
+
+/// A worker killed with SIGKILL runs no destructor: its program must still die (the
+/// parent-death signal), or the job's next run would overlap it. Counted from outside.
+#[tokio::test]
+async fn command_dies_with_its_worker_killed_with_sigkill() {
+    let (db, dir, [id]) = command_jobs(["sleeper"]).await;
+    let _left = Escaped(&dir, vec![id]);
+    let worker = spawn(&dir, &db.url, &["worker"], &[]);
+    let pid_file = dir.join(format!("{id}.pid"));
+    let pid: i32 = eventually(Duration::from_secs(20), "the program's pid", || async {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    })
+    .await;
+    assert!(running(pid), "the program runs before the kill");
+    worker.signal(libc::SIGKILL);
+    worker.wait(Duration::from_secs(10));
+    eventually(Duration::from_secs(5), "the program gone", || async {
+        (!running(pid)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -25,14 +25,15 @@
 //! pipes are read for at most [`PIPE_DRAIN`] more, then closed.
 //!
 //! Files by concern: this one runs an attempt from start to verdict; `process` builds
-//! the child (environment, process group) and kills its group; `progress` reads the
-//! progress descriptor; `output` captures the pipes and reads the job's result.
+//! the child's command line and environment and kills its group; `spawn` starts it
+//! (without forking the worker) and waits for it; `progress` reads the progress
+//! descriptor; `output` captures the pipes and reads the job's result.
 
 mod output;
 mod process;
 mod progress;
+mod spawn;
 
-use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,7 @@ use crate::kinds::{CommandKind, CommandOutput, DEFAULT_KILL_GRACE, ExitMeaning, 
 use crate::model::Outcome;
 use output::{Captured, OutputDir, format_log, result};
 use process::GroupGuard;
-use progress::{pass_progress_fd, progress_pipe, read_progress};
+use progress::{progress_pipe, read_progress};
 
 pub use crate::kinds::EXIT_RETRY_LATER;
 /// The descriptor number a program writes progress lines to.
@@ -157,9 +158,8 @@ async fn run_command(config: &CommandKind, templates: &[Template], ctx: JobConte
         }
     };
     let output_file = output_dir.as_ref().map(OutputDir::file);
-    let mut cmd = process::command(config, &ctx, &args, &id, output_file);
-    pass_progress_fd(&mut cmd, progress_write.as_raw_fd());
-    let spawned = cmd.spawn();
+    let spec = process::command(config, &ctx, &args, &id, output_file);
+    let spawned = spawn::spawn(&spec, &progress_write);
     // Our copy of the write end must go, or the reader never sees the end.
     drop(progress_write);
     let mut child = match spawned {
@@ -171,7 +171,7 @@ async fn run_command(config: &CommandKind, templates: &[Template], ctx: JobConte
             };
         }
     };
-    let mut guard = GroupGuard(child.id().map(|pid| pid as i32));
+    let mut guard = GroupGuard(Some(child.id()));
     let payload = job.payload.to_string();
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();

@@ -1,17 +1,16 @@
-//! Progress from the program: lines on descriptor [`PROGRESS_FD`], each reported to the
+//! Progress from the program: lines on descriptor [`PROGRESS_FD`](super::PROGRESS_FD), each reported to the
 //! job's context.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use tokio::io::AsyncReadExt;
-use tokio::process::Command;
 
-use super::{JobContext, PROGRESS_FD};
+use super::JobContext;
 
 /// Longest progress line kept; the rest of a longer line is skipped.
 const MAX_PROGRESS_LINE: usize = 4096;
 
-/// A pipe whose write end the child gets as descriptor [`PROGRESS_FD`].
+/// A pipe whose write end the child gets as descriptor [`PROGRESS_FD`](super::PROGRESS_FD).
 pub(super) fn progress_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 writes two descriptors into the array; both are owned below.
@@ -20,25 +19,6 @@ pub(super) fn progress_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: fresh descriptors from pipe2, owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Makes `write_fd` the child's descriptor [`PROGRESS_FD`], open across exec.
-pub(super) fn pass_progress_fd(cmd: &mut Command, write_fd: i32) {
-    // SAFETY: only dup2 and fcntl, async-signal-safe, run in the child before exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if write_fd == PROGRESS_FD {
-                let flags = libc::fcntl(write_fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(write_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(write_fd, PROGRESS_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Reads progress lines until the pipe closes, reporting each.
