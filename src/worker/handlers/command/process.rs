@@ -74,8 +74,8 @@ pub(super) struct GroupGuard(pub(super) Option<i32>);
 impl GroupGuard {
     pub(super) fn kill(&mut self) {
         if let Some(pgid) = self.0.take() {
-            // SAFETY: kill(2) with a negative pid signals the group we created with
-            // process_group(0); it has no memory-safety preconditions.
+            // SAFETY: kill(2) with a negative pid signals the group the child made
+            // (`setpgid(0, 0)` in `spawn`); it has no memory-safety preconditions.
             unsafe {
                 libc::kill(-pgid, libc::SIGKILL);
             }
